@@ -1,0 +1,192 @@
+/*!
+The command line, declared and nothing more. [`crate::config`] turns these raw values into a validated job.
+*/
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+/// Trace LSTM and GRU cells exactly as Keras (and PyTorch) compute them: every gate, every step.
+#[derive(Debug, Parser)]
+#[command(name = "rnntrace", version, about, long_about = None, max_term_width = 100)]
+pub struct Cli {
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Trace a Keras LSTM layer (gates i, f, c, o; state h, c).
+    Lstm(CellArgs),
+    /// Trace a Keras GRU layer (gates z, r, h; state h).
+    Gru(CellArgs),
+    /// Run the built-in weather example (real Keras weights and predictions embedded in the binary).
+    Demo(DemoArgs),
+}
+
+/// `reset_after` as given on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ResetAfterArg {
+    /// Read it from the bias shape ((2, 3u) = true, (3u,) = false); with no bias, Keras's default (true).
+    Auto,
+    /// reset_after=True.
+    True,
+    /// reset_after=False.
+    False,
+}
+
+/// Floating-point precision of the computation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PrecisionArg {
+    /// float32, as the frameworks compute.
+    F32,
+    /// float64, to see how far float32 rounding moves the result.
+    F64,
+}
+
+/// What stdout gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FormatArg {
+    /// Grid tables per timestep, predictions and a verdict.
+    Table,
+    /// The whole trace as JSON (schema rnntrace-trace/1).
+    Json,
+}
+
+/// When to colour the tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorArg {
+    /// Colour when stdout is a terminal and NO_COLOR is unset.
+    Auto,
+    /// Always colour.
+    Always,
+    /// Never colour.
+    Never,
+}
+
+/// Arguments shared by `lstm` and `gru`.
+#[derive(Debug, Args)]
+pub struct CellArgs {
+    /// Layer weights: JSON list (get_weights() order) or object {kernel, recurrent_kernel, bias}, .npz, or a directory of kernel.npy, recurrent_kernel.npy, bias.npy.
+    #[arg(long, value_name = "W")]
+    pub weights: PathBuf,
+    /// Input .npy: (sequences, timesteps, features), or (timesteps, features) for one sequence.
+    #[arg(long, value_name = "X.npy")]
+    pub input: PathBuf,
+    /// Cut a 2-D (rows, features) series into sliding windows of K rows, each predicting row i+K.
+    #[arg(long, value_name = "K")]
+    pub window: Option<usize>,
+    /// Keras `activation` (candidate and cell output).
+    #[arg(long, default_value = "tanh", value_name = "NAME")]
+    pub activation: String,
+    /// Keras `recurrent_activation` (gates). hard_sigmoid is Keras 3's; hard_sigmoid_keras2 is Keras 2's 0.2x+0.5.
+    #[arg(long, default_value = "sigmoid", value_name = "NAME")]
+    pub recurrent_activation: String,
+    /// GRU `reset_after`.
+    #[arg(long, value_enum, default_value_t = ResetAfterArg::Auto)]
+    pub reset_after: ResetAfterArg,
+    /// Process each sequence last step first (Keras `go_backwards=True`).
+    #[arg(long)]
+    pub go_backwards: bool,
+    /// Initial state .npz (or JSON) with arrays `h` and, for LSTM, `c`: (sequences, units) or (units,).
+    #[arg(long, value_name = "S.npz")]
+    pub initial_state: Option<PathBuf>,
+    /// Mask .npy (sequences, timesteps), bool or 0/1; 1 = step used, 0 = step skipped (state carried through).
+    #[arg(long, value_name = "M.npy")]
+    pub mask: Option<PathBuf>,
+    /// Skip steps whose features all equal V, like a Keras Masking(mask_value=V) layer.
+    #[arg(long, value_name = "V", allow_negative_numbers = true)]
+    pub mask_value: Option<f64>,
+    /// Carry each sequence's final state into the next (a stateful layer). Default: every sequence starts fresh, as model.predict does.
+    #[arg(long)]
+    pub carry_state: bool,
+    /// Dense head applied to the last output: JSON [kernel, bias] or {kernel, bias}, or .npz.
+    #[arg(long, value_name = "D")]
+    pub dense: Option<PathBuf>,
+    /// Activation of the Dense head (softmax included).
+    #[arg(long, default_value = "linear", value_name = "NAME")]
+    pub dense_activation: String,
+    /// Precision of the computation.
+    #[arg(long, value_enum, default_value_t = PrecisionArg::F32)]
+    pub precision: PrecisionArg,
+    /// The framework's saved model.predict output (.npy) to compare with; exit 1 if any element is outside tolerance.
+    #[arg(long, value_name = "P.npy")]
+    pub expected: Option<PathBuf>,
+    /// Absolute tolerance for --expected.
+    #[arg(long, default_value_t = 1e-5, value_name = "A")]
+    pub atol: f64,
+    /// Relative tolerance for --expected.
+    #[arg(long, default_value_t = 1e-5, value_name = "R")]
+    pub rtol: f64,
+    /// True values (.npy), shown beside predictions. With --window, the whole series (row i+K is picked).
+    #[arg(long, value_name = "Y.npy")]
+    pub targets: Option<PathBuf>,
+    /// What stdout gets.
+    #[arg(long, value_enum, default_value_t = FormatArg::Table)]
+    pub format: FormatArg,
+    /// Also write the whole JSON trace to this file (stdout keeps the tables).
+    #[arg(long, value_name = "FILE.json")]
+    pub trace: Option<PathBuf>,
+    /// Layer name to show and record (default: the cell name).
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    #[command(flatten)]
+    pub display: DisplayArgs,
+}
+
+/// How the tables look.
+#[derive(Debug, Args, Clone)]
+pub struct DisplayArgs {
+    /// Comma-separated feature names for the input tables (default x0, x1, …).
+    #[arg(long, value_name = "A,B,C")]
+    pub feature_names: Option<String>,
+    /// Which sequences get per-step tables: `0,5,7`, `10..20` or `all` (default: the first 3).
+    #[arg(long, value_name = "LIST")]
+    pub sequences: Option<String>,
+    /// Show at most this many units as table columns (the rest are summarised in a note).
+    #[arg(long, default_value_t = 8, value_name = "N")]
+    pub max_units: usize,
+    /// Colour in tables.
+    #[arg(long, value_enum, default_value_t = ColorArg::Auto)]
+    pub color: ColorArg,
+    /// Print nothing but errors and the verdict.
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+/// Arguments of `demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Which example: the seeds' weather LSTM (raw inputs) or GRU (min-max-normalised inputs).
+    #[arg(value_enum, default_value_t = DemoCell::Lstm)]
+    pub cell: DemoCell,
+    /// Also write the JSON trace to this file.
+    #[arg(long, value_name = "FILE.json")]
+    pub trace: Option<PathBuf>,
+    /// What stdout gets.
+    #[arg(long, value_enum, default_value_t = FormatArg::Table)]
+    pub format: FormatArg,
+    #[command(flatten)]
+    pub display: DisplayArgs,
+}
+
+/// The built-in examples.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DemoCell {
+    /// LSTM(4) → Dense(1) on raw weather data (seed 000).
+    Lstm,
+    /// GRU(4) → Dense(1) on min-max-normalised weather data (seed 001).
+    Gru,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+}

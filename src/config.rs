@@ -1,0 +1,394 @@
+/*!
+From command-line values to a validated job: every file is read and every shape checked here, once, with
+messages that name the file. After this step nothing can fail on bad input.
+*/
+
+use crate::cell::Activation;
+use crate::cli::{CellArgs, ColorArg, DisplayArgs, FormatArg, PrecisionArg, ResetAfterArg};
+use crate::engine::LayerSpec;
+use crate::error::{Error, Result, shape_str};
+use crate::io::{self, RawArray};
+use crate::weights::keras::{self, ResetAfter};
+use crate::weights::{CellKind, CellWeights, DenseWeights, dense, load_arrays};
+use ndarray::{Array2, Array3};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+/// A validated single-layer job, values in f64 (cast to the run precision later).
+#[derive(Debug, Clone)]
+pub struct CellJob {
+    /// Validated layer weights.
+    pub weights: CellWeights<f64>,
+    /// Layer arguments.
+    pub spec: LayerSpec,
+    /// (sequences, timesteps, features), after --window.
+    pub x: Array3<f64>,
+    /// (sequences, timesteps), true = used; from --mask, or computed from --mask-value at run precision.
+    pub mask: Option<Array2<bool>>,
+    /// --mask-value.
+    pub mask_value: Option<f64>,
+    /// Initial states (sequences, units).
+    pub h0: Option<Array2<f64>>,
+    /// Initial cell state (LSTM).
+    pub c0: Option<Array2<f64>>,
+    /// Dense head and its activation.
+    pub dense: Option<(DenseWeights<f64>, Activation)>,
+    /// Expected output, already checked against the prediction shape.
+    pub expected: Option<Expected>,
+    /// True values per sequence, (sequences, outputs).
+    pub targets: Option<Array2<f64>>,
+    /// Window length, when the input was a series.
+    pub window: Option<usize>,
+    /// Run precision.
+    pub precision: PrecisionArg,
+    /// Where and how to write.
+    pub output: OutputConfig,
+}
+
+/// What `--expected` is compared against.
+#[derive(Debug, Clone)]
+pub struct Expected {
+    /// The array as read.
+    pub array: RawArray,
+    /// true: compared with every step's output (return_sequences); false: with the predictions.
+    pub sequences: bool,
+    /// Tolerances.
+    pub atol: f64,
+    /// Relative tolerance.
+    pub rtol: f64,
+}
+
+/// Output settings shared by every command.
+#[derive(Debug, Clone)]
+pub struct OutputConfig {
+    /// stdout format.
+    pub format: FormatArg,
+    /// --trace target.
+    pub trace: Option<PathBuf>,
+    /// Display settings.
+    pub display: Display,
+}
+
+/// Validated display settings.
+#[derive(Debug, Clone)]
+pub struct Display {
+    /// Feature names (empty: x0, x1, …).
+    pub feature_names: Vec<String>,
+    /// Which sequences get per-step tables (`None`: the first 3).
+    pub sequences: Option<Vec<usize>>,
+    /// Max unit columns.
+    pub max_units: usize,
+    /// Colour on.
+    pub color: bool,
+    /// Only errors and the verdict.
+    pub quiet: bool,
+}
+
+impl Display {
+    /// Validates display flags for a run of `n_features` features.
+    pub fn from_args(d: &DisplayArgs, n_features: usize) -> Result<Display> {
+        let feature_names: Vec<String> = match &d.feature_names {
+            None => Vec::new(),
+            Some(s) => s.split(',').map(|p| p.trim().to_string()).collect(),
+        };
+        if !feature_names.is_empty() && feature_names.len() != n_features {
+            return Err(Error::usage(format!(
+                "--feature-names gives {} names; the input has {n_features} features",
+                feature_names.len()
+            )));
+        }
+        let sequences = match d.sequences.as_deref() {
+            None => None,
+            Some(s) => Some(parse_sequences(s)?),
+        };
+        if d.max_units == 0 {
+            return Err(Error::usage("--max-units must be at least 1"));
+        }
+        let color = match d.color {
+            ColorArg::Always => true,
+            ColorArg::Never => false,
+            ColorArg::Auto => std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+        };
+        Ok(Display { feature_names, sequences, max_units: d.max_units, color, quiet: d.quiet })
+    }
+}
+
+/// Parses `0,5,7`, `10..20`, `3..=5` or `all` (`all` is `usize::MAX` as a marker).
+fn parse_sequences(s: &str) -> Result<Vec<usize>> {
+    let bad = || Error::usage(format!("--sequences '{s}': expected a list like 0,5,7, a range like 10..20, or all"));
+    if s.trim() == "all" {
+        return Ok(vec![usize::MAX]);
+    }
+    let mut out = Vec::new();
+    for part in s.split(',') {
+        let part = part.trim();
+        if let Some((a, b)) = part.split_once("..") {
+            let (b, inclusive) = match b.strip_prefix('=') {
+                Some(b) => (b, true),
+                None => (b, false),
+            };
+            let a: usize = a.trim().parse().map_err(|_| bad())?;
+            let b: usize = b.trim().parse().map_err(|_| bad())?;
+            let end = if inclusive { b + 1 } else { b };
+            out.extend(a..end);
+        } else {
+            out.push(part.parse().map_err(|_| bad())?);
+        }
+    }
+    Ok(out)
+}
+
+fn activation(flag: &str, name: &str) -> Result<Activation> {
+    Activation::parse(name).map_err(|e| Error::usage(format!("--{flag}: {e}")))
+}
+
+/// Builds a job for `kind` from the command line.
+pub fn cell_job(kind: CellKind, a: &CellArgs) -> Result<CellJob> {
+    let act = activation("activation", &a.activation)?;
+    let rec = activation("recurrent-activation", &a.recurrent_activation)?;
+    let dense_act = activation("dense-activation", &a.dense_activation)?;
+    if kind == CellKind::Lstm && a.reset_after != ResetAfterArg::Auto {
+        return Err(Error::usage("--reset-after applies to GRU layers only"));
+    }
+    if a.dense.is_none() && a.dense_activation != "linear" {
+        return Err(Error::usage("--dense-activation needs --dense"));
+    }
+    if a.mask.is_some() && a.mask_value.is_some() {
+        return Err(Error::usage("give --mask or --mask-value, not both"));
+    }
+    if !(a.atol >= 0.0 && a.rtol >= 0.0) {
+        return Err(Error::usage("--atol and --rtol must be non-negative numbers"));
+    }
+    let inputs: Vec<&Path> = [Some(&a.weights), Some(&a.input), a.initial_state.as_ref(), a.mask.as_ref(), a.dense.as_ref(), a.expected.as_ref(), a.targets.as_ref()]
+        .into_iter()
+        .flatten()
+        .map(|p| p.as_path())
+        .collect();
+    check_not_input(a.trace.as_deref(), &inputs)?;
+
+    let reset_after = match a.reset_after {
+        ResetAfterArg::Auto => ResetAfter::Auto,
+        ResetAfterArg::True => ResetAfter::True,
+        ResetAfterArg::False => ResetAfter::False,
+    };
+    let src = load_arrays(&a.weights, &["kernel", "recurrent_kernel", "bias"])?;
+    let weights = keras::from_arrays(kind, &src, reset_after)?;
+
+    let raw = io::read_npy(&a.input)?;
+    let x = shape_input(&raw, &a.input, a.window, &weights)?;
+    let (batch, steps, _) = x.dim();
+
+    let mask = match &a.mask {
+        None => None,
+        Some(p) => Some(load_mask(p, batch, steps)?),
+    };
+    let (h0, c0) = match &a.initial_state {
+        None => (None, None),
+        Some(p) => load_initial_state(p, kind, weights.units, batch, a.carry_state)?,
+    };
+    let dense = match &a.dense {
+        None => None,
+        Some(p) => Some((dense::load(p, weights.units)?, dense_act)),
+    };
+    let outputs = dense.as_ref().map(|(d, _)| d.outputs()).unwrap_or(weights.units);
+    let expected = match &a.expected {
+        None => None,
+        Some(p) => Some(load_expected(p, batch, steps, outputs, dense.is_none(), weights.units, a.atol, a.rtol)?),
+    };
+    let targets = match &a.targets {
+        None => None,
+        Some(p) => Some(load_targets(p, batch, outputs, a.window)?),
+    };
+    let display = Display::from_args(&a.display, weights.features)?;
+    Ok(CellJob {
+        spec: LayerSpec {
+            name: a.name.clone().unwrap_or_else(|| kind.name().to_string()),
+            activation: act,
+            recurrent_activation: rec,
+            go_backwards: a.go_backwards,
+            carry_state: a.carry_state,
+        },
+        weights,
+        x,
+        mask,
+        mask_value: a.mask_value,
+        h0,
+        c0,
+        dense,
+        expected,
+        targets,
+        window: a.window,
+        precision: a.precision,
+        output: OutputConfig { format: a.format, trace: a.trace.clone(), display },
+    })
+}
+
+/// Refuses an output path that is one of the inputs.
+pub fn check_not_input(out: Option<&Path>, inputs: &[&Path]) -> Result<()> {
+    let Some(out) = out else { return Ok(()) };
+    let canon = |p: &Path| std::fs::canonicalize(p).ok();
+    if let Some(o) = canon(out) {
+        for i in inputs {
+            if canon(i).as_ref() == Some(&o) {
+                return Err(Error::usage(format!("{}: is an input of this run; refusing to write over it", out.display())));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn shape_input(raw: &RawArray, path: &Path, window: Option<usize>, w: &CellWeights<f64>) -> Result<Array3<f64>> {
+    let x = match (raw.ndim(), window) {
+        (2, Some(k)) => {
+            let (rows, f) = (raw.shape[0], raw.shape[1]);
+            if k == 0 {
+                return Err(Error::usage("--window must be at least 1"));
+            }
+            if rows <= k {
+                return Err(Error::input(path, format!("has {rows} rows; --window {k} needs more than {k} (each window predicts the row after it)")));
+            }
+            let n = rows - k;
+            let mut x = Array3::zeros((n, k, f));
+            for i in 0..n {
+                for t in 0..k {
+                    for j in 0..f {
+                        x[[i, t, j]] = raw.data[(i + t) * f + j];
+                    }
+                }
+            }
+            x
+        }
+        (_, Some(k)) => {
+            return Err(Error::input(path, format!("has shape {}; --window {k} needs a 2-D series (rows, features)", raw.shape_str())));
+        }
+        (2, None) => Array3::from_shape_vec((1, raw.shape[0], raw.shape[1]), raw.data.clone()).expect("2-D shape"),
+        (3, None) => Array3::from_shape_vec((raw.shape[0], raw.shape[1], raw.shape[2]), raw.data.clone()).expect("3-D shape"),
+        _ => {
+            return Err(Error::input(path, format!(
+                "has shape {}; expected (sequences, timesteps, features) or (timesteps, features)",
+                raw.shape_str()
+            )));
+        }
+    };
+    let (b, t, f) = x.dim();
+    if b == 0 {
+        return Err(Error::input(path, format!("has shape {}: it holds no sequences", raw.shape_str())));
+    }
+    if t == 0 {
+        return Err(Error::input(path, format!("has shape {}: sequences have 0 timesteps", raw.shape_str())));
+    }
+    if f != w.features {
+        return Err(Error::input(path, format!(
+            "has {f} features per step (shape {}); the kernel expects {} (kernel {})",
+            raw.shape_str(),
+            w.features,
+            shape_str(&[w.kernel.nrows(), w.kernel.ncols()])
+        )));
+    }
+    Ok(x)
+}
+
+fn load_mask(path: &Path, batch: usize, steps: usize) -> Result<Array2<bool>> {
+    let raw = io::read_npy(path)?;
+    let shape = match raw.ndim() {
+        2 => (raw.shape[0], raw.shape[1]),
+        1 if batch == 1 => (1, raw.shape[0]),
+        _ => (usize::MAX, usize::MAX),
+    };
+    if shape != (batch, steps) {
+        return Err(Error::input(path, format!("mask has shape {}; expected ({batch}, {steps}) (sequences, timesteps)", raw.shape_str())));
+    }
+    if let Some(v) = raw.data.iter().find(|v| **v != 0.0 && **v != 1.0) {
+        return Err(Error::input(path, format!("mask holds {v}; expected booleans or 0/1")));
+    }
+    Ok(Array2::from_shape_vec(shape, raw.data.iter().map(|v| *v != 0.0).collect()).expect("shape checked"))
+}
+
+fn load_initial_state(
+    path: &Path,
+    kind: CellKind,
+    units: usize,
+    batch: usize,
+    carry: bool,
+) -> Result<(Option<Array2<f64>>, Option<Array2<f64>>)> {
+    let src = load_arrays(path, &["h", "c"])?;
+    let get = |name: &str, pos: usize| -> Option<&RawArray> {
+        if src.positional { src.arrays.get(pos).map(|(_, a)| a) } else { src.get(name) }
+    };
+    let expand = |name: &str, a: &RawArray| -> Result<Array2<f64>> {
+        match a.shape.as_slice() {
+            [u] if *u == units => Ok(Array2::from_shape_fn((batch, units), |(_, j)| a.data[j])),
+            [1, u] if *u == units => Ok(Array2::from_shape_fn((batch, units), |(_, j)| a.data[j])),
+            [b, u] if *b == batch && *u == units && !carry => Ok(Array2::from_shape_vec((batch, units), a.data.clone()).expect("shape checked")),
+            _ => Err(src.error(format!(
+                "initial state '{name}' has shape {}; expected {}({units},)",
+                a.shape_str(),
+                if carry { String::new() } else { format!("({batch}, {units}) or ") }
+            ))),
+        }
+    };
+    let h = get("h", 0).ok_or_else(|| src.error(format!("needs an array named h; found: {}", src.names())))?;
+    let h = expand("h", h)?;
+    let c = match kind {
+        CellKind::Lstm => {
+            let c = get("c", 1).ok_or_else(|| src.error(format!("an LSTM needs arrays h and c; found: {}", src.names())))?;
+            Some(expand("c", c)?)
+        }
+        CellKind::Gru => {
+            if get("c", 1).is_some() {
+                return Err(src.error("holds a cell state c, but a GRU has only h"));
+            }
+            None
+        }
+    };
+    Ok((Some(h), c))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn load_expected(
+    path: &Path,
+    batch: usize,
+    steps: usize,
+    outputs: usize,
+    no_dense: bool,
+    units: usize,
+    atol: f64,
+    rtol: f64,
+) -> Result<Expected> {
+    let raw = io::read_npy(path)?;
+    let s = raw.shape.as_slice();
+    let per_prediction = s == [batch, outputs] || (outputs == 1 && s == [batch]) || (batch == 1 && s == [outputs]);
+    let per_step = no_dense && s == [batch, steps, units];
+    if !per_prediction && !per_step {
+        let also = if no_dense { format!(", or ({batch}, {steps}, {units}) for return_sequences output") } else { String::new() };
+        return Err(Error::input(path, format!(
+            "expected output has shape {}; the predictions have shape ({batch}, {outputs}){also}",
+            raw.shape_str()
+        )));
+    }
+    Ok(Expected { array: raw, sequences: per_step, atol, rtol })
+}
+
+fn load_targets(path: &Path, batch: usize, outputs: usize, window: Option<usize>) -> Result<Array2<f64>> {
+    let raw = io::read_npy(path)?;
+    let (rows, width) = match raw.shape.as_slice() {
+        [n] => (*n, 1),
+        [n, w] => (*n, *w),
+        _ => (usize::MAX, 0),
+    };
+    if width != outputs {
+        return Err(Error::input(path, format!("targets have shape {}; expected {} value(s) per sequence", raw.shape_str(), outputs)));
+    }
+    let offset = match window {
+        Some(k) if rows == batch + k => k,
+        _ if rows == batch => 0,
+        Some(k) => {
+            return Err(Error::input(path, format!(
+                "targets have {rows} rows; expected {} (the whole series) or {batch} (one per window)",
+                batch + k
+            )));
+        }
+        None => return Err(Error::input(path, format!("targets have {rows} rows; expected {batch}, one per sequence"))),
+    };
+    Ok(Array2::from_shape_fn((batch, width), |(i, j)| raw.data[(i + offset) * width + j]))
+}

@@ -1,0 +1,47 @@
+/*!
+Renderers: each turns a finished [`Report`] into bytes (tables, JSON) or a picture (plots). None of them
+computes anything the engine did not record.
+*/
+
+pub mod json;
+pub mod number;
+pub mod table;
+
+use crate::cell::Real;
+use crate::compare::Comparison;
+use crate::config::Display;
+use crate::trace::Trace;
+use ndarray::Array2;
+
+/// Everything a renderer may show about one run.
+#[derive(Debug, Clone)]
+pub struct Report<'a, T> {
+    /// The recorded run.
+    pub trace: &'a Trace<T>,
+    /// The framework's expected output, reshaped to (sequences, outputs) when it compares with predictions.
+    pub expected: Option<Array2<f64>>,
+    /// The comparison verdict, when --expected was given.
+    pub comparison: Option<Comparison>,
+    /// True values, (sequences, outputs).
+    pub targets: Option<Array2<f64>>,
+    /// --window K, when the input was a series.
+    pub window: Option<usize>,
+    /// Display settings.
+    pub display: &'a Display,
+    /// What the run is called in headings (`LSTM`, `demo: weather LSTM`).
+    pub title: String,
+    /// Optional names of the outputs (default y0, y1, …).
+    pub output_names: Vec<String>,
+}
+
+impl<T: Real> Report<'_, T> {
+    /// Which sequences get per-step tables.
+    pub fn shown_sequences(&self) -> Vec<usize> {
+        let n = self.trace.predictions.nrows();
+        match &self.display.sequences {
+            None => (0..n.min(3)).collect(),
+            Some(v) if v.first() == Some(&usize::MAX) => (0..n).collect(),
+            Some(v) => v.iter().copied().filter(|&i| i < n).collect(),
+        }
+    }
+}

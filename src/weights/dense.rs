@@ -1,0 +1,79 @@
+/*!
+A Dense head: `y = act(h·K + b)`, kernel (units, outputs), bias (outputs,), as `layer.get_weights()` gives it.
+*/
+
+use super::keras::{mat, shape_of};
+use super::load_arrays;
+use crate::cell::Real;
+use crate::error::Result;
+use ndarray::{Array1, Array2};
+use std::path::Path;
+
+/// A validated Dense layer.
+#[derive(Debug, Clone)]
+pub struct DenseWeights<T> {
+    /// (inputs, outputs).
+    pub kernel: Array2<T>,
+    /// (outputs,), absent for `use_bias=False`.
+    pub bias: Option<Array1<T>>,
+}
+
+impl<T: Real> DenseWeights<T> {
+    /// Number of outputs.
+    pub fn outputs(&self) -> usize {
+        self.kernel.ncols()
+    }
+
+    /// Converts the element type.
+    pub fn cast<U: Real>(&self) -> DenseWeights<U> {
+        DenseWeights {
+            kernel: self.kernel.mapv(|v| U::lit(v.to_f())),
+            bias: self.bias.as_ref().map(|b| b.mapv(|v| U::lit(v.to_f()))),
+        }
+    }
+}
+
+/// Loads a Dense head from JSON (`[kernel, bias]` or `{kernel, bias}`) or `.npz`, checking it takes `inputs` values.
+pub fn load(path: &Path, inputs: usize) -> Result<DenseWeights<f64>> {
+    let src = load_arrays(path, &["kernel", "bias"])?;
+    let (k, b) = if src.positional {
+        match src.arrays.as_slice() {
+            [(_, k)] => (k, None),
+            [(_, k), (_, b)] => (k, Some(b)),
+            other => {
+                return Err(src.error(format!(
+                    "holds {} arrays; expected a Dense layer's [kernel, bias] (or [kernel] with use_bias=False)",
+                    other.len()
+                )));
+            }
+        }
+    } else {
+        let k = src.get("kernel").ok_or_else(|| src.error(format!("needs an array named kernel; found: {}", src.names())))?;
+        if let Some((name, _)) = src.arrays.iter().find(|(n, _)| n != "kernel" && n != "bias") {
+            return Err(src.error(format!("holds an array named '{name}'; expected a Dense layer's kernel and bias")));
+        }
+        (k, src.get("bias"))
+    };
+    if k.ndim() == 1 && k.shape[0] == inputs {
+        // A (units,) kernel is a Dense(1) saved without its last axis; accept it as (units, 1).
+    } else if k.ndim() != 2 || k.shape[0] != inputs {
+        return Err(src.error(format!(
+            "Dense kernel has shape {}; expected ({inputs}, outputs) to take the {inputs} outputs of the recurrent layer",
+            shape_of(k)
+        )));
+    }
+    let kernel = if k.ndim() == 1 {
+        Array2::from_shape_vec((inputs, 1), k.data.clone()).expect("length checked above")
+    } else {
+        mat(k)
+    };
+    let outputs = kernel.ncols();
+    let bias = match b {
+        None => None,
+        Some(b) if b.data.len() == outputs && b.ndim() <= 1 => Some(Array1::from(b.data.clone())),
+        Some(b) => {
+            return Err(src.error(format!("Dense bias has shape {}; expected ({outputs},) to match kernel {}", shape_of(b), shape_of(k))));
+        }
+    };
+    Ok(DenseWeights { kernel, bias })
+}

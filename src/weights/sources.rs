@@ -1,0 +1,125 @@
+/*!
+Reading a weights file, whatever its container, into arrays that are either named or positional.
+
+Containers: a JSON list (`get_weights()` order) or object, an `.npz` (named, or `arr_0…` from
+`np.savez(p, *arrays)`), or a directory of `.npy` files. The container is recognised by its content, not
+only its extension, so a misnamed file still gets a precise message.
+*/
+
+use crate::error::{Error, Result};
+use crate::io::{self, RawArray, json};
+use std::path::{Path, PathBuf};
+
+/// Arrays read from one weights source.
+#[derive(Debug, Clone)]
+pub struct NamedArrays {
+    /// The file or directory they came from (for messages).
+    pub path: PathBuf,
+    /// True when the arrays have no names, only an order (JSON list, `arr_0…` npz).
+    pub positional: bool,
+    /// The arrays in file order; names are empty when `positional`.
+    pub arrays: Vec<(String, RawArray)>,
+}
+
+impl NamedArrays {
+    /// The array called `name`, if any.
+    pub fn get(&self, name: &str) -> Option<&RawArray> {
+        self.arrays.iter().find(|(n, _)| n == name).map(|(_, a)| a)
+    }
+
+    /// The names present, for "found: …" messages.
+    pub fn names(&self) -> String {
+        self.arrays.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")
+    }
+
+    /// An input error about this source.
+    pub fn error(&self, what: impl Into<String>) -> Error {
+        Error::input(&self.path, what)
+    }
+}
+
+/// What a file's first bytes say it is.
+enum Container {
+    Json,
+    Npz,
+    Npy,
+    Hdf5,
+    Unknown,
+}
+
+fn sniff(bytes: &[u8]) -> Container {
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if bytes.starts_with(b"PK") {
+        Container::Npz
+    } else if bytes.starts_with(b"\x93NUMPY") {
+        Container::Npy
+    } else if bytes.starts_with(b"\x89HDF\r\n\x1a\n") {
+        Container::Hdf5
+    } else if matches!(first, Some(b'[') | Some(b'{')) {
+        Container::Json
+    } else {
+        Container::Unknown
+    }
+}
+
+/// Reads every array in a weights source. `expected` names the arrays a directory should hold.
+pub fn load_arrays(path: &Path, expected: &[&str]) -> Result<NamedArrays> {
+    if path.is_dir() {
+        return load_dir(path, expected);
+    }
+    let bytes = io::read_file(path)?;
+    if bytes.is_empty() {
+        return Err(Error::input(path, "file is empty; expected a JSON list/object of arrays, an .npz archive or a directory of .npy files"));
+    }
+    let err = |what: String| Error::input(path, what);
+    match sniff(&bytes) {
+        Container::Json => match json::parse(&bytes).map_err(err)? {
+            json::Document::List(arrays) => Ok(NamedArrays {
+                path: path.to_path_buf(),
+                positional: true,
+                arrays: arrays.into_iter().map(|a| (String::new(), a)).collect(),
+            }),
+            json::Document::Named(arrays) => Ok(NamedArrays { path: path.to_path_buf(), positional: false, arrays }),
+        },
+        Container::Npz => {
+            let arrays = io::npz::parse(&bytes).map_err(err)?;
+            let positional = arrays.iter().enumerate().all(|(i, (n, _))| *n == format!("arr_{i}"));
+            Ok(NamedArrays { path: path.to_path_buf(), positional, arrays })
+        }
+        Container::Npy => Err(err(format!(
+            "is a single .npy array; expected several arrays ({}): a JSON list, an .npz archive or a directory of .npy files",
+            expected.join(", ")
+        ))),
+        Container::Hdf5 => Err(err("is an HDF5 file (a saved model?); expected loose weight arrays: a JSON list, an .npz archive or a directory of .npy files".into())),
+        Container::Unknown => Err(err(
+            "is neither JSON, an .npz archive nor a directory of .npy files (unrecognised content)".into(),
+        )),
+    }
+}
+
+fn load_dir(path: &Path, expected: &[&str]) -> Result<NamedArrays> {
+    let mut arrays = Vec::new();
+    for name in expected {
+        let file = path.join(format!("{name}.npy"));
+        if file.exists() {
+            arrays.push((name.to_string(), io::read_npy(&file)?));
+        }
+    }
+    if arrays.is_empty() {
+        let mut found: Vec<String> = std::fs::read_dir(path)
+            .map_err(|e| Error::input(path, io::io_reason(&e)))?
+            .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+            .collect();
+        found.sort();
+        found.truncate(12);
+        return Err(Error::input(
+            path,
+            format!(
+                "directory holds none of {}; found: {}",
+                expected.iter().map(|n| format!("{n}.npy")).collect::<Vec<_>>().join(", "),
+                if found.is_empty() { "nothing".to_string() } else { found.join(", ") }
+            ),
+        ));
+    }
+    Ok(NamedArrays { path: path.to_path_buf(), positional: false, arrays })
+}
