@@ -40,21 +40,21 @@ pub fn run(cli: Cli) -> Result<Outcome> {
     match cli.command {
         Command::Lstm(a) => {
             let job = config::cell_job(CellKind::Lstm, &a)?;
-            execute(&job, "", &[])
+            execute(&job, "")
         }
         Command::Gru(a) => {
             let job = config::cell_job(CellKind::Gru, &a)?;
-            execute(&job, "", &[])
+            execute(&job, "")
         }
         Command::Demo(d) => crate::demo::run(&d),
     }
 }
 
 /// Runs a job at its precision and writes everything it asks for.
-pub fn execute(job: &CellJob, title: &str, output_names: &[String]) -> Result<Outcome> {
+pub fn execute(job: &CellJob, title: &str) -> Result<Outcome> {
     match job.precision {
-        PrecisionArg::F32 => execute_as::<f32>(job, title, output_names),
-        PrecisionArg::F64 => execute_as::<f64>(job, title, output_names),
+        PrecisionArg::F32 => execute_as::<f32>(job, title),
+        PrecisionArg::F64 => execute_as::<f64>(job, title),
     }
 }
 
@@ -106,7 +106,7 @@ pub fn compute<T: Real>(job: &CellJob) -> Computed<T> {
     Computed { trace, expected, comparison }
 }
 
-fn execute_as<T: Real>(job: &CellJob, title: &str, output_names: &[String]) -> Result<Outcome> {
+fn execute_as<T: Real>(job: &CellJob, title: &str) -> Result<Outcome> {
     let computed = compute::<T>(job);
     warn_non_finite(&computed.trace);
     let report = Report {
@@ -117,7 +117,6 @@ fn execute_as<T: Real>(job: &CellJob, title: &str, output_names: &[String]) -> R
         window: job.window,
         display: &job.output.display,
         title: title.to_string(),
-        output_names: output_names.to_vec(),
     };
     if let Some(path) = &job.output.trace {
         atomic_write(path, |w| render::json::write(&report, w))?;

@@ -128,6 +128,12 @@ pub struct CellArgs {
     /// Also write the whole JSON trace to this file (stdout keeps the tables).
     #[arg(long, value_name = "FILE.json")]
     pub trace: Option<PathBuf>,
+    /// scikit-learn scaler parameters (JSON) of the target: tables also show predictions in original units.
+    #[arg(long, value_name = "S.json")]
+    pub inverse_scale: Option<PathBuf>,
+    /// Comma-separated names of the model's outputs (default y0, y1, …).
+    #[arg(long, value_name = "A,B")]
+    pub output_names: Option<String>,
     /// Layer name to show and record (default: the cell name).
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,

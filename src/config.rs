@@ -8,6 +8,7 @@ use crate::cli::{CellArgs, ColorArg, DisplayArgs, FormatArg, PrecisionArg, Reset
 use crate::engine::LayerSpec;
 use crate::error::{Error, Result, shape_str};
 use crate::io::{self, RawArray};
+use crate::scaler::Scaler;
 use crate::weights::keras::{self, ResetAfter};
 use crate::weights::{CellKind, CellWeights, DenseWeights, dense, load_arrays};
 use ndarray::{Array2, Array3};
@@ -82,6 +83,10 @@ pub struct Display {
     pub color: bool,
     /// Only errors and the verdict.
     pub quiet: bool,
+    /// Names of the outputs (empty: y0, y1, …).
+    pub output_names: Vec<String>,
+    /// Maps predictions back to original units.
+    pub scaler: Option<Scaler>,
 }
 
 impl Display {
@@ -109,7 +114,7 @@ impl Display {
             ColorArg::Never => false,
             ColorArg::Auto => std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
         };
-        Ok(Display { feature_names, sequences, max_units: d.max_units, color, quiet: d.quiet })
+        Ok(Display { feature_names, sequences, max_units: d.max_units, color, quiet: d.quiet, output_names: Vec::new(), scaler: None })
     }
 }
 
@@ -159,7 +164,7 @@ pub fn cell_job(kind: CellKind, a: &CellArgs) -> Result<CellJob> {
     if !(a.atol >= 0.0 && a.rtol >= 0.0) {
         return Err(Error::usage("--atol and --rtol must be non-negative numbers"));
     }
-    let inputs: Vec<&Path> = [Some(&a.weights), Some(&a.input), a.initial_state.as_ref(), a.mask.as_ref(), a.dense.as_ref(), a.expected.as_ref(), a.targets.as_ref()]
+    let inputs: Vec<&Path> = [Some(&a.weights), Some(&a.input), a.initial_state.as_ref(), a.mask.as_ref(), a.dense.as_ref(), a.expected.as_ref(), a.targets.as_ref(), a.inverse_scale.as_ref()]
         .into_iter()
         .flatten()
         .map(|p| p.as_path())
@@ -199,7 +204,19 @@ pub fn cell_job(kind: CellKind, a: &CellArgs) -> Result<CellJob> {
         None => None,
         Some(p) => Some(load_targets(p, batch, outputs, a.window)?),
     };
-    let display = Display::from_args(&a.display, weights.features)?;
+    let mut display = Display::from_args(&a.display, weights.features)?;
+    if let Some(names) = &a.output_names {
+        display.output_names = names.split(',').map(|s| s.trim().to_string()).collect();
+        if display.output_names.len() != outputs {
+            return Err(Error::usage(format!(
+                "--output-names gives {} names; the model has {outputs} outputs",
+                display.output_names.len()
+            )));
+        }
+    }
+    if let Some(p) = &a.inverse_scale {
+        display.scaler = Some(Scaler::load(p, outputs)?);
+    }
     Ok(CellJob {
         spec: LayerSpec {
             name: a.name.clone().unwrap_or_else(|| kind.name().to_string()),

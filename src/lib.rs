@@ -22,6 +22,7 @@ pub mod engine;
 pub mod error;
 pub mod io;
 pub mod render;
+pub mod scaler;
 pub mod trace;
 pub mod weights;
 

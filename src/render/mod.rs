@@ -28,10 +28,8 @@ pub struct Report<'a, T> {
     pub window: Option<usize>,
     /// Display settings.
     pub display: &'a Display,
-    /// What the run is called in headings (`LSTM`, `demo: weather LSTM`).
+    /// What the run is called in headings (empty, or `Weather demo`).
     pub title: String,
-    /// Optional names of the outputs (default y0, y1, …).
-    pub output_names: Vec<String>,
 }
 
 impl<T: Real> Report<'_, T> {

@@ -183,28 +183,38 @@ fn sequence<T: Real>(out: &mut String, r: &Report<'_, T>, l: &LayerTrace<T>, b: 
             let _ = writeln!(out, "(showing units 0–{} of {}; --max-units {} shows all)", shown_units - 1, l.units, l.units);
         }
     }
-    // Prediction for this sequence.
+    // Prediction for this sequence: one row per metric, one column per output (the seeds' layout).
+    let outs = r.trace.predictions.ncols();
     let mut pt = new_table(color);
-    let mut header = vec!["Output", "Ours"];
-    if r.expected.is_some() {
-        header.extend(["Framework", "|Ours − Framework|"]);
-    }
-    if r.targets.is_some() {
-        header.extend(["Actual", "Ours − Actual"]);
-    }
+    let mut header = vec![Cell::new("Metric")];
+    header.extend((0..outs).map(|j| Cell::new(output_name(r, j)).set_alignment(CellAlignment::Right)));
     pt.set_header(header);
-    for j in 0..r.trace.predictions.ncols() {
-        let ours = r.trace.predictions[[b, j]].to_f();
-        let mut row = vec![Cell::new(output_name(r, j)), num(ours)];
+    let ours = |j: usize| r.trace.predictions[[b, j]].to_f();
+    let mut metric = |label: String, f: &dyn Fn(usize) -> Cell| {
+        let mut row = vec![Cell::new(label)];
+        row.extend((0..outs).map(f));
+        pt.add_row(row);
+    };
+    let signed = |v: f64| Cell::new(fmt_change(v)).set_alignment(CellAlignment::Right);
+    metric("Ours".into(), &|j| num(ours(j)));
+    if let Some(e) = &r.expected {
+        metric("Framework".into(), &|j| num(e[[b, j]]));
+        metric("|Ours − Framework|".into(), &|j| num((ours(j) - e[[b, j]]).abs()));
+    }
+    if let Some(y) = &r.targets {
+        metric("Actual".into(), &|j| num(y[[b, j]]));
+        metric("Ours − Actual".into(), &|j| signed(ours(j) - y[[b, j]]));
+    }
+    if let Some(sc) = &r.display.scaler {
+        let unit = "original units";
+        metric(format!("Ours ({unit})"), &|j| num(sc.inverse(ours(j), j)));
         if let Some(e) = &r.expected {
-            row.push(num(e[[b, j]]));
-            row.push(num((ours - e[[b, j]]).abs()));
+            metric(format!("Framework ({unit})"), &|j| num(sc.inverse(e[[b, j]], j)));
         }
         if let Some(y) = &r.targets {
-            row.push(num(y[[b, j]]));
-            row.push(Cell::new(fmt_change(ours - y[[b, j]])).set_alignment(CellAlignment::Right));
+            metric(format!("Actual ({unit})"), &|j| num(sc.inverse(y[[b, j]], j)));
+            metric(format!("Ours − Actual ({unit})"), &|j| signed(sc.inverse(ours(j), j) - sc.inverse(y[[b, j]], j)));
         }
-        pt.add_row(row);
     }
     let what = match r.window {
         Some(k) => format!("Prediction for row {}", b + k),
@@ -214,7 +224,7 @@ fn sequence<T: Real>(out: &mut String, r: &Report<'_, T>, l: &LayerTrace<T>, b: 
 }
 
 fn output_name<T: Real>(r: &Report<'_, T>, j: usize) -> String {
-    r.output_names.get(j).cloned().unwrap_or_else(|| format!("y{j}"))
+    r.display.output_names.get(j).cloned().unwrap_or_else(|| format!("y{j}"))
 }
 
 fn summary<T: Real>(out: &mut String, r: &Report<'_, T>, color: bool) {
@@ -233,6 +243,12 @@ fn summary<T: Real>(out: &mut String, r: &Report<'_, T>, color: bool) {
         }
         if r.expected.is_some() {
             header.push("|Ours − Framework|".to_string());
+        }
+        if r.display.scaler.is_some() {
+            header.push(format!("Ours {name} (orig.)"));
+            if r.targets.is_some() {
+                header.push(format!("Actual {name} (orig.)"));
+            }
         }
     }
     t.set_header(header);
@@ -256,6 +272,12 @@ fn summary<T: Real>(out: &mut String, r: &Report<'_, T>, color: bool) {
                 let c = num(err);
                 let bad = r.comparison.as_ref().map(|c| !(err <= c.atol + c.rtol * e[[b, j]].abs())).unwrap_or(false);
                 row.push(if bad && color { c.fg(Color::Red).add_attribute(Attribute::Bold) } else { c });
+            }
+            if let Some(sc) = &r.display.scaler {
+                row.push(num(sc.inverse(ours, j)));
+                if let Some(y) = &r.targets {
+                    row.push(num(sc.inverse(y[[b, j]], j)));
+                }
             }
         }
         t.add_row(row);

@@ -1,0 +1,44 @@
+//! Integration tests: every test runs the `rnntrace` binary the way a user would.
+//!
+//! Golden numbers come from real Keras (see `fixtures/generate.py` and `fixtures/VERSIONS.json`); this
+//! file never computes an expected value itself.
+
+mod golden;
+mod errors;
+mod output;
+
+use assert_cmd::Command;
+use std::path::{Path, PathBuf};
+
+/// The binary under test.
+pub fn rnntrace() -> Command {
+    let mut c = Command::cargo_bin("rnntrace").expect("binary built");
+    c.env_remove("NO_COLOR");
+    c
+}
+
+/// `fixtures/` in the repository.
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+}
+
+/// One golden case directory.
+pub fn case_dir(name: &str) -> PathBuf {
+    fixtures().join("cases").join(name)
+}
+
+/// Reads an `.npy` fixture as (shape, values).
+pub fn npy(path: &Path) -> (Vec<usize>, Vec<f64>) {
+    let a = rnntrace::io::read_npy(path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()));
+    (a.shape, a.data)
+}
+
+/// Runs the binary, returning (exit code, stdout, stderr).
+pub fn run(cmd: &mut Command) -> (i32, String, String) {
+    let out = cmd.output().expect("binary runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
