@@ -72,7 +72,10 @@ pub struct Computed<T> {
 pub fn compute<T: Real>(job: &CellJob) -> Computed<T> {
     let w = job.weights.cast::<T>();
     let x = job.x.mapv(T::lit);
-    let mask = job.mask.clone().or_else(|| job.mask_value.map(|v| engine::mask_from_value(x.view(), T::lit(v))));
+    let mask = job.mask.clone().or_else(|| {
+        job.mask_value
+            .map(|v| engine::mask_from_value(x.view(), T::lit(v)))
+    });
     let layer = engine::run_layer(
         &w,
         &job.spec,
@@ -88,22 +91,40 @@ pub fn compute<T: Real>(job: &CellJob) -> Computed<T> {
         Some((d, act)) => (engine::dense(&d.cast::<T>(), *act, last.view()), Some(*act)),
         None => (last, None),
     };
-    let trace = Trace { layers: vec![layer], predictions, dense_activation };
+    let trace = Trace {
+        layers: vec![layer],
+        predictions,
+        dense_activation,
+    };
     let (expected, comparison) = match &job.expected {
         None => (None, None),
         Some(e) if e.sequences => {
             let ours: Vec<f64> = trace.layers[0].out.iter().map(|v| v.to_f()).collect();
-            (None, Some(compare::compare(&ours, &e.array.data, &e.array.shape, e.atol, e.rtol)))
+            (
+                None,
+                Some(compare::compare(
+                    &ours,
+                    &e.array.data,
+                    &e.array.shape,
+                    e.atol,
+                    e.rtol,
+                )),
+            )
         }
         Some(e) => {
             let (b, o) = trace.predictions.dim();
             let ours: Vec<f64> = trace.predictions.iter().map(|v| v.to_f()).collect();
-            let exp = Array2::from_shape_vec((b, o), e.array.data.clone()).expect("shape checked at load");
+            let exp = Array2::from_shape_vec((b, o), e.array.data.clone())
+                .expect("shape checked at load");
             let c = compare::compare(&ours, &e.array.data, &[b, o], e.atol, e.rtol);
             (Some(exp), Some(c))
         }
     };
-    Computed { trace, expected, comparison }
+    Computed {
+        trace,
+        expected,
+        comparison,
+    }
 }
 
 fn execute_as<T: Real>(job: &CellJob, title: &str) -> Result<Outcome> {
@@ -150,7 +171,9 @@ pub fn write_stdout(fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) ->
 fn warn_non_finite<T: Real>(trace: &Trace<T>) {
     for l in &trace.layers {
         if let Some(((b, t, j), v)) = l.x.indexed_iter().find(|(_, v)| !v.is_finite()) {
-            eprintln!("rnntrace: warning: input holds {v} at sequence {b}, row {t}, feature {j}; it propagates through the trace");
+            eprintln!(
+                "rnntrace: warning: input holds {v} at sequence {b}, timestep {t}, feature {j}; it propagates through the trace"
+            );
             return;
         }
         let names = l.kind.gate_names();
@@ -162,14 +185,31 @@ fn warn_non_finite<T: Real>(trace: &Trace<T>) {
             );
             return;
         }
-        let state = l.h.indexed_iter().find(|(_, v)| !v.is_finite()).map(|(i, v)| (i, *v, "h"));
-        let state = state.or_else(|| l.c.as_ref().and_then(|c| c.indexed_iter().find(|(_, v)| !v.is_finite()).map(|(i, v)| (i, *v, "c"))));
+        let state =
+            l.h.indexed_iter()
+                .find(|(_, v)| !v.is_finite())
+                .map(|(i, v)| (i, *v, "h"));
+        let state = state.or_else(|| {
+            l.c.as_ref().and_then(|c| {
+                c.indexed_iter()
+                    .find(|(_, v)| !v.is_finite())
+                    .map(|(i, v)| (i, *v, "c"))
+            })
+        });
         if let Some(((b, t, u), v, s)) = state {
-            eprintln!("rnntrace: warning: {v} first appears in state {s} at sequence {b}, step {t}, unit {u}");
+            eprintln!(
+                "rnntrace: warning: {v} first appears in state {s} at sequence {b}, step {t}, unit {u}"
+            );
             return;
         }
     }
-    if let Some(((b, j), v)) = trace.predictions.indexed_iter().find(|(_, v)| !v.is_finite()) {
-        eprintln!("rnntrace: warning: prediction {j} of sequence {b} is {v} (the Dense head overflowed)");
+    if let Some(((b, j), v)) = trace
+        .predictions
+        .indexed_iter()
+        .find(|(_, v)| !v.is_finite())
+    {
+        eprintln!(
+            "rnntrace: warning: prediction {j} of sequence {b} is {v} (the Dense head overflowed)"
+        );
     }
 }

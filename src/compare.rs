@@ -29,7 +29,13 @@ pub struct Comparison {
 }
 
 /// Compares two equally long slices laid out with `shape` (C order).
-pub fn compare(ours: &[f64], expected: &[f64], shape: &[usize], atol: f64, rtol: f64) -> Comparison {
+pub fn compare(
+    ours: &[f64],
+    expected: &[f64],
+    shape: &[usize],
+    atol: f64,
+    rtol: f64,
+) -> Comparison {
     debug_assert_eq!(ours.len(), expected.len());
     let mut worst = 0usize;
     let mut max_err = 0.0f64;
@@ -88,11 +94,23 @@ mod tests {
 
     #[test]
     fn allclose_rule_and_location() {
-        let c = compare(&[0.0, 1.0, 2.0, 3.00002], &[0.0, 1.0, 2.0, 3.0], &[2, 2], 1e-5, 1e-5);
+        let c = compare(
+            &[0.0, 1.0, 2.0, 3.00002],
+            &[0.0, 1.0, 2.0, 3.0],
+            &[2, 2],
+            1e-5,
+            1e-5,
+        );
         // 2e-5 > 1e-5 + 3e-5? no: 2e-5 <= 4e-5, so it passes.
         assert!(c.passed, "{c:?}");
         assert_eq!(c.worst_index, vec![1, 1]);
-        let c = compare(&[0.0, 1.0, 2.0, 3.1], &[0.0, 1.0, 2.0, 3.0], &[2, 2], 1e-5, 1e-5);
+        let c = compare(
+            &[0.0, 1.0, 2.0, 3.1],
+            &[0.0, 1.0, 2.0, 3.0],
+            &[2, 2],
+            1e-5,
+            1e-5,
+        );
         assert!(!c.passed && c.mismatches == 1);
     }
 }

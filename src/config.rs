@@ -112,15 +112,30 @@ impl Display {
         let color = match d.color {
             ColorArg::Always => true,
             ColorArg::Never => false,
-            ColorArg::Auto => std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+            ColorArg::Auto => {
+                std::io::stdout().is_terminal()
+                    && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+            }
         };
-        Ok(Display { feature_names, sequences, max_units: d.max_units, color, quiet: d.quiet, output_names: Vec::new(), scaler: None })
+        Ok(Display {
+            feature_names,
+            sequences,
+            max_units: d.max_units,
+            color,
+            quiet: d.quiet,
+            output_names: Vec::new(),
+            scaler: None,
+        })
     }
 }
 
 /// Parses `0,5,7`, `10..20`, `3..=5` or `all` (`all` is `usize::MAX` as a marker).
 fn parse_sequences(s: &str) -> Result<Vec<usize>> {
-    let bad = || Error::usage(format!("--sequences '{s}': expected a list like 0,5,7, a range like 10..20, or all"));
+    let bad = || {
+        Error::usage(format!(
+            "--sequences '{s}': expected a list like 0,5,7, a range like 10..20, or all"
+        ))
+    };
     if s.trim() == "all" {
         return Ok(vec![usize::MAX]);
     }
@@ -162,13 +177,24 @@ pub fn cell_job(kind: CellKind, a: &CellArgs) -> Result<CellJob> {
         return Err(Error::usage("give --mask or --mask-value, not both"));
     }
     if !(a.atol >= 0.0 && a.rtol >= 0.0) {
-        return Err(Error::usage("--atol and --rtol must be non-negative numbers"));
+        return Err(Error::usage(
+            "--atol and --rtol must be non-negative numbers",
+        ));
     }
-    let inputs: Vec<&Path> = [Some(&a.weights), Some(&a.input), a.initial_state.as_ref(), a.mask.as_ref(), a.dense.as_ref(), a.expected.as_ref(), a.targets.as_ref(), a.inverse_scale.as_ref()]
-        .into_iter()
-        .flatten()
-        .map(|p| p.as_path())
-        .collect();
+    let inputs: Vec<&Path> = [
+        Some(&a.weights),
+        Some(&a.input),
+        a.initial_state.as_ref(),
+        a.mask.as_ref(),
+        a.dense.as_ref(),
+        a.expected.as_ref(),
+        a.targets.as_ref(),
+        a.inverse_scale.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|p| p.as_path())
+    .collect();
     check_not_input(a.trace.as_deref(), &inputs)?;
 
     let reset_after = match a.reset_after {
@@ -195,10 +221,22 @@ pub fn cell_job(kind: CellKind, a: &CellArgs) -> Result<CellJob> {
         None => None,
         Some(p) => Some((dense::load(p, weights.units)?, dense_act)),
     };
-    let outputs = dense.as_ref().map(|(d, _)| d.outputs()).unwrap_or(weights.units);
+    let outputs = dense
+        .as_ref()
+        .map(|(d, _)| d.outputs())
+        .unwrap_or(weights.units);
     let expected = match &a.expected {
         None => None,
-        Some(p) => Some(load_expected(p, batch, steps, outputs, dense.is_none(), weights.units, a.atol, a.rtol)?),
+        Some(p) => Some(load_expected(
+            p,
+            batch,
+            steps,
+            outputs,
+            dense.is_none(),
+            weights.units,
+            a.atol,
+            a.rtol,
+        )?),
     };
     let targets = match &a.targets {
         None => None,
@@ -236,7 +274,11 @@ pub fn cell_job(kind: CellKind, a: &CellArgs) -> Result<CellJob> {
         targets,
         window: a.window,
         precision: a.precision,
-        output: OutputConfig { format: a.format, trace: a.trace.clone(), display },
+        output: OutputConfig {
+            format: a.format,
+            trace: a.trace.clone(),
+            display,
+        },
     })
 }
 
@@ -247,14 +289,22 @@ pub fn check_not_input(out: Option<&Path>, inputs: &[&Path]) -> Result<()> {
     if let Some(o) = canon(out) {
         for i in inputs {
             if canon(i).as_ref() == Some(&o) {
-                return Err(Error::usage(format!("{}: is an input of this run; refusing to write over it", out.display())));
+                return Err(Error::usage(format!(
+                    "{}: is an input of this run; refusing to write over it",
+                    out.display()
+                )));
             }
         }
     }
     Ok(())
 }
 
-fn shape_input(raw: &RawArray, path: &Path, window: Option<usize>, w: &CellWeights<f64>) -> Result<Array3<f64>> {
+fn shape_input(
+    raw: &RawArray,
+    path: &Path,
+    window: Option<usize>,
+    w: &CellWeights<f64>,
+) -> Result<Array3<f64>> {
     let x = match (raw.ndim(), window) {
         (2, Some(k)) => {
             let (rows, f) = (raw.shape[0], raw.shape[1]);
@@ -262,7 +312,12 @@ fn shape_input(raw: &RawArray, path: &Path, window: Option<usize>, w: &CellWeigh
                 return Err(Error::usage("--window must be at least 1"));
             }
             if rows <= k {
-                return Err(Error::input(path, format!("has {rows} rows; --window {k} needs more than {k} (each window predicts the row after it)")));
+                return Err(Error::input(
+                    path,
+                    format!(
+                        "has {rows} rows; --window {k} needs more than {k} (each window predicts the row after it)"
+                    ),
+                ));
             }
             let n = rows - k;
             let mut x = Array3::zeros((n, k, f));
@@ -276,31 +331,53 @@ fn shape_input(raw: &RawArray, path: &Path, window: Option<usize>, w: &CellWeigh
             x
         }
         (_, Some(k)) => {
-            return Err(Error::input(path, format!("has shape {}; --window {k} needs a 2-D series (rows, features)", raw.shape_str())));
+            return Err(Error::input(
+                path,
+                format!(
+                    "has shape {}; --window {k} needs a 2-D series (rows, features)",
+                    raw.shape_str()
+                ),
+            ));
         }
-        (2, None) => Array3::from_shape_vec((1, raw.shape[0], raw.shape[1]), raw.data.clone()).expect("2-D shape"),
-        (3, None) => Array3::from_shape_vec((raw.shape[0], raw.shape[1], raw.shape[2]), raw.data.clone()).expect("3-D shape"),
+        (2, None) => Array3::from_shape_vec((1, raw.shape[0], raw.shape[1]), raw.data.clone())
+            .expect("2-D shape"),
+        (3, None) => {
+            Array3::from_shape_vec((raw.shape[0], raw.shape[1], raw.shape[2]), raw.data.clone())
+                .expect("3-D shape")
+        }
         _ => {
-            return Err(Error::input(path, format!(
-                "has shape {}; expected (sequences, timesteps, features) or (timesteps, features)",
-                raw.shape_str()
-            )));
+            return Err(Error::input(
+                path,
+                format!(
+                    "has shape {}; expected (sequences, timesteps, features) or (timesteps, features)",
+                    raw.shape_str()
+                ),
+            ));
         }
     };
     let (b, t, f) = x.dim();
     if b == 0 {
-        return Err(Error::input(path, format!("has shape {}: it holds no sequences", raw.shape_str())));
+        return Err(Error::input(
+            path,
+            format!("has shape {}: it holds no sequences", raw.shape_str()),
+        ));
     }
     if t == 0 {
-        return Err(Error::input(path, format!("has shape {}: sequences have 0 timesteps", raw.shape_str())));
+        return Err(Error::input(
+            path,
+            format!("has shape {}: sequences have 0 timesteps", raw.shape_str()),
+        ));
     }
     if f != w.features {
-        return Err(Error::input(path, format!(
-            "has {f} features per step (shape {}); the kernel expects {} (kernel {})",
-            raw.shape_str(),
-            w.features,
-            shape_str(&[w.kernel.nrows(), w.kernel.ncols()])
-        )));
+        return Err(Error::input(
+            path,
+            format!(
+                "has {f} features per step (shape {}); the kernel expects {} (kernel {})",
+                raw.shape_str(),
+                w.features,
+                shape_str(&[w.kernel.nrows(), w.kernel.ncols()])
+            ),
+        ));
     }
     Ok(x)
 }
@@ -313,13 +390,28 @@ fn load_mask(path: &Path, batch: usize, steps: usize) -> Result<Array2<bool>> {
         _ => (usize::MAX, usize::MAX),
     };
     if shape != (batch, steps) {
-        return Err(Error::input(path, format!("mask has shape {}; expected ({batch}, {steps}) (sequences, timesteps)", raw.shape_str())));
+        return Err(Error::input(
+            path,
+            format!(
+                "mask has shape {}; expected ({batch}, {steps}) (sequences, timesteps)",
+                raw.shape_str()
+            ),
+        ));
     }
     if let Some(v) = raw.data.iter().find(|v| **v != 0.0 && **v != 1.0) {
-        return Err(Error::input(path, format!("mask holds {v}; expected booleans or 0/1")));
+        return Err(Error::input(
+            path,
+            format!("mask holds {v}; expected booleans or 0/1"),
+        ));
     }
-    Ok(Array2::from_shape_vec(shape, raw.data.iter().map(|v| *v != 0.0).collect()).expect("shape checked"))
+    Ok(
+        Array2::from_shape_vec(shape, raw.data.iter().map(|v| *v != 0.0).collect())
+            .expect("shape checked"),
+    )
 }
+
+/// Initial (h, c), each (sequences, units).
+type InitialState = (Option<Array2<f64>>, Option<Array2<f64>>);
 
 fn load_initial_state(
     path: &Path,
@@ -327,28 +419,44 @@ fn load_initial_state(
     units: usize,
     batch: usize,
     carry: bool,
-) -> Result<(Option<Array2<f64>>, Option<Array2<f64>>)> {
+) -> Result<InitialState> {
     let src = load_arrays(path, &["h", "c"])?;
     let get = |name: &str, pos: usize| -> Option<&RawArray> {
-        if src.positional { src.arrays.get(pos).map(|(_, a)| a) } else { src.get(name) }
+        if src.positional {
+            src.arrays.get(pos).map(|(_, a)| a)
+        } else {
+            src.get(name)
+        }
     };
     let expand = |name: &str, a: &RawArray| -> Result<Array2<f64>> {
         match a.shape.as_slice() {
             [u] if *u == units => Ok(Array2::from_shape_fn((batch, units), |(_, j)| a.data[j])),
             [1, u] if *u == units => Ok(Array2::from_shape_fn((batch, units), |(_, j)| a.data[j])),
-            [b, u] if *b == batch && *u == units && !carry => Ok(Array2::from_shape_vec((batch, units), a.data.clone()).expect("shape checked")),
+            [b, u] if *b == batch && *u == units && !carry => {
+                Ok(Array2::from_shape_vec((batch, units), a.data.clone()).expect("shape checked"))
+            }
             _ => Err(src.error(format!(
                 "initial state '{name}' has shape {}; expected {}({units},)",
                 a.shape_str(),
-                if carry { String::new() } else { format!("({batch}, {units}) or ") }
+                if carry {
+                    String::new()
+                } else {
+                    format!("({batch}, {units}) or ")
+                }
             ))),
         }
     };
-    let h = get("h", 0).ok_or_else(|| src.error(format!("needs an array named h; found: {}", src.names())))?;
+    let h = get("h", 0)
+        .ok_or_else(|| src.error(format!("needs an array named h; found: {}", src.names())))?;
     let h = expand("h", h)?;
     let c = match kind {
         CellKind::Lstm => {
-            let c = get("c", 1).ok_or_else(|| src.error(format!("an LSTM needs arrays h and c; found: {}", src.names())))?;
+            let c = get("c", 1).ok_or_else(|| {
+                src.error(format!(
+                    "an LSTM needs arrays h and c; found: {}",
+                    src.names()
+                ))
+            })?;
             Some(expand("c", c)?)
         }
         CellKind::Gru => {
@@ -374,19 +482,37 @@ fn load_expected(
 ) -> Result<Expected> {
     let raw = io::read_npy(path)?;
     let s = raw.shape.as_slice();
-    let per_prediction = s == [batch, outputs] || (outputs == 1 && s == [batch]) || (batch == 1 && s == [outputs]);
+    let per_prediction =
+        s == [batch, outputs] || (outputs == 1 && s == [batch]) || (batch == 1 && s == [outputs]);
     let per_step = no_dense && s == [batch, steps, units];
     if !per_prediction && !per_step {
-        let also = if no_dense { format!(", or ({batch}, {steps}, {units}) for return_sequences output") } else { String::new() };
-        return Err(Error::input(path, format!(
-            "expected output has shape {}; the predictions have shape ({batch}, {outputs}){also}",
-            raw.shape_str()
-        )));
+        let also = if no_dense {
+            format!(", or ({batch}, {steps}, {units}) for return_sequences output")
+        } else {
+            String::new()
+        };
+        return Err(Error::input(
+            path,
+            format!(
+                "expected output has shape {}; the predictions have shape ({batch}, {outputs}){also}",
+                raw.shape_str()
+            ),
+        ));
     }
-    Ok(Expected { array: raw, sequences: per_step, atol, rtol })
+    Ok(Expected {
+        array: raw,
+        sequences: per_step,
+        atol,
+        rtol,
+    })
 }
 
-fn load_targets(path: &Path, batch: usize, outputs: usize, window: Option<usize>) -> Result<Array2<f64>> {
+fn load_targets(
+    path: &Path,
+    batch: usize,
+    outputs: usize,
+    window: Option<usize>,
+) -> Result<Array2<f64>> {
     let raw = io::read_npy(path)?;
     let (rows, width) = match raw.shape.as_slice() {
         [n] => (*n, 1),
@@ -394,18 +520,35 @@ fn load_targets(path: &Path, batch: usize, outputs: usize, window: Option<usize>
         _ => (usize::MAX, 0),
     };
     if width != outputs {
-        return Err(Error::input(path, format!("targets have shape {}; expected {} value(s) per sequence", raw.shape_str(), outputs)));
+        return Err(Error::input(
+            path,
+            format!(
+                "targets have shape {}; expected {} value(s) per sequence",
+                raw.shape_str(),
+                outputs
+            ),
+        ));
     }
     let offset = match window {
         Some(k) if rows == batch + k => k,
         _ if rows == batch => 0,
         Some(k) => {
-            return Err(Error::input(path, format!(
-                "targets have {rows} rows; expected {} (the whole series) or {batch} (one per window)",
-                batch + k
-            )));
+            return Err(Error::input(
+                path,
+                format!(
+                    "targets have {rows} rows; expected {} (the whole series) or {batch} (one per window)",
+                    batch + k
+                ),
+            ));
         }
-        None => return Err(Error::input(path, format!("targets have {rows} rows; expected {batch}, one per sequence"))),
+        None => {
+            return Err(Error::input(
+                path,
+                format!("targets have {rows} rows; expected {batch}, one per sequence"),
+            ));
+        }
     };
-    Ok(Array2::from_shape_fn((batch, width), |(i, j)| raw.data[(i + offset) * width + j]))
+    Ok(Array2::from_shape_fn((batch, width), |(i, j)| {
+        raw.data[(i + offset) * width + j]
+    }))
 }

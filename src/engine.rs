@@ -43,24 +43,44 @@ pub struct LayerInput<'a, T> {
 /// Runs `weights` over `input` and records every gate and state.
 ///
 /// Shapes must already be validated (the loaders and `config` do that); this function does not fail.
-pub fn run_layer<T: Real>(weights: &CellWeights<T>, spec: &LayerSpec, input: LayerInput<'_, T>) -> LayerTrace<T> {
+pub fn run_layer<T: Real>(
+    weights: &CellWeights<T>,
+    spec: &LayerSpec,
+    input: LayerInput<'_, T>,
+) -> LayerTrace<T> {
     let (batch, steps, features) = input.x.dim();
     let u = weights.units;
     let gu = weights.kind.blocks() * u;
     let is_lstm = weights.kind == CellKind::Lstm;
 
     // x·W + b for every (sequence, timestep) at once.
-    let x2 = input.x.to_shape((batch * steps, features)).expect("contiguous reshape of a standard-layout copy");
+    let x2 = input
+        .x
+        .to_shape((batch * steps, features))
+        .expect("contiguous reshape of a standard-layout copy");
     let mut xp = Array2::<T>::zeros((batch * steps, gu));
     if let Some(b) = &weights.bias {
-        xp.assign(&b.broadcast((batch * steps, gu)).expect("bias length checked at load"));
+        xp.assign(
+            &b.broadcast((batch * steps, gu))
+                .expect("bias length checked at load"),
+        );
     }
     general_mat_mul(T::one(), &x2, &weights.kernel, T::one(), &mut xp);
-    let xp = xp.into_shape_with_order((batch, steps, gu)).expect("size unchanged");
+    let xp = xp
+        .into_shape_with_order((batch, steps, gu))
+        .expect("size unchanged");
 
-    let input_index: Vec<usize> = if spec.go_backwards { (0..steps).rev().collect() } else { (0..steps).collect() };
+    let input_index: Vec<usize> = if spec.go_backwards {
+        (0..steps).rev().collect()
+    } else {
+        (0..steps).collect()
+    };
     let h0 = input.h0.unwrap_or_else(|| Array2::zeros((batch, u)));
-    let c0 = if is_lstm { Some(input.c0.unwrap_or_else(|| Array2::zeros((batch, u)))) } else { None };
+    let c0 = if is_lstm {
+        Some(input.c0.unwrap_or_else(|| Array2::zeros((batch, u))))
+    } else {
+        None
+    };
 
     let mut tr = LayerTrace {
         name: spec.name.clone(),
@@ -85,8 +105,11 @@ pub fn run_layer<T: Real>(weights: &CellWeights<T>, spec: &LayerSpec, input: Lay
     };
 
     // Sequences advance together, except when state is carried: then one after another.
-    let blocks: Vec<std::ops::Range<usize>> =
-        if spec.carry_state { (0..batch).map(|b| b..b + 1).collect() } else { vec![0..batch] };
+    let blocks: Vec<std::ops::Range<usize>> = if spec.carry_state {
+        (0..batch).map(|b| b..b + 1).collect()
+    } else {
+        std::iter::once(0..batch).collect()
+    };
     let mut carried: Option<(Array2<T>, Option<Array2<T>>)> = None;
     for rows in blocks {
         let n = rows.len();
@@ -96,7 +119,9 @@ pub fn run_layer<T: Real>(weights: &CellWeights<T>, spec: &LayerSpec, input: Lay
         };
         let mut c = match &carried {
             Some((_, c)) => c.clone(),
-            None => c0.as_ref().map(|c0| c0.slice(s![rows.clone(), ..]).to_owned()),
+            None => c0
+                .as_ref()
+                .map(|c0| c0.slice(s![rows.clone(), ..]).to_owned()),
         };
         if spec.carry_state {
             tr.h0.slice_mut(s![rows.clone(), ..]).assign(&h);
@@ -111,12 +136,20 @@ pub fn run_layer<T: Real>(weights: &CellWeights<T>, spec: &LayerSpec, input: Lay
             let xpt = xp.slice(s![rows.clone(), ti, ..]);
             match weights.kind {
                 CellKind::Lstm => {
-                    let cell = LstmCell { weights, activation: spec.activation, recurrent_activation: spec.recurrent_activation };
+                    let cell = LstmCell {
+                        weights,
+                        activation: spec.activation,
+                        recurrent_activation: spec.recurrent_activation,
+                    };
                     let c_prev = c.as_ref().expect("LSTM has a cell state");
                     cell.step(xpt, h.view(), c_prev.view(), &mut buf);
                 }
                 CellKind::Gru => {
-                    let cell = GruCell { weights, activation: spec.activation, recurrent_activation: spec.recurrent_activation };
+                    let cell = GruCell {
+                        weights,
+                        activation: spec.activation,
+                        recurrent_activation: spec.recurrent_activation,
+                    };
                     cell.step(xpt, h.view(), &mut buf);
                 }
             }
@@ -147,7 +180,11 @@ pub fn run_layer<T: Real>(weights: &CellWeights<T>, spec: &LayerSpec, input: Lay
 }
 
 /// Applies a Dense head to rows of `x`: `act(x·K + b)`.
-pub fn dense<T: Real>(w: &DenseWeights<T>, activation: Activation, x: ArrayView2<'_, T>) -> Array2<T> {
+pub fn dense<T: Real>(
+    w: &DenseWeights<T>,
+    activation: Activation,
+    x: ArrayView2<'_, T>,
+) -> Array2<T> {
     let mut y = Array2::<T>::zeros((x.nrows(), w.outputs()));
     if let Some(b) = &w.bias {
         let dim = y.raw_dim();

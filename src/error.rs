@@ -35,7 +35,10 @@ pub enum Error {
 impl Error {
     /// An input error about `path`.
     pub fn input(path: impl AsRef<Path>, what: impl Into<String>) -> Error {
-        Error::Input { path: path.as_ref().to_path_buf(), what: what.into() }
+        Error::Input {
+            path: path.as_ref().to_path_buf(),
+            what: what.into(),
+        }
     }
 
     /// A usage error.
@@ -45,7 +48,10 @@ impl Error {
 
     /// An output error about `path`.
     pub fn output(path: impl AsRef<Path>, what: impl std::fmt::Display) -> Error {
-        Error::Output { path: path.as_ref().to_path_buf(), what: what.to_string() }
+        Error::Output {
+            path: path.as_ref().to_path_buf(),
+            what: what.to_string(),
+        }
     }
 }
 
@@ -56,6 +62,13 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub fn shape_str(shape: &[usize]) -> String {
     match shape {
         [one] => format!("({one},)"),
-        _ => format!("({})", shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")),
+        _ => format!(
+            "({})",
+            shape
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     }
 }

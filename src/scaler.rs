@@ -32,9 +32,13 @@ impl Scaler {
     pub fn load(path: &Path, outputs: usize) -> Result<Scaler> {
         let bytes = crate::io::read_file(path)?;
         let err = |w: String| Error::input(path, w);
-        let v: Value = serde_json::from_slice(&bytes).map_err(|e| err(format!("is not valid JSON: {e}")))?;
+        let v: Value =
+            serde_json::from_slice(&bytes).map_err(|e| err(format!("is not valid JSON: {e}")))?;
         let Value::Object(m) = v else {
-            return Err(err("expected a JSON object of scaler attributes (data_min_/data_max_ or mean_/scale_)".into()));
+            return Err(err(
+                "expected a JSON object of scaler attributes (data_min_/data_max_ or mean_/scale_)"
+                    .into(),
+            ));
         };
         let nums = |k: &str| -> Result<Option<Vec<f64>>> {
             match m.get(k) {
@@ -42,24 +46,39 @@ impl Scaler {
                 Some(Value::Number(n)) => Ok(Some(vec![n.as_f64().unwrap_or(f64::NAN)])),
                 Some(Value::Array(a)) => a
                     .iter()
-                    .map(|x| x.as_f64().ok_or_else(|| err(format!("'{k}' holds {x}; expected numbers"))))
+                    .map(|x| {
+                        x.as_f64()
+                            .ok_or_else(|| err(format!("'{k}' holds {x}; expected numbers")))
+                    })
                     .collect::<Result<Vec<_>>>()
                     .map(Some),
                 Some(other) => Err(err(format!("'{k}' is {other}; expected a list of numbers"))),
             }
         };
-        let (mul, add, kind) = if let (Some(lo), Some(hi)) = (nums("data_min_")?, nums("data_max_")?) {
+        let (mul, add, kind) = if let (Some(lo), Some(hi)) =
+            (nums("data_min_")?, nums("data_max_")?)
+        {
             let range = nums("feature_range")?.unwrap_or_else(|| vec![0.0, 1.0]);
             if range.len() != 2 || range[1] <= range[0] {
-                return Err(err("'feature_range' must be [min, max] with min < max".into()));
+                return Err(err(
+                    "'feature_range' must be [min, max] with min < max".into()
+                ));
             }
             if lo.len() != hi.len() {
-                return Err(err("'data_min_' and 'data_max_' have different lengths".into()));
+                return Err(err(
+                    "'data_min_' and 'data_max_' have different lengths".into()
+                ));
             }
-            let mul: Vec<f64> = lo.iter().zip(&hi).map(|(l, h)| (h - l) / (range[1] - range[0])).collect();
+            let mul: Vec<f64> = lo
+                .iter()
+                .zip(&hi)
+                .map(|(l, h)| (h - l) / (range[1] - range[0]))
+                .collect();
             let add: Vec<f64> = lo.iter().zip(&mul).map(|(l, m)| l - range[0] * m).collect();
             (mul, add, "MinMaxScaler")
-        } else if let (Some(min_), Some(scale_), true) = (nums("min_")?, nums("scale_")?, m.contains_key("min_")) {
+        } else if let (Some(min_), Some(scale_), true) =
+            (nums("min_")?, nums("scale_")?, m.contains_key("min_"))
+        {
             // MinMaxScaler's own attributes: scaled = x·scale_ + min_.
             let mul: Vec<f64> = scale_.iter().map(|s| 1.0 / s).collect();
             let add: Vec<f64> = min_.iter().zip(&scale_).map(|(m, s)| -m / s).collect();
@@ -71,10 +90,15 @@ impl Scaler {
             }
             (scale, mean, "StandardScaler")
         } else {
-            return Err(err("has neither data_min_/data_max_ (MinMaxScaler) nor scale_ (StandardScaler)".into()));
+            return Err(err(
+                "has neither data_min_/data_max_ (MinMaxScaler) nor scale_ (StandardScaler)".into(),
+            ));
         };
         if mul.len() != 1 && mul.len() != outputs {
-            return Err(err(format!("has parameters for {} columns; the predictions have {outputs}", mul.len())));
+            return Err(err(format!(
+                "has parameters for {} columns; the predictions have {outputs}",
+                mul.len()
+            )));
         }
         if mul.iter().chain(&add).any(|v| !v.is_finite()) {
             return Err(err("holds non-finite parameters".into()));

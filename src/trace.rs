@@ -67,12 +67,14 @@ impl<T: Real> LayerTrace<T> {
 
     /// The activated values of gate block `k` at (sequence, step).
     pub fn gate(&self, seq: usize, t: usize, k: usize) -> ArrayView1<'_, T> {
-        self.gates.slice(s![seq, t, k * self.units..(k + 1) * self.units])
+        self.gates
+            .slice(s![seq, t, k * self.units..(k + 1) * self.units])
     }
 
     /// The pre-activation of gate block `k` at (sequence, step).
     pub fn pre_gate(&self, seq: usize, t: usize, k: usize) -> ArrayView1<'_, T> {
-        self.pre.slice(s![seq, t, k * self.units..(k + 1) * self.units])
+        self.pre
+            .slice(s![seq, t, k * self.units..(k + 1) * self.units])
     }
 
     /// The input row read at processing step `t` of `seq`.
@@ -82,14 +84,22 @@ impl<T: Real> LayerTrace<T> {
 
     /// The hidden state before step `t` of `seq`.
     pub fn h_prev(&self, seq: usize, t: usize) -> ArrayView1<'_, T> {
-        if t == 0 { self.h0.slice(s![seq, ..]) } else { self.h.slice(s![seq, t - 1, ..]) }
+        if t == 0 {
+            self.h0.slice(s![seq, ..])
+        } else {
+            self.h.slice(s![seq, t - 1, ..])
+        }
     }
 
     /// The cell state before step `t` of `seq` (LSTM).
     pub fn c_prev(&self, seq: usize, t: usize) -> Option<ArrayView1<'_, T>> {
         let c = self.c.as_ref()?;
         let c0 = self.c0.as_ref()?;
-        Some(if t == 0 { c0.slice(s![seq, ..]) } else { c.slice(s![seq, t - 1, ..]) })
+        Some(if t == 0 {
+            c0.slice(s![seq, ..])
+        } else {
+            c.slice(s![seq, t - 1, ..])
+        })
     }
 
     /// The layer's last output for every sequence, (sequences, units): what `return_sequences=False` returns.

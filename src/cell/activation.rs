@@ -77,17 +77,25 @@ impl Activation {
         if n == "none" {
             return Ok(Activation::Linear);
         }
-        NAMES.iter().find(|(k, _)| *k == n).map(|(_, a)| *a).ok_or_else(|| {
-            format!(
-                "unknown activation '{name}'; valid: {}",
-                NAMES.iter().map(|(k, _)| *k).collect::<Vec<_>>().join(", ")
-            )
-        })
+        NAMES
+            .iter()
+            .find(|(k, _)| *k == n)
+            .map(|(_, a)| *a)
+            .ok_or_else(|| {
+                format!(
+                    "unknown activation '{name}'; valid: {}",
+                    NAMES.iter().map(|(k, _)| *k).collect::<Vec<_>>().join(", ")
+                )
+            })
     }
 
     /// The canonical name.
     pub fn name(self) -> &'static str {
-        NAMES.iter().find(|(_, a)| *a == self).map(|(k, _)| *k).unwrap_or("linear")
+        NAMES
+            .iter()
+            .find(|(_, a)| *a == self)
+            .map(|(k, _)| *k)
+            .unwrap_or("linear")
     }
 
     /// Applies the activation to one value (softmax excepted: see [`Activation::apply_rows`]).
@@ -111,12 +119,18 @@ impl Activation {
             Activation::Selu => {
                 let scale = T::lit(1.050_700_987_355_480_5);
                 let alpha = T::lit(1.673_263_242_354_377_3);
-                if x > zero { scale * x } else { scale * alpha * x.exp_m1() }
+                if x > zero {
+                    scale * x
+                } else {
+                    scale * alpha * x.exp_m1()
+                }
             }
             Activation::Softplus => x.max(zero) + (-x.abs()).exp().ln_1p(),
             Activation::Softsign => x / (one + x.abs()),
             Activation::Silu => x * sigmoid(x),
-            Activation::Gelu => T::lit(0.5) * x * (one + (x / T::lit(std::f64::consts::SQRT_2)).erf()),
+            Activation::Gelu => {
+                T::lit(0.5) * x * (one + (x / T::lit(std::f64::consts::SQRT_2)).erf())
+            }
             Activation::Exponential => x.exp(),
             Activation::LeakyRelu => {
                 if x >= zero {
@@ -127,7 +141,9 @@ impl Activation {
             }
             Activation::HardSigmoid => (x + T::lit(3.0)).max(zero).min(T::lit(6.0)) / T::lit(6.0),
             Activation::HardSigmoidKeras2 => (T::lit(0.2) * x + T::lit(0.5)).max(zero).min(one),
-            Activation::HardSilu => x * ((x + T::lit(3.0)).max(zero).min(T::lit(6.0)) / T::lit(6.0)),
+            Activation::HardSilu => {
+                x * ((x + T::lit(3.0)).max(zero).min(T::lit(6.0)) / T::lit(6.0))
+            }
         }
     }
 
@@ -173,7 +189,10 @@ mod tests {
     #[test]
     fn unknown_names_list_the_valid_ones() {
         let e = Activation::parse("sigmod").unwrap_err();
-        assert!(e.contains("sigmoid") && e.contains("hard_sigmoid_keras2"), "{e}");
+        assert!(
+            e.contains("sigmoid") && e.contains("hard_sigmoid_keras2"),
+            "{e}"
+        );
         assert_eq!(Activation::parse("swish").unwrap(), Activation::Silu);
     }
 

@@ -39,11 +39,18 @@ impl<T: Real> GruCell<'_, T> {
             match &w.recurrent_bias {
                 Some(b) => {
                     let dim = buf.scratch.raw_dim();
-                    buf.scratch.assign(&b.broadcast(dim).expect("bias has 3u values"))
+                    buf.scratch
+                        .assign(&b.broadcast(dim).expect("bias has 3u values"))
                 }
                 None => buf.scratch.fill(T::zero()),
             }
-            general_mat_mul(T::one(), &h, &w.recurrent_kernel, T::one(), &mut buf.scratch);
+            general_mat_mul(
+                T::one(),
+                &h,
+                &w.recurrent_kernel,
+                T::one(),
+                &mut buf.scratch,
+            );
             Zip::from(buf.pre.slice_mut(zr))
                 .and(xp.slice(zr))
                 .and(buf.scratch.slice(zr))
@@ -58,7 +65,13 @@ impl<T: Real> GruCell<'_, T> {
         } else {
             buf.pre.slice_mut(zr).assign(&xp.slice(zr));
             let mut pre_zr = buf.pre.slice_mut(zr);
-            general_mat_mul(T::one(), &h, &w.recurrent_kernel.slice(zr), T::one(), &mut pre_zr);
+            general_mat_mul(
+                T::one(),
+                &h,
+                &w.recurrent_kernel.slice(zr),
+                T::one(),
+                &mut pre_zr,
+            );
             buf.gates.slice_mut(zr).assign(&buf.pre.slice(zr));
             self.activate_zr(buf, u);
             // scratch[:, 0..u] = r ⊙ h
@@ -69,7 +82,13 @@ impl<T: Real> GruCell<'_, T> {
             buf.pre.slice_mut(hh).assign(&xp.slice(hh));
             let rh = buf.scratch.slice(s![.., 0..u]);
             let mut pre_h = buf.pre.slice_mut(hh);
-            general_mat_mul(T::one(), &rh, &w.recurrent_kernel.slice(hh), T::one(), &mut pre_h);
+            general_mat_mul(
+                T::one(),
+                &rh,
+                &w.recurrent_kernel.slice(hh),
+                T::one(),
+                &mut pre_h,
+            );
         }
         buf.gates.slice_mut(hh).assign(&buf.pre.slice(hh));
         self.activation.apply_rows(buf.gates.slice_mut(hh));
@@ -82,7 +101,8 @@ impl<T: Real> GruCell<'_, T> {
 
     fn activate_zr(&self, buf: &mut StepBuffers<T>, u: usize) {
         for k in 0..2 {
-            self.recurrent_activation.apply_rows(buf.gates.slice_mut(s![.., k * u..(k + 1) * u]));
+            self.recurrent_activation
+                .apply_rows(buf.gates.slice_mut(s![.., k * u..(k + 1) * u]));
         }
     }
 }

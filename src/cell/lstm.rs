@@ -24,15 +24,29 @@ impl<T: Real> LstmCell<'_, T> {
     ///
     /// `xp` is this step's input projection `x·W + b` (batch, 4u); `h`, `c` the previous state (batch, u).
     /// Writes `buf.pre`, `buf.gates`, `buf.h` and `buf.c`.
-    pub fn step(&self, xp: ArrayView2<T>, h: ArrayView2<T>, c: ArrayView2<T>, buf: &mut StepBuffers<T>) {
+    pub fn step(
+        &self,
+        xp: ArrayView2<T>,
+        h: ArrayView2<T>,
+        c: ArrayView2<T>,
+        buf: &mut StepBuffers<T>,
+    ) {
         let u = self.weights.units;
         buf.pre.assign(&xp);
-        general_mat_mul(T::one(), &h, &self.weights.recurrent_kernel, T::one(), &mut buf.pre);
+        general_mat_mul(
+            T::one(),
+            &h,
+            &self.weights.recurrent_kernel,
+            T::one(),
+            &mut buf.pre,
+        );
         buf.gates.assign(&buf.pre);
         for k in [0, 1, 3] {
-            self.recurrent_activation.apply_rows(buf.gates.slice_mut(s![.., k * u..(k + 1) * u]));
+            self.recurrent_activation
+                .apply_rows(buf.gates.slice_mut(s![.., k * u..(k + 1) * u]));
         }
-        self.activation.apply_rows(buf.gates.slice_mut(s![.., 2 * u..3 * u]));
+        self.activation
+            .apply_rows(buf.gates.slice_mut(s![.., 2 * u..3 * u]));
 
         let g = &buf.gates;
         Zip::from(&mut buf.c)

@@ -22,7 +22,8 @@ pub fn parse(bytes: &[u8]) -> Result<Document, String> {
     if bytes.iter().all(|b| b.is_ascii_whitespace()) {
         return Err("file is empty; expected JSON".into());
     }
-    let text = std::str::from_utf8(bytes).map_err(|_| "is not UTF-8 text; expected JSON".to_string())?;
+    let text =
+        std::str::from_utf8(bytes).map_err(|_| "is not UTF-8 text; expected JSON".to_string())?;
     let value: Value = match serde_json::from_str(text) {
         Ok(v) => v,
         Err(first) => {
@@ -35,7 +36,10 @@ pub fn parse(bytes: &[u8]) -> Result<Document, String> {
         Value::Array(items) => {
             if items.iter().all(|v| v.is_number() || is_special(v)) {
                 // A single flat array, e.g. a bias on its own.
-                return Ok(Document::List(vec![to_array(&Value::Array(items), "array")?]));
+                return Ok(Document::List(vec![to_array(
+                    &Value::Array(items),
+                    "array",
+                )?]));
             }
             let arrays = items
                 .iter()
@@ -51,7 +55,10 @@ pub fn parse(bytes: &[u8]) -> Result<Document, String> {
             }
             Ok(Document::Named(named))
         }
-        other => Err(format!("top level is a {}; expected a list of arrays or an object of named arrays", kind(&other))),
+        other => Err(format!(
+            "top level is a {}; expected a list of arrays or an object of named arrays",
+            kind(&other)
+        )),
     }
 }
 
@@ -60,7 +67,9 @@ const INF_TOKEN: &str = "\"__rnntrace_inf__\"";
 const NINF_TOKEN: &str = "\"__rnntrace_ninf__\"";
 
 fn replace_python_tokens(text: &str) -> String {
-    text.replace("-Infinity", NINF_TOKEN).replace("Infinity", INF_TOKEN).replace("NaN", NAN_TOKEN)
+    text.replace("-Infinity", NINF_TOKEN)
+        .replace("Infinity", INF_TOKEN)
+        .replace("NaN", NAN_TOKEN)
 }
 
 fn special_value(v: &Value) -> Option<f64> {
@@ -103,11 +112,19 @@ pub fn to_array(v: &Value, label: &str) -> Result<RawArray, String> {
     Ok(RawArray::new(shape, data, "json"))
 }
 
-fn flatten(v: &Value, shape: &[usize], depth: usize, label: &str, out: &mut Vec<f64>) -> Result<(), String> {
+fn flatten(
+    v: &Value,
+    shape: &[usize],
+    depth: usize,
+    label: &str,
+    out: &mut Vec<f64>,
+) -> Result<(), String> {
     match v {
         Value::Array(items) => {
             if depth >= shape.len() || items.len() != shape[depth] {
-                return Err(format!("{label} is ragged: lists at depth {depth} have different lengths"));
+                return Err(format!(
+                    "{label} is ragged: lists at depth {depth} have different lengths"
+                ));
             }
             for item in items {
                 flatten(item, shape, depth + 1, label, out)?;
@@ -122,8 +139,13 @@ fn flatten(v: &Value, shape: &[usize], depth: usize, label: &str, out: &mut Vec<
             out.push(special_value(other).unwrap_or(f64::NAN));
             Ok(())
         }
-        Value::Number(_) => Err(format!("{label} is ragged: a number stands where a list was expected")),
-        other => Err(format!("{label} holds a {} where a number was expected", kind(other))),
+        Value::Number(_) => Err(format!(
+            "{label} is ragged: a number stands where a list was expected"
+        )),
+        other => Err(format!(
+            "{label} holds a {} where a number was expected",
+            kind(other)
+        )),
     }
 }
 
@@ -133,13 +155,16 @@ mod tests {
 
     #[test]
     fn python_nan_tokens_are_read() {
-        let Document::List(a) = parse(b"[[1.0, NaN], [-Infinity, 2]]").unwrap() else { panic!() };
-        assert!(a[0].data[1].is_nan() && a[0].data[2] == f64::NEG_INFINITY);
+        let Document::List(a) = parse(b"[[1.0, NaN], [-Infinity, 2]]").unwrap() else {
+            panic!()
+        };
+        assert!(a[0].data[1].is_nan() && a[1].data[0] == f64::NEG_INFINITY);
     }
 
     #[test]
     fn ragged_and_deep_nesting_are_errors() {
-        assert!(parse(b"[[1, 2], [3]]").is_err());
+        assert!(parse(b"[[[1, 2], [3]]]").is_err());
+        assert!(parse(b"{\"kernel\": [[1, 2], [3, \"x\"]]}").is_err());
         let deep = "[".repeat(100_000) + &"]".repeat(100_000);
         assert!(parse(deep.as_bytes()).is_err());
     }

@@ -30,7 +30,11 @@ impl RawArray {
     /// Builds an array, checking that the shape matches the number of values.
     pub fn new(shape: Vec<usize>, data: Vec<f64>, dtype: impl Into<String>) -> RawArray {
         debug_assert_eq!(shape.iter().product::<usize>(), data.len());
-        RawArray { shape, data, dtype: dtype.into() }
+        RawArray {
+            shape,
+            data,
+            dtype: dtype.into(),
+        }
     }
 
     /// The shape as a user reads it: `(3, 16)`.

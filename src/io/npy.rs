@@ -32,12 +32,21 @@ pub fn parse(bytes: &[u8]) -> ParseResult<RawArray> {
             if bytes.len() < 12 {
                 return Err("truncated .npy header".into());
             }
-            (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12)
+            (
+                u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+                12,
+            )
         }
-        _ => return Err(format!(".npy format version {major}.{minor} is not supported (expected 1.0, 2.0 or 3.0)")),
+        _ => {
+            return Err(format!(
+                ".npy format version {major}.{minor} is not supported (expected 1.0, 2.0 or 3.0)"
+            ));
+        }
     };
     if header_len > MAX_HEADER_LEN {
-        return Err(format!("header claims {header_len} bytes; at most {MAX_HEADER_LEN} are accepted"));
+        return Err(format!(
+            "header claims {header_len} bytes; at most {MAX_HEADER_LEN} are accepted"
+        ));
     }
     let data_start = prefix + header_len;
     if bytes.len() < data_start {
@@ -46,18 +55,29 @@ pub fn parse(bytes: &[u8]) -> ParseResult<RawArray> {
             bytes.len() - prefix
         ));
     }
-    let text = std::str::from_utf8(&bytes[prefix..data_start]).map_err(|_| "header is not text".to_string())?;
+    let text = std::str::from_utf8(&bytes[prefix..data_start])
+        .map_err(|_| "header is not text".to_string())?;
     check_nesting(text)?;
     let shape = shape_from_header(text)?;
     let count = shape
         .iter()
         .try_fold(1usize, |acc, &d| acc.checked_mul(d))
-        .ok_or_else(|| format!("header shape {} has more elements than can be addressed", fmt_shape(&shape)))?;
+        .ok_or_else(|| {
+            format!(
+                "header shape {} has more elements than can be addressed",
+                fmt_shape(&shape)
+            )
+        })?;
 
     let file = NpyFile::new(bytes).map_err(|e| format!("invalid .npy header: {e}"))?;
     let ts = match file.dtype() {
         DType::Plain(ts) => ts,
-        other => return Err(format!("dtype {} is a structured type; expected a plain numeric array", other.descr())),
+        other => {
+            return Err(format!(
+                "dtype {} is a structured type; expected a plain numeric array",
+                other.descr()
+            ));
+        }
     };
     let size = ts.size_field() as usize;
     let (kind, note) = match (ts.type_char(), size) {
@@ -65,12 +85,22 @@ pub fn parse(bytes: &[u8]) -> ParseResult<RawArray> {
         (TypeChar::Int, 1 | 2 | 4 | 8) => ("i", format!("int{}", size * 8)),
         (TypeChar::Uint, 1 | 2 | 4 | 8) => ("u", format!("uint{}", size * 8)),
         (TypeChar::Bool, 1) => ("b", "bool".to_string()),
-        (TypeChar::Complex, _) => return Err(format!("dtype '{ts}' is complex; expected real numbers")),
-        (TypeChar::Object, _) => return Err("dtype is object (pickled Python objects); expected numbers".into()),
-        (TypeChar::ByteStr | TypeChar::UnicodeStr | TypeChar::RawData, _) => {
-            return Err(format!("dtype '{ts}' holds strings or bytes; expected numbers"));
+        (TypeChar::Complex, _) => {
+            return Err(format!("dtype '{ts}' is complex; expected real numbers"));
         }
-        _ => return Err(format!("dtype '{ts}' is not supported; expected float32 or float64")),
+        (TypeChar::Object, _) => {
+            return Err("dtype is object (pickled Python objects); expected numbers".into());
+        }
+        (TypeChar::ByteStr | TypeChar::UnicodeStr | TypeChar::RawData, _) => {
+            return Err(format!(
+                "dtype '{ts}' holds strings or bytes; expected numbers"
+            ));
+        }
+        _ => {
+            return Err(format!(
+                "dtype '{ts}' is not supported; expected float32 or float64"
+            ));
+        }
     };
     let needed = count
         .checked_mul(size)
@@ -99,12 +129,20 @@ fn decode(kind: &str, size: usize, big: bool, b: &[u8]) -> f64 {
         ($t:ty, $n:expr) => {{
             let mut a = [0u8; $n];
             a.copy_from_slice(b);
-            (if big { <$t>::from_be_bytes(a) } else { <$t>::from_le_bytes(a) }) as f64
+            (if big {
+                <$t>::from_be_bytes(a)
+            } else {
+                <$t>::from_le_bytes(a)
+            }) as f64
         }};
     }
     match (kind, size) {
         ("f", 2) => {
-            let bits = if big { u16::from_be_bytes([b[0], b[1]]) } else { u16::from_le_bytes([b[0], b[1]]) };
+            let bits = if big {
+                u16::from_be_bytes([b[0], b[1]])
+            } else {
+                u16::from_le_bytes([b[0], b[1]])
+            };
             half::f16::from_bits(bits).to_f64()
         }
         ("f", 4) => num!(f32, 4),
@@ -165,17 +203,25 @@ fn check_nesting(text: &str) -> ParseResult<()> {
 
 /// Extracts the `'shape': (..)` tuple so its element count can be checked before `npyz` multiplies it.
 fn shape_from_header(text: &str) -> ParseResult<Vec<usize>> {
-    let key = text.find("'shape'").or_else(|| text.find("\"shape\"")).ok_or("header has no 'shape' entry")?;
+    let key = text
+        .find("'shape'")
+        .or_else(|| text.find("\"shape\""))
+        .ok_or("header has no 'shape' entry")?;
     let rest = &text[key + 7..];
     let open = rest.find('(').ok_or("header 'shape' is not a tuple")?;
-    let close = rest[open..].find(')').ok_or("header 'shape' tuple is not closed")? + open;
+    let close = rest[open..]
+        .find(')')
+        .ok_or("header 'shape' tuple is not closed")?
+        + open;
     let mut shape = Vec::new();
     for part in rest[open + 1..close].split(',') {
         let p = part.trim().trim_end_matches('L');
         if p.is_empty() {
             continue;
         }
-        let d: usize = p.parse().map_err(|_| format!("header shape entry '{p}' is not a non-negative integer"))?;
+        let d: usize = p
+            .parse()
+            .map_err(|_| format!("header shape entry '{p}' is not a non-negative integer"))?;
         shape.push(d);
     }
     Ok(shape)
@@ -190,7 +236,10 @@ mod tests {
     use super::*;
 
     fn npy(descr: &str, fortran: bool, shape: &str, payload: &[u8]) -> Vec<u8> {
-        let mut header = format!("{{'descr': '{descr}', 'fortran_order': {}, 'shape': {shape}, }}", if fortran { "True" } else { "False" });
+        let mut header = format!(
+            "{{'descr': '{descr}', 'fortran_order': {}, 'shape': {shape}, }}",
+            if fortran { "True" } else { "False" }
+        );
         while (10 + header.len() + 1) % 64 != 0 {
             header.push(' ');
         }
@@ -214,7 +263,13 @@ mod tests {
 
     #[test]
     fn absurd_shape_is_refused_before_allocating() {
-        let err = parse(&npy("<f4", false, "(4611686018427387904, 4611686018427387904)", &[])).unwrap_err();
+        let err = parse(&npy(
+            "<f4",
+            false,
+            "(4611686018427387904, 4611686018427387904)",
+            &[],
+        ))
+        .unwrap_err();
         assert!(err.contains("more elements"), "{err}");
         let err = parse(&npy("<f4", false, "(1000000000,)", &[0; 16])).unwrap_err();
         assert!(err.contains("truncated"), "{err}");
@@ -222,8 +277,16 @@ mod tests {
 
     #[test]
     fn strings_and_complex_are_refused() {
-        assert!(parse(&npy("<U3", false, "(1,)", &[0; 12])).unwrap_err().contains("strings"));
-        assert!(parse(&npy("<c8", false, "(1,)", &[0; 8])).unwrap_err().contains("complex"));
+        assert!(
+            parse(&npy("<U3", false, "(1,)", &[0; 12]))
+                .unwrap_err()
+                .contains("strings")
+        );
+        assert!(
+            parse(&npy("<c8", false, "(1,)", &[0; 8]))
+                .unwrap_err()
+                .contains("complex")
+        );
     }
 
     #[test]

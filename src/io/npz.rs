@@ -20,17 +20,25 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<(String, RawArray)>, String> {
     if bytes.starts_with(b"\x93NUMPY") {
         return Err("is a single .npy array, not an .npz archive".into());
     }
-    let mut zip = zip::ZipArchive::new(Cursor::new(bytes)).map_err(|e| format!("not a valid .npz (zip) archive: {e}"))?;
+    let mut zip = zip::ZipArchive::new(Cursor::new(bytes))
+        .map_err(|e| format!("not a valid .npz (zip) archive: {e}"))?;
     let mut out = Vec::with_capacity(zip.len());
     for i in 0..zip.len() {
-        let mut member = zip.by_index(i).map_err(|e| format!("corrupt .npz member #{i}: {e}"))?;
+        let mut member = zip
+            .by_index(i)
+            .map_err(|e| format!("corrupt .npz member #{i}: {e}"))?;
         if member.is_dir() {
             continue;
         }
-        let name = member.name().map(|n| n.into_owned()).unwrap_or_else(|_| format!("member #{i}"));
+        let name = member
+            .name()
+            .map(|n| n.into_owned())
+            .unwrap_or_else(|_| format!("member #{i}"));
         let declared = member.size();
         if declared > MAX_MEMBER_BYTES || declared > (bytes.len() as u64).saturating_mul(1032) {
-            return Err(format!("member '{name}' claims {declared} bytes uncompressed; refusing to inflate it"));
+            return Err(format!(
+                "member '{name}' claims {declared} bytes uncompressed; refusing to inflate it"
+            ));
         }
         let mut buf = Vec::with_capacity(declared as usize);
         (&mut member)
@@ -38,7 +46,10 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<(String, RawArray)>, String> {
             .read_to_end(&mut buf)
             .map_err(|e| format!("member '{name}' cannot be decompressed: {e}"))?;
         if buf.len() as u64 != declared {
-            return Err(format!("member '{name}' decompresses to {} bytes, not the {declared} its header declares", buf.len()));
+            return Err(format!(
+                "member '{name}' decompresses to {} bytes, not the {declared} its header declares",
+                buf.len()
+            ));
         }
         let array = npy::parse(&buf).map_err(|e| format!("member '{name}': {e}"))?;
         let key = name.strip_suffix(".npy").unwrap_or(&name).to_string();

@@ -8,13 +8,19 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// Writes the bytes produced by `fill` to `target` atomically.
-pub fn atomic_write(target: &Path, fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> Result<()> {
+pub fn atomic_write(
+    target: &Path,
+    fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> Result<()> {
     let dir = match target.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
     if !dir.is_dir() {
-        return Err(Error::output(target, format!("folder {} does not exist", dir.display())));
+        return Err(Error::output(
+            target,
+            format!("folder {} does not exist", dir.display()),
+        ));
     }
     if target.is_dir() {
         return Err(Error::output(target, "is a directory"));
@@ -27,8 +33,11 @@ pub fn atomic_write(target: &Path, fill: impl FnOnce(&mut dyn Write) -> std::io:
     {
         let mut buffered = std::io::BufWriter::new(tmp.as_file_mut());
         fill(&mut buffered).map_err(|e| Error::output(target, super::io_reason(&e)))?;
-        buffered.flush().map_err(|e| Error::output(target, super::io_reason(&e)))?;
+        buffered
+            .flush()
+            .map_err(|e| Error::output(target, super::io_reason(&e)))?;
     }
-    tmp.persist(target).map_err(|e| Error::output(target, super::io_reason(&e.error)))?;
+    tmp.persist(target)
+        .map_err(|e| Error::output(target, super::io_reason(&e.error)))?;
     Ok(())
 }

@@ -48,8 +48,14 @@ impl<T: Real> Serialize for Doc<'_, '_, T> {
         let mut m = s.serialize_map(None)?;
         m.serialize_entry("format", FORMAT)?;
         m.serialize_entry("precision", T::NAME)?;
-        m.serialize_entry("layers", &r.trace.layers.iter().map(Layer).collect::<Vec<_>>())?;
-        m.serialize_entry("dense_activation", &r.trace.dense_activation.map(|a| a.name()))?;
+        m.serialize_entry(
+            "layers",
+            &r.trace.layers.iter().map(Layer).collect::<Vec<_>>(),
+        )?;
+        m.serialize_entry(
+            "dense_activation",
+            &r.trace.dense_activation.map(|a| a.name()),
+        )?;
         m.serialize_entry("predictions", &Rows(&r.trace.predictions))?;
         m.serialize_entry("expected", &r.expected.as_ref().map(Rows))?;
         m.serialize_entry("targets", &r.targets.as_ref().map(Rows))?;
@@ -101,7 +107,13 @@ impl<T: Real> Serialize for Sequence<'_, T> {
         let mut m = s.serialize_map(None)?;
         m.serialize_entry("index", &b)?;
         let c0 = l.c0.as_ref().map(|c| c.row(b));
-        m.serialize_entry("initial_state", &State { h: l.h0.row(b), c: c0 })?;
+        m.serialize_entry(
+            "initial_state",
+            &State {
+                h: l.h0.row(b),
+                c: c0,
+            },
+        )?;
         m.serialize_entry("steps", &Steps(l, b))?;
         m.end()
     }
@@ -129,7 +141,13 @@ impl<T: Real> Serialize for Step<'_, T> {
         m.serialize_entry("gates", &Gates(l, b, t, false))?;
         m.serialize_entry("pre", &Gates(l, b, t, true))?;
         let c = l.c.as_ref().map(|c| c.slice(ndarray::s![b, t, ..]));
-        m.serialize_entry("state", &State { h: l.h.slice(ndarray::s![b, t, ..]), c })?;
+        m.serialize_entry(
+            "state",
+            &State {
+                h: l.h.slice(ndarray::s![b, t, ..]),
+                c,
+            },
+        )?;
         m.serialize_entry("output", &Vector(l.out.slice(ndarray::s![b, t, ..]).iter()))?;
         m.end()
     }
@@ -140,7 +158,11 @@ impl<T: Real> Serialize for Gates<'_, T> {
         let (l, b, t, pre) = (self.0, self.1, self.2, self.3);
         let mut m = s.serialize_map(None)?;
         for (k, name) in l.kind.gate_names().iter().enumerate() {
-            let v = if pre { l.pre_gate(b, t, k) } else { l.gate(b, t, k) };
+            let v = if pre {
+                l.pre_gate(b, t, k)
+            } else {
+                l.gate(b, t, k)
+            };
             m.serialize_entry(name, &Vector(v.iter()))?;
         }
         m.end()

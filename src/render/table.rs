@@ -15,7 +15,12 @@ use std::fmt::Write as _;
 /// Long gate labels, in block order.
 fn gate_labels(kind: CellKind) -> &'static [&'static str] {
     match kind {
-        CellKind::Lstm => &["Input gate i", "Forget gate f", "Cell candidate c̃", "Output gate o"],
+        CellKind::Lstm => &[
+            "Input gate i",
+            "Forget gate f",
+            "Cell candidate c̃",
+            "Output gate o",
+        ],
         CellKind::Gru => &["Update gate z", "Reset gate r", "Candidate h̃"],
     }
 }
@@ -55,7 +60,11 @@ fn change_cell(v: f64, color: bool) -> Cell {
     if !color || v == 0.0 || v.is_nan() {
         return c;
     }
-    if v > 0.0 { c.fg(Color::Green) } else { c.fg(Color::Red) }
+    if v > 0.0 {
+        c.fg(Color::Green)
+    } else {
+        c.fg(Color::Red)
+    }
 }
 
 /// Renders the whole table report.
@@ -81,7 +90,8 @@ pub fn render<T: Real>(r: &Report<'_, T>) -> String {
         summary(&mut out, r, color);
     }
     if let Some(c) = &r.comparison {
-        let _ = writeln!(out, "\n{}", verdict_line(c, r));
+        let gap = if d.quiet { "" } else { "\n" };
+        let _ = writeln!(out, "{gap}{}", verdict_line(c, r));
     }
     out
 }
@@ -89,7 +99,11 @@ pub fn render<T: Real>(r: &Report<'_, T>) -> String {
 fn header_line<T: Real>(r: &Report<'_, T>, l: &LayerTrace<T>) -> String {
     let mut s = format!(
         "{}{} layer '{}': {} unit{}, {} features; activation {}, recurrent activation {}",
-        if r.title.is_empty() { String::new() } else { format!("{} — ", r.title) },
+        if r.title.is_empty() {
+            String::new()
+        } else {
+            format!("{} — ", r.title)
+        },
         l.kind.name().to_uppercase(),
         l.name,
         l.units,
@@ -109,21 +123,42 @@ fn header_line<T: Real>(r: &Report<'_, T>, l: &LayerTrace<T>) -> String {
     } else {
         "; every sequence starts from its own initial state (stateless, as model.predict)"
     });
-    let _ = write!(s, "\n{} sequences × {} timesteps, float precision {}", l.sequences(), l.steps(), T::NAME);
+    let _ = write!(
+        s,
+        "\n{} sequences × {} timesteps, float precision {}",
+        l.sequences(),
+        l.steps(),
+        T::NAME
+    );
     s
 }
 
 fn unit_header(label: &str, units: usize, max: usize) -> Vec<Cell> {
     let mut h = vec![Cell::new(label)];
-    h.extend((0..units.min(max)).map(|j| Cell::new(format!("u{j}")).set_alignment(CellAlignment::Right)));
+    h.extend(
+        (0..units.min(max)).map(|j| Cell::new(format!("u{j}")).set_alignment(CellAlignment::Right)),
+    );
     h
 }
 
-fn sequence<T: Real>(out: &mut String, r: &Report<'_, T>, l: &LayerTrace<T>, b: usize, n: usize, color: bool) {
+fn sequence<T: Real>(
+    out: &mut String,
+    r: &Report<'_, T>,
+    l: &LayerTrace<T>,
+    b: usize,
+    n: usize,
+    color: bool,
+) {
     let d = r.display;
     let mut head = format!("\n══ Sequence {} of {n}", b + 1);
     if let Some(k) = r.window {
-        let _ = write!(head, ": input rows {}–{} → predicts row {}", b, b + k - 1, b + k);
+        let _ = write!(
+            head,
+            ": input rows {}–{} → predicts row {}",
+            b,
+            b + k - 1,
+            b + k
+        );
     }
     let _ = writeln!(out, "{head} ══");
     let shown_units = l.units.min(d.max_units);
@@ -135,7 +170,11 @@ fn sequence<T: Real>(out: &mut String, r: &Report<'_, T>, l: &LayerTrace<T>, b: 
             "\n── Step {} of {} (input row {ti}){}",
             t + 1,
             l.steps(),
-            if masked { " — masked: state carried through unchanged" } else { "" }
+            if masked {
+                " — masked: state carried through unchanged"
+            } else {
+                ""
+            }
         );
         // Input.
         let x = l.x_at(b, t);
@@ -143,12 +182,20 @@ fn sequence<T: Real>(out: &mut String, r: &Report<'_, T>, l: &LayerTrace<T>, b: 
         it.set_header(vec!["Feature", "Value"]);
         let limit = 12usize;
         for (j, v) in x.iter().enumerate().take(limit) {
-            let name = d.feature_names.get(j).cloned().unwrap_or_else(|| format!("x{j}"));
+            let name = d
+                .feature_names
+                .get(j)
+                .cloned()
+                .unwrap_or_else(|| format!("x{j}"));
             it.add_row(vec![Cell::new(name), num(v.to_f())]);
         }
         let _ = writeln!(out, "Input\n{it}");
         if x.len() > limit {
-            let _ = writeln!(out, "(+{} more features; the JSON trace has them all)", x.len() - limit);
+            let _ = writeln!(
+                out,
+                "(+{} more features; the JSON trace has them all)",
+                x.len() - limit
+            );
         }
         // Gates.
         let mut gt = new_table(color);
@@ -156,38 +203,61 @@ fn sequence<T: Real>(out: &mut String, r: &Report<'_, T>, l: &LayerTrace<T>, b: 
         for (k, label) in gate_labels(l.kind).iter().enumerate() {
             let is_gate = !(label.starts_with("Cell candidate") || label.starts_with("Candidate"));
             let mut row = vec![Cell::new(*label)];
-            row.extend(l.gate(b, t, k).iter().take(shown_units).map(|v| gate_cell(v.to_f(), is_gate, color)));
+            row.extend(
+                l.gate(b, t, k)
+                    .iter()
+                    .take(shown_units)
+                    .map(|v| gate_cell(v.to_f(), is_gate, color)),
+            );
             gt.add_row(row);
         }
         let _ = writeln!(out, "Gates\n{gt}");
         // State.
         let mut st = new_table(color);
         st.set_header(unit_header("State", l.units, d.max_units));
-        let mut add = |name: &str, prev: ndarray::ArrayView1<'_, T>, new: ndarray::ArrayView1<'_, T>| {
-            let mut r1 = vec![Cell::new(format!("{name} previous"))];
-            r1.extend(prev.iter().take(shown_units).map(|v| num(v.to_f())));
-            let mut r2 = vec![Cell::new(format!("{name} new"))];
-            r2.extend(new.iter().take(shown_units).map(|v| num(v.to_f())));
-            let mut r3 = vec![Cell::new(format!("{name} change"))];
-            r3.extend(prev.iter().zip(new.iter()).take(shown_units).map(|(p, q)| change_cell(q.to_f() - p.to_f(), color)));
-            st.add_row(r1);
-            st.add_row(r2);
-            st.add_row(r3);
-        };
+        let mut add =
+            |name: &str, prev: ndarray::ArrayView1<'_, T>, new: ndarray::ArrayView1<'_, T>| {
+                let mut r1 = vec![Cell::new(format!("{name} previous"))];
+                r1.extend(prev.iter().take(shown_units).map(|v| num(v.to_f())));
+                let mut r2 = vec![Cell::new(format!("{name} new"))];
+                r2.extend(new.iter().take(shown_units).map(|v| num(v.to_f())));
+                let mut r3 = vec![Cell::new(format!("{name} change"))];
+                r3.extend(
+                    prev.iter()
+                        .zip(new.iter())
+                        .take(shown_units)
+                        .map(|(p, q)| change_cell(q.to_f() - p.to_f(), color)),
+                );
+                st.add_row(r1);
+                st.add_row(r2);
+                st.add_row(r3);
+            };
         if let (Some(cp), Some(c)) = (l.c_prev(b, t), l.c.as_ref()) {
             add("Cell state c", cp, c.slice(ndarray::s![b, t, ..]));
         }
-        add("Hidden state h", l.h_prev(b, t), l.h.slice(ndarray::s![b, t, ..]));
+        add(
+            "Hidden state h",
+            l.h_prev(b, t),
+            l.h.slice(ndarray::s![b, t, ..]),
+        );
         let _ = writeln!(out, "State\n{st}");
         if l.units > shown_units {
-            let _ = writeln!(out, "(showing units 0–{} of {}; --max-units {} shows all)", shown_units - 1, l.units, l.units);
+            let _ = writeln!(
+                out,
+                "(showing units 0–{} of {}; --max-units {} shows all)",
+                shown_units - 1,
+                l.units,
+                l.units
+            );
         }
     }
     // Prediction for this sequence: one row per metric, one column per output (the seeds' layout).
     let outs = r.trace.predictions.ncols();
     let mut pt = new_table(color);
     let mut header = vec![Cell::new("Metric")];
-    header.extend((0..outs).map(|j| Cell::new(output_name(r, j)).set_alignment(CellAlignment::Right)));
+    header.extend(
+        (0..outs).map(|j| Cell::new(output_name(r, j)).set_alignment(CellAlignment::Right)),
+    );
     pt.set_header(header);
     let ours = |j: usize| r.trace.predictions[[b, j]].to_f();
     let mut metric = |label: String, f: &dyn Fn(usize) -> Cell| {
@@ -199,7 +269,9 @@ fn sequence<T: Real>(out: &mut String, r: &Report<'_, T>, l: &LayerTrace<T>, b: 
     metric("Ours".into(), &|j| num(ours(j)));
     if let Some(e) = &r.expected {
         metric("Framework".into(), &|j| num(e[[b, j]]));
-        metric("|Ours − Framework|".into(), &|j| num((ours(j) - e[[b, j]]).abs()));
+        metric("|Ours − Framework|".into(), &|j| {
+            num((ours(j) - e[[b, j]]).abs())
+        });
     }
     if let Some(y) = &r.targets {
         metric("Actual".into(), &|j| num(y[[b, j]]));
@@ -209,11 +281,17 @@ fn sequence<T: Real>(out: &mut String, r: &Report<'_, T>, l: &LayerTrace<T>, b: 
         let unit = "original units";
         metric(format!("Ours ({unit})"), &|j| num(sc.inverse(ours(j), j)));
         if let Some(e) = &r.expected {
-            metric(format!("Framework ({unit})"), &|j| num(sc.inverse(e[[b, j]], j)));
+            metric(format!("Framework ({unit})"), &|j| {
+                num(sc.inverse(e[[b, j]], j))
+            });
         }
         if let Some(y) = &r.targets {
-            metric(format!("Actual ({unit})"), &|j| num(sc.inverse(y[[b, j]], j)));
-            metric(format!("Ours − Actual ({unit})"), &|j| signed(sc.inverse(ours(j), j) - sc.inverse(y[[b, j]], j)));
+            metric(format!("Actual ({unit})"), &|j| {
+                num(sc.inverse(y[[b, j]], j))
+            });
+            metric(format!("Ours − Actual ({unit})"), &|j| {
+                signed(sc.inverse(ours(j), j) - sc.inverse(y[[b, j]], j))
+            });
         }
     }
     let what = match r.window {
@@ -224,7 +302,11 @@ fn sequence<T: Real>(out: &mut String, r: &Report<'_, T>, l: &LayerTrace<T>, b: 
 }
 
 fn output_name<T: Real>(r: &Report<'_, T>, j: usize) -> String {
-    r.display.output_names.get(j).cloned().unwrap_or_else(|| format!("y{j}"))
+    r.display
+        .output_names
+        .get(j)
+        .cloned()
+        .unwrap_or_else(|| format!("y{j}"))
 }
 
 fn summary<T: Real>(out: &mut String, r: &Report<'_, T>, color: bool) {
@@ -270,8 +352,16 @@ fn summary<T: Real>(out: &mut String, r: &Report<'_, T>, color: bool) {
             if let Some(e) = &r.expected {
                 let err = (ours - e[[b, j]]).abs();
                 let c = num(err);
-                let bad = r.comparison.as_ref().map(|c| !(err <= c.atol + c.rtol * e[[b, j]].abs())).unwrap_or(false);
-                row.push(if bad && color { c.fg(Color::Red).add_attribute(Attribute::Bold) } else { c });
+                let bad = r
+                    .comparison
+                    .as_ref()
+                    .map(|c| err.is_nan() || err > c.atol + c.rtol * e[[b, j]].abs())
+                    .unwrap_or(false);
+                row.push(if bad && color {
+                    c.fg(Color::Red).add_attribute(Attribute::Bold)
+                } else {
+                    c
+                });
             }
             if let Some(sc) = &r.display.scaler {
                 row.push(num(sc.inverse(ours, j)));
@@ -287,8 +377,17 @@ fn summary<T: Real>(out: &mut String, r: &Report<'_, T>, color: bool) {
 
 /// The one-line verdict: `PASS: …` or `FAIL: …`.
 pub fn verdict_line<T: Real>(c: &crate::compare::Comparison, r: &Report<'_, T>) -> String {
-    let at = c.worst_index.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ");
-    let what = if r.expected.is_some() || !c.worst_index.is_empty() { "framework output" } else { "expected" };
+    let at = c
+        .worst_index
+        .iter()
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let what = if r.expected.is_some() || !c.worst_index.is_empty() {
+        "framework output"
+    } else {
+        "expected"
+    };
     if c.passed {
         format!(
             "PASS: all {} values match the {what} within atol {:e} + rtol {:e}; largest error {} at [{at}]",

@@ -48,9 +48,20 @@ pub fn load(path: &Path, inputs: usize) -> Result<DenseWeights<f64>> {
             }
         }
     } else {
-        let k = src.get("kernel").ok_or_else(|| src.error(format!("needs an array named kernel; found: {}", src.names())))?;
-        if let Some((name, _)) = src.arrays.iter().find(|(n, _)| n != "kernel" && n != "bias") {
-            return Err(src.error(format!("holds an array named '{name}'; expected a Dense layer's kernel and bias")));
+        let k = src.get("kernel").ok_or_else(|| {
+            src.error(format!(
+                "needs an array named kernel; found: {}",
+                src.names()
+            ))
+        })?;
+        if let Some((name, _)) = src
+            .arrays
+            .iter()
+            .find(|(n, _)| n != "kernel" && n != "bias")
+        {
+            return Err(src.error(format!(
+                "holds an array named '{name}'; expected a Dense layer's kernel and bias"
+            )));
         }
         (k, src.get("bias"))
     };
@@ -72,7 +83,11 @@ pub fn load(path: &Path, inputs: usize) -> Result<DenseWeights<f64>> {
         None => None,
         Some(b) if b.data.len() == outputs && b.ndim() <= 1 => Some(Array1::from(b.data.clone())),
         Some(b) => {
-            return Err(src.error(format!("Dense bias has shape {}; expected ({outputs},) to match kernel {}", shape_of(b), shape_of(k))));
+            return Err(src.error(format!(
+                "Dense bias has shape {}; expected ({outputs},) to match kernel {}",
+                shape_of(b),
+                shape_of(k)
+            )));
         }
     };
     Ok(DenseWeights { kernel, bias })

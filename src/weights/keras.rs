@@ -35,12 +35,19 @@ fn role(name: &str) -> Option<&'static str> {
 }
 
 /// Turns arrays in Keras layout into validated weights for `kind`.
-pub fn from_arrays(kind: CellKind, src: &NamedArrays, reset_after: ResetAfter) -> Result<CellWeights<f64>> {
+pub fn from_arrays(
+    kind: CellKind,
+    src: &NamedArrays,
+    reset_after: ResetAfter,
+) -> Result<CellWeights<f64>> {
     let (kernel, recurrent, bias) = pick(src)?;
     let g = kind.blocks();
     let cell = kind.name().to_uppercase();
     if kernel.ndim() != 2 {
-        return Err(src.error(format!("kernel has shape {}; expected 2-D (features, {g} × units)", kernel.shape_str())));
+        return Err(src.error(format!(
+            "kernel has shape {}; expected 2-D (features, {g} × units)",
+            kernel.shape_str()
+        )));
     }
     if recurrent.ndim() != 2 {
         return Err(src.error(format!(
@@ -50,7 +57,10 @@ pub fn from_arrays(kind: CellKind, src: &NamedArrays, reset_after: ResetAfter) -
     }
     let units = recurrent.shape[0];
     if units == 0 {
-        return Err(src.error(format!("recurrent_kernel has shape {}; a layer needs at least one unit", recurrent.shape_str())));
+        return Err(src.error(format!(
+            "recurrent_kernel has shape {}; a layer needs at least one unit",
+            recurrent.shape_str()
+        )));
     }
     if recurrent.shape[1] != g * units {
         let other = kind.other();
@@ -85,7 +95,11 @@ pub fn from_arrays(kind: CellKind, src: &NamedArrays, reset_after: ResetAfter) -
         (CellKind::Lstm, None) => (None, None, false),
         (CellKind::Lstm, Some(b)) => {
             if b.shape != [4 * units] {
-                return Err(src.error(format!("bias has shape {}; expected ({},) for an LSTM with {units} units", b.shape_str(), 4 * units)));
+                return Err(src.error(format!(
+                    "bias has shape {}; expected ({},) for an LSTM with {units} units",
+                    b.shape_str(),
+                    4 * units
+                )));
             }
             (Some(vec1(b)), None, false)
         }
@@ -105,7 +119,11 @@ pub fn from_arrays(kind: CellKind, src: &NamedArrays, reset_after: ResetAfter) -
                         "bias has shape (2, {n}), the layout of a reset_after=True GRU; --reset-after false needs a ({n},) bias"
                     )));
                 }
-                (Some(Array1::from(b.data[..n].to_vec())), Some(Array1::from(b.data[n..].to_vec())), true)
+                (
+                    Some(Array1::from(b.data[..n].to_vec())),
+                    Some(Array1::from(b.data[n..].to_vec())),
+                    true,
+                )
             } else {
                 return Err(src.error(format!(
                     "bias has shape {}; expected ({n},) (reset_after=False) or (2, {n}) (reset_after=True) for a GRU with {units} units",
@@ -157,7 +175,10 @@ fn pick(src: &NamedArrays) -> Result<(&RawArray, &RawArray, Option<&RawArray>)> 
             }
         };
         if slot.replace(a).is_some() {
-            return Err(src.error(format!("holds two arrays that both look like '{}'", role(name).unwrap_or(name))));
+            return Err(src.error(format!(
+                "holds two arrays that both look like '{}'",
+                role(name).unwrap_or(name)
+            )));
         }
     }
     match (kernel, recurrent) {
@@ -170,7 +191,8 @@ fn pick(src: &NamedArrays) -> Result<(&RawArray, &RawArray, Option<&RawArray>)> 
 }
 
 pub(crate) fn mat(a: &RawArray) -> Array2<f64> {
-    Array2::from_shape_vec((a.shape[0], a.shape[1]), a.data.clone()).expect("shape checked by the caller")
+    Array2::from_shape_vec((a.shape[0], a.shape[1]), a.data.clone())
+        .expect("shape checked by the caller")
 }
 
 fn vec1(a: &RawArray) -> Array1<f64> {

@@ -29,7 +29,11 @@ impl NamedArrays {
 
     /// The names present, for "found: …" messages.
     pub fn names(&self) -> String {
-        self.arrays.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")
+        self.arrays
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// An input error about this source.
@@ -69,7 +73,10 @@ pub fn load_arrays(path: &Path, expected: &[&str]) -> Result<NamedArrays> {
     }
     let bytes = io::read_file(path)?;
     if bytes.is_empty() {
-        return Err(Error::input(path, "file is empty; expected a JSON list/object of arrays, an .npz archive or a directory of .npy files"));
+        return Err(Error::input(
+            path,
+            "file is empty; expected a JSON list/object of arrays, an .npz archive or a directory of .npy files",
+        ));
     }
     let err = |what: String| Error::input(path, what);
     match sniff(&bytes) {
@@ -116,10 +123,22 @@ fn load_dir(path: &Path, expected: &[&str]) -> Result<NamedArrays> {
             path,
             format!(
                 "directory holds none of {}; found: {}",
-                expected.iter().map(|n| format!("{n}.npy")).collect::<Vec<_>>().join(", "),
-                if found.is_empty() { "nothing".to_string() } else { found.join(", ") }
+                expected
+                    .iter()
+                    .map(|n| format!("{n}.npy"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                if found.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    found.join(", ")
+                }
             ),
         ));
     }
-    Ok(NamedArrays { path: path.to_path_buf(), positional: false, arrays })
+    Ok(NamedArrays {
+        path: path.to_path_buf(),
+        positional: false,
+        arrays,
+    })
 }

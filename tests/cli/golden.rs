@@ -12,20 +12,32 @@ use std::path::Path;
 
 fn manifest(name: &str) -> Value {
     let p = case_dir(name).join("case.json");
-    serde_json::from_slice(&std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))).unwrap()
+    serde_json::from_slice(&std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
+        .unwrap()
 }
 
 fn strings(v: &Value) -> Vec<String> {
-    v.as_array().map(|a| a.iter().map(|s| s.as_str().unwrap().to_string()).collect()).unwrap_or_default()
+    v.as_array()
+        .map(|a| a.iter().map(|s| s.as_str().unwrap().to_string()).collect())
+        .unwrap_or_default()
 }
 
 /// Largest |a − b|, failing the test with the place it happened if beyond `atol`.
 fn assert_close(what: &str, ours: &[f64], theirs: &[f64], shape: &[usize], atol: f64) -> f64 {
-    assert_eq!(ours.len(), theirs.len(), "{what}: {} values vs Keras's {} (shape {shape:?})", ours.len(), theirs.len());
+    assert_eq!(
+        ours.len(),
+        theirs.len(),
+        "{what}: {} values vs Keras's {} (shape {shape:?})",
+        ours.len(),
+        theirs.len()
+    );
     let mut worst = 0.0f64;
     for (i, (a, b)) in ours.iter().zip(theirs).enumerate() {
         let e = (a - b).abs();
-        assert!(e <= atol, "{what}: element {i} of shape {shape:?}: ours {a}, Keras {b}, |diff| {e} > {atol}");
+        assert!(
+            e <= atol,
+            "{what}: element {i} of shape {shape:?}: ours {a}, Keras {b}, |diff| {e} > {atol}"
+        );
         worst = worst.max(e);
     }
     worst
@@ -69,37 +81,85 @@ pub fn check_case(name: &str) {
         let (code, stdout, stderr) = run(rnntrace()
             .current_dir(&dir)
             .arg(cell)
-            .args(["--weights", w, "--input", m["input"].as_str().unwrap(), "--format", "json"])
+            .args([
+                "--weights",
+                w,
+                "--input",
+                m["input"].as_str().unwrap(),
+                "--format",
+                "json",
+            ])
             .args(&args));
         assert_eq!(code, 0, "{what}: exit {code}\n{stderr}");
-        let trace: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{what}: bad JSON: {e}"));
-        assert_close(&format!("{what} h per step"), &collect_steps(&trace, "h"), &h_seq, &h_shape, atol);
+        let trace: Value =
+            serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{what}: bad JSON: {e}"));
+        assert_close(
+            &format!("{what} h per step"),
+            &collect_steps(&trace, "h"),
+            &h_seq,
+            &h_shape,
+            atol,
+        );
         if let Some((c_shape, c_seq)) = &c_seq {
-            assert_close(&format!("{what} c per step"), &collect_steps(&trace, "c"), c_seq, c_shape, atol);
+            assert_close(
+                &format!("{what} c per step"),
+                &collect_steps(&trace, "c"),
+                c_seq,
+                c_shape,
+                atol,
+            );
         }
-        assert_close(&format!("{what} predictions"), &flat(&trace["predictions"]), &expected, &e_shape, atol);
+        assert_close(
+            &format!("{what} predictions"),
+            &flat(&trace["predictions"]),
+            &expected,
+            &e_shape,
+            atol,
+        );
     }
     // The same run, compared by rnntrace itself: exit 0 and a PASS verdict.
     let (code, stdout, stderr) = run(rnntrace()
         .current_dir(&dir)
         .arg(cell)
-        .args(["--weights", &formats[0], "--input", m["input"].as_str().unwrap(), "--quiet"])
+        .args([
+            "--weights",
+            &formats[0],
+            "--input",
+            m["input"].as_str().unwrap(),
+            "--quiet",
+        ])
         .args(["--expected", m["expected"].as_str().unwrap()])
         .args(&args));
-    assert_eq!(code, 0, "{name} --expected: exit {code}\n{stdout}\n{stderr}");
+    assert_eq!(
+        code, 0,
+        "{name} --expected: exit {code}\n{stdout}\n{stderr}"
+    );
     assert!(stdout.contains("PASS"), "{name}: {stdout}");
     // Keras's own unit tests hard-code their expected outputs; those must hold too.
     if let Some(k) = m["extra"].get("keras_test_expected") {
         let (code, stdout, _) = run(rnntrace()
             .current_dir(&dir)
             .arg(cell)
-            .args(["--weights", &formats[0], "--input", m["input"].as_str().unwrap(), "--format", "json"])
+            .args([
+                "--weights",
+                &formats[0],
+                "--input",
+                m["input"].as_str().unwrap(),
+                "--format",
+                "json",
+            ])
             .args(&args));
         assert_eq!(code, 0);
         let trace: Value = serde_json::from_str(&stdout).unwrap();
         let theirs = flat(&k["output"]);
         let ours = flat(&trace["predictions"]);
-        assert_close(&format!("{name} vs {}", k["test"]), &ours, &theirs, &[theirs.len()], 1e-5);
+        assert_close(
+            &format!("{name} vs {}", k["test"]),
+            &ours,
+            &theirs,
+            &[theirs.len()],
+            1e-5,
+        );
     }
 }
 

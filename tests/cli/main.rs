@@ -3,8 +3,8 @@
 //! Golden numbers come from real Keras (see `fixtures/generate.py` and `fixtures/VERSIONS.json`); this
 //! file never computes an expected value itself.
 
-mod golden;
 mod errors;
+mod golden;
 mod output;
 
 use assert_cmd::Command;
@@ -29,7 +29,8 @@ pub fn case_dir(name: &str) -> PathBuf {
 
 /// Reads an `.npy` fixture as (shape, values).
 pub fn npy(path: &Path) -> (Vec<usize>, Vec<f64>) {
-    let a = rnntrace::io::read_npy(path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()));
+    let a =
+        rnntrace::io::read_npy(path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()));
     (a.shape, a.data)
 }
 
@@ -41,4 +42,30 @@ pub fn run(cmd: &mut Command) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// Builds `.npy` bytes (format 1.0) for a header `descr`, a shape and raw little/big-endian payload.
+pub fn npy_bytes(descr: &str, shape: &[usize], payload: &[u8]) -> Vec<u8> {
+    let shape_txt = match shape {
+        [n] => format!("({n},)"),
+        _ => format!(
+            "({})",
+            shape
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    let mut header =
+        format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape_txt}, }}");
+    while !(10 + header.len() + 1).is_multiple_of(64) {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(header.as_bytes());
+    bytes.extend_from_slice(payload);
+    bytes
 }

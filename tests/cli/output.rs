@@ -1,1 +1,358 @@
-//! Output.
+//! What a user sees and gets: verdicts, exit codes, trace files, tables, README commands.
+
+use crate::{case_dir, rnntrace, run};
+use serde_json::Value;
+use std::path::Path;
+
+fn weather_gru() -> assert_cmd::Command {
+    let mut c = rnntrace();
+    c.current_dir(case_dir("gru_weather_seed")).args([
+        "gru",
+        "--weights",
+        "weights.json",
+        "--input",
+        "input.npy",
+        "--window",
+        "2",
+        "--dense",
+        "dense.json",
+    ]);
+    c
+}
+
+/// Writes `values` as a little-endian float32 .npy.
+fn write_npy(path: &Path, shape: &[usize], values: &[f32]) {
+    let payload: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    std::fs::write(path, crate::npy_bytes("<f4", shape, &payload)).unwrap();
+}
+
+#[test]
+fn expected_mismatch_exits_1_and_names_the_worst_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let (shape, mut vals) = crate::npy(&case_dir("gru_weather_seed").join("expected.npy"));
+    vals[5] += 0.01;
+    let bad = dir.path().join("bad.npy");
+    write_npy(
+        &bad,
+        &shape,
+        &vals.iter().map(|v| *v as f32).collect::<Vec<_>>(),
+    );
+    let (code, stdout, _) = run(weather_gru().arg("--expected").arg(&bad).arg("--quiet"));
+    assert_eq!(code, 1, "{stdout}");
+    assert!(stdout.contains("FAIL: 1 of 8 values"), "{stdout}");
+    assert!(stdout.contains("at [5, 0]"), "{stdout}");
+}
+
+/// The LSTM seed carried state from one window to the next; Keras's stateless predict does not.
+/// rnntrace must reproduce predict by default and show the seed's numbers differ.
+#[test]
+fn seed_carry_state_mistake_does_not_match_stateless_predict() {
+    let (code, stdout, _) = run(weather_gru().args(["--expected", "expected.npy", "--quiet"]));
+    assert_eq!(code, 0, "{stdout}");
+    let (code, stdout, _) =
+        run(weather_gru().args(["--expected", "expected.npy", "--quiet", "--carry-state"]));
+    assert_eq!(
+        code, 1,
+        "carrying state must not match stateless predict: {stdout}"
+    );
+}
+
+/// The GRU seed dropped row 1 of the (2, 3u) bias. With the recurrent bias zeroed the numbers move.
+#[test]
+fn gru_recurrent_bias_of_reset_after_is_used() {
+    let dir = case_dir("gru_reset_after_true_bias");
+    let w: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("weights.json")).unwrap()).unwrap();
+    let mut w = w.as_array().unwrap().clone();
+    let bias = w[2].as_array_mut().unwrap();
+    let zeros: Vec<Value> = bias[1]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|_| Value::from(0.0))
+        .collect();
+    bias[1] = Value::Array(zeros);
+    let tmp = tempfile::tempdir().unwrap();
+    let dropped = tmp.path().join("dropped.json");
+    std::fs::write(&dropped, serde_json::to_vec(&w).unwrap()).unwrap();
+    let (code, _, _) = run(rnntrace().current_dir(&dir).args([
+        "gru",
+        "--weights",
+        "weights.json",
+        "--input",
+        "input.npy",
+        "--expected",
+        "expected.npy",
+        "-q",
+    ]));
+    assert_eq!(code, 0);
+    let (code, out, _) = run(rnntrace()
+        .current_dir(&dir)
+        .args([
+            "gru",
+            "--input",
+            "input.npy",
+            "--expected",
+            "expected.npy",
+            "-q",
+            "--weights",
+        ])
+        .arg(&dropped));
+    assert_eq!(
+        code, 1,
+        "dropping the recurrent bias must change the result: {out}"
+    );
+}
+
+#[test]
+fn trace_file_is_the_json_trace_and_stdout_keeps_tables() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("t.json");
+    let (code, stdout, _) = run(weather_gru().arg("--trace").arg(&file));
+    assert_eq!(code, 0);
+    assert!(stdout.contains("Gates"), "tables on stdout");
+    let from_file: Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    let (_, json_out, _) = run(weather_gru().args(["--format", "json"]));
+    let from_stdout: Value = serde_json::from_str(&json_out).unwrap();
+    assert_eq!(from_file, from_stdout);
+    assert_eq!(from_file["format"], "rnntrace-trace/1");
+    let layer = &from_file["layers"][0];
+    assert_eq!(layer["cell"], "gru");
+    assert_eq!(layer["reset_after"], true);
+    assert_eq!(layer["sequences"].as_array().unwrap().len(), 8);
+    let step = &layer["sequences"][3]["steps"][1];
+    for g in ["z", "r", "h"] {
+        assert_eq!(step["gates"][g].as_array().unwrap().len(), 4);
+        assert_eq!(step["pre"][g].as_array().unwrap().len(), 4);
+    }
+    // Window 3 covers rows 3..4: step 1 reads row 4 of the series.
+    assert_eq!(step["input_index"], 1);
+    let series = crate::npy(&case_dir("gru_weather_seed").join("input.npy")).1;
+    let x: Vec<f64> = step["x"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    for (j, v) in x.iter().enumerate() {
+        assert!((v - series[4 * 3 + j] as f32 as f64).abs() < 1e-6);
+    }
+}
+
+#[test]
+fn go_backwards_records_processing_order() {
+    let dir = case_dir("lstm_go_backwards");
+    let (code, out, _) = run(rnntrace().current_dir(&dir).args([
+        "lstm",
+        "--weights",
+        "weights.json",
+        "--input",
+        "input.npy",
+        "--go-backwards",
+        "--format",
+        "json",
+    ]));
+    assert_eq!(code, 0);
+    let t: Value = serde_json::from_str(&out).unwrap();
+    let steps = t["layers"][0]["sequences"][0]["steps"].as_array().unwrap();
+    let n = steps.len();
+    for (k, s) in steps.iter().enumerate() {
+        assert_eq!(s["t"], k);
+        assert_eq!(s["input_index"], n - 1 - k);
+    }
+}
+
+#[test]
+fn tables_show_three_sequences_by_default_and_say_how_to_see_more() {
+    let (code, out, _) = run(weather_gru().arg("--color=never"));
+    assert_eq!(code, 0);
+    assert_eq!(out.matches("══ Sequence").count(), 3);
+    assert!(out.contains("--sequences all"));
+    assert!(out.contains("8 (row 9)"), "summary covers every sequence");
+    let (_, out, _) = run(weather_gru().args(["--sequences", "all"]));
+    assert_eq!(out.matches("══ Sequence").count(), 8);
+    let (_, out, _) = run(weather_gru().args(["--sequences", "2..4"]));
+    assert!(
+        out.contains("Sequence 3 of 8")
+            && out.contains("Sequence 4 of 8")
+            && !out.contains("Sequence 5 of 8")
+    );
+}
+
+#[test]
+fn colour_only_when_asked_or_on_a_terminal() {
+    let (_, plain, _) = run(&mut weather_gru());
+    assert!(
+        !plain.contains('\u{1b}'),
+        "no escapes when stdout is not a terminal"
+    );
+    let (_, coloured, _) = run(weather_gru().arg("--color=always"));
+    assert!(coloured.contains('\u{1b}'));
+    let (_, no_color, _) = run(weather_gru().env("NO_COLOR", "1").arg("--color=auto"));
+    assert!(!no_color.contains('\u{1b}'));
+}
+
+#[test]
+fn quiet_prints_only_the_verdict() {
+    let (code, out, err) = run(weather_gru().args(["--expected", "expected.npy", "-q"]));
+    assert_eq!(code, 0);
+    assert_eq!(out.trim().lines().count(), 1, "{out}");
+    assert!(out.starts_with("PASS"));
+    assert!(err.is_empty());
+}
+
+#[test]
+fn table_snapshot_weather_gru() {
+    let (code, out, _) = run(weather_gru().args([
+        "--expected",
+        "expected.npy",
+        "--targets",
+        "targets.npy",
+        "--inverse-scale",
+        "scaler.json",
+        "--feature-names",
+        "Temperature,Humidity,Wind Speed",
+        "--output-names",
+        "Power",
+        "--sequences",
+        "0",
+        "--color",
+        "never",
+    ]));
+    assert_eq!(code, 0);
+    insta::assert_snapshot!(out);
+}
+
+#[test]
+fn table_snapshot_weather_lstm() {
+    let (code, out, _) = run(rnntrace().current_dir(case_dir("lstm_weather_seed")).args([
+        "lstm",
+        "--weights",
+        "weights.json",
+        "--input",
+        "input.npy",
+        "--window",
+        "2",
+        "--dense",
+        "dense.json",
+        "--expected",
+        "expected.npy",
+        "--targets",
+        "targets.npy",
+        "--sequences",
+        "0",
+        "--color",
+        "never",
+    ]));
+    assert_eq!(code, 0);
+    insta::assert_snapshot!(out);
+}
+
+#[test]
+fn broken_pipe_ends_quietly() {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin("rnntrace"))
+        .args(["demo", "--sequences", "all", "--color", "never"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 64];
+    stdout.read_exact(&mut first).unwrap();
+    drop(stdout);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
+}
+
+#[test]
+fn demo_runs_both_examples_and_passes() {
+    for cell in ["lstm", "gru"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let (code, out, err) = run(rnntrace()
+            .current_dir(tmp.path())
+            .args(["demo", cell, "--color", "never"]));
+        assert_eq!(code, 0, "{err}");
+        assert!(out.contains("PASS: all 8 values"), "{out}");
+        assert!(out.contains("Temperature"));
+    }
+}
+
+/// Every `rnntrace …` and `cargo run --example …` command in the README runs and succeeds.
+#[test]
+fn readme_commands_work() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let mut commands = Vec::new();
+    let mut pending = String::new();
+    for line in readme.lines() {
+        let l = line.trim();
+        let in_code_block = line.starts_with("    ");
+        if pending.is_empty()
+            && !(in_code_block
+                && (l.starts_with("rnntrace ") || l.starts_with("cargo run --example")))
+        {
+            continue;
+        }
+        let l = l.split("  #").next().unwrap().trim();
+        match l.strip_suffix('\\') {
+            Some(part) => pending.push_str(part),
+            None => {
+                pending.push_str(l);
+                commands.push(std::mem::take(&mut pending));
+            }
+        }
+    }
+    assert!(commands.len() >= 2, "README commands found: {commands:?}");
+    for cmd in commands {
+        let words: Vec<String> = shell_words(&cmd);
+        let (code, out, err) = if words[0] == "rnntrace" {
+            let tmp = tempfile::tempdir().unwrap();
+            let args: Vec<String> = words[1..]
+                .iter()
+                .map(|w| {
+                    if w.starts_with("fixtures/") {
+                        root.join(w).to_string_lossy().into_owned()
+                    } else {
+                        w.clone()
+                    }
+                })
+                .collect();
+            run(rnntrace().current_dir(tmp.path()).args(&args))
+        } else {
+            run(assert_cmd::Command::new(env!("CARGO"))
+                .current_dir(root)
+                .args(&words[1..]))
+        };
+        assert_eq!(code, 0, "README command failed: {cmd}\n{out}\n{err}");
+    }
+}
+
+/// Splits a README command line into words, honouring double quotes.
+fn shell_words(s: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    for ch in s.chars() {
+        match ch {
+            '"' => quoted = !quoted,
+            c if c.is_whitespace() && !quoted => {
+                if !cur.is_empty() {
+                    words.push(std::mem::take(&mut cur));
+                }
+            }
+            c => cur.push(c),
+        }
+    }
+    if !cur.is_empty() {
+        words.push(cur);
+    }
+    words
+}
