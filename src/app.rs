@@ -128,6 +128,9 @@ pub fn compute<T: Real>(job: &CellJob) -> Computed<T> {
 }
 
 fn execute_as<T: Real>(job: &CellJob, title: &str) -> Result<Outcome> {
+    for note in &job.notes {
+        eprintln!("rnntrace: note: {note}");
+    }
     let computed = compute::<T>(job);
     warn_non_finite(&computed.trace);
     let report = Report {

@@ -44,6 +44,8 @@ pub struct CellJob {
     pub precision: PrecisionArg,
     /// Where and how to write.
     pub output: OutputConfig,
+    /// Notes for stderr (e.g. integer arrays converted to floats).
+    pub notes: Vec<String>,
 }
 
 /// What `--expected` is compared against.
@@ -204,8 +206,18 @@ pub fn cell_job(kind: CellKind, a: &CellArgs) -> Result<CellJob> {
     };
     let src = load_arrays(&a.weights, &["kernel", "recurrent_kernel", "bias"])?;
     let weights = keras::from_arrays(kind, &src, reset_after)?;
+    let mut notes = Vec::new();
+    for (name, arr) in &src.arrays {
+        if arr.was_converted() {
+            let what = if name.is_empty() { "an array".to_string() } else { format!("'{name}'") };
+            notes.push(format!("{}: {what} holds {} values; converted to floating point", a.weights.display(), arr.dtype));
+        }
+    }
 
     let raw = io::read_npy(&a.input)?;
+    if raw.was_converted() {
+        notes.push(format!("{}: holds {} values; converted to floating point", a.input.display(), raw.dtype));
+    }
     let x = shape_input(&raw, &a.input, a.window, &weights)?;
     let (batch, steps, _) = x.dim();
 
@@ -279,6 +291,7 @@ pub fn cell_job(kind: CellKind, a: &CellArgs) -> Result<CellJob> {
             trace: a.trace.clone(),
             display,
         },
+        notes,
     })
 }
 

@@ -83,3 +83,89 @@ pub fn read_npy(path: &Path) -> Result<RawArray> {
     let bytes = read_file(path)?;
     npy::parse(&bytes).map_err(|what| Error::input(path, what))
 }
+
+#[cfg(test)]
+mod props {
+    //! Property tests: no byte string makes a reader panic, and valid files read back exactly.
+    use super::{json, npy, npz};
+    use proptest::prelude::*;
+
+    use super::npy::header;
+
+    /// A valid .npz holding one float32 array, as np.savez writes it (deflated here).
+    fn small_npz() -> Vec<u8> {
+        use std::io::Write;
+        let mut buf = std::io::Cursor::new(Vec::new());
+        let mut z = zip::ZipWriter::new(&mut buf);
+        let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+        z.start_file("kernel.npy", opts).unwrap();
+        let mut bytes = header("<f4", false, &[2, 3]);
+        bytes.extend((0..6).flat_map(|i| (i as f32).to_le_bytes()));
+        z.write_all(&bytes).unwrap();
+        z.finish().unwrap();
+        buf.into_inner()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, .. ProptestConfig::default() })]
+
+        #[test]
+        fn npy_never_panics_on_any_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = npy::parse(&bytes);
+        }
+
+        #[test]
+        fn npy_never_panics_after_a_valid_prefix(tail in proptest::collection::vec(any::<u8>(), 0..300),
+                                                 descr in prop::sample::select(vec!["<f4", ">f8", "<i8", "|b1", "<U3", "<c8", "|O", "<f2", "<f16", "zz"]),
+                                                 shape in proptest::collection::vec(0usize..1_000_000_000_000, 0..4),
+                                                 fortran in any::<bool>()) {
+            let mut bytes = header(descr, fortran, &shape);
+            bytes.extend_from_slice(&tail);
+            let _ = npy::parse(&bytes);
+        }
+
+        #[test]
+        fn npz_reads_what_it_wrote(_x in 0..1u8) {
+            let arrays = npz::parse(&small_npz()).unwrap();
+            prop_assert_eq!(&arrays[0].0, "kernel");
+            prop_assert_eq!(&arrays[0].1.shape, &vec![2, 3]);
+        }
+
+        #[test]
+        fn npy_round_trips_f32(values in proptest::collection::vec(-1e30f32..1e30, 1..64), big in any::<bool>()) {
+            let mut bytes = header(if big { ">f4" } else { "<f4" }, false, &[values.len()]);
+            for v in &values {
+                bytes.extend_from_slice(&if big { v.to_be_bytes() } else { v.to_le_bytes() });
+            }
+            let a = npy::parse(&bytes).unwrap();
+            prop_assert_eq!(a.data, values.iter().map(|v| *v as f64).collect::<Vec<_>>());
+        }
+
+        #[test]
+        fn npz_never_panics_when_corrupted(flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8)) {
+            let mut bytes = small_npz();
+            for (i, b) in flips {
+                let n = bytes.len();
+                bytes[i % n] ^= b;
+            }
+            let _ = npz::parse(&bytes);
+        }
+
+        #[test]
+        fn npz_never_panics_on_any_bytes(mut bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = npz::parse(&bytes);
+            if bytes.len() >= 2 { bytes[0] = b'P'; bytes[1] = b'K'; }
+            let _ = npz::parse(&bytes);
+        }
+
+        #[test]
+        fn json_never_panics_on_any_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = json::parse(&bytes);
+        }
+
+        #[test]
+        fn json_never_panics_on_json_like_text(text in "[\\[\\]{}0-9.,:\" eNaIfinty-]{0,200}") {
+            let _ = json::parse(text.as_bytes());
+        }
+    }
+}

@@ -17,6 +17,30 @@ pub const MAX_HEADER_LEN: usize = 10_000;
 /// The outcome of a parse: an array or a message saying what is wrong with the bytes.
 pub type ParseResult<T> = std::result::Result<T, String>;
 
+/// The bytes of a format-1.0 `.npy` header for an array of `descr` (e.g. `<f4`) and `shape`,
+/// padded so the data starts on a 64-byte boundary, as NumPy writes it.
+pub fn header(descr: &str, fortran_order: bool, shape: &[usize]) -> Vec<u8> {
+    let shape_txt = match shape {
+        [n] => format!("({n},)"),
+        _ => format!("({})", shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")),
+    };
+    let order = if fortran_order { "True" } else { "False" };
+    header_text(&format!("{{'descr': '{descr}', 'fortran_order': {order}, 'shape': {shape_txt}, }}"))
+}
+
+/// Pads a header dict literal and prefixes the magic, version and length.
+fn header_text(dict: &str) -> Vec<u8> {
+    let mut h = dict.to_string();
+    while !(10 + h.len() + 1).is_multiple_of(64) {
+        h.push(' ');
+    }
+    h.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend_from_slice(&(h.len() as u16).to_le_bytes());
+    out.extend_from_slice(h.as_bytes());
+    out
+}
+
 /// Parses a complete `.npy` file held in memory.
 pub fn parse(bytes: &[u8]) -> ParseResult<RawArray> {
     if bytes.is_empty() {
@@ -236,17 +260,8 @@ mod tests {
     use super::*;
 
     fn npy(descr: &str, fortran: bool, shape: &str, payload: &[u8]) -> Vec<u8> {
-        let mut header = format!(
-            "{{'descr': '{descr}', 'fortran_order': {}, 'shape': {shape}, }}",
-            if fortran { "True" } else { "False" }
-        );
-        while (10 + header.len() + 1) % 64 != 0 {
-            header.push(' ');
-        }
-        header.push('\n');
-        let mut out = b"\x93NUMPY\x01\x00".to_vec();
-        out.extend_from_slice(&(header.len() as u16).to_le_bytes());
-        out.extend_from_slice(header.as_bytes());
+        let order = if fortran { "True" } else { "False" };
+        let mut out = header_text(&format!("{{'descr': '{descr}', 'fortran_order': {order}, 'shape': {shape}, }}"));
         out.extend_from_slice(payload);
         out
     }

@@ -44,28 +44,9 @@ pub fn run(cmd: &mut Command) -> (i32, String, String) {
     )
 }
 
-/// Builds `.npy` bytes (format 1.0) for a header `descr`, a shape and raw little/big-endian payload.
+/// Builds `.npy` bytes for a header `descr`, a shape and a raw payload.
 pub fn npy_bytes(descr: &str, shape: &[usize], payload: &[u8]) -> Vec<u8> {
-    let shape_txt = match shape {
-        [n] => format!("({n},)"),
-        _ => format!(
-            "({})",
-            shape
-                .iter()
-                .map(|d| d.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-    };
-    let mut header =
-        format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape_txt}, }}");
-    while !(10 + header.len() + 1).is_multiple_of(64) {
-        header.push(' ');
-    }
-    header.push('\n');
-    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
-    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
-    bytes.extend_from_slice(header.as_bytes());
+    let mut bytes = rnntrace::io::npy::header(descr, false, shape);
     bytes.extend_from_slice(payload);
     bytes
 }
