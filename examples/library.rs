@@ -47,6 +47,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             println!("sequence {b} step {t}: i={i:?} f={f:?} c̃={c:?} o={o:?}");
         }
     }
-    println!("last output: {:?}", trace.last_output().row(0).to_vec());
+    println!("last output: {:?}", trace.last_output.row(0).to_vec());
     Ok(())
 }

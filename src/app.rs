@@ -7,14 +7,17 @@ use crate::cell::Real;
 use crate::cli::{Cli, Command, FormatArg, PrecisionArg};
 use crate::compare::{self, Comparison};
 use crate::config::{self, CellJob};
-use crate::engine::{self, LayerInput};
-use crate::error::Result;
+use crate::engine::{self, LayerInput, Stores};
+use crate::error::{Error, Result};
+use crate::io::npz_writer::{ArrayId, NpzStream};
 use crate::io::write::atomic_write;
 use crate::render::{self, Report};
-use crate::trace::Trace;
+use crate::trace::{LayerTrace, Record, Trace};
 use crate::weights::CellKind;
-use ndarray::Array2;
+use ndarray::{Array2, Array3, Axis};
 use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, Instant};
 
 /// How a successful run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,30 +40,31 @@ impl Outcome {
 
 /// Runs the command line.
 pub fn run(cli: Cli) -> Result<Outcome> {
+    let started = Instant::now();
     match cli.command {
         Command::Lstm(a) => {
             let job = config::cell_job(CellKind::Lstm, &a)?;
-            execute(&job, "")
+            execute(&job, "", started)
         }
         Command::Gru(a) => {
             let job = config::cell_job(CellKind::Gru, &a)?;
-            execute(&job, "")
+            execute(&job, "", started)
         }
         Command::Demo(d) => crate::demo::run(&d),
     }
 }
 
-/// Runs a job at its precision and writes everything it asks for.
-pub fn execute(job: &CellJob, title: &str) -> Result<Outcome> {
+/// Runs a job at its precision and writes everything it asks for. `started` is when loading began.
+pub fn execute(job: &CellJob, title: &str, started: Instant) -> Result<Outcome> {
     match job.precision {
-        PrecisionArg::F32 => execute_as::<f32>(job, title),
-        PrecisionArg::F64 => execute_as::<f64>(job, title),
+        PrecisionArg::F32 => execute_as::<f32>(job, title, started),
+        PrecisionArg::F64 => execute_as::<f64>(job, title, started),
     }
 }
 
 /// The numbers of a run, before anything is written.
 pub struct Computed<T> {
-    /// The trace.
+    /// The trace (layers hold what was recorded in memory).
     pub trace: Trace<T>,
     /// Expected values shaped like the predictions (None when compared per step, or not given).
     pub expected: Option<Array2<f64>>,
@@ -68,25 +72,66 @@ pub struct Computed<T> {
     pub comparison: Option<Comparison>,
 }
 
-/// Runs the engine and the comparison for a job, at precision `T`.
-pub fn compute<T: Real>(job: &CellJob) -> Computed<T> {
+/// The job's input, mask and initial state at precision `T`, restricted to `rows` when given.
+struct Inputs<T> {
+    x: Array3<T>,
+    mask: Option<Array2<bool>>,
+    h0: Option<Array2<T>>,
+    c0: Option<Array2<T>>,
+}
+
+fn inputs<T: Real>(job: &CellJob, rows: Option<&[usize]>) -> Inputs<T> {
+    let pick3 = |a: &Array3<f64>| match rows {
+        Some(r) => a.select(Axis(0), r),
+        None => a.clone(),
+    };
+    let pick2 = |a: &Array2<f64>| match rows {
+        Some(r) => a.select(Axis(0), r),
+        None => a.clone(),
+    };
+    let x = pick3(&job.x).mapv(T::lit);
+    let mask = match (&job.mask, job.mask_value) {
+        (Some(m), _) => Some(match rows {
+            Some(r) => m.select(Axis(0), r),
+            None => m.clone(),
+        }),
+        (None, Some(v)) => Some(engine::mask_from_value(x.view(), T::lit(v))),
+        (None, None) => None,
+    };
+    Inputs {
+        x,
+        mask,
+        h0: job.h0.as_ref().map(|a| pick2(a).mapv(T::lit)),
+        c0: job.c0.as_ref().map(|a| pick2(a).mapv(T::lit)),
+    }
+}
+
+/// Runs the engine for a job with `record`; with `sink`, steps are streamed to it `chunk` at a time.
+fn run_engine<T: Real>(
+    job: &CellJob,
+    rows: Option<&[usize]>,
+    record: Record,
+    stream: Option<(usize, &mut engine::Sink<'_, T>)>,
+) -> Result<LayerTrace<T>> {
     let w = job.weights.cast::<T>();
-    let x = job.x.mapv(T::lit);
-    let mask = job.mask.clone().or_else(|| {
-        job.mask_value
-            .map(|v| engine::mask_from_value(x.view(), T::lit(v)))
-    });
-    let layer = engine::run_layer(
-        &w,
-        &job.spec,
-        LayerInput {
-            x: x.view(),
-            mask: mask.as_ref().map(|m| m.view()),
-            h0: job.h0.as_ref().map(|a| a.mapv(T::lit)),
-            c0: job.c0.as_ref().map(|a| a.mapv(T::lit)),
-        },
-    );
-    let last = layer.last_output();
+    let inp = inputs::<T>(job, rows);
+    let input = LayerInput {
+        x: inp.x.view(),
+        mask: inp.mask.as_ref().map(|m| m.view()),
+        h0: inp.h0,
+        c0: inp.c0,
+    };
+    match stream {
+        Some((chunk, sink)) => {
+            engine::run_layer_with(&w, &job.spec, input, record, Some(chunk), sink)
+        }
+        None => engine::run_layer_with(&w, &job.spec, input, record, None, &mut |_, _| Ok(())),
+    }
+}
+
+/// Applies the head and the comparison to a finished layer.
+fn finish<T: Real>(job: &CellJob, layer: LayerTrace<T>) -> Computed<T> {
+    let last = layer.last_output.clone();
     let (predictions, dense_activation) = match &job.dense {
         Some((d, act)) => (engine::dense(&d.cast::<T>(), *act, last.view()), Some(*act)),
         None => (last, None),
@@ -99,7 +144,33 @@ pub fn compute<T: Real>(job: &CellJob) -> Computed<T> {
     let (expected, comparison) = match &job.expected {
         None => (None, None),
         Some(e) if e.sequences => {
-            let ours: Vec<f64> = trace.layers[0].out.iter().map(|v| v.to_f()).collect();
+            // Per-step comparison needs every output: recorded, or recomputed here.
+            let l = &trace.layers[0];
+            let ours: Vec<f64> = match &l.out {
+                Some(out) => (0..l.sequences())
+                    .flat_map(|b| {
+                        out.index_axis(Axis(1), b)
+                            .iter()
+                            .map(|v| v.to_f())
+                            .collect::<Vec<_>>()
+                    })
+                    .collect(),
+                None => {
+                    let full = run_engine::<T>(job, None, Record::STATES, None).ok();
+                    full.and_then(|f| f.out)
+                        .map(|out| {
+                            (0..out.shape()[1])
+                                .flat_map(|b| {
+                                    out.index_axis(Axis(1), b)
+                                        .iter()
+                                        .map(|v| v.to_f())
+                                        .collect::<Vec<_>>()
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default()
+                }
+            };
             (
                 None,
                 Some(compare::compare(
@@ -127,35 +198,335 @@ pub fn compute<T: Real>(job: &CellJob) -> Computed<T> {
     }
 }
 
-fn execute_as<T: Real>(job: &CellJob, title: &str) -> Result<Outcome> {
+/// Runs the engine and the comparison for a job, recording everything in memory.
+pub fn compute<T: Real>(job: &CellJob) -> Computed<T> {
+    let layer = match run_engine::<T>(job, None, Record::ALL, None) {
+        Ok(l) => l,
+        Err(_) => unreachable!("an in-memory run has no sink that can fail"),
+    };
+    finish(job, layer)
+}
+
+fn is_npz(p: &Path) -> bool {
+    p.extension().is_some_and(|e| e.eq_ignore_ascii_case("npz"))
+}
+
+/// Steps recorded per block when streaming to .npz: enough to amortise the writes, small enough to keep
+/// memory flat.
+const STREAM_STEPS: usize = 8;
+
+fn execute_as<T: Real>(job: &CellJob, title: &str, started: Instant) -> Result<Outcome> {
     for note in &job.notes {
         eprintln!("rnntrace: note: {note}");
     }
-    let computed = compute::<T>(job);
+    let load_s = started.elapsed();
+    let out = &job.output;
+    let npz_target = out.trace.as_deref().filter(|p| is_npz(p));
+    let mut write_time = Duration::ZERO;
+    let compute_start = Instant::now();
+
+    let (layer, npz) = match npz_target {
+        Some(target) => {
+            let mut npz = NpzWriter::<T>::new(target, job, out.record)?;
+            let progress = Progress::new(job.x.shape()[1]);
+            let mut sink = |t0: usize, stores: &Stores<T>| -> Result<()> {
+                let t = Instant::now();
+                npz.write_block(stores)?;
+                write_time += t.elapsed();
+                progress.set(t0 + stores.steps());
+                Ok(())
+            };
+            let layer = run_engine::<T>(job, None, out.record, Some((STREAM_STEPS, &mut sink)))?;
+            progress.finish();
+            (layer, Some(npz))
+        }
+        None => (run_engine::<T>(job, None, out.record, None)?, None),
+    };
+    let computed = finish(job, layer);
+    let compute_s = compute_start.elapsed().saturating_sub(write_time);
     warn_non_finite(&computed.trace);
+
+    let write_start = Instant::now();
+    if let Some(npz) = npz {
+        npz.finish(job, &computed)?;
+    }
+    // JSON (file or stdout) and tables need complete per-step records; recompute what was not kept.
+    let wants_json =
+        out.format == FormatArg::Json || out.trace.as_deref().is_some_and(|p| !is_npz(p));
+    let n = computed.trace.predictions.nrows();
+    let full;
+    let json_trace: &Trace<T> = if wants_json && !computed.trace.layers[0].is_complete() {
+        full = finish(job, run_engine::<T>(job, None, Record::ALL, None)?).trace;
+        &full
+    } else {
+        &computed.trace
+    };
+    let detail_rows = if out.format == FormatArg::Table {
+        out.display.shown_sequences(n)
+    } else {
+        Vec::new()
+    };
+    let detail_owned;
+    let detail: &LayerTrace<T> = if json_trace.layers[0].is_complete()
+        && detail_rows.iter().enumerate().all(|(i, &b)| i == b)
+    {
+        &json_trace.layers[0]
+    } else if job.spec.carry_state {
+        // State flows between sequences: a subset cannot be run on its own.
+        let all = run_engine::<T>(job, None, Record::ALL, None)?;
+        detail_owned = subset(&all, &detail_rows);
+        &detail_owned
+    } else {
+        detail_owned = run_engine::<T>(job, Some(&detail_rows), Record::ALL, None)?;
+        &detail_owned
+    };
     let report = Report {
-        trace: &computed.trace,
+        trace: json_trace,
+        detail,
+        detail_rows,
         expected: computed.expected.clone(),
         comparison: computed.comparison.clone(),
         targets: job.targets.clone(),
         window: job.window,
-        display: &job.output.display,
+        display: &out.display,
         title: title.to_string(),
     };
-    if let Some(path) = &job.output.trace {
+    if let Some(path) = out.trace.as_deref().filter(|p| !is_npz(p)) {
         atomic_write(path, |w| render::json::write(&report, w))?;
     }
-    match job.output.format {
+    match out.format {
         FormatArg::Json => write_stdout(|w| render::json::write(&report, w))?,
         FormatArg::Table => {
             let text = render::table::render(&report);
             write_stdout(|w| w.write_all(text.as_bytes()))?;
         }
     }
+    write_time += write_start.elapsed();
+    if out.timings {
+        eprintln!(
+            "{}",
+            serde_json::json!({
+                "load_s": load_s.as_secs_f64(),
+                "compute_s": compute_s.as_secs_f64(),
+                "write_s": write_time.as_secs_f64(),
+                "total_s": started.elapsed().as_secs_f64(),
+            })
+        );
+    }
     Ok(match &computed.comparison {
         Some(c) if !c.passed => Outcome::Mismatch,
         _ => Outcome::Success,
     })
+}
+
+/// Rows `rows` of a complete in-memory trace.
+fn subset<T: Real>(l: &LayerTrace<T>, rows: &[usize]) -> LayerTrace<T> {
+    let s3 = |a: &Option<Array3<T>>| a.as_ref().map(|a| a.select(Axis(1), rows));
+    LayerTrace {
+        x: l.x.select(Axis(0), rows),
+        pre: s3(&l.pre),
+        gates: s3(&l.gates),
+        h: s3(&l.h),
+        c: s3(&l.c),
+        out: s3(&l.out),
+        masked: l.masked.select(Axis(1), rows),
+        h0: l.h0.select(Axis(0), rows),
+        c0: l.c0.as_ref().map(|c| c.select(Axis(0), rows)),
+        last_output: l.last_output.select(Axis(0), rows),
+        final_h: l.final_h.select(Axis(0), rows),
+        final_c: l.final_c.as_ref().map(|c| c.select(Axis(0), rows)),
+        ..l.clone()
+    }
+}
+
+/// The `.npz` trace: per-step arrays streamed time-major, small arrays added at the end.
+struct NpzWriter<T> {
+    stream: NpzStream,
+    gates: Vec<ArrayId>,
+    pre: Vec<ArrayId>,
+    h: Option<ArrayId>,
+    c: Option<ArrayId>,
+    out: Option<ArrayId>,
+    masked: Option<ArrayId>,
+    units: usize,
+    buf: Vec<u8>,
+    _t: std::marker::PhantomData<T>,
+}
+
+impl<T: Real> NpzWriter<T> {
+    fn new(target: &Path, job: &CellJob, record: Record) -> Result<NpzWriter<T>> {
+        let mut stream = NpzStream::new(target)?;
+        let (b, t, _) = job.x.dim();
+        let u = job.weights.units;
+        let shape = [t, b, u];
+        let names = job.weights.kind.gate_names();
+        let mut gates = Vec::new();
+        let mut pre = Vec::new();
+        if record.gates {
+            for g in names {
+                gates.push(stream.stream_array(
+                    &format!("gates/{g}"),
+                    T::DESCR,
+                    &shape,
+                    T::BYTES,
+                )?);
+            }
+            for g in names {
+                pre.push(stream.stream_array(&format!("pre/{g}"), T::DESCR, &shape, T::BYTES)?);
+            }
+        }
+        let (mut h, mut c, mut out) = (None, None, None);
+        if record.states {
+            h = Some(stream.stream_array("state/h", T::DESCR, &shape, T::BYTES)?);
+            if job.weights.kind == CellKind::Lstm {
+                c = Some(stream.stream_array("state/c", T::DESCR, &shape, T::BYTES)?);
+            }
+            out = Some(stream.stream_array("output", T::DESCR, &shape, T::BYTES)?);
+        }
+        let masked = if job.mask.is_some() || job.mask_value.is_some() {
+            Some(stream.stream_array("masked", "|b1", &[t, b], 1)?)
+        } else {
+            None
+        };
+        Ok(NpzWriter {
+            stream,
+            gates,
+            pre,
+            h,
+            c,
+            out,
+            masked,
+            units: u,
+            buf: Vec::new(),
+            _t: std::marker::PhantomData,
+        })
+    }
+
+    fn write_block(&mut self, s: &Stores<T>) -> Result<()> {
+        let u = self.units;
+        for (ids, arr) in [(&self.gates, &s.gates), (&self.pre, &s.pre)] {
+            if let Some(a) = arr {
+                for (k, id) in ids.iter().enumerate() {
+                    self.buf.clear();
+                    for row in a.rows() {
+                        T::extend_le(row.iter().skip(k * u).take(u).copied(), &mut self.buf);
+                    }
+                    self.stream.append(*id, &self.buf)?;
+                }
+            }
+        }
+        for (id, arr) in [(self.h, &s.h), (self.c, &s.c), (self.out, &s.out)] {
+            if let (Some(id), Some(a)) = (id, arr) {
+                self.buf.clear();
+                T::extend_le(a.iter().copied(), &mut self.buf);
+                self.stream.append(id, &self.buf)?;
+            }
+        }
+        if let Some(id) = self.masked {
+            let bytes: Vec<u8> = s.masked.iter().map(|&m| m as u8).collect();
+            self.stream.append(id, &bytes)?;
+        }
+        Ok(())
+    }
+
+    fn finish(mut self, job: &CellJob, c: &Computed<T>) -> Result<()> {
+        let l = &c.trace.layers[0];
+        let mut add = |name: &str, shape: &[usize], values: Vec<T>| {
+            let mut bytes = Vec::with_capacity(values.len() * T::BYTES);
+            T::extend_le(values.into_iter(), &mut bytes);
+            self.stream.add_array(name, T::DESCR, shape, bytes);
+        };
+        add("input", l.x.shape(), l.x.iter().copied().collect());
+        add(
+            "predictions",
+            c.trace.predictions.shape(),
+            c.trace.predictions.iter().copied().collect(),
+        );
+        add(
+            "last_output",
+            l.last_output.shape(),
+            l.last_output.iter().copied().collect(),
+        );
+        add(
+            "initial_state/h",
+            l.h0.shape(),
+            l.h0.iter().copied().collect(),
+        );
+        add(
+            "final_state/h",
+            l.final_h.shape(),
+            l.final_h.iter().copied().collect(),
+        );
+        if let (Some(c0), Some(fc)) = (&l.c0, &l.final_c) {
+            add("initial_state/c", c0.shape(), c0.iter().copied().collect());
+            add("final_state/c", fc.shape(), fc.iter().copied().collect());
+        }
+        let idx: Vec<u8> = l
+            .input_index
+            .iter()
+            .flat_map(|&i| (i as i64).to_le_bytes())
+            .collect();
+        self.stream
+            .add_array("input_index", "<i8", &[l.input_index.len()], idx);
+        let meta = serde_json::json!({
+            "format": "rnntrace-npz/1",
+            "layout": "per-step arrays are time-major: (steps, sequences, units), steps in processing order",
+            "name": l.name, "cell": l.kind.name(), "units": l.units, "features": l.features,
+            "activation": l.activation.name(), "recurrent_activation": l.recurrent_activation.name(),
+            "reset_after": l.reset_after, "go_backwards": l.go_backwards, "carry_state": l.carry_state,
+            "precision": T::NAME, "gates": l.kind.gate_names(),
+            "dense_activation": c.trace.dense_activation.map(|a| a.name()),
+            "comparison": c.comparison,
+            "window": job.window,
+        })
+        .to_string();
+        // A 0-d unicode array: json.loads(np.load(p)["metadata"][()]).
+        let chars: Vec<u8> = meta
+            .chars()
+            .flat_map(|ch| (ch as u32).to_le_bytes())
+            .collect();
+        let descr = format!("<U{}", meta.chars().count());
+        self.stream.add_array("metadata", &descr, &[], chars);
+        self.stream.finish()
+    }
+}
+
+/// A progress bar on stderr for long streamed runs, only on a terminal.
+struct Progress(Option<indicatif::ProgressBar>);
+
+impl Progress {
+    fn new(steps: usize) -> Progress {
+        use std::io::IsTerminal;
+        if !std::io::stderr().is_terminal() {
+            return Progress(None);
+        }
+        let bar = indicatif::ProgressBar::new(steps as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} step {pos}/{len} [{bar:40}] {elapsed_precise}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        // Shown only once a run has taken a second.
+        bar.enable_steady_tick(Duration::from_millis(250));
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+        Progress(Some(bar))
+    }
+
+    fn set(&self, pos: usize) {
+        if let Some(b) = &self.0 {
+            if b.elapsed() > Duration::from_secs(1) && b.is_hidden() {
+                b.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+            }
+            b.set_position(pos as u64);
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(b) = &self.0 {
+            b.finish_and_clear();
+        }
+    }
 }
 
 /// Writes to stdout; a closed pipe (`rnntrace … | head`) ends the output quietly.
@@ -166,7 +537,7 @@ pub fn write_stdout(fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) ->
     match r {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        Err(e) => Err(crate::error::Error::output("<stdout>", e)),
+        Err(e) => Err(Error::output("<stdout>", e)),
     }
 }
 
@@ -180,7 +551,11 @@ fn warn_non_finite<T: Real>(trace: &Trace<T>) {
             return;
         }
         let names = l.kind.gate_names();
-        if let Some(((b, t, k), v)) = l.pre.indexed_iter().find(|(_, v)| !v.is_finite()) {
+        if let Some(((t, b, k), v)) = l
+            .pre
+            .as_ref()
+            .and_then(|p| p.indexed_iter().find(|(_, v)| !v.is_finite()))
+        {
             eprintln!(
                 "rnntrace: warning: {v} first appears at sequence {b}, step {t}, gate {}, unit {} (pre-activation; check the weights)",
                 names[k / l.units],
@@ -188,21 +563,24 @@ fn warn_non_finite<T: Real>(trace: &Trace<T>) {
             );
             return;
         }
-        let state =
-            l.h.indexed_iter()
-                .find(|(_, v)| !v.is_finite())
-                .map(|(i, v)| (i, *v, "h"));
-        let state = state.or_else(|| {
-            l.c.as_ref().and_then(|c| {
-                c.indexed_iter()
+        let first_bad = |a: &Option<Array3<T>>| {
+            a.as_ref().and_then(|a| {
+                a.indexed_iter()
                     .find(|(_, v)| !v.is_finite())
-                    .map(|(i, v)| (i, *v, "c"))
+                    .map(|(i, v)| (i, *v))
             })
-        });
-        if let Some(((b, t, u), v, s)) = state {
+        };
+        let state = first_bad(&l.h)
+            .map(|(i, v)| (i, v, "h"))
+            .or_else(|| first_bad(&l.c).map(|(i, v)| (i, v, "c")));
+        if let Some(((t, b, u), v, s)) = state {
             eprintln!(
                 "rnntrace: warning: {v} first appears in state {s} at sequence {b}, step {t}, unit {u}"
             );
+            return;
+        }
+        if let Some(((b, u), v)) = l.last_output.indexed_iter().find(|(_, v)| !v.is_finite()) {
+            eprintln!("rnntrace: warning: the last output of sequence {b}, unit {u} is {v}");
             return;
         }
     }

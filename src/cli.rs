@@ -54,6 +54,28 @@ pub enum FormatArg {
     Json,
 }
 
+/// The layout of `--weights`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LayoutArg {
+    /// Recognise PyTorch state-dict names, else Keras.
+    Auto,
+    /// Keras: kernel, recurrent_kernel, bias (or get_weights() order).
+    Keras,
+    /// PyTorch: weight_ih_l0, weight_hh_l0, bias_ih_l0, bias_hh_l0, …
+    Pytorch,
+}
+
+/// What `--record` keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RecordArg {
+    /// Gates, pre-activations, states and outputs.
+    All,
+    /// States and outputs.
+    States,
+    /// Only the predictions.
+    None,
+}
+
 /// When to colour the tables.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ColorArg {
@@ -83,6 +105,15 @@ pub struct CellArgs {
     /// Keras `recurrent_activation` (gates). hard_sigmoid is Keras 3's; hard_sigmoid_keras2 is Keras 2's 0.2x+0.5.
     #[arg(long, default_value = "sigmoid", value_name = "NAME")]
     pub recurrent_activation: String,
+    /// Weight layout: auto (PyTorch names like weight_ih_l0 are recognised), keras, or pytorch.
+    #[arg(long, value_enum, default_value_t = LayoutArg::Auto)]
+    pub layout: LayoutArg,
+    /// Which layer of a multi-layer PyTorch state dict (`_l{N}`).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub layer: usize,
+    /// Use the backward direction of a bidirectional PyTorch state dict (`_reverse`); implies --go-backwards.
+    #[arg(long)]
+    pub reverse: bool,
     /// GRU `reset_after`.
     #[arg(long, value_enum, default_value_t = ResetAfterArg::Auto)]
     pub reset_after: ResetAfterArg,
@@ -125,8 +156,8 @@ pub struct CellArgs {
     /// What stdout gets.
     #[arg(long, value_enum, default_value_t = FormatArg::Table)]
     pub format: FormatArg,
-    /// Also write the whole JSON trace to this file (stdout keeps the tables).
-    #[arg(long, value_name = "FILE.json")]
+    /// Also write the trace to this file: FILE.json (the JSON schema) or FILE.npz (NumPy arrays, streamed to disk).
+    #[arg(long, value_name = "FILE")]
     pub trace: Option<PathBuf>,
     /// scikit-learn scaler parameters (JSON) of the target: tables also show predictions in original units.
     #[arg(long, value_name = "S.json")]
@@ -134,6 +165,12 @@ pub struct CellArgs {
     /// Comma-separated names of the model's outputs (default y0, y1, …).
     #[arg(long, value_name = "A,B")]
     pub output_names: Option<String>,
+    /// What to keep of every step: gates and states, states only, or nothing but the predictions.
+    #[arg(long, value_enum, default_value_t = RecordArg::All)]
+    pub record: RecordArg,
+    /// Print one JSON line of timings on stderr: load_s, compute_s, write_s, total_s.
+    #[arg(long)]
+    pub timings: bool,
     /// Layer name to show and record (default: the cell name).
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,

@@ -4,7 +4,9 @@ messages that name the file. After this step nothing can fail on bad input.
 */
 
 use crate::cell::Activation;
-use crate::cli::{CellArgs, ColorArg, DisplayArgs, FormatArg, PrecisionArg, ResetAfterArg};
+use crate::cli::{
+    CellArgs, ColorArg, DisplayArgs, FormatArg, LayoutArg, PrecisionArg, ResetAfterArg,
+};
 use crate::engine::LayerSpec;
 use crate::error::{Error, Result, shape_str};
 use crate::io::{self, RawArray};
@@ -70,6 +72,10 @@ pub struct OutputConfig {
     pub trace: Option<PathBuf>,
     /// Display settings.
     pub display: Display,
+    /// What to keep of every step.
+    pub record: crate::trace::Record,
+    /// Print timings on stderr.
+    pub timings: bool,
 }
 
 /// Validated display settings.
@@ -205,18 +211,49 @@ pub fn cell_job(kind: CellKind, a: &CellArgs) -> Result<CellJob> {
         ResetAfterArg::False => ResetAfter::False,
     };
     let src = load_arrays(&a.weights, &["kernel", "recurrent_kernel", "bias"])?;
-    let weights = keras::from_arrays(kind, &src, reset_after)?;
+    let torch = match a.layout {
+        LayoutArg::Auto => crate::weights::pytorch::looks_like(&src),
+        LayoutArg::Keras => false,
+        LayoutArg::Pytorch => true,
+    };
+    if !torch && (a.layer != 0 || a.reverse) {
+        return Err(Error::usage(
+            "--layer and --reverse select from PyTorch state dicts; these weights are in Keras layout",
+        ));
+    }
+    if torch && a.reset_after == ResetAfterArg::False {
+        return Err(Error::usage(
+            "PyTorch's GRU is reset_after=True; --reset-after false does not apply",
+        ));
+    }
+    let weights = if torch {
+        crate::weights::pytorch::from_state_dict(kind, &src, a.layer, a.reverse)?
+    } else {
+        keras::from_arrays(kind, &src, reset_after)?
+    };
     let mut notes = Vec::new();
     for (name, arr) in &src.arrays {
         if arr.was_converted() {
-            let what = if name.is_empty() { "an array".to_string() } else { format!("'{name}'") };
-            notes.push(format!("{}: {what} holds {} values; converted to floating point", a.weights.display(), arr.dtype));
+            let what = if name.is_empty() {
+                "an array".to_string()
+            } else {
+                format!("'{name}'")
+            };
+            notes.push(format!(
+                "{}: {what} holds {} values; converted to floating point",
+                a.weights.display(),
+                arr.dtype
+            ));
         }
     }
 
     let raw = io::read_npy(&a.input)?;
     if raw.was_converted() {
-        notes.push(format!("{}: holds {} values; converted to floating point", a.input.display(), raw.dtype));
+        notes.push(format!(
+            "{}: holds {} values; converted to floating point",
+            a.input.display(),
+            raw.dtype
+        ));
     }
     let x = shape_input(&raw, &a.input, a.window, &weights)?;
     let (batch, steps, _) = x.dim();
@@ -272,7 +309,7 @@ pub fn cell_job(kind: CellKind, a: &CellArgs) -> Result<CellJob> {
             name: a.name.clone().unwrap_or_else(|| kind.name().to_string()),
             activation: act,
             recurrent_activation: rec,
-            go_backwards: a.go_backwards,
+            go_backwards: a.go_backwards || a.reverse,
             carry_state: a.carry_state,
         },
         weights,
@@ -290,6 +327,12 @@ pub fn cell_job(kind: CellKind, a: &CellArgs) -> Result<CellJob> {
             format: a.format,
             trace: a.trace.clone(),
             display,
+            record: match a.record {
+                crate::cli::RecordArg::All => crate::trace::Record::ALL,
+                crate::cli::RecordArg::States => crate::trace::Record::STATES,
+                crate::cli::RecordArg::None => crate::trace::Record::NONE,
+            },
+            timings: a.timings,
         },
         notes,
     })

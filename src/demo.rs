@@ -112,7 +112,7 @@ pub fn run(d: &DemoArgs) -> Result<Outcome> {
     if !d.display.quiet && d.format == crate::cli::FormatArg::Table {
         println!("{note}\n");
     }
-    crate::app::execute(&job, title)
+    crate::app::execute(&job, title, std::time::Instant::now())
 }
 
 /// The demo's own flags, passed through to the cell command.

@@ -2,14 +2,43 @@
 What a run records: for every layer, sequence and processing step, the input row used, every gate's
 pre-activation and activated value, the new state, and the layer output; plus the predictions.
 
-Arrays are batch-major, `(sequence, step, …)`, with steps in processing order (`input_index[t]` says which
-input row step `t` read: they differ under `go_backwards`). Renderers and writers consume this; it holds no
+Per-step arrays are **time-major**, `(step, sequence, …)`, steps in processing order (`input_index[t]` says
+which input row step `t` read: they differ under `go_backwards`): each step's results are one contiguous
+block, which is how the engine writes them without copying. Use the accessors for `(sequence, step)` views.
+What was not recorded (`--record states|none`) is `None`. Renderers and writers consume this; it holds no
 formatting.
 */
 
 use crate::cell::{Activation, Real};
 use crate::weights::CellKind;
 use ndarray::{Array2, Array3, ArrayView1, s};
+
+/// What a run keeps of each step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Record {
+    /// Gates and pre-activations.
+    pub gates: bool,
+    /// States h, c and the layer output.
+    pub states: bool,
+}
+
+impl Record {
+    /// Everything.
+    pub const ALL: Record = Record {
+        gates: true,
+        states: true,
+    };
+    /// States and outputs, no gates.
+    pub const STATES: Record = Record {
+        gates: false,
+        states: true,
+    };
+    /// Only what the predictions need.
+    pub const NONE: Record = Record {
+        gates: false,
+        states: false,
+    };
+}
 
 /// The trace of one recurrent layer.
 #[derive(Debug, Clone)]
@@ -36,45 +65,82 @@ pub struct LayerTrace<T> {
     pub input_index: Vec<usize>,
     /// The layer's input, (sequences, timesteps, features), in input (time) order.
     pub x: Array3<T>,
-    /// Pre-activations, (sequences, steps, blocks·units), blocks in gate order.
-    pub pre: Array3<T>,
+    /// Pre-activations, (steps, sequences, blocks·units), blocks in gate order.
+    pub pre: Option<Array3<T>>,
     /// Activated gates, same layout as `pre`.
-    pub gates: Array3<T>,
-    /// Hidden state after each step, (sequences, steps, units).
-    pub h: Array3<T>,
-    /// Cell state after each step (LSTM only).
+    pub gates: Option<Array3<T>>,
+    /// Hidden state after each step, (steps, sequences, units).
+    pub h: Option<Array3<T>>,
+    /// Cell state after each step (LSTM only), (steps, sequences, units).
     pub c: Option<Array3<T>>,
-    /// The layer's output after each step (Keras `return_sequences` output, processing order).
-    pub out: Array3<T>,
+    /// The layer's output after each step (Keras `return_sequences` output), (steps, sequences, units).
+    pub out: Option<Array3<T>>,
+    /// (steps, sequences): true where the step was masked and the state carried through unchanged.
+    pub masked: Array2<bool>,
     /// The hidden state each sequence started from, (sequences, units).
     pub h0: Array2<T>,
     /// The cell state each sequence started from (LSTM only).
     pub c0: Option<Array2<T>>,
-    /// (sequences, steps): true where the step was masked and the state carried through unchanged.
-    pub masked: Array2<bool>,
+    /// The output after the last step, (sequences, units): what `return_sequences=False` returns.
+    pub last_output: Array2<T>,
+    /// The final hidden state, (sequences, units).
+    pub final_h: Array2<T>,
+    /// The final cell state (LSTM).
+    pub final_c: Option<Array2<T>>,
 }
 
 impl<T: Real> LayerTrace<T> {
     /// Number of sequences.
     pub fn sequences(&self) -> usize {
-        self.h.shape()[0]
+        self.x.shape()[0]
     }
 
     /// Number of processing steps.
     pub fn steps(&self) -> usize {
-        self.h.shape()[1]
+        self.input_index.len()
+    }
+
+    /// True when gates and states were recorded (tables and JSON need both).
+    pub fn is_complete(&self) -> bool {
+        self.gates.is_some() && self.pre.is_some() && self.h.is_some() && self.out.is_some()
+    }
+
+    fn row<'a>(a: &'a Option<Array3<T>>, what: &str, seq: usize, t: usize) -> ArrayView1<'a, T> {
+        match a {
+            Some(a) => a.slice(s![t, seq, ..]),
+            None => panic!("{what} was not recorded (check LayerTrace::is_complete first)"),
+        }
     }
 
     /// The activated values of gate block `k` at (sequence, step).
     pub fn gate(&self, seq: usize, t: usize, k: usize) -> ArrayView1<'_, T> {
-        self.gates
-            .slice(s![seq, t, k * self.units..(k + 1) * self.units])
+        Self::row(&self.gates, "gates", seq, t).slice_move(s![k * self.units..(k + 1) * self.units])
     }
 
     /// The pre-activation of gate block `k` at (sequence, step).
     pub fn pre_gate(&self, seq: usize, t: usize, k: usize) -> ArrayView1<'_, T> {
-        self.pre
-            .slice(s![seq, t, k * self.units..(k + 1) * self.units])
+        Self::row(&self.pre, "pre-activations", seq, t)
+            .slice_move(s![k * self.units..(k + 1) * self.units])
+    }
+
+    /// The hidden state after step `t` of `seq`.
+    pub fn h_at(&self, seq: usize, t: usize) -> ArrayView1<'_, T> {
+        Self::row(&self.h, "h", seq, t)
+    }
+
+    /// The cell state after step `t` of `seq` (LSTM).
+    pub fn c_at(&self, seq: usize, t: usize) -> Option<ArrayView1<'_, T>> {
+        self.c.as_ref().map(|c| c.slice(s![t, seq, ..]))
+    }
+
+    /// The layer output after step `t` of `seq`.
+    pub fn out_at(&self, seq: usize, t: usize) -> ArrayView1<'_, T> {
+        Self::row(&self.out, "outputs", seq, t)
+    }
+
+    /// Whether step `t` of `seq` was masked.
+    pub fn is_masked(&self, seq: usize, t: usize) -> bool {
+        self.masked[[t, seq]]
     }
 
     /// The input row read at processing step `t` of `seq`.
@@ -85,27 +151,19 @@ impl<T: Real> LayerTrace<T> {
     /// The hidden state before step `t` of `seq`.
     pub fn h_prev(&self, seq: usize, t: usize) -> ArrayView1<'_, T> {
         if t == 0 {
-            self.h0.slice(s![seq, ..])
+            self.h0.row(seq)
         } else {
-            self.h.slice(s![seq, t - 1, ..])
+            self.h_at(seq, t - 1)
         }
     }
 
     /// The cell state before step `t` of `seq` (LSTM).
     pub fn c_prev(&self, seq: usize, t: usize) -> Option<ArrayView1<'_, T>> {
-        let c = self.c.as_ref()?;
-        let c0 = self.c0.as_ref()?;
-        Some(if t == 0 {
-            c0.slice(s![seq, ..])
+        if t == 0 {
+            self.c0.as_ref().map(|c| c.row(seq))
         } else {
-            c.slice(s![seq, t - 1, ..])
-        })
-    }
-
-    /// The layer's last output for every sequence, (sequences, units): what `return_sequences=False` returns.
-    pub fn last_output(&self) -> Array2<T> {
-        let t = self.steps() - 1;
-        self.out.slice(s![.., t, ..]).to_owned()
+            self.c_at(seq, t - 1)
+        }
     }
 }
 

@@ -147,10 +147,49 @@ impl Activation {
         }
     }
 
+    /// False only for softmax, which normalises over a whole block rather than value by value.
+    pub fn is_elementwise(self) -> bool {
+        self != Activation::Softmax
+    }
+
+    /// Writes `act(src)` into `dst` (equal lengths); softmax normalises over the whole slice.
+    #[inline]
+    pub fn apply_into<T: Real>(self, src: &[T], dst: &mut [T]) {
+        dst.copy_from_slice(src);
+        match self {
+            Activation::Linear => {}
+            Activation::Sigmoid => T::sigmoid_slice(dst),
+            Activation::Tanh => T::tanh_slice(dst),
+            Activation::Softmax => {
+                let max = dst.iter().fold(T::neg_infinity(), |a, &b| a.max(b));
+                let mut sum = T::zero();
+                for v in dst.iter_mut() {
+                    *v = (*v - max).exp();
+                    sum = sum + *v;
+                }
+                dst.iter_mut().for_each(|v| *v = *v / sum);
+            }
+            a => dst.iter_mut().for_each(|v| *v = a.scalar(*v)),
+        }
+    }
+
     /// Applies the activation in place to a (rows, values) block; softmax normalises each row.
     pub fn apply_rows<T: Real>(self, mut m: ArrayViewMut2<T>) {
         match self {
             Activation::Linear => {}
+            Activation::Sigmoid | Activation::Tanh => {
+                let f = if self == Activation::Sigmoid {
+                    T::sigmoid_slice
+                } else {
+                    T::tanh_slice
+                };
+                for mut row in m.rows_mut() {
+                    match row.as_slice_mut() {
+                        Some(xs) => f(xs),
+                        None => row.mapv_inplace(|v| self.scalar(v)),
+                    }
+                }
+            }
             Activation::Softmax => {
                 for mut row in m.axis_iter_mut(Axis(0)) {
                     let max = row.iter().fold(T::neg_infinity(), |a, &b| a.max(b));
@@ -169,7 +208,7 @@ impl Activation {
 }
 
 #[inline]
-fn sigmoid<T: Real>(x: T) -> T {
+pub(crate) fn sigmoid<T: Real>(x: T) -> T {
     T::one() / (T::one() + (-x).exp())
 }
 

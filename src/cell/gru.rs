@@ -9,9 +9,9 @@ The Keras GRU step, both variants (blocks z | r | h; `σr` the recurrent activat
 Update, both: `h' = z⊙h + (1−z)⊙h̃` (Keras's form, not the textbook's swapped one).
 */
 
-use super::{Activation, Real, StepBuffers};
+use super::kernels::matmul;
+use super::{Activation, Real, StepOut};
 use crate::weights::CellWeights;
-use ndarray::linalg::general_mat_mul;
 use ndarray::{ArrayView2, Zip, s};
 
 /// A GRU cell: weights plus the two activations.
@@ -26,83 +26,74 @@ pub struct GruCell<'a, T> {
 }
 
 impl<T: Real> GruCell<'_, T> {
-    /// Advances every sequence of the batch by one step.
+    /// Advances a block of sequences by one step.
     ///
-    /// `xp` is this step's input projection `x·W + b_in` (batch, 3u); `h` the previous state (batch, u).
-    /// Writes `buf.pre`, `buf.gates` and `buf.h`.
-    pub fn step(&self, xp: ArrayView2<T>, h: ArrayView2<T>, buf: &mut StepBuffers<T>) {
+    /// `xp` is this step's input projection `x·W + b_in` (rows, 3u); `h` the previous state (rows, u).
+    pub fn step(&self, xp: ArrayView2<'_, T>, h: ArrayView2<'_, T>, out: StepOut<'_, T>) {
         let w = self.weights;
         let u = w.units;
+        let StepOut {
+            mut pre,
+            mut gates,
+            h: mut h_new,
+            mut scratch,
+            ..
+        } = out;
         let (zr, hh) = (s![.., 0..2 * u], s![.., 2 * u..3 * u]);
         if w.reset_after {
             // scratch = h·U + b_rec, all three blocks.
             match &w.recurrent_bias {
-                Some(b) => {
-                    let dim = buf.scratch.raw_dim();
-                    buf.scratch
-                        .assign(&b.broadcast(dim).expect("bias has 3u values"))
-                }
-                None => buf.scratch.fill(T::zero()),
+                Some(b) => scratch.rows_mut().into_iter().for_each(|mut r| r.assign(b)),
+                None => scratch.fill(T::zero()),
             }
-            general_mat_mul(
-                T::one(),
-                &h,
-                &w.recurrent_kernel,
-                T::one(),
-                &mut buf.scratch,
-            );
-            Zip::from(buf.pre.slice_mut(zr))
+            matmul(scratch.view_mut(), h, w.recurrent_kernel.view(), true);
+            Zip::from(pre.slice_mut(zr))
                 .and(xp.slice(zr))
-                .and(buf.scratch.slice(zr))
+                .and(scratch.slice(zr))
                 .for_each(|p, &x, &m| *p = x + m);
-            buf.gates.slice_mut(zr).assign(&buf.pre.slice(zr));
-            self.activate_zr(buf, u);
-            Zip::from(buf.pre.slice_mut(hh))
+            gates.slice_mut(zr).assign(&pre.slice(zr));
+            self.activate_zr(&mut gates, u);
+            Zip::from(pre.slice_mut(hh))
                 .and(xp.slice(hh))
-                .and(buf.gates.slice(s![.., u..2 * u]))
-                .and(buf.scratch.slice(hh))
+                .and(gates.slice(s![.., u..2 * u]))
+                .and(scratch.slice(hh))
                 .for_each(|p, &x, &r, &m| *p = x + r * m);
         } else {
-            buf.pre.slice_mut(zr).assign(&xp.slice(zr));
-            let mut pre_zr = buf.pre.slice_mut(zr);
-            general_mat_mul(
-                T::one(),
-                &h,
-                &w.recurrent_kernel.slice(zr),
-                T::one(),
-                &mut pre_zr,
-            );
-            buf.gates.slice_mut(zr).assign(&buf.pre.slice(zr));
-            self.activate_zr(buf, u);
+            pre.slice_mut(zr).assign(&xp.slice(zr));
+            matmul(pre.slice_mut(zr), h, w.recurrent_kernel.slice(zr), true);
+            gates.slice_mut(zr).assign(&pre.slice(zr));
+            self.activate_zr(&mut gates, u);
             // scratch[:, 0..u] = r ⊙ h
-            Zip::from(buf.scratch.slice_mut(s![.., 0..u]))
-                .and(buf.gates.slice(s![.., u..2 * u]))
+            Zip::from(scratch.slice_mut(s![.., 0..u]))
+                .and(gates.slice(s![.., u..2 * u]))
                 .and(h)
                 .for_each(|rh, &r, &hv| *rh = r * hv);
-            buf.pre.slice_mut(hh).assign(&xp.slice(hh));
-            let rh = buf.scratch.slice(s![.., 0..u]);
-            let mut pre_h = buf.pre.slice_mut(hh);
-            general_mat_mul(
-                T::one(),
-                &rh,
-                &w.recurrent_kernel.slice(hh),
-                T::one(),
-                &mut pre_h,
+            pre.slice_mut(hh).assign(&xp.slice(hh));
+            matmul(
+                pre.slice_mut(hh),
+                scratch.slice(s![.., 0..u]),
+                w.recurrent_kernel.slice(hh),
+                true,
             );
         }
-        buf.gates.slice_mut(hh).assign(&buf.pre.slice(hh));
-        self.activation.apply_rows(buf.gates.slice_mut(hh));
-        Zip::from(&mut buf.h)
+        gates.slice_mut(hh).assign(&pre.slice(hh));
+        self.activation.apply_rows(gates.slice_mut(hh));
+        Zip::from(&mut h_new)
             .and(h)
-            .and(buf.gates.slice(s![.., 0..u]))
-            .and(buf.gates.slice(hh))
-            .for_each(|h_new, &h_old, &z, &cand| *h_new = z * h_old + (T::one() - z) * cand);
+            .and(gates.slice(s![.., 0..u]))
+            .and(gates.slice(hh))
+            .for_each(|hn, &ho, &z, &cand| *hn = z * ho + (T::one() - z) * cand);
     }
 
-    fn activate_zr(&self, buf: &mut StepBuffers<T>, u: usize) {
-        for k in 0..2 {
+    fn activate_zr(&self, gates: &mut ndarray::ArrayViewMut2<'_, T>, u: usize) {
+        if self.recurrent_activation.is_elementwise() {
             self.recurrent_activation
-                .apply_rows(buf.gates.slice_mut(s![.., k * u..(k + 1) * u]));
+                .apply_rows(gates.slice_mut(s![.., 0..2 * u]));
+        } else {
+            for k in 0..2 {
+                self.recurrent_activation
+                    .apply_rows(gates.slice_mut(s![.., k * u..(k + 1) * u]));
+            }
         }
     }
 }

@@ -3,10 +3,10 @@ The Keras LSTM step: `z = x·W + h·U + b`; `i = σr(z_i)`, `f = σr(z_f)`, `c̃
 `c' = f⊙c + i⊙c̃`; `h' = o⊙act(c')`.
 */
 
-use super::{Activation, Real, StepBuffers};
+use super::kernels::matmul;
+use super::{Activation, Real, StepOut};
 use crate::weights::CellWeights;
-use ndarray::linalg::general_mat_mul;
-use ndarray::{ArrayView2, Zip, s};
+use ndarray::ArrayView2;
 
 /// An LSTM cell: weights plus the two activations.
 #[derive(Debug, Clone, Copy)]
@@ -20,47 +20,65 @@ pub struct LstmCell<'a, T> {
 }
 
 impl<T: Real> LstmCell<'_, T> {
-    /// Advances every sequence of the batch by one step.
+    /// Advances a block of sequences by one step.
     ///
-    /// `xp` is this step's input projection `x·W + b` (batch, 4u); `h`, `c` the previous state (batch, u).
-    /// Writes `buf.pre`, `buf.gates`, `buf.h` and `buf.c`.
+    /// `xp` is this step's input projection `x·W + b` (rows, 4u); `h`, `c` the previous state (rows, u).
+    /// All views are row-major with contiguous rows (the engine builds them so).
     pub fn step(
         &self,
-        xp: ArrayView2<T>,
-        h: ArrayView2<T>,
-        c: ArrayView2<T>,
-        buf: &mut StepBuffers<T>,
+        xp: ArrayView2<'_, T>,
+        h: ArrayView2<'_, T>,
+        c: ArrayView2<'_, T>,
+        out: StepOut<'_, T>,
     ) {
         let u = self.weights.units;
-        buf.pre.assign(&xp);
-        general_mat_mul(
-            T::one(),
-            &h,
-            &self.weights.recurrent_kernel,
-            T::one(),
-            &mut buf.pre,
+        let StepOut {
+            mut pre,
+            mut gates,
+            h: mut h_new,
+            c: mut c_new,
+            mut scratch,
+        } = out;
+        pre.assign(&xp);
+        matmul(
+            pre.view_mut(),
+            h,
+            self.weights.recurrent_kernel.view(),
+            true,
         );
-        buf.gates.assign(&buf.pre);
-        for k in [0, 1, 3] {
-            self.recurrent_activation
-                .apply_rows(buf.gates.slice_mut(s![.., k * u..(k + 1) * u]));
+        let (ra, act) = (self.recurrent_activation, self.activation);
+        for r in 0..pre.nrows() {
+            let (p, g) = (pre.row(r), gates.row_mut(r));
+            let (Some(p), Some(g)) = (p.as_slice(), g.into_slice()) else {
+                unreachable!("step buffers have contiguous rows")
+            };
+            if ra.is_elementwise() {
+                ra.apply_into(&p[..2 * u], &mut g[..2 * u]);
+            } else {
+                ra.apply_into(&p[..u], &mut g[..u]);
+                ra.apply_into(&p[u..2 * u], &mut g[u..2 * u]);
+            }
+            act.apply_into(&p[2 * u..3 * u], &mut g[2 * u..3 * u]);
+            ra.apply_into(&p[3 * u..], &mut g[3 * u..]);
+            let (ig, rest) = g.split_at(u);
+            let (fg, rest) = rest.split_at(u);
+            let (cg, og) = rest.split_at(u);
+            let (Some(c_old), Some(cn), Some(hn), Some(ac)) = (
+                c.row(r).to_slice(),
+                c_new.row_mut(r).into_slice(),
+                h_new.row_mut(r).into_slice(),
+                scratch.row_mut(r).into_slice(),
+            ) else {
+                unreachable!("state buffers have contiguous rows")
+            };
+            for j in 0..u {
+                cn[j] = fg[j] * c_old[j] + ig[j] * cg[j];
+            }
+            let ac = &mut ac[..u];
+            act.apply_into(cn, ac);
+            for j in 0..u {
+                hn[j] = og[j] * ac[j];
+            }
         }
-        self.activation
-            .apply_rows(buf.gates.slice_mut(s![.., 2 * u..3 * u]));
-
-        let g = &buf.gates;
-        Zip::from(&mut buf.c)
-            .and(c)
-            .and(g.slice(s![.., 0..u]))
-            .and(g.slice(s![.., u..2 * u]))
-            .and(g.slice(s![.., 2 * u..3 * u]))
-            .for_each(|c_new, &c_old, &i, &f, &cand| *c_new = f * c_old + i * cand);
-        let mut act_c = buf.scratch.slice_mut(s![.., 0..u]);
-        act_c.assign(&buf.c);
-        self.activation.apply_rows(act_c.view_mut());
-        Zip::from(&mut buf.h)
-            .and(&act_c)
-            .and(g.slice(s![.., 3 * u..4 * u]))
-            .for_each(|h_new, &ac, &o| *h_new = o * ac);
     }
 }

@@ -8,6 +8,7 @@ see only [`crate::weights::CellWeights`] in Keras layout; they never know which 
 
 pub mod activation;
 pub mod gru;
+pub mod kernels;
 pub mod lstm;
 
 pub use activation::Activation;
@@ -31,16 +32,31 @@ pub trait Real:
 {
     /// Name as the trace reports it: `float32` or `float64`.
     const NAME: &'static str;
+    /// NumPy dtype descriptor, little-endian: `<f4` or `<f8`.
+    const DESCR: &'static str;
+    /// Bytes per value.
+    const BYTES: usize;
+    /// Appends the values' little-endian bytes.
+    fn extend_le(values: impl Iterator<Item = Self>, out: &mut Vec<u8>);
     /// Converts from `f64` (rounding to nearest for `f32`).
     fn lit(v: f64) -> Self;
     /// Converts to `f64` (exact).
     fn to_f(self) -> f64;
     /// The error function, for exact GELU.
     fn erf(self) -> Self;
+    /// In-place logistic sigmoid over a slice (vectorised for `f32`).
+    fn sigmoid_slice(xs: &mut [Self]);
+    /// In-place tanh over a slice (vectorised for `f32`).
+    fn tanh_slice(xs: &mut [Self]);
 }
 
 impl Real for f32 {
     const NAME: &'static str = "float32";
+    const DESCR: &'static str = "<f4";
+    const BYTES: usize = 4;
+    fn extend_le(values: impl Iterator<Item = f32>, out: &mut Vec<u8>) {
+        values.for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
+    }
     fn lit(v: f64) -> f32 {
         v as f32
     }
@@ -50,10 +66,21 @@ impl Real for f32 {
     fn erf(self) -> f32 {
         libm::erff(self)
     }
+    fn sigmoid_slice(xs: &mut [f32]) {
+        kernels::sigmoid_slice_f32(xs)
+    }
+    fn tanh_slice(xs: &mut [f32]) {
+        kernels::tanh_slice_f32(xs)
+    }
 }
 
 impl Real for f64 {
     const NAME: &'static str = "float64";
+    const DESCR: &'static str = "<f8";
+    const BYTES: usize = 8;
+    fn extend_le(values: impl Iterator<Item = f64>, out: &mut Vec<u8>) {
+        values.for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
+    }
     fn lit(v: f64) -> f64 {
         v
     }
@@ -63,33 +90,26 @@ impl Real for f64 {
     fn erf(self) -> f64 {
         libm::erf(self)
     }
-}
-
-/// Buffers one step writes into: (batch, blocks·units) for gates, (batch, units) for state.
-#[derive(Debug, Clone)]
-pub struct StepBuffers<T> {
-    /// Pre-activations of every gate block.
-    pub pre: ndarray::Array2<T>,
-    /// Activated gates (i, f, o after the recurrent activation; candidates after the activation).
-    pub gates: ndarray::Array2<T>,
-    /// New hidden state.
-    pub h: ndarray::Array2<T>,
-    /// New cell state (LSTM; empty for GRU).
-    pub c: ndarray::Array2<T>,
-    /// Scratch for the recurrent product (GRU) or `act(c)` (LSTM).
-    pub scratch: ndarray::Array2<T>,
-}
-
-impl<T: Real> StepBuffers<T> {
-    /// Buffers for `batch` sequences of a cell with `blocks` gate blocks of `units` units.
-    pub fn new(batch: usize, blocks: usize, units: usize, has_c: bool) -> StepBuffers<T> {
-        let z = |r, c| ndarray::Array2::zeros((r, c));
-        StepBuffers {
-            pre: z(batch, blocks * units),
-            gates: z(batch, blocks * units),
-            h: z(batch, units),
-            c: if has_c { z(batch, units) } else { z(0, units) },
-            scratch: z(batch, blocks * units),
-        }
+    fn sigmoid_slice(xs: &mut [f64]) {
+        xs.iter_mut().for_each(|x| *x = 1.0 / (1.0 + (-*x).exp()));
     }
+    fn tanh_slice(xs: &mut [f64]) {
+        xs.iter_mut().for_each(|x| *x = x.tanh());
+    }
+}
+
+/// Where one step writes, for a block of `rows` sequences: views into the trace (when it records them) or
+/// into scratch buffers. `h` and `c` receive the new state; the engine applies masking afterwards.
+#[derive(Debug)]
+pub struct StepOut<'a, T> {
+    /// Pre-activations of every gate block, (rows, blocks·units).
+    pub pre: ndarray::ArrayViewMut2<'a, T>,
+    /// Activated gates, (rows, blocks·units).
+    pub gates: ndarray::ArrayViewMut2<'a, T>,
+    /// New hidden state, (rows, units).
+    pub h: ndarray::ArrayViewMut2<'a, T>,
+    /// New cell state (LSTM), (rows, units); unused by GRU.
+    pub c: ndarray::ArrayViewMut2<'a, T>,
+    /// Scratch, (rows, blocks·units).
+    pub scratch: ndarray::ArrayViewMut2<'a, T>,
 }

@@ -10,6 +10,7 @@ the `weights` module gives the arrays their meaning.
 pub mod json;
 pub mod npy;
 pub mod npz;
+pub mod npz_writer;
 pub mod write;
 
 use crate::error::{Error, Result, shape_str};
@@ -97,7 +98,8 @@ mod props {
         use std::io::Write;
         let mut buf = std::io::Cursor::new(Vec::new());
         let mut z = zip::ZipWriter::new(&mut buf);
-        let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+        let opts = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated);
         z.start_file("kernel.npy", opts).unwrap();
         let mut bytes = header("<f4", false, &[2, 3]);
         bytes.extend((0..6).flat_map(|i| (i as f32).to_le_bytes()));

@@ -22,10 +22,19 @@ pub type ParseResult<T> = std::result::Result<T, String>;
 pub fn header(descr: &str, fortran_order: bool, shape: &[usize]) -> Vec<u8> {
     let shape_txt = match shape {
         [n] => format!("({n},)"),
-        _ => format!("({})", shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")),
+        _ => format!(
+            "({})",
+            shape
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     };
     let order = if fortran_order { "True" } else { "False" };
-    header_text(&format!("{{'descr': '{descr}', 'fortran_order': {order}, 'shape': {shape_txt}, }}"))
+    header_text(&format!(
+        "{{'descr': '{descr}', 'fortran_order': {order}, 'shape': {shape_txt}, }}"
+    ))
 }
 
 /// Pads a header dict literal and prefixes the magic, version and length.
@@ -261,7 +270,9 @@ mod tests {
 
     fn npy(descr: &str, fortran: bool, shape: &str, payload: &[u8]) -> Vec<u8> {
         let order = if fortran { "True" } else { "False" };
-        let mut out = header_text(&format!("{{'descr': '{descr}', 'fortran_order': {order}, 'shape': {shape}, }}"));
+        let mut out = header_text(&format!(
+            "{{'descr': '{descr}', 'fortran_order': {order}, 'shape': {shape}, }}"
+        ));
         out.extend_from_slice(payload);
         out
     }

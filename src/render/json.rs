@@ -137,18 +137,12 @@ impl<T: Real> Serialize for Step<'_, T> {
         m.serialize_entry("t", &t)?;
         m.serialize_entry("input_index", &l.input_index[t])?;
         m.serialize_entry("x", &Vector(l.x_at(b, t).iter()))?;
-        m.serialize_entry("masked", &l.masked[[b, t]])?;
+        m.serialize_entry("masked", &l.is_masked(b, t))?;
         m.serialize_entry("gates", &Gates(l, b, t, false))?;
         m.serialize_entry("pre", &Gates(l, b, t, true))?;
-        let c = l.c.as_ref().map(|c| c.slice(ndarray::s![b, t, ..]));
-        m.serialize_entry(
-            "state",
-            &State {
-                h: l.h.slice(ndarray::s![b, t, ..]),
-                c,
-            },
-        )?;
-        m.serialize_entry("output", &Vector(l.out.slice(ndarray::s![b, t, ..]).iter()))?;
+        let c = l.c_at(b, t);
+        m.serialize_entry("state", &State { h: l.h_at(b, t), c })?;
+        m.serialize_entry("output", &Vector(l.out_at(b, t).iter()))?;
         m.end()
     }
 }

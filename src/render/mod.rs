@@ -5,9 +5,9 @@ computes anything the engine did not record.
 
 pub mod json;
 pub mod number;
+pub mod plot;
 pub mod table;
 
-use crate::cell::Real;
 use crate::compare::Comparison;
 use crate::config::Display;
 use crate::trace::Trace;
@@ -16,8 +16,12 @@ use ndarray::Array2;
 /// Everything a renderer may show about one run.
 #[derive(Debug, Clone)]
 pub struct Report<'a, T> {
-    /// The recorded run.
+    /// The recorded run (its layers may hold only what `--record` kept).
     pub trace: &'a Trace<T>,
+    /// A complete trace of the sequences that get per-step tables (rows in `detail_rows` order).
+    pub detail: &'a crate::trace::LayerTrace<T>,
+    /// The original sequence index of each row of `detail`.
+    pub detail_rows: Vec<usize>,
     /// The framework's expected output, reshaped to (sequences, outputs) when it compares with predictions.
     pub expected: Option<Array2<f64>>,
     /// The comparison verdict, when --expected was given.
@@ -32,11 +36,13 @@ pub struct Report<'a, T> {
     pub title: String,
 }
 
-impl<T: Real> Report<'_, T> {
-    /// Which sequences get per-step tables.
-    pub fn shown_sequences(&self) -> Vec<usize> {
-        let n = self.trace.predictions.nrows();
-        match &self.display.sequences {
+impl Display {
+    /// Which of `n` sequences get per-step tables.
+    pub fn shown_sequences(&self, n: usize) -> Vec<usize> {
+        if self.quiet {
+            return Vec::new();
+        }
+        match &self.sequences {
             None => (0..n.min(3)).collect(),
             Some(v) if v.first() == Some(&usize::MAX) => (0..n).collect(),
             Some(v) => v.iter().copied().filter(|&i| i < n).collect(),

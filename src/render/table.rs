@@ -74,11 +74,11 @@ pub fn render<T: Real>(r: &Report<'_, T>) -> String {
     let color = d.color;
     let layer = &r.trace.layers[r.trace.layers.len() - 1];
     let n = r.trace.predictions.nrows();
-    let shown = r.shown_sequences();
+    let shown = &r.detail_rows;
     if !d.quiet {
         let _ = writeln!(out, "{}", header_line(r, layer));
-        for &b in &shown {
-            sequence(&mut out, r, layer, b, n, color);
+        for (row, &b) in shown.iter().enumerate() {
+            sequence(&mut out, r, r.detail, row, b, n, color);
         }
         if shown.len() < n {
             let _ = writeln!(
@@ -145,6 +145,7 @@ fn sequence<T: Real>(
     out: &mut String,
     r: &Report<'_, T>,
     l: &LayerTrace<T>,
+    dr: usize,
     b: usize,
     n: usize,
     color: bool,
@@ -164,7 +165,7 @@ fn sequence<T: Real>(
     let shown_units = l.units.min(d.max_units);
     for t in 0..l.steps() {
         let ti = l.input_index[t];
-        let masked = l.masked[[b, t]];
+        let masked = l.is_masked(dr, t);
         let _ = writeln!(
             out,
             "\n── Step {} of {} (input row {ti}){}",
@@ -177,7 +178,7 @@ fn sequence<T: Real>(
             }
         );
         // Input.
-        let x = l.x_at(b, t);
+        let x = l.x_at(dr, t);
         let mut it = new_table(color);
         it.set_header(vec!["Feature", "Value"]);
         let limit = 12usize;
@@ -204,7 +205,7 @@ fn sequence<T: Real>(
             let is_gate = !(label.starts_with("Cell candidate") || label.starts_with("Candidate"));
             let mut row = vec![Cell::new(*label)];
             row.extend(
-                l.gate(b, t, k)
+                l.gate(dr, t, k)
                     .iter()
                     .take(shown_units)
                     .map(|v| gate_cell(v.to_f(), is_gate, color)),
@@ -232,14 +233,10 @@ fn sequence<T: Real>(
                 st.add_row(r2);
                 st.add_row(r3);
             };
-        if let (Some(cp), Some(c)) = (l.c_prev(b, t), l.c.as_ref()) {
-            add("Cell state c", cp, c.slice(ndarray::s![b, t, ..]));
+        if let (Some(cp), Some(c)) = (l.c_prev(dr, t), l.c_at(dr, t)) {
+            add("Cell state c", cp, c);
         }
-        add(
-            "Hidden state h",
-            l.h_prev(b, t),
-            l.h.slice(ndarray::s![b, t, ..]),
-        );
+        add("Hidden state h", l.h_prev(dr, t), l.h_at(dr, t));
         let _ = writeln!(out, "State\n{st}");
         if l.units > shown_units {
             let _ = writeln!(

@@ -36,6 +36,28 @@ impl<T: Real> DenseWeights<T> {
 /// Loads a Dense head from JSON (`[kernel, bias]` or `{kernel, bias}`) or `.npz`, checking it takes `inputs` values.
 pub fn load(path: &Path, inputs: usize) -> Result<DenseWeights<f64>> {
     let src = load_arrays(path, &["kernel", "bias"])?;
+    if let Some(w) = src.get("weight") {
+        // PyTorch nn.Linear: weight (out, in), y = x·Wᵀ + b.
+        if w.ndim() != 2 || w.shape[1] != inputs {
+            return Err(src.error(format!(
+                "nn.Linear weight has shape {}; expected (outputs, {inputs}) to take the {inputs} outputs of the recurrent layer",
+                shape_of(w)
+            )));
+        }
+        let (outs, ins) = (w.shape[0], w.shape[1]);
+        let kernel = Array2::from_shape_fn((ins, outs), |(i, o)| w.data[o * ins + i]);
+        let bias = match src.get("bias") {
+            None => None,
+            Some(b) if b.data.len() == outs && b.ndim() == 1 => Some(Array1::from(b.data.clone())),
+            Some(b) => {
+                return Err(src.error(format!(
+                    "nn.Linear bias has shape {}; expected ({outs},)",
+                    shape_of(b)
+                )));
+            }
+        };
+        return Ok(DenseWeights { kernel, bias });
+    }
     let (k, b) = if src.positional {
         match src.arrays.as_slice() {
             [(_, k)] => (k, None),

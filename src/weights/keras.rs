@@ -165,7 +165,7 @@ fn pick(src: &NamedArrays) -> Result<(&RawArray, &RawArray, Option<&RawArray>)> 
             Some("bias") => &mut bias,
             _ => {
                 let hint = if name.starts_with("weight_ih") || name.starts_with("weight_hh") {
-                    " (PyTorch state-dict names; this layout is not supported yet: export the Keras layout)"
+                    " (PyTorch state-dict names: pass --layout pytorch, or leave --layout auto)"
                 } else {
                     ""
                 };

@@ -10,6 +10,7 @@ and nowhere else.
 
 pub mod dense;
 pub mod keras;
+pub mod pytorch;
 pub mod sources;
 
 use crate::cell::Real;

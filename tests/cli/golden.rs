@@ -239,3 +239,82 @@ golden!(
     lstm_units1_seed,
     lstm_weather_seed,
 );
+
+/// PyTorch fixtures (fixtures/generate_torch.py): every layer and direction of each state dict, in both
+/// the .npz and JSON forms, against PyTorch's own per-step h (and c). Same 1e-5 tolerance and reasoning.
+fn check_torch_case(name: &str) {
+    let dir = crate::fixtures().join("torch").join(name);
+    let m: Value = serde_json::from_slice(&std::fs::read(dir.join("case.json")).unwrap()).unwrap();
+    let cell = m["cell"].as_str().unwrap();
+    for (sfx, files) in m["files"].as_object().unwrap() {
+        let layer: String = sfx
+            .trim_start_matches("_l")
+            .chars()
+            .take_while(|c| c.is_ascii_digit())
+            .collect();
+        let reverse = sfx.ends_with("_reverse");
+        let (h_shape, h_seq) = npy(&dir.join(files["h_seq"].as_str().unwrap()));
+        let c_seq = files["c_seq"].as_str().map(|c| npy(&dir.join(c)));
+        for w in ["state.npz", "state.json"] {
+            let what = format!("torch {name}{sfx} [{w}]");
+            let mut cmd = rnntrace();
+            cmd.current_dir(&dir).arg(cell).args([
+                "--weights",
+                w,
+                "--input",
+                files["input"].as_str().unwrap(),
+                "--layer",
+                &layer,
+                "--format",
+                "json",
+            ]);
+            if reverse {
+                cmd.arg("--reverse");
+            }
+            let (code, stdout, stderr) = run(&mut cmd);
+            assert_eq!(code, 0, "{what}: {stderr}");
+            let trace: Value = serde_json::from_str(&stdout).unwrap();
+            assert_close(
+                &format!("{what} h"),
+                &collect_steps(&trace, "h"),
+                &h_seq,
+                &h_shape,
+                1e-5,
+            );
+            if let Some((c_shape, c_seq)) = &c_seq {
+                assert_close(
+                    &format!("{what} c"),
+                    &collect_steps(&trace, "c"),
+                    c_seq,
+                    c_shape,
+                    1e-5,
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn torch_lstm_2layer() {
+    check_torch_case("lstm_2layer");
+}
+#[test]
+fn torch_gru_2layer() {
+    check_torch_case("gru_2layer");
+}
+#[test]
+fn torch_lstm_bidirectional() {
+    check_torch_case("lstm_bidirectional");
+}
+#[test]
+fn torch_gru_bidirectional() {
+    check_torch_case("gru_bidirectional");
+}
+#[test]
+fn torch_lstm_no_bias() {
+    check_torch_case("lstm_no_bias");
+}
+#[test]
+fn torch_gru_no_bias() {
+    check_torch_case("gru_no_bias");
+}
