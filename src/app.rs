@@ -251,8 +251,11 @@ fn execute_as<T: Real>(job: &CellJob, title: &str, started: Instant) -> Result<O
         npz.finish(job, &computed)?;
     }
     // JSON (file or stdout) and tables need complete per-step records; recompute what was not kept.
-    let wants_json =
-        out.format == FormatArg::Json || out.trace.as_deref().is_some_and(|p| !is_npz(p));
+    let p = &out.plots;
+    let wants_plots = p.plot.is_some() || p.plot_predictions.is_some() || p.plot_gates.is_some();
+    let wants_json = wants_plots
+        || out.format == FormatArg::Json
+        || out.trace.as_deref().is_some_and(|p| !is_npz(p));
     let n = computed.trace.predictions.nrows();
     let full;
     let json_trace: &Trace<T> = if wants_json && !computed.trace.layers[0].is_complete() {
@@ -293,6 +296,27 @@ fn execute_as<T: Real>(job: &CellJob, title: &str, started: Instant) -> Result<O
     };
     if let Some(path) = out.trace.as_deref().filter(|p| !is_npz(p)) {
         atomic_write(path, |w| render::json::write(&report, w))?;
+    }
+    use crate::render::plot;
+    if let Some(path) = &p.plot {
+        plot::draw_lines(&plot::state_norms(json_trace, job.window), path)?;
+    }
+    if let Some(path) = &p.plot_predictions {
+        let mut chart = plot::predictions(
+            json_trace,
+            report.expected.as_ref(),
+            report.targets.as_ref(),
+            job.window,
+        );
+        for (j, name) in out.display.output_names.iter().enumerate() {
+            if let Some(panel) = chart.panels.get_mut(j) {
+                *panel = name.clone();
+            }
+        }
+        plot::draw_lines(&chart, path)?;
+    }
+    if let Some(path) = &p.plot_gates {
+        plot::draw_heatmaps(&plot::gates(json_trace, p.plot_sequence), path)?;
     }
     match out.format {
         FormatArg::Json => write_stdout(|w| render::json::write(&report, w))?,

@@ -176,6 +176,25 @@ pub struct CellArgs {
     pub name: Option<String>,
     #[command(flatten)]
     pub display: DisplayArgs,
+    #[command(flatten)]
+    pub plots: PlotArgs,
+}
+
+/// Charts (the extension picks the format: .png or .svg).
+#[derive(Debug, Args, Clone, Default)]
+pub struct PlotArgs {
+    /// State norms ‖c_t‖ and ‖h_t‖ against the timestep.
+    #[arg(long, value_name = "FILE")]
+    pub plot: Option<PathBuf>,
+    /// Ours vs the framework's expected vs actual, per sequence.
+    #[arg(long, value_name = "FILE")]
+    pub plot_predictions: Option<PathBuf>,
+    /// Heat maps of every gate, units × timesteps, for one sequence (--plot-sequence).
+    #[arg(long, value_name = "FILE")]
+    pub plot_gates: Option<PathBuf>,
+    /// The sequence (0-based) --plot-gates shows.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub plot_sequence: usize,
 }
 
 /// How the tables look.
@@ -207,6 +226,12 @@ pub struct DemoArgs {
     /// Also write the JSON trace to this file.
     #[arg(long, value_name = "FILE.json")]
     pub trace: Option<PathBuf>,
+    /// Folder for the three charts (states, predictions, gates), PNG.
+    #[arg(long, default_value = ".", value_name = "DIR")]
+    pub out_dir: PathBuf,
+    /// Do not write the charts.
+    #[arg(long)]
+    pub no_plots: bool,
     /// What stdout gets.
     #[arg(long, value_enum, default_value_t = FormatArg::Table)]
     pub format: FormatArg,

@@ -76,6 +76,8 @@ pub struct OutputConfig {
     pub record: crate::trace::Record,
     /// Print timings on stderr.
     pub timings: bool,
+    /// Chart targets.
+    pub plots: crate::cli::PlotArgs,
 }
 
 /// Validated display settings.
@@ -203,7 +205,36 @@ pub fn cell_job(kind: CellKind, a: &CellArgs) -> Result<CellJob> {
     .flatten()
     .map(|p| p.as_path())
     .collect();
-    check_not_input(a.trace.as_deref(), &inputs)?;
+    for out in [
+        a.trace.as_deref(),
+        a.plots.plot.as_deref(),
+        a.plots.plot_predictions.as_deref(),
+        a.plots.plot_gates.as_deref(),
+    ] {
+        check_not_input(out, &inputs)?;
+    }
+    for (flag, p) in [
+        ("--plot", &a.plots.plot),
+        ("--plot-predictions", &a.plots.plot_predictions),
+        ("--plot-gates", &a.plots.plot_gates),
+    ] {
+        if let Some(p) = p {
+            crate::render::plot::image_format(flag, p)?;
+        }
+    }
+    if let Some(t) = a.trace.as_deref() {
+        let ext = t
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        if ext != "json" && ext != "npz" {
+            return Err(Error::usage(format!(
+                "--trace {}: the file name must end in .json or .npz",
+                t.display()
+            )));
+        }
+    }
 
     let reset_after = match a.reset_after {
         ResetAfterArg::Auto => ResetAfter::Auto,
@@ -257,6 +288,13 @@ pub fn cell_job(kind: CellKind, a: &CellArgs) -> Result<CellJob> {
     }
     let x = shape_input(&raw, &a.input, a.window, &weights)?;
     let (batch, steps, _) = x.dim();
+    if a.plots.plot_gates.is_some() && a.plots.plot_sequence >= batch {
+        return Err(Error::usage(format!(
+            "--plot-sequence {} is out of range: the input holds {batch} sequences (0..{})",
+            a.plots.plot_sequence,
+            batch - 1
+        )));
+    }
 
     let mask = match &a.mask {
         None => None,
@@ -333,6 +371,7 @@ pub fn cell_job(kind: CellKind, a: &CellArgs) -> Result<CellJob> {
                 crate::cli::RecordArg::None => crate::trace::Record::NONE,
             },
             timings: a.timings,
+            plots: a.plots.clone(),
         },
         notes,
     })

@@ -9,6 +9,7 @@ use crate::app::Outcome;
 use crate::cli::{Cli, Command, DemoArgs, DemoCell};
 use crate::error::{Error, Result};
 use clap::Parser;
+use std::io::Write;
 
 macro_rules! fixture {
     ($case:literal, $file:literal) => {
@@ -97,6 +98,21 @@ pub fn run(d: &DemoArgs) -> Result<Outcome> {
         argv.extend(["--output-names", "Power (kWh)"].map(String::from));
     }
     argv.extend(display_args(d));
+    if !d.no_plots {
+        for (flag, file) in [
+            ("--plot", "states"),
+            ("--plot-predictions", "predictions"),
+            ("--plot-gates", "gates"),
+        ] {
+            argv.push(flag.into());
+            argv.push(
+                d.out_dir
+                    .join(format!("{cell}_{file}.png"))
+                    .to_string_lossy()
+                    .into_owned(),
+            );
+        }
+    }
     let cli = Cli::try_parse_from(&argv).map_err(|e| Error::usage(format!("demo: {e}")))?;
     let (Command::Lstm(a) | Command::Gru(a)) = cli.command else {
         return Err(Error::usage(
@@ -109,10 +125,21 @@ pub fn run(d: &DemoArgs) -> Result<Outcome> {
         crate::weights::CellKind::Gru
     };
     let job = crate::config::cell_job(kind, &a)?;
-    if !d.display.quiet && d.format == crate::cli::FormatArg::Table {
-        println!("{note}\n");
+    let table = !d.display.quiet && d.format == crate::cli::FormatArg::Table;
+    if table {
+        crate::app::write_stdout(|w| writeln!(w, "{note}\n"))?;
     }
-    crate::app::execute(&job, title, std::time::Instant::now())
+    let outcome = crate::app::execute(&job, title, std::time::Instant::now())?;
+    if table && !d.no_plots {
+        let charts = ["states", "predictions", "gates"].map(|f| {
+            d.out_dir
+                .join(format!("{cell}_{f}.png"))
+                .display()
+                .to_string()
+        });
+        crate::app::write_stdout(|w| writeln!(w, "\nCharts: {}", charts.join(", ")))?;
+    }
+    Ok(outcome)
 }
 
 /// The demo's own flags, passed through to the cell command.

@@ -37,6 +37,14 @@ pub fn atomic_write(
             .flush()
             .map_err(|e| Error::output(target, super::io_reason(&e)))?;
     }
+    #[cfg(unix)]
+    {
+        // Temporary files are private (0600); the result should have ordinary permissions.
+        use std::os::unix::fs::PermissionsExt;
+        let _ = tmp
+            .as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644));
+    }
     tmp.persist(target)
         .map_err(|e| Error::output(target, super::io_reason(&e.error)))?;
     Ok(())

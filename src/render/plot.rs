@@ -1663,8 +1663,11 @@ fn heatmap_on<DB: DrawingBackend>(
         for &s in &h.masked_steps {
             let x0 = xr.start + ((s as f64 - 1.0) * cw).round() as i32;
             let x1 = (xr.start + (s as f64 * cw).round() as i32 - 1).max(x0 + 1);
-            root.draw(&Rectangle::new([(x0, yr.start - 6), (x1, yr.start - 2)], INK.filled()))
-                .map_err(err)?;
+            root.draw(&Rectangle::new(
+                [(x0, yr.start - 6), (x1, yr.start - 2)],
+                INK.filled(),
+            ))
+            .map_err(err)?;
         }
     }
     colour_bar(root, m, xr.end + 18, yr.start, yr.end)

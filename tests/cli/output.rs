@@ -252,8 +252,17 @@ fn table_snapshot_weather_lstm() {
 fn broken_pipe_ends_quietly() {
     use std::io::Read;
     use std::process::{Command, Stdio};
+    let charts = tempfile::tempdir().unwrap();
     let mut child = Command::new(assert_cmd::cargo::cargo_bin("rnntrace"))
-        .args(["demo", "--sequences", "all", "--color", "never"])
+        .args([
+            "demo",
+            "--sequences",
+            "all",
+            "--color",
+            "never",
+            "--out-dir",
+        ])
+        .arg(charts.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -282,6 +291,14 @@ fn demo_runs_both_examples_and_passes() {
         assert_eq!(code, 0, "{err}");
         assert!(out.contains("PASS: all 8 values"), "{out}");
         assert!(out.contains("Temperature"));
+        for chart in ["states", "predictions", "gates"] {
+            let p = tmp.path().join(format!("{cell}_{chart}.png"));
+            assert!(
+                p.exists() && png_facts(&p).2 > 20,
+                "{} missing or blank",
+                p.display()
+            );
+        }
     }
 }
 
@@ -355,4 +372,173 @@ fn shell_words(s: &str) -> Vec<String> {
         words.push(cur);
     }
     words
+}
+
+/// Decodes a PNG and returns (width, height, distinct colours among a sample of pixels).
+fn png_facts(path: &Path) -> (u32, u32, usize) {
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap()));
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    let px = info.color_type.samples();
+    let mut colours = std::collections::HashSet::new();
+    for chunk in buf[..info.buffer_size()].chunks(px).step_by(7) {
+        colours.insert(chunk.to_vec());
+    }
+    (info.width, info.height, colours.len())
+}
+
+#[test]
+fn charts_are_written_and_not_blank() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b, c, d) = (
+        tmp.path().join("s.png"),
+        tmp.path().join("p.png"),
+        tmp.path().join("g.png"),
+        tmp.path().join("g.svg"),
+    );
+    let (code, _, err) = run(weather_gru()
+        .args([
+            "--expected",
+            "expected.npy",
+            "--targets",
+            "targets.npy",
+            "-q",
+            "--plot-sequence",
+            "3",
+        ])
+        .arg("--plot")
+        .arg(&a)
+        .arg("--plot-predictions")
+        .arg(&b)
+        .arg("--plot-gates")
+        .arg(&c));
+    assert_eq!(code, 0, "{err}");
+    for p in [&a, &b, &c] {
+        let (w, h, colours) = png_facts(p);
+        assert!(w >= 600 && h >= 300, "{}: {w}x{h}", p.display());
+        assert!(
+            colours > 20,
+            "{} looks blank: {colours} colours",
+            p.display()
+        );
+    }
+    let (code, _, err) = run(weather_gru().arg("-q").arg("--plot-gates").arg(&d));
+    assert_eq!(code, 0, "{err}");
+    let svg = std::fs::read_to_string(&d).unwrap();
+    assert!(
+        svg.starts_with("<svg") && svg.contains("update gate") && svg.contains("sequence 1 of 8"),
+        "{}",
+        &svg[..200.min(svg.len())]
+    );
+}
+
+#[test]
+fn chart_errors_are_clean() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("nope/s.png");
+    let (code, out, err) = run(weather_gru().arg("--plot").arg(&missing));
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        err.contains("does not exist") && !err.contains("panicked"),
+        "{err}"
+    );
+    assert!(!missing.exists());
+    let (code, _, err) = run(weather_gru().arg("--plot").arg(tmp.path().join("s.jpg")));
+    assert_eq!(code, 2);
+    assert!(err.contains(".png or .svg"), "{err}");
+    let (code, _, err) = run(weather_gru().args(["--plot-gates", "g.png", "--plot-sequence", "8"]));
+    assert_eq!(code, 2);
+    assert!(err.contains("--plot-sequence 8 is out of range"), "{err}");
+    assert_eq!(
+        std::fs::read_dir(tmp.path()).unwrap().count(),
+        0,
+        "nothing left behind"
+    );
+}
+
+/// The plotted series (not the pixels) of the weather GRU, rounded so float noise cannot flip them.
+#[test]
+fn chart_series_snapshot_weather_gru() {
+    use clap::Parser;
+    let dir = case_dir("gru_weather_seed");
+    let cli = rnntrace::cli::Cli::try_parse_from(
+        [
+            "rnntrace",
+            "gru",
+            "--weights",
+            "weights.json",
+            "--input",
+            "input.npy",
+            "--window",
+            "2",
+            "--dense",
+            "dense.json",
+            "--expected",
+            "expected.npy",
+            "--targets",
+            "targets.npy",
+        ]
+        .map(|a| {
+            if a.ends_with(".json") || a.ends_with(".npy") {
+                dir.join(a).to_string_lossy().into_owned()
+            } else {
+                a.to_string()
+            }
+        }),
+    )
+    .unwrap();
+    let rnntrace::cli::Command::Gru(args) = cli.command else {
+        panic!()
+    };
+    let job = rnntrace::config::cell_job(rnntrace::weights::CellKind::Gru, &args).unwrap();
+    let c = rnntrace::app::compute::<f32>(&job);
+    let round = |v: f64| (v * 1e5).round() / 1e5;
+    let series = |chart: &rnntrace::render::plot::ChartData| {
+        chart
+            .series
+            .iter()
+            .map(|s| {
+                format!(
+                    "{}: {:?}",
+                    s.name,
+                    s.points
+                        .iter()
+                        .map(|(x, y)| (*x, round(*y)))
+                        .collect::<Vec<_>>()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let norms = rnntrace::render::plot::state_norms(&c.trace, Some(2));
+    let preds = rnntrace::render::plot::predictions(
+        &c.trace,
+        c.expected.as_ref(),
+        job.targets.as_ref(),
+        Some(2),
+    );
+    insta::assert_snapshot!(format!(
+        "{}\n{}\n\n{}\n{}",
+        norms.title,
+        series(&norms),
+        preds.title,
+        series(&preds)
+    ));
+}
+
+/// Text in charts comes from an embedded font: the binary must not link fontconfig or freetype.
+#[test]
+fn binary_links_no_font_libraries() {
+    let Ok(out) = std::process::Command::new("ldd")
+        .arg(assert_cmd::cargo::cargo_bin("rnntrace"))
+        .output()
+    else {
+        return; // no ldd on this platform
+    };
+    let libs = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !libs.contains("fontconfig") && !libs.contains("freetype"),
+        "{libs}"
+    );
 }
