@@ -9,7 +9,6 @@ use crate::compare::{self, Comparison};
 use crate::config::{self, CellJob};
 use crate::engine::{self, LayerInput, Stores};
 use crate::error::{Error, Result};
-use crate::io::npz_writer::{ArrayId, NpzStream};
 use crate::io::write::atomic_write;
 use crate::render::{self, Report};
 use crate::trace::{LayerTrace, Record, Trace};
@@ -51,6 +50,9 @@ pub fn run(cli: Cli) -> Result<Outcome> {
             execute(&job, "", started)
         }
         Command::Demo(d) => crate::demo::run(&d),
+        Command::Run(r) => crate::commands::run_model(&r, started),
+        Command::Inspect(i) => crate::commands::inspect(&i),
+        Command::Diagnose(a) => crate::diagnose::run(&a),
     }
 }
 
@@ -227,7 +229,7 @@ fn execute_as<T: Real>(job: &CellJob, title: &str, started: Instant) -> Result<O
 
     let (layer, npz) = match npz_target {
         Some(target) => {
-            let mut npz = NpzWriter::<T>::new(target, job, out.record)?;
+            let mut npz = render::npz::TraceNpz::<T>::new(target, job, out.record)?;
             let progress = Progress::new(job.x.shape()[1]);
             let mut sink = |t0: usize, stores: &Stores<T>| -> Result<()> {
                 let t = Instant::now();
@@ -248,7 +250,7 @@ fn execute_as<T: Real>(job: &CellJob, title: &str, started: Instant) -> Result<O
 
     let write_start = Instant::now();
     if let Some(npz) = npz {
-        npz.finish(job, &computed)?;
+        npz.finish(job, &computed.trace, computed.comparison.as_ref())?;
     }
     // JSON (file or stdout) and tables need complete per-step records; recompute what was not kept.
     let p = &out.plots;
@@ -285,7 +287,7 @@ fn execute_as<T: Real>(job: &CellJob, title: &str, started: Instant) -> Result<O
     };
     let report = Report {
         trace: json_trace,
-        detail,
+        detail: vec![detail],
         detail_rows,
         expected: computed.expected.clone(),
         comparison: computed.comparison.clone(),
@@ -360,158 +362,6 @@ fn subset<T: Real>(l: &LayerTrace<T>, rows: &[usize]) -> LayerTrace<T> {
         final_h: l.final_h.select(Axis(0), rows),
         final_c: l.final_c.as_ref().map(|c| c.select(Axis(0), rows)),
         ..l.clone()
-    }
-}
-
-/// The `.npz` trace: per-step arrays streamed time-major, small arrays added at the end.
-struct NpzWriter<T> {
-    stream: NpzStream,
-    gates: Vec<ArrayId>,
-    pre: Vec<ArrayId>,
-    h: Option<ArrayId>,
-    c: Option<ArrayId>,
-    out: Option<ArrayId>,
-    masked: Option<ArrayId>,
-    units: usize,
-    buf: Vec<u8>,
-    _t: std::marker::PhantomData<T>,
-}
-
-impl<T: Real> NpzWriter<T> {
-    fn new(target: &Path, job: &CellJob, record: Record) -> Result<NpzWriter<T>> {
-        let mut stream = NpzStream::new(target)?;
-        let (b, t, _) = job.x.dim();
-        let u = job.weights.units;
-        let shape = [t, b, u];
-        let names = job.weights.kind.gate_names();
-        let mut gates = Vec::new();
-        let mut pre = Vec::new();
-        if record.gates {
-            for g in names {
-                gates.push(stream.stream_array(
-                    &format!("gates/{g}"),
-                    T::DESCR,
-                    &shape,
-                    T::BYTES,
-                )?);
-            }
-            for g in names {
-                pre.push(stream.stream_array(&format!("pre/{g}"), T::DESCR, &shape, T::BYTES)?);
-            }
-        }
-        let (mut h, mut c, mut out) = (None, None, None);
-        if record.states {
-            h = Some(stream.stream_array("state/h", T::DESCR, &shape, T::BYTES)?);
-            if job.weights.kind == CellKind::Lstm {
-                c = Some(stream.stream_array("state/c", T::DESCR, &shape, T::BYTES)?);
-            }
-            out = Some(stream.stream_array("output", T::DESCR, &shape, T::BYTES)?);
-        }
-        let masked = if job.mask.is_some() || job.mask_value.is_some() {
-            Some(stream.stream_array("masked", "|b1", &[t, b], 1)?)
-        } else {
-            None
-        };
-        Ok(NpzWriter {
-            stream,
-            gates,
-            pre,
-            h,
-            c,
-            out,
-            masked,
-            units: u,
-            buf: Vec::new(),
-            _t: std::marker::PhantomData,
-        })
-    }
-
-    fn write_block(&mut self, s: &Stores<T>) -> Result<()> {
-        let u = self.units;
-        for (ids, arr) in [(&self.gates, &s.gates), (&self.pre, &s.pre)] {
-            if let Some(a) = arr {
-                for (k, id) in ids.iter().enumerate() {
-                    self.buf.clear();
-                    for row in a.rows() {
-                        T::extend_le(row.iter().skip(k * u).take(u).copied(), &mut self.buf);
-                    }
-                    self.stream.append(*id, &self.buf)?;
-                }
-            }
-        }
-        for (id, arr) in [(self.h, &s.h), (self.c, &s.c), (self.out, &s.out)] {
-            if let (Some(id), Some(a)) = (id, arr) {
-                self.buf.clear();
-                T::extend_le(a.iter().copied(), &mut self.buf);
-                self.stream.append(id, &self.buf)?;
-            }
-        }
-        if let Some(id) = self.masked {
-            let bytes: Vec<u8> = s.masked.iter().map(|&m| m as u8).collect();
-            self.stream.append(id, &bytes)?;
-        }
-        Ok(())
-    }
-
-    fn finish(mut self, job: &CellJob, c: &Computed<T>) -> Result<()> {
-        let l = &c.trace.layers[0];
-        let mut add = |name: &str, shape: &[usize], values: Vec<T>| {
-            let mut bytes = Vec::with_capacity(values.len() * T::BYTES);
-            T::extend_le(values.into_iter(), &mut bytes);
-            self.stream.add_array(name, T::DESCR, shape, bytes);
-        };
-        add("input", l.x.shape(), l.x.iter().copied().collect());
-        add(
-            "predictions",
-            c.trace.predictions.shape(),
-            c.trace.predictions.iter().copied().collect(),
-        );
-        add(
-            "last_output",
-            l.last_output.shape(),
-            l.last_output.iter().copied().collect(),
-        );
-        add(
-            "initial_state/h",
-            l.h0.shape(),
-            l.h0.iter().copied().collect(),
-        );
-        add(
-            "final_state/h",
-            l.final_h.shape(),
-            l.final_h.iter().copied().collect(),
-        );
-        if let (Some(c0), Some(fc)) = (&l.c0, &l.final_c) {
-            add("initial_state/c", c0.shape(), c0.iter().copied().collect());
-            add("final_state/c", fc.shape(), fc.iter().copied().collect());
-        }
-        let idx: Vec<u8> = l
-            .input_index
-            .iter()
-            .flat_map(|&i| (i as i64).to_le_bytes())
-            .collect();
-        self.stream
-            .add_array("input_index", "<i8", &[l.input_index.len()], idx);
-        let meta = serde_json::json!({
-            "format": "rnntrace-npz/1",
-            "layout": "per-step arrays are time-major: (steps, sequences, units), steps in processing order",
-            "name": l.name, "cell": l.kind.name(), "units": l.units, "features": l.features,
-            "activation": l.activation.name(), "recurrent_activation": l.recurrent_activation.name(),
-            "reset_after": l.reset_after, "go_backwards": l.go_backwards, "carry_state": l.carry_state,
-            "precision": T::NAME, "gates": l.kind.gate_names(),
-            "dense_activation": c.trace.dense_activation.map(|a| a.name()),
-            "comparison": c.comparison,
-            "window": job.window,
-        })
-        .to_string();
-        // A 0-d unicode array: json.loads(np.load(p)["metadata"][()]).
-        let chars: Vec<u8> = meta
-            .chars()
-            .flat_map(|ch| (ch as u32).to_le_bytes())
-            .collect();
-        let descr = format!("<U{}", meta.chars().count());
-        self.stream.add_array("metadata", &descr, &[], chars);
-        self.stream.finish()
     }
 }
 

@@ -23,6 +23,100 @@ pub enum Command {
     Gru(CellArgs),
     /// Run the built-in weather example (real Keras weights and predictions embedded in the binary).
     Demo(DemoArgs),
+    /// Run and trace a whole saved Keras model (.keras or .h5): stacks, Bidirectional, heads.
+    Run(RunArgs),
+    /// Summarise a saved model or a weights file: layers, shapes, parameters, gate blocks.
+    Inspect(InspectArgs),
+    /// Find the conventions (activations, gate order, go_backwards, state, head, …) that explain a framework's output.
+    Diagnose(DiagnoseArgs),
+}
+
+/// Arguments of `run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// A saved Keras model: .keras (Keras 3) or legacy .h5 (tf-keras 2.x, or Keras 3 asked for .h5).
+    #[arg(long, value_name = "MODEL")]
+    pub model: PathBuf,
+    /// Input .npy: (sequences, timesteps, features), or (timesteps, features) for one sequence.
+    #[arg(long, value_name = "X.npy")]
+    pub input: PathBuf,
+    /// Cut a 2-D (rows, features) series into sliding windows of K rows, each predicting row i+K.
+    #[arg(long, value_name = "K")]
+    pub window: Option<usize>,
+    /// Which recurrent layers get per-step tables (comma-separated names; default: all).
+    #[arg(long, value_name = "A,B")]
+    pub layers: Option<String>,
+    /// The framework's saved model.predict output (.npy); exit 1 if any element is outside tolerance.
+    #[arg(long, value_name = "P.npy")]
+    pub expected: Option<PathBuf>,
+    /// Absolute tolerance for --expected.
+    #[arg(long, default_value_t = 1e-5, value_name = "A")]
+    pub atol: f64,
+    /// Relative tolerance for --expected.
+    #[arg(long, default_value_t = 1e-5, value_name = "R")]
+    pub rtol: f64,
+    /// True values (.npy), shown beside predictions. With --window, the whole series.
+    #[arg(long, value_name = "Y.npy")]
+    pub targets: Option<PathBuf>,
+    /// scikit-learn scaler parameters (JSON) of the target: tables also show original units.
+    #[arg(long, value_name = "S.json")]
+    pub inverse_scale: Option<PathBuf>,
+    /// Comma-separated names of the model's outputs (default y0, y1, …).
+    #[arg(long, value_name = "A,B")]
+    pub output_names: Option<String>,
+    /// Precision of the computation.
+    #[arg(long, value_enum, default_value_t = PrecisionArg::F32)]
+    pub precision: PrecisionArg,
+    /// What stdout gets.
+    #[arg(long, value_enum, default_value_t = FormatArg::Table)]
+    pub format: FormatArg,
+    /// Also write the JSON trace to this file.
+    #[arg(long, value_name = "FILE.json")]
+    pub trace: Option<PathBuf>,
+    #[command(flatten)]
+    pub display: DisplayArgs,
+    #[command(flatten)]
+    pub plots: PlotArgs,
+}
+
+/// Arguments of `inspect`.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// A saved Keras model (.keras or .h5).
+    #[arg(
+        long,
+        value_name = "MODEL",
+        conflicts_with = "weights",
+        required_unless_present = "weights"
+    )]
+    pub model: Option<PathBuf>,
+    /// A weights file (any form `rnntrace lstm|gru --weights` takes); needs --cell.
+    #[arg(long, value_name = "W", requires = "cell")]
+    pub weights: Option<PathBuf>,
+    /// The cell the weights belong to.
+    #[arg(long, value_enum)]
+    pub cell: Option<CellArg>,
+    /// Weight layout of --weights.
+    #[arg(long, value_enum, default_value_t = LayoutArg::Auto)]
+    pub layout: LayoutArg,
+    /// Layer of a multi-layer PyTorch state dict.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub layer: usize,
+    /// Backward direction of a bidirectional PyTorch state dict.
+    #[arg(long)]
+    pub reverse: bool,
+    /// Colour in tables.
+    #[arg(long, value_enum, default_value_t = ColorArg::Auto)]
+    pub color: ColorArg,
+}
+
+/// A cell kind on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CellArg {
+    /// LSTM.
+    Lstm,
+    /// GRU.
+    Gru,
 }
 
 /// `reset_after` as given on the command line.
@@ -68,7 +162,7 @@ pub enum LayoutArg {
 /// What `--record` keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum RecordArg {
-    /// Gates, pre-activations, states and outputs.
+    /// Gates and states (and outputs).
     All,
     /// States and outputs.
     States,
@@ -168,6 +262,9 @@ pub struct CellArgs {
     /// What to keep of every step: gates and states, states only, or nothing but the predictions.
     #[arg(long, value_enum, default_value_t = RecordArg::All)]
     pub record: RecordArg,
+    /// Also keep the pre-activations in an .npz trace (the JSON trace always has them).
+    #[arg(long)]
+    pub record_pre: bool,
     /// Print one JSON line of timings on stderr: load_s, compute_s, write_s, total_s.
     #[arg(long)]
     pub timings: bool,
@@ -215,6 +312,65 @@ pub struct DisplayArgs {
     /// Print nothing but errors and the verdict.
     #[arg(long, short)]
     pub quiet: bool,
+}
+
+/// Arguments of `diagnose`: the files, and the convention flags of `lstm`/`gru` as the user would pass them.
+#[derive(Debug, Args)]
+pub struct DiagnoseArgs {
+    /// The layer type.
+    #[arg(long, value_parser = ["lstm", "gru"])]
+    pub cell: String,
+    /// Layer weights, in any form `lstm`/`gru` read.
+    #[arg(long, value_name = "W")]
+    pub weights: PathBuf,
+    /// Input .npy: (sequences, timesteps, features), or (timesteps, features) for one sequence.
+    #[arg(long, value_name = "X.npy")]
+    pub input: PathBuf,
+    /// The framework's model.predict output (.npy) to explain.
+    #[arg(long, value_name = "P.npy")]
+    pub expected: PathBuf,
+    /// Dense head applied to the last output: JSON [kernel, bias] or {kernel, bias}, or .npz.
+    #[arg(long, value_name = "D")]
+    pub dense: Option<PathBuf>,
+    /// Cut a 2-D (rows, features) series into sliding windows of K rows.
+    #[arg(long, value_name = "K")]
+    pub window: Option<usize>,
+    /// Your `activation` (as you would pass it to `lstm`/`gru`).
+    #[arg(long, default_value = "tanh", value_name = "NAME")]
+    pub activation: String,
+    /// Your `recurrent_activation`.
+    #[arg(long, default_value = "sigmoid", value_name = "NAME")]
+    pub recurrent_activation: String,
+    /// Your GRU `reset_after`.
+    #[arg(long, value_enum, default_value_t = ResetAfterArg::Auto)]
+    pub reset_after: ResetAfterArg,
+    /// You process each sequence last step first.
+    #[arg(long)]
+    pub go_backwards: bool,
+    /// You carry each sequence's final state into the next.
+    #[arg(long)]
+    pub carry_state: bool,
+    /// Your Dense head activation.
+    #[arg(long, default_value = "linear", value_name = "NAME")]
+    pub dense_activation: String,
+    /// Weight layout: auto (PyTorch names like weight_ih_l0 are recognised), keras, or pytorch.
+    #[arg(long, value_enum, default_value_t = LayoutArg::Auto)]
+    pub layout: LayoutArg,
+    /// Skip steps whose features all equal V, like a Keras Masking(mask_value=V) layer.
+    #[arg(long, value_name = "V", allow_negative_numbers = true)]
+    pub mask_value: Option<f64>,
+    /// Absolute tolerance of a match.
+    #[arg(long, default_value_t = 1e-5, value_name = "A")]
+    pub atol: f64,
+    /// Relative tolerance of a match.
+    #[arg(long, default_value_t = 1e-5, value_name = "R")]
+    pub rtol: f64,
+    /// What stdout gets: a paragraph and the ranking, or JSON.
+    #[arg(long, value_enum, default_value_t = FormatArg::Table)]
+    pub format: FormatArg,
+    /// Also write the best reading's weights in Keras layout (a JSON object) for `lstm`/`gru --weights`.
+    #[arg(long, value_name = "FILE.json")]
+    pub write_weights: Option<PathBuf>,
 }
 
 /// Arguments of `demo`.

@@ -366,7 +366,8 @@ pub fn cell_job(kind: CellKind, a: &CellArgs) -> Result<CellJob> {
             trace: a.trace.clone(),
             display,
             record: match a.record {
-                crate::cli::RecordArg::All => crate::trace::Record::ALL,
+                crate::cli::RecordArg::All if a.record_pre => crate::trace::Record::ALL,
+                crate::cli::RecordArg::All => crate::trace::Record::GATES,
                 crate::cli::RecordArg::States => crate::trace::Record::STATES,
                 crate::cli::RecordArg::None => crate::trace::Record::NONE,
             },
@@ -399,6 +400,23 @@ fn shape_input(
     path: &Path,
     window: Option<usize>,
     w: &CellWeights<f64>,
+) -> Result<Array3<f64>> {
+    let expects = format!(
+        "the kernel expects {} (kernel {})",
+        w.features,
+        shape_str(&[w.kernel.nrows(), w.kernel.ncols()])
+    );
+    series_input(raw, path, window, w.features, &expects)
+}
+
+/// Shapes an input array into (sequences, timesteps, features): 3-D as is, 2-D as one sequence, or a 2-D
+/// series cut into windows of `window` rows. `expects` completes "has N features per step; …".
+pub fn series_input(
+    raw: &RawArray,
+    path: &Path,
+    window: Option<usize>,
+    features: usize,
+    expects: &str,
 ) -> Result<Array3<f64>> {
     let x = match (raw.ndim(), window) {
         (2, Some(k)) => {
@@ -463,14 +481,12 @@ fn shape_input(
             format!("has shape {}: sequences have 0 timesteps", raw.shape_str()),
         ));
     }
-    if f != w.features {
+    if f != features {
         return Err(Error::input(
             path,
             format!(
-                "has {f} features per step (shape {}); the kernel expects {} (kernel {})",
-                raw.shape_str(),
-                w.features,
-                shape_str(&[w.kernel.nrows(), w.kernel.ncols()])
+                "has {f} features per step (shape {}); {expects}",
+                raw.shape_str()
             ),
         ));
     }
@@ -602,7 +618,7 @@ fn load_expected(
     })
 }
 
-fn load_targets(
+pub(crate) fn load_targets(
     path: &Path,
     batch: usize,
     outputs: usize,
@@ -646,4 +662,32 @@ fn load_targets(
     Ok(Array2::from_shape_fn((batch, width), |(i, j)| {
         raw.data[(i + offset) * width + j]
     }))
+}
+
+/// For `diagnose`, whose readings of the weights are validated by [`crate::weights::convention`]: the input
+/// (after `--window`) and `--expected`, read and checked exactly as [`cell_job`] does for `weights`.
+#[allow(clippy::too_many_arguments)]
+pub fn load_data(
+    input: &Path,
+    window: Option<usize>,
+    weights: &CellWeights<f64>,
+    expected: &Path,
+    outputs: usize,
+    no_dense: bool,
+    atol: f64,
+    rtol: f64,
+) -> Result<(Array3<f64>, Expected)> {
+    let x = shape_input(&io::read_npy(input)?, input, window, weights)?;
+    let (batch, steps, _) = x.dim();
+    let e = load_expected(
+        expected,
+        batch,
+        steps,
+        outputs,
+        no_dense,
+        weights.units,
+        atol,
+        rtol,
+    )?;
+    Ok((x, e))
 }

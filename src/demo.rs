@@ -9,7 +9,6 @@ use crate::app::Outcome;
 use crate::cli::{Cli, Command, DemoArgs, DemoCell};
 use crate::error::{Error, Result};
 use clap::Parser;
-use std::io::Write;
 
 macro_rules! fixture {
     ($case:literal, $file:literal) => {

@@ -77,7 +77,7 @@ impl<T: Real> Stores<T> {
     ) -> Stores<T> {
         let z = |on: bool, w: usize| on.then(|| Array3::zeros((steps, batch, w)));
         Stores {
-            pre: z(record.gates, gu),
+            pre: z(record.pre, gu),
             gates: z(record.gates, gu),
             h: z(record.states, u),
             c: z(record.states && lstm, u),

@@ -15,13 +15,17 @@ used directly.
 pub mod app;
 pub mod cell;
 pub mod cli;
+pub mod commands;
 pub mod compare;
 pub mod config;
 pub mod demo;
+pub mod diagnose;
 pub mod engine;
 pub mod error;
 pub mod io;
+pub mod model;
 pub mod render;
+pub mod runner;
 pub mod scaler;
 pub mod trace;
 pub mod weights;

@@ -16,8 +16,10 @@ use ndarray::{Array2, Array3, ArrayView1, s};
 /// What a run keeps of each step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Record {
-    /// Gates and pre-activations.
+    /// Activated gates.
     pub gates: bool,
+    /// Pre-activations.
+    pub pre: bool,
     /// States h, c and the layer output.
     pub states: bool,
 }
@@ -26,16 +28,25 @@ impl Record {
     /// Everything.
     pub const ALL: Record = Record {
         gates: true,
+        pre: true,
+        states: true,
+    };
+    /// Gates and states, no pre-activations.
+    pub const GATES: Record = Record {
+        gates: true,
+        pre: false,
         states: true,
     };
     /// States and outputs, no gates.
     pub const STATES: Record = Record {
         gates: false,
+        pre: false,
         states: true,
     };
     /// Only what the predictions need.
     pub const NONE: Record = Record {
         gates: false,
+        pre: false,
         states: false,
     };
 }

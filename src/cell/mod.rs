@@ -38,6 +38,8 @@ pub trait Real:
     const BYTES: usize;
     /// Appends the values' little-endian bytes.
     fn extend_le(values: impl Iterator<Item = Self>, out: &mut Vec<u8>);
+    /// The values' bytes in memory order.
+    fn as_bytes(values: &[Self]) -> &[u8];
     /// Converts from `f64` (rounding to nearest for `f32`).
     fn lit(v: f64) -> Self;
     /// Converts to `f64` (exact).
@@ -56,6 +58,9 @@ impl Real for f32 {
     const BYTES: usize = 4;
     fn extend_le(values: impl Iterator<Item = f32>, out: &mut Vec<u8>) {
         values.for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
+    }
+    fn as_bytes(values: &[f32]) -> &[u8] {
+        bytemuck::cast_slice(values)
     }
     fn lit(v: f64) -> f32 {
         v as f32
@@ -80,6 +85,9 @@ impl Real for f64 {
     const BYTES: usize = 8;
     fn extend_le(values: impl Iterator<Item = f64>, out: &mut Vec<u8>) {
         values.for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
+    }
+    fn as_bytes(values: &[f64]) -> &[u8] {
+        bytemuck::cast_slice(values)
     }
     fn lit(v: f64) -> f64 {
         v

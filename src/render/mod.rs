@@ -4,6 +4,7 @@ computes anything the engine did not record.
 */
 
 pub mod json;
+pub mod npz;
 pub mod number;
 pub mod plot;
 pub mod table;
@@ -18,8 +19,9 @@ use ndarray::Array2;
 pub struct Report<'a, T> {
     /// The recorded run (its layers may hold only what `--record` kept).
     pub trace: &'a Trace<T>,
-    /// A complete trace of the sequences that get per-step tables (rows in `detail_rows` order).
-    pub detail: &'a crate::trace::LayerTrace<T>,
+    /// Complete traces of the layers that get per-step tables, for the sequences in `detail_rows` (rows in
+    /// that order).
+    pub detail: Vec<&'a crate::trace::LayerTrace<T>>,
     /// The original sequence index of each row of `detail`.
     pub detail_rows: Vec<usize>,
     /// The framework's expected output, reshaped to (sequences, outputs) when it compares with predictions.

@@ -77,8 +77,19 @@ pub fn render<T: Real>(r: &Report<'_, T>) -> String {
     let shown = &r.detail_rows;
     if !d.quiet {
         let _ = writeln!(out, "{}", header_line(r, layer));
+        for l in r
+            .detail
+            .iter()
+            .filter(|l| l.name != layer.name || l.kind != layer.kind)
+        {
+            let _ = writeln!(
+                out,
+                "{}",
+                header_line(r, l).lines().next().unwrap_or_default()
+            );
+        }
         for (row, &b) in shown.iter().enumerate() {
-            sequence(&mut out, r, r.detail, row, b, n, color);
+            sequence(&mut out, r, &r.detail, row, b, n, color);
         }
         if shown.len() < n {
             let _ = writeln!(
@@ -144,7 +155,7 @@ fn unit_header(label: &str, units: usize, max: usize) -> Vec<Cell> {
 fn sequence<T: Real>(
     out: &mut String,
     r: &Report<'_, T>,
-    l: &LayerTrace<T>,
+    layers: &[&LayerTrace<T>],
     dr: usize,
     b: usize,
     n: usize,
@@ -162,90 +173,102 @@ fn sequence<T: Real>(
         );
     }
     let _ = writeln!(out, "{head} ══");
-    let shown_units = l.units.min(d.max_units);
-    for t in 0..l.steps() {
-        let ti = l.input_index[t];
-        let masked = l.is_masked(dr, t);
-        let _ = writeln!(
-            out,
-            "\n── Step {} of {} (input row {ti}){}",
-            t + 1,
-            l.steps(),
-            if masked {
-                " — masked: state carried through unchanged"
-            } else {
-                ""
-            }
-        );
-        // Input.
-        let x = l.x_at(dr, t);
-        let mut it = new_table(color);
-        it.set_header(vec!["Feature", "Value"]);
-        let limit = 12usize;
-        for (j, v) in x.iter().enumerate().take(limit) {
-            let name = d
-                .feature_names
-                .get(j)
-                .cloned()
-                .unwrap_or_else(|| format!("x{j}"));
-            it.add_row(vec![Cell::new(name), num(v.to_f())]);
-        }
-        let _ = writeln!(out, "Input\n{it}");
-        if x.len() > limit {
+    for l in layers {
+        if layers.len() > 1 {
             let _ = writeln!(
                 out,
-                "(+{} more features; the JSON trace has them all)",
-                x.len() - limit
-            );
-        }
-        // Gates.
-        let mut gt = new_table(color);
-        gt.set_header(unit_header("Gate", l.units, d.max_units));
-        for (k, label) in gate_labels(l.kind).iter().enumerate() {
-            let is_gate = !(label.starts_with("Cell candidate") || label.starts_with("Candidate"));
-            let mut row = vec![Cell::new(*label)];
-            row.extend(
-                l.gate(dr, t, k)
-                    .iter()
-                    .take(shown_units)
-                    .map(|v| gate_cell(v.to_f(), is_gate, color)),
-            );
-            gt.add_row(row);
-        }
-        let _ = writeln!(out, "Gates\n{gt}");
-        // State.
-        let mut st = new_table(color);
-        st.set_header(unit_header("State", l.units, d.max_units));
-        let mut add =
-            |name: &str, prev: ndarray::ArrayView1<'_, T>, new: ndarray::ArrayView1<'_, T>| {
-                let mut r1 = vec![Cell::new(format!("{name} previous"))];
-                r1.extend(prev.iter().take(shown_units).map(|v| num(v.to_f())));
-                let mut r2 = vec![Cell::new(format!("{name} new"))];
-                r2.extend(new.iter().take(shown_units).map(|v| num(v.to_f())));
-                let mut r3 = vec![Cell::new(format!("{name} change"))];
-                r3.extend(
-                    prev.iter()
-                        .zip(new.iter())
-                        .take(shown_units)
-                        .map(|(p, q)| change_cell(q.to_f() - p.to_f(), color)),
-                );
-                st.add_row(r1);
-                st.add_row(r2);
-                st.add_row(r3);
-            };
-        if let (Some(cp), Some(c)) = (l.c_prev(dr, t), l.c_at(dr, t)) {
-            add("Cell state c", cp, c);
-        }
-        add("Hidden state h", l.h_prev(dr, t), l.h_at(dr, t));
-        let _ = writeln!(out, "State\n{st}");
-        if l.units > shown_units {
-            let _ = writeln!(
-                out,
-                "(showing units 0–{} of {}; --max-units {} shows all)",
-                shown_units - 1,
-                l.units,
+                "\n── Layer '{}' ({}, {} units)",
+                l.name,
+                l.kind.name().to_uppercase(),
                 l.units
             );
+        }
+        let shown_units = l.units.min(d.max_units);
+        for t in 0..l.steps() {
+            let ti = l.input_index[t];
+            let masked = l.is_masked(dr, t);
+            let _ = writeln!(
+                out,
+                "\n── Step {} of {} (input row {ti}){}",
+                t + 1,
+                l.steps(),
+                if masked {
+                    " — masked: state carried through unchanged"
+                } else {
+                    ""
+                }
+            );
+            // Input.
+            let x = l.x_at(dr, t);
+            let mut it = new_table(color);
+            it.set_header(vec!["Feature", "Value"]);
+            let limit = 12usize;
+            for (j, v) in x.iter().enumerate().take(limit) {
+                let name = d
+                    .feature_names
+                    .get(j)
+                    .cloned()
+                    .unwrap_or_else(|| format!("x{j}"));
+                it.add_row(vec![Cell::new(name), num(v.to_f())]);
+            }
+            let _ = writeln!(out, "Input\n{it}");
+            if x.len() > limit {
+                let _ = writeln!(
+                    out,
+                    "(+{} more features; the JSON trace has them all)",
+                    x.len() - limit
+                );
+            }
+            // Gates.
+            let mut gt = new_table(color);
+            gt.set_header(unit_header("Gate", l.units, d.max_units));
+            for (k, label) in gate_labels(l.kind).iter().enumerate() {
+                let is_gate =
+                    !(label.starts_with("Cell candidate") || label.starts_with("Candidate"));
+                let mut row = vec![Cell::new(*label)];
+                row.extend(
+                    l.gate(dr, t, k)
+                        .iter()
+                        .take(shown_units)
+                        .map(|v| gate_cell(v.to_f(), is_gate, color)),
+                );
+                gt.add_row(row);
+            }
+            let _ = writeln!(out, "Gates\n{gt}");
+            // State.
+            let mut st = new_table(color);
+            st.set_header(unit_header("State", l.units, d.max_units));
+            let mut add =
+                |name: &str, prev: ndarray::ArrayView1<'_, T>, new: ndarray::ArrayView1<'_, T>| {
+                    let mut r1 = vec![Cell::new(format!("{name} previous"))];
+                    r1.extend(prev.iter().take(shown_units).map(|v| num(v.to_f())));
+                    let mut r2 = vec![Cell::new(format!("{name} new"))];
+                    r2.extend(new.iter().take(shown_units).map(|v| num(v.to_f())));
+                    let mut r3 = vec![Cell::new(format!("{name} change"))];
+                    r3.extend(
+                        prev.iter()
+                            .zip(new.iter())
+                            .take(shown_units)
+                            .map(|(p, q)| change_cell(q.to_f() - p.to_f(), color)),
+                    );
+                    st.add_row(r1);
+                    st.add_row(r2);
+                    st.add_row(r3);
+                };
+            if let (Some(cp), Some(c)) = (l.c_prev(dr, t), l.c_at(dr, t)) {
+                add("Cell state c", cp, c);
+            }
+            add("Hidden state h", l.h_prev(dr, t), l.h_at(dr, t));
+            let _ = writeln!(out, "State\n{st}");
+            if l.units > shown_units {
+                let _ = writeln!(
+                    out,
+                    "(showing units 0–{} of {}; --max-units {} shows all)",
+                    shown_units - 1,
+                    l.units,
+                    l.units
+                );
+            }
         }
     }
     // Prediction for this sequence: one row per metric, one column per output (the seeds' layout).

@@ -8,6 +8,7 @@ Keras's gate order (LSTM i|f|c|o, GRU z|r|h). Layout conversions from other fram
 and nowhere else.
 */
 
+pub mod convention;
 pub mod dense;
 pub mod keras;
 pub mod pytorch;

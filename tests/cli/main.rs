@@ -3,8 +3,10 @@
 //! Golden numbers come from real Keras (see `fixtures/generate.py` and `fixtures/VERSIONS.json`); this
 //! file never computes an expected value itself.
 
+mod diagnose;
 mod errors;
 mod golden;
+mod models;
 mod output;
 
 use assert_cmd::Command;

@@ -542,3 +542,176 @@ fn binary_links_no_font_libraries() {
         "{libs}"
     );
 }
+
+/// Reads an .npz written by rnntrace with the project's own reader (zip + .npy), keyed by member name.
+/// The metadata member (a unicode string) is checked for presence and JSON content, not decoded as numbers.
+fn npz_members(path: &Path) -> std::collections::HashMap<String, rnntrace::io::RawArray> {
+    use std::io::Read;
+    let mut z = zip::ZipArchive::new(std::fs::File::open(path).unwrap()).unwrap();
+    let mut out = std::collections::HashMap::new();
+    for i in 0..z.len() {
+        let mut m = z.by_index(i).unwrap();
+        let name = m.name().unwrap().trim_end_matches(".npy").to_string();
+        let mut bytes = Vec::new();
+        m.read_to_end(&mut bytes).unwrap();
+        let array = if name == "metadata" {
+            let text: String = bytes[128..]
+                .chunks(4)
+                .map(|c| char::from_u32(u32::from_le_bytes([c[0], c[1], c[2], c[3]])).unwrap())
+                .collect();
+            let meta: Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(meta["format"], "rnntrace-npz/1");
+            rnntrace::io::RawArray::new(vec![], vec![0.0], "metadata")
+        } else {
+            rnntrace::io::npy::parse(&bytes).unwrap()
+        };
+        out.insert(name, array);
+    }
+    out
+}
+
+#[test]
+fn npz_trace_holds_every_gate_time_major_and_matches_the_json_trace() {
+    let tmp = tempfile::tempdir().unwrap();
+    let npz = tmp.path().join("t.npz");
+    let dir = case_dir("lstm_masking_value");
+    let base = [
+        "lstm",
+        "--weights",
+        "weights.json",
+        "--input",
+        "input.npy",
+        "--mask-value",
+        "0",
+    ];
+    let (code, _, err) = run(rnntrace()
+        .current_dir(&dir)
+        .args(base)
+        .args(["-q", "--record-pre", "--trace"])
+        .arg(&npz));
+    assert_eq!(code, 0, "{err}");
+    let m = npz_members(&npz);
+    let (_, json, _) = run(rnntrace()
+        .current_dir(&dir)
+        .args(base)
+        .args(["--format", "json"]));
+    let t: Value = serde_json::from_str(&json).unwrap();
+    let seqs = t["layers"][0]["sequences"].as_array().unwrap();
+    let (b, steps) = (seqs.len(), seqs[0]["steps"].as_array().unwrap().len());
+    let u = t["layers"][0]["units"].as_u64().unwrap() as usize;
+    for g in ["i", "f", "c", "o"] {
+        assert_eq!(
+            m[&format!("gates/{g}")].shape,
+            vec![steps, b, u],
+            "gates/{g} is (steps, sequences, units)"
+        );
+        assert!(m.contains_key(&format!("pre/{g}")));
+    }
+    for name in [
+        "state/h",
+        "state/c",
+        "output",
+        "masked",
+        "input",
+        "input_index",
+        "predictions",
+        "final_state/h",
+        "metadata",
+    ] {
+        assert!(
+            m.contains_key(name),
+            "member {name} missing; have {:?}",
+            m.keys().collect::<Vec<_>>()
+        );
+    }
+    // Every gate and state equals the JSON trace's (same run, same numbers).
+    for (s, seq) in seqs.iter().enumerate() {
+        for (k, step) in seq["steps"].as_array().unwrap().iter().enumerate() {
+            for (name, json_field) in [
+                ("gates/f", &step["gates"]["f"]),
+                ("state/c", &step["state"]["c"]),
+                ("output", &step["output"]),
+            ] {
+                for (j, v) in json_field.as_array().unwrap().iter().enumerate() {
+                    let got = m[name].data[(k * b + s) * u + j];
+                    assert!(
+                        (got - v.as_f64().unwrap()).abs() < 1e-6,
+                        "{name}[{k}, {s}, {j}]: {got} vs {v}"
+                    );
+                }
+            }
+            assert_eq!(
+                m["masked"].data[k * b + s] != 0.0,
+                step["masked"].as_bool().unwrap()
+            );
+        }
+    }
+}
+
+#[test]
+fn record_modes_keep_what_they_say() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = case_dir("gru_weather_seed");
+    for (mode, gates, states) in [
+        ("all", true, true),
+        ("states", false, true),
+        ("none", false, false),
+    ] {
+        let npz = tmp.path().join(format!("{mode}.npz"));
+        let (code, _, err) = run(rnntrace()
+            .current_dir(&dir)
+            .args([
+                "gru",
+                "--weights",
+                "weights.json",
+                "--input",
+                "input.npy",
+                "--window",
+                "2",
+                "--dense",
+                "dense.json",
+            ])
+            .args([
+                "--expected",
+                "expected.npy",
+                "-q",
+                "--record",
+                mode,
+                "--trace",
+            ])
+            .arg(&npz));
+        assert_eq!(code, 0, "{err}");
+        let m = npz_members(&npz);
+        assert_eq!(m.contains_key("gates/z"), gates, "{mode}");
+        assert!(
+            !m.contains_key("pre/z"),
+            "pre-activations only with --record-pre"
+        );
+        assert_eq!(m.contains_key("state/h"), states, "{mode}");
+        // Predictions are always there and are the same whatever is recorded.
+        let expected = crate::npy(&dir.join("expected.npy")).1;
+        for (a, e) in m["predictions"].data.iter().zip(&expected) {
+            assert!((a - e).abs() < 1e-5);
+        }
+    }
+}
+
+#[test]
+fn timings_are_one_json_line_on_stderr() {
+    let (code, out, err) = run(weather_gru().args(["-q", "--timings"]));
+    assert_eq!(code, 0);
+    assert!(out.is_empty());
+    let t: Value = serde_json::from_str(err.trim()).unwrap_or_else(|e| panic!("{e}: {err}"));
+    for k in ["load_s", "compute_s", "write_s", "total_s"] {
+        assert!(t[k].as_f64().unwrap() >= 0.0, "{k}");
+    }
+    assert!(t["total_s"].as_f64() >= t["compute_s"].as_f64());
+}
+
+#[test]
+fn f64_precision_matches_keras_too() {
+    let (code, out, _) =
+        run(weather_gru().args(["--expected", "expected.npy", "-q", "--precision", "f64"]));
+    assert_eq!(code, 0, "{out}");
+    assert!(out.starts_with("PASS"));
+}

@@ -1,0 +1,170 @@
+"""rnntrace against PyTorch, Keras and a numpy loop, on the same case, in one run.
+
+    pip install tensorflow-cpu==2.21.0 torch numpy
+    cargo build --release
+    python examples/bench_vs_peers.py [--batch 512 --steps 100 --features 32 --units 128] [--repeats 7]
+
+For LSTM and GRU it builds one Keras layer with random weights, writes its weights (.npz) and a random input,
+then times (median of --repeats warm runs, 2 threads everywhere):
+  - PyTorch nn.LSTM / nn.GRU forward (no_grad), same weights converted, records nothing;
+  - Keras model.predict (TensorFlow backend), records nothing;
+  - a batched numpy float32 loop that records every gate and state;
+  - rnntrace --record all --trace FILE.npz --quiet --timings: compute_s (cell math and recording into memory
+    blocks, no file I/O) and total_s (the whole command: reading the input, computing, writing the full trace);
+  - rnntrace --record none (predictions only).
+It checks rnntrace's predictions against Keras's (--expected, 1e-5) and prints a table with ratios, then a
+scaling table (rnntrace compute_s as batch, timesteps and units double).
+"""
+import argparse, json, os, subprocess, sys, tempfile, time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+BIN = os.path.join(HERE, "..", "target", "release", "rnntrace")
+
+
+def median_time(fn, repeats):
+    fn()  # warm
+    ts = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t)
+    return float(np.median(ts))
+
+
+def numpy_loop(cell, x, k, r, b, units):
+    """Batched float32 forward that keeps every gate and state (what users write by hand)."""
+    B, T, _ = x.shape
+    xp = (x.reshape(B * T, -1) @ k).reshape(B, T, -1) + (b if cell == "lstm" else b[0])
+    h = np.zeros((B, units), np.float32)
+    c = np.zeros((B, units), np.float32)
+    sig = lambda v: 1.0 / (1.0 + np.exp(-v))
+    rec = []
+    for t in range(T):
+        if cell == "lstm":
+            z = xp[:, t] + h @ r
+            i, f, g, o = sig(z[:, :units]), sig(z[:, units:2 * units]), np.tanh(z[:, 2 * units:3 * units]), sig(z[:, 3 * units:])
+            c = f * c + i * g
+            h = o * np.tanh(c)
+            rec.append((i, f, g, o, h, c))
+        else:
+            mh = h @ r + b[1]
+            zr = sig(xp[:, t, :2 * units] + mh[:, :2 * units])
+            zg, rg = zr[:, :units], zr[:, units:]
+            hh = np.tanh(xp[:, t, 2 * units:] + rg * mh[:, 2 * units:])
+            h = zg * h + (1 - zg) * hh
+            rec.append((zg, rg, hh, h))
+    return h, rec
+
+
+def rnntrace(args, repeats):
+    def once():
+        out = subprocess.run([BIN, *args, "--timings"], capture_output=True, text=True)
+        if out.returncode not in (0,):
+            sys.exit(f"rnntrace failed ({out.returncode}): {out.stderr}")
+        return json.loads(out.stderr.strip().splitlines()[-1])
+    once()
+    runs = [once() for _ in range(repeats)]
+    return {k: float(np.median([r[k] for r in runs])) for k in runs[0]}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--batch", type=int, default=512)
+    ap.add_argument("--steps", type=int, default=100)
+    ap.add_argument("--features", type=int, default=32)
+    ap.add_argument("--units", type=int, default=128)
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--no-scaling", action="store_true")
+    a = ap.parse_args()
+    if not os.path.exists(BIN):
+        sys.exit("build first: cargo build --release")
+    import torch
+    import keras
+    import tensorflow as tf
+    torch.set_num_threads(2)
+    tf.config.threading.set_intra_op_parallelism_threads(2)
+    tf.config.threading.set_inter_op_parallelism_threads(2)
+    rng = np.random.default_rng(0)
+    B, T, F, U = a.batch, a.steps, a.features, a.units
+    x = rng.standard_normal((B, T, F)).astype(np.float32)
+    tmp = tempfile.mkdtemp()
+    np.save(os.path.join(tmp, "x.npy"), x)
+    rows = []
+    for cell in ("lstm", "gru"):
+        layer = keras.layers.LSTM(U) if cell == "lstm" else keras.layers.GRU(U)
+        model = keras.Sequential([keras.Input((T, F)), layer])
+        w = [v * 1.0 for v in layer.get_weights()]
+        w[2] = (rng.standard_normal(w[2].shape) * 0.1).astype(np.float32)
+        layer.set_weights(w)
+        k, r, b = layer.get_weights()
+        wpath = os.path.join(tmp, f"{cell}.npz")
+        np.savez(wpath, kernel=k, recurrent_kernel=r, bias=b)
+        expected = model.predict(x, batch_size=B, verbose=0)
+        np.save(os.path.join(tmp, f"{cell}_expected.npy"), expected)
+        t_keras = median_time(lambda: model.predict(x, batch_size=B, verbose=0), a.repeats)
+
+        # PyTorch with the same weights (layout conversion as in NUMERICS.md).
+        if cell == "lstm":
+            m = torch.nn.LSTM(F, U, batch_first=True)
+            with torch.no_grad():
+                m.weight_ih_l0.copy_(torch.from_numpy(k.T.copy()))
+                m.weight_hh_l0.copy_(torch.from_numpy(r.T.copy()))
+                m.bias_ih_l0.copy_(torch.from_numpy(b))
+                m.bias_hh_l0.zero_()
+        else:
+            m = torch.nn.GRU(F, U, batch_first=True)
+            perm = np.r_[np.arange(U, 2 * U), np.arange(0, U), np.arange(2 * U, 3 * U)]  # z,r,h -> r,z,n
+            with torch.no_grad():
+                m.weight_ih_l0.copy_(torch.from_numpy(k[:, perm].T.copy()))
+                m.weight_hh_l0.copy_(torch.from_numpy(r[:, perm].T.copy()))
+                m.bias_ih_l0.copy_(torch.from_numpy(b[0][perm].copy()))
+                m.bias_hh_l0.copy_(torch.from_numpy(b[1][perm].copy()))
+        xt = torch.from_numpy(x)
+        with torch.no_grad():
+            torch_out = m(xt)[0][:, -1].numpy()
+            t_torch = median_time(lambda: m(xt), a.repeats)
+        assert np.abs(torch_out - expected).max() < 1e-4, "PyTorch conversion mismatch"
+        t_numpy = median_time(lambda: numpy_loop(cell, x, k, r, b, U), max(3, a.repeats // 2))
+
+        base = [cell, "--weights", wpath, "--input", os.path.join(tmp, "x.npy"), "--quiet"]
+        trace = os.path.join(tmp, f"{cell}_trace.npz")
+        full = rnntrace(base + ["--record", "all", "--trace", trace, "--expected", os.path.join(tmp, f"{cell}_expected.npy")], a.repeats)
+        none = rnntrace(base + ["--record", "none"], a.repeats)
+        gflop = 2 * B * T * (F + U) * (4 if cell == "lstm" else 3) * U / 1e9
+        rows.append((cell, t_torch, t_keras, t_numpy, full, none, gflop, os.path.getsize(trace)))
+
+    print(f"\ncase: {B} sequences x {T} steps x {F} features -> {U} units, float32, 2 threads; median of {a.repeats} warm runs\n")
+    print("| | LSTM | GRU |")
+    print("|---|---|---|")
+    def line(label, f):
+        print(f"| {label} | " + " | ".join(f(r) for r in rows) + " |")
+    line("PyTorch forward (records nothing)", lambda r: f"{r[1]:.3f} s")
+    line("Keras model.predict (records nothing)", lambda r: f"{r[2]:.3f} s")
+    line("numpy loop recording every gate", lambda r: f"{r[3]:.3f} s")
+    line("rnntrace compute, every gate and state recorded", lambda r: f"{r[4]['compute_s']:.3f} s ({r[4]['compute_s'] / r[1]:.2f}x PyTorch)")
+    line("rnntrace compute, predictions only (--record none)", lambda r: f"{r[5]['compute_s']:.3f} s")
+    line("rnntrace whole command: read, compute, write full .npz trace", lambda r: f"{r[4]['total_s']:.3f} s ({r[4]['total_s'] / r[2]:.2f}x Keras predict)")
+    line("trace size", lambda r: f"{r[7] / 1e6:.0f} MB")
+    line("matrix-product FLOPs", lambda r: f"{r[6]:.1f} GFLOP ({r[6] / r[4]['compute_s']:.0f} GFLOP/s)")
+    if a.no_scaling:
+        return
+    print("\nrnntrace compute_s (--record all, in memory blocks), LSTM, as one dimension doubles:\n")
+    print("| batch | steps | units | compute_s |")
+    print("|---|---|---|---|")
+    for (bb, tt, uu) in [(B // 2, T, U), (B, T, U), (2 * B, T, U), (B, 2 * T, U), (B, T, 2 * U)]:
+        xs = rng.standard_normal((bb, tt, F)).astype(np.float32)
+        np.save(os.path.join(tmp, "xs.npy"), xs)
+        np.savez(os.path.join(tmp, "ws.npz"), kernel=rng.standard_normal((F, 4 * uu)).astype(np.float32) * 0.1,
+                 recurrent_kernel=rng.standard_normal((uu, 4 * uu)).astype(np.float32) * 0.1,
+                 bias=np.zeros(4 * uu, np.float32))
+        r = rnntrace(["lstm", "--weights", os.path.join(tmp, "ws.npz"), "--input", os.path.join(tmp, "xs.npy"), "--quiet",
+                      "--record", "all", "--trace", os.path.join(tmp, "ts.npz")], max(3, a.repeats // 2))
+        print(f"| {bb} | {tt} | {uu} | {r['compute_s']:.3f} s |")
+
+
+if __name__ == "__main__":
+    main()

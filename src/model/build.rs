@@ -1,0 +1,709 @@
+/*!
+From configuration and arrays to [`Layer`]s, with every shape checked.
+
+Both formats implement [`WeightSource`]: given a layer and which part of it (the layer itself, its
+recurrent cell, a `Bidirectional`'s forward or backward copy, a `TimeDistributed`'s inner layer), it
+returns the arrays in `get_weights()` order, each with the place it came from for messages. [`build`]
+walks the layers in data-flow order, tracking the shape that flows between them, so a kernel whose
+input dimension does not match what the previous layer produces is reported at load time.
+*/
+
+use super::config::{LayerSpec, ModelSpec, activation_name, shape_list};
+use super::{Layer, LayerKind, Recurrent, RecurrentCell, SUPPORTED_CLASSES};
+use crate::error::shape_str;
+use crate::io::RawArray;
+use serde_json::{Map, Value};
+
+/// Which arrays of a layer to fetch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// The layer's own arrays (Dense).
+    Own,
+    /// A recurrent layer's cell.
+    Cell,
+    /// The forward copy inside a `Bidirectional`.
+    Forward,
+    /// The backward copy inside a `Bidirectional`.
+    Backward,
+    /// The layer inside a `TimeDistributed`.
+    Inner,
+}
+
+/// An array and where it was found (an HDF5 path), for messages.
+pub type Located = (String, RawArray);
+
+/// Where a format keeps each layer's arrays.
+pub trait WeightSource {
+    /// The arrays of `part` of `layer`, in `get_weights()` order (kernel, recurrent kernel, bias). An
+    /// empty list when the file has none for it.
+    fn arrays(&mut self, layer: &LayerSpec, part: Part) -> Result<Vec<Located>, String>;
+}
+
+/// Classes that do nothing at inference.
+const IDENTITY_CLASSES: &[&str] = &[
+    "Dropout",
+    "SpatialDropout1D",
+    "GaussianNoise",
+    "GaussianDropout",
+    "AlphaDropout",
+    "ActivityRegularization",
+];
+
+/// The layers, input shape and all, of a parsed configuration with its weights.
+pub struct Built {
+    /// The model's input shape, batch first (empty when unknown).
+    pub input_shape: Vec<Option<usize>>,
+    /// The layers in data-flow order.
+    pub layers: Vec<Layer>,
+}
+
+/// Checks every class first (so an unsupported layer is named before any weight is read), then builds
+/// each layer in order.
+pub fn build(
+    spec: &ModelSpec,
+    source: &mut dyn WeightSource,
+    keras2: bool,
+) -> Result<Built, String> {
+    for l in &spec.layers {
+        check_supported(l)?;
+    }
+    let mut cur: Option<Vec<Option<usize>>> = declared_input_shape(spec);
+    let declared = cur.clone();
+    let mut layers = Vec::with_capacity(spec.layers.len());
+    for l in &spec.layers {
+        let label = format!("layer '{}' ({})", l.name, l.class_name);
+        let (kind, out) =
+            build_one(l, source, keras2, cur.as_deref()).map_err(|e| format!("{label}: {e}"))?;
+        cur = out.clone();
+        layers.push(Layer {
+            name: l.name.clone(),
+            class_name: l.class_name.clone(),
+            kind,
+            output_shape: out,
+        });
+    }
+    let input_shape = declared.unwrap_or_else(|| inferred_input_shape(&layers));
+    // Without a declared input shape the first layers' output shapes could not be computed before the
+    // first weighted layer; fill them in now that the input is known.
+    if !input_shape.is_empty() {
+        for layer in layers.iter_mut() {
+            if layer.output_shape.is_some() {
+                break;
+            }
+            if matches!(
+                layer.kind,
+                LayerKind::Input | LayerKind::Identity | LayerKind::Masking { .. }
+            ) {
+                layer.output_shape = Some(input_shape.clone());
+            } else {
+                break;
+            }
+        }
+    }
+    Ok(Built {
+        input_shape,
+        layers,
+    })
+}
+
+fn check_supported(l: &LayerSpec) -> Result<(), String> {
+    let ok = match l.class_name.as_str() {
+        "InputLayer" | "Dense" | "Masking" | "Activation" | "Flatten" | "Reshape" => true,
+        c if RecurrentCell::from_class_name(c).is_some() || IDENTITY_CLASSES.contains(&c) => true,
+        "Bidirectional" => {
+            let inner = inner_class(l, "layer");
+            if RecurrentCell::from_class_name(&inner).is_none() {
+                return Err(format!(
+                    "layer '{}' (Bidirectional({inner})) is not supported; Bidirectional must wrap an \
+                     LSTM, GRU or SimpleRNN",
+                    l.name
+                ));
+            }
+            true
+        }
+        "TimeDistributed" => {
+            let inner = inner_class(l, "layer");
+            if inner != "Dense" {
+                return Err(format!(
+                    "layer '{}' (TimeDistributed({inner})) is not supported; TimeDistributed must wrap \
+                     a Dense layer",
+                    l.name
+                ));
+            }
+            true
+        }
+        _ => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "layer '{}' ({}) is not supported; supported: {SUPPORTED_CLASSES}",
+            l.name, l.class_name
+        ))
+    }
+}
+
+fn inner_class(l: &LayerSpec, key: &str) -> String {
+    l.config
+        .get(key)
+        .and_then(|v| v.get("class_name"))
+        .and_then(Value::as_str)
+        .unwrap_or("?")
+        .to_string()
+}
+
+/// The input shape the configuration records: an InputLayer's `batch_shape` (Keras 3) or
+/// `batch_input_shape` (Keras 2), the first layer's `batch_input_shape`/`batch_shape`/`input_shape`, or
+/// the model's `build_input_shape`.
+fn declared_input_shape(spec: &ModelSpec) -> Option<Vec<Option<usize>>> {
+    let first = spec.layers.first()?;
+    for key in ["batch_shape", "batch_input_shape"] {
+        if let Some(s) = first.config.get(key).and_then(shape_list) {
+            return Some(s);
+        }
+    }
+    if let Some(s) = first.config.get("input_shape").and_then(shape_list) {
+        let mut full = vec![None];
+        full.extend(s);
+        return Some(full);
+    }
+    spec.build_input_shape.as_ref().and_then(shape_list)
+}
+
+/// `[None, None, features]` (recurrent) or `[None, features]` (dense) from the first weighted layer.
+fn inferred_input_shape(layers: &[Layer]) -> Vec<Option<usize>> {
+    for l in layers {
+        match &l.kind {
+            LayerKind::Recurrent(r) | LayerKind::Bidirectional { forward: r, .. } => {
+                return vec![None, None, Some(r.features)];
+            }
+            LayerKind::Dense { kernel, .. } => return vec![None, kernel.shape.first().copied()],
+            LayerKind::TimeDistributedDense { kernel, .. } => {
+                return vec![None, None, kernel.shape.first().copied()];
+            }
+            LayerKind::Input | LayerKind::Identity | LayerKind::Masking { .. } => continue,
+            _ => break,
+        }
+    }
+    Vec::new()
+}
+
+type Shape = Vec<Option<usize>>;
+
+fn build_one(
+    l: &LayerSpec,
+    source: &mut dyn WeightSource,
+    keras2: bool,
+    input: Option<&[Option<usize>]>,
+) -> Result<(LayerKind, Option<Shape>), String> {
+    let act = |v: Option<&Value>| -> Result<String, String> {
+        let name = activation_name(v)?;
+        Ok(if keras2 && name == "hard_sigmoid" {
+            "hard_sigmoid_keras2".to_string()
+        } else {
+            name
+        })
+    };
+    let same = input.map(<[Option<usize>]>::to_vec);
+    match l.class_name.as_str() {
+        "InputLayer" => {
+            let own = ["batch_shape", "batch_input_shape"]
+                .iter()
+                .find_map(|k| l.config.get(*k).and_then(shape_list));
+            Ok((LayerKind::Input, own.or(same)))
+        }
+        c if IDENTITY_CLASSES.contains(&c) => Ok((LayerKind::Identity, same)),
+        "Masking" => {
+            let mask_value = match l.config.get("mask_value") {
+                None | Some(Value::Null) => 0.0,
+                Some(v) => v.as_f64().ok_or("mask_value is not a number")?,
+            };
+            Ok((LayerKind::Masking { mask_value }, same))
+        }
+        "Activation" => Ok((
+            LayerKind::Activation {
+                activation: act(l.config.get("activation"))?,
+            },
+            same,
+        )),
+        "Flatten" => {
+            if l.config.get("data_format").and_then(Value::as_str) == Some("channels_first") {
+                return Err("data_format='channels_first' is not supported".into());
+            }
+            let out = input.map(|s| {
+                let rest: Option<usize> = s
+                    .iter()
+                    .skip(1)
+                    .try_fold(1usize, |acc, d| d.and_then(|d| acc.checked_mul(d)));
+                vec![s.first().copied().flatten(), rest]
+            });
+            Ok((LayerKind::Flatten, out))
+        }
+        "Reshape" => {
+            let target_shape: Vec<i64> = l
+                .config
+                .get("target_shape")
+                .and_then(Value::as_array)
+                .and_then(|a| a.iter().map(Value::as_i64).collect())
+                .ok_or("target_shape is missing or not a list of integers")?;
+            if target_shape.iter().filter(|&&d| d == -1).count() > 1
+                || target_shape.iter().any(|&d| d < -1)
+            {
+                return Err(format!(
+                    "target_shape {target_shape:?} is not a valid shape"
+                ));
+            }
+            let out = input.map(|s| reshape_out(s, &target_shape)).transpose()?;
+            Ok((LayerKind::Reshape { target_shape }, out))
+        }
+        "Dense" => {
+            let arrays = source.arrays(l, Part::Own)?;
+            let (kernel, bias, out) = dense(&l.config, arrays, input)?;
+            Ok((
+                LayerKind::Dense {
+                    kernel,
+                    bias,
+                    activation: act(l.config.get("activation"))?,
+                },
+                out,
+            ))
+        }
+        "TimeDistributed" => {
+            let inner = sub_config(&l.config, "layer")?;
+            if let Some(s) = input
+                && s.len() < 3
+            {
+                return Err(format!(
+                    "needs an input with a time axis (batch, timesteps, features); it receives {}",
+                    show_shape(s)
+                ));
+            }
+            let arrays = source.arrays(l, Part::Inner)?;
+            let (kernel, bias, out) = dense(inner, arrays, input)?;
+            Ok((
+                LayerKind::TimeDistributedDense {
+                    kernel,
+                    bias,
+                    activation: act(inner.get("activation"))?,
+                },
+                out,
+            ))
+        }
+        "Bidirectional" => {
+            let fwd_cfg = sub_config(&l.config, "layer")?;
+            let fwd_class = inner_class(l, "layer");
+            let (bwd_cfg, bwd_class) = match l.config.get("backward_layer") {
+                Some(b) if !b.is_null() => {
+                    let class = b
+                        .get("class_name")
+                        .and_then(Value::as_str)
+                        .unwrap_or("?")
+                        .to_string();
+                    (sub_config(&l.config, "backward_layer")?.clone(), class)
+                }
+                _ => {
+                    // No explicit backward layer: Keras copies the forward one with go_backwards flipped
+                    // (Keras 3 sets it to true; the same thing for every forward layer that is not
+                    // itself reversed).
+                    let mut c = fwd_cfg.clone();
+                    let g = c
+                        .get("go_backwards")
+                        .and_then(Value::as_bool)
+                        .unwrap_or(false);
+                    c.insert(
+                        "go_backwards".into(),
+                        Value::Bool(if keras2 { !g } else { true }),
+                    );
+                    (c, fwd_class.clone())
+                }
+            };
+            let bwd_cell = RecurrentCell::from_class_name(&bwd_class).ok_or_else(|| {
+                format!("its backward layer is a {bwd_class}; expected an LSTM, GRU or SimpleRNN")
+            })?;
+            let fwd_cell = RecurrentCell::from_class_name(&fwd_class).ok_or_else(|| {
+                format!("wraps a {fwd_class}; expected an LSTM, GRU or SimpleRNN")
+            })?;
+            let fa = source.arrays(l, Part::Forward)?;
+            let ba = source.arrays(l, Part::Backward)?;
+            let (mut forward, fout) = recurrent(fwd_cell, fwd_cfg, fa, input, keras2)
+                .map_err(|e| format!("forward layer: {e}"))?;
+            let (mut backward, _) = recurrent(bwd_cell, &bwd_cfg, ba, input, keras2)
+                .map_err(|e| format!("backward layer: {e}"))?;
+            if forward.return_sequences != backward.return_sequences {
+                return Err("its forward and backward layers disagree on return_sequences".into());
+            }
+            if forward.go_backwards == backward.go_backwards {
+                return Err("its forward and backward layers have the same go_backwards".into());
+            }
+            // Bidirectional forces zero_output_for_mask = return_sequences on both copies.
+            forward.zero_output_for_mask = forward.return_sequences;
+            backward.zero_output_for_mask = backward.return_sequences;
+            let merge_mode = match l.config.get("merge_mode") {
+                None => Some("concat".to_string()),
+                Some(Value::Null) => None,
+                Some(Value::String(s)) => Some(s.clone()),
+                Some(other) => return Err(format!("merge_mode {other} is not a name")),
+            };
+            let out = match merge_mode.as_deref() {
+                None => None,
+                Some(m @ ("sum" | "mul" | "ave")) => {
+                    if forward.units != backward.units {
+                        return Err(format!(
+                            "merge_mode '{m}' needs equal units; forward has {}, backward {}",
+                            forward.units, backward.units
+                        ));
+                    }
+                    fout
+                }
+                Some("concat") => fout.map(|mut s| {
+                    if let Some(last) = s.last_mut() {
+                        *last = Some(forward.units + backward.units);
+                    }
+                    s
+                }),
+                Some(other) => {
+                    return Err(format!(
+                        "merge_mode '{other}' is not one of concat, sum, mul, ave"
+                    ));
+                }
+            };
+            Ok((
+                LayerKind::Bidirectional {
+                    forward,
+                    backward,
+                    merge_mode,
+                },
+                out,
+            ))
+        }
+        c => {
+            let cell = RecurrentCell::from_class_name(c)
+                .ok_or_else(|| format!("is not supported; supported: {SUPPORTED_CLASSES}"))?;
+            let arrays = source.arrays(l, Part::Cell)?;
+            let (r, out) = recurrent(cell, &l.config, arrays, input, keras2)?;
+            Ok((LayerKind::Recurrent(r), out))
+        }
+    }
+}
+
+fn sub_config<'a>(
+    cfg: &'a Map<String, Value>,
+    key: &str,
+) -> Result<&'a Map<String, Value>, String> {
+    cfg.get(key)
+        .and_then(|v| v.get("config"))
+        .and_then(Value::as_object)
+        .ok_or_else(|| format!("its configuration has no {key}.config"))
+}
+
+fn get_bool(cfg: &Map<String, Value>, key: &str, default: bool) -> Result<bool, String> {
+    match cfg.get(key) {
+        None | Some(Value::Null) => Ok(default),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(other) => Err(format!("{key} is {other}; expected true or false")),
+    }
+}
+
+fn get_units(cfg: &Map<String, Value>) -> Result<Option<usize>, String> {
+    match cfg.get("units") {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .and_then(|u| usize::try_from(u).ok())
+            .filter(|&u| u > 0)
+            .map(Some)
+            .ok_or_else(|| format!("units is {v}; expected a positive integer")),
+    }
+}
+
+fn show_shape(s: &[Option<usize>]) -> String {
+    let parts: Vec<String> = s
+        .iter()
+        .map(|d| d.map_or("None".to_string(), |d| d.to_string()))
+        .collect();
+    if parts.len() == 1 {
+        format!("({},)", parts[0])
+    } else {
+        format!("({})", parts.join(", "))
+    }
+}
+
+fn describe(located: &Located) -> String {
+    format!("{} at {}", located.1.shape_str(), located.0)
+}
+
+/// A recurrent layer (or one direction of a Bidirectional) from its config and arrays.
+fn recurrent(
+    cell: RecurrentCell,
+    cfg: &Map<String, Value>,
+    arrays: Vec<Located>,
+    input: Option<&[Option<usize>]>,
+    keras2: bool,
+) -> Result<(Recurrent, Option<Shape>), String> {
+    let act = |key: &str, default: &str| -> Result<String, String> {
+        let name = match cfg.get(key) {
+            None => default.to_string(),
+            v => activation_name(v)?,
+        };
+        Ok(if keras2 && name == "hard_sigmoid" {
+            "hard_sigmoid_keras2".to_string()
+        } else {
+            name
+        })
+    };
+    if get_bool(cfg, "time_major", false)? {
+        return Err("time_major=True is not supported".into());
+    }
+    if let Some(s) = input
+        && s.len() != 3
+    {
+        return Err(format!(
+            "needs a 3-D input (batch, timesteps, features); it receives {}",
+            show_shape(s)
+        ));
+    }
+    let use_bias = get_bool(cfg, "use_bias", true)?;
+    let blocks = cell.blocks();
+    let expected_count = if use_bias { 3 } else { 2 };
+    let what = if use_bias {
+        "kernel, recurrent_kernel, bias"
+    } else {
+        "kernel, recurrent_kernel (use_bias=False)"
+    };
+    if arrays.is_empty() {
+        return Err(format!(
+            "its weights are missing from the file; expected {what}"
+        ));
+    }
+    if arrays.len() != expected_count {
+        let found: Vec<String> = arrays.iter().map(describe).collect();
+        return Err(format!(
+            "has {} weight arrays; expected {expected_count} ({what}); found {}",
+            arrays.len(),
+            found.join("; ")
+        ));
+    }
+    let mut it = arrays.into_iter();
+    let (kernel, recurrent_kernel, bias) = match (it.next(), it.next(), it.next()) {
+        (Some(k), Some(r), b) => (k, r, b),
+        _ => return Err(format!("expected {what}")),
+    };
+    // Units: from the config, else from the recurrent kernel.
+    let units = match get_units(cfg)? {
+        Some(u) => u,
+        None => *recurrent_kernel.1.shape.first().ok_or_else(|| {
+            format!(
+                "recurrent_kernel {} is not 2-D",
+                describe(&recurrent_kernel)
+            )
+        })?,
+    };
+    let width = units.checked_mul(blocks).ok_or("units is too large")?;
+    let cell_name = cell.class_name();
+    if kernel.1.ndim() != 2 || kernel.1.shape[1] != width {
+        return Err(format!(
+            "kernel {} does not fit a {cell_name} with {units} units; expected (features, {width})",
+            describe(&kernel)
+        ));
+    }
+    let features = kernel.1.shape[0];
+    if let Some(Some(f)) = input.and_then(|s| s.last().copied())
+        && f != features
+    {
+        return Err(format!(
+            "kernel {} reads {features} features, but the layer receives {f}; expected ({f}, {width})",
+            describe(&kernel)
+        ));
+    }
+    if recurrent_kernel.1.shape != [units, width] {
+        return Err(format!(
+            "recurrent_kernel {} does not fit a {cell_name} with {units} units; expected {}",
+            describe(&recurrent_kernel),
+            shape_str(&[units, width])
+        ));
+    }
+    let reset_after_cfg = match cfg.get("reset_after") {
+        None | Some(Value::Null) => None,
+        Some(Value::Bool(b)) => Some(*b),
+        Some(other) => return Err(format!("reset_after is {other}; expected true or false")),
+    };
+    let reset_after = match cell {
+        RecurrentCell::Gru => reset_after_cfg.unwrap_or_else(|| {
+            // Not recorded: the bias shape says; with no bias, Keras's default (true).
+            bias.as_ref().is_none_or(|b| b.1.ndim() == 2)
+        }),
+        _ => false,
+    };
+    if let Some(b) = &bias {
+        let expected: Vec<usize> = if reset_after {
+            vec![2, width]
+        } else {
+            vec![width]
+        };
+        if b.1.shape != expected {
+            let variant = match cell {
+                RecurrentCell::Gru if reset_after => {
+                    " (reset_after=True: input bias and recurrent bias)"
+                }
+                RecurrentCell::Gru => " (reset_after=False)",
+                _ => "",
+            };
+            return Err(format!(
+                "bias {} does not fit a {cell_name} with {units} units{variant}; expected {}",
+                describe(b),
+                shape_str(&expected)
+            ));
+        }
+    }
+    let return_sequences = get_bool(cfg, "return_sequences", false)?;
+    let r = Recurrent {
+        cell,
+        units,
+        features,
+        activation: act("activation", "tanh")?,
+        recurrent_activation: match cell {
+            RecurrentCell::SimpleRnn => String::new(),
+            _ => act("recurrent_activation", "sigmoid")?,
+        },
+        use_bias,
+        return_sequences,
+        return_state: get_bool(cfg, "return_state", false)?,
+        go_backwards: get_bool(cfg, "go_backwards", false)?,
+        stateful: get_bool(cfg, "stateful", false)?,
+        reset_after,
+        zero_output_for_mask: get_bool(cfg, "zero_output_for_mask", false)?,
+        kernel: kernel.1,
+        recurrent_kernel: recurrent_kernel.1,
+        bias: bias.map(|b| b.1),
+    };
+    let out = input.map(|s| {
+        if return_sequences {
+            vec![s[0], s[1], Some(units)]
+        } else {
+            vec![s[0], Some(units)]
+        }
+    });
+    Ok((r, out))
+}
+
+/// A Dense layer's kernel and bias from its config and arrays; the output shape replaces the last axis.
+fn dense(
+    cfg: &Map<String, Value>,
+    arrays: Vec<Located>,
+    input: Option<&[Option<usize>]>,
+) -> Result<(RawArray, Option<RawArray>, Option<Shape>), String> {
+    let use_bias = get_bool(cfg, "use_bias", true)?;
+    let expected_count = if use_bias { 2 } else { 1 };
+    let what = if use_bias {
+        "kernel, bias"
+    } else {
+        "kernel (use_bias=False)"
+    };
+    if arrays.is_empty() {
+        return Err(format!(
+            "its weights are missing from the file; expected {what}"
+        ));
+    }
+    if arrays.len() != expected_count {
+        let found: Vec<String> = arrays.iter().map(describe).collect();
+        return Err(format!(
+            "has {} weight arrays; expected {expected_count} ({what}); found {}",
+            arrays.len(),
+            found.join("; ")
+        ));
+    }
+    let mut it = arrays.into_iter();
+    let (kernel, bias) = match (it.next(), it.next()) {
+        (Some(k), b) => (k, b),
+        _ => return Err(format!("expected {what}")),
+    };
+    if kernel.1.ndim() != 2 {
+        return Err(format!(
+            "kernel {} is not 2-D (in, units)",
+            describe(&kernel)
+        ));
+    }
+    let (fin, units) = (kernel.1.shape[0], kernel.1.shape[1]);
+    if let Some(u) = get_units(cfg)?
+        && u != units
+    {
+        return Err(format!(
+            "kernel {} has {units} columns, but the layer has units={u}; expected ({fin}, {u})",
+            describe(&kernel)
+        ));
+    }
+    if let Some(s) = input {
+        if s.len() < 2 {
+            return Err(format!(
+                "needs at least a 2-D input; it receives {}",
+                show_shape(s)
+            ));
+        }
+        if let Some(Some(f)) = s.last()
+            && *f != fin
+        {
+            return Err(format!(
+                "kernel {} reads {fin} values, but the layer receives {f}; expected ({f}, {units})",
+                describe(&kernel)
+            ));
+        }
+    }
+    if let Some(b) = &bias
+        && b.1.shape != [units]
+    {
+        return Err(format!(
+            "bias {} does not fit a Dense with {units} units; expected ({units},)",
+            describe(b)
+        ));
+    }
+    let out = input.map(|s| {
+        let mut o = s.to_vec();
+        if let Some(last) = o.last_mut() {
+            *last = Some(units);
+        }
+        o
+    });
+    Ok((kernel.1, bias.map(|b| b.1), out))
+}
+
+/// The output shape of `Reshape(target)` on `input`.
+fn reshape_out(input: &[Option<usize>], target: &[i64]) -> Result<Shape, String> {
+    let batch = input.first().copied().flatten();
+    let total: Option<usize> = input
+        .iter()
+        .skip(1)
+        .try_fold(1usize, |acc, d| d.and_then(|d| acc.checked_mul(d)));
+    let known: usize = target
+        .iter()
+        .filter(|&&d| d >= 0)
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d as usize))
+        .ok_or("target_shape is too large")?;
+    let mut out = vec![batch];
+    for &d in target {
+        if d == -1 {
+            out.push(match total {
+                Some(t) if known > 0 && t % known == 0 => Some(t / known),
+                Some(t) => {
+                    return Err(format!(
+                        "cannot reshape {} values per sample into {target:?}",
+                        t
+                    ));
+                }
+                None => None,
+            });
+        } else {
+            out.push(Some(d as usize));
+        }
+    }
+    if let Some(t) = total
+        && !target.contains(&-1)
+        && t != known
+    {
+        return Err(format!(
+            "cannot reshape {} into target_shape {target:?}: {t} values per sample, not {known}",
+            show_shape(input)
+        ));
+    }
+    Ok(out)
+}

@@ -1,0 +1,672 @@
+/*!
+The architecture JSON (`config.json` in a `.keras`, the `model_config` attribute of an `.h5`).
+
+Shape: `{"class_name": "Sequential" | "Functional" | "Model", "config": {"layers": [...]}}` (Keras 2.0–2.1
+Sequential: `"config": [...]`), each layer `{"class_name", "config": {...}, "name"?, "inbound_nodes"?}`.
+A Sequential model's layers run in list order. A Functional model is accepted when it is a linear chain:
+one input, one output, every other layer fed by exactly one tensor of the layer before it; the chain is
+followed from the output back to the input, so list order does not matter. Inbound references come in two
+encodings: Keras 3 (`{"args": [{"class_name": "__keras_tensor__", "config": {"keras_history": [name, node,
+tensor]}}], "kwargs": {...}}`) and Keras 2 (`[[name, node, tensor, kwargs], ...]`).
+
+Also here: each layer's group name in a Keras 3 weights file (snake_case class name, de-duplicated in
+list order: `lstm`, `lstm_1`), and activations given as strings or as serialized objects.
+*/
+
+use serde_json::{Map, Value};
+
+/// One layer as the configuration describes it.
+#[derive(Debug, Clone)]
+pub struct LayerSpec {
+    /// The layer's name.
+    pub name: String,
+    /// Keras's class name.
+    pub class_name: String,
+    /// The layer's `config` object.
+    pub config: Map<String, Value>,
+    /// The layer's group under `layers/` in a Keras 3 weights file, by Keras's naming rule.
+    pub weights_key: String,
+}
+
+/// A parsed model configuration.
+#[derive(Debug, Clone)]
+pub struct ModelSpec {
+    /// `Sequential`, `Functional` or `Model`.
+    pub class_name: String,
+    /// The layers in data-flow order.
+    pub layers: Vec<LayerSpec>,
+    /// `build_input_shape` / `build_config.input_shape` of the model, if recorded.
+    pub build_input_shape: Option<Value>,
+}
+
+/// Parses the architecture JSON text.
+pub fn parse(text: &str) -> Result<ModelSpec, String> {
+    let root: Value = serde_json::from_str(text)
+        .map_err(|e| format!("model configuration is not valid JSON: {e}"))?;
+    let obj = root
+        .as_object()
+        .ok_or("model configuration is not a JSON object")?;
+    let class_name = obj
+        .get("class_name")
+        .and_then(Value::as_str)
+        .ok_or("model configuration has no class_name")?
+        .to_string();
+    let config = obj
+        .get("config")
+        .ok_or("model configuration has no config")?;
+    let functional = match class_name.as_str() {
+        "Sequential" => false,
+        "Functional" | "Model" => true,
+        other => {
+            return Err(format!(
+                "model class '{other}' is not supported; expected a Sequential model or a Functional \
+                 model (keras.Model(inputs, outputs)) whose layers form a linear chain"
+            ));
+        }
+    };
+    let (raw_layers, top) = match config {
+        Value::Array(list) => (list.as_slice(), None),
+        Value::Object(m) => (
+            m.get("layers")
+                .and_then(Value::as_array)
+                .map(Vec::as_slice)
+                .ok_or("model configuration has no layer list (config.layers)")?,
+            Some(m),
+        ),
+        _ => return Err("model configuration's config is neither an object nor a list".into()),
+    };
+    let mut layers = Vec::with_capacity(raw_layers.len());
+    let mut used: Vec<(String, usize)> = Vec::new();
+    for (i, raw) in raw_layers.iter().enumerate() {
+        let lo = raw
+            .as_object()
+            .ok_or_else(|| format!("layer #{i} of the configuration is not an object"))?;
+        let class = lo
+            .get("class_name")
+            .and_then(Value::as_str)
+            .ok_or_else(|| format!("layer #{i} of the configuration has no class_name"))?;
+        let cfg = match lo.get("config") {
+            Some(Value::Object(m)) => m.clone(),
+            None | Some(Value::Null) => Map::new(),
+            Some(_) => {
+                return Err(format!(
+                    "layer #{i} ({class}) has a config that is not an object"
+                ));
+            }
+        };
+        let name = lo
+            .get("name")
+            .and_then(Value::as_str)
+            .or_else(|| cfg.get("name").and_then(Value::as_str))
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("layer_{i}"));
+        layers.push(LayerSpec {
+            weights_key: unique_key(&to_snake_case(class), &mut used),
+            name,
+            class_name: class.to_string(),
+            config: cfg,
+        });
+    }
+    let order = if functional {
+        let top = top.ok_or("functional model configuration has no layer graph")?;
+        linear_chain(raw_layers, &layers, top)?
+    } else {
+        (0..layers.len()).collect()
+    };
+    let build_input_shape = top.and_then(|m| {
+        m.get("build_input_shape")
+            .filter(|v| !v.is_null())
+            .cloned()
+            .or_else(|| {
+                obj.get("build_config")
+                    .and_then(|b| b.get("input_shape"))
+                    .filter(|v| !v.is_null())
+                    .cloned()
+            })
+    });
+    let mut by_index: Vec<Option<LayerSpec>> = layers.into_iter().map(Some).collect();
+    let layers = order
+        .into_iter()
+        .filter_map(|i| by_index.get_mut(i).and_then(Option::take))
+        .collect();
+    Ok(ModelSpec {
+        class_name,
+        layers,
+        build_input_shape,
+    })
+}
+
+/// Keras's `naming.to_snake_case`: drop non-word characters, then `_` before capitalised words and
+/// between a lower-case letter and a capital (`SimpleRNN` → `simple_rnn`, `SpatialDropout1D` →
+/// `spatial_dropout1d`).
+pub fn to_snake_case(name: &str) -> String {
+    let chars: Vec<char> = name
+        .chars()
+        .filter(|c| c.is_alphanumeric() || *c == '_')
+        .collect();
+    // re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
+    let mut step1: Vec<char> = Vec::with_capacity(chars.len() + 4);
+    let mut i = 0;
+    while i < chars.len() {
+        if i + 2 < chars.len()
+            && chars[i] != '\n'
+            && chars[i + 1].is_ascii_uppercase()
+            && chars[i + 2].is_ascii_lowercase()
+        {
+            let mut j = i + 2;
+            while j < chars.len() && chars[j].is_ascii_lowercase() {
+                j += 1;
+            }
+            step1.push(chars[i]);
+            step1.push('_');
+            step1.extend_from_slice(&chars[i + 1..j]);
+            i = j;
+        } else {
+            step1.push(chars[i]);
+            i += 1;
+        }
+    }
+    // re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
+    let mut out = String::with_capacity(step1.len() + 4);
+    let mut i = 0;
+    while i < step1.len() {
+        if i + 1 < step1.len() && step1[i].is_ascii_lowercase() && step1[i + 1].is_ascii_uppercase()
+        {
+            out.push(step1[i]);
+            out.push('_');
+            out.push(step1[i + 1]);
+            i += 2;
+        } else {
+            out.push(step1[i]);
+            i += 1;
+        }
+    }
+    out.to_lowercase()
+}
+
+/// Keras's `_get_unique_name`: the first `lstm` is `lstm`, the next `lstm_1`, then `lstm_2`.
+fn unique_key(base: &str, used: &mut Vec<(String, usize)>) -> String {
+    match used.iter_mut().find(|(n, _)| n == base) {
+        Some((_, count)) => {
+            *count += 1;
+            format!("{base}_{count}")
+        }
+        None => {
+            used.push((base.to_string(), 0));
+            base.to_string()
+        }
+    }
+}
+
+/// A reference to a layer's output: (layer name, node index, tensor index).
+type TensorRef = (String, i64, i64);
+
+/// Orders a functional model's layers input → output, refusing anything but a linear chain.
+fn linear_chain(
+    raw_layers: &[Value],
+    layers: &[LayerSpec],
+    top: &Map<String, Value>,
+) -> Result<Vec<usize>, String> {
+    let label = |i: usize| format!("layer '{}' ({})", layers[i].name, layers[i].class_name);
+    let index_of = |name: &str| layers.iter().position(|l| l.name == name);
+    let ends = |key: &str| -> Result<Vec<TensorRef>, String> {
+        let v = top
+            .get(key)
+            .ok_or_else(|| format!("functional model configuration has no {key}"))?;
+        let mut refs = Vec::new();
+        collect_refs_legacy_list(v, &mut refs);
+        Ok(refs)
+    };
+    let inputs = ends("input_layers")?;
+    let outputs = ends("output_layers")?;
+    if inputs.len() != 1 {
+        return Err(format!(
+            "the model has {} inputs; only models with one input are supported",
+            inputs.len()
+        ));
+    }
+    if outputs.len() != 1 {
+        return Err(format!(
+            "the model has {} outputs; only models with one output are supported",
+            outputs.len()
+        ));
+    }
+    let input = index_of(&inputs[0].0).ok_or_else(|| {
+        format!(
+            "the model's input layer '{}' is not in its layer list",
+            inputs[0].0
+        )
+    })?;
+    let (out_name, _, out_tensor) = &outputs[0];
+    let mut at = index_of(out_name)
+        .ok_or_else(|| format!("the model's output layer '{out_name}' is not in its layer list"))?;
+    if *out_tensor != 0 {
+        return Err(format!(
+            "the model's output is tensor #{out_tensor} of {}; only the main output of the last layer is \
+             supported",
+            label(at)
+        ));
+    }
+    let mut chain = vec![at];
+    while at != input {
+        let nodes = inbound_nodes(&raw_layers[at]);
+        if nodes.is_empty() {
+            return Err(format!(
+                "{} has no inbound layer but is not the model's input; only a linear chain of layers \
+                 is supported",
+                label(at)
+            ));
+        }
+        if nodes.len() > 1 {
+            return Err(format!(
+                "{} is called {} times (a shared layer); only a linear chain of layers is supported",
+                label(at),
+                nodes.len()
+            ));
+        }
+        let refs = &nodes[0].data;
+        if refs.len() != 1 {
+            let names: Vec<&str> = refs.iter().map(|r| r.0.as_str()).collect();
+            return Err(format!(
+                "{} takes {} inputs ({}); only a linear chain of layers is supported",
+                label(at),
+                refs.len(),
+                names.join(", ")
+            ));
+        }
+        let (prev_name, _, tensor) = &refs[0];
+        let prev = index_of(prev_name)
+            .ok_or_else(|| format!("{} reads from unknown layer '{prev_name}'", label(at)))?;
+        if *tensor != 0 {
+            return Err(format!(
+                "{} reads output #{tensor} of {} (a returned state); only a linear chain of main outputs \
+                 is supported",
+                label(at),
+                label(prev)
+            ));
+        }
+        if chain.contains(&prev) {
+            return Err(format!("{} is part of a cycle", label(prev)));
+        }
+        chain.push(prev);
+        at = prev;
+    }
+    chain.reverse();
+    // Masks: a layer on the chain may receive `mask=` only when a Masking layer comes before it (the
+    // mask is then that layer's, which the runner recomputes), and the mask must come from the op
+    // layers Keras records for it.
+    let mask_ops: Vec<usize> = (0..layers.len())
+        .filter(|i| !chain.contains(i) && MASK_OPS.contains(&layers[*i].class_name.as_str()))
+        .collect();
+    for (pos, &i) in chain.iter().enumerate() {
+        let masks: Vec<TensorRef> = inbound_nodes(&raw_layers[i])
+            .into_iter()
+            .flat_map(|n| n.mask)
+            .collect();
+        if masks.is_empty() {
+            continue;
+        }
+        let masked = chain[..pos]
+            .iter()
+            .any(|&j| layers[j].class_name == "Masking");
+        let from_ops = masks
+            .iter()
+            .all(|(name, _, _)| mask_ops.iter().any(|&j| &layers[j].name == name));
+        if !masked || !from_ops {
+            return Err(format!(
+                "{} receives an explicit mask tensor; only the mask of a Masking layer earlier in the \
+                 chain is supported",
+                label(i)
+            ));
+        }
+    }
+    // The recorded comparison must be a Masking layer's own (`x != mask_value`).
+    let mask_values: Vec<f64> = chain
+        .iter()
+        .filter(|&&j| layers[j].class_name == "Masking")
+        .map(|&j| {
+            layers[j]
+                .config
+                .get("mask_value")
+                .and_then(Value::as_f64)
+                .unwrap_or(0.0)
+        })
+        .collect();
+    for &j in mask_ops
+        .iter()
+        .filter(|&&j| layers[j].class_name == "NotEqual")
+    {
+        let constants: Vec<f64> = raw_layers[j]
+            .get("inbound_nodes")
+            .and_then(|n| n.get(0))
+            .and_then(|n| n.get("args"))
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_f64).collect())
+            .unwrap_or_default();
+        if constants.iter().any(|c| !mask_values.contains(c)) {
+            return Err(format!(
+                "{} compares with {constants:?}, which is no Masking layer's mask_value; only the mask \
+                 of a Masking layer is supported",
+                label(j)
+            ));
+        }
+    }
+    if let Some(off) = (0..layers.len()).find(|i| !chain.contains(i) && !mask_ops.contains(i)) {
+        return Err(format!(
+            "{} is not on the path from the input to the output; only a linear chain of layers is \
+             supported",
+            label(off)
+        ));
+    }
+    Ok(chain)
+}
+
+/// What one call of a layer reads: its data tensors, and the mask tensors passed as `mask=`.
+#[derive(Debug, Default)]
+struct Node {
+    data: Vec<TensorRef>,
+    mask: Vec<TensorRef>,
+}
+
+/// The inbound nodes of a functional layer entry.
+fn inbound_nodes(raw: &Value) -> Vec<Node> {
+    let Some(nodes) = raw.get("inbound_nodes").and_then(Value::as_array) else {
+        return Vec::new();
+    };
+    nodes
+        .iter()
+        .map(|node| {
+            let mut n = Node::default();
+            match node {
+                // Keras 3: {"args": [...], "kwargs": {...}}. Tensors in args, and in any kwarg but
+                // `mask`, are data; Keras 3 records the mask a Masking layer computes as NotEqual/Any op
+                // layers whose result reaches later layers as `mask=`.
+                Value::Object(m) => {
+                    if let Some(args) = m.get("args") {
+                        collect_keras_tensors(args, &mut n.data, 0);
+                    }
+                    if let Some(Value::Object(kwargs)) = m.get("kwargs") {
+                        for (k, v) in kwargs {
+                            let into = if k == "mask" {
+                                &mut n.mask
+                            } else {
+                                &mut n.data
+                            };
+                            collect_keras_tensors(v, into, 0);
+                        }
+                    }
+                }
+                // Keras 2: [[name, node, tensor, kwargs], ...].
+                Value::Array(_) => collect_refs_legacy_list(node, &mut n.data),
+                _ => {}
+            }
+            n
+        })
+        .collect()
+}
+
+/// Op layers through which Keras 3 records a Masking layer's mask (`any(x != mask_value, axis=-1)`).
+const MASK_OPS: &[&str] = &["NotEqual", "Any"];
+
+/// Collects `keras_history` triples of every `__keras_tensor__` inside a Keras 3 node.
+fn collect_keras_tensors(v: &Value, out: &mut Vec<TensorRef>, depth: usize) {
+    if depth > 64 {
+        return;
+    }
+    match v {
+        Value::Object(m) => {
+            if m.get("class_name").and_then(Value::as_str) == Some("__keras_tensor__") {
+                if let Some(r) = m
+                    .get("config")
+                    .and_then(|c| c.get("keras_history"))
+                    .and_then(triple)
+                {
+                    out.push(r);
+                }
+                return;
+            }
+            for x in m.values() {
+                collect_keras_tensors(x, out, depth + 1);
+            }
+        }
+        Value::Array(a) => {
+            for x in a {
+                collect_keras_tensors(x, out, depth + 1);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Collects `[name, node, tensor, ...]` entries from a Keras 2 list (or a single such triple).
+fn collect_refs_legacy_list(v: &Value, out: &mut Vec<TensorRef>) {
+    if let Some(r) = triple(v) {
+        out.push(r);
+        return;
+    }
+    if let Some(list) = v.as_array() {
+        for x in list {
+            if let Some(r) = triple(x) {
+                out.push(r);
+            } else if x.is_array() {
+                collect_refs_legacy_list(x, out);
+            }
+        }
+    }
+}
+
+/// `[name, node, tensor, ...]` as a reference.
+fn triple(v: &Value) -> Option<TensorRef> {
+    let a = v.as_array()?;
+    let name = a.first()?.as_str()?;
+    let node = a.get(1)?.as_i64()?;
+    let tensor = a.get(2)?.as_i64()?;
+    Some((name.to_string(), node, tensor))
+}
+
+/// An activation as a config gives it: a name, `null` (linear), or a serialized object
+/// (`{"class_name": "function", "config": "relu"}`, `{"config": {"name": "relu"}}`).
+pub fn activation_name(v: Option<&Value>) -> Result<String, String> {
+    match v {
+        None | Some(Value::Null) => Ok("linear".into()),
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(Value::Object(m)) => {
+            if let Some(Value::String(s)) = m.get("config") {
+                return Ok(s.clone());
+            }
+            if let Some(Value::String(s)) = m.get("config").and_then(|c| c.get("name"))
+                && matches!(
+                    m.get("class_name").and_then(Value::as_str),
+                    Some("function") | None
+                )
+            {
+                return Ok(s.clone());
+            }
+            let class = m.get("class_name").and_then(Value::as_str).unwrap_or("?");
+            Err(format!(
+                "activation given as a {class} object, which is not supported; use a named activation"
+            ))
+        }
+        Some(other) => Err(format!("activation {other} is not a name")),
+    }
+}
+
+/// A shape list from JSON (`[null, 32, 28]`), `None` entries for `null`.
+pub fn shape_list(v: &Value) -> Option<Vec<Option<usize>>> {
+    v.as_array()?
+        .iter()
+        .map(|d| match d {
+            Value::Null => Some(None),
+            Value::Number(n) => n.as_u64().and_then(|u| usize::try_from(u).ok()).map(Some),
+            _ => None,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snake_case_matches_keras() {
+        for (class, key) in [
+            ("LSTM", "lstm"),
+            ("GRU", "gru"),
+            ("SimpleRNN", "simple_rnn"),
+            ("Bidirectional", "bidirectional"),
+            ("TimeDistributed", "time_distributed"),
+            ("SpatialDropout1D", "spatial_dropout1d"),
+            ("Conv1D", "conv1d"),
+            ("InputLayer", "input_layer"),
+            ("ActivityRegularization", "activity_regularization"),
+            ("GaussianNoise", "gaussian_noise"),
+        ] {
+            assert_eq!(to_snake_case(class), key, "{class}");
+        }
+    }
+
+    #[test]
+    fn keys_are_deduplicated_per_class_in_list_order() {
+        let text = r#"{"class_name": "Sequential", "config": {"layers": [
+            {"class_name": "InputLayer", "config": {"batch_shape": [null, 3, 2]}},
+            {"class_name": "LSTM", "config": {"name": "a"}},
+            {"class_name": "Dropout", "config": {"name": "d"}},
+            {"class_name": "LSTM", "config": {"name": "b"}},
+            {"class_name": "Dense", "config": {"name": "c"}},
+            {"class_name": "LSTM", "config": {"name": "e"}}]}}"#;
+        let spec = parse(text).unwrap();
+        let keys: Vec<&str> = spec.layers.iter().map(|l| l.weights_key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "input_layer",
+                "lstm",
+                "dropout",
+                "lstm_1",
+                "dense",
+                "lstm_2"
+            ]
+        );
+    }
+
+    #[test]
+    fn activations_as_strings_or_objects() {
+        let v: Value = serde_json::json!({"module": "keras.activations", "class_name": "function",
+                                          "config": "relu", "registered_name": "function"});
+        assert_eq!(activation_name(Some(&v)).unwrap(), "relu");
+        assert_eq!(activation_name(None).unwrap(), "linear");
+        assert_eq!(activation_name(Some(&Value::Null)).unwrap(), "linear");
+        let v: Value =
+            serde_json::json!({"class_name": "LeakyReLU", "config": {"negative_slope": 0.3}});
+        assert!(activation_name(Some(&v)).unwrap_err().contains("LeakyReLU"));
+    }
+
+    #[test]
+    fn keras2_sequential_config_may_be_a_bare_list() {
+        let text = r#"{"class_name": "Sequential", "config": [
+            {"class_name": "LSTM", "config": {"name": "lstm_1", "batch_input_shape": [null, 5, 3]}}]}"#;
+        let spec = parse(text).unwrap();
+        assert_eq!(spec.layers.len(), 1);
+        assert_eq!(spec.layers[0].name, "lstm_1");
+    }
+
+    #[test]
+    fn legacy_functional_chain_is_followed_from_the_output() {
+        // Listed out of order on purpose.
+        let text = r#"{"class_name": "Model", "config": {"layers": [
+            {"class_name": "Dense", "name": "d", "config": {"name": "d"}, "inbound_nodes": [[["l", 0, 0, {}]]]},
+            {"class_name": "InputLayer", "name": "i", "config": {"name": "i"}, "inbound_nodes": []},
+            {"class_name": "LSTM", "name": "l", "config": {"name": "l"}, "inbound_nodes": [[["i", 0, 0, {}]]]}],
+            "input_layers": [["i", 0, 0]], "output_layers": [["d", 0, 0]]}}"#;
+        let spec = parse(text).unwrap();
+        let names: Vec<&str> = spec.layers.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(names, ["i", "l", "d"]);
+    }
+
+    #[test]
+    fn state_outputs_and_shared_layers_are_refused() {
+        let text = r#"{"class_name": "Functional", "config": {"layers": [
+            {"class_name": "InputLayer", "name": "i", "config": {}, "inbound_nodes": []},
+            {"class_name": "LSTM", "name": "l", "config": {}, "inbound_nodes": [[["i", 0, 0, {}]]]},
+            {"class_name": "Dense", "name": "d", "config": {}, "inbound_nodes": [[["l", 0, 1, {}]]]}],
+            "input_layers": [["i", 0, 0]], "output_layers": [["d", 0, 0]]}}"#;
+        let e = parse(text).unwrap_err();
+        assert!(e.contains("layer 'd' (Dense) reads output #1"), "{e}");
+        let text = r#"{"class_name": "Functional", "config": {"layers": [
+            {"class_name": "InputLayer", "name": "i", "config": {}, "inbound_nodes": []},
+            {"class_name": "Dense", "name": "d", "config": {},
+             "inbound_nodes": [[["i", 0, 0, {}]], [["i", 0, 0, {}]]]}],
+            "input_layers": [["i", 0, 0]], "output_layers": [["d", 1, 0]]}}"#;
+        let e = parse(text).unwrap_err();
+        assert!(e.contains("shared layer"), "{e}");
+    }
+
+    #[test]
+    fn masks_must_come_from_a_masking_layer() {
+        let layer = |class: &str, name: &str, node: &str| {
+            format!(
+                r#"{{"class_name": "{class}", "name": "{name}", "config": {{"mask_value": 0.0}}, "inbound_nodes": {node}}}"#
+            )
+        };
+        let t = |from: &str| {
+            format!(
+                r#"{{"class_name": "__keras_tensor__", "config": {{"keras_history": ["{from}", 0, 0]}}}}"#
+            )
+        };
+        let graph = |masking: bool| {
+            let mut layers = vec![
+                layer("InputLayer", "i", "[]"),
+                layer(
+                    "NotEqual",
+                    "ne",
+                    &format!(r#"[{{"args": [{}, 0.0], "kwargs": {{}}}}]"#, t("i")),
+                ),
+                layer(
+                    "Any",
+                    "any",
+                    &format!(r#"[{{"args": [{}], "kwargs": {{}}}}]"#, t("ne")),
+                ),
+            ];
+            let first = if masking {
+                layers.push(layer(
+                    "Masking",
+                    "m",
+                    &format!(r#"[{{"args": [{}], "kwargs": {{}}}}]"#, t("i")),
+                ));
+                "m"
+            } else {
+                "i"
+            };
+            layers.push(layer(
+                "LSTM",
+                "l",
+                &format!(
+                    r#"[{{"args": [{}], "kwargs": {{"mask": {}}}}}]"#,
+                    t(first),
+                    t("any")
+                ),
+            ));
+            format!(
+                r#"{{"class_name": "Functional", "config": {{"layers": [{}],
+                    "input_layers": ["i", 0, 0], "output_layers": ["l", 0, 0]}}}}"#,
+                layers.join(",")
+            )
+        };
+        let spec = parse(&graph(true)).unwrap();
+        let names: Vec<&str> = spec.layers.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(names, ["i", "m", "l"]);
+        let e = parse(&graph(false)).unwrap_err();
+        assert!(
+            e.contains("layer 'l' (LSTM) receives an explicit mask"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn other_model_classes_are_refused() {
+        let e = parse(r#"{"class_name": "MyModel", "config": {}}"#).unwrap_err();
+        assert!(e.contains("'MyModel'"), "{e}");
+        assert!(parse("[1, 2]").unwrap_err().contains("not a JSON object"));
+        assert!(parse("{").unwrap_err().contains("not valid JSON"));
+    }
+}

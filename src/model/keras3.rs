@@ -1,0 +1,249 @@
+/*!
+`.keras` archives: a zip of `metadata.json`, `config.json` and `model.weights.h5`.
+
+Keras 3 (and tf-keras ≥ 2.13, whose `.keras` is the same format) stores layer k's arrays in
+`model.weights.h5` under `layers/<key>/`, where `<key>` is the snake_case class name, de-duplicated in
+`model.layers` order (`lstm`, `lstm_1`; see [`super::config::to_snake_case`]):
+
+| layer | arrays (`get_weights()` order) |
+|---|---|
+| LSTM / GRU / SimpleRNN | `layers/<key>/cell/vars/0, 1, 2` (kernel, recurrent_kernel, bias) |
+| Bidirectional | `layers/<key>/forward_layer/cell/vars/…`, `layers/<key>/backward_layer/cell/vars/…` |
+| Dense | `layers/<key>/vars/0, 1` (kernel, bias) |
+| TimeDistributed(Dense) | `layers/<key>/layer/vars/0, 1` |
+
+Keras 3 also writes a `name` attribute (the layer's name) on each `layers/<key>/vars` group; when it is
+there it decides which group belongs to which layer, and the naming rule is the fallback (tf-keras writes
+no such attribute). Optimizer state (`optimizer/vars/…`) is ignored.
+*/
+
+use super::build::{self, Located, Part, WeightSource};
+use super::config::{self, LayerSpec};
+use super::h5::H5;
+use super::{MAX_JSON_BYTES, MAX_WEIGHTS_BYTES, ModelFormat, SavedModel, major_version};
+use crate::error::{Error, Result};
+use std::collections::HashMap;
+use std::io::{Cursor, Read};
+use std::path::Path;
+
+/// The weights member of the archive.
+const WEIGHTS_MEMBER: &str = "model.weights.h5";
+
+/// Reads a `.keras` archive held in memory.
+pub fn load(path: &Path, bytes: &[u8]) -> Result<SavedModel> {
+    let err = |what: String| Error::input(path, what);
+    let mut zip = zip::ZipArchive::new(Cursor::new(bytes))
+        .map_err(|e| err(format!("not a valid .keras archive (zip): {e}")))?;
+    let names: Vec<String> = zip
+        .file_names()
+        .map(|n| {
+            n.map(|n| n.into_owned())
+                .unwrap_or_else(|_| "<unreadable name>".into())
+        })
+        .collect();
+    let has = |n: &str| names.iter().any(|m| m == n);
+    if !has("config.json") {
+        let hint = if names.iter().any(|n| n.ends_with(".npy")) {
+            " (this looks like a NumPy .npz archive, not a model)"
+        } else {
+            ""
+        };
+        return Err(err(format!(
+            "zip archive has no config.json, so it is not a Keras .keras model{hint}; members: {}",
+            list(&names)
+        )));
+    }
+    let config_text = read_text(&mut zip, "config.json", bytes.len()).map_err(&err)?;
+    let keras_version = if has("metadata.json") {
+        let meta = read_text(&mut zip, "metadata.json", bytes.len()).map_err(&err)?;
+        let v: serde_json::Value = serde_json::from_str(&meta)
+            .map_err(|e| err(format!("metadata.json is not valid JSON: {e}")))?;
+        v.get("keras_version")
+            .and_then(|v| v.as_str())
+            .unwrap_or("unknown")
+            .to_string()
+    } else {
+        "unknown".to_string()
+    };
+    // A .keras without a version is assumed to be Keras 3, whose format it is.
+    let major = major_version(&keras_version);
+    if major == Some(1) {
+        return Err(err(format!(
+            "was saved by Keras {keras_version}; only files from Keras 2 and 3 are supported"
+        )));
+    }
+    let keras2 = major.is_some_and(|m| m < 3);
+    let spec = config::parse(&config_text).map_err(|e| err(format!("config.json: {e}")))?;
+    if !has(WEIGHTS_MEMBER) {
+        let what = if has("model.weights.npz") {
+            "its weights are in model.weights.npz (saved with weights_format=\"npz\"), which is not \
+             supported; save with the default .h5 weights"
+                .to_string()
+        } else {
+            format!("archive has no {WEIGHTS_MEMBER}; members: {}", list(&names))
+        };
+        return Err(err(what));
+    }
+    let weights =
+        read_member(&mut zip, WEIGHTS_MEMBER, MAX_WEIGHTS_BYTES, bytes.len()).map_err(&err)?;
+    let h5 = H5::open(weights).map_err(|e| err(format!("{WEIGHTS_MEMBER}: {e}")))?;
+    let mut source = Store::new(h5).map_err(|e| err(format!("{WEIGHTS_MEMBER}: {e}")))?;
+    let built = build::build(&spec, &mut source, keras2).map_err(err)?;
+    Ok(SavedModel {
+        path: path.to_path_buf(),
+        format: ModelFormat::Keras3Zip,
+        keras_version,
+        keras2,
+        input_shape: built.input_shape,
+        layers: built.layers,
+    })
+}
+
+fn list(names: &[String]) -> String {
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names.join(", ")
+    }
+}
+
+/// Reads one member, refusing to inflate it past `cap` or past what deflate could produce from the
+/// archive's size.
+fn read_member(
+    zip: &mut zip::ZipArchive<Cursor<&[u8]>>,
+    name: &str,
+    cap: u64,
+    archive_len: usize,
+) -> std::result::Result<Vec<u8>, String> {
+    let mut member = zip
+        .by_name(name)
+        .map_err(|e| format!("cannot open {name} in the archive: {e}"))?;
+    let declared = member.size();
+    if declared > cap || declared > (archive_len as u64).saturating_mul(1032) {
+        return Err(format!(
+            "{name} claims {declared} bytes uncompressed; refusing to inflate it"
+        ));
+    }
+    let mut buf = Vec::with_capacity(declared as usize);
+    (&mut member)
+        .take(declared + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| format!("{name} cannot be decompressed: {e}"))?;
+    if buf.len() as u64 != declared {
+        return Err(format!(
+            "{name} decompresses to {} bytes, not the {declared} its header declares",
+            buf.len()
+        ));
+    }
+    Ok(buf)
+}
+
+fn read_text(
+    zip: &mut zip::ZipArchive<Cursor<&[u8]>>,
+    name: &str,
+    archive_len: usize,
+) -> std::result::Result<String, String> {
+    let bytes = read_member(zip, name, MAX_JSON_BYTES, archive_len)?;
+    String::from_utf8(bytes).map_err(|_| format!("{name} is not UTF-8 text"))
+}
+
+/// Arrays from a Keras 3 `model.weights.h5`.
+struct Store {
+    h5: H5,
+    /// Layer name → group under `layers/`, from the `name` attribute Keras 3 writes on `…/vars`.
+    by_name: HashMap<String, String>,
+}
+
+impl Store {
+    fn new(h5: H5) -> std::result::Result<Store, String> {
+        let mut by_name = HashMap::new();
+        if let Some(members) = h5.members("layers")? {
+            for key in members.groups {
+                if let Some(name) = h5.attr_string(&format!("layers/{key}/vars"), "name")? {
+                    by_name.entry(name).or_insert(key);
+                }
+            }
+        }
+        Ok(Store { h5, by_name })
+    }
+
+    /// The datasets `0, 1, 2, …` of the group at `path`, in numeric order; empty if there is no group.
+    fn vars(&self, path: &str) -> std::result::Result<Vec<Located>, String> {
+        let Some(members) = self.h5.members(path)? else {
+            return Ok(Vec::new());
+        };
+        let mut indexed: Vec<(usize, &String)> = Vec::new();
+        for d in &members.datasets {
+            let i: usize = d
+                .parse()
+                .map_err(|_| format!("{WEIGHTS_MEMBER}: unexpected dataset {path}/{d}"))?;
+            indexed.push((i, d));
+        }
+        indexed.sort();
+        if let Some(missing) = (0..indexed.len()).find(|&pos| indexed[pos].0 != pos) {
+            return Err(format!(
+                "{WEIGHTS_MEMBER}: {path} has datasets {}; expected 0, 1, … without gaps (no {missing})",
+                indexed
+                    .iter()
+                    .map(|(_, d)| d.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        indexed
+            .into_iter()
+            .map(|(_, d)| {
+                let p = format!("{path}/{d}");
+                self.h5
+                    .read_array(&p)
+                    .map(|a| (p, a))
+                    .map_err(|e| format!("{WEIGHTS_MEMBER}: {e}"))
+            })
+            .collect()
+    }
+}
+
+impl WeightSource for Store {
+    fn arrays(
+        &mut self,
+        layer: &LayerSpec,
+        part: Part,
+    ) -> std::result::Result<Vec<Located>, String> {
+        let key = self
+            .by_name
+            .get(&layer.name)
+            .cloned()
+            .unwrap_or_else(|| layer.weights_key.clone());
+        let base = format!("layers/{key}");
+        let path = match part {
+            Part::Own => format!("{base}/vars"),
+            Part::Cell => format!("{base}/cell/vars"),
+            Part::Forward => format!("{base}/forward_layer/cell/vars"),
+            Part::Backward => format!("{base}/backward_layer/cell/vars"),
+            Part::Inner => format!("{base}/layer/vars"),
+        };
+        let arrays = self.vars(&path)?;
+        if arrays.is_empty() {
+            let there = match self.h5.members(&base)? {
+                Some(m) => format!(
+                    "{base} holds {}",
+                    if m.groups.is_empty() && m.datasets.is_empty() {
+                        "nothing".to_string()
+                    } else {
+                        m.groups
+                            .iter()
+                            .chain(m.datasets.iter())
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    }
+                ),
+                None => format!("there is no group {base}"),
+            };
+            return Err(format!(
+                "its weights are missing: {WEIGHTS_MEMBER} has no arrays at {path} ({there})"
+            ));
+        }
+        Ok(arrays)
+    }
+}

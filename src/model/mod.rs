@@ -1,0 +1,330 @@
+/*!
+Whole saved Keras models: `.keras` archives (Keras 3, and tf-keras's own `.keras`) and legacy `.h5` files
+(tf-keras / Keras 2, or Keras 3 asked for `.h5`), read without Python or C libraries.
+
+[`load`] turns a file into a [`SavedModel`]: the layers in the order data flows through them, each with
+its configuration and its weights as [`RawArray`]s in Keras's own layout (the layout `get_weights()`
+returns), every shape checked against the configuration and against the previous layer's output.
+
+How the file is read:
+- [`keras3`]: the zip's `metadata.json` (Keras version), `config.json` (architecture) and
+  `model.weights.h5`, where layer k's arrays sit under `layers/<snake_case class name, de-duplicated>/…`;
+- [`legacy`]: the HDF5 root attributes `model_config` and `keras_version`, and `model_weights`, whose
+  `layer_names` and per-layer `weight_names` attributes say where each array is;
+- [`config`]: the architecture JSON, shared by both (Sequential, or a Functional model that is a linear
+  chain);
+- [`build`]: configuration plus arrays into [`Layer`]s, with every shape checked;
+- [`h5`]: the small, bounded HDF5 access both formats need (the `hdf5-reader` crate, pure Rust).
+
+Activation names are Keras's strings, except that `hard_sigmoid` in a file saved by Keras 1/2 (tf-keras)
+becomes `hard_sigmoid_keras2`: Keras 2 defines it as `clip(0.2x + 0.5, 0, 1)`, Keras 3 as `relu6(x + 3) / 6`
+(see [`crate::cell::activation`]).
+*/
+
+pub mod build;
+pub mod config;
+pub mod h5;
+pub mod keras3;
+pub mod legacy;
+
+#[cfg(test)]
+mod tests;
+
+use crate::error::{Error, Result};
+use crate::io::RawArray;
+use std::path::{Path, PathBuf};
+
+/// Which container a model came in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelFormat {
+    /// A `.keras` zip: `metadata.json`, `config.json`, `model.weights.h5` (Keras 3, or tf-keras ≥ 2.13).
+    Keras3Zip,
+    /// A legacy HDF5 `.h5`: `model_config` and `keras_version` attributes, weights under `model_weights`.
+    LegacyH5,
+}
+
+impl ModelFormat {
+    /// A short description for messages and `inspect`: `.keras archive` or `legacy .h5`.
+    pub fn describe(self) -> &'static str {
+        match self {
+            ModelFormat::Keras3Zip => ".keras archive",
+            ModelFormat::LegacyH5 => "legacy .h5",
+        }
+    }
+}
+
+/// A saved model, ready to run: its layers in data-flow order with their weights.
+#[derive(Debug, Clone)]
+pub struct SavedModel {
+    /// The file it was read from.
+    pub path: PathBuf,
+    /// The container format.
+    pub format: ModelFormat,
+    /// The Keras version that saved it (`metadata.json` or the `keras_version` attribute), e.g. `3.15.1`,
+    /// `2.21.0`; `unknown` when the file does not say.
+    pub keras_version: String,
+    /// True when the file was saved by Keras 1/2 or tf-keras (any version below 3). Such a file's
+    /// `hard_sigmoid` is Keras 2's `clip(0.2x + 0.5, 0, 1)`; [`load`] has already renamed it
+    /// `hard_sigmoid_keras2` in every activation field.
+    pub keras2: bool,
+    /// The model's input shape, batch dimension first (`None` = not fixed), e.g. `[None, 32, 28]`.
+    /// From the input layer's `batch_shape`/`batch_input_shape` when the file records one; otherwise
+    /// inferred from the first weighted layer (`[None, None, features]` for a recurrent layer), or empty
+    /// when nothing says.
+    pub input_shape: Vec<Option<usize>>,
+    /// The layers in the order data flows through them. Input layers are included (as
+    /// [`LayerKind::Input`]) when the file's configuration lists one, which Keras 2 and 3 do for every
+    /// model built with `keras.Input`.
+    pub layers: Vec<Layer>,
+}
+
+impl SavedModel {
+    /// The layers that compute something: every layer but the input layers.
+    pub fn compute_layers(&self) -> impl Iterator<Item = &Layer> {
+        self.layers
+            .iter()
+            .filter(|l| !matches!(l.kind, LayerKind::Input))
+    }
+
+    /// The output shape of the last layer (batch dimension first), when known.
+    pub fn output_shape(&self) -> Option<&[Option<usize>]> {
+        self.layers.last().and_then(|l| l.output_shape.as_deref())
+    }
+}
+
+/// One layer of a saved model.
+#[derive(Debug, Clone)]
+pub struct Layer {
+    /// The layer's name (`lstm`, `lstm_1`, or whatever the user named it).
+    pub name: String,
+    /// Keras's class name (`LSTM`, `Bidirectional`, `TimeDistributed`, `Dropout`, …).
+    pub class_name: String,
+    /// What the layer does, with its weights.
+    pub kind: LayerKind,
+    /// The shape of the layer's output, batch dimension first (`None` entries are not fixed). `None` when
+    /// it cannot be known (a `Bidirectional` with `merge_mode=None` returns two tensors, and everything
+    /// after it).
+    pub output_shape: Option<Vec<Option<usize>>>,
+}
+
+/// What a layer computes. Weights are in Keras's layout (kernel `(in, gates·units)`, row-vector math).
+// A model has a handful of layers: the inline `Recurrent`s (no boxes to match through) cost nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone)]
+pub enum LayerKind {
+    /// `InputLayer`: passes the model input on.
+    Input,
+    /// `LSTM`, `GRU` or `SimpleRNN`.
+    Recurrent(Recurrent),
+    /// `Bidirectional(LSTM|GRU|SimpleRNN)`. `backward` has `go_backwards = true` (it reads the sequence last
+    /// step first; with `return_sequences` Keras flips its output back to time order before merging).
+    Bidirectional {
+        /// The forward copy (its config is the wrapped layer's).
+        forward: Recurrent,
+        /// The backward copy.
+        backward: Recurrent,
+        /// `concat` (`[forward, backward]` on the last axis), `sum`, `mul`, `ave`, or `None` (two outputs).
+        merge_mode: Option<String>,
+    },
+    /// `Dense`: `activation(x·kernel + bias)` on the last axis.
+    Dense {
+        /// `(in, units)`.
+        kernel: RawArray,
+        /// `(units,)`, absent for `use_bias=False`.
+        bias: Option<RawArray>,
+        /// Keras activation name.
+        activation: String,
+    },
+    /// `TimeDistributed(Dense)`: the Dense applied at every timestep (the same as `Dense` on a 3-D input).
+    TimeDistributedDense {
+        /// `(in, units)`.
+        kernel: RawArray,
+        /// `(units,)`, absent for `use_bias=False`.
+        bias: Option<RawArray>,
+        /// Keras activation name.
+        activation: String,
+    },
+    /// Layers that do nothing at inference: `Dropout`, `SpatialDropout1D`, `GaussianNoise`,
+    /// `GaussianDropout`, `AlphaDropout`, `ActivityRegularization`.
+    Identity,
+    /// `Masking(mask_value)`: marks the steps whose features all equal `mask_value`; masked steps keep the
+    /// recurrent state (see NUMERICS.md, "Masking").
+    Masking {
+        /// The padding value.
+        mask_value: f64,
+    },
+    /// `Activation(name)`, elementwise (softmax: over the last axis).
+    Activation {
+        /// Keras activation name.
+        activation: String,
+    },
+    /// `Flatten`: `(batch, a, b, …)` to `(batch, a·b·…)` in C order.
+    Flatten,
+    /// `Reshape(target_shape)`: the non-batch dimensions become `target_shape` (one entry may be -1).
+    Reshape {
+        /// As in the config, batch dimension excluded.
+        target_shape: Vec<i64>,
+    },
+}
+
+/// Which recurrent cell a layer uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecurrentCell {
+    /// `LSTM`: gate blocks i | f | c | o, state (h, c).
+    Lstm,
+    /// `GRU`: gate blocks z | r | h, state h.
+    Gru,
+    /// `SimpleRNN`: `h_t = activation(x·W + h·U + b)`, one block.
+    SimpleRnn,
+}
+
+impl RecurrentCell {
+    /// Number of gate blocks in the concatenated kernels (4, 3, 1).
+    pub fn blocks(self) -> usize {
+        match self {
+            RecurrentCell::Lstm => 4,
+            RecurrentCell::Gru => 3,
+            RecurrentCell::SimpleRnn => 1,
+        }
+    }
+
+    /// Keras's class name: `LSTM`, `GRU`, `SimpleRNN`.
+    pub fn class_name(self) -> &'static str {
+        match self {
+            RecurrentCell::Lstm => "LSTM",
+            RecurrentCell::Gru => "GRU",
+            RecurrentCell::SimpleRnn => "SimpleRNN",
+        }
+    }
+
+    /// The cell for a Keras class name, if it is one of the three.
+    pub fn from_class_name(class_name: &str) -> Option<RecurrentCell> {
+        match class_name {
+            "LSTM" => Some(RecurrentCell::Lstm),
+            "GRU" => Some(RecurrentCell::Gru),
+            "SimpleRNN" => Some(RecurrentCell::SimpleRnn),
+            _ => None,
+        }
+    }
+}
+
+/// A recurrent layer (or one direction of a `Bidirectional`): configuration and weights.
+#[derive(Debug, Clone)]
+pub struct Recurrent {
+    /// LSTM, GRU or SimpleRNN.
+    pub cell: RecurrentCell,
+    /// Number of units (the state size).
+    pub units: usize,
+    /// Input features per step (the kernel's first dimension).
+    pub features: usize,
+    /// Candidate / output activation (Keras default `tanh`).
+    pub activation: String,
+    /// Gate activation (default `sigmoid`). Empty for `SimpleRNN`, which has no gates.
+    pub recurrent_activation: String,
+    /// Whether the layer has a bias (then `bias` is `Some`).
+    pub use_bias: bool,
+    /// Output every step `(batch, T, units)` instead of the last `(batch, units)`.
+    pub return_sequences: bool,
+    /// The layer also returns its final states (only the main output flows on in a linear model).
+    pub return_state: bool,
+    /// Process each sequence last step first.
+    pub go_backwards: bool,
+    /// State carries from one batch to the next (`stateful=True`).
+    pub stateful: bool,
+    /// GRU only: the reset gate is applied after the recurrent product (Keras 3's default). Always false
+    /// for LSTM and SimpleRNN.
+    pub reset_after: bool,
+    /// At masked steps the output is zeros instead of the previous output (Keras forces this on both
+    /// copies inside a `Bidirectional` with `return_sequences`).
+    pub zero_output_for_mask: bool,
+    /// `(features, blocks·units)`.
+    pub kernel: RawArray,
+    /// `(units, blocks·units)`.
+    pub recurrent_kernel: RawArray,
+    /// `(blocks·units,)`; for a `reset_after` GRU `(2, 3·units)`: row 0 input bias, row 1 recurrent bias.
+    pub bias: Option<RawArray>,
+}
+
+/// Every layer class [`load`] accepts, for messages.
+pub const SUPPORTED_CLASSES: &str = "InputLayer, LSTM, GRU, SimpleRNN, Bidirectional, Dense, \
+TimeDistributed(Dense), Dropout, SpatialDropout1D, GaussianNoise, GaussianDropout, AlphaDropout, \
+ActivityRegularization, Masking, Activation, Flatten, Reshape";
+
+/// No JSON member of a `.keras` archive is read past this many bytes (64 MiB).
+pub const MAX_JSON_BYTES: u64 = 64 << 20;
+
+/// No weights file or dataset is trusted to decompress past this many bytes (4 GiB).
+pub const MAX_WEIGHTS_BYTES: u64 = 4 << 30;
+
+const HDF5_MAGIC: &[u8] = b"\x89HDF\r\n\x1a\n";
+
+/// Reads a saved Keras model: a `.keras` archive or a legacy `.h5`, recognised by content.
+///
+/// Errors are [`Error::Input`] naming `path`: unreadable or corrupt files, weights-only files, model
+/// classes other than Sequential and linear Functional, unsupported layer classes (the message lists the
+/// supported ones), missing weights, and arrays whose shapes do not fit the configuration.
+pub fn load(path: &Path) -> Result<SavedModel> {
+    if path.is_dir() {
+        let hint = if path.join("saved_model.pb").exists() {
+            "is a TensorFlow SavedModel directory, which rnntrace cannot read; in Python, save the model \
+             with model.save(\"model.keras\")"
+        } else {
+            "is a directory; expected a .keras or .h5 model file"
+        };
+        return Err(Error::input(path, hint));
+    }
+    let bytes = crate::io::read_file(path)?;
+    let err = |what: String| Error::input(path, what);
+    if bytes.is_empty() {
+        return Err(err("file is empty; expected a .keras or .h5 model".into()));
+    }
+    if bytes.starts_with(b"PK") {
+        keras3::load(path, &bytes)
+    } else if hdf5_signature_at(&bytes).is_some() {
+        legacy::load(path, bytes)
+    } else {
+        Err(err(format!(
+            "is neither a Keras .keras archive (zip) nor a Keras .h5 (HDF5) file; it starts with {}",
+            describe_start(&bytes)
+        )))
+    }
+}
+
+/// The offset of the HDF5 signature (0, or after a user block of 512·2^k bytes), if any.
+fn hdf5_signature_at(bytes: &[u8]) -> Option<usize> {
+    let mut at = 0usize;
+    loop {
+        if bytes.get(at..at + HDF5_MAGIC.len())? == HDF5_MAGIC {
+            return Some(at);
+        }
+        at = if at == 0 { 512 } else { at.checked_mul(2)? };
+    }
+}
+
+/// The first bytes of a file as a user can recognise them (`"{\"clas"`, `0x93 4e 55 …`).
+fn describe_start(bytes: &[u8]) -> String {
+    let head = &bytes[..bytes.len().min(8)];
+    if bytes.starts_with(b"\x93NUMPY") {
+        return "a NumPy .npy header (this is an array, not a model)".into();
+    }
+    if head.iter().all(|b| b.is_ascii_graphic() || *b == b' ') {
+        format!("{:?}", String::from_utf8_lossy(head))
+    } else {
+        head.iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+/// The major version in a version string (`"2.21.0"` → 2), if it starts with digits.
+fn major_version(version: &str) -> Option<u64> {
+    let digits: String = version
+        .trim()
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect();
+    digits.parse().ok()
+}

@@ -1,0 +1,675 @@
+/*!
+Loads every model in `fixtures/models/` (written by real Keras, see `fixtures/generate_models.py`) and
+checks the layers against the case's `layers.json` and every array against `weights.npz` (Keras's
+`layer.get_weights()`); then the ways a file can be wrong.
+*/
+
+use super::*;
+use serde_json::Value;
+use std::io::{Cursor, Read, Write};
+use std::path::PathBuf;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/models")
+}
+
+struct Case {
+    name: String,
+    file: PathBuf,
+    info: Value,
+    weights: Vec<(String, RawArray)>,
+}
+
+fn case(name: &str) -> Case {
+    let dir = fixtures().join(name);
+    let info: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("layers.json")).unwrap()).unwrap();
+    let file = dir.join(info["file"].as_str().unwrap());
+    let weights = crate::io::npz::parse(&std::fs::read(dir.join("weights.npz")).unwrap()).unwrap();
+    Case {
+        name: name.to_string(),
+        file,
+        info,
+        weights,
+    }
+}
+
+fn all_cases() -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(fixtures())
+        .unwrap()
+        .filter_map(|e| {
+            let e = e.unwrap();
+            e.path()
+                .join("layers.json")
+                .exists()
+                .then(|| e.file_name().to_string_lossy().into_owned())
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+/// Cases the loader must refuse.
+const REFUSED: &[&str] = &["unsupported_conv1d", "functional_branching"];
+
+fn shape_json(s: &[Option<usize>]) -> Value {
+    Value::Array(
+        s.iter()
+            .map(|d| d.map_or(Value::Null, |d| Value::from(d as u64)))
+            .collect(),
+    )
+}
+
+fn expected_activation(v: &Value, keras2: bool) -> String {
+    match v.as_str() {
+        None => String::new(),
+        Some("hard_sigmoid") if keras2 => "hard_sigmoid_keras2".into(),
+        Some(s) => s.to_string(),
+    }
+}
+
+fn check_recurrent(case: &str, label: &str, r: &Recurrent, cfg: &Value, keras2: bool) {
+    let ctx = format!("{case}: {label}");
+    assert_eq!(
+        r.cell.class_name(),
+        cfg["class_name"].as_str().unwrap(),
+        "{ctx}"
+    );
+    assert_eq!(r.units as u64, cfg["units"].as_u64().unwrap(), "{ctx}");
+    assert_eq!(
+        r.activation,
+        expected_activation(&cfg["activation"], keras2),
+        "{ctx}"
+    );
+    assert_eq!(
+        r.recurrent_activation,
+        expected_activation(&cfg["recurrent_activation"], keras2),
+        "{ctx}"
+    );
+    assert_eq!(r.use_bias, cfg["use_bias"].as_bool().unwrap(), "{ctx}");
+    assert_eq!(r.bias.is_some(), r.use_bias, "{ctx}");
+    assert_eq!(
+        r.return_sequences,
+        cfg["return_sequences"].as_bool().unwrap(),
+        "{ctx}"
+    );
+    assert_eq!(
+        r.go_backwards,
+        cfg["go_backwards"].as_bool().unwrap(),
+        "{ctx}"
+    );
+    assert_eq!(r.stateful, cfg["stateful"].as_bool().unwrap(), "{ctx}");
+    assert_eq!(
+        r.return_state,
+        cfg["return_state"].as_bool().unwrap(),
+        "{ctx}"
+    );
+    assert_eq!(
+        r.reset_after,
+        cfg["reset_after"].as_bool().unwrap_or(false),
+        "{ctx}"
+    );
+    assert_eq!(
+        r.kernel.shape,
+        [r.features, r.units * r.cell.blocks()],
+        "{ctx}"
+    );
+}
+
+/// The layer's arrays in `get_weights()` order.
+fn arrays_of(kind: &LayerKind) -> Vec<&RawArray> {
+    fn rec(r: &Recurrent) -> Vec<&RawArray> {
+        let mut v = vec![&r.kernel, &r.recurrent_kernel];
+        v.extend(r.bias.as_ref());
+        v
+    }
+    match kind {
+        LayerKind::Recurrent(r) => rec(r),
+        LayerKind::Bidirectional {
+            forward, backward, ..
+        } => {
+            let mut v = rec(forward);
+            v.extend(rec(backward));
+            v
+        }
+        LayerKind::Dense { kernel, bias, .. }
+        | LayerKind::TimeDistributedDense { kernel, bias, .. } => {
+            let mut v = vec![kernel];
+            v.extend(bias.as_ref());
+            v
+        }
+        _ => Vec::new(),
+    }
+}
+
+fn check_case(name: &str) -> SavedModel {
+    let c = case(name);
+    let m = load(&c.file).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let info = &c.info;
+    let keras2 = info["keras2"].as_bool().unwrap();
+    assert_eq!(m.keras2, keras2, "{name}: keras2");
+    let framework = info["framework"].as_str().unwrap();
+    assert!(
+        framework.ends_with(&m.keras_version),
+        "{name}: {framework} vs {}",
+        m.keras_version
+    );
+    let format = match info["format"].as_str().unwrap() {
+        "keras3_zip" => ModelFormat::Keras3Zip,
+        _ => ModelFormat::LegacyH5,
+    };
+    assert_eq!(m.format, format, "{name}");
+    assert_eq!(
+        shape_json(&m.input_shape),
+        info["input_shape"],
+        "{name}: input shape"
+    );
+
+    let expected = info["layers"].as_array().unwrap();
+    let got: Vec<&Layer> = m.compute_layers().collect();
+    let names: Vec<&str> = got.iter().map(|l| l.name.as_str()).collect();
+    let want: Vec<&str> = expected
+        .iter()
+        .map(|l| l["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, want, "{name}: layer names");
+    for (l, e) in got.iter().zip(expected) {
+        let label = format!("layer {}", l.name);
+        assert_eq!(
+            l.class_name,
+            e["class_name"].as_str().unwrap(),
+            "{name}: {label}"
+        );
+        let shape = l
+            .output_shape
+            .as_deref()
+            .map(shape_json)
+            .unwrap_or(Value::Null);
+        assert_eq!(shape, e["output_shape"], "{name}: {label} output shape");
+        let cfg = &e["config"];
+        match &l.kind {
+            LayerKind::Recurrent(r) => check_recurrent(name, &label, r, cfg, keras2),
+            LayerKind::Bidirectional {
+                forward,
+                backward,
+                merge_mode,
+            } => {
+                assert_eq!(
+                    merge_mode.as_deref(),
+                    cfg["merge_mode"].as_str(),
+                    "{name}: {label}"
+                );
+                check_recurrent(name, &label, forward, &cfg["forward"], keras2);
+                check_recurrent(name, &label, backward, &cfg["backward"], keras2);
+                // Keras forces this on both copies.
+                assert_eq!(forward.zero_output_for_mask, forward.return_sequences);
+                assert_eq!(backward.zero_output_for_mask, backward.return_sequences);
+                assert!(
+                    backward.go_backwards && !forward.go_backwards,
+                    "{name}: {label}"
+                );
+            }
+            LayerKind::Dense { activation, .. } => {
+                assert_eq!(
+                    *activation,
+                    expected_activation(&cfg["activation"], keras2),
+                    "{name}: {label}"
+                );
+            }
+            LayerKind::TimeDistributedDense {
+                activation, kernel, ..
+            } => {
+                assert_eq!(cfg["layer"], "Dense");
+                assert_eq!(kernel.shape[1] as u64, cfg["units"].as_u64().unwrap());
+                assert_eq!(
+                    *activation,
+                    expected_activation(&cfg["activation"], keras2),
+                    "{name}: {label}"
+                );
+            }
+            LayerKind::Activation { activation } => {
+                assert_eq!(
+                    *activation,
+                    expected_activation(&cfg["activation"], keras2),
+                    "{name}: {label}"
+                );
+            }
+            LayerKind::Masking { mask_value } => {
+                assert_eq!(
+                    *mask_value,
+                    cfg["mask_value"].as_f64().unwrap(),
+                    "{name}: {label}"
+                );
+            }
+            LayerKind::Identity | LayerKind::Flatten | LayerKind::Reshape { .. } => {}
+            LayerKind::Input => unreachable!(),
+        }
+        // Every array equals what Keras's get_weights() returned, bit for bit.
+        let arrays = arrays_of(&l.kind);
+        let prefix = format!("{}/", l.name);
+        let keras: Vec<&RawArray> = {
+            let mut v: Vec<(usize, &RawArray)> = c
+                .weights
+                .iter()
+                .filter_map(|(k, a)| {
+                    k.strip_prefix(&prefix)
+                        .and_then(|i| i.parse().ok())
+                        .map(|i| (i, a))
+                })
+                .collect();
+            v.sort_by_key(|(i, _)| *i);
+            v.into_iter().map(|(_, a)| a).collect()
+        };
+        assert_eq!(
+            arrays.len(),
+            keras.len(),
+            "{name}: {label}: number of arrays"
+        );
+        for (i, (ours, theirs)) in arrays.iter().zip(&keras).enumerate() {
+            assert_eq!(ours.shape, theirs.shape, "{name}: {label} array {i} shape");
+            assert_eq!(ours.data, theirs.data, "{name}: {label} array {i} values");
+            assert_eq!(ours.dtype, "float32");
+        }
+    }
+    // Every array in weights.npz was matched to some layer.
+    let matched: usize = got.iter().map(|l| arrays_of(&l.kind).len()).sum();
+    assert_eq!(matched, c.weights.len(), "{name}: arrays in weights.npz");
+    assert_eq!(c.name, name);
+    m
+}
+
+#[test]
+fn every_fixture_model_loads_with_keras_weights() {
+    let names = all_cases();
+    assert!(names.len() >= 15, "fixtures missing: {names:?}");
+    for name in names.iter().filter(|n| !REFUSED.contains(&n.as_str())) {
+        check_case(name);
+    }
+}
+
+#[test]
+fn stacked_seed_has_the_seed_architecture() {
+    let m = check_case("stacked_seed");
+    assert_eq!(m.format, ModelFormat::Keras3Zip);
+    assert!(!m.keras2);
+    assert_eq!(m.input_shape, [None, Some(32), Some(28)]);
+    assert_eq!(m.layers[0].class_name, "InputLayer");
+    let kinds: Vec<&str> = m.compute_layers().map(|l| l.class_name.as_str()).collect();
+    assert_eq!(kinds, ["LSTM", "LSTM", "Dense"]);
+    let LayerKind::Recurrent(first) = &m.layers[1].kind else {
+        panic!("not recurrent")
+    };
+    assert_eq!((first.features, first.units), (28, 5));
+    assert!(first.return_sequences);
+    let LayerKind::Dense {
+        activation, bias, ..
+    } = &m.layers[3].kind
+    else {
+        panic!("not dense")
+    };
+    assert_eq!(activation, "softmax");
+    assert!(
+        bias.as_ref().unwrap().data.iter().any(|&b| b != 0.0),
+        "trained bias is non-zero"
+    );
+    assert_eq!(m.output_shape(), Some(&[None, Some(2)][..]));
+}
+
+#[test]
+fn keras2_files_get_the_keras2_hard_sigmoid() {
+    for name in [
+        "tf_keras2_hard_sigmoid",
+        "tf_keras2_zip",
+        "tf_keras2_old_attributes",
+    ] {
+        let m = check_case(name);
+        assert!(m.keras2, "{name}");
+        assert!(m.keras_version.starts_with("2."), "{name}");
+        let acts: Vec<&str> = m
+            .compute_layers()
+            .filter_map(|l| match &l.kind {
+                LayerKind::Recurrent(r) => Some(r.recurrent_activation.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert!(!acts.is_empty());
+        assert!(
+            acts.iter().all(|a| *a == "hard_sigmoid_keras2"),
+            "{name}: {acts:?}"
+        );
+    }
+    let m = check_case("tf_keras2_hard_sigmoid");
+    let LayerKind::Recurrent(gru) = &m.layers[2].kind else {
+        panic!("not recurrent")
+    };
+    assert_eq!(gru.cell, RecurrentCell::Gru);
+    assert!(!gru.reset_after);
+    assert_eq!(gru.bias.as_ref().unwrap().shape, [9]);
+    // A Keras 3 file saved as .h5 keeps Keras 3 semantics.
+    let m = check_case("keras3_legacy_h5");
+    assert!(!m.keras2);
+    assert_eq!(m.format, ModelFormat::LegacyH5);
+}
+
+#[test]
+fn functional_models_follow_their_chain() {
+    let m = check_case("functional_linear");
+    let names: Vec<&str> = m.layers.iter().map(|l| l.name.as_str()).collect();
+    assert_eq!(names, ["features", "encoder", "head"]);
+    let LayerKind::Recurrent(r) = &m.layers[1].kind else {
+        panic!("not recurrent")
+    };
+    assert!(r.go_backwards);
+    let m = check_case("tf_keras2_functional");
+    assert_eq!(m.layers[0].name, "series");
+    assert!(matches!(m.layers[1].kind, LayerKind::Bidirectional { .. }));
+}
+
+#[test]
+fn keras3_mask_ops_are_left_out_of_the_chain() {
+    // Keras 3 records a functional Masking layer's mask as NotEqual/Any op layers feeding `mask=`.
+    let m = check_case("functional_masking");
+    let classes: Vec<&str> = m.layers.iter().map(|l| l.class_name.as_str()).collect();
+    assert_eq!(
+        classes,
+        [
+            "InputLayer",
+            "Masking",
+            "LSTM",
+            "TimeDistributed",
+            "GRU",
+            "Dense"
+        ]
+    );
+    let m = check_case("keras3_legacy_h5_functional");
+    let reshape = m.layers.iter().find(|l| l.class_name == "Reshape").unwrap();
+    assert!(
+        matches!(&reshape.kind, LayerKind::Reshape { target_shape } if *target_shape == [-1, 1])
+    );
+    assert_eq!(
+        reshape.output_shape.as_deref(),
+        Some(&[None, Some(10), Some(1)][..])
+    );
+}
+
+#[test]
+fn unsupported_layers_are_named_with_the_supported_list() {
+    let c = case("unsupported_conv1d");
+    let e = load(&c.file).unwrap_err().to_string();
+    assert!(
+        e.contains("layer 'conv1d' (Conv1D) is not supported; supported: InputLayer, LSTM"),
+        "{e}"
+    );
+    assert!(e.starts_with(&c.file.display().to_string()), "{e}");
+}
+
+#[test]
+fn branching_functional_models_are_refused() {
+    let c = case("functional_branching");
+    let e = load(&c.file).unwrap_err().to_string();
+    assert!(
+        e.contains("only a linear chain of layers is supported"),
+        "{e}"
+    );
+    assert!(e.contains("layer '"), "{e}");
+}
+
+// ----- damaged and wrong files -------------------------------------------------------------------
+
+fn temp_file(dir: &tempfile::TempDir, name: &str, bytes: &[u8]) -> PathBuf {
+    let p = dir.path().join(name);
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+fn load_err(path: &Path) -> String {
+    match load(path) {
+        Ok(_) => panic!("{} loaded", path.display()),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// The members of a .keras archive.
+fn members(path: &Path) -> Vec<(String, Vec<u8>)> {
+    let bytes = std::fs::read(path).unwrap();
+    let mut zip = zip::ZipArchive::new(Cursor::new(bytes)).unwrap();
+    (0..zip.len())
+        .map(|i| {
+            let mut f = zip.by_index(i).unwrap();
+            let mut buf = Vec::new();
+            f.read_to_end(&mut buf).unwrap();
+            (f.name().unwrap().to_string(), buf)
+        })
+        .collect()
+}
+
+fn write_zip(members: &[(String, Vec<u8>)]) -> Vec<u8> {
+    let mut out = Cursor::new(Vec::new());
+    {
+        let mut w = zip::ZipWriter::new(&mut out);
+        let opts = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored);
+        for (name, data) in members {
+            w.start_file(name.as_str(), opts).unwrap();
+            w.write_all(data).unwrap();
+        }
+        w.finish().unwrap();
+    }
+    out.into_inner()
+}
+
+fn replace(members: &[(String, Vec<u8>)], name: &str, data: Vec<u8>) -> Vec<(String, Vec<u8>)> {
+    members
+        .iter()
+        .map(|(n, d)| (n.clone(), if n == name { data.clone() } else { d.clone() }))
+        .collect()
+}
+
+#[test]
+fn garbage_and_non_model_files_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = load_err(&temp_file(&dir, "g.keras", b"hello, not a model"));
+    assert!(
+        e.contains("neither a Keras .keras archive (zip) nor a Keras .h5"),
+        "{e}"
+    );
+    let e = load_err(&temp_file(&dir, "empty.h5", b""));
+    assert!(e.contains("empty"), "{e}");
+    let e = load_err(&temp_file(
+        &dir,
+        "pk.keras",
+        b"PK\x03\x04 garbage garbage garbage",
+    ));
+    assert!(e.contains("not a valid .keras archive"), "{e}");
+    let e = load_err(&temp_file(
+        &dir,
+        "hdf.h5",
+        b"\x89HDF\r\n\x1a\n and then nothing useful",
+    ));
+    assert!(e.contains("not a readable HDF5 file"), "{e}");
+    // An .npz is a zip, but not a model.
+    let npz = std::fs::read(fixtures().join("simple_rnn/weights.npz")).unwrap();
+    let e = load_err(&temp_file(&dir, "w.npz", &npz));
+    assert!(e.contains("no config.json") && e.contains(".npz"), "{e}");
+    let npy = std::fs::read(fixtures().join("simple_rnn/input.npy")).unwrap();
+    let e = load_err(&temp_file(&dir, "x.npy", &npy));
+    assert!(e.contains(".npy"), "{e}");
+    let e = load_err(dir.path());
+    assert!(e.contains("is a directory"), "{e}");
+    let e = load_err(&dir.path().join("missing.keras"));
+    assert!(e.contains("no such file"), "{e}");
+}
+
+#[test]
+fn weights_only_files_are_explained() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = members(&fixtures().join("simple_rnn/model.keras"));
+    let (_, h5) = m.iter().find(|(n, _)| n == "model.weights.h5").unwrap();
+    let e = load_err(&temp_file(&dir, "model.weights.h5", h5));
+    assert!(e.contains("weights only"), "{e}");
+}
+
+#[test]
+fn truncated_files_are_refused_without_panicking() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in [
+        "stacked_seed/model.keras",
+        "tf_keras2_hard_sigmoid/model.h5",
+        "keras3_legacy_h5/model.h5",
+    ] {
+        let bytes = std::fs::read(fixtures().join(name)).unwrap();
+        for cut in [
+            bytes.len() / 10,
+            bytes.len() / 2,
+            bytes.len() - 100,
+            bytes.len() - 1,
+        ] {
+            let p = temp_file(&dir, "t.bin", &bytes[..cut]);
+            let e = load_err(&p);
+            assert!(
+                e.starts_with(&p.display().to_string()),
+                "{name} cut at {cut}: {e}"
+            );
+        }
+    }
+}
+
+#[test]
+fn corrupted_bytes_never_panic() {
+    // Deterministic byte flips all over the file: every outcome but a panic is acceptable (a flip in
+    // padding may leave the model loadable).
+    let dir = tempfile::tempdir().unwrap();
+    let mut state: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for name in [
+        "tf_keras2_functional/model.h5",
+        "bidir_lstm_concat/model.keras",
+    ] {
+        let bytes = std::fs::read(fixtures().join(name)).unwrap();
+        // For the archive, corrupt the HDF5 inside it (the zip's CRC would catch flips in the zip).
+        let (is_zip, target) = if name.ends_with(".keras") {
+            let m = members(&fixtures().join(name));
+            let h5 = m
+                .iter()
+                .find(|(n, _)| n == "model.weights.h5")
+                .unwrap()
+                .1
+                .clone();
+            (Some(m), h5)
+        } else {
+            (None, bytes)
+        };
+        for _ in 0..150 {
+            let mut b = target.clone();
+            for _ in 0..1 + next() % 3 {
+                let i = (next() as usize) % b.len();
+                b[i] ^= (next() % 255 + 1) as u8;
+            }
+            let file = match &is_zip {
+                Some(m) => write_zip(&replace(m, "model.weights.h5", b)),
+                None => b,
+            };
+            let p = temp_file(&dir, "c.bin", &file);
+            let _ = load(&p);
+        }
+    }
+}
+
+#[test]
+fn missing_and_misshapen_weights_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let seed = members(&fixtures().join("stacked_seed/model.keras"));
+    let other = members(&fixtures().join("gru_lstm_stack/model.keras"));
+    let other_weights = other
+        .iter()
+        .find(|(n, _)| n == "model.weights.h5")
+        .unwrap()
+        .1
+        .clone();
+    // The seed's architecture with another model's weights: no group for the second LSTM.
+    let p = temp_file(
+        &dir,
+        "mixed.keras",
+        &write_zip(&replace(&seed, "model.weights.h5", other_weights)),
+    );
+    let e = load_err(&p);
+    assert!(e.contains("layer 'lstm'") && e.contains("(LSTM)"), "{e}");
+
+    // Units changed in the config: the arrays no longer fit.
+    let config = String::from_utf8(
+        seed.iter()
+            .find(|(n, _)| n == "config.json")
+            .unwrap()
+            .1
+            .clone(),
+    )
+    .unwrap();
+    let changed = config.replacen("\"units\": 5", "\"units\": 6", 1);
+    assert_ne!(changed, config);
+    let p = temp_file(
+        &dir,
+        "units.keras",
+        &write_zip(&replace(&seed, "config.json", changed.into_bytes())),
+    );
+    let e = load_err(&p);
+    assert!(
+        e.contains("layer 'lstm' (LSTM)") && e.contains("kernel (28, 20)") && e.contains("6 units"),
+        "{e}"
+    );
+
+    // use_bias flipped: three arrays where two were expected.
+    let changed = config.replacen("\"use_bias\": true", "\"use_bias\": false", 1);
+    let p = temp_file(
+        &dir,
+        "bias.keras",
+        &write_zip(&replace(&seed, "config.json", changed.into_bytes())),
+    );
+    let e = load_err(&p);
+    assert!(e.contains("has 3 weight arrays; expected 2"), "{e}");
+
+    // No weights member at all.
+    let without: Vec<(String, Vec<u8>)> = seed
+        .iter()
+        .filter(|(n, _)| n != "model.weights.h5")
+        .cloned()
+        .collect();
+    let e = load_err(&temp_file(&dir, "now.keras", &write_zip(&without)));
+    assert!(e.contains("no model.weights.h5"), "{e}");
+
+    // Broken JSON.
+    let p = temp_file(
+        &dir,
+        "json.keras",
+        &write_zip(&replace(
+            &seed,
+            "config.json",
+            b"{\"class_name\": ".to_vec(),
+        )),
+    );
+    let e = load_err(&p);
+    assert!(
+        e.contains("config.json: model configuration is not valid JSON"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_keras1_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = members(&fixtures().join("simple_rnn/model.keras"));
+    let p = temp_file(
+        &dir,
+        "k1.keras",
+        &write_zip(&replace(
+            &m,
+            "metadata.json",
+            br#"{"keras_version": "1.2.2"}"#.to_vec(),
+        )),
+    );
+    assert!(load_err(&p).contains("Keras 1.2.2"));
+}

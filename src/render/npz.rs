@@ -1,0 +1,205 @@
+/*!
+The `.npz` trace (`--trace FILE.npz`): NumPy arrays, written while the engine runs.
+
+Per-step arrays are **time-major**, `(steps, sequences, units)` with steps in processing order, like PyTorch's
+`(seq_len, batch, hidden)`; `np.swapaxes(a, 0, 1)` gives Keras's `(batch, timesteps, units)`.
+
+| member | shape | when |
+|---|---|---|
+| `gates/i`, `gates/f`, `gates/c`, `gates/o` (GRU: `gates/z`, `gates/r`, `gates/h`) | (T, B, U) | `--record all` |
+| `pre/<gate>` | (T, B, U) | `--record all --record-pre` |
+| `state/h`, `state/c` (LSTM) | (T, B, U) | `--record all` or `states` |
+| `output` | (T, B, U) | with a mask (otherwise it equals `state/h`) |
+| `masked` | (T, B) bool | with a mask |
+| `input` | (B, T, F) | always |
+| `input_index` | (T,) int64 | always: the input row each step read |
+| `predictions` | (B, outputs) | always |
+| `last_output`, `initial_state/h`, `final_state/h` (and `/c`) | (B, U) | always |
+| `metadata` | () unicode | always: `json.loads(np.load(p)["metadata"][()])` |
+*/
+
+use crate::cell::Real;
+use crate::config::CellJob;
+use crate::engine::Stores;
+use crate::error::Result;
+use crate::io::npz_writer::{ArrayId, NpzStream};
+use crate::trace::{LayerTrace, Record, Trace};
+use crate::weights::CellKind;
+use std::path::Path;
+
+/// An `.npz` trace being written.
+pub struct TraceNpz<T> {
+    stream: NpzStream,
+    gates: Vec<ArrayId>,
+    pre: Vec<ArrayId>,
+    h: Option<ArrayId>,
+    c: Option<ArrayId>,
+    out: Option<ArrayId>,
+    masked: Option<ArrayId>,
+    units: usize,
+    buf: Vec<T>,
+}
+
+fn bytes_of<T: Real>(values: &[T]) -> &[u8] {
+    // Little-endian targets store floats exactly as `<f4`/`<f8` expect.
+    #[cfg(target_endian = "little")]
+    {
+        T::as_bytes(values)
+    }
+    #[cfg(not(target_endian = "little"))]
+    compile_error!("the .npz writer assumes a little-endian target")
+}
+
+impl<T: Real> TraceNpz<T> {
+    /// Declares the streamed members for `job` and `record`.
+    pub fn new(target: &Path, job: &CellJob, record: Record) -> Result<TraceNpz<T>> {
+        let mut stream = NpzStream::new(target)?;
+        let (b, t, _) = job.x.dim();
+        let u = job.weights.units;
+        let shape = [t, b, u];
+        let names = job.weights.kind.gate_names();
+        let mut gates = Vec::new();
+        let mut pre = Vec::new();
+        if record.gates {
+            for g in names {
+                gates.push(stream.declare(&format!("gates/{g}"), T::DESCR, &shape, T::BYTES)?);
+            }
+        }
+        if record.pre {
+            for g in names {
+                pre.push(stream.declare(&format!("pre/{g}"), T::DESCR, &shape, T::BYTES)?);
+            }
+        }
+        let masking = job.mask.is_some() || job.mask_value.is_some();
+        let (mut h, mut c, mut out) = (None, None, None);
+        if record.states {
+            h = Some(stream.declare("state/h", T::DESCR, &shape, T::BYTES)?);
+            if job.weights.kind == CellKind::Lstm {
+                c = Some(stream.declare("state/c", T::DESCR, &shape, T::BYTES)?);
+            }
+            if masking {
+                out = Some(stream.declare("output", T::DESCR, &shape, T::BYTES)?);
+            }
+        }
+        let masked = if masking {
+            Some(stream.declare("masked", "|b1", &[t, b], 1)?)
+        } else {
+            None
+        };
+        Ok(TraceNpz {
+            stream,
+            gates,
+            pre,
+            h,
+            c,
+            out,
+            masked,
+            units: u,
+            buf: Vec::new(),
+        })
+    }
+
+    /// Appends one block of steps.
+    pub fn write_block(&mut self, s: &Stores<T>) -> Result<()> {
+        let u = self.units;
+        for (ids, arr) in [(&self.gates, &s.gates), (&self.pre, &s.pre)] {
+            let Some(a) = arr else { continue };
+            for (k, id) in ids.iter().enumerate() {
+                self.buf.clear();
+                for row in a.rows() {
+                    match row.as_slice() {
+                        Some(r) => self.buf.extend_from_slice(&r[k * u..(k + 1) * u]),
+                        None => self.buf.extend(row.iter().skip(k * u).take(u).copied()),
+                    }
+                }
+                self.stream.append(*id, bytes_of(&self.buf))?;
+            }
+        }
+        for (id, arr) in [(self.h, &s.h), (self.c, &s.c), (self.out, &s.out)] {
+            if let (Some(id), Some(a)) = (id, arr) {
+                match a.as_slice() {
+                    Some(v) => self.stream.append(id, bytes_of(v))?,
+                    None => {
+                        self.buf.clear();
+                        self.buf.extend(a.iter().copied());
+                        self.stream.append(id, bytes_of(&self.buf))?;
+                    }
+                }
+            }
+        }
+        if let Some(id) = self.masked {
+            let bytes: Vec<u8> = s.masked.iter().map(|&m| m as u8).collect();
+            self.stream.append(id, &bytes)?;
+        }
+        Ok(())
+    }
+
+    /// Adds the small arrays and the metadata, and renames the archive into place.
+    pub fn finish(
+        mut self,
+        job: &CellJob,
+        trace: &Trace<T>,
+        comparison: Option<&crate::compare::Comparison>,
+    ) -> Result<()> {
+        let l: &LayerTrace<T> = &trace.layers[0];
+        let mut add = |name: &str, a: Vec<T>, shape: &[usize]| {
+            self.stream.add(name, T::DESCR, shape, bytes_of(&a))
+        };
+        add("input", l.x.iter().copied().collect(), l.x.shape())?;
+        add(
+            "predictions",
+            trace.predictions.iter().copied().collect(),
+            trace.predictions.shape(),
+        )?;
+        add(
+            "last_output",
+            l.last_output.iter().copied().collect(),
+            l.last_output.shape(),
+        )?;
+        add(
+            "initial_state/h",
+            l.h0.iter().copied().collect(),
+            l.h0.shape(),
+        )?;
+        add(
+            "final_state/h",
+            l.final_h.iter().copied().collect(),
+            l.final_h.shape(),
+        )?;
+        if let (Some(c0), Some(fc)) = (&l.c0, &l.final_c) {
+            add("initial_state/c", c0.iter().copied().collect(), c0.shape())?;
+            add("final_state/c", fc.iter().copied().collect(), fc.shape())?;
+        }
+        let idx: Vec<u8> = l
+            .input_index
+            .iter()
+            .flat_map(|&i| (i as i64).to_le_bytes())
+            .collect();
+        self.stream
+            .add("input_index", "<i8", &[l.input_index.len()], &idx)?;
+        let meta = serde_json::json!({
+            "format": "rnntrace-npz/1",
+            "layout": "per-step arrays are time-major: (steps, sequences, units), steps in processing order",
+            "name": l.name, "cell": l.kind.name(), "units": l.units, "features": l.features,
+            "activation": l.activation.name(), "recurrent_activation": l.recurrent_activation.name(),
+            "reset_after": l.reset_after, "go_backwards": l.go_backwards, "carry_state": l.carry_state,
+            "precision": T::NAME, "gates": l.kind.gate_names(),
+            "dense_activation": trace.dense_activation.map(|a| a.name()),
+            "comparison": comparison,
+            "window": job.window,
+        })
+        .to_string();
+        // A 0-d unicode array (UTF-32 code units).
+        let chars: Vec<u8> = meta
+            .chars()
+            .flat_map(|ch| (ch as u32).to_le_bytes())
+            .collect();
+        self.stream.add(
+            "metadata",
+            &format!("<U{}", meta.chars().count()),
+            &[],
+            &chars,
+        )?;
+        self.stream.finish()
+    }
+}

@@ -1,0 +1,305 @@
+//! `run --model` and `inspect` on saved models written by real Keras 3.15 and tf-keras 2.21
+//! (fixtures/generate_models.py). Tolerance 1e-5, for the float32 reasons given in golden.rs.
+
+use crate::{fixtures, npy, rnntrace, run};
+use serde_json::Value;
+use std::path::PathBuf;
+
+fn model_dir(name: &str) -> PathBuf {
+    fixtures().join("models").join(name)
+}
+
+fn model_file(name: &str) -> String {
+    let dir = model_dir(name);
+    for f in ["model.keras", "model.h5"] {
+        if dir.join(f).exists() {
+            return f.to_string();
+        }
+    }
+    panic!("no model file in {}", dir.display());
+}
+
+/// Runs the model on its input and checks rnntrace's own verdict against Keras's model.predict.
+fn passes(name: &str) {
+    let dir = model_dir(name);
+    let (code, out, err) = run(rnntrace().current_dir(&dir).args([
+        "run",
+        "--model",
+        &model_file(name),
+        "--input",
+        "input.npy",
+        "--expected",
+        "expected.npy",
+        "-q",
+    ]));
+    assert_eq!(code, 0, "{name}: {out}{err}");
+    assert!(out.starts_with("PASS"), "{name}: {out}");
+}
+
+macro_rules! model_cases {
+    ($($case:ident),* $(,)?) => {
+        $(#[test] fn $case() { passes(stringify!($case)); })*
+    };
+}
+
+model_cases!(
+    stacked_seed,
+    gru_lstm_stack,
+    bidir_lstm_concat,
+    bidir_gru_ave_mul,
+    dropout_masking,
+    dropout_masking_last,
+    activation_layer,
+    flatten,
+    functional_linear,
+    functional_masking,
+    stateful_lstm,
+    keras3_legacy_h5,
+    keras3_legacy_h5_functional,
+    tf_keras2_hard_sigmoid,
+    tf_keras2_old_attributes,
+    tf_keras2_zip,
+);
+
+/// The stacked seed (the question that mixed up axes): the first LSTM's return_sequences output, step by
+/// step, equals Keras's own output of that layer.
+#[test]
+#[allow(clippy::needless_range_loop)]
+fn stacked_seed_first_layer_outputs_match_keras_per_step() {
+    let dir = model_dir("stacked_seed");
+    let (code, out, err) = run(rnntrace().current_dir(&dir).args([
+        "run",
+        "--model",
+        "model.keras",
+        "--input",
+        "input.npy",
+        "--format",
+        "json",
+    ]));
+    assert_eq!(code, 0, "{err}");
+    let t: Value = serde_json::from_str(&out).unwrap();
+    let layers = t["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 2);
+    assert_eq!(layers[0]["name"], "lstm");
+    assert_eq!(layers[1]["name"], "lstm_1");
+    let arrays: std::collections::HashMap<String, rnntrace::io::RawArray> =
+        rnntrace::io::npz::parse(&std::fs::read(dir.join("layer_outputs.npz")).unwrap())
+            .unwrap()
+            .into_iter()
+            .collect();
+    let keras = &arrays["lstm"];
+    let (b, steps, u) = (keras.shape[0], keras.shape[1], keras.shape[2]);
+    for s in 0..b {
+        for k in 0..steps {
+            let ours = &layers[0]["sequences"][s]["steps"][k]["output"];
+            for j in 0..u {
+                let v = ours[j].as_f64().unwrap();
+                let e = keras.data[(s * steps + k) * u + j];
+                assert!(
+                    (v - e).abs() < 1e-5,
+                    "lstm output [{s}, {k}, {j}]: ours {v}, Keras {e}"
+                );
+            }
+        }
+    }
+    let expected = npy(&dir.join("expected.npy")).1;
+    let preds: Vec<f64> = t["predictions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()))
+        .collect();
+    for (a, e) in preds.iter().zip(&expected) {
+        assert!((a - e).abs() < 1e-5);
+    }
+}
+
+#[test]
+fn bidirectional_appears_as_two_directions() {
+    let dir = model_dir("bidir_lstm_concat");
+    let (code, out, _) = run(rnntrace().current_dir(&dir).args([
+        "run",
+        "--model",
+        "model.keras",
+        "--input",
+        "input.npy",
+        "--format",
+        "json",
+    ]));
+    assert_eq!(code, 0);
+    let t: Value = serde_json::from_str(&out).unwrap();
+    let names: Vec<&str> = t["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.iter().any(|n| n.ends_with("/forward"))
+            && names.iter().any(|n| n.ends_with("/backward")),
+        "{names:?}"
+    );
+    let backward = t["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["name"].as_str().unwrap().ends_with("/backward"))
+        .unwrap();
+    assert_eq!(backward["go_backwards"], true);
+}
+
+#[test]
+fn layers_flag_picks_the_tables() {
+    let dir = model_dir("stacked_seed");
+    let (code, out, _) = run(rnntrace().current_dir(&dir).args([
+        "run",
+        "--model",
+        "model.keras",
+        "--input",
+        "input.npy",
+        "--layers",
+        "lstm_1",
+        "--sequences",
+        "0",
+        "--color",
+        "never",
+    ]));
+    assert_eq!(code, 0);
+    assert!(out.contains("layer 'lstm_1'"));
+    assert!(
+        !out.contains("── Layer 'lstm' "),
+        "only lstm_1 gets per-step tables"
+    );
+    let (code, _, err) = run(rnntrace().current_dir(&dir).args([
+        "run",
+        "--model",
+        "model.keras",
+        "--input",
+        "input.npy",
+        "--layers",
+        "nope",
+    ]));
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("no recurrent layer named 'nope'") && err.contains("lstm_1"),
+        "{err}"
+    );
+}
+
+#[test]
+fn unsupported_layers_are_named() {
+    let dir = model_dir("unsupported_conv1d");
+    let (code, _, err) = run(rnntrace().current_dir(&dir).args([
+        "run",
+        "--model",
+        "model.keras",
+        "--input",
+        "input.npy",
+    ]));
+    assert_eq!(code, 2);
+    assert!(err.contains("'conv1d' (Conv1D) is not supported"), "{err}");
+    let dir = model_dir("functional_branching");
+    let (code, _, err) = run(rnntrace().current_dir(&dir).args([
+        "run",
+        "--model",
+        "model.keras",
+        "--input",
+        "input.npy",
+    ]));
+    assert_eq!(code, 2);
+    assert!(err.contains("linear chain"), "{err}");
+}
+
+#[test]
+fn keras2_hard_sigmoid_is_used_for_keras2_files() {
+    let dir = model_dir("tf_keras2_hard_sigmoid");
+    let (code, out, _) = run(rnntrace().current_dir(&dir).args([
+        "run",
+        "--model",
+        "model.h5",
+        "--input",
+        "input.npy",
+        "--format",
+        "json",
+    ]));
+    assert_eq!(code, 0);
+    let t: Value = serde_json::from_str(&out).unwrap();
+    assert!(
+        t["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["recurrent_activation"] == "hard_sigmoid_keras2")
+    );
+}
+
+#[test]
+fn inspect_model_summarises_layers_and_gate_blocks() {
+    let dir = model_dir("stacked_seed");
+    let (code, out, err) = run(rnntrace().current_dir(&dir).args([
+        "inspect",
+        "--model",
+        "model.keras",
+        "--color",
+        "never",
+    ]));
+    assert_eq!(code, 0, "{err}");
+    for needle in [
+        "lstm_1",
+        "LSTM",
+        "Dense",
+        "Total params",
+        "f (forget gate)",
+        "(None, 32, 5)",
+        "‖recurrent‖",
+    ] {
+        assert!(out.contains(needle), "missing {needle}: {out}");
+    }
+    // Parameters as model.summary() counts them: 4·5·(28+5+1) + 4·5·(5+5+1) + 5·2+2.
+    assert!(
+        out.contains(&format!("Total params: {}", 4 * 5 * 34 + 4 * 5 * 11 + 12)),
+        "{out}"
+    );
+}
+
+#[test]
+fn inspect_weights_file() {
+    let dir = crate::case_dir("gru_weather_seed");
+    let (code, out, _) = run(rnntrace().current_dir(&dir).args([
+        "inspect",
+        "--weights",
+        "weights.json",
+        "--cell",
+        "gru",
+        "--color",
+        "never",
+    ]));
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("reset_after=True")
+            && out.contains("z (update gate)")
+            && out.contains("Recurrent bias mean"),
+        "{out}"
+    );
+}
+
+#[test]
+fn corrupt_model_files_are_clean_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bytes = std::fs::read(model_dir("stacked_seed").join("model.keras")).unwrap();
+    for (name, content) in [
+        ("cut.keras", bytes[..bytes.len() / 2].to_vec()),
+        ("junk.keras", b"PK\x03\x04 garbage".to_vec()),
+        ("empty.h5", Vec::new()),
+    ] {
+        let p = tmp.path().join(name);
+        std::fs::write(&p, content).unwrap();
+        let (code, _, err) = run(rnntrace()
+            .args(["run", "--input"])
+            .arg(model_dir("stacked_seed").join("input.npy"))
+            .arg("--model")
+            .arg(&p));
+        assert_eq!(code, 2, "{name}: {err}");
+        assert!(err.contains(name) && !err.contains("panicked"), "{err}");
+    }
+}
