@@ -365,8 +365,8 @@ pub struct DiagnoseArgs {
     /// Relative tolerance of a match.
     #[arg(long, default_value_t = 1e-5, value_name = "R")]
     pub rtol: f64,
-    /// What stdout gets: a paragraph and the ranking, or JSON.
-    #[arg(long, value_enum, default_value_t = FormatArg::Table)]
+    /// What stdout gets: `table` (the diagnosis in a paragraph, then the ranking) or `json`.
+    #[arg(long, value_enum, default_value_t = FormatArg::Table, hide_possible_values = true)]
     pub format: FormatArg,
     /// Also write the best reading's weights in Keras layout (a JSON object) for `lstm`/`gru --weights`.
     #[arg(long, value_name = "FILE.json")]

@@ -16,11 +16,15 @@ first-tier candidate matches is the second tier searched: the other permutations
 against their shape.
 
 **Pruning.** Every candidate is first run on sequence 0 alone (and, when the expected output has every
-step, only its first steps): the carried state cannot matter there, and each run yields the error of every
-head activation at once. What is within tolerance there (up to a cap, closest to the user's flags first)
-plus the best few by error go on, now with and without carried state, to the first 8 sequences, then the
-survivors to the whole batch. Candidates run in parallel. The user's own flags are always run on the whole
-batch.
+step, on its first 8 steps): the carried state cannot matter there, and one run yields the error of every
+head activation at once. What is within tolerance there (at most 64, closest to the user's flags first)
+plus the 16 best of the rest go on, each now with and without carried state, to the first 8 sequences;
+then to 64, 512, … sequences and the whole batch, where once some candidate is within tolerance only such
+candidates (at most 4) go on, and when none is, the 4 (last: 2) closest. A candidate that is within
+tolerance but differs from a closer one only in the carried state stops there: it could not rank above
+it, and a stateful run is the costliest (sequential). Candidates run in parallel. The user's own flags are
+always run on the whole batch. Candidates that stopped early are still listed, marked with the number of
+sequences they were compared on.
 
 **Ranking.** Candidates within tolerance come first, closest to the user's flags first (the data cannot
 tell apart candidates that compute the same numbers, e.g. relu and relu6 below 6, so the explanation that
@@ -620,9 +624,8 @@ fn parse_activation(flag: &str, name: &str) -> Result<Activation> {
     Activation::parse(name).map_err(|e| Error::usage(format!("--{flag}: {e}")))
 }
 
-/// Runs `rnntrace diagnose`.
-pub fn run(a: &DiagnoseArgs) -> Result<Outcome> {
-    let started = Instant::now();
+/// Reads and checks every input, and builds every reading of the weights.
+fn load(a: &DiagnoseArgs) -> Result<Ctx> {
     let kind = if a.cell == "gru" {
         CellKind::Gru
     } else {
@@ -714,7 +717,6 @@ pub fn run(a: &DiagnoseArgs) -> Result<Outcome> {
     let mask = a
         .mask_value
         .map(|v| engine::mask_from_value(x32.view(), v as f32));
-    let batch = x32.shape()[0];
     let p = Problem {
         kind,
         units: stored.units,
@@ -787,6 +789,14 @@ pub fn run(a: &DiagnoseArgs) -> Result<Outcome> {
         }
     }
 
+    Ok(ctx)
+}
+
+/// Runs `rnntrace diagnose`.
+pub fn run(a: &DiagnoseArgs) -> Result<Outcome> {
+    let started = Instant::now();
+    let ctx = load(a)?;
+    let batch = ctx.p.x.shape()[0];
     // The search: first tier, then (only if nothing matched) the second.
     let base_carry = batch == 1 && a.carry_state;
     let layers = |first: bool| -> Vec<Cand> {

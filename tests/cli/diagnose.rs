@@ -315,7 +315,7 @@ fn no_match_still_ranks_and_exits_1() {
 }
 
 /// Bad input: exit 2, one line naming the file or flag, nothing on stdout, no panic.
-fn fails_with(dir: &Path, args: &[&str], needles: &[&str]) {
+fn fails_with(dir: &Path, args: &[String], needles: &[&str]) {
     let (code, out, err) = run(rnntrace().current_dir(dir).args(args));
     assert_eq!(code, 2, "{args:?}: exit {code}\n{out}\n{err}");
     assert!(out.is_empty(), "{args:?}: {out}");
@@ -332,69 +332,72 @@ fn fails_with(dir: &Path, args: &[&str], needles: &[&str]) {
 #[test]
 fn bad_input_exits_2_naming_the_file() {
     let dir = diagnose_dir("lstm_relu");
-    let base = [
-        "diagnose",
-        "--cell",
-        "lstm",
-        "--weights",
-        "weights.json",
-        "--input",
-        "input.npy",
-    ];
-    let with = |extra: &[&'static str]| -> Vec<&'static str> {
-        base.iter().copied().chain(extra.iter().copied()).collect()
-    };
-    fails_with(&dir, &with(&["--expected", "nope.npy"]), &["nope.npy"]);
-    // Expected output of another shape.
-    let other = fixtures().join("diagnose/gru_return_sequences_go_backwards/expected.npy");
-    let other = other.to_str().unwrap().to_string();
-    let other: &'static str = Box::leak(other.into_boxed_str());
-    fails_with(
-        &dir,
-        &with(&["--expected", other]),
-        &["expected.npy", "expected output has shape"],
-    );
-    fails_with(
-        &dir,
-        &with(&["--expected", "expected.npy", "--activation", "tanhh"]),
-        &["--activation", "unknown activation"],
-    );
-    fails_with(
-        &dir,
-        &with(&[
-            "--expected",
-            "expected.npy",
-            "--dense-activation",
-            "softmax",
-        ]),
-        &["--dense-activation needs --dense"],
-    );
-    fails_with(
-        &dir,
-        &with(&[
-            "--expected",
-            "expected.npy",
-            "--write-weights",
-            "weights.json",
-        ]),
-        &["weights.json", "refusing to write over it"],
-    );
-    // GRU weights diagnosed as an LSTM: the loader's message, which says which cell fits.
-    let gru = diagnose_dir("gru_stateful").join("weights.json");
-    let gru: &'static str = Box::leak(gru.to_str().unwrap().to_string().into_boxed_str());
-    fails_with(
-        &dir,
-        &[
+    let args = |weights: &str, extra: &[&str]| -> Vec<String> {
+        [
             "diagnose",
             "--cell",
             "lstm",
             "--weights",
-            gru,
+            weights,
             "--input",
             "input.npy",
-            "--expected",
-            "expected.npy",
-        ],
+        ]
+        .iter()
+        .chain(extra)
+        .map(|s| s.to_string())
+        .collect()
+    };
+    fails_with(
+        &dir,
+        &args("weights.json", &["--expected", "nope.npy"]),
+        &["nope.npy"],
+    );
+    // Expected output of another shape.
+    let other = diagnose_dir("gru_return_sequences_go_backwards").join("expected.npy");
+    fails_with(
+        &dir,
+        &args("weights.json", &["--expected", other.to_str().unwrap()]),
+        &["expected.npy", "expected output has shape"],
+    );
+    fails_with(
+        &dir,
+        &args(
+            "weights.json",
+            &["--expected", "expected.npy", "--activation", "tanhh"],
+        ),
+        &["--activation", "unknown activation"],
+    );
+    fails_with(
+        &dir,
+        &args(
+            "weights.json",
+            &[
+                "--expected",
+                "expected.npy",
+                "--dense-activation",
+                "softmax",
+            ],
+        ),
+        &["--dense-activation needs --dense"],
+    );
+    fails_with(
+        &dir,
+        &args(
+            "weights.json",
+            &[
+                "--expected",
+                "expected.npy",
+                "--write-weights",
+                "weights.json",
+            ],
+        ),
+        &["weights.json", "refusing to write over it"],
+    );
+    // GRU weights diagnosed as an LSTM: the loader's message, which says which cell fits.
+    let gru = diagnose_dir("gru_stateful").join("weights.json");
+    fails_with(
+        &dir,
+        &args(gru.to_str().unwrap(), &["--expected", "expected.npy"]),
         &["weights.json", "GRU weights"],
     );
 }
