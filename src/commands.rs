@@ -390,7 +390,7 @@ pub fn inspect(a: &InspectArgs) -> Result<Outcome> {
             out,
             "{}: {} weights ({} layout), {} units, {} input features{}",
             wpath.display(),
-            kind.name().to_uppercase(),
+            kind.display_name(),
             if torch { "PyTorch" } else { "Keras" },
             w.units,
             w.features,
@@ -418,14 +418,7 @@ fn recurrent_blocks(out: &mut String, name: &str, r: &Recurrent, color: bool) ->
     let kind = match r.cell {
         model::RecurrentCell::Lstm => CellKind::Lstm,
         model::RecurrentCell::Gru => CellKind::Gru,
-        model::RecurrentCell::SimpleRnn => {
-            let _ = writeln!(
-                out,
-                "\n{name} (SimpleRNN): {} units, activation {}",
-                r.units, r.activation
-            );
-            return Ok(());
-        }
+        model::RecurrentCell::SimpleRnn => CellKind::SimpleRnn,
     };
     let mut arrays = vec![
         ("kernel".to_string(), r.kernel.clone()),
@@ -448,7 +441,7 @@ fn recurrent_blocks(out: &mut String, name: &str, r: &Recurrent, color: bool) ->
     let _ = writeln!(
         out,
         "\n{name} ({}): {} units; activation {}, recurrent activation {}{}; return_sequences={}, go_backwards={}{}",
-        kind.name().to_uppercase(),
+        kind.display_name(),
         r.units,
         r.activation,
         r.recurrent_activation,
@@ -476,6 +469,7 @@ fn blocks_table(out: &mut String, w: &crate::weights::CellWeights<f64>, color: b
             "o (output gate)",
         ],
         CellKind::Gru => &["z (update gate)", "r (reset gate)", "h (candidate)"],
+        CellKind::SimpleRnn => &["h (new state)"],
     };
     let mut t = table(color);
     let mut header = vec![

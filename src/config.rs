@@ -570,7 +570,7 @@ fn load_initial_state(
             })?;
             Some(expand("c", c)?)
         }
-        CellKind::Gru => {
+        CellKind::Gru | CellKind::SimpleRnn => {
             if get("c", 1).is_some() {
                 return Err(src.error("holds a cell state c, but a GRU has only h"));
             }

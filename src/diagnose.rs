@@ -932,7 +932,7 @@ fn structures(st: &Stored) -> Vec<Structure> {
         .collect();
     let textbook: &[bool] = match kind {
         CellKind::Gru => &[false, true],
-        CellKind::Lstm => &[false],
+        CellKind::Lstm | CellKind::SimpleRnn => &[false],
     };
     let mut out = Vec::new();
     for (order, common) in &orders {

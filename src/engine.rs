@@ -15,7 +15,7 @@ carried state are handled here, identically for both cells.
 */
 
 use crate::cell::kernels::matmul;
-use crate::cell::{Activation, GruCell, LstmCell, Real, StepOut};
+use crate::cell::{Activation, GruCell, LstmCell, Real, SimpleRnnCell, StepOut};
 use crate::trace::{LayerTrace, Record};
 use crate::weights::{CellKind, CellWeights, DenseWeights};
 use ndarray::{Array2, Array3, ArrayView2, ArrayView3, ArrayViewMut2, ArrayViewMut3, Axis, s};
@@ -264,6 +264,11 @@ impl<T: Real> Lane<T> {
                         weights: w,
                         activation: ctx.spec.activation,
                         recurrent_activation: ctx.spec.recurrent_activation,
+                    }
+                    .step(xpt, self.h.view(), out),
+                    CellKind::SimpleRnn => SimpleRnnCell {
+                        weights: w,
+                        activation: ctx.spec.activation,
                     }
                     .step(xpt, self.h.view(), out),
                 }

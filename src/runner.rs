@@ -66,12 +66,7 @@ fn cell_weights<T: Real>(model: &SavedModel, layer: &str, r: &Recurrent) -> Resu
     let kind = match r.cell {
         RecurrentCell::Lstm => CellKind::Lstm,
         RecurrentCell::Gru => CellKind::Gru,
-        RecurrentCell::SimpleRnn => {
-            return Err(Error::input(
-                &model.path,
-                format!("layer '{layer}' (SimpleRNN): SimpleRNN layers are not traced yet"),
-            ));
-        }
+        RecurrentCell::SimpleRnn => CellKind::SimpleRnn,
     };
     let mut arrays = vec![
         ("kernel".to_string(), r.kernel.clone()),

@@ -10,10 +10,12 @@ pub mod activation;
 pub mod gru;
 pub mod kernels;
 pub mod lstm;
+pub mod simple;
 
 pub use activation::Activation;
 pub use gru::GruCell;
 pub use lstm::LstmCell;
+pub use simple::SimpleRnnCell;
 
 use std::fmt::{Debug, Display};
 

@@ -81,7 +81,9 @@ impl<T: Real> Serialize for Layer<'_, T> {
         m.serialize_entry("units", &l.units)?;
         m.serialize_entry("features", &l.features)?;
         m.serialize_entry("activation", l.activation.name())?;
-        m.serialize_entry("recurrent_activation", l.recurrent_activation.name())?;
+        let ra =
+            (l.kind != crate::weights::CellKind::SimpleRnn).then(|| l.recurrent_activation.name());
+        m.serialize_entry("recurrent_activation", &ra)?;
         m.serialize_entry("reset_after", &l.reset_after)?;
         m.serialize_entry("go_backwards", &l.go_backwards)?;
         m.serialize_entry("carry_state", &l.carry_state)?;

@@ -200,6 +200,7 @@ pub fn state_norms<T: Real>(trace: &Trace<T>, window: Option<usize>) -> ChartDat
     let title = match l.kind {
         CellKind::Lstm => format!("LSTM state norms, layer '{}'", l.name),
         CellKind::Gru => format!("GRU hidden-state norm, layer '{}'", l.name),
+        CellKind::SimpleRnn => format!("SimpleRNN hidden-state norm, layer '{}'", l.name),
     };
     let mut chart = ChartData {
         title,
@@ -536,6 +537,7 @@ fn heatmap<T: Real>(
         (CellKind::Gru, 0) => "update gate",
         (CellKind::Gru, 1) => "reset gate",
         (CellKind::Gru, _) => "candidate h̃",
+        (CellKind::SimpleRnn, _) => "new state h",
     };
     let (lo, hi, fixed, diverging) = match fixed_range(act) {
         Some((lo, hi)) => (lo, hi, true, lo < 0.0),

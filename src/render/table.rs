@@ -22,6 +22,7 @@ fn gate_labels(kind: CellKind) -> &'static [&'static str] {
             "Output gate o",
         ],
         CellKind::Gru => &["Update gate z", "Reset gate r", "Candidate h̃"],
+        CellKind::SimpleRnn => &["New state h = act(x·W + h·U + b)"],
     }
 }
 
@@ -109,19 +110,23 @@ pub fn render<T: Real>(r: &Report<'_, T>) -> String {
 
 fn header_line<T: Real>(r: &Report<'_, T>, l: &LayerTrace<T>) -> String {
     let mut s = format!(
-        "{}{} layer '{}': {} unit{}, {} features; activation {}, recurrent activation {}",
+        "{}{} layer '{}': {} unit{}, {} features; activation {}{}",
         if r.title.is_empty() {
             String::new()
         } else {
             format!("{} — ", r.title)
         },
-        l.kind.name().to_uppercase(),
+        l.kind.display_name(),
         l.name,
         l.units,
         if l.units == 1 { "" } else { "s" },
         l.features,
         l.activation.name(),
-        l.recurrent_activation.name()
+        if l.kind == CellKind::SimpleRnn {
+            String::new()
+        } else {
+            format!(", recurrent activation {}", l.recurrent_activation.name())
+        }
     );
     if let Some(ra) = l.reset_after {
         let _ = write!(s, ", reset_after={}", if ra { "True" } else { "False" });
@@ -179,7 +184,7 @@ fn sequence<T: Real>(
                 out,
                 "\n── Layer '{}' ({}, {} units)",
                 l.name,
-                l.kind.name().to_uppercase(),
+                l.kind.display_name(),
                 l.units
             );
         }

@@ -91,6 +91,7 @@ pub fn named_orders(kind: CellKind) -> &'static [(&'static [usize], &'static str
             (&[0, 1, 2], "Keras's and ONNX's"),
             (&[1, 0, 2], "PyTorch's r, z, n"),
         ],
+        CellKind::SimpleRnn => &[(&[0], "every framework's")],
     }
 }
 
@@ -118,6 +119,7 @@ pub fn all_orders(kind: CellKind) -> Vec<(Vec<usize>, bool)> {
     let common = match kind {
         CellKind::Lstm => 3,
         CellKind::Gru => 2,
+        CellKind::SimpleRnn => 1,
     };
     let mut out: Vec<(Vec<usize>, bool)> = named
         .iter()
@@ -288,7 +290,7 @@ impl Stored {
         let zero = || Array1::zeros(gu);
         let bias = match (kind, bi, bh) {
             (_, None, None) => StoredBias::None,
-            (CellKind::Lstm, bi, bh) => {
+            (CellKind::Lstm | CellKind::SimpleRnn, bi, bh) => {
                 StoredBias::Single(bi.unwrap_or_else(zero) + bh.unwrap_or_else(zero))
             }
             (CellKind::Gru, bi, bh) => {
@@ -326,7 +328,7 @@ impl Stored {
     /// zero recurrent bias; input and recurrent biases added into one for `reset_after=False`).
     pub fn reset_after_readings(&self) -> (Vec<bool>, Vec<bool>) {
         match (self.kind, &self.bias) {
-            (CellKind::Lstm, _) => (vec![false], vec![]),
+            (CellKind::Lstm | CellKind::SimpleRnn, _) => (vec![false], vec![]),
             (CellKind::Gru, StoredBias::None) => (vec![true, false], vec![]),
             (CellKind::Gru, StoredBias::Single(_)) => (vec![false], vec![true]),
             (CellKind::Gru, StoredBias::Double(..)) => (vec![true], vec![false]),

@@ -92,7 +92,16 @@ pub fn from_arrays(
         )));
     }
     let (bias, recurrent_bias, reset_after) = match (kind, bias) {
-        (CellKind::Lstm, None) => (None, None, false),
+        (CellKind::Lstm | CellKind::SimpleRnn, None) => (None, None, false),
+        (CellKind::SimpleRnn, Some(b)) => {
+            if b.shape != [units] {
+                return Err(src.error(format!(
+                    "bias has shape {}; expected ({units},) for a SimpleRNN with {units} units",
+                    b.shape_str()
+                )));
+            }
+            (Some(vec1(b)), None, false)
+        }
         (CellKind::Lstm, Some(b)) => {
             if b.shape != [4 * units] {
                 return Err(src.error(format!(

@@ -28,6 +28,9 @@ pub enum CellKind {
     Lstm,
     /// Gated recurrent unit: gates z, r, h (candidate); state h.
     Gru,
+    /// Keras `SimpleRNN`: `h' = act(x·W + h·U + b)`; its one block is recorded as gate `h`.
+    #[serde(rename = "simple_rnn")]
+    SimpleRnn,
 }
 
 impl CellKind {
@@ -36,6 +39,7 @@ impl CellKind {
         match self {
             CellKind::Lstm => 4,
             CellKind::Gru => 3,
+            CellKind::SimpleRnn => 1,
         }
     }
 
@@ -44,6 +48,7 @@ impl CellKind {
         match self {
             CellKind::Lstm => &["i", "f", "c", "o"],
             CellKind::Gru => &["z", "r", "h"],
+            CellKind::SimpleRnn => &["h"],
         }
     }
 
@@ -52,6 +57,16 @@ impl CellKind {
         match self {
             CellKind::Lstm => "lstm",
             CellKind::Gru => "gru",
+            CellKind::SimpleRnn => "simple_rnn",
+        }
+    }
+
+    /// The name people write: `LSTM`, `GRU`, `SimpleRNN`.
+    pub fn display_name(self) -> &'static str {
+        match self {
+            CellKind::Lstm => "LSTM",
+            CellKind::Gru => "GRU",
+            CellKind::SimpleRnn => "SimpleRNN",
         }
     }
 
@@ -60,6 +75,7 @@ impl CellKind {
         match self {
             CellKind::Lstm => CellKind::Gru,
             CellKind::Gru => CellKind::Lstm,
+            CellKind::SimpleRnn => CellKind::SimpleRnn,
         }
     }
 }

@@ -100,6 +100,7 @@ pub fn from_state_dict(
     let order: &[usize] = match kind {
         CellKind::Lstm => &[0, 1, 2, 3],
         CellKind::Gru => &[1, 0, 2],
+        CellKind::SimpleRnn => &[0],
     };
     let transpose_blocks = |w: &RawArray| -> Array2<f64> {
         let cols = w.shape[1];
@@ -115,7 +116,7 @@ pub fn from_state_dict(
     };
     let (bias, recurrent_bias) = match (kind, b_ih, b_hh) {
         (_, None, None) => (None, None),
-        (CellKind::Lstm, bi, bh) => {
+        (CellKind::Lstm | CellKind::SimpleRnn, bi, bh) => {
             let zero = Array1::zeros(g * hidden);
             let s =
                 bi.map(reorder).unwrap_or_else(|| zero.clone()) + bh.map(reorder).unwrap_or(zero);

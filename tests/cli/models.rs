@@ -59,6 +59,8 @@ model_cases!(
     tf_keras2_hard_sigmoid,
     tf_keras2_old_attributes,
     tf_keras2_zip,
+    simple_rnn,
+    tf_keras2_functional,
 );
 
 /// The stacked seed (the question that mixed up axes): the first LSTM's return_sequences output, step by
