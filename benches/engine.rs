@@ -69,8 +69,8 @@ fn step(c: &mut Criterion) {
             BenchmarkId::from_parameter(format!("b{batch}_u{units}")),
             |b| {
                 b.iter(|| {
+                    pre.assign(&xp);
                     cell.step(
-                        xp.view(),
                         h.view(),
                         cs.view(),
                         StepOut {

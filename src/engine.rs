@@ -170,7 +170,6 @@ struct Lane<T> {
     out: Array2<T>,
     h_next: Array2<T>,
     c_next: Array2<T>,
-    pre: Array2<T>,
     gates: Array2<T>,
     scratch: Array2<T>,
     xin: Array2<T>,
@@ -197,7 +196,6 @@ impl<T: Real> Lane<T> {
             out: Array2::zeros((n, u)),
             h_next: Array2::zeros((n, u)),
             c_next: Array2::zeros((n, u)),
-            pre: Array2::zeros((n, gu)),
             gates: Array2::zeros((n, gu)),
             scratch: Array2::zeros((n, gu)),
             xin: Array2::zeros((steps * n, ctx.w.features)),
@@ -237,10 +235,16 @@ impl<T: Real> Lane<T> {
             for s_ in 0..sn {
                 let k = t + s_ - t0;
                 let ti = ctx.input_index[t + s_];
-                let xpt = self.xp.slice(s![s_ * n..(s_ + 1) * n, ..]);
+                // The step turns the input projection into the pre-activations in place: in the trace when
+                // pre-activations are recorded, else right in the projection buffer (no copy).
+                let xpt = self.xp.slice_mut(s![s_ * n..(s_ + 1) * n, ..]);
                 let pre = match v.pre.as_mut() {
-                    Some(p) => p.index_axis_mut(Axis(0), k),
-                    None => self.pre.view_mut(),
+                    Some(p) => {
+                        let mut slot = p.index_axis_mut(Axis(0), k);
+                        slot.assign(&xpt);
+                        slot
+                    }
+                    None => xpt,
                 };
                 let gates = match v.gates.as_mut() {
                     Some(g) => g.index_axis_mut(Axis(0), k),
@@ -259,18 +263,18 @@ impl<T: Real> Lane<T> {
                         activation: ctx.spec.activation,
                         recurrent_activation: ctx.spec.recurrent_activation,
                     }
-                    .step(xpt, self.h.view(), self.c.view(), out),
+                    .step(self.h.view(), self.c.view(), out),
                     CellKind::Gru => GruCell {
                         weights: w,
                         activation: ctx.spec.activation,
                         recurrent_activation: ctx.spec.recurrent_activation,
                     }
-                    .step(xpt, self.h.view(), out),
+                    .step(self.h.view(), out),
                     CellKind::SimpleRnn => SimpleRnnCell {
                         weights: w,
                         activation: ctx.spec.activation,
                     }
-                    .step(xpt, self.h.view(), out),
+                    .step(self.h.view(), out),
                 }
                 match ctx.mask {
                     None => {

@@ -28,8 +28,9 @@ pub struct GruCell<'a, T> {
 impl<T: Real> GruCell<'_, T> {
     /// Advances a block of sequences by one step.
     ///
-    /// `xp` is this step's input projection `x·W + b_in` (rows, 3u); `h` the previous state (rows, u).
-    pub fn step(&self, xp: ArrayView2<'_, T>, h: ArrayView2<'_, T>, out: StepOut<'_, T>) {
+    /// On entry `out.pre` holds this step's input projection `x·W + b_in` (rows, 3u), which the step turns
+    /// into the pre-activations in place; `h` is the previous state (rows, u).
+    pub fn step(&self, h: ArrayView2<'_, T>, out: StepOut<'_, T>) {
         let w = self.weights;
         let u = w.units;
         let StepOut {
@@ -47,19 +48,14 @@ impl<T: Real> GruCell<'_, T> {
                 None => scratch.fill(T::zero()),
             }
             matmul(scratch.view_mut(), h, w.recurrent_kernel.view(), true);
-            Zip::from(pre.slice_mut(zr))
-                .and(xp.slice(zr))
-                .and(scratch.slice(zr))
-                .for_each(|p, &x, &m| *p = x + m);
+            Zip::from(pre.slice_mut(zr)).and(scratch.slice(zr)).for_each(|p, &m| *p = *p + m);
             gates.slice_mut(zr).assign(&pre.slice(zr));
             self.activate_zr(&mut gates, u);
             Zip::from(pre.slice_mut(hh))
-                .and(xp.slice(hh))
                 .and(gates.slice(s![.., u..2 * u]))
                 .and(scratch.slice(hh))
-                .for_each(|p, &x, &r, &m| *p = x + r * m);
+                .for_each(|p, &r, &m| *p = *p + r * m);
         } else {
-            pre.slice_mut(zr).assign(&xp.slice(zr));
             matmul(pre.slice_mut(zr), h, w.recurrent_kernel.slice(zr), true);
             gates.slice_mut(zr).assign(&pre.slice(zr));
             self.activate_zr(&mut gates, u);
@@ -68,7 +64,6 @@ impl<T: Real> GruCell<'_, T> {
                 .and(gates.slice(s![.., u..2 * u]))
                 .and(h)
                 .for_each(|rh, &r, &hv| *rh = r * hv);
-            pre.slice_mut(hh).assign(&xp.slice(hh));
             matmul(
                 pre.slice_mut(hh),
                 scratch.slice(s![.., 0..u]),

@@ -22,15 +22,10 @@ pub struct LstmCell<'a, T> {
 impl<T: Real> LstmCell<'_, T> {
     /// Advances a block of sequences by one step.
     ///
-    /// `xp` is this step's input projection `x·W + b` (rows, 4u); `h`, `c` the previous state (rows, u).
-    /// All views are row-major with contiguous rows (the engine builds them so).
-    pub fn step(
-        &self,
-        xp: ArrayView2<'_, T>,
-        h: ArrayView2<'_, T>,
-        c: ArrayView2<'_, T>,
-        out: StepOut<'_, T>,
-    ) {
+    /// On entry `out.pre` holds this step's input projection `x·W + b` (rows, 4u); the step adds `h·U`
+    /// to it in place. `h`, `c` are the previous state (rows, u). All views are row-major with contiguous
+    /// rows (the engine builds them so).
+    pub fn step(&self, h: ArrayView2<'_, T>, c: ArrayView2<'_, T>, out: StepOut<'_, T>) {
         let u = self.weights.units;
         let StepOut {
             mut pre,
@@ -39,7 +34,6 @@ impl<T: Real> LstmCell<'_, T> {
             c: mut c_new,
             mut scratch,
         } = out;
-        pre.assign(&xp);
         matmul(
             pre.view_mut(),
             h,

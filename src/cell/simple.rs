@@ -18,15 +18,15 @@ pub struct SimpleRnnCell<'a, T> {
 }
 
 impl<T: Real> SimpleRnnCell<'_, T> {
-    /// Advances a block of sequences by one step: `xp` is `x·W + b` (rows, u), `h` the previous state.
-    pub fn step(&self, xp: ArrayView2<'_, T>, h: ArrayView2<'_, T>, out: StepOut<'_, T>) {
+    /// Advances a block of sequences by one step: on entry `out.pre` holds `x·W + b` (rows, u); `h` is the
+    /// previous state.
+    pub fn step(&self, h: ArrayView2<'_, T>, out: StepOut<'_, T>) {
         let StepOut {
             mut pre,
             mut gates,
             h: mut h_new,
             ..
         } = out;
-        pre.assign(&xp);
         matmul(
             pre.view_mut(),
             h,

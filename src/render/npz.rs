@@ -27,9 +27,14 @@ use crate::trace::{LayerTrace, Record, Trace};
 use crate::weights::CellKind;
 use std::path::Path;
 
-/// An `.npz` trace being written.
+/// One block of member bytes, handed to the writer thread.
+type Block = Vec<(ArrayId, Vec<u8>)>;
+
+/// An `.npz` trace being written. Blocks go to a writer thread (positioned writes and CRCs), so the
+/// engine computes the next steps while the previous ones reach the disk.
 pub struct TraceNpz<T> {
-    stream: NpzStream,
+    tx: Option<std::sync::mpsc::SyncSender<Block>>,
+    writer: Option<std::thread::JoinHandle<Result<NpzStream>>>,
     gates: Vec<ArrayId>,
     pre: Vec<ArrayId>,
     h: Option<ArrayId>,
@@ -37,7 +42,7 @@ pub struct TraceNpz<T> {
     out: Option<ArrayId>,
     masked: Option<ArrayId>,
     units: usize,
-    buf: Vec<T>,
+    _t: std::marker::PhantomData<T>,
 }
 
 fn bytes_of<T: Real>(values: &[T]) -> &[u8] {
@@ -86,50 +91,65 @@ impl<T: Real> TraceNpz<T> {
         } else {
             None
         };
-        Ok(TraceNpz {
-            stream,
-            gates,
-            pre,
-            h,
-            c,
-            out,
-            masked,
-            units: u,
-            buf: Vec::new(),
-        })
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Block>(2);
+        let writer = std::thread::spawn(move || -> Result<NpzStream> {
+            let mut stream = stream;
+            for block in rx {
+                for (id, bytes) in block {
+                    stream.append(id, &bytes)?;
+                }
+            }
+            Ok(stream)
+        });
+        Ok(TraceNpz { tx: Some(tx), writer: Some(writer), gates, pre, h, c, out, masked, units: u, _t: std::marker::PhantomData })
     }
 
-    /// Appends one block of steps.
+    /// Stops the writer thread and returns its stream, or the error that stopped it.
+    fn join(&mut self) -> Result<NpzStream> {
+        self.tx = None;
+        match self.writer.take().map(|w| w.join()) {
+            Some(Ok(r)) => r,
+            _ => Err(crate::error::Error::usage("the .npz writer thread stopped unexpectedly")),
+        }
+    }
+
+    /// Appends one block of steps (copied out, so the engine can reuse its buffers at once).
     pub fn write_block(&mut self, s: &Stores<T>) -> Result<()> {
         let u = self.units;
+        let mut block: Block = Vec::new();
         for (ids, arr) in [(&self.gates, &s.gates), (&self.pre, &s.pre)] {
             let Some(a) = arr else { continue };
             for (k, id) in ids.iter().enumerate() {
-                self.buf.clear();
+                let mut bytes = Vec::with_capacity(a.len() / ids.len() * T::BYTES);
                 for row in a.rows() {
                     match row.as_slice() {
-                        Some(r) => self.buf.extend_from_slice(&r[k * u..(k + 1) * u]),
-                        None => self.buf.extend(row.iter().skip(k * u).take(u).copied()),
+                        Some(r) => bytes.extend_from_slice(bytes_of(&r[k * u..(k + 1) * u])),
+                        None => T::extend_le(row.iter().skip(k * u).take(u).copied(), &mut bytes),
                     }
                 }
-                self.stream.append(*id, bytes_of(&self.buf))?;
+                block.push((*id, bytes));
             }
         }
         for (id, arr) in [(self.h, &s.h), (self.c, &s.c), (self.out, &s.out)] {
             if let (Some(id), Some(a)) = (id, arr) {
-                match a.as_slice() {
-                    Some(v) => self.stream.append(id, bytes_of(v))?,
+                let bytes = match a.as_slice() {
+                    Some(v) => bytes_of(v).to_vec(),
                     None => {
-                        self.buf.clear();
-                        self.buf.extend(a.iter().copied());
-                        self.stream.append(id, bytes_of(&self.buf))?;
+                        let mut b = Vec::new();
+                        T::extend_le(a.iter().copied(), &mut b);
+                        b
                     }
-                }
+                };
+                block.push((id, bytes));
             }
         }
         if let Some(id) = self.masked {
-            let bytes: Vec<u8> = s.masked.iter().map(|&m| m as u8).collect();
-            self.stream.append(id, &bytes)?;
+            block.push((id, s.masked.iter().map(|&m| m as u8).collect()));
+        }
+        let sent = self.tx.as_ref().map(|tx| tx.send(block).is_ok()).unwrap_or(false);
+        if !sent {
+            // The writer stopped: its error says why.
+            return self.join().map(|_| ());
         }
         Ok(())
     }
@@ -141,9 +161,10 @@ impl<T: Real> TraceNpz<T> {
         trace: &Trace<T>,
         comparison: Option<&crate::compare::Comparison>,
     ) -> Result<()> {
+        let mut stream = self.join()?;
         let l: &LayerTrace<T> = &trace.layers[0];
         let mut add = |name: &str, a: Vec<T>, shape: &[usize]| {
-            self.stream.add(name, T::DESCR, shape, bytes_of(&a))
+            stream.add(name, T::DESCR, shape, bytes_of(&a))
         };
         add("input", l.x.iter().copied().collect(), l.x.shape())?;
         add(
@@ -175,7 +196,7 @@ impl<T: Real> TraceNpz<T> {
             .iter()
             .flat_map(|&i| (i as i64).to_le_bytes())
             .collect();
-        self.stream
+        stream
             .add("input_index", "<i8", &[l.input_index.len()], &idx)?;
         let meta = serde_json::json!({
             "format": "rnntrace-npz/1",
@@ -194,12 +215,12 @@ impl<T: Real> TraceNpz<T> {
             .chars()
             .flat_map(|ch| (ch as u32).to_le_bytes())
             .collect();
-        self.stream.add(
+        stream.add(
             "metadata",
             &format!("<U{}", meta.chars().count()),
             &[],
             &chars,
         )?;
-        self.stream.finish()
+        stream.finish()
     }
 }
