@@ -62,6 +62,9 @@ def numpy_loop(cell, x, k, r, b, units):
 
 def rnntrace(args, repeats):
     def once():
+        for i, a in enumerate(args):
+            if a == "--trace" and os.path.exists(args[i + 1]):
+                os.remove(args[i + 1])  # time writing the trace, not unlinking the previous run's
         out = subprocess.run([BIN, *args, "--timings"], capture_output=True, text=True)
         if out.returncode not in (0,):
             sys.exit(f"rnntrace failed ({out.returncode}): {out.stderr}")
