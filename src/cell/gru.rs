@@ -48,7 +48,9 @@ impl<T: Real> GruCell<'_, T> {
                 None => scratch.fill(T::zero()),
             }
             matmul(scratch.view_mut(), h, w.recurrent_kernel.view(), true);
-            Zip::from(pre.slice_mut(zr)).and(scratch.slice(zr)).for_each(|p, &m| *p = *p + m);
+            Zip::from(pre.slice_mut(zr))
+                .and(scratch.slice(zr))
+                .for_each(|p, &m| *p = *p + m);
             gates.slice_mut(zr).assign(&pre.slice(zr));
             self.activate_zr(&mut gates, u);
             Zip::from(pre.slice_mut(hh))

@@ -101,7 +101,18 @@ impl<T: Real> TraceNpz<T> {
             }
             Ok(stream)
         });
-        Ok(TraceNpz { tx: Some(tx), writer: Some(writer), gates, pre, h, c, out, masked, units: u, _t: std::marker::PhantomData })
+        Ok(TraceNpz {
+            tx: Some(tx),
+            writer: Some(writer),
+            gates,
+            pre,
+            h,
+            c,
+            out,
+            masked,
+            units: u,
+            _t: std::marker::PhantomData,
+        })
     }
 
     /// Stops the writer thread and returns its stream, or the error that stopped it.
@@ -109,7 +120,9 @@ impl<T: Real> TraceNpz<T> {
         self.tx = None;
         match self.writer.take().map(|w| w.join()) {
             Some(Ok(r)) => r,
-            _ => Err(crate::error::Error::usage("the .npz writer thread stopped unexpectedly")),
+            _ => Err(crate::error::Error::usage(
+                "the .npz writer thread stopped unexpectedly",
+            )),
         }
     }
 
@@ -146,7 +159,11 @@ impl<T: Real> TraceNpz<T> {
         if let Some(id) = self.masked {
             block.push((id, s.masked.iter().map(|&m| m as u8).collect()));
         }
-        let sent = self.tx.as_ref().map(|tx| tx.send(block).is_ok()).unwrap_or(false);
+        let sent = self
+            .tx
+            .as_ref()
+            .map(|tx| tx.send(block).is_ok())
+            .unwrap_or(false);
         if !sent {
             // The writer stopped: its error says why.
             return self.join().map(|_| ());
@@ -196,8 +213,7 @@ impl<T: Real> TraceNpz<T> {
             .iter()
             .flat_map(|&i| (i as i64).to_le_bytes())
             .collect();
-        stream
-            .add("input_index", "<i8", &[l.input_index.len()], &idx)?;
+        stream.add("input_index", "<i8", &[l.input_index.len()], &idx)?;
         let meta = serde_json::json!({
             "format": "rnntrace-npz/1",
             "layout": "per-step arrays are time-major: (steps, sequences, units), steps in processing order",
