@@ -157,6 +157,8 @@ pub enum LayoutArg {
     Keras,
     /// PyTorch: weight_ih_l0, weight_hh_l0, bias_ih_l0, bias_hh_l0, …
     Pytorch,
+    /// ONNX initializers W, R, B (LSTM gates i, o, f, c); for a GRU, --reset-after true means linear_before_reset=1.
+    Onnx,
 }
 
 /// What `--record` keeps.

@@ -376,22 +376,25 @@ pub fn inspect(a: &InspectArgs) -> Result<Outcome> {
             crate::cli::CellArg::Gru => CellKind::Gru,
         };
         let src = crate::weights::load_arrays(wpath, &["kernel", "recurrent_kernel", "bias"])?;
-        let torch = match a.layout {
-            crate::cli::LayoutArg::Auto => crate::weights::pytorch::looks_like(&src),
-            crate::cli::LayoutArg::Keras => false,
-            crate::cli::LayoutArg::Pytorch => true,
+        let layout = match a.layout {
+            crate::cli::LayoutArg::Auto => None,
+            crate::cli::LayoutArg::Keras => Some(crate::weights::Layout::Keras),
+            crate::cli::LayoutArg::Pytorch => Some(crate::weights::Layout::Pytorch),
+            crate::cli::LayoutArg::Onnx => Some(crate::weights::Layout::Onnx),
         };
-        let w = if torch {
-            crate::weights::pytorch::from_state_dict(kind, &src, a.layer, a.reverse)?
-        } else {
-            crate::weights::keras::from_arrays(kind, &src, crate::weights::keras::ResetAfter::Auto)?
+        let opts = crate::weights::ReadOptions {
+            layout,
+            layer: a.layer,
+            reverse: a.reverse,
+            reset_after: crate::weights::keras::ResetAfter::Auto,
         };
+        let (w, layout) = crate::weights::read_cell(kind, &src, opts)?;
         let _ = writeln!(
             out,
             "{}: {} weights ({} layout), {} units, {} input features{}",
             wpath.display(),
             kind.display_name(),
-            if torch { "PyTorch" } else { "Keras" },
+            layout.name(),
             w.units,
             w.features,
             if kind == CellKind::Gru {

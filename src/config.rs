@@ -11,7 +11,7 @@ use crate::engine::LayerSpec;
 use crate::error::{Error, Result, shape_str};
 use crate::io::{self, RawArray};
 use crate::scaler::Scaler;
-use crate::weights::keras::{self, ResetAfter};
+use crate::weights::keras::ResetAfter;
 use crate::weights::{CellKind, CellWeights, DenseWeights, dense, load_arrays};
 use ndarray::{Array2, Array3};
 use std::io::IsTerminal;
@@ -242,26 +242,19 @@ pub fn cell_job(kind: CellKind, a: &CellArgs) -> Result<CellJob> {
         ResetAfterArg::False => ResetAfter::False,
     };
     let src = load_arrays(&a.weights, &["kernel", "recurrent_kernel", "bias"])?;
-    let torch = match a.layout {
-        LayoutArg::Auto => crate::weights::pytorch::looks_like(&src),
-        LayoutArg::Keras => false,
-        LayoutArg::Pytorch => true,
+    let layout = match a.layout {
+        LayoutArg::Auto => None,
+        LayoutArg::Keras => Some(crate::weights::Layout::Keras),
+        LayoutArg::Pytorch => Some(crate::weights::Layout::Pytorch),
+        LayoutArg::Onnx => Some(crate::weights::Layout::Onnx),
     };
-    if !torch && (a.layer != 0 || a.reverse) {
-        return Err(Error::usage(
-            "--layer and --reverse select from PyTorch state dicts; these weights are in Keras layout",
-        ));
-    }
-    if torch && a.reset_after == ResetAfterArg::False {
-        return Err(Error::usage(
-            "PyTorch's GRU is reset_after=True; --reset-after false does not apply",
-        ));
-    }
-    let weights = if torch {
-        crate::weights::pytorch::from_state_dict(kind, &src, a.layer, a.reverse)?
-    } else {
-        keras::from_arrays(kind, &src, reset_after)?
+    let opts = crate::weights::ReadOptions {
+        layout,
+        layer: a.layer,
+        reverse: a.reverse,
+        reset_after,
     };
+    let (weights, _) = crate::weights::read_cell(kind, &src, opts)?;
     let mut notes = Vec::new();
     for (name, arr) in &src.arrays {
         if arr.was_converted() {

@@ -663,6 +663,11 @@ fn load(a: &DiagnoseArgs) -> Result<Ctx> {
         LayoutArg::Auto => pytorch::looks_like(&src),
         LayoutArg::Keras => false,
         LayoutArg::Pytorch => true,
+        LayoutArg::Onnx => {
+            return Err(Error::usage(
+                "diagnose reads Keras and PyTorch layouts; convert ONNX weights with `rnntrace lstm|gru --layout onnx` first",
+            ));
+        }
     };
     let user_weights = if torch {
         if a.reset_after == ResetAfterArg::False {

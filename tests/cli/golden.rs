@@ -318,3 +318,50 @@ fn torch_lstm_no_bias() {
 fn torch_gru_no_bias() {
     check_torch_case("gru_no_bias");
 }
+
+/// ONNX-layout fixtures (fixtures/generate_onnx.py): W/R/B initializers of a PyTorch-exported ONNX model,
+/// against onnxruntime's own per-step outputs, both directions. Same 1e-5 tolerance and reasoning.
+fn check_onnx_case(name: &str) {
+    let dir = crate::fixtures().join("onnx").join(name);
+    let m: Value = serde_json::from_slice(&std::fs::read(dir.join("case.json")).unwrap()).unwrap();
+    let cell = m["cell"].as_str().unwrap();
+    for d in 0..2 {
+        let (shape, want) = npy(&dir.join(format!("h_seq_d{d}.npy")));
+        let mut cmd = rnntrace();
+        cmd.current_dir(&dir).arg(cell).args([
+            "--weights",
+            "weights.npz",
+            "--input",
+            "input.npy",
+            "--layout",
+            "onnx",
+            "--format",
+            "json",
+        ]);
+        if d == 1 {
+            cmd.arg("--reverse");
+        }
+        if m["linear_before_reset"] == 1 {
+            cmd.args(["--reset-after", "true"]);
+        }
+        let (code, out, err) = run(&mut cmd);
+        assert_eq!(code, 0, "{name} d{d}: {err}");
+        let trace: Value = serde_json::from_str(&out).unwrap();
+        assert_close(
+            &format!("onnx {name} direction {d}"),
+            &collect_steps(&trace, "h"),
+            &want,
+            &shape,
+            1e-5,
+        );
+    }
+}
+
+#[test]
+fn onnx_lstm_bidirectional() {
+    check_onnx_case("lstm_bidirectional");
+}
+#[test]
+fn onnx_gru_bidirectional_linear_before_reset() {
+    check_onnx_case("gru_bidirectional");
+}
