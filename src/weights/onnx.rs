@@ -72,14 +72,12 @@ pub fn from_onnx(
             g * hidden
         )));
     }
-    if let Some(b) = b {
-        if b.shape != [dirs, 2 * g * hidden] {
-            return Err(src.error(format!(
-                "B has shape {}; expected ({dirs}, {})",
-                b.shape_str(),
-                2 * g * hidden
-            )));
-        }
+    if let Some(b) = b.filter(|b| b.shape != [dirs, 2 * g * hidden]) {
+        return Err(src.error(format!(
+            "B has shape {}; expected ({dirs}, {})",
+            b.shape_str(),
+            2 * g * hidden
+        )));
     }
     let input = w.shape[2];
     // Keras block k holds ONNX block order[k].
