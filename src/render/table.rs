@@ -277,7 +277,8 @@ fn sequence<T: Real>(
         }
     }
     // Prediction for this sequence: one row per metric, one column per output (the seeds' layout).
-    let outs = r.trace.predictions.ncols();
+    // Wide outputs (a layer with no head) show their first --max-units columns, as the unit tables do.
+    let outs = r.trace.predictions.ncols().min(r.display.max_units);
     let mut pt = new_table(color);
     let mut header = vec![Cell::new("Metric")];
     header.extend(
@@ -338,7 +339,7 @@ fn summary<T: Real>(out: &mut String, r: &Report<'_, T>, color: bool) {
     let p = &r.trace.predictions;
     let mut t = new_table(color);
     let mut header = vec!["Sequence".to_string()];
-    let outs = p.ncols();
+    let outs = p.ncols().min(r.display.max_units);
     for j in 0..outs {
         let name = output_name(r, j);
         header.push(format!("Ours {name}"));
@@ -398,6 +399,15 @@ fn summary<T: Real>(out: &mut String, r: &Report<'_, T>, color: bool) {
         t.add_row(row);
     }
     let _ = writeln!(out, "\nAll predictions\n{t}");
+    if p.ncols() > outs {
+        let _ = writeln!(
+            out,
+            "(showing outputs 0–{} of {}; --max-units {} shows all)",
+            outs - 1,
+            p.ncols(),
+            p.ncols()
+        );
+    }
 }
 
 /// The one-line verdict: `PASS: …` or `FAIL: …`.
