@@ -219,7 +219,7 @@ const STREAM_STEPS: usize = 8;
 
 fn execute_as<T: Real>(job: &CellJob, title: &str, started: Instant) -> Result<Outcome> {
     for note in &job.notes {
-        eprintln!("rnntrace: note: {note}");
+        eprintln!("rnntrace: {note}");
     }
     let load_s = started.elapsed();
     let out = &job.output;
@@ -242,7 +242,25 @@ fn execute_as<T: Real>(job: &CellJob, title: &str, started: Instant) -> Result<O
             progress.finish();
             (layer, Some(npz))
         }
-        None => (run_engine::<T>(job, None, out.record, None)?, None),
+        None => {
+            // Tables alone need only the predictions from the main run (the shown sequences are traced
+            // apart); JSON and charts need everything.
+            let p = &out.plots;
+            let full = out.format == FormatArg::Json
+                || out.trace.is_some()
+                || p.plot.is_some()
+                || p.plot_predictions.is_some()
+                || p.plot_gates.is_some();
+            (
+                run_engine::<T>(
+                    job,
+                    None,
+                    if full { out.record } else { Record::NONE },
+                    None,
+                )?,
+                None,
+            )
+        }
     };
     let computed = finish(job, layer);
     let compute_s = compute_start.elapsed().saturating_sub(write_time);
@@ -272,10 +290,18 @@ fn execute_as<T: Real>(job: &CellJob, title: &str, started: Instant) -> Result<O
         Vec::new()
     };
     let detail_owned;
-    let detail: &LayerTrace<T> = if json_trace.layers[0].is_complete()
-        && detail_rows.iter().enumerate().all(|(i, &b)| i == b)
+    let max_steps = out.display.max_steps;
+    let detail: &LayerTrace<T> = if detail_rows.is_empty()
+        || (json_trace.layers[0].is_complete()
+            && detail_rows.iter().enumerate().all(|(i, &b)| i == b)
+            && json_trace.layers[0].steps() <= max_steps)
     {
         &json_trace.layers[0]
+    } else if !job.spec.carry_state {
+        // Only the shown sequences and steps: the recurrence is causal, so the first processing steps
+        // need only the inputs they read.
+        detail_owned = detail_run::<T>(job, &detail_rows, max_steps)?;
+        &detail_owned
     } else if job.spec.carry_state {
         // State flows between sequences: a subset cannot be run on its own.
         let all = run_engine::<T>(job, None, Record::ALL, None)?;
@@ -343,6 +369,35 @@ fn execute_as<T: Real>(job: &CellJob, title: &str, started: Instant) -> Result<O
         Some(c) if !c.passed => Outcome::Mismatch,
         _ => Outcome::Success,
     })
+}
+
+/// A complete trace of sequences `rows` for their first `max_steps` processing steps.
+fn detail_run<T: Real>(job: &CellJob, rows: &[usize], max_steps: usize) -> Result<LayerTrace<T>> {
+    let w = job.weights.cast::<T>();
+    let inp = inputs::<T>(job, Some(rows));
+    let steps = inp.x.shape()[1];
+    let n = steps.min(max_steps.max(1));
+    // Processing step t reads row t (or T−1−t going backwards): keep just the rows the first n steps read.
+    let offset = if job.spec.go_backwards { steps - n } else { 0 };
+    let x = inp
+        .x
+        .slice(ndarray::s![.., offset..offset + n, ..])
+        .to_owned();
+    let mask = inp
+        .mask
+        .as_ref()
+        .map(|m| m.slice(ndarray::s![.., offset..offset + n]).to_owned());
+    let input = LayerInput {
+        x: x.view(),
+        mask: mask.as_ref().map(|m| m.view()),
+        h0: inp.h0,
+        c0: inp.c0,
+    };
+    let mut l =
+        engine::run_layer_with(&w, &job.spec, input, Record::ALL, None, &mut |_, _| Ok(()))?;
+    l.x = inp.x;
+    l.input_index.iter_mut().for_each(|i| *i += offset);
+    Ok(l)
 }
 
 /// Rows `rows` of a complete in-memory trace.
@@ -416,7 +471,7 @@ pub fn write_stdout(fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) ->
 }
 
 /// One warning on stderr naming the first place a NaN or infinity appears, if any.
-fn warn_non_finite<T: Real>(trace: &Trace<T>) {
+pub fn warn_non_finite<T: Real>(trace: &Trace<T>) {
     for l in &trace.layers {
         if let Some(((b, t, j), v)) = l.x.indexed_iter().find(|(_, v)| !v.is_finite()) {
             eprintln!(
@@ -464,7 +519,7 @@ fn warn_non_finite<T: Real>(trace: &Trace<T>) {
         .find(|(_, v)| !v.is_finite())
     {
         eprintln!(
-            "rnntrace: warning: prediction {j} of sequence {b} is {v} (the Dense head overflowed)"
+            "rnntrace: warning: prediction {j} of sequence {b} is {v} (made by the Dense head)"
         );
     }
 }

@@ -305,6 +305,9 @@ pub struct DisplayArgs {
     /// Which sequences get per-step tables: `0,5,7`, `10..20` or `all` (default: the first 3).
     #[arg(long, value_name = "LIST")]
     pub sequences: Option<String>,
+    /// Per-step tables for at most this many steps of each sequence.
+    #[arg(long, default_value_t = 50, value_name = "N")]
+    pub max_steps: usize,
     /// Show at most this many units as table columns (the rest are summarised in a note).
     #[arg(long, default_value_t = 8, value_name = "N")]
     pub max_units: usize,

@@ -37,6 +37,9 @@ pub fn run_model(a: &RunArgs, _started: Instant) -> Result<Outcome> {
         a.plots.plot_gates.as_deref(),
     ] {
         check_not_input(out, &inputs)?;
+        if let Some(p) = out {
+            crate::io::write::check_output(p)?;
+        }
     }
     for (flag, p) in [
         ("--plot", &a.plots.plot),
@@ -57,51 +60,88 @@ pub fn run_model(a: &RunArgs, _started: Instant) -> Result<Outcome> {
         )));
     }
     let model = model::load(&a.model)?;
-    let features = model
-        .compute_layers()
-        .find_map(|l| match &l.kind {
-            LayerKind::Recurrent(r) => Some(r.features),
-            LayerKind::Bidirectional { forward, .. } => Some(forward.features),
-            _ => None,
-        })
-        .or_else(|| model.input_shape.last().copied().flatten());
     let raw = io::read_npy(&a.input)?;
-    let f = features.unwrap_or_else(|| raw.shape.last().copied().unwrap_or(0));
-    let x = series_input(
-        &raw,
-        &a.input,
-        a.window,
-        f,
-        &format!("the model expects {f}"),
-    )?;
-    if let Some(want) = model
-        .input_shape
-        .get(1)
-        .copied()
-        .flatten()
-        .filter(|&w| w != x.shape()[1] && a.window.is_none())
-    {
-        return Err(Error::input(
+    // The model's own input shape decides what the input is; without one, the first layer that says.
+    let declared = model.input_shape.last().copied().flatten();
+    let first_layer = model.compute_layers().find_map(|l| match &l.kind {
+        LayerKind::Recurrent(r) => Some(r.features),
+        LayerKind::Bidirectional { forward, .. } => Some(forward.features),
+        LayerKind::Dense { kernel, .. } | LayerKind::TimeDistributedDense { kernel, .. } => {
+            kernel.shape.first().copied()
+        }
+        _ => None,
+    });
+    let f = declared
+        .or(first_layer)
+        .unwrap_or_else(|| raw.shape.last().copied().unwrap_or(0));
+    let x = if model.input_shape.len() == 2 {
+        // A model whose input is not a sequence: (batch, features).
+        let rows = match raw.shape.as_slice() {
+            [n, w] if *w == f => *n,
+            [w] if *w == f => 1,
+            _ => {
+                return Err(Error::input(
+                    &a.input,
+                    format!(
+                        "has shape {}; the model takes (batch, {f})",
+                        raw.shape_str()
+                    ),
+                ));
+            }
+        };
+        crate::runner::Tensor::Flat(
+            ndarray::Array2::from_shape_vec((rows, f), raw.data.clone())
+                .map_err(|e| Error::input(&a.input, e.to_string()))?,
+        )
+    } else {
+        let x = series_input(
+            &raw,
             &a.input,
-            format!(
-                "has {} timesteps per sequence; the model was built for {want}",
-                x.shape()[1]
-            ),
-        ));
-    }
+            a.window,
+            f,
+            &format!("the model expects {f}"),
+        )?;
+        if let Some(want) = model
+            .input_shape
+            .get(1)
+            .copied()
+            .flatten()
+            .filter(|&w| w != x.shape()[1] && a.window.is_none())
+        {
+            return Err(Error::input(
+                &a.input,
+                format!(
+                    "has {} timesteps per sequence; the model was built for {want}",
+                    x.shape()[1]
+                ),
+            ));
+        }
+        crate::runner::Tensor::Seq(x)
+    };
     match a.precision {
         PrecisionArg::F32 => run_as::<f32>(a, &model, x),
         PrecisionArg::F64 => run_as::<f64>(a, &model, x),
     }
 }
 
-fn run_as<T: Real>(a: &RunArgs, model: &SavedModel, x: ndarray::Array3<f64>) -> Result<Outcome> {
-    let n = x.shape()[0];
-    let run = crate::runner::run::<T>(model, x.mapv(T::lit))?;
+fn run_as<T: Real>(
+    a: &RunArgs,
+    model: &SavedModel,
+    x: crate::runner::Tensor<f64>,
+) -> Result<Outcome> {
+    let shape = x.shape();
+    let n = shape[0];
+    let features = *shape.last().unwrap_or(&0);
+    let x = match x {
+        crate::runner::Tensor::Seq(v) => crate::runner::Tensor::Seq(v.mapv(T::lit)),
+        crate::runner::Tensor::Flat(v) => crate::runner::Tensor::Flat(v.mapv(T::lit)),
+    };
+    let run = crate::runner::run::<T>(model, x)?;
     let out_shape = run.output.shape();
     let predictions = run.output.rows();
     let outputs = predictions.ncols();
-    let mut display = Display::from_args(&a.display, x.shape()[2])?;
+    let mut display = Display::from_args(&a.display, features)?;
+    display.check_sequences(n)?;
     if let Some(names) = &a.output_names {
         display.output_names = names.split(',').map(|s| s.trim().to_string()).collect();
     }
@@ -134,6 +174,12 @@ fn run_as<T: Real>(a: &RunArgs, model: &SavedModel, x: ndarray::Array3<f64>) -> 
         None => None,
         Some(p) => Some(crate::config::load_targets(p, n, outputs, a.window)?),
     };
+    if !display.output_names.is_empty() && display.output_names.len() != outputs {
+        return Err(Error::usage(format!(
+            "--output-names gives {} names; the model has {outputs} outputs per sequence",
+            display.output_names.len()
+        )));
+    }
     let dense_activation = model.compute_layers().last().and_then(|l| match &l.kind {
         LayerKind::Dense { activation, .. }
         | LayerKind::TimeDistributedDense { activation, .. } => Activation::parse(activation).ok(),

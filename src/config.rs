@@ -86,9 +86,11 @@ pub struct Display {
     /// Feature names (empty: x0, x1, …).
     pub feature_names: Vec<String>,
     /// Which sequences get per-step tables (`None`: the first 3).
-    pub sequences: Option<Vec<usize>>,
+    pub sequences: Option<Vec<std::ops::Range<usize>>>,
     /// Max unit columns.
     pub max_units: usize,
+    /// Max steps per sequence in per-step tables.
+    pub max_steps: usize,
     /// Colour on.
     pub color: bool,
     /// Only errors and the verdict.
@@ -131,6 +133,7 @@ impl Display {
             feature_names,
             sequences,
             max_units: d.max_units,
+            max_steps: d.max_steps.max(1),
             color,
             quiet: d.quiet,
             output_names: Vec::new(),
@@ -139,15 +142,16 @@ impl Display {
     }
 }
 
-/// Parses `0,5,7`, `10..20`, `3..=5` or `all` (`all` is `usize::MAX` as a marker).
-fn parse_sequences(s: &str) -> Result<Vec<usize>> {
+/// Parses `0,5,7`, `10..20`, `3..=5` or `all` into ranges (`all` is `0..usize::MAX`; clamped to the batch
+/// when used, so a huge range costs nothing).
+fn parse_sequences(s: &str) -> Result<Vec<std::ops::Range<usize>>> {
     let bad = || {
         Error::usage(format!(
             "--sequences '{s}': expected a list like 0,5,7, a range like 10..20, or all"
         ))
     };
     if s.trim() == "all" {
-        return Ok(vec![usize::MAX]);
+        return Ok(std::iter::once(0..usize::MAX).collect());
     }
     let mut out = Vec::new();
     for part in s.split(',') {
@@ -159,13 +163,32 @@ fn parse_sequences(s: &str) -> Result<Vec<usize>> {
             };
             let a: usize = a.trim().parse().map_err(|_| bad())?;
             let b: usize = b.trim().parse().map_err(|_| bad())?;
-            let end = if inclusive { b + 1 } else { b };
-            out.extend(a..end);
+            let end = if inclusive { b.saturating_add(1) } else { b };
+            if end <= a {
+                return Err(Error::usage(format!(
+                    "--sequences '{s}': the range {part} is empty"
+                )));
+            }
+            out.push(a..end);
         } else {
-            out.push(part.parse().map_err(|_| bad())?);
+            let i: usize = part.parse().map_err(|_| bad())?;
+            out.push(i..i.saturating_add(1));
         }
     }
     Ok(out)
+}
+
+impl Display {
+    /// Checks that `--sequences` names at least one of `n` sequences.
+    pub fn check_sequences(&self, n: usize) -> Result<()> {
+        match &self.sequences {
+            Some(ranges) if ranges.iter().all(|r| r.start >= n) => Err(Error::usage(format!(
+                "--sequences: the input holds {n} sequences (0..{}); none of the ones asked for exists",
+                n.saturating_sub(1)
+            ))),
+            _ => Ok(()),
+        }
+    }
 }
 
 fn activation(flag: &str, name: &str) -> Result<Activation> {
@@ -212,6 +235,9 @@ pub fn cell_job(kind: CellKind, a: &CellArgs) -> Result<CellJob> {
         a.plots.plot_gates.as_deref(),
     ] {
         check_not_input(out, &inputs)?;
+        if let Some(p) = out {
+            crate::io::write::check_output(p)?;
+        }
     }
     for (flag, p) in [
         ("--plot", &a.plots.plot),
@@ -256,6 +282,9 @@ pub fn cell_job(kind: CellKind, a: &CellArgs) -> Result<CellJob> {
     };
     let (weights, _) = crate::weights::read_cell(kind, &src, opts)?;
     let mut notes = Vec::new();
+    if let Some(w) = weight_warning(&a.weights, &weights, a.precision == PrecisionArg::F32) {
+        notes.push(format!("warning: {w}"));
+    }
     for (name, arr) in &src.arrays {
         if arr.was_converted() {
             let what = if name.is_empty() {
@@ -264,7 +293,7 @@ pub fn cell_job(kind: CellKind, a: &CellArgs) -> Result<CellJob> {
                 format!("'{name}'")
             };
             notes.push(format!(
-                "{}: {what} holds {} values; converted to floating point",
+                "note: {}: {what} holds {} values; converted to floating point",
                 a.weights.display(),
                 arr.dtype
             ));
@@ -274,7 +303,7 @@ pub fn cell_job(kind: CellKind, a: &CellArgs) -> Result<CellJob> {
     let raw = io::read_npy(&a.input)?;
     if raw.was_converted() {
         notes.push(format!(
-            "{}: holds {} values; converted to floating point",
+            "note: {}: holds {} values; converted to floating point",
             a.input.display(),
             raw.dtype
         ));
@@ -301,6 +330,18 @@ pub fn cell_job(kind: CellKind, a: &CellArgs) -> Result<CellJob> {
         None => None,
         Some(p) => Some((dense::load(p, weights.units)?, dense_act)),
     };
+    if let Some((d, _)) = &dense {
+        let vals = d.kernel.iter().chain(d.bias.iter().flat_map(|b| b.iter()));
+        if let Some(v) = vals.copied().find(|v| !v.is_finite()) {
+            notes.push(format!(
+                "warning: {}: the Dense head holds {v}; every prediction it touches will be {v}",
+                a.dense
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
+            ));
+        }
+    }
     let outputs = dense
         .as_ref()
         .map(|(d, _)| d.outputs())
@@ -323,6 +364,7 @@ pub fn cell_job(kind: CellKind, a: &CellArgs) -> Result<CellJob> {
         Some(p) => Some(load_targets(p, batch, outputs, a.window)?),
     };
     let mut display = Display::from_args(&a.display, weights.features)?;
+    display.check_sequences(batch)?;
     if let Some(names) = &a.output_names {
         display.output_names = names.split(',').map(|s| s.trim().to_string()).collect();
         if display.output_names.len() != outputs {
@@ -371,6 +413,53 @@ pub fn cell_job(kind: CellKind, a: &CellArgs) -> Result<CellJob> {
     })
 }
 
+/// A warning naming the first weight that is NaN or infinite, or that float32 cannot hold, if any.
+pub fn weight_warning(path: &Path, w: &CellWeights<f64>, f32_run: bool) -> Option<String> {
+    let bad = |v: f64| !v.is_finite() || (f32_run && v.abs() > f32::MAX as f64);
+    let what = |v: f64| {
+        if v.is_finite() {
+            format!("{v:e}, which overflows float32 to inf")
+        } else {
+            v.to_string()
+        }
+    };
+    let gates = w.kind.gate_names();
+    let place = |col: usize| {
+        format!(
+            "gate {}, unit {}",
+            gates[(col / w.units).min(gates.len() - 1)],
+            col % w.units
+        )
+    };
+    for (name, m) in [
+        ("kernel", &w.kernel),
+        ("recurrent_kernel", &w.recurrent_kernel),
+    ] {
+        if let Some(((r, c), v)) = m.indexed_iter().find(|(_, v)| bad(**v)) {
+            return Some(format!(
+                "{}: {name}[{r}, {c}] is {} ({}); it propagates through the trace",
+                path.display(),
+                what(*v),
+                place(c)
+            ));
+        }
+    }
+    for (name, b) in [("bias", &w.bias), ("recurrent bias", &w.recurrent_bias)] {
+        if let Some((i, v)) = b
+            .as_ref()
+            .and_then(|b| b.indexed_iter().find(|(_, v)| bad(**v)))
+        {
+            return Some(format!(
+                "{}: {name}[{i}] is {} ({}); it propagates through the trace",
+                path.display(),
+                what(*v),
+                place(i)
+            ));
+        }
+    }
+    None
+}
+
 /// Refuses an output path that is one of the inputs.
 pub fn check_not_input(out: Option<&Path>, inputs: &[&Path]) -> Result<()> {
     let Some(out) = out else { return Ok(()) };
@@ -402,6 +491,9 @@ fn shape_input(
     series_input(raw, path, window, w.features, &expects)
 }
 
+/// The most values `--window` may produce (2 GiB of f64).
+pub const MAX_WINDOW_VALUES: usize = 1 << 28;
+
 /// Shapes an input array into (sequences, timesteps, features): 3-D as is, 2-D as one sequence, or a 2-D
 /// series cut into windows of `window` rows. `expects` completes "has N features per step; …".
 pub fn series_input(
@@ -426,6 +518,19 @@ pub fn series_input(
                 ));
             }
             let n = rows - k;
+            // Windows overlap, so the cut series can be far larger than the file: refuse what would not fit.
+            let cells = n
+                .checked_mul(k)
+                .and_then(|v| v.checked_mul(f))
+                .unwrap_or(usize::MAX);
+            if cells > MAX_WINDOW_VALUES {
+                return Err(Error::input(
+                    path,
+                    format!(
+                        "--window {k} over {rows} rows makes {n} windows × {k} rows × {f} features = {cells} values, more than the {MAX_WINDOW_VALUES} rnntrace holds at once; use a shorter window or cut the windows beforehand"
+                    ),
+                ));
+            }
             let mut x = Array3::zeros((n, k, f));
             for i in 0..n {
                 for t in 0..k {
@@ -550,6 +655,23 @@ fn load_initial_state(
             ))),
         }
     };
+    let allowed = if kind == CellKind::Lstm { 2 } else { 1 };
+    if src.positional && src.arrays.len() > allowed {
+        return Err(src.error(format!(
+            "holds {} arrays; an initial state is h{}",
+            src.arrays.len(),
+            if allowed == 2 { " and c" } else { "" }
+        )));
+    }
+    if let Some((name, _)) = src
+        .arrays
+        .iter()
+        .find(|(n, _)| !src.positional && n != "h" && n != "c")
+    {
+        return Err(src.error(format!(
+            "holds an array named '{name}'; an initial state holds h (and c for an LSTM)"
+        )));
+    }
     let h = get("h", 0)
         .ok_or_else(|| src.error(format!("needs an array named h; found: {}", src.names())))?;
     let h = expand("h", h)?;

@@ -149,6 +149,7 @@ fn display_args(d: &DemoArgs) -> Vec<String> {
         v.extend(["--sequences".to_string(), seq.clone()]);
     }
     v.extend(["--max-units".to_string(), s.max_units.to_string()]);
+    v.extend(["--max-steps".to_string(), s.max_steps.to_string()]);
     v.extend([
         "--color".to_string(),
         format!("{:?}", s.color).to_lowercase(),

@@ -893,7 +893,7 @@ pub fn run(a: &DiagnoseArgs) -> Result<Outcome> {
         FormatArg::Json => {
             let v = report.json();
             write_stdout(|w| {
-                serde_json::to_writer_pretty(&mut *w, &v).map_err(std::io::Error::other)?;
+                serde_json::to_writer_pretty(&mut *w, &v).map_err(std::io::Error::from)?;
                 writeln!(w)
             })?
         }
@@ -988,7 +988,7 @@ fn write_weights(path: &Path, w: &CellWeights<f64>) -> Result<()> {
         m.insert("bias".into(), b);
     }
     atomic_write(path, |out| {
-        serde_json::to_writer(&mut *out, &obj).map_err(std::io::Error::other)?;
+        serde_json::to_writer(&mut *out, &obj).map_err(std::io::Error::from)?;
         writeln!(out)
     })
 }

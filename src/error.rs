@@ -72,3 +72,17 @@ pub fn shape_str(shape: &[usize]) -> String {
         ),
     }
 }
+
+/// Text safe to print: control characters (newlines, ANSI escapes) from file-supplied names are shown as
+/// escapes instead of acting on the terminal.
+pub fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}

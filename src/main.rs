@@ -9,7 +9,10 @@ fn main() {
     let code = match rnntrace::app::run(cli) {
         Ok(outcome) => outcome.code(),
         Err(e) => {
-            eprintln!("rnntrace: error: {e}");
+            eprintln!(
+                "rnntrace: error: {}",
+                rnntrace::error::printable(&e.to_string())
+            );
             2
         }
     };

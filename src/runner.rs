@@ -114,6 +114,7 @@ fn run_recurrent<T: Real>(
     mask: Option<&Array2<bool>>,
 ) -> Result<LayerTrace<T>> {
     let w = cell_weights::<T>(model, name, r)?;
+    let carry_state = stateful_carry(model, name, r, x.shape()[0])?;
     if x.shape()[2] != w.features {
         return Err(Error::input(
             &model.path,
@@ -133,7 +134,7 @@ fn run_recurrent<T: Real>(
             act(model, name, &r.recurrent_activation)?
         },
         go_backwards: r.go_backwards,
-        carry_state: false,
+        carry_state,
     };
     let input = LayerInput {
         x: x.view(),
@@ -143,6 +144,29 @@ fn run_recurrent<T: Real>(
     };
     let mut no_sink = |_: usize, _: &engine::Stores<T>| Ok(());
     engine::run_layer_with(&w, &spec, input, Record::ALL, None, &mut no_sink)
+}
+
+/// Whether a layer carries its state from one sequence to the next, as `model.predict` runs it.
+///
+/// A `stateful=True` layer keeps its state between the batches `predict` cuts the input into. With the
+/// model's batch size 1 that is sequence k's final state starting sequence k+1 (`--carry-state`); when the
+/// whole input is one batch nothing carries. Other splits (state carried per row across batches) are
+/// refused rather than computed wrongly.
+fn stateful_carry(model: &SavedModel, name: &str, r: &Recurrent, batch: usize) -> Result<bool> {
+    if !r.stateful || batch <= 1 {
+        return Ok(false);
+    }
+    match model.input_shape.first().copied().flatten() {
+        Some(1) => Ok(true),
+        Some(b) if b == batch => Ok(false),
+        None => Ok(false),
+        Some(b) => Err(Error::input(
+            &model.path,
+            format!(
+                "layer '{name}' is stateful with batch size {b}; the input holds {batch} sequences: rnntrace carries state for batch size 1, or runs the input as one batch of {b}"
+            ),
+        )),
+    }
 }
 
 /// The layer's return_sequences output in processing order, `(batch, steps, units)`, with zeros at masked
@@ -235,9 +259,10 @@ fn merge<T: Real>(mode: &str, f: ArrayView2<'_, T>, b: ArrayView2<'_, T>) -> Opt
     })
 }
 
-/// Runs every layer of `model` on `x` (batch, timesteps, features).
-pub fn run<T: Real>(model: &SavedModel, x: Array3<T>) -> Result<ModelRun<T>> {
-    let mut value = Tensor::Seq(x);
+/// Runs every layer of `model` on `x`: a sequence batch, or a flat batch for models whose input is not a
+/// sequence.
+pub fn run<T: Real>(model: &SavedModel, x: Tensor<T>) -> Result<ModelRun<T>> {
+    let mut value = x;
     let mut mask: Option<Array2<bool>> = None;
     let mut layers = Vec::new();
     for layer in model.compute_layers() {

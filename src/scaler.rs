@@ -3,7 +3,8 @@ scikit-learn scaler parameters, to show predictions in original units (`--invers
 
 Accepted JSON (write it from Python with `json.dump({k: getattr(s, k).tolist() for k in (...)}, f)`):
 - MinMaxScaler: `{"data_min_": [...], "data_max_": [...], "feature_range": [0, 1]}` (or its `min_`/`scale_`);
-- StandardScaler: `{"mean_": [...], "scale_": [...]}` (`mean_` may be absent or null for `with_mean=False`).
+- StandardScaler: `{"mean_": [...], "scale_": [...]}` (`mean_` may be absent or null for `with_mean=False`);
+- RobustScaler: `{"center_": [...], "scale_": [...]}`.
 
 One value per output column, or one value for all.
 */
@@ -83,6 +84,12 @@ impl Scaler {
             let mul: Vec<f64> = scale_.iter().map(|s| 1.0 / s).collect();
             let add: Vec<f64> = min_.iter().zip(&scale_).map(|(m, s)| -m / s).collect();
             (mul, add, "MinMaxScaler")
+        } else if let (Some(center), Some(scale)) = (nums("center_")?, nums("scale_")?) {
+            // RobustScaler: scaled = (x − center_) / scale_.
+            if center.len() != scale.len() {
+                return Err(err("'center_' and 'scale_' have different lengths".into()));
+            }
+            (scale, center, "RobustScaler")
         } else if let Some(scale) = nums("scale_")? {
             let mean = nums("mean_")?.unwrap_or_else(|| vec![0.0; scale.len()]);
             if mean.len() != scale.len() {

@@ -107,8 +107,8 @@ impl Activation {
             Activation::Linear | Activation::Softmax => x,
             Activation::Sigmoid => sigmoid(x),
             Activation::Tanh => x.tanh(),
-            Activation::Relu => x.max(zero),
-            Activation::Relu6 => x.max(zero).min(T::lit(6.0)),
+            Activation::Relu => max_nan(x, zero),
+            Activation::Relu6 => min_nan(max_nan(x, zero), T::lit(6.0)),
             Activation::Elu => {
                 if x > zero {
                     x
@@ -125,7 +125,7 @@ impl Activation {
                     scale * alpha * x.exp_m1()
                 }
             }
-            Activation::Softplus => x.max(zero) + (-x.abs()).exp().ln_1p(),
+            Activation::Softplus => max_nan(x, zero) + (-x.abs()).exp().ln_1p(),
             Activation::Softsign => x / (one + x.abs()),
             Activation::Silu => x * sigmoid(x),
             Activation::Gelu => {
@@ -139,10 +139,14 @@ impl Activation {
                     T::lit(0.2) * x
                 }
             }
-            Activation::HardSigmoid => (x + T::lit(3.0)).max(zero).min(T::lit(6.0)) / T::lit(6.0),
-            Activation::HardSigmoidKeras2 => (T::lit(0.2) * x + T::lit(0.5)).max(zero).min(one),
+            Activation::HardSigmoid => {
+                min_nan(max_nan(x + T::lit(3.0), zero), T::lit(6.0)) / T::lit(6.0)
+            }
+            Activation::HardSigmoidKeras2 => {
+                min_nan(max_nan(T::lit(0.2) * x + T::lit(0.5), zero), one)
+            }
             Activation::HardSilu => {
-                x * ((x + T::lit(3.0)).max(zero).min(T::lit(6.0)) / T::lit(6.0))
+                x * (min_nan(max_nan(x + T::lit(3.0), zero), T::lit(6.0)) / T::lit(6.0))
             }
         }
     }
@@ -207,6 +211,18 @@ impl Activation {
     }
 }
 
+/// `max` that keeps NaN, as TensorFlow's `maximum` does (Rust's `max` drops it).
+#[inline]
+fn max_nan<T: Real>(x: T, y: T) -> T {
+    if x.is_nan() { x } else { x.max(y) }
+}
+
+/// `min` that keeps NaN.
+#[inline]
+fn min_nan<T: Real>(x: T, y: T) -> T {
+    if x.is_nan() { x } else { x.min(y) }
+}
+
 #[inline]
 pub(crate) fn sigmoid<T: Real>(x: T) -> T {
     T::one() / (T::one() + (-x).exp())
@@ -233,6 +249,22 @@ mod tests {
             "{e}"
         );
         assert_eq!(Activation::parse("swish").unwrap(), Activation::Silu);
+    }
+
+    /// Regression: relu and the hard sigmoids swallowed NaN (Rust's max/min), so a NaN weight vanished
+    /// where Keras propagates it.
+    #[test]
+    fn nan_propagates_through_clipping_activations() {
+        for a in [
+            Activation::Relu,
+            Activation::Relu6,
+            Activation::HardSigmoid,
+            Activation::HardSigmoidKeras2,
+            Activation::HardSilu,
+            Activation::Softplus,
+        ] {
+            assert!(a.scalar(f32::NAN).is_nan(), "{}", a.name());
+        }
     }
 
     #[test]

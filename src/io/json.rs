@@ -22,6 +22,7 @@ pub fn parse(bytes: &[u8]) -> Result<Document, String> {
     if bytes.iter().all(|b| b.is_ascii_whitespace()) {
         return Err("file is empty; expected JSON".into());
     }
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     let text =
         std::str::from_utf8(bytes).map_err(|_| "is not UTF-8 text; expected JSON".to_string())?;
     let value: Value = match serde_json::from_str(text) {
@@ -33,6 +34,12 @@ pub fn parse(bytes: &[u8]) -> Result<Document, String> {
         }
     };
     match value {
+        Value::Array(items) if items.is_empty() => {
+            Err("is an empty JSON list; expected arrays".into())
+        }
+        Value::Array(items) if items.is_empty() => {
+            Err("is an empty JSON list; expected arrays".into())
+        }
         Value::Array(items) => {
             if items.iter().all(|v| v.is_number() || is_special(v)) {
                 // A single flat array, e.g. a bias on its own.

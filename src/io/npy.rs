@@ -236,6 +236,14 @@ fn check_nesting(text: &str) -> ParseResult<()> {
 
 /// Extracts the `'shape': (..)` tuple so its element count can be checked before `npyz` multiplies it.
 fn shape_from_header(text: &str) -> ParseResult<Vec<usize>> {
+    // A key given twice would be read one way here and another by the dict parser: refuse it.
+    for key in ["shape", "descr", "fortran_order"] {
+        if text.matches(&format!("'{key}'")).count() + text.matches(&format!("\"{key}\"")).count()
+            > 1
+        {
+            return Err(format!("header gives '{key}' twice"));
+        }
+    }
     let key = text
         .find("'shape'")
         .or_else(|| text.find("\"shape\""))

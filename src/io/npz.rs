@@ -9,8 +9,12 @@ hardened [`super::npy::parse`].
 use super::{RawArray, npy};
 use std::io::{Cursor, Read};
 
-/// No member of a weights or input archive is trusted to decompress past this many bytes (4 GiB).
-pub const MAX_MEMBER_BYTES: u64 = 4 << 30;
+/// No member of an archive is trusted to decompress past this many bytes (1 GiB: the kernels of a
+/// 4096-unit LSTM take 0.5 GiB in float32).
+pub const MAX_MEMBER_BYTES: u64 = 1 << 30;
+
+/// Nor the members together past this many (2 GiB).
+pub const MAX_TOTAL_BYTES: u64 = 2 << 30;
 
 /// Parses an `.npz` held in memory into `(name without .npy, array)` pairs in archive order.
 pub fn parse(bytes: &[u8]) -> Result<Vec<(String, RawArray)>, String> {
@@ -22,7 +26,8 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<(String, RawArray)>, String> {
     }
     let mut zip = zip::ZipArchive::new(Cursor::new(bytes))
         .map_err(|e| format!("not a valid .npz (zip) archive: {e}"))?;
-    let mut out = Vec::with_capacity(zip.len());
+    let mut out: Vec<(String, RawArray)> = Vec::with_capacity(zip.len());
+    let mut total = 0u64;
     for i in 0..zip.len() {
         let mut member = zip
             .by_index(i)
@@ -35,9 +40,13 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<(String, RawArray)>, String> {
             .map(|n| n.into_owned())
             .unwrap_or_else(|_| format!("member #{i}"));
         let declared = member.size();
-        if declared > MAX_MEMBER_BYTES || declared > (bytes.len() as u64).saturating_mul(1032) {
+        total = total.saturating_add(declared);
+        if declared > MAX_MEMBER_BYTES
+            || declared > (bytes.len() as u64).saturating_mul(1032)
+            || total > MAX_TOTAL_BYTES
+        {
             return Err(format!(
-                "member '{name}' claims {declared} bytes uncompressed; refusing to inflate it"
+                "member '{name}' claims {declared} bytes uncompressed (archive total so far {total}); refusing to inflate more than {MAX_MEMBER_BYTES} per member or {MAX_TOTAL_BYTES} in all"
             ));
         }
         let mut buf = Vec::with_capacity(declared as usize);
@@ -53,6 +62,12 @@ pub fn parse(bytes: &[u8]) -> Result<Vec<(String, RawArray)>, String> {
         }
         let array = npy::parse(&buf).map_err(|e| format!("member '{name}': {e}"))?;
         let key = name.strip_suffix(".npy").unwrap_or(&name).to_string();
+        if out.iter().any(|(k, _)| *k == key) {
+            return Err(format!("holds two members named '{key}'"));
+        }
+        if out.iter().any(|(k, _)| *k == key) {
+            return Err(format!("holds two members named '{key}'"));
+        }
         out.push((key, array));
     }
     if out.is_empty() {

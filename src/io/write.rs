@@ -7,6 +7,31 @@ use crate::error::{Error, Result};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+/// Checks, before any work is done, that `target` can be written: its folder exists and it is not a
+/// folder itself. (The write itself still goes through [`atomic_write`].)
+pub fn check_output(target: &Path) -> Result<()> {
+    let dir = match target.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if dir.exists() && !dir.is_dir() {
+        return Err(Error::output(
+            target,
+            format!("{} is a file, not a folder", dir.display()),
+        ));
+    }
+    if !dir.is_dir() {
+        return Err(Error::output(
+            target,
+            format!("folder {} does not exist", dir.display()),
+        ));
+    }
+    if target.is_dir() {
+        return Err(Error::output(target, "is a directory"));
+    }
+    Ok(())
+}
+
 /// Writes the bytes produced by `fill` to `target` atomically.
 pub fn atomic_write(
     target: &Path,

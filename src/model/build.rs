@@ -3,12 +3,15 @@ From configuration and arrays to [`Layer`]s, with every shape checked.
 
 Both formats implement [`WeightSource`]: given a layer and which part of it (the layer itself, its
 recurrent cell, a `Bidirectional`'s forward or backward copy, a `TimeDistributed`'s inner layer), it
-returns the arrays in `get_weights()` order, each with the place it came from for messages. [`build`]
-walks the layers in data-flow order, tracking the shape that flows between them, so a kernel whose
-input dimension does not match what the previous layer produces is reported at load time.
+lists the arrays in `get_weights()` order, each with its shape and the place it came from, without
+reading any data. [`build`] walks the layers in data-flow order, tracking the shape that flows between
+them, so a kernel whose input dimension does not match what the previous layer produces is reported at
+load time; only once every array of a layer has the shape its configuration implies are they read
+([`WeightSource::read`]), so a file cannot make the loader decode more than the model's weights.
 */
 
 use super::config::{LayerSpec, ModelSpec, activation_name, shape_list};
+use super::h5::ArrayInfo;
 use super::{Layer, LayerKind, Recurrent, RecurrentCell, SUPPORTED_CLASSES};
 use crate::error::shape_str;
 use crate::io::RawArray;
@@ -29,14 +32,37 @@ pub enum Part {
     Inner,
 }
 
-/// An array and where it was found (an HDF5 path), for messages.
-pub type Located = (String, RawArray);
+/// An array not yet read: where it is (an HDF5 path, also for messages), its shape and its dtype.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Located {
+    /// Where the array is, e.g. `layers/lstm/cell/vars/0`.
+    pub path: String,
+    /// The shape the file declares.
+    pub shape: Vec<usize>,
+    /// `float16`, `float32` or `float64`.
+    pub dtype: &'static str,
+}
+
+impl Located {
+    /// The array at `path` with the shape and type `info` gives.
+    pub fn new(path: String, info: ArrayInfo) -> Located {
+        Located {
+            path,
+            shape: info.shape,
+            dtype: info.dtype,
+        }
+    }
+}
 
 /// Where a format keeps each layer's arrays.
 pub trait WeightSource {
-    /// The arrays of `part` of `layer`, in `get_weights()` order (kernel, recurrent kernel, bias). An
-    /// empty list when the file has none for it.
+    /// The arrays of `part` of `layer`, in `get_weights()` order (kernel, recurrent kernel, bias), with
+    /// their shapes but not their data. An empty list when the file has none for it.
     fn arrays(&mut self, layer: &LayerSpec, part: Part) -> Result<Vec<Located>, String>;
+
+    /// Reads an array [`WeightSource::arrays`] listed, once its shape has been checked. Allocates no
+    /// more than that shape needs, and refuses an array whose stored shape is not `array.shape`.
+    fn read(&mut self, array: &Located) -> Result<RawArray, String>;
 }
 
 /// Classes that do nothing at inference.
@@ -259,7 +285,7 @@ fn build_one(
         }
         "Dense" => {
             let arrays = source.arrays(l, Part::Own)?;
-            let (kernel, bias, out) = dense(&l.config, arrays, input)?;
+            let (kernel, bias, out) = dense(&l.config, arrays, input, source)?;
             Ok((
                 LayerKind::Dense {
                     kernel,
@@ -280,7 +306,7 @@ fn build_one(
                 ));
             }
             let arrays = source.arrays(l, Part::Inner)?;
-            let (kernel, bias, out) = dense(inner, arrays, input)?;
+            let (kernel, bias, out) = dense(inner, arrays, input, source)?;
             Ok((
                 LayerKind::TimeDistributedDense {
                     kernel,
@@ -326,9 +352,9 @@ fn build_one(
             })?;
             let fa = source.arrays(l, Part::Forward)?;
             let ba = source.arrays(l, Part::Backward)?;
-            let (mut forward, fout) = recurrent(fwd_cell, fwd_cfg, fa, input, keras2)
+            let (mut forward, fout) = recurrent(fwd_cell, fwd_cfg, fa, input, keras2, source)
                 .map_err(|e| format!("forward layer: {e}"))?;
-            let (mut backward, _) = recurrent(bwd_cell, &bwd_cfg, ba, input, keras2)
+            let (mut backward, _) = recurrent(bwd_cell, &bwd_cfg, ba, input, keras2, source)
                 .map_err(|e| format!("backward layer: {e}"))?;
             if forward.return_sequences != backward.return_sequences {
                 return Err("its forward and backward layers disagree on return_sequences".into());
@@ -381,7 +407,7 @@ fn build_one(
             let cell = RecurrentCell::from_class_name(c)
                 .ok_or_else(|| format!("is not supported; supported: {SUPPORTED_CLASSES}"))?;
             let arrays = source.arrays(l, Part::Cell)?;
-            let (r, out) = recurrent(cell, &l.config, arrays, input, keras2)?;
+            let (r, out) = recurrent(cell, &l.config, arrays, input, keras2, source)?;
             Ok((LayerKind::Recurrent(r), out))
         }
     }
@@ -430,7 +456,7 @@ fn show_shape(s: &[Option<usize>]) -> String {
 }
 
 fn describe(located: &Located) -> String {
-    format!("{} at {}", located.1.shape_str(), located.0)
+    format!("{} at {}", shape_str(&located.shape), located.path)
 }
 
 /// A recurrent layer (or one direction of a Bidirectional) from its config and arrays.
@@ -440,6 +466,7 @@ fn recurrent(
     arrays: Vec<Located>,
     input: Option<&[Option<usize>]>,
     keras2: bool,
+    source: &mut dyn WeightSource,
 ) -> Result<(Recurrent, Option<Shape>), String> {
     let act = |key: &str, default: &str| -> Result<String, String> {
         let name = match cfg.get(key) {
@@ -492,7 +519,7 @@ fn recurrent(
     // Units: from the config, else from the recurrent kernel.
     let units = match get_units(cfg)? {
         Some(u) => u,
-        None => *recurrent_kernel.1.shape.first().ok_or_else(|| {
+        None => *recurrent_kernel.shape.first().ok_or_else(|| {
             format!(
                 "recurrent_kernel {} is not 2-D",
                 describe(&recurrent_kernel)
@@ -501,13 +528,13 @@ fn recurrent(
     };
     let width = units.checked_mul(blocks).ok_or("units is too large")?;
     let cell_name = cell.class_name();
-    if kernel.1.ndim() != 2 || kernel.1.shape[1] != width {
+    if kernel.shape.len() != 2 || kernel.shape[1] != width {
         return Err(format!(
             "kernel {} does not fit a {cell_name} with {units} units; expected (features, {width})",
             describe(&kernel)
         ));
     }
-    let features = kernel.1.shape[0];
+    let features = kernel.shape[0];
     if let Some(Some(f)) = input.and_then(|s| s.last().copied())
         && f != features
     {
@@ -516,7 +543,7 @@ fn recurrent(
             describe(&kernel)
         ));
     }
-    if recurrent_kernel.1.shape != [units, width] {
+    if recurrent_kernel.shape != [units, width] {
         return Err(format!(
             "recurrent_kernel {} does not fit a {cell_name} with {units} units; expected {}",
             describe(&recurrent_kernel),
@@ -531,7 +558,7 @@ fn recurrent(
     let reset_after = match cell {
         RecurrentCell::Gru => reset_after_cfg.unwrap_or_else(|| {
             // Not recorded: the bias shape says; with no bias, Keras's default (true).
-            bias.as_ref().is_none_or(|b| b.1.ndim() == 2)
+            bias.as_ref().is_none_or(|b| b.shape.len() == 2)
         }),
         _ => false,
     };
@@ -541,7 +568,7 @@ fn recurrent(
         } else {
             vec![width]
         };
-        if b.1.shape != expected {
+        if b.shape != expected {
             let variant = match cell {
                 RecurrentCell::Gru if reset_after => {
                     " (reset_after=True: input bias and recurrent bias)"
@@ -573,9 +600,9 @@ fn recurrent(
         stateful: get_bool(cfg, "stateful", false)?,
         reset_after,
         zero_output_for_mask: get_bool(cfg, "zero_output_for_mask", false)?,
-        kernel: kernel.1,
-        recurrent_kernel: recurrent_kernel.1,
-        bias: bias.map(|b| b.1),
+        kernel: source.read(&kernel)?,
+        recurrent_kernel: source.read(&recurrent_kernel)?,
+        bias: bias.map(|b| source.read(&b)).transpose()?,
     };
     let out = input.map(|s| {
         if return_sequences {
@@ -592,6 +619,7 @@ fn dense(
     cfg: &Map<String, Value>,
     arrays: Vec<Located>,
     input: Option<&[Option<usize>]>,
+    source: &mut dyn WeightSource,
 ) -> Result<(RawArray, Option<RawArray>, Option<Shape>), String> {
     let use_bias = get_bool(cfg, "use_bias", true)?;
     let expected_count = if use_bias { 2 } else { 1 };
@@ -618,13 +646,13 @@ fn dense(
         (Some(k), b) => (k, b),
         _ => return Err(format!("expected {what}")),
     };
-    if kernel.1.ndim() != 2 {
+    if kernel.shape.len() != 2 {
         return Err(format!(
             "kernel {} is not 2-D (in, units)",
             describe(&kernel)
         ));
     }
-    let (fin, units) = (kernel.1.shape[0], kernel.1.shape[1]);
+    let (fin, units) = (kernel.shape[0], kernel.shape[1]);
     if let Some(u) = get_units(cfg)?
         && u != units
     {
@@ -650,7 +678,7 @@ fn dense(
         }
     }
     if let Some(b) = &bias
-        && b.1.shape != [units]
+        && b.shape != [units]
     {
         return Err(format!(
             "bias {} does not fit a Dense with {units} units; expected ({units},)",
@@ -664,7 +692,9 @@ fn dense(
         }
         o
     });
-    Ok((kernel.1, bias.map(|b| b.1), out))
+    let kernel = source.read(&kernel)?;
+    let bias = bias.map(|b| source.read(&b)).transpose()?;
+    Ok((kernel, bias, out))
 }
 
 /// The output shape of `Reshape(target)` on `input`.

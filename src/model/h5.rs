@@ -3,22 +3,34 @@ The little HDF5 access the model formats need, over the pure-Rust `hdf5-reader` 
 
 Everything is addressed by `/`-separated paths from the root. Existence is decided by listing a group's
 members (never by matching the crate's error variants), so "not there" is `Ok(None)` and only a corrupt
-file is an `Err`. Every dataset's size is checked against a bound derived from the file's size before
-anything is allocated (the crate enforces the same bound again through `max_read_bytes`). Errors are
-plain strings; the callers add the file's path.
+file is an `Err`. Errors are plain strings; the callers add the file's path.
+
+A file is read from disk on demand ([`H5::from_file`]: only the headers and the arrays asked for are
+ever in memory) or from bytes already in memory ([`H5::from_bytes`]). Arrays are read in two steps, so
+that a hostile file cannot make the loader allocate more than the model needs: [`H5::array_info`] reads
+a dataset's shape and type (and refuses one whose size exceeds a bound derived from the file's size, or
+[`MAX_WEIGHTS_BYTES`]); the caller checks that shape against the layer's configuration; only then does
+[`H5::read_array`] decode the data, into a buffer of exactly the expected size, after checking the shape
+again. Chunks are decoded one at a time, each no larger than its dataset (or 1 MiB), and the total read
+from one file is bounded by [`MAX_WEIGHTS_BYTES`] too.
 */
 
 use super::MAX_WEIGHTS_BYTES;
 use crate::error::shape_str;
 use crate::io::RawArray;
 use hdf5_reader::group::Group;
-use hdf5_reader::{Datatype, Hdf5File, OpenOptions};
+use hdf5_reader::storage::DynStorage;
+use hdf5_reader::{BytesStorage, Dataset, Datatype, FileStorage, Hdf5File, OpenOptions};
+use std::cell::Cell;
+use std::sync::Arc;
 
-/// An HDF5 file held in memory.
+/// An HDF5 file, in memory or read from disk on demand.
 pub struct H5 {
     file: Hdf5File,
     /// Largest number of bytes one dataset may decode to.
     max_bytes: u64,
+    /// Bytes of array data decoded so far (bounded by [`MAX_WEIGHTS_BYTES`]).
+    read_bytes: Cell<u64>,
 }
 
 /// The attributes, subgroups and datasets of one group.
@@ -30,23 +42,44 @@ pub struct Members {
     pub datasets: Vec<String>,
 }
 
+/// A floating-point dataset's shape and type, read without touching its data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArrayInfo {
+    /// The dataset's dimensions.
+    pub shape: Vec<usize>,
+    /// `float16`, `float32` or `float64`.
+    pub dtype: &'static str,
+}
+
+/// A chunk may decode to at most this many bytes, or to its dataset's size when that is larger.
+const MAX_SMALL_CHUNK_BYTES: u64 = 1 << 20;
+
 impl H5 {
-    /// Parses an HDF5 file from its bytes.
-    pub fn open(bytes: Vec<u8>) -> Result<H5, String> {
+    /// Parses an HDF5 file held in memory.
+    pub fn from_bytes(bytes: Vec<u8>) -> Result<H5, String> {
+        H5::open(Arc::new(BytesStorage::new(bytes)))
+    }
+
+    /// Opens an HDF5 file on disk; its bytes are read when they are needed, never all at once.
+    pub fn from_file(file: std::fs::File) -> Result<H5, String> {
+        let storage =
+            FileStorage::from_file(file).map_err(|e| format!("cannot read the HDF5 file: {e}"))?;
+        H5::open(Arc::new(storage))
+    }
+
+    fn open(storage: DynStorage) -> Result<H5, String> {
+        let len = storage.len();
         // A dataset may be compressed, so it may decode to more bytes than the file holds; deflate
         // cannot exceed about 1032:1.
-        let max_bytes = (bytes.len() as u64)
-            .saturating_mul(1032)
-            .clamp(1 << 20, MAX_WEIGHTS_BYTES);
+        let max_bytes = len.saturating_mul(1032).clamp(1 << 20, MAX_WEIGHTS_BYTES);
+        let max = usize::try_from(max_bytes).unwrap_or(usize::MAX);
         let options = OpenOptions::default()
-            .with_max_read_bytes(usize::try_from(max_bytes).unwrap_or(usize::MAX))
-            .with_max_chunk_bytes(
-                usize::try_from(max_bytes)
-                    .unwrap_or(usize::MAX)
-                    .min(256 << 20),
-            );
-        let len = bytes.len() as u64;
-        let file = Hdf5File::from_vec_with_options(bytes, options)
+            .with_max_read_bytes(max)
+            .with_max_chunk_bytes(max.min(256 << 20))
+            // Every array is read once: keeping decoded chunks (or a copy of a whole array) would only
+            // double the memory an array needs.
+            .with_chunk_cache_bytes(0);
+        let file = Hdf5File::from_storage_with_options(storage, options)
             .map_err(|e| format!("not a readable HDF5 file: {e}"))?;
         // libhdf5 refuses a file shorter than the end-of-file address its superblock records; so do we
         // (the data a truncated file lost may be data that would be read later, or never).
@@ -57,7 +90,11 @@ impl H5 {
                 "HDF5 file is truncated: its superblock says it ends at byte {eof}, but it has {len} bytes"
             ));
         }
-        Ok(H5 { file, max_bytes })
+        Ok(H5 {
+            file,
+            max_bytes,
+            read_bytes: Cell::new(0),
+        })
     }
 
     /// The group at `path` (`""` or `"/"` is the root), `None` if any component is missing or not a group.
@@ -181,12 +218,73 @@ impl H5 {
         Ok(found.then_some(out))
     }
 
-    /// Reads a floating-point dataset (float16/32/64, either byte order) into a [`RawArray`].
-    pub fn read_array(&self, path: &str) -> Result<RawArray, String> {
-        let ds = self
-            .file
+    /// The shape and type of the floating-point (float16/32/64, either byte order) dataset at `path`,
+    /// without reading its data. Refuses a dataset larger than one file of this size can hold, and a
+    /// chunked dataset whose chunks are larger than the dataset itself (and 1 MiB).
+    pub fn array_info(&self, path: &str) -> Result<ArrayInfo, String> {
+        let ds = self.dataset(path)?;
+        let (info, _) = self.checked_info(&ds, path)?;
+        Ok(info)
+    }
+
+    /// Reads the floating-point dataset at `path`, whose shape must be `expected` (the shape
+    /// [`H5::array_info`] returned, once the caller has checked it against the model's configuration).
+    /// Exactly `expected`'s size is allocated for the values.
+    pub fn read_array(&self, path: &str, expected: &[usize]) -> Result<RawArray, String> {
+        let ds = self.dataset(path)?;
+        let (info, count) = self.checked_info(&ds, path)?;
+        if info.shape != expected {
+            return Err(format!(
+                "dataset {path} has shape {}; expected {}",
+                shape_str(&info.shape),
+                shape_str(expected)
+            ));
+        }
+        let elem = elem_size(info.dtype);
+        let total = self
+            .read_bytes
+            .get()
+            .saturating_add(count.saturating_mul(elem));
+        if total > MAX_WEIGHTS_BYTES {
+            return Err(format!(
+                "the arrays read so far, with dataset {path} {}, exceed {}; refusing to read more",
+                shape_str(&info.shape),
+                show_bytes(MAX_WEIGHTS_BYTES)
+            ));
+        }
+        self.read_bytes.set(total);
+        let n = usize::try_from(count).map_err(|_| format!("dataset {path} is too large"))?;
+        let cannot = |e: hdf5_reader::error::Error| format!("cannot read dataset {path}: {e}");
+        let data: Vec<f64> = match info.dtype {
+            "float64" => {
+                let mut v = vec![0f64; n];
+                ds.read_into(&mut v).map_err(cannot)?;
+                v
+            }
+            "float32" => {
+                let mut v = vec![0f32; n];
+                ds.read_into(&mut v).map_err(cannot)?;
+                v.into_iter().map(f64::from).collect()
+            }
+            _ => {
+                let mut b = vec![0u8; n * 2];
+                ds.read_native_bytes_into(&mut b).map_err(cannot)?;
+                b.chunks_exact(2)
+                    .map(|c| half::f16::from_ne_bytes([c[0], c[1]]).to_f64())
+                    .collect()
+            }
+        };
+        Ok(RawArray::new(info.shape, data, info.dtype))
+    }
+
+    fn dataset(&self, path: &str) -> Result<Dataset, String> {
+        self.file
             .dataset(path)
-            .map_err(|e| format!("cannot open dataset {path}: {e}"))?;
+            .map_err(|e| format!("cannot open dataset {path}: {e}"))
+    }
+
+    /// The dataset's shape and type, and its element count, with every size checked.
+    fn checked_info(&self, ds: &Dataset, path: &str) -> Result<(ArrayInfo, u64), String> {
         let shape: Vec<usize> = ds
             .shape()
             .iter()
@@ -194,8 +292,10 @@ impl H5 {
                 usize::try_from(d).map_err(|_| format!("dataset {path} has a dimension of {d}"))
             })
             .collect::<Result<_, _>>()?;
-        let size = match ds.dtype() {
-            Datatype::FloatingPoint { size, .. } if matches!(size, 2 | 4 | 8) => *size as u64,
+        let dtype = match ds.dtype() {
+            Datatype::FloatingPoint { size: 2, .. } => "float16",
+            Datatype::FloatingPoint { size: 4, .. } => "float32",
+            Datatype::FloatingPoint { size: 8, .. } => "float64",
             Datatype::FloatingPoint { size, .. } => {
                 return Err(format!(
                     "dataset {path} holds {}-bit floats; expected float16, float32 or float64",
@@ -209,41 +309,62 @@ impl H5 {
                 ));
             }
         };
+        let elem = elem_size(dtype);
+        let too_big = || {
+            format!(
+                "dataset {path} claims shape {}, more data than the file can hold",
+                shape_str(&shape)
+            )
+        };
         let count = shape
             .iter()
             .try_fold(1u64, |acc, &d| acc.checked_mul(d as u64))
-            .filter(|&n| n.checked_mul(size).is_some_and(|b| b <= self.max_bytes))
-            .ok_or_else(|| {
+            .ok_or_else(too_big)?;
+        let bytes = count.checked_mul(elem).ok_or_else(too_big)?;
+        if bytes > self.max_bytes {
+            return Err(if self.max_bytes == MAX_WEIGHTS_BYTES {
                 format!(
-                    "dataset {path} claims shape {}, more data than the file can hold",
-                    shape_str(&shape)
+                    "dataset {path} claims shape {} ({}), more than the {} rnntrace reads from a                      weights file",
+                    shape_str(&shape),
+                    show_bytes(bytes),
+                    show_bytes(MAX_WEIGHTS_BYTES)
                 )
-            })?;
-        let data: Vec<f64> = match size {
-            4 => ds
-                .read_array::<f32>()
-                .map(|a| a.iter().map(|&v| v as f64).collect()),
-            8 => ds.read_array::<f64>().map(|a| a.iter().copied().collect()),
-            _ => ds.read_native_bytes().map(|b| {
-                b.chunks_exact(2)
-                    .map(|c| half::f16::from_ne_bytes([c[0], c[1]]).to_f64())
-                    .collect()
-            }),
+            } else {
+                too_big()
+            });
         }
-        .map_err(|e| format!("cannot read dataset {path}: {e}"))?;
-        if data.len() as u64 != count {
-            return Err(format!(
-                "dataset {path} decoded to {} values; its shape {} needs {count}",
-                data.len(),
-                shape_str(&shape)
-            ));
+        if let Some(chunk) = ds.chunks() {
+            let chunk_bytes = chunk
+                .iter()
+                .try_fold(elem, |acc, &d| acc.checked_mul(u64::from(d)));
+            if chunk_bytes.is_none_or(|c| c > bytes.max(MAX_SMALL_CHUNK_BYTES)) {
+                return Err(format!(
+                    "dataset {path} of shape {} is stored in chunks of {:?}, larger than the dataset                      itself",
+                    shape_str(&shape),
+                    chunk
+                ));
+            }
         }
-        let dtype = match size {
-            2 => "float16",
-            4 => "float32",
-            _ => "float64",
-        };
-        Ok(RawArray::new(shape, data, dtype))
+        Ok((ArrayInfo { shape, dtype }, count))
+    }
+}
+
+fn elem_size(dtype: &str) -> u64 {
+    match dtype {
+        "float16" => 2,
+        "float32" => 4,
+        _ => 8,
+    }
+}
+
+/// `3221225472` as `3221225472 bytes (3.0 GiB)`.
+pub fn show_bytes(n: u64) -> String {
+    if n >= 1 << 30 {
+        format!("{n} bytes ({:.1} GiB)", n as f64 / (1u64 << 30) as f64)
+    } else if n >= 1 << 20 {
+        format!("{n} bytes ({:.1} MiB)", n as f64 / (1u64 << 20) as f64)
+    } else {
+        format!("{n} bytes")
     }
 }
 

@@ -19,20 +19,25 @@ no such attribute). Optimizer state (`optimizer/vars/…`) is ignored.
 
 use super::build::{self, Located, Part, WeightSource};
 use super::config::{self, LayerSpec};
-use super::h5::H5;
-use super::{MAX_JSON_BYTES, MAX_WEIGHTS_BYTES, ModelFormat, SavedModel, major_version};
+use super::h5::{H5, show_bytes};
+use super::{
+    MAX_JSON_BYTES, MAX_WEIGHTS_BYTES, MAX_WEIGHTS_IN_MEMORY, ModelFormat, SavedModel,
+    major_version,
+};
 use crate::error::{Error, Result};
+use crate::io::RawArray;
 use std::collections::HashMap;
-use std::io::{Cursor, Read};
+use std::fs::File;
+use std::io::{Read, Seek};
 use std::path::Path;
 
 /// The weights member of the archive.
 const WEIGHTS_MEMBER: &str = "model.weights.h5";
 
-/// Reads a `.keras` archive held in memory.
-pub fn load(path: &Path, bytes: &[u8]) -> Result<SavedModel> {
+/// Reads a `.keras` archive from `file`, `len` bytes long.
+pub fn load(path: &Path, file: File, len: u64) -> Result<SavedModel> {
     let err = |what: String| Error::input(path, what);
-    let mut zip = zip::ZipArchive::new(Cursor::new(bytes))
+    let mut zip = zip::ZipArchive::new(file)
         .map_err(|e| err(format!("not a valid .keras archive (zip): {e}")))?;
     let names: Vec<String> = zip
         .file_names()
@@ -53,9 +58,9 @@ pub fn load(path: &Path, bytes: &[u8]) -> Result<SavedModel> {
             list(&names)
         )));
     }
-    let config_text = read_text(&mut zip, "config.json", bytes.len()).map_err(&err)?;
+    let config_text = read_text(&mut zip, "config.json", len).map_err(&err)?;
     let keras_version = if has("metadata.json") {
-        let meta = read_text(&mut zip, "metadata.json", bytes.len()).map_err(&err)?;
+        let meta = read_text(&mut zip, "metadata.json", len).map_err(&err)?;
         let v: serde_json::Value = serde_json::from_str(&meta)
             .map_err(|e| err(format!("metadata.json is not valid JSON: {e}")))?;
         v.get("keras_version")
@@ -84,9 +89,7 @@ pub fn load(path: &Path, bytes: &[u8]) -> Result<SavedModel> {
         };
         return Err(err(what));
     }
-    let weights =
-        read_member(&mut zip, WEIGHTS_MEMBER, MAX_WEIGHTS_BYTES, bytes.len()).map_err(&err)?;
-    let h5 = H5::open(weights).map_err(|e| err(format!("{WEIGHTS_MEMBER}: {e}")))?;
+    let h5 = open_weights(&mut zip, len).map_err(&err)?;
     let mut source = Store::new(h5).map_err(|e| err(format!("{WEIGHTS_MEMBER}: {e}")))?;
     let built = build::build(&spec, &mut source, keras2).map_err(err)?;
     Ok(SavedModel {
@@ -107,41 +110,102 @@ fn list(names: &[String]) -> String {
     }
 }
 
-/// Reads one member, refusing to inflate it past `cap` or past what deflate could produce from the
-/// archive's size.
-fn read_member(
-    zip: &mut zip::ZipArchive<Cursor<&[u8]>>,
+/// Opens a member, refusing one that declares more than `cap` bytes uncompressed, or more than deflate
+/// could produce from the whole archive. Returns it with its declared size.
+fn open_member<'a, R: Read + Seek>(
+    zip: &'a mut zip::ZipArchive<R>,
     name: &str,
     cap: u64,
-    archive_len: usize,
-) -> std::result::Result<Vec<u8>, String> {
-    let mut member = zip
+    archive_len: u64,
+) -> std::result::Result<(zip::read::ZipFile<'a, R>, u64), String> {
+    let member = zip
         .by_name(name)
         .map_err(|e| format!("cannot open {name} in the archive: {e}"))?;
     let declared = member.size();
-    if declared > cap || declared > (archive_len as u64).saturating_mul(1032) {
+    if declared > cap {
         return Err(format!(
-            "{name} claims {declared} bytes uncompressed; refusing to inflate it"
+            "{name} inflates to {} (as the archive declares), more than the {} rnntrace accepts; \
+             refusing to inflate it",
+            show_bytes(declared),
+            show_bytes(cap)
         ));
     }
-    let mut buf = Vec::with_capacity(declared as usize);
-    (&mut member)
-        .take(declared + 1)
-        .read_to_end(&mut buf)
+    if declared > archive_len.saturating_mul(1032) {
+        return Err(format!(
+            "{name} claims {declared} bytes uncompressed, more than the archive's {archive_len} bytes \
+             can hold; refusing to inflate it"
+        ));
+    }
+    Ok((member, declared))
+}
+
+/// Copies a member's `declared` bytes into `out`, refusing a member that inflates to more or less.
+fn inflate_into(
+    member: &mut impl Read,
+    name: &str,
+    declared: u64,
+    out: &mut impl std::io::Write,
+) -> std::result::Result<(), String> {
+    // One byte past the declared size is enough to catch a member that lies about it.
+    let n = std::io::copy(&mut member.take(declared + 1), out)
         .map_err(|e| format!("{name} cannot be decompressed: {e}"))?;
-    if buf.len() as u64 != declared {
-        return Err(format!(
-            "{name} decompresses to {} bytes, not the {declared} its header declares",
-            buf.len()
-        ));
+    if n != declared {
+        return Err(if n > declared {
+            format!(
+                "{name} inflates past the {declared} bytes its header declares; refusing to inflate it"
+            )
+        } else {
+            format!("{name} decompresses to {n} bytes, not the {declared} its header declares")
+        });
     }
+    Ok(())
+}
+
+/// Reads one member into memory (at most `cap` bytes).
+fn read_member<R: Read + Seek>(
+    zip: &mut zip::ZipArchive<R>,
+    name: &str,
+    cap: u64,
+    archive_len: u64,
+) -> std::result::Result<Vec<u8>, String> {
+    let (mut member, declared) = open_member(zip, name, cap, archive_len)?;
+    let mut buf = Vec::with_capacity(declared as usize);
+    inflate_into(&mut member, name, declared, &mut buf)?;
     Ok(buf)
 }
 
-fn read_text(
-    zip: &mut zip::ZipArchive<Cursor<&[u8]>>,
+/// Opens the weights member: inflated into memory when it is small, else into an anonymous temporary
+/// file (removed when closed) from which the HDF5 reader reads only what it needs. Either way it may
+/// not inflate past [`MAX_WEIGHTS_BYTES`].
+fn open_weights<R: Read + Seek>(
+    zip: &mut zip::ZipArchive<R>,
+    archive_len: u64,
+) -> std::result::Result<H5, String> {
+    let (mut member, declared) = open_member(zip, WEIGHTS_MEMBER, MAX_WEIGHTS_BYTES, archive_len)?;
+    let h5 = if declared > MAX_WEIGHTS_IN_MEMORY
+        && let Ok(mut file) = tempfile::tempfile()
+    {
+        inflate_into(&mut member, WEIGHTS_MEMBER, declared, &mut file)?;
+        H5::from_file(file)
+    } else {
+        // Small, or no temporary file can be made: in memory (still at most MAX_WEIGHTS_BYTES).
+        let mut buf = Vec::new();
+        buf.try_reserve_exact(declared as usize).map_err(|_| {
+            format!(
+                "cannot allocate {} to inflate {WEIGHTS_MEMBER}",
+                show_bytes(declared)
+            )
+        })?;
+        inflate_into(&mut member, WEIGHTS_MEMBER, declared, &mut buf)?;
+        H5::from_bytes(buf)
+    };
+    h5.map_err(|e| format!("{WEIGHTS_MEMBER}: {e}"))
+}
+
+fn read_text<R: Read + Seek>(
+    zip: &mut zip::ZipArchive<R>,
     name: &str,
-    archive_len: usize,
+    archive_len: u64,
 ) -> std::result::Result<String, String> {
     let bytes = read_member(zip, name, MAX_JSON_BYTES, archive_len)?;
     String::from_utf8(bytes).map_err(|_| format!("{name} is not UTF-8 text"))
@@ -167,7 +231,8 @@ impl Store {
         Ok(Store { h5, by_name })
     }
 
-    /// The datasets `0, 1, 2, …` of the group at `path`, in numeric order; empty if there is no group.
+    /// The datasets `0, 1, 2, …` of the group at `path`, in numeric order, shapes only (nothing is read);
+    /// empty if there is no group.
     fn vars(&self, path: &str) -> std::result::Result<Vec<Located>, String> {
         let Some(members) = self.h5.members(path)? else {
             return Ok(Vec::new());
@@ -195,8 +260,8 @@ impl Store {
             .map(|(_, d)| {
                 let p = format!("{path}/{d}");
                 self.h5
-                    .read_array(&p)
-                    .map(|a| (p, a))
+                    .array_info(&p)
+                    .map(|info| Located::new(p, info))
                     .map_err(|e| format!("{WEIGHTS_MEMBER}: {e}"))
             })
             .collect()
@@ -245,5 +310,11 @@ impl WeightSource for Store {
             ));
         }
         Ok(arrays)
+    }
+
+    fn read(&mut self, array: &Located) -> std::result::Result<RawArray, String> {
+        self.h5
+            .read_array(&array.path, &array.shape)
+            .map_err(|e| format!("{WEIGHTS_MEMBER}: {e}"))
     }
 }

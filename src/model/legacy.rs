@@ -20,12 +20,14 @@ use super::config::{self, LayerSpec};
 use super::h5::H5;
 use super::{ModelFormat, SavedModel, major_version};
 use crate::error::{Error, Result};
+use crate::io::RawArray;
+use std::fs::File;
 use std::path::Path;
 
-/// Reads a legacy `.h5` model held in memory.
-pub fn load(path: &Path, bytes: Vec<u8>) -> Result<SavedModel> {
+/// Reads a legacy `.h5` model from `file` (only the parts it needs: headers, attributes, the arrays).
+pub fn load(path: &Path, file: File) -> Result<SavedModel> {
     let err = |what: String| Error::input(path, what);
-    let h5 = H5::open(bytes).map_err(&err)?;
+    let h5 = H5::from_file(file).map_err(&err)?;
     let config_text = match h5.attr_string("/", "model_config").map_err(&err)? {
         Some(t) => t,
         None => {
@@ -99,7 +101,7 @@ struct Store {
 }
 
 impl Store {
-    /// All of a layer's arrays, in `weight_names` order.
+    /// All of a layer's arrays, in `weight_names` order: shapes only, nothing is read.
     fn all(&self, layer: &LayerSpec) -> Result<Vec<Located>, String> {
         if !self.layer_names.iter().any(|n| n == &layer.name) {
             return Ok(Vec::new());
@@ -118,7 +120,7 @@ impl Store {
                         "its weight '{w}' (listed in {group}'s weight_names) is missing: no dataset {p}"
                     ));
                 }
-                self.h5.read_array(&p).map(|a| (p, a))
+                self.h5.array_info(&p).map(|info| Located::new(p, info))
             })
             .collect()
     }
@@ -156,5 +158,9 @@ impl WeightSource for Store {
                 Ok(if part == Part::Forward { all } else { back })
             }
         }
+    }
+
+    fn read(&mut self, array: &Located) -> Result<RawArray, String> {
+        self.h5.read_array(&array.path, &array.shape)
     }
 }

@@ -32,6 +32,8 @@ mod tests;
 
 use crate::error::{Error, Result};
 use crate::io::RawArray;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 /// Which container a model came in.
@@ -255,17 +257,42 @@ ActivityRegularization, Masking, Activation, Flatten, Reshape";
 /// No JSON member of a `.keras` archive is read past this many bytes (64 MiB).
 pub const MAX_JSON_BYTES: u64 = 64 << 20;
 
-/// No weights file or dataset is trusted to decompress past this many bytes (4 GiB).
-pub const MAX_WEIGHTS_BYTES: u64 = 4 << 30;
+/// The most weight data rnntrace reads from one model (1 GiB): a `.keras` archive's weights member may not
+/// inflate past it, no dataset may decode past it, nor all the arrays read from one file together.
+pub const MAX_WEIGHTS_BYTES: u64 = 1 << 30;
+
+/// A `.keras` archive's weights member up to this size (64 MiB) is inflated into memory; a larger one is
+/// inflated into an anonymous temporary file, from which only the arrays are read.
+pub const MAX_WEIGHTS_IN_MEMORY: u64 = 64 << 20;
 
 const HDF5_MAGIC: &[u8] = b"\x89HDF\r\n\x1a\n";
 
 /// Reads a saved Keras model: a `.keras` archive or a legacy `.h5`, recognised by content.
 ///
+/// The file is read as needed, never whole: a legacy `.h5`'s arrays are read from disk one at a time,
+/// each after its shape has been checked against the configuration.
+///
 /// Errors are [`Error::Input`] naming `path`: unreadable or corrupt files, weights-only files, model
 /// classes other than Sequential and linear Functional, unsupported layer classes (the message lists the
-/// supported ones), missing weights, and arrays whose shapes do not fit the configuration.
+/// supported ones), missing weights, arrays whose shapes do not fit the configuration, and weights larger
+/// than [`MAX_WEIGHTS_BYTES`]. Every string the file supplies (layer names, class names, activations,
+/// the Keras version) reaches the model and the messages with its control characters escaped
+/// ([`escape_controls`]).
 pub fn load(path: &Path) -> Result<SavedModel> {
+    match load_raw(path) {
+        Ok(mut m) => {
+            escape_model(&mut m);
+            Ok(m)
+        }
+        Err(Error::Input { path, what }) => Err(Error::Input {
+            path,
+            what: escape_controls(&what),
+        }),
+        Err(e) => Err(e),
+    }
+}
+
+fn load_raw(path: &Path) -> Result<SavedModel> {
     if path.is_dir() {
         let hint = if path.join("saved_model.pb").exists() {
             "is a TensorFlow SavedModel directory, which rnntrace cannot read; in Python, save the model \
@@ -275,32 +302,112 @@ pub fn load(path: &Path) -> Result<SavedModel> {
         };
         return Err(Error::input(path, hint));
     }
-    let bytes = crate::io::read_file(path)?;
     let err = |what: String| Error::input(path, what);
-    if bytes.is_empty() {
+    let io_err = |e: std::io::Error| Error::input(path, crate::io::io_reason(&e));
+    let mut file = File::open(path).map_err(io_err)?;
+    let len = file.metadata().map_err(io_err)?.len();
+    if len == 0 {
         return Err(err("file is empty; expected a .keras or .h5 model".into()));
     }
-    if bytes.starts_with(b"PK") {
-        keras3::load(path, &bytes)
-    } else if hdf5_signature_at(&bytes).is_some() {
-        legacy::load(path, bytes)
+    let head = read_at(&mut file, 0, 8).map_err(io_err)?;
+    if head.starts_with(b"PK") {
+        keras3::load(path, file, len)
+    } else if hdf5_signature_at(&mut file, len).map_err(io_err)?.is_some() {
+        legacy::load(path, file)
     } else {
         Err(err(format!(
             "is neither a Keras .keras archive (zip) nor a Keras .h5 (HDF5) file; it starts with {}",
-            describe_start(&bytes)
+            describe_start(&head)
         )))
     }
 }
 
-/// The offset of the HDF5 signature (0, or after a user block of 512·2^k bytes), if any.
-fn hdf5_signature_at(bytes: &[u8]) -> Option<usize> {
-    let mut at = 0usize;
-    loop {
-        if bytes.get(at..at + HDF5_MAGIC.len())? == HDF5_MAGIC {
-            return Some(at);
-        }
-        at = if at == 0 { 512 } else { at.checked_mul(2)? };
+/// Up to `n` bytes at `offset` (fewer at the end of the file).
+fn read_at(file: &mut File, offset: u64, n: usize) -> std::io::Result<Vec<u8>> {
+    file.seek(SeekFrom::Start(offset))?;
+    let mut buf = Vec::with_capacity(n);
+    file.by_ref().take(n as u64).read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
+/// `s` with every control character (and the Unicode line separators and bidirectional overrides, which
+/// can also rearrange a terminal's text) replaced by a visible escape: `\n`, `\t`, `\x1b`, `\u{202e}`.
+/// Backslashes are left alone, so escaping twice changes nothing.
+pub fn escape_controls(s: &str) -> String {
+    let hostile = |c: char| {
+        c.is_control()
+            || matches!(
+                c,
+                '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{061c}'
+            )
+            || ('\u{202a}'..='\u{202e}').contains(&c)
+            || ('\u{2066}'..='\u{2069}').contains(&c)
+    };
+    if !s.chars().any(hostile) {
+        return s.to_string();
     }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if hostile(c) && (c as u32) < 0x80 => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if hostile(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Escapes every string of a loaded model that came from the file.
+fn escape_model(m: &mut SavedModel) {
+    fn esc(s: &mut String) {
+        *s = escape_controls(s);
+    }
+    fn esc_rec(r: &mut Recurrent) {
+        esc(&mut r.activation);
+        esc(&mut r.recurrent_activation);
+    }
+    esc(&mut m.keras_version);
+    for l in &mut m.layers {
+        esc(&mut l.name);
+        esc(&mut l.class_name);
+        match &mut l.kind {
+            LayerKind::Recurrent(r) => esc_rec(r),
+            LayerKind::Bidirectional {
+                forward,
+                backward,
+                merge_mode,
+            } => {
+                esc_rec(forward);
+                esc_rec(backward);
+                if let Some(m) = merge_mode {
+                    esc(m);
+                }
+            }
+            LayerKind::Dense { activation, .. }
+            | LayerKind::TimeDistributedDense { activation, .. }
+            | LayerKind::Activation { activation } => esc(activation),
+            LayerKind::Input
+            | LayerKind::Identity
+            | LayerKind::Masking { .. }
+            | LayerKind::Flatten
+            | LayerKind::Reshape { .. } => {}
+        }
+    }
+}
+
+/// The offset of the HDF5 signature (0, or after a user block of 512·2^k bytes), if any.
+fn hdf5_signature_at(file: &mut File, len: u64) -> std::io::Result<Option<u64>> {
+    let mut at = 0u64;
+    while at.saturating_add(HDF5_MAGIC.len() as u64) <= len {
+        if read_at(file, at, HDF5_MAGIC.len())? == HDF5_MAGIC {
+            return Ok(Some(at));
+        }
+        at = if at == 0 { 512 } else { at.saturating_mul(2) };
+    }
+    Ok(None)
 }
 
 /// The first bytes of a file as a user can recognise them (`"{\"clas"`, `0x93 4e 55 …`).

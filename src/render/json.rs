@@ -13,7 +13,7 @@ pub const FORMAT: &str = "rnntrace-trace/1";
 
 /// Writes the trace as JSON (compact, one document, trailing newline).
 pub fn write<T: Real>(report: &Report<'_, T>, out: &mut dyn std::io::Write) -> std::io::Result<()> {
-    serde_json::to_writer(&mut *out, &Doc(report)).map_err(std::io::Error::other)?;
+    serde_json::to_writer(&mut *out, &Doc(report)).map_err(std::io::Error::from)?;
     out.write_all(b"\n")
 }
 

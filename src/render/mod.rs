@@ -46,8 +46,10 @@ impl Display {
         }
         match &self.sequences {
             None => (0..n.min(3)).collect(),
-            Some(v) if v.first() == Some(&usize::MAX) => (0..n).collect(),
-            Some(v) => v.iter().copied().filter(|&i| i < n).collect(),
+            Some(ranges) => ranges
+                .iter()
+                .flat_map(|r| r.start.min(n)..r.end.min(n))
+                .collect(),
         }
     }
 }

@@ -1003,8 +1003,23 @@ pub fn draw_lines(chart: &ChartData, path: &Path) -> Result<()> {
     )
 }
 
+/// The most heat-map cells an SVG may hold (a PNG has no limit: it is drawn pixel by pixel).
+pub const MAX_SVG_CELLS: usize = 400_000;
+
 /// Draws gate heat maps ([`gates`]) to `path` (`.png` or `.svg`).
 pub fn draw_heatmaps(h: &GateHeatmaps, path: &Path) -> Result<()> {
+    // An SVG draws one rectangle per cell: past a few hundred thousand it is megabytes no viewer opens.
+    let cells: usize = h
+        .panels
+        .iter()
+        .map(|p| p.values.iter().map(|r| r.len()).sum::<usize>())
+        .sum();
+    if matches!(image_format("--plot-gates", path)?, ImageFormat::Svg) && cells > MAX_SVG_CELLS {
+        return Err(crate::error::Error::usage(format!(
+            "--plot-gates {}: {cells} cells are too many for an SVG (at most {MAX_SVG_CELLS}); write a .png",
+            path.display()
+        )));
+    }
     let layout = HeatLayout::new(h);
     render(
         path,

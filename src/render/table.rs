@@ -117,7 +117,7 @@ fn header_line<T: Real>(r: &Report<'_, T>, l: &LayerTrace<T>) -> String {
             format!("{} — ", r.title)
         },
         l.kind.display_name(),
-        l.name,
+        crate::error::printable(&l.name),
         l.units,
         if l.units == 1 { "" } else { "s" },
         l.features,
@@ -141,7 +141,7 @@ fn header_line<T: Real>(r: &Report<'_, T>, l: &LayerTrace<T>) -> String {
     });
     let _ = write!(
         s,
-        "\n{} sequences × {} timesteps, float precision {}",
+        "\n{} sequences × {} timesteps, precision {}",
         l.sequences(),
         l.steps(),
         T::NAME
@@ -183,7 +183,7 @@ fn sequence<T: Real>(
             let _ = writeln!(
                 out,
                 "\n── Layer '{}' ({}, {} units)",
-                l.name,
+                crate::error::printable(&l.name),
                 l.kind.display_name(),
                 l.units
             );
@@ -196,7 +196,7 @@ fn sequence<T: Real>(
                 out,
                 "\n── Step {} of {} (input row {ti}){}",
                 t + 1,
-                l.steps(),
+                l.x.shape()[1],
                 if masked {
                     " — masked: state carried through unchanged"
                 } else {
@@ -275,6 +275,14 @@ fn sequence<T: Real>(
                 );
             }
         }
+    }
+    if let Some(l) = layers.iter().find(|l| l.steps() < l.x.shape()[1]) {
+        let total = l.x.shape()[1];
+        let _ = writeln!(
+            out,
+            "\n(steps {}–{total} not shown; --max-steps {total} shows them)",
+            l.steps() + 1
+        );
     }
     // Prediction for this sequence: one row per metric, one column per output (the seeds' layout).
     // Wide outputs (a layer with no head) show their first --max-units columns, as the unit tables do.

@@ -64,7 +64,7 @@ pub fn load(path: &Path, inputs: usize) -> Result<DenseWeights<f64>> {
             [(_, k), (_, b)] => (k, Some(b)),
             other => {
                 return Err(src.error(format!(
-                    "holds {} arrays; expected a Dense layer's [kernel, bias] (or [kernel] with use_bias=False)",
+                    "holds {} array(s); expected a Dense layer's [kernel, bias] (or [kernel] with use_bias=False)",
                     other.len()
                 )));
             }
@@ -101,6 +101,12 @@ pub fn load(path: &Path, inputs: usize) -> Result<DenseWeights<f64>> {
         mat(k)
     };
     let outputs = kernel.ncols();
+    if outputs == 0 {
+        return Err(src.error(format!(
+            "Dense kernel has shape {}: it has no outputs",
+            shape_of(k)
+        )));
+    }
     let bias = match b {
         None => None,
         Some(b) if b.data.len() == outputs && b.ndim() <= 1 => Some(Array1::from(b.data.clone())),

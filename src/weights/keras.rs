@@ -42,7 +42,11 @@ pub fn from_arrays(
 ) -> Result<CellWeights<f64>> {
     let (kernel, recurrent, bias) = pick(src)?;
     let g = kind.blocks();
-    let cell = kind.name().to_uppercase();
+    let cell = match kind {
+        CellKind::Lstm => "an LSTM",
+        CellKind::Gru => "a GRU",
+        CellKind::SimpleRnn => "a SimpleRNN",
+    };
     if kernel.ndim() != 2 {
         return Err(src.error(format!(
             "kernel has shape {}; expected 2-D (features, {g} × units)",
@@ -76,7 +80,7 @@ pub fn from_arrays(
             String::new()
         };
         return Err(src.error(format!(
-            "recurrent_kernel has shape {}; expected ({units}, {}) for an {cell} with {units} units{hint}",
+            "recurrent_kernel has shape {}; expected ({units}, {}) for {cell} with {units} units{hint}",
             recurrent.shape_str(),
             g * units
         )));
@@ -84,7 +88,7 @@ pub fn from_arrays(
     let features = kernel.shape[0];
     if kernel.shape[1] != g * units || features == 0 {
         return Err(src.error(format!(
-            "kernel has shape {}; expected ({}, {}) for an {cell} with {units} units (recurrent_kernel {})",
+            "kernel has shape {}; expected ({}, {}) for {cell} with {units} units (recurrent_kernel {})",
             kernel.shape_str(),
             features.max(1),
             g * units,
@@ -159,7 +163,7 @@ fn pick(src: &NamedArrays) -> Result<(&RawArray, &RawArray, Option<&RawArray>)> 
             [(_, k), (_, r)] => Ok((k, r, None)),
             [(_, k), (_, r), (_, b)] => Ok((k, r, Some(b))),
             other => Err(src.error(format!(
-                "holds {} arrays; expected 3 (kernel, recurrent_kernel, bias) or 2 (use_bias=False), in layer.get_weights() order",
+                "holds {} array(s); expected 3 (kernel, recurrent_kernel, bias) or 2 (use_bias=False), in layer.get_weights() order",
                 other.len()
             ))),
         };

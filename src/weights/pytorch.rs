@@ -15,7 +15,30 @@ use ndarray::{Array1, Array2};
 
 /// True when the arrays carry PyTorch's RNN parameter names.
 pub fn looks_like(src: &NamedArrays) -> bool {
-    !src.positional && src.arrays.iter().any(|(n, _)| n.starts_with("weight_ih_l"))
+    !src.positional
+        && src
+            .arrays
+            .iter()
+            .any(|(n, _)| base(n).starts_with("weight_ih_l"))
+}
+
+/// A parameter's name without its module prefix: `encoder.rnn.weight_ih_l0` → `weight_ih_l0` (a whole
+/// model's `state_dict()` prefixes every parameter with the attribute path of its module).
+fn base(name: &str) -> &str {
+    name.rsplit('.').next().unwrap_or(name)
+}
+
+/// The module prefixes (`encoder.rnn.`) of the RNN parameters present, for the ambiguity check.
+fn prefixes(src: &NamedArrays) -> Vec<String> {
+    let mut v: Vec<String> = src
+        .arrays
+        .iter()
+        .filter(|(n, _)| base(n).starts_with("weight_ih_l"))
+        .map(|(n, _)| n[..n.len() - base(n).len()].to_string())
+        .collect();
+    v.sort();
+    v.dedup();
+    v
 }
 
 /// The layers and directions present, for messages: `l0, l0_reverse, l1`.
@@ -23,7 +46,7 @@ fn available(src: &NamedArrays) -> String {
     let mut v: Vec<&str> = src
         .arrays
         .iter()
-        .filter_map(|(n, _)| n.strip_prefix("weight_ih_"))
+        .filter_map(|(n, _)| base(n).strip_prefix("weight_ih_"))
         .collect();
     v.sort();
     v.join(", ")
@@ -37,7 +60,19 @@ pub fn from_state_dict(
     reverse: bool,
 ) -> Result<CellWeights<f64>> {
     let sfx = format!("_l{layer}{}", if reverse { "_reverse" } else { "" });
-    let get = |p: &str| src.get(&format!("{p}{sfx}"));
+    let prefix =
+        match prefixes(src).as_slice() {
+            [] => String::new(),
+            [one] => one.clone(),
+            many => {
+                return Err(src.error(format!(
+                "holds the parameters of {} recurrent modules ({}); save one module's state_dict()",
+                many.len(),
+                many.iter().map(|p| p.trim_end_matches('.')).collect::<Vec<_>>().join(", ")
+            )));
+            }
+        };
+    let get = |p: &str| src.get(&format!("{prefix}{p}{sfx}"));
     let w_ih = get("weight_ih").ok_or_else(|| {
         src.error(format!(
             "has no weight_ih{sfx}; this state dict holds: {}",

@@ -42,6 +42,17 @@ impl NamedArrays {
     }
 }
 
+/// True for a zip holding a Keras 3 model (`config.json` and `model.weights.h5`).
+fn is_keras_archive(bytes: &[u8]) -> bool {
+    zip::ZipArchive::new(std::io::Cursor::new(bytes))
+        .map(|z| {
+            z.file_names()
+                .flatten()
+                .any(|n| n == "model.weights.h5" || n == "config.json")
+        })
+        .unwrap_or(false)
+}
+
 /// What a file's first bytes say it is.
 enum Container {
     Json,
@@ -52,14 +63,16 @@ enum Container {
 }
 
 fn sniff(bytes: &[u8]) -> Container {
-    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    let text = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    let first = text.iter().find(|b| !b.is_ascii_whitespace());
     if bytes.starts_with(b"PK") {
         Container::Npz
     } else if bytes.starts_with(b"\x93NUMPY") {
         Container::Npy
     } else if bytes.starts_with(b"\x89HDF\r\n\x1a\n") {
         Container::Hdf5
-    } else if matches!(first, Some(b'[') | Some(b'{')) {
+    } else if matches!(first, Some(b'[' | b'{' | b'"' | b'-' | b'0'..=b'9')) {
+        // JSON (a top-level number or string is refused by the parser with a precise message).
         Container::Json
     } else {
         Container::Unknown
@@ -89,6 +102,9 @@ pub fn load_arrays(path: &Path, expected: &[&str]) -> Result<NamedArrays> {
             json::Document::Named(arrays) => Ok(NamedArrays { path: path.to_path_buf(), positional: false, arrays }),
         },
         Container::Npz => {
+            if is_keras_archive(&bytes) {
+                return Err(err("is a saved Keras model (.keras), not loose weight arrays; run it with `rnntrace run --model`, or list it with `rnntrace inspect --model`".into()));
+            }
             let arrays = io::npz::parse(&bytes).map_err(err)?;
             let positional = arrays.iter().enumerate().all(|(i, (n, _))| *n == format!("arr_{i}"));
             Ok(NamedArrays { path: path.to_path_buf(), positional, arrays })
@@ -97,7 +113,9 @@ pub fn load_arrays(path: &Path, expected: &[&str]) -> Result<NamedArrays> {
             "is a single .npy array; expected several arrays ({}): a JSON list, an .npz archive or a directory of .npy files",
             expected.join(", ")
         ))),
-        Container::Hdf5 => Err(err("is an HDF5 file (a saved model?); expected loose weight arrays: a JSON list, an .npz archive or a directory of .npy files".into())),
+        Container::Hdf5 => Err(err(
+            "is an HDF5 file (a saved model? run it with `rnntrace run --model`); expected loose weight arrays: a JSON list, an .npz archive or a directory of .npy files".into(),
+        )),
         Container::Unknown => Err(err(
             "is neither JSON, an .npz archive nor a directory of .npy files (unrecognised content)".into(),
         )),

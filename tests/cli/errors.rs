@@ -318,7 +318,7 @@ fn weights_file_with_unexpected_names() {
     );
     fails_with(
         &["lstm", "--weights", s(&w), "--input", "input.npy"],
-        &["holds 4 arrays"],
+        &["holds 4 array"],
     );
 }
 
@@ -471,4 +471,201 @@ fn non_finite_inputs_warn_and_still_run() {
         "{err}"
     );
     assert!(out.contains("NaN"), "tables show NaN");
+}
+
+/// Regression: relu and hard_sigmoid used Rust's max/min, which drop NaN, so a NaN weight vanished where
+/// Keras propagates it. Now the predictions are NaN and a warning names the weight.
+#[test]
+fn nan_weight_propagates_through_relu_and_hard_sigmoid() {
+    let dir = case_dir("lstm_weather_seed");
+    let w: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("weights.json")).unwrap()).unwrap();
+    let text = serde_json::to_string(&w).unwrap();
+    // Replace the first kernel entry with NaN (Python's json token).
+    let at = text.find(|c: char| c == '-' || c.is_ascii_digit()).unwrap();
+    let end = at + text[at..].find(|c: char| c == ',' || c == ']').unwrap();
+    let patched = format!("{}NaN{}", &text[..at], &text[end..]);
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp_file(tmp.path(), "nan.json", patched.as_bytes());
+    let (code, out, err) = run(rnntrace()
+        .current_dir(&dir)
+        .args([
+            "lstm",
+            "--input",
+            "input.npy",
+            "--window",
+            "2",
+            "--activation",
+            "relu",
+            "--recurrent-activation",
+            "hard_sigmoid",
+            "--format",
+            "json",
+            "--weights",
+        ])
+        .arg(&p));
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("kernel[0, 0] is NaN"), "{err}");
+    let t: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(
+        t["predictions"][0][0].is_null(),
+        "NaN predictions are written as null: {}",
+        t["predictions"]
+    );
+}
+
+/// Regression: a prefixed PyTorch state dict (a whole model's, keys like `rnn.weight_ih_l0`) was not
+/// recognised.
+#[test]
+fn prefixed_pytorch_state_dict_is_read() {
+    use std::io::Write;
+    let dir = crate::fixtures().join("torch").join("gru_2layer");
+    let arrays = rnntrace::io::npz::parse(&std::fs::read(dir.join("state.npz")).unwrap()).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path().join("model_state.npz");
+    let mut z = zip::ZipWriter::new(std::fs::File::create(&p).unwrap());
+    for (name, a) in &arrays {
+        z.start_file(
+            format!("encoder.rnn.{name}.npy"),
+            zip::write::SimpleFileOptions::default(),
+        )
+        .unwrap();
+        let payload: Vec<u8> = a
+            .data
+            .iter()
+            .flat_map(|v| (*v as f32).to_le_bytes())
+            .collect();
+        z.write_all(&crate::npy_bytes("<f4", &a.shape, &payload))
+            .unwrap();
+    }
+    z.start_file("head.weight.npy", zip::write::SimpleFileOptions::default())
+        .unwrap();
+    z.write_all(&crate::npy_bytes("<f4", &[1, 5], &[0u8; 20]))
+        .unwrap();
+    z.finish().unwrap();
+    let (code, out, err) = run(rnntrace()
+        .current_dir(&dir)
+        .args([
+            "gru",
+            "--input",
+            "layer_input_l1.npy",
+            "--layer",
+            "1",
+            "--expected",
+            "h_seq_l1.npy",
+            "-q",
+            "--weights",
+        ])
+        .arg(&p));
+    assert_eq!(code, 0, "{out}{err}");
+}
+
+#[test]
+fn a_saved_model_given_as_weights_points_to_run() {
+    let model = crate::fixtures()
+        .join("models")
+        .join("stacked_seed")
+        .join("model.keras");
+    fails_with(
+        &["lstm", "--input", "input.npy", "--weights", s(&model)],
+        &["saved Keras model", "rnntrace run --model"],
+    );
+}
+
+/// Regression: a missing chart folder was found only after the trace file had been written.
+#[test]
+fn outputs_are_checked_before_anything_is_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let trace = tmp.path().join("t.json");
+    let plot = tmp.path().join("nodir").join("p.png");
+    fails_with(
+        &[
+            "lstm",
+            "--weights",
+            "weights.json",
+            "--input",
+            "input.npy",
+            "--window",
+            "2",
+            "--trace",
+            s(&trace),
+            "--plot",
+            s(&plot),
+        ],
+        &["does not exist"],
+    );
+    assert!(
+        !trace.exists(),
+        "nothing written when a later output cannot be"
+    );
+}
+
+/// Regression: JSON output into a closed pipe exited 2 ("Broken pipe") instead of quietly.
+#[test]
+fn json_output_into_a_closed_pipe_ends_quietly() {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    let dir = case_dir("lstm_weather_seed");
+    // Far more JSON than a pipe buffers (64 KiB), so the write really meets the closed pipe.
+    let tmp = tempfile::tempdir().unwrap();
+    let payload: Vec<u8> = (0..400 * 10 * 3)
+        .flat_map(|i| ((i % 17) as f32 * 0.1).to_le_bytes())
+        .collect();
+    let big = tmp_file(
+        tmp.path(),
+        "big.npy",
+        &crate::npy_bytes("<f4", &[400, 10, 3], &payload),
+    );
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin("rnntrace"))
+        .current_dir(&dir)
+        .args([
+            "lstm",
+            "--weights",
+            "weights.json",
+            "--format",
+            "json",
+            "--input",
+        ])
+        .arg(&big)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 16];
+    stdout.read_exact(&mut first).unwrap();
+    drop(stdout);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn window_that_would_not_fit_in_memory_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rows = 40_000usize;
+    let payload: Vec<u8> = (0..rows * 3)
+        .flat_map(|i| (i as f32).to_le_bytes())
+        .collect();
+    let p = tmp_file(
+        tmp.path(),
+        "long.npy",
+        &crate::npy_bytes("<f4", &[rows, 3], &payload),
+    );
+    fails_with(
+        &[
+            "lstm",
+            "--weights",
+            "weights.json",
+            "--window",
+            "20000",
+            "--input",
+            s(&p),
+        ],
+        &["long.npy", "--window 20000", "shorter window"],
+    );
 }

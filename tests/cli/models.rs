@@ -61,6 +61,7 @@ model_cases!(
     tf_keras2_zip,
     simple_rnn,
     tf_keras2_functional,
+    stateful_batch1,
 );
 
 /// The stacked seed (the question that mixed up axes): the first LSTM's return_sequences output, step by

@@ -715,3 +715,63 @@ fn f64_precision_matches_keras_too() {
     assert_eq!(code, 0, "{out}");
     assert!(out.starts_with("PASS"));
 }
+
+/// Regression: long sequences made the per-step tables hold every step of every shown sequence in memory.
+/// Tables now trace only the steps they show; those steps must be the same numbers as a full run's,
+/// going backwards too.
+#[test]
+fn truncated_step_tables_show_the_same_numbers() {
+    let dir = case_dir("lstm_go_backwards");
+    let run_with = |extra: &[&str]| {
+        let (code, out, err) = run(rnntrace()
+            .current_dir(&dir)
+            .args([
+                "lstm",
+                "--weights",
+                "weights.json",
+                "--input",
+                "input.npy",
+                "--go-backwards",
+                "--sequences",
+                "1",
+                "--color",
+                "never",
+            ])
+            .args(extra));
+        assert_eq!(code, 0, "{err}");
+        out
+    };
+    let full = run_with(&[]);
+    let short = run_with(&["--max-steps", "2"]);
+    let step2 = |s: &str| {
+        s.split("── Step 2 of 6")
+            .nth(1)
+            .unwrap()
+            .split("── Step 3")
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    assert!(
+        short.contains("(steps 3–6 not shown; --max-steps 6 shows them)"),
+        "{short}"
+    );
+    let (a, b) = (step2(&full), step2(&short));
+    let cut = |s: &str| s.split("\n\n").next().unwrap().to_string();
+    assert_eq!(cut(&a), cut(&b));
+}
+
+/// Regression: a huge --sequences range allocated one entry per index before clamping to the batch.
+#[test]
+fn huge_sequence_ranges_cost_nothing_and_empty_ones_are_errors() {
+    let (code, out, _) =
+        run(weather_gru().args(["--sequences", "0..100000000000", "--color", "never"]));
+    assert_eq!(code, 0);
+    assert_eq!(out.matches("══ Sequence").count(), 8);
+    let (code, _, err) = run(weather_gru().args(["--sequences", "100"]));
+    assert_eq!(code, 2);
+    assert!(err.contains("holds 8 sequences"), "{err}");
+    let (code, _, err) = run(weather_gru().args(["--sequences", "5..2"]));
+    assert_eq!(code, 2);
+    assert!(err.contains("empty"), "{err}");
+}
