@@ -483,7 +483,7 @@ fn nan_weight_propagates_through_relu_and_hard_sigmoid() {
     let text = serde_json::to_string(&w).unwrap();
     // Replace the first kernel entry with NaN (Python's json token).
     let at = text.find(|c: char| c == '-' || c.is_ascii_digit()).unwrap();
-    let end = at + text[at..].find(|c: char| c == ',' || c == ']').unwrap();
+    let end = at + text[at..].find([',', ']']).unwrap();
     let patched = format!("{}NaN{}", &text[..at], &text[end..]);
     let tmp = tempfile::tempdir().unwrap();
     let p = tmp_file(tmp.path(), "nan.json", patched.as_bytes());
