@@ -34,9 +34,13 @@ pub enum Command {
 /// Arguments of `run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// A saved Keras model: .keras (Keras 3) or legacy .h5 (tf-keras 2.x, or Keras 3 asked for .h5).
+    /// A saved Keras model: .keras (Keras 3) or legacy .h5 (tf-keras 2.x, or Keras 3 asked for .h5); or, with
+    /// --cell, a PyTorch nn.LSTM/nn.GRU state dict (.npz or JSON), run as the whole stack.
     #[arg(long, value_name = "MODEL")]
     pub model: PathBuf,
+    /// The cell of a PyTorch state dict given as --model (all its layers and directions are run).
+    #[arg(long, value_enum)]
+    pub cell: Option<CellArg>,
     /// Input .npy: (sequences, timesteps, features), or (timesteps, features) for one sequence.
     #[arg(long, value_name = "X.npy")]
     pub input: PathBuf,

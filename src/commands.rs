@@ -59,6 +59,9 @@ pub fn run_model(a: &RunArgs, _started: Instant) -> Result<Outcome> {
             t.display()
         )));
     }
+    if let Some(cell) = a.cell {
+        return run_torch(a, cell);
+    }
     let model = model::load(&a.model)?;
     let raw = io::read_npy(&a.input)?;
     // The model's own input shape decides what the input is; without one, the first layer that says.
@@ -119,8 +122,34 @@ pub fn run_model(a: &RunArgs, _started: Instant) -> Result<Outcome> {
         crate::runner::Tensor::Seq(x)
     };
     match a.precision {
-        PrecisionArg::F32 => run_as::<f32>(a, &model, x),
-        PrecisionArg::F64 => run_as::<f64>(a, &model, x),
+        PrecisionArg::F32 => run_as::<f32>(a, &model, x, None),
+        PrecisionArg::F64 => run_as::<f64>(a, &model, x, None),
+    }
+}
+
+/// `run --model state.npz --cell lstm|gru`: a whole PyTorch module from its state dict.
+fn run_torch(a: &RunArgs, cell: crate::cli::CellArg) -> Result<Outcome> {
+    let kind = match cell {
+        crate::cli::CellArg::Lstm => CellKind::Lstm,
+        crate::cli::CellArg::Gru => CellKind::Gru,
+    };
+    let src = crate::weights::load_arrays(&a.model, &[])?;
+    let first = crate::weights::pytorch::from_state_dict(kind, &src, 0, false)?;
+    let raw = io::read_npy(&a.input)?;
+    let f = first.features;
+    let x = series_input(&raw, &a.input, a.window, f, &format!("layer 0 expects {f}"))?;
+    let model = SavedModel {
+        path: a.model.clone(),
+        format: model::ModelFormat::LegacyH5,
+        keras_version: "PyTorch state dict".into(),
+        keras2: false,
+        input_shape: Vec::new(),
+        layers: Vec::new(),
+    };
+    let x = crate::runner::Tensor::Seq(x);
+    match a.precision {
+        PrecisionArg::F32 => run_as::<f32>(a, &model, x, Some((&src, kind))),
+        PrecisionArg::F64 => run_as::<f64>(a, &model, x, Some((&src, kind))),
     }
 }
 
@@ -128,6 +157,7 @@ fn run_as<T: Real>(
     a: &RunArgs,
     model: &SavedModel,
     x: crate::runner::Tensor<f64>,
+    torch: Option<(&crate::weights::NamedArrays, CellKind)>,
 ) -> Result<Outcome> {
     let shape = x.shape();
     let n = shape[0];
@@ -136,7 +166,12 @@ fn run_as<T: Real>(
         crate::runner::Tensor::Seq(v) => crate::runner::Tensor::Seq(v.mapv(T::lit)),
         crate::runner::Tensor::Flat(v) => crate::runner::Tensor::Flat(v.mapv(T::lit)),
     };
-    let run = crate::runner::run::<T>(model, x)?;
+    let run = match (torch, x) {
+        (Some((src, kind)), crate::runner::Tensor::Seq(x)) => {
+            crate::runner::run_torch_stack::<T>(src, kind, x)?
+        }
+        (_, x) => crate::runner::run::<T>(model, x)?,
+    };
     let out_shape = run.output.shape();
     let predictions = run.output.rows();
     let outputs = predictions.ncols();
@@ -228,12 +263,19 @@ fn run_as<T: Real>(
         })
         .map(|l| select_rows(l, &rows))
         .collect();
-    let title = format!(
-        "{} ({}, saved by Keras {})",
-        a.model.display(),
-        model.format.describe(),
-        model.keras_version
-    );
+    let title = match torch {
+        Some((_, kind)) => format!(
+            "{} (PyTorch {} state dict, whole stack)",
+            a.model.display(),
+            kind.display_name()
+        ),
+        None => format!(
+            "{} ({}, saved by Keras {})",
+            a.model.display(),
+            model.format.describe(),
+            model.keras_version
+        ),
+    };
     let report = Report {
         trace: &trace,
         detail: subsets.iter().collect(),

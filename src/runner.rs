@@ -442,3 +442,71 @@ pub fn run<T: Real>(model: &SavedModel, x: Tensor<T>) -> Result<ModelRun<T>> {
         output: value,
     })
 }
+
+/// Runs a whole PyTorch `nn.LSTM`/`nn.GRU` state dict: every layer `_l{k}` in order, both directions when
+/// there are `_reverse` weights, each layer's input the concatenation `[forward, backward]` of the previous
+/// layer's outputs in time order, as the module computes. The output is the module's `output`:
+/// (batch, timesteps, directions·hidden).
+pub fn run_torch_stack<T: Real>(
+    src: &NamedArrays,
+    kind: CellKind,
+    x: Array3<T>,
+) -> Result<ModelRun<T>> {
+    let names: Vec<&str> = src
+        .arrays
+        .iter()
+        .map(|(n, _)| n.rsplit('.').next().unwrap_or(n))
+        .collect();
+    let layers_n = (0..)
+        .take_while(|k| names.iter().any(|n| *n == format!("weight_ih_l{k}")))
+        .count();
+    if layers_n == 0 {
+        return Err(src.error("holds no weight_ih_l0: not a PyTorch nn.LSTM/nn.GRU state dict"));
+    }
+    let bidirectional = names.iter().any(|n| n.ends_with("_reverse"));
+    let mut input = x;
+    let mut layers = Vec::new();
+    for k in 0..layers_n {
+        let mut outs = Vec::new();
+        for reverse in if bidirectional {
+            vec![false, true]
+        } else {
+            vec![false]
+        } {
+            let w = crate::weights::pytorch::from_state_dict(kind, src, k, reverse)?.cast::<T>();
+            if w.features != input.shape()[2] {
+                return Err(src.error(format!(
+                    "layer {k} expects {} inputs; it receives {}",
+                    w.features,
+                    input.shape()[2]
+                )));
+            }
+            let spec = LayerSpec {
+                name: format!("l{k}{}", if reverse { "_reverse" } else { "" }),
+                activation: Activation::Tanh,
+                recurrent_activation: Activation::Sigmoid,
+                go_backwards: reverse,
+                carry_state: false,
+            };
+            let li = LayerInput {
+                x: input.view(),
+                mask: None,
+                h0: None,
+                c0: None,
+            };
+            let l = engine::run_layer_with(&w, &spec, li, Record::ALL, None, &mut |_, _| Ok(()))?;
+            let mut o = sequence_output(&l, false);
+            if reverse {
+                o.invert_axis(Axis(1)); // back to time order
+            }
+            outs.push(o);
+            layers.push(l);
+        }
+        let views: Vec<_> = outs.iter().map(|o| o.view()).collect();
+        input = ndarray::concatenate(Axis(2), &views).map_err(|e| src.error(e.to_string()))?;
+    }
+    Ok(ModelRun {
+        layers,
+        output: Tensor::Seq(input),
+    })
+}

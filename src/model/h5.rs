@@ -31,6 +31,8 @@ pub struct H5 {
     max_bytes: u64,
     /// Bytes of array data decoded so far (bounded by [`MAX_WEIGHTS_BYTES`]).
     read_bytes: Cell<u64>,
+    /// Read from disk on demand rather than held in memory.
+    on_disk: bool,
 }
 
 /// The attributes, subgroups and datasets of one group.
@@ -57,17 +59,22 @@ const MAX_SMALL_CHUNK_BYTES: u64 = 1 << 20;
 impl H5 {
     /// Parses an HDF5 file held in memory.
     pub fn from_bytes(bytes: Vec<u8>) -> Result<H5, String> {
-        H5::open(Arc::new(BytesStorage::new(bytes)))
+        H5::open(Arc::new(BytesStorage::new(bytes)), false)
     }
 
     /// Opens an HDF5 file on disk; its bytes are read when they are needed, never all at once.
     pub fn from_file(file: std::fs::File) -> Result<H5, String> {
         let storage =
             FileStorage::from_file(file).map_err(|e| format!("cannot read the HDF5 file: {e}"))?;
-        H5::open(Arc::new(storage))
+        H5::open(Arc::new(storage), true)
     }
 
-    fn open(storage: DynStorage) -> Result<H5, String> {
+    /// Whether the file is read from disk on demand ([`H5::from_file`]) rather than held in memory.
+    pub fn on_disk(&self) -> bool {
+        self.on_disk
+    }
+
+    fn open(storage: DynStorage, on_disk: bool) -> Result<H5, String> {
         let len = storage.len();
         // A dataset may be compressed, so it may decode to more bytes than the file holds; deflate
         // cannot exceed about 1032:1.
@@ -94,6 +101,7 @@ impl H5 {
             file,
             max_bytes,
             read_bytes: Cell::new(0),
+            on_disk,
         })
     }
 
@@ -324,7 +332,8 @@ impl H5 {
         if bytes > self.max_bytes {
             return Err(if self.max_bytes == MAX_WEIGHTS_BYTES {
                 format!(
-                    "dataset {path} claims shape {} ({}), more than the {} rnntrace reads from a                      weights file",
+                    "dataset {path} claims shape {} ({}), more than the {} rnntrace reads from a \
+                     weights file",
                     shape_str(&shape),
                     show_bytes(bytes),
                     show_bytes(MAX_WEIGHTS_BYTES)
@@ -338,10 +347,12 @@ impl H5 {
                 .iter()
                 .try_fold(elem, |acc, &d| acc.checked_mul(u64::from(d)));
             if chunk_bytes.is_none_or(|c| c > bytes.max(MAX_SMALL_CHUNK_BYTES)) {
+                let chunk: Vec<usize> = chunk.iter().map(|&d| d as usize).collect();
                 return Err(format!(
-                    "dataset {path} of shape {} is stored in chunks of {:?}, larger than the dataset                      itself",
+                    "dataset {path} of shape {} is stored in chunks of shape {}, larger than the \
+                     dataset itself; refusing to decode it",
                     shape_str(&shape),
-                    chunk
+                    shape_str(&chunk)
                 ));
             }
         }
@@ -357,12 +368,12 @@ fn elem_size(dtype: &str) -> u64 {
     }
 }
 
-/// `3221225472` as `3221225472 bytes (3.0 GiB)`.
+/// A byte count as a user reads it: `3.0 GiB`, `768.0 MiB`, `4096 bytes`.
 pub fn show_bytes(n: u64) -> String {
     if n >= 1 << 30 {
-        format!("{n} bytes ({:.1} GiB)", n as f64 / (1u64 << 30) as f64)
+        format!("{:.1} GiB", n as f64 / (1u64 << 30) as f64)
     } else if n >= 1 << 20 {
-        format!("{n} bytes ({:.1} MiB)", n as f64 / (1u64 << 20) as f64)
+        format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64)
     } else {
         format!("{n} bytes")
     }

@@ -124,8 +124,8 @@ fn open_member<'a, R: Read + Seek>(
     let declared = member.size();
     if declared > cap {
         return Err(format!(
-            "{name} inflates to {} (as the archive declares), more than the {} rnntrace accepts; \
-             refusing to inflate it",
+            "{name} inflates to {} ({declared} bytes, as the archive declares), more than the {} \
+             rnntrace accepts; refusing to inflate it",
             show_bytes(declared),
             show_bytes(cap)
         ));
@@ -152,7 +152,8 @@ fn inflate_into(
     if n != declared {
         return Err(if n > declared {
             format!(
-                "{name} inflates past the {declared} bytes its header declares; refusing to inflate it"
+                "{name} inflates past the {declared} bytes its header declares; refusing to inflate \
+                 it further"
             )
         } else {
             format!("{name} decompresses to {n} bytes, not the {declared} its header declares")
@@ -169,7 +170,8 @@ fn read_member<R: Read + Seek>(
     archive_len: u64,
 ) -> std::result::Result<Vec<u8>, String> {
     let (mut member, declared) = open_member(zip, name, cap, archive_len)?;
-    let mut buf = Vec::with_capacity(declared as usize);
+    // Room for the one byte past `declared` that catches a lying header, so the buffer never grows.
+    let mut buf = Vec::with_capacity(declared as usize + 1);
     inflate_into(&mut member, name, declared, &mut buf)?;
     Ok(buf)
 }
@@ -181,16 +183,26 @@ fn open_weights<R: Read + Seek>(
     zip: &mut zip::ZipArchive<R>,
     archive_len: u64,
 ) -> std::result::Result<H5, String> {
-    let (mut member, declared) = open_member(zip, WEIGHTS_MEMBER, MAX_WEIGHTS_BYTES, archive_len)?;
-    let h5 = if declared > MAX_WEIGHTS_IN_MEMORY
+    open_weights_with(zip, archive_len, MAX_WEIGHTS_BYTES, MAX_WEIGHTS_IN_MEMORY)
+}
+
+/// [`open_weights`] with its bounds as arguments: at most `cap` bytes, in memory up to `in_memory`.
+pub(super) fn open_weights_with<R: Read + Seek>(
+    zip: &mut zip::ZipArchive<R>,
+    archive_len: u64,
+    cap: u64,
+    in_memory: u64,
+) -> std::result::Result<H5, String> {
+    let (mut member, declared) = open_member(zip, WEIGHTS_MEMBER, cap, archive_len)?;
+    let h5 = if declared > in_memory
         && let Ok(mut file) = tempfile::tempfile()
     {
         inflate_into(&mut member, WEIGHTS_MEMBER, declared, &mut file)?;
         H5::from_file(file)
     } else {
-        // Small, or no temporary file can be made: in memory (still at most MAX_WEIGHTS_BYTES).
+        // Small, or no temporary file can be made: in memory (still at most `cap` bytes).
         let mut buf = Vec::new();
-        buf.try_reserve_exact(declared as usize).map_err(|_| {
+        buf.try_reserve_exact(declared as usize + 1).map_err(|_| {
             format!(
                 "cannot allocate {} to inflate {WEIGHTS_MEMBER}",
                 show_bytes(declared)

@@ -304,8 +304,20 @@ fn load_raw(path: &Path) -> Result<SavedModel> {
     }
     let err = |what: String| Error::input(path, what);
     let io_err = |e: std::io::Error| Error::input(path, crate::io::io_reason(&e));
-    let mut file = File::open(path).map_err(io_err)?;
-    let len = file.metadata().map_err(io_err)?.len();
+    let file = File::open(path).map_err(io_err)?;
+    let meta = file.metadata().map_err(io_err)?;
+    let (mut file, len) = if meta.is_file() {
+        (file, meta.len())
+    } else {
+        // A pipe (`--model <(…)`) cannot seek: copy it to an anonymous temporary file first.
+        spool(file).map_err(|e| match e {
+            Spool::Io(e) => io_err(e),
+            Spool::TooLarge => err(format!(
+                "is not a regular file and holds more than {}; save the model to a file",
+                h5::show_bytes(MAX_SPOOLED_BYTES)
+            )),
+        })?
+    };
     if len == 0 {
         return Err(err("file is empty; expected a .keras or .h5 model".into()));
     }
@@ -320,6 +332,26 @@ fn load_raw(path: &Path) -> Result<SavedModel> {
             describe_start(&head)
         )))
     }
+}
+
+/// The most a model given as a pipe may hold (4 GiB).
+const MAX_SPOOLED_BYTES: u64 = 4 << 30;
+
+enum Spool {
+    Io(std::io::Error),
+    TooLarge,
+}
+
+/// Copies a stream into an anonymous temporary file (at most [`MAX_SPOOLED_BYTES`]).
+fn spool(mut stream: File) -> std::result::Result<(File, u64), Spool> {
+    let mut tmp = tempfile::tempfile().map_err(Spool::Io)?;
+    let n = std::io::copy(&mut stream.by_ref().take(MAX_SPOOLED_BYTES + 1), &mut tmp)
+        .map_err(Spool::Io)?;
+    if n > MAX_SPOOLED_BYTES {
+        return Err(Spool::TooLarge);
+    }
+    tmp.seek(SeekFrom::Start(0)).map_err(Spool::Io)?;
+    Ok((tmp, n))
 }
 
 /// Up to `n` bytes at `offset` (fewer at the end of the file).

@@ -673,3 +673,271 @@ fn a_keras1_file_is_refused() {
     );
     assert!(load_err(&p).contains("Keras 1.2.2"));
 }
+
+// ----- hostile files: bombs and control characters -----------------------------------------------
+
+/// Patches an uncompressed size in a zip's local header and central directory entry for `name`.
+fn patch_declared_size(zip: &mut [u8], name: &str, size: u32) {
+    let mut patched = 0;
+    for (sig, size_at, name_len_at, name_at) in
+        [(b"PK\x03\x04", 22, 26, 30), (b"PK\x01\x02", 24, 28, 46)]
+    {
+        let mut i = 0;
+        while let Some(off) = zip[i..].windows(4).position(|w| w == sig) {
+            let at = i + off;
+            let name_len = u16::from_le_bytes([zip[at + name_len_at], zip[at + name_len_at + 1]]);
+            if zip.get(at + name_at..at + name_at + name_len as usize) == Some(name.as_bytes()) {
+                zip[at + size_at..at + size_at + 4].copy_from_slice(&size.to_le_bytes());
+                patched += 1;
+            }
+            i = at + 4;
+        }
+    }
+    assert_eq!(
+        patched, 2,
+        "{name}: local header and central directory entry"
+    );
+}
+
+/// A zip whose members are deflated.
+fn write_zip_deflated(members: &[(String, Vec<u8>)]) -> Vec<u8> {
+    let mut out = Cursor::new(Vec::new());
+    {
+        let mut w = zip::ZipWriter::new(&mut out);
+        let opts = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated)
+            .large_file(true);
+        for (name, data) in members {
+            w.start_file(name.as_str(), opts).unwrap();
+            w.write_all(data).unwrap();
+        }
+        w.finish().unwrap();
+    }
+    out.into_inner()
+}
+
+/// `data` with every `(from[0], from[1])` pair of little-endian u64s (an HDF5 dataspace's dimensions)
+/// replaced by `to`; panics if there is none.
+fn patch_dims(data: &[u8], from: [u64; 2], to: [u64; 2]) -> Vec<u8> {
+    let pat: Vec<u8> = from.iter().flat_map(|d| d.to_le_bytes()).collect();
+    let new: Vec<u8> = to.iter().flat_map(|d| d.to_le_bytes()).collect();
+    let mut out = data.to_vec();
+    let mut count = 0;
+    let mut i = 0;
+    while let Some(off) = out[i..].windows(pat.len()).position(|w| w == pat) {
+        out[i + off..i + off + new.len()].copy_from_slice(&new);
+        count += 1;
+        i += off + pat.len();
+    }
+    assert!(count > 0, "no dimensions {from:?} in the file");
+    out
+}
+
+fn weights_h5(m: &[(String, Vec<u8>)]) -> Vec<u8> {
+    m.iter()
+        .find(|(n, _)| n == "model.weights.h5")
+        .unwrap()
+        .1
+        .clone()
+}
+
+#[test]
+fn a_weights_member_declaring_more_than_the_cap_is_refused_before_inflating() {
+    let dir = tempfile::tempdir().unwrap();
+    let seed = members(&fixtures().join("stacked_seed/model.keras"));
+    let mut zip = write_zip(&seed);
+    patch_declared_size(&mut zip, "model.weights.h5", 0xC000_0000);
+    let e = load_err(&temp_file(&dir, "declared.keras", &zip));
+    assert!(
+        e.contains(
+            "model.weights.h5 inflates to 3.0 GiB (3221225472 bytes, as the archive declares)"
+        ) && e.contains("more than the 1.0 GiB rnntrace accepts"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_weights_member_inflating_past_its_declared_size_is_cut_off() {
+    // A real weights file followed by 4 MiB of zeros (which deflate squeezes ~1000:1), in a member whose
+    // headers claim only the weights file's size.
+    let dir = tempfile::tempdir().unwrap();
+    let seed = members(&fixtures().join("stacked_seed/model.keras"));
+    let h5 = weights_h5(&seed);
+    let mut padded = h5.clone();
+    padded.resize(h5.len() + (4 << 20), 0);
+    let mut zip = write_zip_deflated(&replace(&seed, "model.weights.h5", padded));
+    assert!(zip.len() < 100 << 10, "{}", zip.len());
+    patch_declared_size(&mut zip, "model.weights.h5", h5.len() as u32);
+    let e = load_err(&temp_file(&dir, "lying.keras", &zip));
+    // The zip crate may notice first; either way, no more than the declared size is inflated.
+    assert!(
+        e.contains(&format!(
+            "model.weights.h5 inflates past the {} bytes its header declares",
+            h5.len()
+        )) || e
+            .contains("model.weights.h5 cannot be decompressed: File is larger than its declared"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_zero_padded_weights_member_is_bounded_and_spilled_to_disk() {
+    let seed = members(&fixtures().join("stacked_seed/model.keras"));
+    let h5 = weights_h5(&seed);
+    let mut padded = h5.clone();
+    padded.resize(h5.len() + (3 << 20), 0);
+    let zip_bytes = write_zip_deflated(&replace(&seed, "model.weights.h5", padded.clone()));
+    let open = |cap: u64, in_memory: u64| {
+        let mut zip = zip::ZipArchive::new(Cursor::new(&zip_bytes)).unwrap();
+        keras3::open_weights_with(&mut zip, zip_bytes.len() as u64, cap, in_memory)
+    };
+    // Over the cap: refused from the declared size, nothing inflated.
+    let e = open(1 << 20, 1 << 20).err().unwrap();
+    assert!(
+        e.contains("model.weights.h5 inflates to 3.0 MiB") && e.contains("more than the 1.0 MiB"),
+        "{e}"
+    );
+    // Under the cap but over the in-memory bound: inflated into a temporary file and read from there.
+    let on_disk = open(16 << 20, 1 << 20).unwrap();
+    assert!(on_disk.on_disk());
+    let in_memory = open(16 << 20, 16 << 20).unwrap();
+    assert!(!in_memory.on_disk());
+    for h5 in [&on_disk, &in_memory] {
+        let info = h5.array_info("layers/lstm/cell/vars/0").unwrap();
+        assert_eq!(info.shape, [28, 20]);
+        let a = h5.read_array("layers/lstm/cell/vars/0", &[28, 20]).unwrap();
+        assert_eq!(a.data.len(), 28 * 20);
+    }
+    // And the whole model loads from such an archive.
+    let dir = tempfile::tempdir().unwrap();
+    let m = load(&temp_file(&dir, "padded.keras", &zip_bytes)).unwrap();
+    assert_eq!(m.layers.len(), 4);
+}
+
+#[test]
+fn dataset_shapes_are_checked_against_the_configuration_before_any_data_is_read() {
+    // Each kernel's dataspace is patched to a wider shape, but its data is left as it was: reading it
+    // would fail ("raw data has N bytes, expected M"), so a shape error proves nothing was read.
+    let dir = tempfile::tempdir().unwrap();
+    // Legacy .h5 (tf-keras): LSTM(4) kernel (3, 16).
+    let h5 = std::fs::read(fixtures().join("tf_keras2_hard_sigmoid/model.h5")).unwrap();
+    let p = temp_file(&dir, "wide.h5", &patch_dims(&h5, [3, 16], [3, 1 << 16]));
+    let e = load_err(&p);
+    assert!(
+        e.contains("layer 'lstm' (LSTM): kernel (3, 65536) at model_weights/lstm/lstm/lstm_cell/kernel:0 does not fit"),
+        "{e}"
+    );
+    // A shape no file of this size can hold is refused from the shape alone.
+    let p = temp_file(&dir, "huge.h5", &patch_dims(&h5, [3, 16], [3, 1 << 40]));
+    let e = load_err(&p);
+    assert!(
+        e.contains("claims shape (3, 1099511627776), more data than the file can hold"),
+        "{e}"
+    );
+    // Keras 3 weights: LSTM(5) kernel (28, 20).
+    let seed = members(&fixtures().join("stacked_seed/model.keras"));
+    let wide = patch_dims(&weights_h5(&seed), [28, 20], [28, 1 << 16]);
+    let p = temp_file(
+        &dir,
+        "wide.keras",
+        &write_zip(&replace(&seed, "model.weights.h5", wide)),
+    );
+    let e = load_err(&p);
+    assert!(
+        e.contains(
+            "layer 'lstm' (LSTM): kernel (28, 65536) at layers/lstm/cell/vars/0 does not fit"
+        ),
+        "{e}"
+    );
+    let huge = patch_dims(&weights_h5(&seed), [28, 20], [1 << 20, 1 << 20]);
+    let p = temp_file(
+        &dir,
+        "huge.keras",
+        &write_zip(&replace(&seed, "model.weights.h5", huge)),
+    );
+    let e = load_err(&p);
+    assert!(e.contains("claims shape (1048576, 1048576)"), "{e}");
+}
+
+#[test]
+fn an_array_is_read_only_with_the_shape_it_was_checked_for() {
+    let seed = members(&fixtures().join("stacked_seed/model.keras"));
+    let h5 = h5::H5::from_bytes(weights_h5(&seed)).unwrap();
+    let path = "layers/lstm/cell/vars/0";
+    let info = h5.array_info(path).unwrap();
+    assert_eq!(info.dtype, "float32");
+    let e = h5.read_array(path, &[20, 28]).unwrap_err();
+    assert!(e.contains("has shape (28, 20); expected (20, 28)"), "{e}");
+    let e = h5
+        .read_array("layers/lstm/cell/vars/9", &[28, 20])
+        .unwrap_err();
+    assert!(e.contains("cannot open dataset"), "{e}");
+}
+
+#[test]
+fn control_characters_are_escaped_for_display() {
+    assert_eq!(escape_controls("lstm_1"), "lstm_1");
+    assert_eq!(
+        escape_controls("a\nb\r\tc\x1b[2J\x07\u{7f}"),
+        "a\\nb\\r\\tc\\x1b[2J\\x07\\x7f"
+    );
+    assert_eq!(
+        escape_controls("x\u{202e}y\u{85}z\u{2028}é"),
+        "x\\u{202e}y\\u{85}z\\u{2028}é"
+    );
+    let once = escape_controls("a\nb\\n");
+    assert_eq!(escape_controls(&once), once);
+}
+
+fn with_config(m: &[(String, Vec<u8>)], edit: impl Fn(&mut Value)) -> Vec<(String, Vec<u8>)> {
+    let text = &m.iter().find(|(n, _)| n == "config.json").unwrap().1;
+    let mut config: Value = serde_json::from_slice(text).unwrap();
+    edit(&mut config);
+    replace(m, "config.json", serde_json::to_vec(&config).unwrap())
+}
+
+#[test]
+fn layer_names_with_control_characters_never_reach_the_model_or_messages_raw() {
+    let evil = "lstm\nrnntrace: PASS\x1b[2J\x1b[31m\u{202e}";
+    let escaped = "lstm\\nrnntrace: PASS\\x1b[2J\\x1b[31m\\u{202e}";
+    let dir = tempfile::tempdir().unwrap();
+    let seed = members(&fixtures().join("stacked_seed/model.keras"));
+    // Loads (the weights are found by Keras's naming rule), with the name escaped.
+    let renamed = with_config(&seed, |c| {
+        c["config"]["layers"][1]["config"]["name"] = Value::from(evil);
+    });
+    let m = load(&temp_file(&dir, "evil.keras", &write_zip(&renamed))).unwrap();
+    assert_eq!(m.layers[1].name, escaped);
+    for l in &m.layers {
+        assert!(!l.name.chars().any(char::is_control), "{:?}", l.name);
+    }
+    // Refused (an unsupported class, itself with an escape code), with the message escaped.
+    let unsupported = with_config(&seed, |c| {
+        c["config"]["layers"][1]["config"]["name"] = Value::from(evil);
+        c["config"]["layers"][1]["class_name"] = Value::from("Conv1D\x1b[0m");
+    });
+    let e = load_err(&temp_file(&dir, "evil2.keras", &write_zip(&unsupported)));
+    assert!(!e.chars().any(char::is_control), "{e:?}");
+    assert!(
+        e.contains(&format!(
+            "layer '{escaped}' (Conv1D\\x1b[0m) is not supported"
+        )),
+        "{e}"
+    );
+    // A bad weight shape names the layer escaped too.
+    let misfit = with_config(&seed, |c| {
+        c["config"]["layers"][1]["config"]["name"] = Value::from(evil);
+        c["config"]["layers"][1]["config"]["units"] = Value::from(6);
+    });
+    let e = load_err(&temp_file(&dir, "evil3.keras", &write_zip(&misfit)));
+    assert!(!e.chars().any(char::is_control), "{e:?}");
+    assert!(e.contains(&format!("layer '{escaped}' (LSTM)")), "{e}");
+    // The Keras version is shown by `inspect`: escaped as well.
+    let versioned = replace(
+        &seed,
+        "metadata.json",
+        br#"{"keras_version": "3.1\u001b[2J"}"#.to_vec(),
+    );
+    let m = load(&temp_file(&dir, "ver.keras", &write_zip(&versioned))).unwrap();
+    assert_eq!(m.keras_version, "3.1\\x1b[2J");
+}

@@ -306,3 +306,34 @@ fn corrupt_model_files_are_clean_errors() {
         assert!(err.contains(name) && !err.contains("panicked"), "{err}");
     }
 }
+
+/// `run --model state.npz --cell …`: a whole PyTorch module (every layer, both directions) against the
+/// module's own output (fixtures/generate_torch.py), 1e-5.
+#[test]
+fn pytorch_state_dicts_run_as_whole_stacks() {
+    let root = crate::fixtures().join("torch");
+    for (case, cell) in [
+        ("lstm_2layer", "lstm"),
+        ("gru_2layer", "gru"),
+        ("lstm_bidirectional", "lstm"),
+        ("gru_bidirectional", "gru"),
+        ("lstm_no_bias", "lstm"),
+        ("gru_no_bias", "gru"),
+    ] {
+        let dir = root.join(case);
+        let (code, out, err) = run(rnntrace().current_dir(&dir).args([
+            "run",
+            "--model",
+            "state.npz",
+            "--cell",
+            cell,
+            "--input",
+            "input.npy",
+            "--expected",
+            "output.npy",
+            "-q",
+        ]));
+        assert_eq!(code, 0, "{case}: {out}{err}");
+        assert!(out.starts_with("PASS"), "{case}: {out}");
+    }
+}
