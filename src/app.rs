@@ -305,7 +305,7 @@ fn execute_as<T: Real>(job: &CellJob, title: &str, started: Instant) -> Result<O
     } else if job.spec.carry_state {
         // State flows between sequences: a subset cannot be run on its own.
         let all = run_engine::<T>(job, None, Record::ALL, None)?;
-        detail_owned = subset(&all, &detail_rows);
+        detail_owned = all.select_sequences(&detail_rows);
         &detail_owned
     } else {
         detail_owned = run_engine::<T>(job, Some(&detail_rows), Record::ALL, None)?;
@@ -398,26 +398,6 @@ fn detail_run<T: Real>(job: &CellJob, rows: &[usize], max_steps: usize) -> Resul
     l.x = inp.x;
     l.input_index.iter_mut().for_each(|i| *i += offset);
     Ok(l)
-}
-
-/// Rows `rows` of a complete in-memory trace.
-fn subset<T: Real>(l: &LayerTrace<T>, rows: &[usize]) -> LayerTrace<T> {
-    let s3 = |a: &Option<Array3<T>>| a.as_ref().map(|a| a.select(Axis(1), rows));
-    LayerTrace {
-        x: l.x.select(Axis(0), rows),
-        pre: s3(&l.pre),
-        gates: s3(&l.gates),
-        h: s3(&l.h),
-        c: s3(&l.c),
-        out: s3(&l.out),
-        masked: l.masked.select(Axis(1), rows),
-        h0: l.h0.select(Axis(0), rows),
-        c0: l.c0.as_ref().map(|c| c.select(Axis(0), rows)),
-        last_output: l.last_output.select(Axis(0), rows),
-        final_h: l.final_h.select(Axis(0), rows),
-        final_c: l.final_c.as_ref().map(|c| c.select(Axis(0), rows)),
-        ..l.clone()
-    }
 }
 
 /// A progress bar on stderr for long streamed runs, only on a terminal.

@@ -8,7 +8,7 @@ use crate::app::{Outcome, write_stdout};
 use crate::cell::{Activation, Real};
 use crate::cli::{ColorArg, FormatArg, InspectArgs, PrecisionArg, RunArgs};
 use crate::compare;
-use crate::config::{Display, check_not_input, series_input};
+use crate::config::{Display, series_input};
 use crate::error::{Error, Result, shape_str};
 use crate::io;
 use crate::model::{self, LayerKind, Recurrent, SavedModel};
@@ -16,7 +16,7 @@ use crate::render::{self, Report};
 use crate::trace::{LayerTrace, Trace};
 use crate::weights::CellKind;
 use comfy_table::{Cell, CellAlignment, Table};
-use ndarray::{Array2, Axis};
+use ndarray::Array2;
 use std::io::IsTerminal;
 use std::path::Path;
 use std::time::Instant;
@@ -30,26 +30,7 @@ pub fn run_model(a: &RunArgs, _started: Instant) -> Result<Outcome> {
             .flatten()
             .map(|p| p.as_path()),
     );
-    for out in [
-        a.trace.as_deref(),
-        a.plots.plot.as_deref(),
-        a.plots.plot_predictions.as_deref(),
-        a.plots.plot_gates.as_deref(),
-    ] {
-        check_not_input(out, &inputs)?;
-        if let Some(p) = out {
-            crate::io::write::check_output(p)?;
-        }
-    }
-    for (flag, p) in [
-        ("--plot", &a.plots.plot),
-        ("--plot-predictions", &a.plots.plot_predictions),
-        ("--plot-gates", &a.plots.plot_gates),
-    ] {
-        if let Some(p) = p {
-            render::plot::image_format(flag, p)?;
-        }
-    }
+    crate::config::check_outputs(&inputs, a.trace.as_deref(), &a.plots)?;
     if let Some(t) = a.trace.as_ref().filter(|t| {
         !t.extension()
             .is_some_and(|e| e.eq_ignore_ascii_case("json"))
@@ -261,7 +242,7 @@ fn run_as<T: Real>(
                     .any(|n| *n == l.name || l.name.split('/').next() == Some(n.as_str()))
             })
         })
-        .map(|l| select_rows(l, &rows))
+        .map(|l| l.select_sequences(&rows))
         .collect();
     let title = match torch {
         Some((_, kind)) => format!(
@@ -325,30 +306,6 @@ fn run_as<T: Real>(
         Some(c) if !c.passed => Outcome::Mismatch,
         _ => Outcome::Success,
     })
-}
-
-/// Sequences `rows` of a complete layer trace (time-major arrays: sequences are axis 1).
-fn select_rows<T: Real>(l: &LayerTrace<T>, rows: &[usize]) -> LayerTrace<T> {
-    let s3 = |a: &Option<ndarray::Array3<T>>| a.as_ref().map(|a| a.select(Axis(1), rows));
-    LayerTrace {
-        x: l.x.select(Axis(0), rows),
-        pre: s3(&l.pre),
-        gates: s3(&l.gates),
-        h: s3(&l.h),
-        c: s3(&l.c),
-        out: s3(&l.out),
-        masked: if l.masked.nrows() == l.steps() {
-            l.masked.select(Axis(1), rows)
-        } else {
-            l.masked.clone()
-        },
-        h0: l.h0.select(Axis(0), rows),
-        c0: l.c0.as_ref().map(|c| c.select(Axis(0), rows)),
-        last_output: l.last_output.select(Axis(0), rows),
-        final_h: l.final_h.select(Axis(0), rows),
-        final_c: l.final_c.as_ref().map(|c| c.select(Axis(0), rows)),
-        ..l.clone()
-    }
 }
 
 fn table(color: bool) -> Table {

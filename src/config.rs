@@ -228,26 +228,7 @@ pub fn cell_job(kind: CellKind, a: &CellArgs) -> Result<CellJob> {
     .flatten()
     .map(|p| p.as_path())
     .collect();
-    for out in [
-        a.trace.as_deref(),
-        a.plots.plot.as_deref(),
-        a.plots.plot_predictions.as_deref(),
-        a.plots.plot_gates.as_deref(),
-    ] {
-        check_not_input(out, &inputs)?;
-        if let Some(p) = out {
-            crate::io::write::check_output(p)?;
-        }
-    }
-    for (flag, p) in [
-        ("--plot", &a.plots.plot),
-        ("--plot-predictions", &a.plots.plot_predictions),
-        ("--plot-gates", &a.plots.plot_gates),
-    ] {
-        if let Some(p) = p {
-            crate::render::plot::image_format(flag, p)?;
-        }
-    }
+    check_outputs(&inputs, a.trace.as_deref(), &a.plots)?;
     if let Some(t) = a.trace.as_deref() {
         let ext = t
             .extension()
@@ -458,6 +439,36 @@ pub fn weight_warning(path: &Path, w: &CellWeights<f64>, f32_run: bool) -> Optio
         }
     }
     None
+}
+
+/// Checks every output a command will write, before any work: none is an input, every folder exists,
+/// chart names end in .png or .svg.
+pub fn check_outputs(
+    inputs: &[&Path],
+    trace: Option<&Path>,
+    plots: &crate::cli::PlotArgs,
+) -> Result<()> {
+    for out in [
+        trace,
+        plots.plot.as_deref(),
+        plots.plot_predictions.as_deref(),
+        plots.plot_gates.as_deref(),
+    ] {
+        check_not_input(out, inputs)?;
+        if let Some(p) = out {
+            crate::io::write::check_output(p)?;
+        }
+    }
+    for (flag, p) in [
+        ("--plot", &plots.plot),
+        ("--plot-predictions", &plots.plot_predictions),
+        ("--plot-gates", &plots.plot_gates),
+    ] {
+        if let Some(p) = p {
+            crate::render::plot::image_format(flag, p)?;
+        }
+    }
+    Ok(())
 }
 
 /// Refuses an output path that is one of the inputs.

@@ -178,6 +178,33 @@ impl<T: Real> LayerTrace<T> {
     }
 }
 
+impl<T: Real> LayerTrace<T> {
+    /// The same trace restricted to sequences `rows` (in that order).
+    pub fn select_sequences(&self, rows: &[usize]) -> LayerTrace<T> {
+        use ndarray::Axis;
+        let s3 = |a: &Option<Array3<T>>| a.as_ref().map(|a| a.select(Axis(1), rows));
+        LayerTrace {
+            x: self.x.select(Axis(0), rows),
+            pre: s3(&self.pre),
+            gates: s3(&self.gates),
+            h: s3(&self.h),
+            c: s3(&self.c),
+            out: s3(&self.out),
+            masked: if self.masked.nrows() == self.steps() {
+                self.masked.select(Axis(1), rows)
+            } else {
+                self.masked.clone()
+            },
+            h0: self.h0.select(Axis(0), rows),
+            c0: self.c0.as_ref().map(|c| c.select(Axis(0), rows)),
+            last_output: self.last_output.select(Axis(0), rows),
+            final_h: self.final_h.select(Axis(0), rows),
+            final_c: self.final_c.as_ref().map(|c| c.select(Axis(0), rows)),
+            ..self.clone()
+        }
+    }
+}
+
 /// A whole run: the recurrent layers in order, then what the head made of the last one.
 #[derive(Debug, Clone)]
 pub struct Trace<T> {

@@ -48,19 +48,11 @@ const ZIP64_EXTRA: u64 = 20;
 impl NpzStream {
     /// Starts an archive that will be renamed to `target` when finished.
     pub fn new(target: &Path) -> Result<NpzStream> {
+        super::write::check_output(target)?;
         let dir = match target.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        if !dir.is_dir() {
-            return Err(Error::output(
-                target,
-                format!("folder {} does not exist", dir.display()),
-            ));
-        }
-        if target.is_dir() {
-            return Err(Error::output(target, "is a directory"));
-        }
         let tmp = tempfile::Builder::new()
             .prefix(".rnntrace-")
             .suffix(".tmp")

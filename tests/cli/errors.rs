@@ -603,8 +603,6 @@ fn outputs_are_checked_before_anything_is_written() {
 /// Regression: JSON output into a closed pipe exited 2 ("Broken pipe") instead of quietly.
 #[test]
 fn json_output_into_a_closed_pipe_ends_quietly() {
-    use std::io::Read;
-    use std::process::{Command, Stdio};
     let dir = case_dir("lstm_weather_seed");
     // Far more JSON than a pipe buffers (64 KiB), so the write really meets the closed pipe.
     let tmp = tempfile::tempdir().unwrap();
@@ -616,32 +614,20 @@ fn json_output_into_a_closed_pipe_ends_quietly() {
         "big.npy",
         &crate::npy_bytes("<f4", &[400, 10, 3], &payload),
     );
-    let mut child = Command::new(assert_cmd::cargo::cargo_bin("rnntrace"))
-        .current_dir(&dir)
-        .args([
-            "lstm",
-            "--weights",
-            "weights.json",
-            "--format",
-            "json",
-            "--input",
-        ])
-        .arg(&big)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = child.stdout.take().unwrap();
-    let mut first = [0u8; 16];
-    stdout.read_exact(&mut first).unwrap();
-    drop(stdout);
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let args: Vec<&std::ffi::OsStr> = [
+        "lstm",
+        "--weights",
+        "weights.json",
+        "--format",
+        "json",
+        "--input",
+    ]
+    .iter()
+    .map(|s| std::ffi::OsStr::new(*s))
+    .chain([big.as_os_str()])
+    .collect();
+    let (code, err) = crate::run_into_closed_pipe(&args, &dir);
+    assert_eq!(code, Some(0), "{err}");
 }
 
 #[test]

@@ -250,35 +250,22 @@ fn table_snapshot_weather_lstm() {
 
 #[test]
 fn broken_pipe_ends_quietly() {
-    use std::io::Read;
-    use std::process::{Command, Stdio};
     let charts = tempfile::tempdir().unwrap();
-    let mut child = Command::new(assert_cmd::cargo::cargo_bin("rnntrace"))
-        .args([
-            "demo",
-            "--sequences",
-            "all",
-            "--color",
-            "never",
-            "--out-dir",
-        ])
-        .arg(charts.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = child.stdout.take().unwrap();
-    let mut first = [0u8; 64];
-    stdout.read_exact(&mut first).unwrap();
-    drop(stdout);
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
+    let args: Vec<&std::ffi::OsStr> = [
+        "demo",
+        "--sequences",
+        "all",
+        "--color",
+        "never",
+        "--out-dir",
+    ]
+    .iter()
+    .map(|s| std::ffi::OsStr::new(*s))
+    .chain([charts.path().as_os_str()])
+    .collect();
+    let (code, err) = crate::run_into_closed_pipe(&args, charts.path());
+    assert_eq!(code, Some(0), "{err}");
+    assert!(!err.contains("panicked"));
 }
 
 #[test]
