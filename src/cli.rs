@@ -205,7 +205,7 @@ pub struct CellArgs {
     /// Keras `recurrent_activation` (gates). hard_sigmoid is Keras 3's; hard_sigmoid_keras2 is Keras 2's 0.2x+0.5.
     #[arg(long, default_value = "sigmoid", value_name = "NAME")]
     pub recurrent_activation: String,
-    /// Weight layout: auto (PyTorch names like weight_ih_l0 are recognised), keras, or pytorch.
+    /// Weight layout: auto (PyTorch names like weight_ih_l0 and ONNX W/R/B are recognised), keras, pytorch or onnx.
     #[arg(long, value_enum, default_value_t = LayoutArg::Auto)]
     pub layout: LayoutArg,
     /// Which layer of a multi-layer PyTorch state dict (`_l{N}`).
@@ -362,7 +362,7 @@ pub struct DiagnoseArgs {
     /// Your Dense head activation.
     #[arg(long, default_value = "linear", value_name = "NAME")]
     pub dense_activation: String,
-    /// Weight layout: auto (PyTorch names like weight_ih_l0 are recognised), keras, or pytorch.
+    /// Weight layout: auto (PyTorch names like weight_ih_l0 and ONNX W/R/B are recognised), keras, pytorch or onnx.
     #[arg(long, value_enum, default_value_t = LayoutArg::Auto)]
     pub layout: LayoutArg,
     /// Skip steps whose features all equal V, like a Keras Masking(mask_value=V) layer.
