@@ -215,7 +215,7 @@ fn is_npz(p: &Path) -> bool {
 
 /// Steps recorded per block when streaming to .npz: enough to amortise the writes, small enough to keep
 /// memory flat.
-const STREAM_STEPS: usize = 8;
+const STREAM_STEPS: usize = 4;
 
 fn execute_as<T: Real>(job: &CellJob, title: &str, started: Instant) -> Result<Outcome> {
     for note in &job.notes {
