@@ -34,6 +34,9 @@ type Block = Vec<(ArrayId, Vec<u8>)>;
 /// engine computes the next steps while the previous ones reach the disk.
 pub struct TraceNpz<T> {
     tx: Option<std::sync::mpsc::SyncSender<Block>>,
+    /// Buffers the writer is done with, for reuse: fresh ones would cost a page fault and a zeroed page
+    /// per 4 KiB of trace.
+    spare: std::sync::mpsc::Receiver<Vec<u8>>,
     writer: Option<std::thread::JoinHandle<Result<NpzStream>>>,
     gates: Vec<ArrayId>,
     pre: Vec<ArrayId>,
@@ -92,17 +95,20 @@ impl<T: Real> TraceNpz<T> {
             None
         };
         let (tx, rx) = std::sync::mpsc::sync_channel::<Block>(2);
+        let (spare_tx, spare) = std::sync::mpsc::channel::<Vec<u8>>();
         let writer = std::thread::spawn(move || -> Result<NpzStream> {
             let mut stream = stream;
             for block in rx {
                 for (id, bytes) in block {
                     stream.append(id, &bytes)?;
+                    let _ = spare_tx.send(bytes);
                 }
             }
             Ok(stream)
         });
         Ok(TraceNpz {
             tx: Some(tx),
+            spare,
             writer: Some(writer),
             gates,
             pre,
@@ -113,6 +119,13 @@ impl<T: Real> TraceNpz<T> {
             units: u,
             _t: std::marker::PhantomData,
         })
+    }
+
+    /// An empty byte buffer, recycled from the writer when one is free.
+    fn buffer(&self) -> Vec<u8> {
+        let mut b = self.spare.try_recv().unwrap_or_default();
+        b.clear();
+        b
     }
 
     /// Stops the writer thread and returns its stream, or the error that stopped it.
@@ -133,7 +146,7 @@ impl<T: Real> TraceNpz<T> {
         for (ids, arr) in [(&self.gates, &s.gates), (&self.pre, &s.pre)] {
             let Some(a) = arr else { continue };
             for (k, id) in ids.iter().enumerate() {
-                let mut bytes = Vec::with_capacity(a.len() / ids.len() * T::BYTES);
+                let mut bytes = self.buffer();
                 for row in a.rows() {
                     match row.as_slice() {
                         Some(r) => bytes.extend_from_slice(bytes_of(&r[k * u..(k + 1) * u])),
@@ -146,9 +159,13 @@ impl<T: Real> TraceNpz<T> {
         for (id, arr) in [(self.h, &s.h), (self.c, &s.c), (self.out, &s.out)] {
             if let (Some(id), Some(a)) = (id, arr) {
                 let bytes = match a.as_slice() {
-                    Some(v) => bytes_of(v).to_vec(),
+                    Some(v) => {
+                        let mut b = self.buffer();
+                        b.extend_from_slice(bytes_of(v));
+                        b
+                    }
                     None => {
-                        let mut b = Vec::new();
+                        let mut b = self.buffer();
                         T::extend_le(a.iter().copied(), &mut b);
                         b
                     }
