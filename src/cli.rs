@@ -50,24 +50,6 @@ pub struct RunArgs {
     /// Which recurrent layers get per-step tables (comma-separated names; default: all).
     #[arg(long, value_name = "A,B")]
     pub layers: Option<String>,
-    /// The framework's saved model.predict output (.npy); exit 1 if any element is outside tolerance.
-    #[arg(long, value_name = "P.npy")]
-    pub expected: Option<PathBuf>,
-    /// Absolute tolerance for --expected.
-    #[arg(long, default_value_t = 1e-5, value_name = "A")]
-    pub atol: f64,
-    /// Relative tolerance for --expected.
-    #[arg(long, default_value_t = 1e-5, value_name = "R")]
-    pub rtol: f64,
-    /// True values (.npy), shown beside predictions. With --window, the whole series.
-    #[arg(long, value_name = "Y.npy")]
-    pub targets: Option<PathBuf>,
-    /// scikit-learn scaler parameters (JSON) of the target: tables also show original units.
-    #[arg(long, value_name = "S.json")]
-    pub inverse_scale: Option<PathBuf>,
-    /// Comma-separated names of the model's outputs (default y0, y1, …).
-    #[arg(long, value_name = "A,B")]
-    pub output_names: Option<String>,
     /// Precision of the computation.
     #[arg(long, value_enum, default_value_t = PrecisionArg::F32)]
     pub precision: PrecisionArg,
@@ -77,6 +59,8 @@ pub struct RunArgs {
     /// Also write the JSON trace to this file.
     #[arg(long, value_name = "FILE.json")]
     pub trace: Option<PathBuf>,
+    #[command(flatten)]
+    pub check: CheckArgs,
     #[command(flatten)]
     pub display: DisplayArgs,
     #[command(flatten)]
@@ -241,30 +225,12 @@ pub struct CellArgs {
     /// Precision of the computation.
     #[arg(long, value_enum, default_value_t = PrecisionArg::F32)]
     pub precision: PrecisionArg,
-    /// The framework's saved model.predict output (.npy) to compare with; exit 1 if any element is outside tolerance.
-    #[arg(long, value_name = "P.npy")]
-    pub expected: Option<PathBuf>,
-    /// Absolute tolerance for --expected.
-    #[arg(long, default_value_t = 1e-5, value_name = "A")]
-    pub atol: f64,
-    /// Relative tolerance for --expected.
-    #[arg(long, default_value_t = 1e-5, value_name = "R")]
-    pub rtol: f64,
-    /// True values (.npy), shown beside predictions. With --window, the whole series (row i+K is picked).
-    #[arg(long, value_name = "Y.npy")]
-    pub targets: Option<PathBuf>,
     /// What stdout gets.
     #[arg(long, value_enum, default_value_t = FormatArg::Table)]
     pub format: FormatArg,
     /// Also write the trace to this file: FILE.json (the JSON schema) or FILE.npz (NumPy arrays, streamed to disk).
     #[arg(long, value_name = "FILE")]
     pub trace: Option<PathBuf>,
-    /// scikit-learn scaler parameters (JSON) of the target: tables also show predictions in original units.
-    #[arg(long, value_name = "S.json")]
-    pub inverse_scale: Option<PathBuf>,
-    /// Comma-separated names of the model's outputs (default y0, y1, …).
-    #[arg(long, value_name = "A,B")]
-    pub output_names: Option<String>,
     /// What to keep of every step: gates and states, states only, or nothing but the predictions.
     #[arg(long, value_enum, default_value_t = RecordArg::All)]
     pub record: RecordArg,
@@ -278,9 +244,34 @@ pub struct CellArgs {
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
     #[command(flatten)]
+    pub check: CheckArgs,
+    #[command(flatten)]
     pub display: DisplayArgs,
     #[command(flatten)]
     pub plots: PlotArgs,
+}
+
+/// The framework's output to compare with, the truth to show beside it, and how to label it.
+#[derive(Debug, Args, Clone)]
+pub struct CheckArgs {
+    /// The framework's saved model.predict output (.npy) to compare with; exit 1 if any element is outside tolerance.
+    #[arg(long, value_name = "P.npy")]
+    pub expected: Option<PathBuf>,
+    /// Absolute tolerance for --expected.
+    #[arg(long, default_value_t = 1e-5, value_name = "A")]
+    pub atol: f64,
+    /// Relative tolerance for --expected.
+    #[arg(long, default_value_t = 1e-5, value_name = "R")]
+    pub rtol: f64,
+    /// True values (.npy), shown beside predictions. With --window, the whole series (row i+K is picked).
+    #[arg(long, value_name = "Y.npy")]
+    pub targets: Option<PathBuf>,
+    /// scikit-learn scaler parameters (JSON) of the target: tables also show predictions in original units.
+    #[arg(long, value_name = "S.json")]
+    pub inverse_scale: Option<PathBuf>,
+    /// Comma-separated names of the model's outputs (default y0, y1, …).
+    #[arg(long, value_name = "A,B")]
+    pub output_names: Option<String>,
 }
 
 /// Charts (the extension picks the format: .png or .svg).

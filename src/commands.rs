@@ -25,7 +25,7 @@ use std::time::Instant;
 pub fn run_model(a: &RunArgs, _started: Instant) -> Result<Outcome> {
     let mut inputs: Vec<&Path> = vec![&a.model, &a.input];
     inputs.extend(
-        [&a.expected, &a.targets, &a.inverse_scale]
+        [&a.check.expected, &a.check.targets, &a.check.inverse_scale]
             .into_iter()
             .flatten()
             .map(|p| p.as_path()),
@@ -158,13 +158,13 @@ fn run_as<T: Real>(
     let outputs = predictions.ncols();
     let mut display = Display::from_args(&a.display, features)?;
     display.check_sequences(n)?;
-    if let Some(names) = &a.output_names {
+    if let Some(names) = &a.check.output_names {
         display.output_names = names.split(',').map(|s| s.trim().to_string()).collect();
     }
-    if let Some(p) = &a.inverse_scale {
+    if let Some(p) = &a.check.inverse_scale {
         display.scaler = Some(crate::scaler::Scaler::load(p, outputs)?);
     }
-    let (expected, comparison) = match &a.expected {
+    let (expected, comparison) = match &a.check.expected {
         None => (None, None),
         Some(p) => {
             let e = io::read_npy(p)?;
@@ -180,13 +180,13 @@ fn run_as<T: Real>(
                 ));
             }
             let ours: Vec<f64> = predictions.iter().map(|v| v.to_f()).collect();
-            let c = compare::compare(&ours, &e.data, &out_shape, a.atol, a.rtol);
+            let c = compare::compare(&ours, &e.data, &out_shape, a.check.atol, a.check.rtol);
             let exp = Array2::from_shape_vec((n, outputs), e.data.clone())
                 .map_err(|err| Error::input(p, err.to_string()))?;
             (Some(exp), Some(c))
         }
     };
-    let targets = match &a.targets {
+    let targets = match &a.check.targets {
         None => None,
         Some(p) => Some(crate::config::load_targets(p, n, outputs, a.window)?),
     };

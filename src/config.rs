@@ -209,7 +209,7 @@ pub fn cell_job(kind: CellKind, a: &CellArgs) -> Result<CellJob> {
     if a.mask.is_some() && a.mask_value.is_some() {
         return Err(Error::usage("give --mask or --mask-value, not both"));
     }
-    if !(a.atol >= 0.0 && a.rtol >= 0.0) {
+    if !(a.check.atol >= 0.0 && a.check.rtol >= 0.0) {
         return Err(Error::usage(
             "--atol and --rtol must be non-negative numbers",
         ));
@@ -220,9 +220,9 @@ pub fn cell_job(kind: CellKind, a: &CellArgs) -> Result<CellJob> {
         a.initial_state.as_ref(),
         a.mask.as_ref(),
         a.dense.as_ref(),
-        a.expected.as_ref(),
-        a.targets.as_ref(),
-        a.inverse_scale.as_ref(),
+        a.check.expected.as_ref(),
+        a.check.targets.as_ref(),
+        a.check.inverse_scale.as_ref(),
     ]
     .into_iter()
     .flatten()
@@ -327,7 +327,7 @@ pub fn cell_job(kind: CellKind, a: &CellArgs) -> Result<CellJob> {
         .as_ref()
         .map(|(d, _)| d.outputs())
         .unwrap_or(weights.units);
-    let expected = match &a.expected {
+    let expected = match &a.check.expected {
         None => None,
         Some(p) => Some(load_expected(
             p,
@@ -336,17 +336,17 @@ pub fn cell_job(kind: CellKind, a: &CellArgs) -> Result<CellJob> {
             outputs,
             dense.is_none(),
             weights.units,
-            a.atol,
-            a.rtol,
+            a.check.atol,
+            a.check.rtol,
         )?),
     };
-    let targets = match &a.targets {
+    let targets = match &a.check.targets {
         None => None,
         Some(p) => Some(load_targets(p, batch, outputs, a.window)?),
     };
     let mut display = Display::from_args(&a.display, weights.features)?;
     display.check_sequences(batch)?;
-    if let Some(names) = &a.output_names {
+    if let Some(names) = &a.check.output_names {
         display.output_names = names.split(',').map(|s| s.trim().to_string()).collect();
         if display.output_names.len() != outputs {
             return Err(Error::usage(format!(
@@ -355,7 +355,7 @@ pub fn cell_job(kind: CellKind, a: &CellArgs) -> Result<CellJob> {
             )));
         }
     }
-    if let Some(p) = &a.inverse_scale {
+    if let Some(p) = &a.check.inverse_scale {
         display.scaler = Some(Scaler::load(p, outputs)?);
     }
     Ok(CellJob {
