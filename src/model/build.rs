@@ -498,19 +498,7 @@ fn recurrent(
     } else {
         "kernel, recurrent_kernel (use_bias=False)"
     };
-    if arrays.is_empty() {
-        return Err(format!(
-            "its weights are missing from the file; expected {what}"
-        ));
-    }
-    if arrays.len() != expected_count {
-        let found: Vec<String> = arrays.iter().map(describe).collect();
-        return Err(format!(
-            "has {} weight arrays; expected {expected_count} ({what}); found {}",
-            arrays.len(),
-            found.join("; ")
-        ));
-    }
+    check_count(&arrays, expected_count, what)?;
     let mut it = arrays.into_iter();
     let (kernel, recurrent_kernel, bias) = match (it.next(), it.next(), it.next()) {
         (Some(k), Some(r), b) => (k, r, b),
@@ -628,19 +616,7 @@ fn dense(
     } else {
         "kernel (use_bias=False)"
     };
-    if arrays.is_empty() {
-        return Err(format!(
-            "its weights are missing from the file; expected {what}"
-        ));
-    }
-    if arrays.len() != expected_count {
-        let found: Vec<String> = arrays.iter().map(describe).collect();
-        return Err(format!(
-            "has {} weight arrays; expected {expected_count} ({what}); found {}",
-            arrays.len(),
-            found.join("; ")
-        ));
-    }
+    check_count(&arrays, expected_count, what)?;
     let mut it = arrays.into_iter();
     let (kernel, bias) = match (it.next(), it.next()) {
         (Some(k), b) => (k, b),
@@ -736,4 +712,22 @@ fn reshape_out(input: &[Option<usize>], target: &[i64]) -> Result<Shape, String>
         ));
     }
     Ok(out)
+}
+
+/// Checks that a layer stored as many weight arrays as its configuration implies (`what` names them).
+fn check_count(arrays: &[Located], expected: usize, what: &str) -> Result<(), String> {
+    if arrays.is_empty() {
+        return Err(format!(
+            "its weights are missing from the file; expected {what}"
+        ));
+    }
+    if arrays.len() != expected {
+        let found: Vec<String> = arrays.iter().map(describe).collect();
+        return Err(format!(
+            "has {} weight arrays; expected {expected} ({what}); found {}",
+            arrays.len(),
+            found.join("; ")
+        ));
+    }
+    Ok(())
 }

@@ -19,6 +19,21 @@ fn model_file(name: &str) -> String {
     panic!("no model file in {}", dir.display());
 }
 
+/// Runs `run --model FILE --input input.npy --format json` in `dir` and returns the parsed trace.
+fn run_json(dir: &std::path::Path, file: &str) -> Value {
+    let (code, out, err) = run(rnntrace().current_dir(dir).args([
+        "run",
+        "--model",
+        file,
+        "--input",
+        "input.npy",
+        "--format",
+        "json",
+    ]));
+    assert_eq!(code, 0, "{}: {err}", dir.display());
+    serde_json::from_str(&out).unwrap()
+}
+
 /// Runs the model on its input and checks rnntrace's own verdict against Keras's model.predict.
 fn passes(name: &str) {
     let dir = model_dir(name);
@@ -70,17 +85,7 @@ model_cases!(
 #[allow(clippy::needless_range_loop)]
 fn stacked_seed_first_layer_outputs_match_keras_per_step() {
     let dir = model_dir("stacked_seed");
-    let (code, out, err) = run(rnntrace().current_dir(&dir).args([
-        "run",
-        "--model",
-        "model.keras",
-        "--input",
-        "input.npy",
-        "--format",
-        "json",
-    ]));
-    assert_eq!(code, 0, "{err}");
-    let t: Value = serde_json::from_str(&out).unwrap();
+    let t = run_json(&dir, "model.keras");
     let layers = t["layers"].as_array().unwrap();
     assert_eq!(layers.len(), 2);
     assert_eq!(layers[0]["name"], "lstm");
@@ -120,17 +125,7 @@ fn stacked_seed_first_layer_outputs_match_keras_per_step() {
 #[test]
 fn bidirectional_appears_as_two_directions() {
     let dir = model_dir("bidir_lstm_concat");
-    let (code, out, _) = run(rnntrace().current_dir(&dir).args([
-        "run",
-        "--model",
-        "model.keras",
-        "--input",
-        "input.npy",
-        "--format",
-        "json",
-    ]));
-    assert_eq!(code, 0);
-    let t: Value = serde_json::from_str(&out).unwrap();
+    let t = run_json(&dir, "model.keras");
     let names: Vec<&str> = t["layers"]
         .as_array()
         .unwrap()
@@ -216,17 +211,7 @@ fn unsupported_layers_are_named() {
 #[test]
 fn keras2_hard_sigmoid_is_used_for_keras2_files() {
     let dir = model_dir("tf_keras2_hard_sigmoid");
-    let (code, out, _) = run(rnntrace().current_dir(&dir).args([
-        "run",
-        "--model",
-        "model.h5",
-        "--input",
-        "input.npy",
-        "--format",
-        "json",
-    ]));
-    assert_eq!(code, 0);
-    let t: Value = serde_json::from_str(&out).unwrap();
+    let t = run_json(&dir, "model.h5");
     assert!(
         t["layers"]
             .as_array()
