@@ -102,7 +102,7 @@ fn forward(c: &mut Criterion) {
                 |b| {
                     b.iter(|| {
                         let input = LayerInput {
-                            x: x.view(),
+                            x: x.view().into(),
                             mask: None,
                             h0: None,
                             c0: None,

@@ -34,7 +34,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         &weights,
         &spec,
         LayerInput {
-            x: x.view(),
+            x: x.view().into(),
             mask: None,
             h0: None,
             c0: None,

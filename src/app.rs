@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::io::write::atomic_write;
 use crate::render::{self, Report};
 use crate::trace::{LayerTrace, Record, Trace};
-use crate::weights::CellKind;
+use crate::weights::{CellKind, CellWeights};
 use ndarray::{Array2, Array3, Axis};
 use std::io::Write;
 use std::path::Path;
@@ -115,19 +115,34 @@ fn run_engine<T: Real>(
     record: Record,
     stream: Option<(usize, &mut engine::Sink<'_, T>)>,
 ) -> Result<LayerTrace<T>> {
-    let w = job.weights.cast::<T>();
-    let inp = inputs::<T>(job, rows);
+    run_prepared(
+        job,
+        &job.weights.cast::<T>(),
+        inputs::<T>(job, rows),
+        record,
+        stream,
+    )
+}
+
+/// [`run_engine`] on weights and inputs already converted to `T`.
+fn run_prepared<T: Real>(
+    job: &CellJob,
+    w: &CellWeights<T>,
+    inp: Inputs<T>,
+    record: Record,
+    stream: Option<(usize, &mut engine::Sink<'_, T>)>,
+) -> Result<LayerTrace<T>> {
     let input = LayerInput {
-        x: inp.x.view(),
+        x: inp.x.into(),
         mask: inp.mask.as_ref().map(|m| m.view()),
         h0: inp.h0,
         c0: inp.c0,
     };
     match stream {
         Some((chunk, sink)) => {
-            engine::run_layer_with(&w, &job.spec, input, record, Some(chunk), sink)
+            engine::run_layer_with(w, &job.spec, input, record, Some(chunk), sink)
         }
-        None => engine::run_layer_with(&w, &job.spec, input, record, None, &mut |_, _| Ok(())),
+        None => engine::run_layer_with(w, &job.spec, input, record, None, &mut |_, _| Ok(())),
     }
 }
 
@@ -221,9 +236,12 @@ fn execute_as<T: Real>(job: &CellJob, title: &str, started: Instant) -> Result<O
     for note in &job.notes {
         eprintln!("rnntrace: {note}");
     }
-    let load_s = started.elapsed();
     let out = &job.output;
     let npz_target = out.trace.as_deref().filter(|p| is_npz(p));
+    // Converting the loaded input and weights to the precision of the run is part of loading.
+    let weights = job.weights.cast::<T>();
+    let inp = inputs::<T>(job, None);
+    let load_s = started.elapsed();
     let mut write_time = Duration::ZERO;
     let compute_start = Instant::now();
 
@@ -238,7 +256,13 @@ fn execute_as<T: Real>(job: &CellJob, title: &str, started: Instant) -> Result<O
                 progress.set(t0 + stores.steps());
                 Ok(())
             };
-            let layer = run_engine::<T>(job, None, out.record, Some((STREAM_STEPS, &mut sink)))?;
+            let layer = run_prepared(
+                job,
+                &weights,
+                inp,
+                out.record,
+                Some((STREAM_STEPS, &mut sink)),
+            )?;
             progress.finish();
             (layer, Some(npz))
         }
@@ -251,15 +275,8 @@ fn execute_as<T: Real>(job: &CellJob, title: &str, started: Instant) -> Result<O
                 || p.plot.is_some()
                 || p.plot_predictions.is_some()
                 || p.plot_gates.is_some();
-            (
-                run_engine::<T>(
-                    job,
-                    None,
-                    if full { out.record } else { Record::NONE },
-                    None,
-                )?,
-                None,
-            )
+            let record = if full { out.record } else { Record::NONE };
+            (run_prepared(job, &weights, inp, record, None)?, None)
         }
     };
     let computed = finish(job, layer);
@@ -362,6 +379,7 @@ fn execute_as<T: Real>(job: &CellJob, title: &str, started: Instant) -> Result<O
                 "compute_s": compute_s.as_secs_f64(),
                 "write_s": write_time.as_secs_f64(),
                 "total_s": started.elapsed().as_secs_f64(),
+                "kernels": computed.trace.layers[0].kernels.name(),
             })
         );
     }
@@ -388,7 +406,7 @@ fn detail_run<T: Real>(job: &CellJob, rows: &[usize], max_steps: usize) -> Resul
         .as_ref()
         .map(|m| m.slice(ndarray::s![.., offset..offset + n]).to_owned());
     let input = LayerInput {
-        x: x.view(),
+        x: x.view().into(),
         mask: mask.as_ref().map(|m| m.view()),
         h0: inp.h0,
         c0: inp.c0,

@@ -291,7 +291,7 @@ impl Ctx {
                 .to_owned()
         };
         let input = LayerInput {
-            x: p.x.slice(s![rows.clone(), cols.clone(), ..]),
+            x: p.x.slice(s![rows.clone(), cols.clone(), ..]).into(),
             mask: p
                 .mask
                 .as_ref()

@@ -6,19 +6,25 @@ How it is fast:
   of its sequences with no synchronisation (except with carried state, which is sequential by nature);
 - each lane projects its inputs `x·W + b` for 16 steps at a time as one matrix product, then each step
   costs one recurrent product for the lane's whole block of sequences;
-- steps write their pre-activations and gates straight into the time-major trace arrays (no copies), and
-  nothing is allocated inside the time loop.
+- with float32 and Keras's default activations on a CPU with AVX-512, each step is one fused pass
+  ([`crate::cell::fused`]): products, activations and state update per register tile, gates and states
+  stored straight into the time-major trace arrays, one array per gate (no projection buffer, no copies);
+- otherwise the portable cells run on `gemm` products and their gates are split into the per-gate arrays;
+- nothing is allocated inside the time loop.
 
 With `chunk_steps`, the trace is kept for that many steps at a time and handed to a sink (which streams it
 to disk), so memory does not grow with the number of timesteps. Masking, `go_backwards`, initial states and
 carried state are handled here, identically for both cells.
 */
 
+use crate::cell::fused::{self, Packed};
 use crate::cell::kernels::matmul;
 use crate::cell::{Activation, GruCell, LstmCell, Real, SimpleRnnCell, StepOut};
-use crate::trace::{LayerTrace, Record};
+use crate::trace::{Kernels, LayerTrace, Record};
 use crate::weights::{CellKind, CellWeights, DenseWeights};
-use ndarray::{Array2, Array3, ArrayView2, ArrayView3, ArrayViewMut2, ArrayViewMut3, Axis, s};
+use ndarray::{
+    Array2, Array3, ArrayView2, ArrayView3, ArrayViewMut2, ArrayViewMut3, Axis, CowArray, Ix3, s,
+};
 use std::ops::Range;
 
 /// How to run one layer: the Keras layer arguments that are not weights.
@@ -39,8 +45,8 @@ pub struct LayerSpec {
 /// The data one layer runs on.
 #[derive(Debug, Clone)]
 pub struct LayerInput<'a, T> {
-    /// (sequences, timesteps, features).
-    pub x: ArrayView3<'a, T>,
+    /// (sequences, timesteps, features): a view, or an owned array the trace then keeps without a copy.
+    pub x: CowArray<'a, T, Ix3>,
     /// (sequences, timesteps), input order; `true` = the step is used (Keras's convention).
     pub mask: Option<ArrayView2<'a, bool>>,
     /// Initial hidden state (sequences, units); zeros when absent.
@@ -49,18 +55,19 @@ pub struct LayerInput<'a, T> {
     pub c0: Option<Array2<T>>,
 }
 
-/// A block of recorded steps, time-major `(steps, sequences, …)`; `None` where not recorded.
+/// A block of recorded steps, time-major `(steps, sequences, units)`, one array per gate; empty or `None`
+/// where not recorded.
 #[derive(Debug, Clone)]
 pub struct Stores<T> {
-    /// Pre-activations.
-    pub pre: Option<Array3<T>>,
-    /// Activated gates.
-    pub gates: Option<Array3<T>>,
+    /// Pre-activations, one array per gate block (in gate order).
+    pub pre: Vec<Array3<T>>,
+    /// Activated gates, one array per gate block.
+    pub gates: Vec<Array3<T>>,
     /// Hidden states.
     pub h: Option<Array3<T>>,
     /// Cell states (LSTM).
     pub c: Option<Array3<T>>,
-    /// Layer outputs.
+    /// Layer outputs: only with a mask (otherwise they are the hidden states).
     pub out: Option<Array3<T>>,
     /// Masked steps.
     pub masked: Array2<bool>,
@@ -70,18 +77,24 @@ impl<T: Real> Stores<T> {
     fn new(
         steps: usize,
         batch: usize,
-        gu: usize,
+        blocks: usize,
         u: usize,
         lstm: bool,
+        masking: bool,
         record: Record,
     ) -> Stores<T> {
-        let z = |on: bool, w: usize| on.then(|| Array3::zeros((steps, batch, w)));
+        let z = |on: bool| on.then(|| Array3::zeros((steps, batch, u)));
+        let per_gate = |on: bool| {
+            (0..if on { blocks } else { 0 })
+                .map(|_| Array3::zeros((steps, batch, u)))
+                .collect()
+        };
         Stores {
-            pre: z(record.pre, gu),
-            gates: z(record.gates, gu),
-            h: z(record.states, u),
-            c: z(record.states && lstm, u),
-            out: z(record.states, u),
+            pre: per_gate(record.pre),
+            gates: per_gate(record.gates),
+            h: z(record.states),
+            c: z(record.states && lstm),
+            out: z(record.states && masking),
             masked: Array2::from_elem((steps, batch), false),
         }
     }
@@ -118,16 +131,30 @@ impl<T: Real> Stores<T> {
             masked.push(head);
             rest = tail;
         }
-        let mut pre = split(self.pre.as_mut(), chunks).into_iter();
-        let mut gates = split(self.gates.as_mut(), chunks).into_iter();
+        /// Each gate's lane views, regrouped per lane.
+        fn per_lane<'a, A>(
+            arrays: &'a mut [Array3<A>],
+            chunks: &[Range<usize>],
+        ) -> std::vec::IntoIter<Vec<ArrayViewMut3<'a, A>>> {
+            let mut lanes: Vec<Vec<ArrayViewMut3<'a, A>>> =
+                chunks.iter().map(|_| Vec::new()).collect();
+            for a in arrays.iter_mut() {
+                for (lane, v) in lanes.iter_mut().zip(split(Some(a), chunks)) {
+                    lane.extend(v);
+                }
+            }
+            lanes.into_iter()
+        }
+        let mut pre = per_lane(&mut self.pre, chunks);
+        let mut gates = per_lane(&mut self.gates, chunks);
         let mut h = split(self.h.as_mut(), chunks).into_iter();
         let mut c = split(self.c.as_mut(), chunks).into_iter();
         let mut out = split(self.out.as_mut(), chunks).into_iter();
         masked
             .into_iter()
             .map(|m| LaneViews {
-                pre: pre.next().flatten(),
-                gates: gates.next().flatten(),
+                pre: pre.next().unwrap_or_default(),
+                gates: gates.next().unwrap_or_default(),
                 h: h.next().flatten(),
                 c: c.next().flatten(),
                 out: out.next().flatten(),
@@ -142,8 +169,8 @@ pub type Sink<'a, T> = dyn FnMut(usize, &Stores<T>) -> crate::Result<()> + 'a;
 
 /// One lane's slice of the stores.
 struct LaneViews<'a, T> {
-    pre: Option<ArrayViewMut3<'a, T>>,
-    gates: Option<ArrayViewMut3<'a, T>>,
+    pre: Vec<ArrayViewMut3<'a, T>>,
+    gates: Vec<ArrayViewMut3<'a, T>>,
     h: Option<ArrayViewMut3<'a, T>>,
     c: Option<ArrayViewMut3<'a, T>>,
     out: Option<ArrayViewMut3<'a, T>>,
@@ -160,6 +187,8 @@ struct Ctx<'a, T> {
     x: ArrayView3<'a, T>,
     mask: Option<ArrayView2<'a, bool>>,
     input_index: &'a [usize],
+    /// The packed weights when the fused kernels run (float32 only).
+    packed: Option<&'a Packed>,
 }
 
 /// A block of sequences advancing together, with its state and scratch buffers (allocated once).
@@ -186,12 +215,16 @@ impl<T: Real> Lane<T> {
         let n = rows.len();
         let u = ctx.w.units;
         let gu = ctx.w.kind.blocks() * u;
-        let steps = PROJECT_STEPS.min(ctx.input_index.len()).max(1);
+        // The projection and gate buffers serve the portable path only.
+        let (steps, gu) = match ctx.packed {
+            None => (PROJECT_STEPS.min(ctx.input_index.len()).max(1), gu),
+            Some(_) => (0, 0),
+        };
         Lane {
             rows,
-            h: h0.to_owned(),
+            h: h0.as_standard_layout().into_owned(),
             c: c0
-                .map(|c| c.to_owned())
+                .map(|c| c.as_standard_layout().into_owned())
                 .unwrap_or_else(|| Array2::zeros((n, u))),
             out: Array2::zeros((n, u)),
             h_next: Array2::zeros((n, u)),
@@ -204,9 +237,27 @@ impl<T: Real> Lane<T> {
     }
 
     /// Runs processing steps `t0..t1`, recording into `v` (whose step 0 is `t0`).
-    fn advance(&mut self, ctx: &Ctx<'_, T>, t0: usize, t1: usize, mut v: LaneViews<'_, T>) {
+    fn advance(&mut self, ctx: &Ctx<'_, T>, t0: usize, t1: usize, v: LaneViews<'_, T>) {
+        match ctx.packed {
+            Some(packed) => self.advance_fused(ctx, packed, t0, t1, v),
+            None => self.advance_portable(ctx, t0, t1, v),
+        }
+        if ctx.mask.is_none() {
+            self.out.assign(&self.h);
+        }
+    }
+
+    /// The portable path: `gemm` products and the cells of [`crate::cell`], any type and activation.
+    fn advance_portable(
+        &mut self,
+        ctx: &Ctx<'_, T>,
+        t0: usize,
+        t1: usize,
+        mut v: LaneViews<'_, T>,
+    ) {
         let n = self.rows.len();
         let w = ctx.w;
+        let u = w.units;
         let mut t = t0;
         while t < t1 {
             let sn = PROJECT_STEPS.min(t1 - t);
@@ -235,24 +286,10 @@ impl<T: Real> Lane<T> {
             for s_ in 0..sn {
                 let k = t + s_ - t0;
                 let ti = ctx.input_index[t + s_];
-                // The step turns the input projection into the pre-activations in place: in the trace when
-                // pre-activations are recorded, else right in the projection buffer (no copy).
-                let xpt = self.xp.slice_mut(s![s_ * n..(s_ + 1) * n, ..]);
-                let pre = match v.pre.as_mut() {
-                    Some(p) => {
-                        let mut slot = p.index_axis_mut(Axis(0), k);
-                        slot.assign(&xpt);
-                        slot
-                    }
-                    None => xpt,
-                };
-                let gates = match v.gates.as_mut() {
-                    Some(g) => g.index_axis_mut(Axis(0), k),
-                    None => self.gates.view_mut(),
-                };
+                // The step turns the input projection into the pre-activations in place.
                 let out = StepOut {
-                    pre,
-                    gates,
+                    pre: self.xp.slice_mut(s![s_ * n..(s_ + 1) * n, ..]),
+                    gates: self.gates.view_mut(),
                     h: self.h_next.view_mut(),
                     c: self.c_next.view_mut(),
                     scratch: self.scratch.view_mut(),
@@ -275,6 +312,16 @@ impl<T: Real> Lane<T> {
                         activation: ctx.spec.activation,
                     }
                     .step(self.h.view(), out),
+                }
+                // One array per gate in the trace.
+                let pre = self.xp.slice(s![s_ * n..(s_ + 1) * n, ..]);
+                for (g, dst) in v.pre.iter_mut().enumerate() {
+                    dst.index_axis_mut(Axis(0), k)
+                        .assign(&pre.slice(s![.., g * u..(g + 1) * u]));
+                }
+                for (g, dst) in v.gates.iter_mut().enumerate() {
+                    dst.index_axis_mut(Axis(0), k)
+                        .assign(&self.gates.slice(s![.., g * u..(g + 1) * u]));
                 }
                 match ctx.mask {
                     None => {
@@ -300,18 +347,150 @@ impl<T: Real> Lane<T> {
                     cv.index_axis_mut(Axis(0), k).assign(&self.c);
                 }
                 if let Some(ov) = v.out.as_mut() {
-                    // Without a mask the output is the hidden state.
-                    ov.index_axis_mut(Axis(0), k).assign(if ctx.mask.is_some() {
-                        &self.out
-                    } else {
-                        &self.h
-                    });
+                    ov.index_axis_mut(Axis(0), k).assign(&self.out);
                 }
             }
             t += sn;
         }
-        if ctx.mask.is_none() {
-            self.out.assign(&self.h);
+    }
+
+    /// The fused path (float32 only: `ctx.packed` exists only then): each step writes its gates and states
+    /// straight into the trace's arrays, or into the lane's two state buffers in turn when states are not
+    /// recorded, and reads the previous state where the step before wrote it.
+    fn advance_fused(
+        &mut self,
+        ctx: &Ctx<'_, T>,
+        packed: &Packed,
+        t0: usize,
+        t1: usize,
+        mut v: LaneViews<'_, T>,
+    ) {
+        assert!(
+            std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>(),
+            "fused kernels run on f32 only"
+        );
+        let n = self.rows.len();
+        let u = ctx.w.units;
+        let (_, steps, features) = ctx.x.dim();
+        let x_stride = steps * features;
+        let f32p = |p: *const T| p as *const f32;
+        let f32m = |p: *mut T| p as *mut f32;
+        // `self.h`/`self.c` hold the state at `t0`; a state that is not recorded alternates between them and
+        // `h_next`/`c_next` (`flip_*`: the previous state is in the `_next` buffer).
+        let (mut flip_h, mut flip_c) = (false, false);
+        let mut h_prev = f32p(self.h.as_ptr());
+        let mut c_prev = f32p(self.c.as_ptr());
+        for t in t0..t1 {
+            let k = t - t0;
+            let ti = ctx.input_index[t];
+            let h_spare = if flip_h {
+                &mut self.h
+            } else {
+                &mut self.h_next
+            }
+            .as_mut_ptr();
+            let c_spare = if flip_c {
+                &mut self.c
+            } else {
+                &mut self.c_next
+            }
+            .as_mut_ptr();
+            let slot = |a: &mut Option<ArrayViewMut3<'_, T>>, spare: *mut T| match a {
+                Some(a) => a.index_axis_mut(Axis(0), k).as_mut_ptr(),
+                None => spare,
+            };
+            let h_new = f32m(slot(&mut v.h, h_spare));
+            let c_new = f32m(slot(&mut v.c, c_spare));
+            let per_gate = |a: &mut Vec<ArrayViewMut3<'_, T>>| {
+                let mut p = [std::ptr::null_mut::<f32>(); 4];
+                for (g, a) in a.iter_mut().enumerate() {
+                    p[g] = f32m(a.index_axis_mut(Axis(0), k).as_mut_ptr());
+                }
+                p
+            };
+            let ptrs = fused::StepPtrs {
+                rows: n,
+                // SAFETY: `b < batch` and `ti < steps`, so the offset is inside `x`.
+                x: f32p(unsafe {
+                    ctx.x
+                        .as_ptr()
+                        .add((self.rows.start * steps + ti) * features)
+                }),
+                x_stride,
+                h_prev,
+                c_prev,
+                h_new,
+                c_new,
+                gates: per_gate(&mut v.gates),
+                pre: per_gate(&mut v.pre),
+            };
+            // SAFETY: `packed` exists only when the CPU has AVX-512F and T is f32 (checked above); `x` is
+            // in standard layout (`run_layer_with` makes it so); every state, gate and pre-activation
+            // pointer addresses this lane's n × u contiguous rows of a distinct buffer or trace slot.
+            unsafe { fused::step(packed, &ptrs) };
+            if let Some(m) = ctx.mask {
+                // SAFETY: as above; the slices cover the n × u values of distinct buffers.
+                let (hn, cn, hp, cp) = unsafe {
+                    (
+                        std::slice::from_raw_parts_mut(h_new, n * u),
+                        std::slice::from_raw_parts_mut(c_new, n * u),
+                        std::slice::from_raw_parts(h_prev, n * u),
+                        std::slice::from_raw_parts(c_prev, n * u),
+                    )
+                };
+                let lstm = ctx.w.kind == CellKind::Lstm;
+                for (r, b) in self.rows.clone().enumerate() {
+                    let row = r * u..(r + 1) * u;
+                    if m[[b, ti]] {
+                        let out = self.out.row_mut(r).into_slice().expect("contiguous rows");
+                        // SAFETY: T is f32 (checked above).
+                        let out: &mut [f32] = unsafe {
+                            std::slice::from_raw_parts_mut(out.as_mut_ptr() as *mut f32, u)
+                        };
+                        out.copy_from_slice(&hn[row]);
+                    } else {
+                        hn[row.clone()].copy_from_slice(&hp[row.clone()]);
+                        if lstm {
+                            cn[row.clone()].copy_from_slice(&cp[row]);
+                        }
+                        v.masked[[k, r]] = true;
+                    }
+                }
+                if let Some(ov) = v.out.as_mut() {
+                    ov.index_axis_mut(Axis(0), k).assign(&self.out);
+                }
+            }
+            h_prev = h_new;
+            c_prev = c_new;
+            flip_h ^= v.h.is_none();
+            flip_c ^= v.c.is_none();
+        }
+        // The state at `t1` back into `self.h`/`self.c`.
+        // SAFETY: `h_prev`/`c_prev` address n × u values of a trace slot or of one of the lane's buffers.
+        let (hp, cp) = unsafe {
+            (
+                std::slice::from_raw_parts(h_prev, n * u),
+                std::slice::from_raw_parts(c_prev, n * u),
+            )
+        };
+        let own = |a: &mut Array2<T>| -> &mut [f32] {
+            let s = a.as_slice_mut().expect("lane buffers are contiguous");
+            // SAFETY: T is f32 (checked above).
+            unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr() as *mut f32, s.len()) }
+        };
+        if !std::ptr::eq(hp.as_ptr(), own(&mut self.h).as_ptr()) {
+            if std::ptr::eq(hp.as_ptr(), own(&mut self.h_next).as_ptr()) {
+                std::mem::swap(&mut self.h, &mut self.h_next);
+            } else {
+                own(&mut self.h).copy_from_slice(hp);
+            }
+        }
+        if !std::ptr::eq(cp.as_ptr(), own(&mut self.c).as_ptr()) {
+            if std::ptr::eq(cp.as_ptr(), own(&mut self.c_next).as_ptr()) {
+                std::mem::swap(&mut self.c, &mut self.c_next);
+            } else {
+                own(&mut self.c).copy_from_slice(cp);
+            }
         }
     }
 }
@@ -343,10 +522,37 @@ pub fn run_layer_with<T: Real>(
     chunk_steps: Option<usize>,
     sink: &mut Sink<'_, T>,
 ) -> crate::Result<LayerTrace<T>> {
+    let portable = fused::portable_requested();
+    run_layer_kernels(weights, spec, input, record, chunk_steps, sink, portable)
+}
+
+/// [`run_layer_with`], choosing the kernels: the portable ones when `portable`, else the fused ones where
+/// they apply.
+fn run_layer_kernels<T: Real>(
+    weights: &CellWeights<T>,
+    spec: &LayerSpec,
+    input: LayerInput<'_, T>,
+    record: Record,
+    chunk_steps: Option<usize>,
+    sink: &mut Sink<'_, T>,
+    portable: bool,
+) -> crate::Result<LayerTrace<T>> {
     let (batch, steps, features) = input.x.dim();
     let u = weights.units;
-    let gu = weights.kind.blocks() * u;
+    let blocks = weights.kind.blocks();
     let lstm = weights.kind == CellKind::Lstm;
+    let masking = input.mask.is_some();
+    let packed = if portable {
+        None
+    } else {
+        packed_for(weights, spec)
+    };
+    // The fused kernels address rows of `x` directly.
+    let x = if packed.is_some() && !input.x.is_standard_layout() {
+        CowArray::from(input.x.as_standard_layout().into_owned())
+    } else {
+        input.x
+    };
     let input_index: Vec<usize> = if spec.go_backwards {
         (0..steps).rev().collect()
     } else {
@@ -365,9 +571,10 @@ pub fn run_layer_with<T: Real>(
     let ctx = Ctx {
         w: weights,
         spec,
-        x: input.x,
+        x: x.view(),
         mask: input.mask,
         input_index: &input_index,
+        packed: packed.as_ref(),
     };
     let streaming = chunk_steps.is_some() && !spec.carry_state;
     let chunk = if streaming {
@@ -378,7 +585,7 @@ pub fn run_layer_with<T: Real>(
 
     let mut trace_h0 = h0.clone();
     let mut trace_c0 = c0.clone();
-    let mut stores = Stores::new(chunk, batch, gu, u, lstm, record);
+    let mut stores = Stores::new(chunk, batch, blocks, u, lstm, masking, record);
     let mut last_output = Array2::zeros((batch, u));
     let mut final_h = Array2::zeros((batch, u));
     let mut final_c = Array2::zeros((batch, u));
@@ -412,7 +619,7 @@ pub fn run_layer_with<T: Real>(
         }
         sink(0, &stores)?;
     } else {
-        let lanes_n = lane_count(batch, steps, gu);
+        let lanes_n = lane_count(batch, steps, blocks * u);
         let ranges = split_rows(batch, lanes_n);
         let mut lanes: Vec<Lane<T>> = ranges
             .iter()
@@ -429,7 +636,7 @@ pub fn run_layer_with<T: Real>(
         while t0 < steps {
             let t1 = (t0 + chunk).min(steps);
             if t1 - t0 < stores.steps() {
-                stores = Stores::new(t1 - t0, batch, gu, u, lstm, record);
+                stores = Stores::new(t1 - t0, batch, blocks, u, lstm, masking, record);
             }
             let views = stores.lane_views(&ranges);
             if lanes.len() == 1 {
@@ -468,12 +675,18 @@ pub fn run_layer_with<T: Real>(
         go_backwards: spec.go_backwards,
         carry_state: spec.carry_state,
         input_index,
-        x: input.x.to_owned(),
-        pre: if keep { stores.pre.take() } else { None },
-        gates: if keep { stores.gates.take() } else { None },
+        x: x.into_owned(),
+        pre: (keep && record.pre).then(|| interleave(&stores.pre)),
+        gates: (keep && record.gates).then(|| interleave(&stores.gates)),
+        out: if !keep {
+            None
+        } else if masking {
+            stores.out.take()
+        } else {
+            stores.h.clone()
+        },
         h: if keep { stores.h.take() } else { None },
         c: if keep { stores.c.take() } else { None },
-        out: if keep { stores.out.take() } else { None },
         masked: if keep {
             stores.masked
         } else {
@@ -484,7 +697,26 @@ pub fn run_layer_with<T: Real>(
         last_output,
         final_h,
         final_c: lstm.then_some(final_c),
+        kernels: if packed.is_some() {
+            Kernels::Fused
+        } else {
+            Kernels::Portable
+        },
     })
+}
+
+/// The fused kernels' packing of `w`, when they can run it (float32, default activations, AVX-512).
+fn packed_for<T: Real>(w: &CellWeights<T>, spec: &LayerSpec) -> Option<Packed> {
+    let w32 = (w as &dyn std::any::Any).downcast_ref::<CellWeights<f32>>()?;
+    let kind = fused::fused_kind(w32, spec.activation, spec.recurrent_activation)?;
+    Some(Packed::new(w32, kind))
+}
+
+/// Per-gate arrays `(steps, sequences, units)` side by side as `(steps, sequences, gates·units)`, the
+/// in-memory trace's layout.
+fn interleave<T: Real>(per_gate: &[Array3<T>]) -> Array3<T> {
+    let views: Vec<ArrayView3<'_, T>> = per_gate.iter().map(|a| a.view()).collect();
+    ndarray::concatenate(Axis(2), &views).expect("gate arrays share their shape")
 }
 
 /// How many lanes: one per core when there is enough work to amortise a thread, else one.
@@ -528,4 +760,213 @@ pub fn mask_from_value<T: Real>(x: ArrayView3<'_, T>, value: T) -> Array2<bool> 
         *slot = x.slice(s![i, j, ..]).iter().any(|&v| v != value);
     }
     m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trace::Kernels;
+
+    /// A deterministic pseudo-random value in [-scale, scale).
+    fn val(i: usize, scale: f32) -> f32 {
+        let x = (i as u64)
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((x >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * scale
+    }
+
+    fn weights(kind: CellKind, f: usize, u: usize, bias: bool, seed: usize) -> CellWeights<f32> {
+        let g = kind.blocks();
+        let a = |r: usize, c: usize, s: usize, scale: f32| {
+            Array2::from_shape_fn((r, c), |(i, j)| val(s + i * c + j, scale))
+        };
+        CellWeights {
+            kind,
+            units: u,
+            features: f,
+            kernel: a(f, g * u, seed, 0.5),
+            recurrent_kernel: a(u, g * u, seed + 100_000, 0.5),
+            bias: bias.then(|| ndarray::Array1::from_shape_fn(g * u, |i| val(seed + 7 + i, 0.3))),
+            recurrent_bias: (bias && kind == CellKind::Gru)
+                .then(|| ndarray::Array1::from_shape_fn(g * u, |i| val(seed + 9_000 + i, 0.3))),
+            reset_after: true,
+        }
+    }
+
+    /// Runs both kernels and returns the two traces (streamed in blocks of `chunk` when given, with the
+    /// blocks reassembled).
+    fn both(
+        w: &CellWeights<f32>,
+        spec: &LayerSpec,
+        x: &Array3<f32>,
+        mask: Option<&Array2<bool>>,
+        h0: Option<Array2<f32>>,
+        c0: Option<Array2<f32>>,
+    ) -> [LayerTrace<f32>; 2] {
+        [false, true].map(|portable| {
+            let input = LayerInput {
+                x: x.view().into(),
+                mask: mask.map(|m| m.view()),
+                h0: h0.clone(),
+                c0: c0.clone(),
+            };
+            let never = &mut |_: usize, _: &Stores<f32>| -> crate::Result<()> { Ok(()) };
+            run_layer_kernels(w, spec, input, Record::ALL, None, never, portable).unwrap()
+        })
+    }
+
+    fn close(what: &str, a: Option<&Array3<f32>>, b: Option<&Array3<f32>>) {
+        let (a, b) = (a.unwrap(), b.unwrap());
+        assert_eq!(a.shape(), b.shape(), "{what}");
+        let worst = a
+            .iter()
+            .zip(b.iter())
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0f32, f32::max);
+        // Both compute in float32 from the same weights; they differ in summation order and in the
+        // last bits of the activations, a few 1e-7 at these magnitudes (|values| ≤ ~5).
+        assert!(worst < 5e-6, "{what}: fused and portable differ by {worst}");
+    }
+
+    /// The fused AVX-512 kernels against the portable ones: partial unit panels (units not a multiple of
+    /// 16), partial row tiles (batches not a multiple of 6), two lanes, masks, `go_backwards`, initial
+    /// states, no bias, carried state; every recorded array must agree.
+    #[test]
+    fn fused_kernels_agree_with_the_portable_ones() {
+        #[cfg(target_arch = "x86_64")]
+        if !std::is_x86_feature_detected!("avx512f") {
+            eprintln!("no AVX-512F on this CPU: the fused kernels are not used here");
+            return;
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        return;
+        let cases = [
+            (CellKind::Lstm, 1, 1, 3, 1, true),
+            (CellKind::Lstm, 13, 7, 5, 20, true),
+            (CellKind::Lstm, 67, 40, 9, 33, false),
+            (CellKind::Gru, 5, 6, 4, 16, true),
+            (CellKind::Gru, 67, 40, 9, 37, true),
+            (CellKind::Gru, 8, 3, 2, 3, false),
+        ];
+        for (n, &(kind, batch, steps, f, u, bias)) in cases.iter().enumerate() {
+            let w = weights(kind, f, u, bias, 1000 * n);
+            let x = Array3::from_shape_fn((batch, steps, f), |(b, t, k)| {
+                val(50_000 + (b * steps + t) * f + k, 2.0)
+            });
+            let lstm = kind == CellKind::Lstm;
+            for variant in 0..4 {
+                let spec = LayerSpec {
+                    name: "l".into(),
+                    activation: Activation::Tanh,
+                    recurrent_activation: Activation::Sigmoid,
+                    go_backwards: variant == 1,
+                    carry_state: variant == 3,
+                };
+                let mask = (variant == 2)
+                    .then(|| Array2::from_shape_fn((batch, steps), |(b, t)| (b + 2 * t) % 3 != 0));
+                let h0 = (variant >= 1)
+                    .then(|| Array2::from_shape_fn((batch, u), |(b, j)| val(b * u + j, 0.8)));
+                let c0 = (variant >= 1 && lstm)
+                    .then(|| Array2::from_shape_fn((batch, u), |(b, j)| val(77 + b * u + j, 1.5)));
+                let [fused, portable] = both(&w, &spec, &x, mask.as_ref(), h0, c0);
+                let what = format!("case {n} variant {variant}");
+                assert_eq!(fused.kernels, Kernels::Fused, "{what}");
+                assert_eq!(portable.kernels, Kernels::Portable, "{what}");
+                close(
+                    &format!("{what} pre"),
+                    fused.pre.as_ref(),
+                    portable.pre.as_ref(),
+                );
+                close(
+                    &format!("{what} gates"),
+                    fused.gates.as_ref(),
+                    portable.gates.as_ref(),
+                );
+                close(&format!("{what} h"), fused.h.as_ref(), portable.h.as_ref());
+                close(
+                    &format!("{what} out"),
+                    fused.out.as_ref(),
+                    portable.out.as_ref(),
+                );
+                if lstm {
+                    close(&format!("{what} c"), fused.c.as_ref(), portable.c.as_ref());
+                }
+                assert_eq!(fused.masked, portable.masked, "{what}");
+                let fin = |t: &LayerTrace<f32>| {
+                    Array3::from_shape_vec((1, batch, u), t.final_h.iter().copied().collect())
+                        .unwrap()
+                };
+                close(
+                    &format!("{what} final h"),
+                    Some(&fin(&fused)),
+                    Some(&fin(&portable)),
+                );
+            }
+        }
+    }
+
+    /// Streaming in blocks (the `.npz` path) records the same steps as one in-memory run, for both
+    /// kernels, including a last block shorter than the others.
+    #[test]
+    fn streamed_blocks_reassemble_to_the_in_memory_trace() {
+        for portable in [false, true] {
+            for kind in [CellKind::Lstm, CellKind::Gru] {
+                let (batch, steps, f, u) = (40, 11, 6, 21);
+                let w = weights(kind, f, u, true, 3);
+                let x = Array3::from_shape_fn((batch, steps, f), |(b, t, k)| {
+                    val((b * steps + t) * f + k, 2.0)
+                });
+                let spec = LayerSpec {
+                    name: "l".into(),
+                    activation: Activation::Tanh,
+                    recurrent_activation: Activation::Sigmoid,
+                    go_backwards: false,
+                    carry_state: false,
+                };
+                let input = || LayerInput {
+                    x: x.view().into(),
+                    mask: None,
+                    h0: None,
+                    c0: None,
+                };
+                let never = &mut |_: usize, _: &Stores<f32>| -> crate::Result<()> { Ok(()) };
+                let whole =
+                    run_layer_kernels(&w, &spec, input(), Record::ALL, None, never, portable)
+                        .unwrap();
+                let mut gates: Vec<Array3<f32>> = Vec::new();
+                let mut h: Vec<Array3<f32>> = Vec::new();
+                let mut seen = Vec::new();
+                let mut sink = |t0: usize, s: &Stores<f32>| -> crate::Result<()> {
+                    seen.push((t0, s.steps()));
+                    let views: Vec<_> = s.gates.iter().map(|a| a.view()).collect();
+                    gates.push(ndarray::concatenate(Axis(2), &views).unwrap());
+                    h.push(s.h.clone().unwrap());
+                    Ok(())
+                };
+                let streamed = run_layer_kernels(
+                    &w,
+                    &spec,
+                    input(),
+                    Record::ALL,
+                    Some(4),
+                    &mut sink,
+                    portable,
+                )
+                .unwrap();
+                assert_eq!(seen, vec![(0, 4), (4, 4), (8, 3)]);
+                let cat = |v: &[Array3<f32>]| {
+                    let views: Vec<_> = v.iter().map(|a| a.view()).collect();
+                    ndarray::concatenate(Axis(0), &views).unwrap()
+                };
+                assert_eq!(
+                    cat(&gates),
+                    whole.gates.unwrap(),
+                    "{kind:?} portable={portable}"
+                );
+                assert_eq!(cat(&h), whole.h.unwrap(), "{kind:?} portable={portable}");
+                assert_eq!(streamed.final_h, whole.final_h);
+                assert!(streamed.gates.is_none() && streamed.h.is_none());
+            }
+        }
+    }
 }

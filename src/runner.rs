@@ -137,7 +137,7 @@ fn run_recurrent<T: Real>(
         carry_state,
     };
     let input = LayerInput {
-        x: x.view(),
+        x: x.view().into(),
         mask: mask.map(|m| m.view()),
         h0: None,
         c0: None,
@@ -489,7 +489,7 @@ pub fn run_torch_stack<T: Real>(
                 carry_state: false,
             };
             let li = LayerInput {
-                x: input.view(),
+                x: input.view().into(),
                 mask: None,
                 h0: None,
                 c0: None,

@@ -51,6 +51,25 @@ impl Record {
     };
 }
 
+/// Which implementation computed a layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernels {
+    /// The AVX-512 fused steps of [`crate::cell::fused`] (float32, default activations).
+    Fused,
+    /// The portable cells on `gemm` products.
+    Portable,
+}
+
+impl Kernels {
+    /// The name `--timings` and the `.npz` metadata report.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernels::Fused => "avx512-fused",
+            Kernels::Portable => "portable",
+        }
+    }
+}
+
 /// The trace of one recurrent layer.
 #[derive(Debug, Clone)]
 pub struct LayerTrace<T> {
@@ -98,6 +117,8 @@ pub struct LayerTrace<T> {
     pub final_h: Array2<T>,
     /// The final cell state (LSTM).
     pub final_c: Option<Array2<T>>,
+    /// The implementation that computed it.
+    pub kernels: Kernels,
 }
 
 impl<T: Real> LayerTrace<T> {

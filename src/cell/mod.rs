@@ -7,6 +7,7 @@ see only [`crate::weights::CellWeights`] in Keras layout; they never know which 
 */
 
 pub mod activation;
+pub mod fused;
 pub mod gru;
 pub mod kernels;
 pub mod lstm;

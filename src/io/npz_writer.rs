@@ -145,13 +145,48 @@ impl NpzStream {
 
     /// Appends the next bytes of a member.
     pub fn append(&mut self, id: ArrayId, bytes: &[u8]) -> Result<()> {
+        self.append_all(&[(id, bytes)])
+    }
+
+    /// Appends the next bytes of several members: the CRCs are computed on one core while the other
+    /// writes, both straight from the caller's buffers.
+    pub fn append_all(&mut self, parts: &[(ArrayId, &[u8])]) -> Result<()> {
         if !self.frozen {
             self.freeze();
         }
-        if let Some(h) = self.entries[id.0].header.take() {
-            self.write_at(id.0, &h)?;
+        for &(id, _) in parts {
+            if let Some(h) = self.entries[id.0].header.take() {
+                self.write_at(id.0, &h)?;
+            }
         }
-        self.write_at(id.0, bytes)
+        let mut at = Vec::with_capacity(parts.len());
+        for &(id, bytes) in parts {
+            let e = &mut self.entries[id.0];
+            if e.written + bytes.len() as u64 > e.size {
+                let msg = format!(
+                    "internal: member {} overflows its declared size",
+                    String::from_utf8_lossy(&e.name)
+                );
+                return Err(Error::output(&self.target, msg));
+            }
+            at.push(e.data_offset + e.written);
+            e.written += bytes.len() as u64;
+        }
+        let (entries, file) = (&mut self.entries, self.tmp.as_file());
+        let ((), written) = rayon::join(
+            || {
+                for &(id, bytes) in parts {
+                    entries[id.0].crc.update(bytes);
+                }
+            },
+            || -> std::io::Result<()> {
+                for (&(_, bytes), &offset) in parts.iter().zip(&at) {
+                    file.write_all_at(bytes, offset)?;
+                }
+                Ok(())
+            },
+        );
+        written.map_err(|err| self.err(err))
     }
 
     /// Adds a complete small member.

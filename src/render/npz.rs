@@ -27,24 +27,17 @@ use crate::trace::{LayerTrace, Record, Trace};
 use crate::weights::CellKind;
 use std::path::Path;
 
-/// One block of member bytes, handed to the writer thread.
-type Block = Vec<(ArrayId, Vec<u8>)>;
-
-/// An `.npz` trace being written. Blocks go to a writer thread (positioned writes and CRCs), so the
-/// engine computes the next steps while the previous ones reach the disk.
+/// An `.npz` trace being written. Each block of steps goes to disk as soon as the engine has computed
+/// it, straight from the engine's per-gate arrays (time-major, so a block is one contiguous run of each
+/// member): no copy, no second buffer, and memory stays at one block whatever the number of steps.
 pub struct TraceNpz<T> {
-    tx: Option<std::sync::mpsc::SyncSender<Block>>,
-    /// Buffers the writer is done with, for reuse: fresh ones would cost a page fault and a zeroed page
-    /// per 4 KiB of trace.
-    spare: std::sync::mpsc::Receiver<Vec<u8>>,
-    writer: Option<std::thread::JoinHandle<Result<NpzStream>>>,
+    stream: NpzStream,
     gates: Vec<ArrayId>,
     pre: Vec<ArrayId>,
     h: Option<ArrayId>,
     c: Option<ArrayId>,
     out: Option<ArrayId>,
     masked: Option<ArrayId>,
-    units: usize,
     _t: std::marker::PhantomData<T>,
 }
 
@@ -94,108 +87,52 @@ impl<T: Real> TraceNpz<T> {
         } else {
             None
         };
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Block>(2);
-        let (spare_tx, spare) = std::sync::mpsc::channel::<Vec<u8>>();
-        let writer = std::thread::spawn(move || -> Result<NpzStream> {
-            let mut stream = stream;
-            for block in rx {
-                for (id, bytes) in block {
-                    stream.append(id, &bytes)?;
-                    let _ = spare_tx.send(bytes);
-                }
-            }
-            Ok(stream)
-        });
         Ok(TraceNpz {
-            tx: Some(tx),
-            spare,
-            writer: Some(writer),
+            stream,
             gates,
             pre,
             h,
             c,
             out,
             masked,
-            units: u,
             _t: std::marker::PhantomData,
         })
     }
 
-    /// An empty byte buffer, recycled from the writer when one is free.
-    fn buffer(&self) -> Vec<u8> {
-        let mut b = self.spare.try_recv().unwrap_or_default();
-        b.clear();
-        b
-    }
-
-    /// Stops the writer thread and returns its stream, or the error that stopped it.
-    fn join(&mut self) -> Result<NpzStream> {
-        self.tx = None;
-        match self.writer.take().map(|w| w.join()) {
-            Some(Ok(r)) => r,
-            _ => Err(crate::error::Error::usage(
-                "the .npz writer thread stopped unexpectedly",
-            )),
-        }
-    }
-
-    /// Appends one block of steps (copied out, so the engine can reuse its buffers at once).
+    /// Appends one block of steps.
     pub fn write_block(&mut self, s: &Stores<T>) -> Result<()> {
-        let u = self.units;
-        let mut block: Block = Vec::new();
-        for (ids, arr) in [(&self.gates, &s.gates), (&self.pre, &s.pre)] {
-            let Some(a) = arr else { continue };
-            for (k, id) in ids.iter().enumerate() {
-                let mut bytes = self.buffer();
-                for row in a.rows() {
-                    match row.as_slice() {
-                        Some(r) => bytes.extend_from_slice(bytes_of(&r[k * u..(k + 1) * u])),
-                        None => T::extend_le(row.iter().skip(k * u).take(u).copied(), &mut bytes),
-                    }
+        let mut owned: Vec<(ArrayId, Vec<u8>)> = Vec::new();
+        let mut parts: Vec<(ArrayId, &[u8])> = Vec::new();
+        let arrays = (self.gates.iter().zip(&s.gates))
+            .chain(self.pre.iter().zip(&s.pre))
+            .chain(self.h.iter().zip(&s.h))
+            .chain(self.c.iter().zip(&s.c))
+            .chain(self.out.iter().zip(&s.out));
+        for (id, a) in arrays {
+            match a.as_slice() {
+                Some(v) => parts.push((*id, bytes_of(v))),
+                None => {
+                    let mut b = Vec::new();
+                    T::extend_le(a.iter().copied(), &mut b);
+                    owned.push((*id, b));
                 }
-                block.push((*id, bytes));
-            }
-        }
-        for (id, arr) in [(self.h, &s.h), (self.c, &s.c), (self.out, &s.out)] {
-            if let (Some(id), Some(a)) = (id, arr) {
-                let bytes = match a.as_slice() {
-                    Some(v) => {
-                        let mut b = self.buffer();
-                        b.extend_from_slice(bytes_of(v));
-                        b
-                    }
-                    None => {
-                        let mut b = self.buffer();
-                        T::extend_le(a.iter().copied(), &mut b);
-                        b
-                    }
-                };
-                block.push((id, bytes));
             }
         }
         if let Some(id) = self.masked {
-            block.push((id, s.masked.iter().map(|&m| m as u8).collect()));
+            owned.push((id, s.masked.iter().map(|&m| m as u8).collect()));
         }
-        let sent = self
-            .tx
-            .as_ref()
-            .map(|tx| tx.send(block).is_ok())
-            .unwrap_or(false);
-        if !sent {
-            // The writer stopped: its error says why.
-            return self.join().map(|_| ());
-        }
-        Ok(())
+        parts.extend(owned.iter().map(|(id, b)| (*id, b.as_slice())));
+        self.stream.append_all(&parts)
     }
 
     /// Adds the small arrays and the metadata, and renames the archive into place.
     pub fn finish(
-        mut self,
+        self,
         job: &CellJob,
         trace: &Trace<T>,
         comparison: Option<&crate::compare::Comparison>,
     ) -> Result<()> {
-        let mut stream = self.join()?;
+        let mut stream = self.stream;
         let l: &LayerTrace<T> = &trace.layers[0];
         let mut add = |name: &str, a: Vec<T>, shape: &[usize]| {
             stream.add(name, T::DESCR, shape, bytes_of(&a))
@@ -237,7 +174,7 @@ impl<T: Real> TraceNpz<T> {
             "name": l.name, "cell": l.kind.name(), "units": l.units, "features": l.features,
             "activation": l.activation.name(), "recurrent_activation": l.recurrent_activation.name(),
             "reset_after": l.reset_after, "go_backwards": l.go_backwards, "carry_state": l.carry_state,
-            "precision": T::NAME, "gates": l.kind.gate_names(),
+            "precision": T::NAME, "gates": l.kind.gate_names(), "kernels": l.kernels.name(),
             "dense_activation": trace.dense_activation.map(|a| a.name()),
             "comparison": comparison,
             "window": job.window,

@@ -1809,6 +1809,7 @@ mod tests {
             last_output: last(&h),
             final_h: last(&h),
             final_c: lstm.then(|| last(&c)),
+            kernels: crate::trace::Kernels::Portable,
             h: Some(h),
             c: lstm.then_some(c),
         };

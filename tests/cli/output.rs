@@ -201,9 +201,16 @@ fn quiet_prints_only_the_verdict() {
     assert!(err.is_empty());
 }
 
+/// Snapshots pin every printed digit, including the last-bit rounding of `|ours − framework|`, which
+/// depends on the kernels (the AVX-512 fused steps sum in another order than the portable ones). They run
+/// the portable kernels so the snapshot is the same on every CPU; the goldens check both.
+fn portable(cmd: &mut assert_cmd::Command) -> &mut assert_cmd::Command {
+    cmd.env("RNNTRACE_PORTABLE", "1")
+}
+
 #[test]
 fn table_snapshot_weather_gru() {
-    let (code, out, _) = run(weather_gru().args([
+    let (code, out, _) = run(portable(&mut weather_gru()).args([
         "--expected",
         "expected.npy",
         "--targets",
@@ -225,25 +232,27 @@ fn table_snapshot_weather_gru() {
 
 #[test]
 fn table_snapshot_weather_lstm() {
-    let (code, out, _) = run(rnntrace().current_dir(case_dir("lstm_weather_seed")).args([
-        "lstm",
-        "--weights",
-        "weights.json",
-        "--input",
-        "input.npy",
-        "--window",
-        "2",
-        "--dense",
-        "dense.json",
-        "--expected",
-        "expected.npy",
-        "--targets",
-        "targets.npy",
-        "--sequences",
-        "0",
-        "--color",
-        "never",
-    ]));
+    let (code, out, _) = run(
+        portable(rnntrace().current_dir(case_dir("lstm_weather_seed"))).args([
+            "lstm",
+            "--weights",
+            "weights.json",
+            "--input",
+            "input.npy",
+            "--window",
+            "2",
+            "--dense",
+            "dense.json",
+            "--expected",
+            "expected.npy",
+            "--targets",
+            "targets.npy",
+            "--sequences",
+            "0",
+            "--color",
+            "never",
+        ]),
+    );
     assert_eq!(code, 0);
     insta::assert_snapshot!(out);
 }
@@ -693,6 +702,55 @@ fn timings_are_one_json_line_on_stderr() {
         assert!(t[k].as_f64().unwrap() >= 0.0, "{k}");
     }
     assert!(t["total_s"].as_f64() >= t["compute_s"].as_f64());
+}
+
+/// The timings say which kernels ran: the AVX-512 fused steps on a CPU that has AVX-512F (float32,
+/// default activations), the portable ones otherwise, with `RNNTRACE_PORTABLE=1`, or in f64; both pass.
+#[test]
+fn timings_name_the_kernels_and_rnntrace_portable_switches_them() {
+    let kernels = |extra: &[&str], portable: bool| {
+        let mut cmd = weather_gru();
+        if portable {
+            cmd.env("RNNTRACE_PORTABLE", "1");
+        }
+        let (code, out, err) = run(cmd
+            .args(["-q", "--timings", "--expected", "expected.npy"])
+            .args(extra));
+        // Another activation than the model's cannot match Keras: exit 1, a FAIL verdict.
+        let changed = extra.contains(&"--recurrent-activation");
+        assert_eq!(code, if changed { 1 } else { 0 }, "{out}{err}");
+        assert!(
+            out.starts_with(if changed { "FAIL" } else { "PASS" }),
+            "{out}"
+        );
+        let line = err.lines().last().unwrap_or_default();
+        let t: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {err}"));
+        t["kernels"].as_str().unwrap().to_string()
+    };
+    let fused_here = cfg!(target_arch = "x86_64") && avx512f();
+    let want = if fused_here {
+        "avx512-fused"
+    } else {
+        "portable"
+    };
+    assert_eq!(kernels(&[], false), want);
+    assert_eq!(kernels(&[], true), "portable");
+    assert_eq!(kernels(&["--precision", "f64"], false), "portable");
+    assert_eq!(
+        kernels(&["--recurrent-activation", "hard_sigmoid"], false),
+        "portable"
+    );
+}
+
+fn avx512f() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
 }
 
 #[test]
