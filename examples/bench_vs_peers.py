@@ -9,8 +9,10 @@ then times (median of --repeats warm runs, 2 threads everywhere):
   - PyTorch nn.LSTM / nn.GRU forward (no_grad), same weights converted, records nothing;
   - Keras model.predict (TensorFlow backend), records nothing;
   - a batched numpy float32 loop that records every gate and state;
-  - rnntrace --record all --trace FILE.npz --quiet --timings: compute_s (cell math and recording into memory
-    blocks, no file I/O) and total_s (the whole command: reading the input, computing, writing the full trace);
+  - rnntrace --record all --trace FILE.npz --quiet --timings: compute_s (cell math and recording into the
+    trace's blocks, no file I/O: each block is written to disk between blocks, timed as write_s) and total_s
+    (the whole command: reading the input, computing, writing the full trace);
+  - the same with RNNTRACE_PORTABLE=1 (the portable kernels instead of the AVX-512 fused steps);
   - rnntrace --record none (predictions only).
 It checks rnntrace's predictions against Keras's (--expected, 1e-5) and prints a table with ratios, then a
 scaling table (rnntrace compute_s as batch, timesteps and units double).
@@ -25,14 +27,18 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 BIN = os.path.join(HERE, "..", "target", "release", "rnntrace")
 
 
-def median_time(fn, repeats):
+def times(fn, repeats):
     fn()  # warm
     ts = []
     for _ in range(repeats):
         t = time.perf_counter()
         fn()
         ts.append(time.perf_counter() - t)
-    return float(np.median(ts))
+    return ts
+
+
+def median_time(fn, repeats):
+    return float(np.median(times(fn, repeats)))
 
 
 def numpy_loop(cell, x, k, r, b, units):
@@ -60,18 +66,21 @@ def numpy_loop(cell, x, k, r, b, units):
     return h, rec
 
 
-def rnntrace(args, repeats):
+def rnntrace(args, repeats, env=None):
     def once():
         for i, a in enumerate(args):
             if a == "--trace" and os.path.exists(args[i + 1]):
                 os.remove(args[i + 1])  # time writing the trace, not unlinking the previous run's
-        out = subprocess.run([BIN, *args, "--timings"], capture_output=True, text=True)
+        out = subprocess.run([BIN, *args, "--timings"], capture_output=True, text=True,
+                             env={**os.environ, **(env or {})})
         if out.returncode not in (0,):
             sys.exit(f"rnntrace failed ({out.returncode}): {out.stderr}")
         return json.loads(out.stderr.strip().splitlines()[-1])
     once()
     runs = [once() for _ in range(repeats)]
-    return {k: float(np.median([r[k] for r in runs])) for k in runs[0]}
+    med = {k: float(np.median([r[k] for r in runs])) for k in runs[0] if k.endswith("_s")}
+    med["kernels"] = runs[0].get("kernels", "?")
+    return med
 
 
 def main():
@@ -129,7 +138,9 @@ def main():
         xt = torch.from_numpy(x)
         with torch.no_grad():
             torch_out = m(xt)[0][:, -1].numpy()
-            t_torch = median_time(lambda: m(xt), a.repeats)
+            # PyTorch varies most from run to run here: keep its fastest run as well as the median.
+            ts = times(lambda: m(xt), 3 * a.repeats)
+            t_torch, t_torch_min = float(np.median(ts)), min(ts)
         assert np.abs(torch_out - expected).max() < 1e-4, "PyTorch conversion mismatch"
         t_numpy = median_time(lambda: numpy_loop(cell, x, k, r, b, U), max(3, a.repeats // 2))
 
@@ -137,25 +148,28 @@ def main():
         trace = os.path.join(tmp, f"{cell}_trace.npz")
         full = rnntrace(base + ["--record", "all", "--trace", trace, "--expected", os.path.join(tmp, f"{cell}_expected.npy")], a.repeats)
         none = rnntrace(base + ["--record", "none"], a.repeats)
+        portable = rnntrace(base + ["--record", "all", "--trace", trace], a.repeats, {"RNNTRACE_PORTABLE": "1"})
         gflop = 2 * B * T * (F + U) * (4 if cell == "lstm" else 3) * U / 1e9
-        rows.append((cell, t_torch, t_keras, t_numpy, full, none, gflop, os.path.getsize(trace)))
+        rows.append((cell, t_torch, t_keras, t_numpy, full, none, gflop, os.path.getsize(trace), portable, t_torch_min))
 
     print(f"\ncase: {B} sequences x {T} steps x {F} features -> {U} units, float32, 2 threads; median of {a.repeats} warm runs\n")
     print("| | LSTM | GRU |")
     print("|---|---|---|")
     def line(label, f):
         print(f"| {label} | " + " | ".join(f(r) for r in rows) + " |")
-    line("PyTorch forward (records nothing)", lambda r: f"{r[1]:.3f} s")
+    line("PyTorch forward (records nothing): median (fastest)", lambda r: f"{r[1]:.3f} s ({r[9]:.3f} s)")
     line("Keras model.predict (records nothing)", lambda r: f"{r[2]:.3f} s")
     line("numpy loop recording every gate", lambda r: f"{r[3]:.3f} s")
-    line("rnntrace compute, every gate and state recorded", lambda r: f"{r[4]['compute_s']:.3f} s ({r[4]['compute_s'] / r[1]:.2f}x PyTorch)")
+    line("theoretical limit: FLOPs at 2 cores' AVX-512 FMA peak (~320 GFLOP/s)", lambda r: f"{r[6] / 320:.3f} s")
+    line(f"rnntrace compute, every gate and state recorded ({rows[0][4]['kernels']} kernels)", lambda r: f"**{r[4]['compute_s']:.3f} s** ({r[4]['compute_s'] / r[1]:.2f}x PyTorch's median, {r[4]['compute_s'] / r[9]:.2f}x its fastest, {r[4]['compute_s'] / (r[6] / 320):.1f}x the limit)")
+    line("rnntrace compute, every gate recorded, portable kernels (RNNTRACE_PORTABLE=1)", lambda r: f"{r[8]['compute_s']:.3f} s")
     line("rnntrace compute, predictions only (--record none)", lambda r: f"{r[5]['compute_s']:.3f} s")
     line("rnntrace whole command: read, compute, write full .npz trace", lambda r: f"{r[4]['total_s']:.3f} s ({r[4]['total_s'] / r[2]:.2f}x Keras predict)")
     line("trace size", lambda r: f"{r[7] / 1e6:.0f} MB")
     line("matrix-product FLOPs", lambda r: f"{r[6]:.1f} GFLOP ({r[6] / r[4]['compute_s']:.0f} GFLOP/s)")
     if a.no_scaling:
         return
-    print("\nrnntrace compute_s (--record all, in memory blocks), LSTM, as one dimension doubles:\n")
+    print("\nrnntrace compute_s (--record all, streamed to .npz), LSTM, as one dimension doubles:\n")
     print("| batch | steps | units | compute_s |")
     print("|---|---|---|---|")
     for (bb, tt, uu) in [(B // 2, T, U), (B, T, U), (2 * B, T, U), (B, 2 * T, U), (B, T, 2 * U)]:

@@ -83,15 +83,15 @@ struct Inputs<T> {
 }
 
 fn inputs<T: Real>(job: &CellJob, rows: Option<&[usize]>) -> Inputs<T> {
-    let pick3 = |a: &Array3<f64>| match rows {
-        Some(r) => a.select(Axis(0), r),
-        None => a.clone(),
-    };
     let pick2 = |a: &Array2<f64>| match rows {
         Some(r) => a.select(Axis(0), r),
         None => a.clone(),
     };
-    let x = pick3(&job.x).mapv(T::lit);
+    // Converted straight from the job's array (no intermediate copy of the whole input).
+    let x = match rows {
+        Some(r) => job.x.select(Axis(0), r).mapv(T::lit),
+        None => job.x.mapv(T::lit),
+    };
     let mask = match (&job.mask, job.mask_value) {
         (Some(m), _) => Some(match rows {
             Some(r) => m.select(Axis(0), r),

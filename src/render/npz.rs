@@ -134,10 +134,16 @@ impl<T: Real> TraceNpz<T> {
     ) -> Result<()> {
         let mut stream = self.stream;
         let l: &LayerTrace<T> = &trace.layers[0];
+        match l.x.as_slice() {
+            Some(x) => stream.add("input", T::DESCR, l.x.shape(), bytes_of(x))?,
+            None => {
+                let x: Vec<T> = l.x.iter().copied().collect();
+                stream.add("input", T::DESCR, l.x.shape(), bytes_of(&x))?
+            }
+        }
         let mut add = |name: &str, a: Vec<T>, shape: &[usize]| {
             stream.add(name, T::DESCR, shape, bytes_of(&a))
         };
-        add("input", l.x.iter().copied().collect(), l.x.shape())?;
         add(
             "predictions",
             trace.predictions.iter().copied().collect(),
