@@ -1,4 +1,5 @@
-//! Criterion benchmarks: one cell step, and the whole recorded forward pass at several sizes.
+//! Criterion benchmarks: one portable cell step, and the whole forward pass recording every gate and state
+//! at several sizes, with the fused AVX-512 kernels (where the CPU has them) and the portable ones.
 //!
 //!     cargo bench --bench engine
 //!
@@ -7,8 +8,8 @@
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use ndarray::{Array1, Array2, Array3};
 use rnntrace::cell::{Activation, LstmCell, StepOut};
-use rnntrace::engine::{LayerInput, LayerSpec, run_layer_with};
-use rnntrace::trace::Record;
+use rnntrace::engine::{LayerInput, LayerSpec, run_layer_using};
+use rnntrace::trace::{Kernels, Record};
 use rnntrace::weights::{CellKind, CellWeights};
 use std::hint::black_box;
 
@@ -97,24 +98,37 @@ fn forward(c: &mut Criterion) {
             let w = weights(kind, 32, units);
             let mut s = 7u64;
             let x = Array3::from_shape_fn((batch, steps, 32), |_| lcg(&mut s) * 10.0);
-            g.bench_function(
-                BenchmarkId::new(kind.name(), format!("b{batch}_t{steps}_u{units}")),
-                |b| {
-                    b.iter(|| {
-                        let input = LayerInput {
-                            x: x.view().into(),
-                            mask: None,
-                            h0: None,
-                            c0: None,
-                        };
-                        let t =
-                            run_layer_with(&w, &spec(), input, Record::ALL, None, &mut |_, _| {
-                                Ok(())
-                            });
-                        black_box(t.ok());
-                    })
-                },
-            );
+            for kernels in [Kernels::Fused, Kernels::Portable] {
+                let id = format!("{}_{}", kind.name(), kernels.name());
+                g.bench_function(
+                    BenchmarkId::new(id, format!("b{batch}_t{steps}_u{units}")),
+                    |b| {
+                        b.iter(|| {
+                            let input = LayerInput {
+                                x: x.view().into(),
+                                mask: None,
+                                h0: None,
+                                c0: None,
+                            };
+                            // Gates and states recorded 4 steps at a time, as `--trace FILE.npz` does,
+                            // into a sink that drops them (no file I/O).
+                            let t = run_layer_using(
+                                &w,
+                                &spec(),
+                                input,
+                                Record::GATES,
+                                Some(4),
+                                &mut |_, s| {
+                                    black_box(s);
+                                    Ok(())
+                                },
+                                kernels,
+                            );
+                            black_box(t.ok());
+                        })
+                    },
+                );
+            }
         }
     }
     g.finish();

@@ -522,30 +522,35 @@ pub fn run_layer_with<T: Real>(
     chunk_steps: Option<usize>,
     sink: &mut Sink<'_, T>,
 ) -> crate::Result<LayerTrace<T>> {
-    let portable = fused::portable_requested();
-    run_layer_kernels(weights, spec, input, record, chunk_steps, sink, portable)
+    let kernels = if fused::portable_requested() {
+        Kernels::Portable
+    } else {
+        Kernels::Fused
+    };
+    run_layer_using(weights, spec, input, record, chunk_steps, sink, kernels)
 }
 
-/// [`run_layer_with`], choosing the kernels: the portable ones when `portable`, else the fused ones where
-/// they apply.
-fn run_layer_kernels<T: Real>(
+/// [`run_layer_with`] with the kernels chosen by the caller instead of `RNNTRACE_PORTABLE`:
+/// `Kernels::Fused` runs the fused steps where they apply (float32, default activations, AVX-512F) and the
+/// portable cells elsewhere; `Kernels::Portable` always runs the portable cells. The returned trace says
+/// which ran.
+pub fn run_layer_using<T: Real>(
     weights: &CellWeights<T>,
     spec: &LayerSpec,
     input: LayerInput<'_, T>,
     record: Record,
     chunk_steps: Option<usize>,
     sink: &mut Sink<'_, T>,
-    portable: bool,
+    kernels: Kernels,
 ) -> crate::Result<LayerTrace<T>> {
     let (batch, steps, features) = input.x.dim();
     let u = weights.units;
     let blocks = weights.kind.blocks();
     let lstm = weights.kind == CellKind::Lstm;
     let masking = input.mask.is_some();
-    let packed = if portable {
-        None
-    } else {
-        packed_for(weights, spec)
+    let packed = match kernels {
+        Kernels::Portable => None,
+        Kernels::Fused => packed_for(weights, spec),
     };
     // The fused kernels address rows of `x` directly.
     let x = if packed.is_some() && !input.x.is_standard_layout() {
@@ -803,7 +808,7 @@ mod tests {
         h0: Option<Array2<f32>>,
         c0: Option<Array2<f32>>,
     ) -> [LayerTrace<f32>; 2] {
-        [false, true].map(|portable| {
+        [Kernels::Fused, Kernels::Portable].map(|kernels| {
             let input = LayerInput {
                 x: x.view().into(),
                 mask: mask.map(|m| m.view()),
@@ -811,7 +816,7 @@ mod tests {
                 c0: c0.clone(),
             };
             let never = &mut |_: usize, _: &Stores<f32>| -> crate::Result<()> { Ok(()) };
-            run_layer_kernels(w, spec, input, Record::ALL, None, never, portable).unwrap()
+            run_layer_using(w, spec, input, Record::ALL, None, never, kernels).unwrap()
         })
     }
 
@@ -909,7 +914,7 @@ mod tests {
     /// kernels, including a last block shorter than the others.
     #[test]
     fn streamed_blocks_reassemble_to_the_in_memory_trace() {
-        for portable in [false, true] {
+        for kernels in [Kernels::Fused, Kernels::Portable] {
             for kind in [CellKind::Lstm, CellKind::Gru] {
                 let (batch, steps, f, u) = (40, 11, 6, 21);
                 let w = weights(kind, f, u, true, 3);
@@ -931,8 +936,7 @@ mod tests {
                 };
                 let never = &mut |_: usize, _: &Stores<f32>| -> crate::Result<()> { Ok(()) };
                 let whole =
-                    run_layer_kernels(&w, &spec, input(), Record::ALL, None, never, portable)
-                        .unwrap();
+                    run_layer_using(&w, &spec, input(), Record::ALL, None, never, kernels).unwrap();
                 let mut gates: Vec<Array3<f32>> = Vec::new();
                 let mut h: Vec<Array3<f32>> = Vec::new();
                 let mut seen = Vec::new();
@@ -943,27 +947,16 @@ mod tests {
                     h.push(s.h.clone().unwrap());
                     Ok(())
                 };
-                let streamed = run_layer_kernels(
-                    &w,
-                    &spec,
-                    input(),
-                    Record::ALL,
-                    Some(4),
-                    &mut sink,
-                    portable,
-                )
-                .unwrap();
+                let streamed =
+                    run_layer_using(&w, &spec, input(), Record::ALL, Some(4), &mut sink, kernels)
+                        .unwrap();
                 assert_eq!(seen, vec![(0, 4), (4, 4), (8, 3)]);
                 let cat = |v: &[Array3<f32>]| {
                     let views: Vec<_> = v.iter().map(|a| a.view()).collect();
                     ndarray::concatenate(Axis(0), &views).unwrap()
                 };
-                assert_eq!(
-                    cat(&gates),
-                    whole.gates.unwrap(),
-                    "{kind:?} portable={portable}"
-                );
-                assert_eq!(cat(&h), whole.h.unwrap(), "{kind:?} portable={portable}");
+                assert_eq!(cat(&gates), whole.gates.unwrap(), "{kind:?} {kernels:?}");
+                assert_eq!(cat(&h), whole.h.unwrap(), "{kind:?} {kernels:?}");
                 assert_eq!(streamed.final_h, whole.final_h);
                 assert!(streamed.gates.is_none() && streamed.h.is_none());
             }
