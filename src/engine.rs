@@ -370,6 +370,9 @@ impl<T: Real> Lane<T> {
             "fused kernels run on f32 only"
         );
         let n = self.rows.len();
+        if n == 0 {
+            return;
+        }
         let u = ctx.w.units;
         let (_, steps, features) = ctx.x.dim();
         let x_stride = steps * features;
@@ -546,6 +549,21 @@ pub fn run_layer_using<T: Real>(
     let (batch, steps, features) = input.x.dim();
     let u = weights.units;
     let blocks = weights.kind.blocks();
+    // Callers validate shapes (the loaders and `config` do); these checks keep a library caller's mistake a
+    // panic, never an out-of-bounds read by the fused kernels.
+    assert_eq!(features, weights.features, "input features vs weights");
+    for (what, s) in [("h0", input.h0.as_ref()), ("c0", input.c0.as_ref())] {
+        if let Some(s) = s {
+            assert_eq!(s.dim(), (batch, u), "{what} shape vs (sequences, units)");
+        }
+    }
+    if let Some(m) = &input.mask {
+        assert_eq!(
+            m.dim(),
+            (batch, steps),
+            "mask shape vs (sequences, timesteps)"
+        );
+    }
     let lstm = weights.kind == CellKind::Lstm;
     let masking = input.mask.is_some();
     let packed = match kernels {
@@ -643,6 +661,9 @@ pub fn run_layer_using<T: Real>(
             if t1 - t0 < stores.steps() {
                 stores = Stores::new(t1 - t0, batch, blocks, u, lstm, masking, record);
             }
+            // The block's arrays are reused: every value is written again except the masked flags,
+            // which are only ever set.
+            stores.masked.fill(false);
             let views = stores.lane_views(&ranges);
             if lanes.len() == 1 {
                 for (lane, v) in lanes.iter_mut().zip(views) {
@@ -911,7 +932,8 @@ mod tests {
     }
 
     /// Streaming in blocks (the `.npz` path) records the same steps as one in-memory run, for both
-    /// kernels, including a last block shorter than the others.
+    /// kernels, including a last block shorter than the others. Regression: the masked flags of one block
+    /// leaked into the next, which reuses the block's arrays.
     #[test]
     fn streamed_blocks_reassemble_to_the_in_memory_trace() {
         for kernels in [Kernels::Fused, Kernels::Portable] {
@@ -928,9 +950,10 @@ mod tests {
                     go_backwards: false,
                     carry_state: false,
                 };
+                let mask = Array2::from_shape_fn((batch, steps), |(b, t)| (b + 3 * t) % 7 != 0);
                 let input = || LayerInput {
                     x: x.view().into(),
-                    mask: None,
+                    mask: Some(mask.view()),
                     h0: None,
                     c0: None,
                 };
@@ -940,8 +963,10 @@ mod tests {
                 let mut gates: Vec<Array3<f32>> = Vec::new();
                 let mut h: Vec<Array3<f32>> = Vec::new();
                 let mut seen = Vec::new();
+                let mut masked: Vec<Array2<bool>> = Vec::new();
                 let mut sink = |t0: usize, s: &Stores<f32>| -> crate::Result<()> {
                     seen.push((t0, s.steps()));
+                    masked.push(s.masked.clone());
                     let views: Vec<_> = s.gates.iter().map(|a| a.view()).collect();
                     gates.push(ndarray::concatenate(Axis(2), &views).unwrap());
                     h.push(s.h.clone().unwrap());
@@ -957,9 +982,36 @@ mod tests {
                 };
                 assert_eq!(cat(&gates), whole.gates.unwrap(), "{kind:?} {kernels:?}");
                 assert_eq!(cat(&h), whole.h.unwrap(), "{kind:?} {kernels:?}");
+                let views: Vec<_> = masked.iter().map(|a| a.view()).collect();
+                let masked = ndarray::concatenate(Axis(0), &views).unwrap();
+                assert_eq!(masked, whole.masked, "{kind:?} {kernels:?}");
+                assert_eq!(masked, mask.t().map(|&m| !m));
                 assert_eq!(streamed.final_h, whole.final_h);
                 assert!(streamed.gates.is_none() && streamed.h.is_none());
             }
         }
+    }
+
+    /// Regression (review): an input with fewer features than the weights reached the fused kernels,
+    /// which read past the input's rows. It is a panic with a message now, for both kernels.
+    #[test]
+    #[should_panic(expected = "input features vs weights")]
+    fn mismatched_input_features_panic_instead_of_reading_out_of_bounds() {
+        let w = weights(CellKind::Lstm, 8, 16, true, 1);
+        let x = Array3::<f32>::zeros((2, 3, 4));
+        let spec = LayerSpec {
+            name: "l".into(),
+            activation: Activation::Tanh,
+            recurrent_activation: Activation::Sigmoid,
+            go_backwards: false,
+            carry_state: false,
+        };
+        let input = LayerInput {
+            x: x.view().into(),
+            mask: None,
+            h0: None,
+            c0: None,
+        };
+        let _ = run_layer(&w, &spec, input);
     }
 }

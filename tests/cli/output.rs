@@ -820,3 +820,49 @@ fn huge_sequence_ranges_cost_nothing_and_empty_ones_are_errors() {
     assert_eq!(code, 2);
     assert!(err.contains("empty"), "{err}");
 }
+
+/// Regression: the `.npz` trace's `masked` member flagged steps that were not masked. The engine reuses
+/// its block of 4 steps, and a flag set in one block stayed set in the next. Nine steps make three blocks;
+/// exactly the masked steps must be flagged.
+#[test]
+fn npz_masked_flags_do_not_leak_from_one_block_into_the_next() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (b, t, f) = (3, 9, 3);
+    // Step (0, 0) and (2, 5) are all zeros (masked by --mask-value 0); every other value is non-zero.
+    let masked_at = [(0, 0), (2, 5)];
+    let values: Vec<f32> = (0..b * t * f)
+        .map(|i| {
+            let (seq, step) = (i / (t * f), (i / f) % t);
+            if masked_at.contains(&(seq, step)) {
+                0.0
+            } else {
+                0.1 + (i % 7) as f32 * 0.05
+            }
+        })
+        .collect();
+    let x = tmp.path().join("x.npy");
+    write_npy(&x, &[b, t, f], &values);
+    let npz = tmp.path().join("t.npz");
+    let (code, _, err) = run(rnntrace()
+        .arg("lstm")
+        .arg("--weights")
+        .arg(case_dir("lstm_masking_value").join("weights.json"))
+        .arg("--input")
+        .arg(&x)
+        .args(["--mask-value", "0", "-q", "--trace"])
+        .arg(&npz));
+    assert_eq!(code, 0, "{err}");
+    let m = npz_members(&npz);
+    let flags = &m["masked"];
+    assert_eq!(flags.shape, vec![t, b]);
+    for step in 0..t {
+        for seq in 0..b {
+            let want = masked_at.contains(&(seq, step));
+            assert_eq!(
+                flags.data[step * b + seq] != 0.0,
+                want,
+                "step {step}, sequence {seq}"
+            );
+        }
+    }
+}
