@@ -1,5 +1,5 @@
 //! Criterion benchmarks: one portable cell step, and the whole forward pass recording every gate and state
-//! at several sizes, with the fused AVX-512 kernels (where the CPU has them) and the portable ones.
+//! at several sizes, with the fused kernels for AVX-512 and AVX2 (where the CPU has them) and the portable ones.
 //!
 //!     cargo bench --bench engine
 //!
@@ -98,7 +98,8 @@ fn forward(c: &mut Criterion) {
             let w = weights(kind, 32, units);
             let mut s = 7u64;
             let x = Array3::from_shape_fn((batch, steps, 32), |_| lcg(&mut s) * 10.0);
-            for kernels in [Kernels::Fused, Kernels::Portable] {
+            for kernels in [Kernels::Avx512, Kernels::Avx2, Kernels::Portable] {
+                // What actually runs (a CPU without AVX-512 runs the next best twice).
                 let id = format!("{}_{}", kind.name(), kernels.name());
                 g.bench_function(
                     BenchmarkId::new(id, format!("b{batch}_t{steps}_u{units}")),

@@ -12,7 +12,8 @@ then times (median of --repeats warm runs, 2 threads everywhere):
   - rnntrace --record all --trace FILE.npz --quiet --timings: compute_s (cell math and recording into the
     trace's blocks, no file I/O: each block is written to disk between blocks, timed as write_s) and total_s
     (the whole command: reading the input, computing, writing the full trace);
-  - the same with RNNTRACE_PORTABLE=1 (the portable kernels instead of the AVX-512 fused steps);
+  - the same with RNNTRACE_KERNELS=avx2 (the fused steps compiled for AVX2) and RNNTRACE_KERNELS=portable
+    (the portable kernels: gemm products and separate activation passes);
   - rnntrace --record none (predictions only).
 It checks rnntrace's predictions against Keras's (--expected, 1e-5) and prints a table with ratios, then a
 scaling table (rnntrace compute_s as batch, timesteps and units double).
@@ -148,9 +149,10 @@ def main():
         trace = os.path.join(tmp, f"{cell}_trace.npz")
         full = rnntrace(base + ["--record", "all", "--trace", trace, "--expected", os.path.join(tmp, f"{cell}_expected.npy")], a.repeats)
         none = rnntrace(base + ["--record", "none"], a.repeats)
-        portable = rnntrace(base + ["--record", "all", "--trace", trace], a.repeats, {"RNNTRACE_PORTABLE": "1"})
+        portable = rnntrace(base + ["--record", "all", "--trace", trace], a.repeats, {"RNNTRACE_KERNELS": "portable"})
+        avx2 = rnntrace(base + ["--record", "all", "--trace", trace], a.repeats, {"RNNTRACE_KERNELS": "avx2"})
         gflop = 2 * B * T * (F + U) * (4 if cell == "lstm" else 3) * U / 1e9
-        rows.append((cell, t_torch, t_keras, t_numpy, full, none, gflop, os.path.getsize(trace), portable, t_torch_min))
+        rows.append((cell, t_torch, t_keras, t_numpy, full, none, gflop, os.path.getsize(trace), portable, t_torch_min, avx2))
 
     print(f"\ncase: {B} sequences x {T} steps x {F} features -> {U} units, float32, 2 threads; median of {a.repeats} warm runs\n")
     print("| | LSTM | GRU |")
@@ -162,7 +164,8 @@ def main():
     line("numpy loop recording every gate", lambda r: f"{r[3]:.3f} s")
     line("theoretical limit: FLOPs at 2 cores' AVX-512 FMA peak (~320 GFLOP/s)", lambda r: f"{r[6] / 320:.3f} s")
     line(f"rnntrace compute, every gate and state recorded ({rows[0][4]['kernels']} kernels)", lambda r: f"**{r[4]['compute_s']:.3f} s** ({r[4]['compute_s'] / r[1]:.2f}x PyTorch's median, {r[4]['compute_s'] / r[9]:.2f}x its fastest, {r[4]['compute_s'] / (r[6] / 320):.1f}x the limit)")
-    line("rnntrace compute, every gate recorded, portable kernels (RNNTRACE_PORTABLE=1)", lambda r: f"{r[8]['compute_s']:.3f} s")
+    line("the same, fused kernels for AVX2 (RNNTRACE_KERNELS=avx2)", lambda r: f"{r[10]['compute_s']:.3f} s ({r[10]['kernels']})")
+    line("the same, portable kernels (RNNTRACE_KERNELS=portable)", lambda r: f"{r[8]['compute_s']:.3f} s")
     line("rnntrace compute, predictions only (--record none)", lambda r: f"{r[5]['compute_s']:.3f} s")
     line("rnntrace whole command: read, compute, write full .npz trace", lambda r: f"{r[4]['total_s']:.3f} s ({r[4]['total_s'] / r[2]:.2f}x Keras predict)")
     line("trace size", lambda r: f"{r[7] / 1e6:.0f} MB")

@@ -525,18 +525,14 @@ pub fn run_layer_with<T: Real>(
     chunk_steps: Option<usize>,
     sink: &mut Sink<'_, T>,
 ) -> crate::Result<LayerTrace<T>> {
-    let kernels = if fused::portable_requested() {
-        Kernels::Portable
-    } else {
-        Kernels::Fused
-    };
+    let kernels = fused::kernels_requested();
     run_layer_using(weights, spec, input, record, chunk_steps, sink, kernels)
 }
 
-/// [`run_layer_with`] with the kernels chosen by the caller instead of `RNNTRACE_PORTABLE`:
-/// `Kernels::Fused` runs the fused steps where they apply (float32, default activations, AVX-512F) and the
-/// portable cells elsewhere; `Kernels::Portable` always runs the portable cells. The returned trace says
-/// which ran.
+/// [`run_layer_with`] with the kernels chosen by the caller instead of `RNNTRACE_KERNELS`: the best
+/// allowed by `kernels` that applies. The fused steps apply to float32 with the default activations, on a
+/// CPU with AVX-512F (`Kernels::Avx512` allows them) or AVX2 and FMA (`Avx512` or `Avx2` allow them); the
+/// portable cells run everything else. The returned trace says which ran.
 pub fn run_layer_using<T: Real>(
     weights: &CellWeights<T>,
     spec: &LayerSpec,
@@ -566,10 +562,7 @@ pub fn run_layer_using<T: Real>(
     }
     let lstm = weights.kind == CellKind::Lstm;
     let masking = input.mask.is_some();
-    let packed = match kernels {
-        Kernels::Portable => None,
-        Kernels::Fused => packed_for(weights, spec),
-    };
+    let packed = packed_for(weights, spec, kernels);
     // The fused kernels address rows of `x` directly.
     let x = if packed.is_some() && !input.x.is_standard_layout() {
         CowArray::from(input.x.as_standard_layout().into_owned())
@@ -723,19 +716,16 @@ pub fn run_layer_using<T: Real>(
         last_output,
         final_h,
         final_c: lstm.then_some(final_c),
-        kernels: if packed.is_some() {
-            Kernels::Fused
-        } else {
-            Kernels::Portable
-        },
+        kernels: packed.as_ref().map_or(Kernels::Portable, |p| p.isa),
     })
 }
 
-/// The fused kernels' packing of `w`, when they can run it (float32, default activations, AVX-512).
-fn packed_for<T: Real>(w: &CellWeights<T>, spec: &LayerSpec) -> Option<Packed> {
+/// The fused kernels' packing of `w`, when they can run it (float32, default activations, a CPU with
+/// the instruction set, allowed by `allowed`).
+fn packed_for<T: Real>(w: &CellWeights<T>, spec: &LayerSpec, allowed: Kernels) -> Option<Packed> {
     let w32 = (w as &dyn std::any::Any).downcast_ref::<CellWeights<f32>>()?;
-    let kind = fused::fused_kind(w32, spec.activation, spec.recurrent_activation)?;
-    Some(Packed::new(w32, kind))
+    let (kind, isa) = fused::fused_kind(w32, spec.activation, spec.recurrent_activation, allowed)?;
+    Some(Packed::new(w32, kind, isa))
 }
 
 /// Per-gate arrays `(steps, sequences, units)` side by side as `(steps, sequences, gates·units)`, the
@@ -819,9 +809,9 @@ mod tests {
         }
     }
 
-    /// Runs both kernels and returns the two traces (streamed in blocks of `chunk` when given, with the
-    /// blocks reassembled).
+    /// Runs the fused kernels `fused` and the portable ones, returning the two traces.
     fn both(
+        fused: Kernels,
         w: &CellWeights<f32>,
         spec: &LayerSpec,
         x: &Array3<f32>,
@@ -829,7 +819,7 @@ mod tests {
         h0: Option<Array2<f32>>,
         c0: Option<Array2<f32>>,
     ) -> [LayerTrace<f32>; 2] {
-        [Kernels::Fused, Kernels::Portable].map(|kernels| {
+        [fused, Kernels::Portable].map(|kernels| {
             let input = LayerInput {
                 x: x.view().into(),
                 mask: mask.map(|m| m.view()),
@@ -860,12 +850,32 @@ mod tests {
     #[test]
     fn fused_kernels_agree_with_the_portable_ones() {
         #[cfg(target_arch = "x86_64")]
-        if !std::is_x86_feature_detected!("avx512f") {
-            eprintln!("no AVX-512F on this CPU: the fused kernels are not used here");
-            return;
-        }
+        let isas: Vec<Kernels> = [
+            (Kernels::Avx512, std::is_x86_feature_detected!("avx512f")),
+            (
+                Kernels::Avx2,
+                std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma"),
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(k, has)| {
+            if !has {
+                eprintln!(
+                    "this CPU cannot run the {} kernels: not tested here",
+                    k.name()
+                );
+            }
+            has.then_some(k)
+        })
+        .collect();
         #[cfg(not(target_arch = "x86_64"))]
-        return;
+        let isas: Vec<Kernels> = Vec::new();
+        for isa in isas {
+            compare_with_portable(isa);
+        }
+    }
+
+    fn compare_with_portable(isa: Kernels) {
         let cases = [
             (CellKind::Lstm, 1, 1, 3, 1, true),
             (CellKind::Lstm, 13, 7, 5, 20, true),
@@ -894,9 +904,9 @@ mod tests {
                     .then(|| Array2::from_shape_fn((batch, u), |(b, j)| val(b * u + j, 0.8)));
                 let c0 = (variant >= 1 && lstm)
                     .then(|| Array2::from_shape_fn((batch, u), |(b, j)| val(77 + b * u + j, 1.5)));
-                let [fused, portable] = both(&w, &spec, &x, mask.as_ref(), h0, c0);
-                let what = format!("case {n} variant {variant}");
-                assert_eq!(fused.kernels, Kernels::Fused, "{what}");
+                let [fused, portable] = both(isa, &w, &spec, &x, mask.as_ref(), h0, c0);
+                let what = format!("{} case {n} variant {variant}", isa.name());
+                assert_eq!(fused.kernels, isa, "{what}");
                 assert_eq!(portable.kernels, Kernels::Portable, "{what}");
                 close(
                     &format!("{what} pre"),
@@ -936,7 +946,7 @@ mod tests {
     /// leaked into the next, which reuses the block's arrays.
     #[test]
     fn streamed_blocks_reassemble_to_the_in_memory_trace() {
-        for kernels in [Kernels::Fused, Kernels::Portable] {
+        for kernels in [Kernels::Avx512, Kernels::Avx2, Kernels::Portable] {
             for kind in [CellKind::Lstm, CellKind::Gru] {
                 let (batch, steps, f, u) = (40, 11, 6, 21);
                 let w = weights(kind, f, u, true, 3);

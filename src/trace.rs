@@ -51,11 +51,13 @@ impl Record {
     };
 }
 
-/// Which implementation computed a layer.
+/// Which implementation computed a layer (or, asked of the engine, the best one allowed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kernels {
-    /// The AVX-512 fused steps of [`crate::cell::fused`] (float32, default activations).
-    Fused,
+    /// The fused steps of [`crate::cell::fused`] on AVX-512 (float32, default activations).
+    Avx512,
+    /// The same fused steps on AVX2 with FMA.
+    Avx2,
     /// The portable cells on `gemm` products.
     Portable,
 }
@@ -64,7 +66,8 @@ impl Kernels {
     /// The name `--timings` and the `.npz` metadata report.
     pub fn name(self) -> &'static str {
         match self {
-            Kernels::Fused => "avx512-fused",
+            Kernels::Avx512 => "avx512-fused",
+            Kernels::Avx2 => "avx2-fused",
             Kernels::Portable => "portable",
         }
     }

@@ -1,41 +1,36 @@
 /*!
-Fused AVX-512 steps for the cells as Keras builds them by default (float32, `sigmoid` gates, `tanh`
-activation): the LSTM, and the GRU with `reset_after=True`.
+Fused steps for the cells as Keras builds them by default (float32, `sigmoid` gates, `tanh` activation):
+the LSTM, and the GRU with `reset_after=True`; written once over a small vector abstraction ([`Simd`]) and
+compiled for AVX-512 (16 lanes) and for AVX2 with FMA (8 lanes), chosen at run time.
 
-One step is one pass over tiles of 6 sequences × 16 units. For a tile, every gate's `x·W + h·U + b` is
-accumulated in registers (24 of the 32 vector registers), then the activations and the state update run
-on those registers and the results (gates, pre-activations if asked, new states) are stored straight to
-their destinations: one array per gate, so recording costs one store per value and no copy. The weights
-are packed once per run ([`Packed`]) so that a tile's columns, for all gates, are one contiguous row of
-64 floats per input feature or unit, read in order.
+One step is one pass over register tiles of `MR` sequences × one vector of units (AVX-512: 6 × 16, using
+24 of the 32 vector registers for accumulators; AVX2: 2 × 8, 8 of 16). For a tile, every gate's
+`x·W + h·U + b` is accumulated in registers, then the activations and the state update run on those
+registers and the results (gates, pre-activations if asked, new states) are stored straight to their
+destinations: one array per gate, so recording costs one store per value and no copy. The weights are
+packed once per run ([`Packed`]) so that a tile's columns, for all gates, are one contiguous row per input
+feature or unit, read in order.
 
 Compared with a matrix product followed by separate activation passes, this reads the pre-activations
 from registers instead of memory, needs no input-projection buffer, and never repacks the recurrent kernel
 (a general GEMM repacks its right-hand side on every call, i.e. every step).
 
-The activations are the same Cephes formulas as [`super::kernels`], written with AVX-512 intrinsics,
-with fused multiply-adds in the polynomials, `vscalefps` for the power of two, and each division replaced
-by a reciprocal estimate refined by one Newton step (tested within 4 ulp of the exact functions, like the
-portable ones). The state updates
-follow Keras's expressions (`c = f·c + i·g`, `h = z·h + (1 − z)·h̃`) without fused multiply-adds.
-The sums differ from Keras's in order only: each accumulator starts from the biases (for the GRU's z and
-r, input plus recurrent bias) and adds the products feature by feature, then unit by unit, where Keras adds
-the biases after its matrix products (whose own summation order is the BLAS library's). That moves the
-last bit or so: the golden cases agree with Keras to 1.2e-6 either way. The engine uses these
-kernels only when the CPU has AVX-512F (checked at run time) and `RNNTRACE_PORTABLE` is unset; otherwise
-it runs the portable cells.
+The activations are the same Cephes formulas as [`super::kernels`], with fused multiply-adds in the
+polynomials; AVX-512 scales by 2^n with `vscalefps` and replaces each division by a reciprocal estimate
+refined by one Newton step, AVX2 divides (tested within 4 ulp of the exact functions, like the portable
+ones). The state updates follow Keras's expressions (`c = f·c + i·g`, `h = z·h + (1 − z)·h̃`) without
+fused multiply-adds. The sums differ from Keras's in order only: each accumulator starts from the biases
+(for the GRU's z and r, input plus recurrent bias) and adds the products feature by feature, then unit by
+unit, where Keras adds the biases after its matrix products (whose own summation order is the BLAS
+library's). That moves the last bit or so: the golden cases agree with Keras to 1.2e-6 either way.
 */
 
 // The polynomial coefficients are Cephes' published values, kept digit for digit.
 #![allow(clippy::excessive_precision)]
 
 use crate::cell::Activation;
+use crate::trace::Kernels;
 use crate::weights::{CellKind, CellWeights};
-
-/// Sequences per tile.
-pub const MR: usize = 6;
-/// Units per tile (one 512-bit vector of f32).
-pub const NR: usize = 16;
 
 /// Which fused step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,81 +51,97 @@ impl FusedKind {
     }
 }
 
-/// Whether the environment asks for the portable kernels (`RNNTRACE_PORTABLE` set, and not `0`).
-pub fn portable_requested() -> bool {
-    std::env::var_os("RNNTRACE_PORTABLE").is_some_and(|v| !v.is_empty() && v != "0")
+/// The kernels `RNNTRACE_KERNELS` allows: `auto` (or unset: the best this CPU has), `avx2`, `portable`.
+/// Anything else is `auto`.
+pub fn kernels_requested() -> Kernels {
+    match std::env::var("RNNTRACE_KERNELS").as_deref() {
+        Ok("portable") => Kernels::Portable,
+        Ok("avx2") => Kernels::Avx2,
+        _ => Kernels::Avx512,
+    }
 }
 
-/// Whether the fused kernels can run `w` with these activations on this CPU.
+/// The fused kernels that can run `w` with these activations on this CPU, at most `allowed`
+/// (`Avx512` allows both, `Avx2` only AVX2, `Portable` none).
 pub fn fused_kind(
     w: &CellWeights<f32>,
     activation: Activation,
     recurrent_activation: Activation,
-) -> Option<FusedKind> {
+    allowed: Kernels,
+) -> Option<(FusedKind, Kernels)> {
     if activation != Activation::Tanh || recurrent_activation != Activation::Sigmoid {
         return None;
     }
+    let kind = match w.kind {
+        CellKind::Lstm => FusedKind::Lstm,
+        CellKind::Gru if w.reset_after => FusedKind::GruResetAfter,
+        _ => return None,
+    };
     #[cfg(target_arch = "x86_64")]
     {
-        if !std::is_x86_feature_detected!("avx512f") {
-            return None;
-        }
-        match w.kind {
-            CellKind::Lstm => Some(FusedKind::Lstm),
-            CellKind::Gru if w.reset_after => Some(FusedKind::GruResetAfter),
+        let avx512 = std::is_x86_feature_detected!("avx512f");
+        let avx2 = std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
+        match allowed {
+            Kernels::Avx512 if avx512 => Some((kind, Kernels::Avx512)),
+            Kernels::Avx512 | Kernels::Avx2 if avx2 => Some((kind, Kernels::Avx2)),
             _ => None,
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = w;
+        let _ = (kind, allowed);
         None
     }
 }
 
 /// Weights packed for the fused kernels.
 ///
-/// For each panel of 16 units (the last one padded with zeros), `features + units` rows of
-/// `gates × 16` floats: first the kernel's rows (one per input feature), then the recurrent kernel's (one
-/// per unit), each holding the panel's 16 columns of every gate block side by side. `init` holds each
+/// For each panel of `lanes` units (the last one padded with zeros), `features + units` rows of
+/// `gates × lanes` floats: first the kernel's rows (one per input feature), then the recurrent kernel's
+/// (one per unit), each holding the panel's columns of every gate block side by side. `init` holds each
 /// panel's accumulator start values (the biases): LSTM i, f, c, o; GRU z (input + recurrent bias),
 /// r (the same), the candidate's input bias and its recurrent bias.
 #[derive(Debug, Clone)]
 pub struct Packed {
     /// The step this packing is for.
     pub kind: FusedKind,
+    /// The instruction set it runs on (`Avx512` or `Avx2`).
+    pub isa: Kernels,
     /// Units.
     pub units: usize,
     /// Input features.
     pub features: usize,
+    lanes: usize,
     panels: usize,
     w: Vec<f32>,
     init: Vec<f32>,
 }
 
 impl Packed {
-    /// Packs `w` (validated Keras-layout weights of the kind `kind` was chosen for).
-    pub fn new(w: &CellWeights<f32>, kind: FusedKind) -> Packed {
+    /// Packs `w` (validated Keras-layout weights of the kind `kind` was chosen for) for `isa`.
+    pub fn new(w: &CellWeights<f32>, kind: FusedKind, isa: Kernels) -> Packed {
         let (u, f) = (w.units, w.features);
         let g = kind.gates();
-        let panels = u.div_ceil(NR);
-        let row = g * NR;
+        let lanes = if isa == Kernels::Avx512 { 16 } else { 8 };
+        let panels = u.div_ceil(lanes);
+        let row = g * lanes;
         let mut data = vec![0.0f32; panels * (f + u) * row];
-        let mut init = vec![0.0f32; panels * 4 * NR];
+        let mut init = vec![0.0f32; panels * 4 * lanes];
         for p in 0..panels {
             let base = p * (f + u) * row;
-            for j in 0..NR {
-                let unit = p * NR + j;
+            for j in 0..lanes {
+                let unit = p * lanes + j;
                 if unit >= u {
                     continue;
                 }
                 for gate in 0..g {
                     let col = gate * u + unit;
                     for k in 0..f {
-                        data[base + k * row + gate * NR + j] = w.kernel[[k, col]];
+                        data[base + k * row + gate * lanes + j] = w.kernel[[k, col]];
                     }
                     for k in 0..u {
-                        data[base + (f + k) * row + gate * NR + j] = w.recurrent_kernel[[k, col]];
+                        data[base + (f + k) * row + gate * lanes + j] =
+                            w.recurrent_kernel[[k, col]];
                     }
                 }
                 let b = |gate: usize| w.bias.as_ref().map_or(0.0, |b| b[gate * u + unit]);
@@ -144,14 +155,16 @@ impl Packed {
                     FusedKind::GruResetAfter => [b(0) + rb(0), b(1) + rb(1), b(2), rb(2)],
                 };
                 for (s, v) in slots.into_iter().enumerate() {
-                    init[p * 4 * NR + s * NR + j] = v;
+                    init[p * 4 * lanes + s * lanes + j] = v;
                 }
             }
         }
         Packed {
             kind,
+            isa,
             units: u,
             features: f,
+            lanes,
             panels,
             w: data,
             init,
@@ -186,14 +199,18 @@ pub struct StepPtrs {
 /// Runs one step for a block of sequences.
 ///
 /// # Safety
-/// The CPU must support AVX-512F (as [`fused_kind`] checks), `packed` must be the packing of the weights
-/// for this step's kind, and every pointer in `p` must be valid for the rows it addresses (`rows` rows of
-/// `features` floats for `x`, of `units` floats for the others), with outputs not overlapping inputs.
+/// The CPU must support `packed.isa` (as [`fused_kind`] checks), `packed` must be the packing of the
+/// weights for this step's kind, and every pointer in `p` must be valid for the rows it addresses (`rows`
+/// rows of `features` floats for `x`, of `units` floats for the others), with outputs not overlapping
+/// inputs.
 pub unsafe fn step(packed: &Packed, p: &StepPtrs) {
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: forwarded from the caller's contract.
+    // SAFETY: forwarded from the caller's contract; the entry point matches `packed.isa`.
     unsafe {
-        avx512::step(packed, p)
+        match packed.isa {
+            Kernels::Avx512 => x86::step_avx512(packed, p),
+            _ => x86::step_avx2(packed, p),
+        }
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -202,33 +219,232 @@ pub unsafe fn step(packed: &Packed, p: &StepPtrs) {
     }
 }
 
+/// The vector operations the kernels need, for one instruction set. Every method is `unsafe`: it may only
+/// run inside a function compiled with that instruction set (the `step_*` entry points), into which it is
+/// inlined.
 #[cfg(target_arch = "x86_64")]
-mod avx512 {
-    use super::{FusedKind, MR, NR, Packed, StepPtrs};
+trait Simd {
+    /// f32 lanes per vector.
+    const LANES: usize;
+    /// A vector of f32.
+    type V: Copy;
+    /// Which lanes a partial load or store touches.
+    type M: Copy;
+    unsafe fn first(n: usize) -> Self::M;
+    unsafe fn splat(v: f32) -> Self::V;
+    unsafe fn load(p: *const f32) -> Self::V;
+    unsafe fn load_part(m: Self::M, p: *const f32) -> Self::V;
+    unsafe fn store_part(p: *mut f32, m: Self::M, v: Self::V);
+    unsafe fn add(a: Self::V, b: Self::V) -> Self::V;
+    unsafe fn sub(a: Self::V, b: Self::V) -> Self::V;
+    unsafe fn mul(a: Self::V, b: Self::V) -> Self::V;
+    /// `a·b + c`.
+    unsafe fn fmadd(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+    /// `c − a·b`.
+    unsafe fn fnmadd(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+    /// `max(lo, x)`, `min(hi, x)`: NaN in `x` passes through.
+    unsafe fn max(lo: Self::V, x: Self::V) -> Self::V;
+    unsafe fn min(hi: Self::V, x: Self::V) -> Self::V;
+    unsafe fn abs(a: Self::V) -> Self::V;
+    unsafe fn round(a: Self::V) -> Self::V;
+    /// `y·2^n` for integral `n` in [−126, 127].
+    unsafe fn scale2(y: Self::V, n: Self::V) -> Self::V;
+    /// `1/d` for `d ≥ 1`.
+    unsafe fn recip(d: Self::V) -> Self::V;
+    /// Per lane: `a < b ? yes : no`.
+    unsafe fn lt_select(a: Self::V, b: Self::V, yes: Self::V, no: Self::V) -> Self::V;
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{FusedKind, Packed, Simd, StepPtrs};
     use std::arch::x86_64::*;
 
-    // The intrinsics below are only reached from `step`, compiled with AVX-512F enabled; the helpers are
-    // `#[inline(always)]` so they inline into it and use its target features.
+    /// AVX-512F: 16 lanes, mask registers.
+    pub(super) struct Avx512;
 
-    #[inline(always)]
-    unsafe fn splat(v: f32) -> __m512 {
-        unsafe { _mm512_set1_ps(v) }
+    impl Simd for Avx512 {
+        const LANES: usize = 16;
+        type V = __m512;
+        type M = __mmask16;
+        #[inline(always)]
+        unsafe fn first(n: usize) -> __mmask16 {
+            if n >= 16 {
+                0xFFFF
+            } else {
+                ((1u32 << n) - 1) as __mmask16
+            }
+        }
+        #[inline(always)]
+        unsafe fn splat(v: f32) -> __m512 {
+            unsafe { _mm512_set1_ps(v) }
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> __m512 {
+            unsafe { _mm512_loadu_ps(p) }
+        }
+        #[inline(always)]
+        unsafe fn load_part(m: __mmask16, p: *const f32) -> __m512 {
+            unsafe { _mm512_maskz_loadu_ps(m, p) }
+        }
+        #[inline(always)]
+        unsafe fn store_part(p: *mut f32, m: __mmask16, v: __m512) {
+            unsafe { _mm512_mask_storeu_ps(p, m, v) }
+        }
+        #[inline(always)]
+        unsafe fn add(a: __m512, b: __m512) -> __m512 {
+            unsafe { _mm512_add_ps(a, b) }
+        }
+        #[inline(always)]
+        unsafe fn sub(a: __m512, b: __m512) -> __m512 {
+            unsafe { _mm512_sub_ps(a, b) }
+        }
+        #[inline(always)]
+        unsafe fn mul(a: __m512, b: __m512) -> __m512 {
+            unsafe { _mm512_mul_ps(a, b) }
+        }
+        #[inline(always)]
+        unsafe fn fmadd(a: __m512, b: __m512, c: __m512) -> __m512 {
+            unsafe { _mm512_fmadd_ps(a, b, c) }
+        }
+        #[inline(always)]
+        unsafe fn fnmadd(a: __m512, b: __m512, c: __m512) -> __m512 {
+            unsafe { _mm512_fnmadd_ps(a, b, c) }
+        }
+        #[inline(always)]
+        unsafe fn max(lo: __m512, x: __m512) -> __m512 {
+            // max/min return their second operand when either is NaN.
+            unsafe { _mm512_max_ps(lo, x) }
+        }
+        #[inline(always)]
+        unsafe fn min(hi: __m512, x: __m512) -> __m512 {
+            unsafe { _mm512_min_ps(hi, x) }
+        }
+        #[inline(always)]
+        unsafe fn abs(a: __m512) -> __m512 {
+            unsafe { _mm512_abs_ps(a) }
+        }
+        #[inline(always)]
+        unsafe fn round(a: __m512) -> __m512 {
+            unsafe { _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(a) }
+        }
+        #[inline(always)]
+        unsafe fn scale2(y: __m512, n: __m512) -> __m512 {
+            unsafe { _mm512_scalef_ps(y, n) }
+        }
+        #[inline(always)]
+        unsafe fn recip(d: __m512) -> __m512 {
+            // The 14-bit estimate and one Newton step: within an ulp of the division, several times
+            // faster (divisions would dominate the step's epilogue).
+            unsafe {
+                let r = _mm512_rcp14_ps(d);
+                _mm512_fmadd_ps(r, _mm512_fnmadd_ps(d, r, _mm512_set1_ps(1.0)), r)
+            }
+        }
+        #[inline(always)]
+        unsafe fn lt_select(a: __m512, b: __m512, yes: __m512, no: __m512) -> __m512 {
+            unsafe { _mm512_mask_blend_ps(_mm512_cmp_ps_mask::<_CMP_LT_OQ>(a, b), no, yes) }
+        }
     }
 
-    /// Cephes `expf` on 16 lanes: n = round(x·log2 e), r = x − n·ln 2 (in two parts, with fused
-    /// multiply-adds), the same degree-5 polynomial for e^r (Horner with fused multiply-adds), and the
-    /// scaling by 2^n through `vscalefps`. Inputs are clamped to [−87.3, 88] as in the portable version.
+    /// AVX2 with FMA: 8 lanes, lane masks in integer vectors.
+    pub(super) struct Avx2;
+
+    impl Simd for Avx2 {
+        const LANES: usize = 8;
+        type V = __m256;
+        type M = __m256i;
+        #[inline(always)]
+        unsafe fn first(n: usize) -> __m256i {
+            let n = n.min(8) as i32;
+            unsafe {
+                _mm256_cmpgt_epi32(
+                    _mm256_set1_epi32(n),
+                    _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+                )
+            }
+        }
+        #[inline(always)]
+        unsafe fn splat(v: f32) -> __m256 {
+            unsafe { _mm256_set1_ps(v) }
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> __m256 {
+            unsafe { _mm256_loadu_ps(p) }
+        }
+        #[inline(always)]
+        unsafe fn load_part(m: __m256i, p: *const f32) -> __m256 {
+            unsafe { _mm256_maskload_ps(p, m) }
+        }
+        #[inline(always)]
+        unsafe fn store_part(p: *mut f32, m: __m256i, v: __m256) {
+            unsafe { _mm256_maskstore_ps(p, m, v) }
+        }
+        #[inline(always)]
+        unsafe fn add(a: __m256, b: __m256) -> __m256 {
+            unsafe { _mm256_add_ps(a, b) }
+        }
+        #[inline(always)]
+        unsafe fn sub(a: __m256, b: __m256) -> __m256 {
+            unsafe { _mm256_sub_ps(a, b) }
+        }
+        #[inline(always)]
+        unsafe fn mul(a: __m256, b: __m256) -> __m256 {
+            unsafe { _mm256_mul_ps(a, b) }
+        }
+        #[inline(always)]
+        unsafe fn fmadd(a: __m256, b: __m256, c: __m256) -> __m256 {
+            unsafe { _mm256_fmadd_ps(a, b, c) }
+        }
+        #[inline(always)]
+        unsafe fn fnmadd(a: __m256, b: __m256, c: __m256) -> __m256 {
+            unsafe { _mm256_fnmadd_ps(a, b, c) }
+        }
+        #[inline(always)]
+        unsafe fn max(lo: __m256, x: __m256) -> __m256 {
+            unsafe { _mm256_max_ps(lo, x) }
+        }
+        #[inline(always)]
+        unsafe fn min(hi: __m256, x: __m256) -> __m256 {
+            unsafe { _mm256_min_ps(hi, x) }
+        }
+        #[inline(always)]
+        unsafe fn abs(a: __m256) -> __m256 {
+            unsafe { _mm256_and_ps(a, _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFF_FFFF))) }
+        }
+        #[inline(always)]
+        unsafe fn round(a: __m256) -> __m256 {
+            unsafe { _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(a) }
+        }
+        #[inline(always)]
+        unsafe fn scale2(y: __m256, n: __m256) -> __m256 {
+            // 2^n through the exponent bits (n is integral; NaN lanes stay NaN through `y`).
+            unsafe {
+                let e = _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127));
+                _mm256_mul_ps(y, _mm256_castsi256_ps(_mm256_slli_epi32::<23>(e)))
+            }
+        }
+        #[inline(always)]
+        unsafe fn recip(d: __m256) -> __m256 {
+            unsafe { _mm256_div_ps(_mm256_set1_ps(1.0), d) }
+        }
+        #[inline(always)]
+        unsafe fn lt_select(a: __m256, b: __m256, yes: __m256, no: __m256) -> __m256 {
+            unsafe { _mm256_blendv_ps(no, yes, _mm256_cmp_ps::<_CMP_LT_OQ>(a, b)) }
+        }
+    }
+
+    /// Cephes `expf`: n = round(x·log2 e), r = x − n·ln 2 (in two parts, with fused multiply-adds), the
+    /// degree-5 polynomial for e^r, scaled by 2^n. Inputs are clamped to [−87.3, 88] as in the portable
+    /// version.
     #[inline(always)]
-    unsafe fn exp(x: __m512) -> __m512 {
+    unsafe fn exp<S: Simd>(x: S::V) -> S::V {
         unsafe {
-            // max/min return their second operand when either is NaN: NaN passes through.
-            let x = _mm512_min_ps(splat(88.0), _mm512_max_ps(splat(-87.3), x));
-            let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
-                _mm512_mul_ps(x, splat(std::f32::consts::LOG2_E)),
-            );
-            let r = _mm512_fnmadd_ps(n, splat(0.693_359_4), x);
-            let r = _mm512_fnmadd_ps(n, splat(-2.121_944_4e-4), r);
-            let mut p = splat(1.987_569_1e-4);
+            let x = S::min(S::splat(88.0), S::max(S::splat(-87.3), x));
+            let n = S::round(S::mul(x, S::splat(std::f32::consts::LOG2_E)));
+            let r = S::fnmadd(n, S::splat(0.693_359_4), x);
+            let r = S::fnmadd(n, S::splat(-2.121_944_4e-4), r);
+            let mut p = S::splat(1.987_569_1e-4);
             for c in [
                 1.398_199_9e-3,
                 8.333_452e-3,
@@ -236,94 +452,98 @@ mod avx512 {
                 1.666_666_5e-1,
                 5.000_000_1e-1,
             ] {
-                p = _mm512_fmadd_ps(p, r, splat(c));
+                p = S::fmadd(p, r, S::splat(c));
             }
-            let y = _mm512_add_ps(_mm512_fmadd_ps(p, _mm512_mul_ps(r, r), r), splat(1.0));
-            _mm512_scalef_ps(y, n)
-        }
-    }
-
-    /// `1 / d` for `d ≥ 1` (or NaN): the 14-bit reciprocal estimate and one Newton step, within an ulp
-    /// of the division and several times faster (divisions would dominate the step's epilogue).
-    #[inline(always)]
-    unsafe fn recip(d: __m512) -> __m512 {
-        unsafe {
-            let r = _mm512_rcp14_ps(d);
-            _mm512_fmadd_ps(r, _mm512_fnmadd_ps(d, r, splat(1.0)), r)
+            let y = S::add(S::fmadd(p, S::mul(r, r), r), S::splat(1.0));
+            S::scale2(y, n)
         }
     }
 
     #[inline(always)]
-    pub(super) unsafe fn sigmoid(x: __m512) -> __m512 {
+    pub(super) unsafe fn sigmoid<S: Simd>(x: S::V) -> S::V {
         unsafe {
-            let e = exp(_mm512_sub_ps(_mm512_setzero_ps(), x));
-            recip(_mm512_add_ps(splat(1.0), e))
+            let e = exp::<S>(S::sub(S::splat(0.0), x));
+            S::recip(S::add(S::splat(1.0), e))
         }
     }
 
+    /// Cephes' odd polynomial for |x| < 0.625, `1 − 2/(e^{2|x|} + 1)` beyond, sign restored.
     #[inline(always)]
-    pub(super) unsafe fn tanh(x: __m512) -> __m512 {
+    pub(super) unsafe fn tanh<S: Simd>(x: S::V) -> S::V {
         unsafe {
-            let ax = _mm512_abs_ps(x);
-            let z = _mm512_mul_ps(x, x);
-            let mut p = splat(-5.704_988_7e-3);
+            let ax = S::abs(x);
+            let z = S::mul(x, x);
+            let mut p = S::splat(-5.704_988_7e-3);
             for c in [
                 2.063_908_9e-2,
                 -5.373_971_6e-2,
                 1.333_144_2e-1,
                 -3.333_328_2e-1,
             ] {
-                p = _mm512_fmadd_ps(p, z, splat(c));
+                p = S::fmadd(p, z, S::splat(c));
             }
-            let small = _mm512_fmadd_ps(_mm512_mul_ps(p, z), x, x);
-            let e = exp(_mm512_mul_ps(splat(2.0), ax));
-            let big = _mm512_fnmadd_ps(splat(2.0), recip(_mm512_add_ps(e, splat(1.0))), splat(1.0));
-            let neg = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, _mm512_setzero_ps());
-            let big = _mm512_mask_sub_ps(big, neg, _mm512_setzero_ps(), big);
-            let is_small = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(ax, splat(0.625));
-            _mm512_mask_blend_ps(is_small, big, small)
+            let small = S::fmadd(S::mul(p, z), x, x);
+            let e = exp::<S>(S::mul(S::splat(2.0), ax));
+            let big = S::fnmadd(
+                S::splat(2.0),
+                S::recip(S::add(e, S::splat(1.0))),
+                S::splat(1.0),
+            );
+            let big = S::lt_select(x, S::splat(0.0), S::sub(S::splat(0.0), big), big);
+            S::lt_select(ax, S::splat(0.625), small, big)
         }
     }
 
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn step(packed: &Packed, p: &StepPtrs) {
+    pub(super) unsafe fn step_avx512(packed: &Packed, p: &StepPtrs) {
+        // SAFETY: forwarded; AVX-512F is enabled here.
+        unsafe { run::<Avx512, 6>(packed, p) }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn step_avx2(packed: &Packed, p: &StepPtrs) {
+        // SAFETY: forwarded; AVX2 and FMA are enabled here.
+        unsafe { run::<Avx2, 2>(packed, p) }
+    }
+
+    /// The step: panels of `S::LANES` units, tiles of up to `MR` rows.
+    #[inline(always)]
+    unsafe fn run<S: Simd, const MR: usize>(packed: &Packed, p: &StepPtrs) {
         let (u, f) = (packed.units, packed.features);
-        let g = packed.kind.gates();
-        let panel_len = (f + u) * g * NR;
+        let lanes = S::LANES;
+        assert_eq!(
+            packed.lanes, lanes,
+            "weights packed for another instruction set"
+        );
+        let panel_len = (f + u) * packed.kind.gates() * lanes;
         for panel in 0..packed.panels {
-            let off = panel * NR;
-            let mask: __mmask16 = if off + NR <= u {
-                0xFFFF
-            } else {
-                ((1u32 << (u - off)) - 1) as __mmask16
-            };
+            let off = panel * lanes;
             // SAFETY (whole block): the panel's weights and initial values are inside the packing; the
-            // rows passed on are inside the caller's buffers.
+            // rows passed on are inside the caller's buffers; partial panels use lane masks.
             unsafe {
-                let w = packed.w.as_ptr().add(panel * panel_len);
-                let init = packed.init.as_ptr().add(panel * 4 * NR);
+                let t = Tile::<S> {
+                    w: packed.w.as_ptr().add(panel * panel_len),
+                    init: packed.init.as_ptr().add(panel * 4 * lanes),
+                    off,
+                    mask: S::first(u - off),
+                    r0: 0,
+                };
                 let mut r0 = 0;
                 while r0 < p.rows {
-                    let t = Tile {
-                        w,
-                        init,
-                        off,
-                        mask,
-                        r0,
-                    };
-                    match (packed.kind, p.rows - r0) {
-                        (FusedKind::Lstm, 6..) => lstm::<6>(packed, p, &t),
-                        (FusedKind::Lstm, 5) => lstm::<5>(packed, p, &t),
-                        (FusedKind::Lstm, 4) => lstm::<4>(packed, p, &t),
-                        (FusedKind::Lstm, 3) => lstm::<3>(packed, p, &t),
-                        (FusedKind::Lstm, 2) => lstm::<2>(packed, p, &t),
-                        (FusedKind::Lstm, _) => lstm::<1>(packed, p, &t),
-                        (FusedKind::GruResetAfter, 6..) => gru::<6>(packed, p, &t),
-                        (FusedKind::GruResetAfter, 5) => gru::<5>(packed, p, &t),
-                        (FusedKind::GruResetAfter, 4) => gru::<4>(packed, p, &t),
-                        (FusedKind::GruResetAfter, 3) => gru::<3>(packed, p, &t),
-                        (FusedKind::GruResetAfter, 2) => gru::<2>(packed, p, &t),
-                        (FusedKind::GruResetAfter, _) => gru::<1>(packed, p, &t),
+                    let t = Tile::<S> { r0, ..t };
+                    match (packed.kind, (p.rows - r0).min(MR)) {
+                        (FusedKind::Lstm, 6) => lstm::<S, 6>(packed, p, &t),
+                        (FusedKind::Lstm, 5) => lstm::<S, 5>(packed, p, &t),
+                        (FusedKind::Lstm, 4) => lstm::<S, 4>(packed, p, &t),
+                        (FusedKind::Lstm, 3) => lstm::<S, 3>(packed, p, &t),
+                        (FusedKind::Lstm, 2) => lstm::<S, 2>(packed, p, &t),
+                        (FusedKind::Lstm, _) => lstm::<S, 1>(packed, p, &t),
+                        (FusedKind::GruResetAfter, 6) => gru::<S, 6>(packed, p, &t),
+                        (FusedKind::GruResetAfter, 5) => gru::<S, 5>(packed, p, &t),
+                        (FusedKind::GruResetAfter, 4) => gru::<S, 4>(packed, p, &t),
+                        (FusedKind::GruResetAfter, 3) => gru::<S, 3>(packed, p, &t),
+                        (FusedKind::GruResetAfter, 2) => gru::<S, 2>(packed, p, &t),
+                        (FusedKind::GruResetAfter, _) => gru::<S, 1>(packed, p, &t),
                     }
                     r0 += MR;
                 }
@@ -333,131 +553,133 @@ mod avx512 {
 
     /// One tile: the panel's packed weights and initial values, its first unit and lane mask, and the
     /// tile's first row.
-    struct Tile {
+    struct Tile<S: Simd> {
         w: *const f32,
         init: *const f32,
         off: usize,
-        mask: __mmask16,
+        mask: S::M,
         r0: usize,
     }
 
-    /// Accumulates `init + x·W + h·U` for `N` rows into four accumulators per row; `S` is the number of
+    impl<S: Simd> Clone for Tile<S> {
+        fn clone(&self) -> Self {
+            *self
+        }
+    }
+    impl<S: Simd> Copy for Tile<S> {}
+
+    /// Accumulates `init + x·W + h·U` for `N` rows into four accumulators per row; `G` is the number of
     /// weight slots per packed row (4 LSTM, 3 GRU), and `to` maps a slot to its accumulator for the input
     /// part (`to.0`) and the recurrent part (`to.1`).
     #[inline(always)]
-    unsafe fn accumulate<const N: usize, const S: usize>(
+    unsafe fn accumulate<S: Simd, const N: usize, const G: usize>(
         packed: &Packed,
         p: &StepPtrs,
-        t: &Tile,
-        to: ([usize; S], [usize; S]),
-    ) -> [[__m512; 4]; N] {
+        t: &Tile<S>,
+        to: ([usize; G], [usize; G]),
+    ) -> [[S::V; 4]; N] {
         unsafe {
             let (u, f) = (packed.units, packed.features);
-            let mut acc = [[_mm512_setzero_ps(); 4]; N];
+            let l = S::LANES;
             let init = [
-                _mm512_loadu_ps(t.init),
-                _mm512_loadu_ps(t.init.add(NR)),
-                _mm512_loadu_ps(t.init.add(2 * NR)),
-                _mm512_loadu_ps(t.init.add(3 * NR)),
+                S::load(t.init),
+                S::load(t.init.add(l)),
+                S::load(t.init.add(2 * l)),
+                S::load(t.init.add(3 * l)),
             ];
-            for a in acc.iter_mut() {
-                *a = init;
-            }
+            let mut acc = [init; N];
             let xr: [*const f32; N] = std::array::from_fn(|r| p.x.add((t.r0 + r) * p.x_stride));
             let hr: [*const f32; N] = std::array::from_fn(|r| p.h_prev.add((t.r0 + r) * u));
             let mut w = t.w;
             for k in 0..f {
-                let ws: [__m512; S] = std::array::from_fn(|s| _mm512_loadu_ps(w.add(s * NR)));
+                let ws: [S::V; G] = std::array::from_fn(|s| S::load(w.add(s * l)));
                 for r in 0..N {
-                    let a = _mm512_set1_ps(*xr[r].add(k));
-                    for s in 0..S {
-                        acc[r][to.0[s]] = _mm512_fmadd_ps(a, ws[s], acc[r][to.0[s]]);
+                    let a = S::splat(*xr[r].add(k));
+                    for s in 0..G {
+                        acc[r][to.0[s]] = S::fmadd(a, ws[s], acc[r][to.0[s]]);
                     }
                 }
-                w = w.add(S * NR);
+                w = w.add(G * l);
             }
             for k in 0..u {
-                let ws: [__m512; S] = std::array::from_fn(|s| _mm512_loadu_ps(w.add(s * NR)));
+                let ws: [S::V; G] = std::array::from_fn(|s| S::load(w.add(s * l)));
                 for r in 0..N {
-                    let a = _mm512_set1_ps(*hr[r].add(k));
-                    for s in 0..S {
-                        acc[r][to.1[s]] = _mm512_fmadd_ps(a, ws[s], acc[r][to.1[s]]);
+                    let a = S::splat(*hr[r].add(k));
+                    for s in 0..G {
+                        acc[r][to.1[s]] = S::fmadd(a, ws[s], acc[r][to.1[s]]);
                     }
                 }
-                w = w.add(S * NR);
+                w = w.add(G * l);
             }
             acc
         }
     }
 
     #[inline(always)]
-    unsafe fn store(dst: *mut f32, row: usize, t: &Tile, u: usize, v: __m512) {
-        unsafe { _mm512_mask_storeu_ps(dst.add(row * u + t.off), t.mask, v) }
+    unsafe fn store<S: Simd>(dst: *mut f32, row: usize, t: &Tile<S>, u: usize, v: S::V) {
+        unsafe { S::store_part(dst.add(row * u + t.off), t.mask, v) }
     }
 
     #[inline(always)]
-    unsafe fn load(src: *const f32, row: usize, t: &Tile, u: usize) -> __m512 {
-        unsafe { _mm512_maskz_loadu_ps(t.mask, src.add(row * u + t.off)) }
+    unsafe fn load<S: Simd>(src: *const f32, row: usize, t: &Tile<S>, u: usize) -> S::V {
+        unsafe { S::load_part(t.mask, src.add(row * u + t.off)) }
     }
 
     #[inline(always)]
-    unsafe fn lstm<const N: usize>(packed: &Packed, p: &StepPtrs, t: &Tile) {
+    unsafe fn lstm<S: Simd, const N: usize>(packed: &Packed, p: &StepPtrs, t: &Tile<S>) {
         unsafe {
             let u = packed.units;
-            let acc = accumulate::<N, 4>(packed, p, t, ([0, 1, 2, 3], [0, 1, 2, 3]));
+            let acc = accumulate::<S, N, 4>(packed, p, t, ([0, 1, 2, 3], [0, 1, 2, 3]));
             for (r, a) in acc.iter().enumerate() {
                 let row = t.r0 + r;
                 if !p.pre[0].is_null() {
                     for (k, v) in a.iter().enumerate() {
-                        store(p.pre[k], row, t, u, *v);
+                        store::<S>(p.pre[k], row, t, u, *v);
                     }
                 }
-                let i = sigmoid(a[0]);
-                let fg = sigmoid(a[1]);
-                let cand = tanh(a[2]);
-                let o = sigmoid(a[3]);
-                let c_old = load(p.c_prev, row, t, u);
-                let c = _mm512_add_ps(_mm512_mul_ps(fg, c_old), _mm512_mul_ps(i, cand));
-                let h = _mm512_mul_ps(o, tanh(c));
+                let i = sigmoid::<S>(a[0]);
+                let fg = sigmoid::<S>(a[1]);
+                let cand = tanh::<S>(a[2]);
+                let o = sigmoid::<S>(a[3]);
+                let c_old = load::<S>(p.c_prev, row, t, u);
+                let c = S::add(S::mul(fg, c_old), S::mul(i, cand));
+                let h = S::mul(o, tanh::<S>(c));
                 if !p.gates[0].is_null() {
                     for (k, v) in [i, fg, cand, o].into_iter().enumerate() {
-                        store(p.gates[k], row, t, u, v);
+                        store::<S>(p.gates[k], row, t, u, v);
                     }
                 }
-                store(p.c_new, row, t, u, c);
-                store(p.h_new, row, t, u, h);
+                store::<S>(p.c_new, row, t, u, c);
+                store::<S>(p.h_new, row, t, u, h);
             }
         }
     }
 
     #[inline(always)]
-    unsafe fn gru<const N: usize>(packed: &Packed, p: &StepPtrs, t: &Tile) {
+    unsafe fn gru<S: Simd, const N: usize>(packed: &Packed, p: &StepPtrs, t: &Tile<S>) {
         unsafe {
             let u = packed.units;
             // Accumulators: z, r, the candidate's input part, its recurrent part.
-            let acc = accumulate::<N, 3>(packed, p, t, ([0, 1, 2], [0, 1, 3]));
+            let acc = accumulate::<S, N, 3>(packed, p, t, ([0, 1, 2], [0, 1, 3]));
             for (r, a) in acc.iter().enumerate() {
                 let row = t.r0 + r;
-                let z = sigmoid(a[0]);
-                let rg = sigmoid(a[1]);
-                let pre_h = _mm512_add_ps(a[2], _mm512_mul_ps(rg, a[3]));
-                let cand = tanh(pre_h);
-                let h_old = load(p.h_prev, row, t, u);
-                let h = _mm512_add_ps(
-                    _mm512_mul_ps(z, h_old),
-                    _mm512_mul_ps(_mm512_sub_ps(splat(1.0), z), cand),
-                );
+                let z = sigmoid::<S>(a[0]);
+                let rg = sigmoid::<S>(a[1]);
+                let pre_h = S::add(a[2], S::mul(rg, a[3]));
+                let cand = tanh::<S>(pre_h);
+                let h_old = load::<S>(p.h_prev, row, t, u);
+                let h = S::add(S::mul(z, h_old), S::mul(S::sub(S::splat(1.0), z), cand));
                 if !p.pre[0].is_null() {
                     for (k, v) in [a[0], a[1], pre_h].into_iter().enumerate() {
-                        store(p.pre[k], row, t, u, v);
+                        store::<S>(p.pre[k], row, t, u, v);
                     }
                 }
                 if !p.gates[0].is_null() {
                     for (k, v) in [z, rg, cand].into_iter().enumerate() {
-                        store(p.gates[k], row, t, u, v);
+                        store::<S>(p.gates[k], row, t, u, v);
                     }
                 }
-                store(p.h_new, row, t, u, h);
+                store::<S>(p.h_new, row, t, u, h);
             }
         }
     }
@@ -465,25 +687,23 @@ mod avx512 {
 
 #[cfg(all(test, target_arch = "x86_64"))]
 mod tests {
-    use super::avx512;
+    use super::x86::{self, Avx2, Avx512};
     use std::arch::x86_64::*;
 
-    /// Largest error of a 16-lane function in units of the f32 spacing at the exact (f64) value.
-    fn max_ulps(f: unsafe fn(__m512) -> __m512, exact: fn(f64) -> f64, lo: f32, hi: f32) -> f64 {
-        #[target_feature(enable = "avx512f")]
-        unsafe fn eval(f: unsafe fn(__m512) -> __m512, x: &[f32; 16]) -> [f32; 16] {
-            let mut out = [0.0f32; 16];
-            // SAFETY: AVX-512F is enabled here and checked by the caller; the arrays hold 16 floats.
-            unsafe { _mm512_storeu_ps(out.as_mut_ptr(), f(_mm512_loadu_ps(x.as_ptr()))) };
-            out
-        }
+    /// Largest error of a function on 16 values in units of the f32 spacing at the exact (f64) value.
+    fn max_ulps(
+        f: unsafe fn(&[f32; 16]) -> [f32; 16],
+        exact: fn(f64) -> f64,
+        lo: f32,
+        hi: f32,
+    ) -> f64 {
         let n = 200_000;
         let mut worst = 0.0f64;
         for chunk in 0..n / 16 {
             let x: [f32; 16] =
                 std::array::from_fn(|j| lo + (hi - lo) * ((chunk * 16 + j) as f32 / n as f32));
-            // SAFETY: only called after checking for AVX-512F.
-            let y = unsafe { eval(f, &x) };
+            // SAFETY: only called after checking the CPU for the function's instruction set.
+            let y = unsafe { f(&x) };
             for (xv, yv) in x.iter().zip(y) {
                 let e = exact(*xv as f64);
                 let ulp = ((e as f32).abs().max(f32::MIN_POSITIVE) as f64) * f32::EPSILON as f64;
@@ -493,24 +713,99 @@ mod tests {
         worst
     }
 
-    #[test]
-    fn avx512_sigmoid_and_tanh_are_within_a_few_ulps() {
-        if !std::is_x86_feature_detected!("avx512f") {
-            eprintln!("no AVX-512F on this CPU: the fused kernels are not used here");
-            return;
+    #[target_feature(enable = "avx512f")]
+    unsafe fn sig512(x: &[f32; 16]) -> [f32; 16] {
+        let mut out = [0.0f32; 16];
+        // SAFETY: AVX-512F is enabled; the arrays hold 16 floats.
+        unsafe {
+            let v = x86::sigmoid::<Avx512>(_mm512_loadu_ps(x.as_ptr()));
+            _mm512_storeu_ps(out.as_mut_ptr(), v);
         }
-        #[target_feature(enable = "avx512f")]
-        unsafe fn sig(x: __m512) -> __m512 {
-            unsafe { avx512::sigmoid(x) }
+        out
+    }
+
+    #[target_feature(enable = "avx512f")]
+    unsafe fn tanh512(x: &[f32; 16]) -> [f32; 16] {
+        let mut out = [0.0f32; 16];
+        // SAFETY: as above.
+        unsafe {
+            let v = x86::tanh::<Avx512>(_mm512_loadu_ps(x.as_ptr()));
+            _mm512_storeu_ps(out.as_mut_ptr(), v);
         }
-        #[target_feature(enable = "avx512f")]
-        unsafe fn th(x: __m512) -> __m512 {
-            unsafe { avx512::tanh(x) }
+        out
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn sig256(x: &[f32; 16]) -> [f32; 16] {
+        let mut out = [0.0f32; 16];
+        // SAFETY: AVX2 and FMA are enabled; two halves of 8 floats.
+        unsafe {
+            for h in 0..2 {
+                let v = x86::sigmoid::<Avx2>(_mm256_loadu_ps(x.as_ptr().add(8 * h)));
+                _mm256_storeu_ps(out.as_mut_ptr().add(8 * h), v);
+            }
         }
+        out
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn tanh256(x: &[f32; 16]) -> [f32; 16] {
+        let mut out = [0.0f32; 16];
+        // SAFETY: as above.
+        unsafe {
+            for h in 0..2 {
+                let v = x86::tanh::<Avx2>(_mm256_loadu_ps(x.as_ptr().add(8 * h)));
+                _mm256_storeu_ps(out.as_mut_ptr().add(8 * h), v);
+            }
+        }
+        out
+    }
+
+    fn check(
+        name: &str,
+        sig: unsafe fn(&[f32; 16]) -> [f32; 16],
+        th: unsafe fn(&[f32; 16]) -> [f32; 16],
+    ) {
         let s = max_ulps(sig, |x| 1.0 / (1.0 + (-x).exp()), -30.0, 30.0);
-        assert!(s < 4.0, "sigmoid max error {s} ulp");
+        assert!(s < 4.0, "{name} sigmoid max error {s} ulp");
         let t = max_ulps(th, f64::tanh, -12.0, 12.0);
-        assert!(t < 4.0, "tanh max error {t} ulp");
-        eprintln!("AVX-512 sigmoid {s:.2} ulp, tanh {t:.2} ulp");
+        assert!(t < 4.0, "{name} tanh max error {t} ulp");
+        eprintln!("{name}: sigmoid {s:.2} ulp, tanh {t:.2} ulp");
+        // Extremes and NaN, as the portable versions.
+        let mut x = [0.0f32; 16];
+        x[..8].copy_from_slice(&[
+            0.0,
+            -100.0,
+            100.0,
+            f32::NAN,
+            -50.0,
+            50.0,
+            1e-30,
+            f32::INFINITY,
+        ]);
+        // SAFETY: as above.
+        let (sv, tv) = unsafe { (sig(&x), th(&x)) };
+        assert_eq!(sv[0], 0.5, "{name}");
+        assert!(
+            sv[1] >= 0.0 && sv[1] < 1e-30 && sv[2] == 1.0 && sv[3].is_nan(),
+            "{name} {sv:?}"
+        );
+        assert_eq!(&tv[..3], &[0.0, -1.0, 1.0], "{name}");
+        assert!(tv[3].is_nan(), "{name}");
+        assert_eq!(&tv[4..8], &[-1.0, 1.0, 1e-30, 1.0], "{name}");
+    }
+
+    #[test]
+    fn vector_sigmoid_and_tanh_are_within_a_few_ulps() {
+        if std::is_x86_feature_detected!("avx512f") {
+            check("AVX-512", sig512, tanh512);
+        } else {
+            eprintln!("no AVX-512F on this CPU: its kernels are not used here");
+        }
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            check("AVX2", sig256, tanh256);
+        } else {
+            eprintln!("no AVX2+FMA on this CPU: its kernels are not used here");
+        }
     }
 }

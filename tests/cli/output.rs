@@ -205,7 +205,7 @@ fn quiet_prints_only_the_verdict() {
 /// depends on the kernels (the AVX-512 fused steps sum in another order than the portable ones). They run
 /// the portable kernels so the snapshot is the same on every CPU; the goldens check both.
 fn portable(cmd: &mut assert_cmd::Command) -> &mut assert_cmd::Command {
-    cmd.env("RNNTRACE_PORTABLE", "1")
+    cmd.env("RNNTRACE_KERNELS", "portable")
 }
 
 #[test]
@@ -704,15 +704,14 @@ fn timings_are_one_json_line_on_stderr() {
     assert!(t["total_s"].as_f64() >= t["compute_s"].as_f64());
 }
 
-/// The timings say which kernels ran: the AVX-512 fused steps on a CPU that has AVX-512F (float32,
-/// default activations), the portable ones otherwise, with `RNNTRACE_PORTABLE=1`, or in f64; both pass.
+/// The timings say which kernels ran: the fused steps for float32 with the default activations on a CPU
+/// with AVX-512F (or AVX2 and FMA), the portable ones otherwise; `RNNTRACE_KERNELS` caps the choice. Every
+/// choice passes.
 #[test]
-fn timings_name_the_kernels_and_rnntrace_portable_switches_them() {
-    let kernels = |extra: &[&str], portable: bool| {
+fn timings_name_the_kernels_and_rnntrace_kernels_caps_them() {
+    let kernels = |extra: &[&str], env: &str| {
         let mut cmd = weather_gru();
-        if portable {
-            cmd.env("RNNTRACE_PORTABLE", "1");
-        }
+        cmd.env("RNNTRACE_KERNELS", env);
         let (code, out, err) = run(cmd
             .args(["-q", "--timings", "--expected", "expected.npy"])
             .args(extra));
@@ -727,29 +726,32 @@ fn timings_name_the_kernels_and_rnntrace_portable_switches_them() {
         let t: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {err}"));
         t["kernels"].as_str().unwrap().to_string()
     };
-    let fused_here = cfg!(target_arch = "x86_64") && avx512f();
-    let want = if fused_here {
-        "avx512-fused"
-    } else {
-        "portable"
-    };
-    assert_eq!(kernels(&[], false), want);
-    assert_eq!(kernels(&[], true), "portable");
-    assert_eq!(kernels(&["--precision", "f64"], false), "portable");
+    let (has512, has2) = cpu();
+    let avx2 = if has2 { "avx2-fused" } else { "portable" };
+    let best = if has512 { "avx512-fused" } else { avx2 };
+    assert_eq!(kernels(&[], "auto"), best);
+    assert_eq!(kernels(&[], ""), best);
+    assert_eq!(kernels(&[], "avx2"), avx2);
+    assert_eq!(kernels(&[], "portable"), "portable");
+    assert_eq!(kernels(&["--precision", "f64"], "auto"), "portable");
     assert_eq!(
-        kernels(&["--recurrent-activation", "hard_sigmoid"], false),
+        kernels(&["--recurrent-activation", "hard_sigmoid"], "auto"),
         "portable"
     );
 }
 
-fn avx512f() -> bool {
+/// Whether this CPU has (AVX-512F, AVX2 and FMA).
+fn cpu() -> (bool, bool) {
     #[cfg(target_arch = "x86_64")]
     {
-        std::is_x86_feature_detected!("avx512f")
+        (
+            std::is_x86_feature_detected!("avx512f"),
+            std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma"),
+        )
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        false
+        (false, false)
     }
 }
 
