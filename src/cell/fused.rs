@@ -113,7 +113,9 @@ pub struct Packed {
     pub features: usize,
     lanes: usize,
     panels: usize,
+    /// The packed rows, from `w[w_off]` (64-byte aligned, so no vector load splits a cache line).
     w: Vec<f32>,
+    w_off: usize,
     init: Vec<f32>,
 }
 
@@ -125,7 +127,8 @@ impl Packed {
         let lanes = if isa == Kernels::Avx512 { 16 } else { 8 };
         let panels = u.div_ceil(lanes);
         let row = g * lanes;
-        let mut data = vec![0.0f32; panels * (f + u) * row];
+        let mut data = vec![0.0f32; panels * (f + u) * row + 16];
+        let w_off = data.as_ptr().align_offset(64).min(16);
         let mut init = vec![0.0f32; panels * 4 * lanes];
         for p in 0..panels {
             let base = p * (f + u) * row;
@@ -137,10 +140,10 @@ impl Packed {
                 for gate in 0..g {
                     let col = gate * u + unit;
                     for k in 0..f {
-                        data[base + k * row + gate * lanes + j] = w.kernel[[k, col]];
+                        data[w_off + base + k * row + gate * lanes + j] = w.kernel[[k, col]];
                     }
                     for k in 0..u {
-                        data[base + (f + k) * row + gate * lanes + j] =
+                        data[w_off + base + (f + k) * row + gate * lanes + j] =
                             w.recurrent_kernel[[k, col]];
                     }
                 }
@@ -167,6 +170,7 @@ impl Packed {
             lanes,
             panels,
             w: data,
+            w_off,
             init,
         }
     }
@@ -522,7 +526,7 @@ mod x86 {
             // rows passed on are inside the caller's buffers; partial panels use lane masks.
             unsafe {
                 let t = Tile::<S> {
-                    w: packed.w.as_ptr().add(panel * panel_len),
+                    w: packed.w.as_ptr().add(packed.w_off + panel * panel_len),
                     init: packed.init.as_ptr().add(panel * 4 * lanes),
                     off,
                     mask: S::first(u - off),
