@@ -40,6 +40,7 @@ impl Outcome {
 /// Runs the command line.
 pub fn run(cli: Cli) -> Result<Outcome> {
     let started = Instant::now();
+    crate::cell::fused::kernels_requested().map_err(Error::usage)?;
     match cli.command {
         Command::Lstm(a) => {
             let job = config::cell_job(CellKind::Lstm, &a)?;

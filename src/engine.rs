@@ -428,9 +428,11 @@ impl<T: Real> Lane<T> {
                 gates: per_gate(&mut v.gates),
                 pre: per_gate(&mut v.pre),
             };
-            // SAFETY: `packed` exists only when the CPU has AVX-512F and T is f32 (checked above); `x` is
-            // in standard layout (`run_layer_with` makes it so); every state, gate and pre-activation
-            // pointer addresses this lane's n × u contiguous rows of a distinct buffer or trace slot.
+            // SAFETY: a `Packed` exists only for an instruction set this CPU has (AVX-512F, or AVX2 and
+            // FMA), and here only when T is f32 (checked above); its features and units are the weights'
+            // (and `run_layer_using` checked the input and states against them); `x` is in standard
+            // layout (`run_layer_using` makes it so); every state, gate and pre-activation pointer
+            // addresses this lane's n × u contiguous rows of a distinct buffer or trace slot.
             unsafe { fused::step(packed, &ptrs) };
             if let Some(m) = ctx.mask {
                 // SAFETY: as above; the slices cover the n × u values of distinct buffers.
@@ -526,7 +528,8 @@ pub fn run_layer_with<T: Real>(
     chunk_steps: Option<usize>,
     sink: &mut Sink<'_, T>,
 ) -> crate::Result<LayerTrace<T>> {
-    let kernels = fused::kernels_requested();
+    // An invalid value is reported by the command line before anything runs (`app::run`).
+    let kernels = fused::kernels_requested().unwrap_or(Kernels::Avx512);
     run_layer_using(weights, spec, input, record, chunk_steps, sink, kernels)
 }
 
@@ -717,7 +720,7 @@ pub fn run_layer_using<T: Real>(
         last_output,
         final_h,
         final_c: lstm.then_some(final_c),
-        kernels: packed.as_ref().map_or(Kernels::Portable, |p| p.isa),
+        kernels: packed.as_ref().map_or(Kernels::Portable, |p| p.isa()),
     })
 }
 
@@ -725,8 +728,7 @@ pub fn run_layer_using<T: Real>(
 /// the instruction set, allowed by `allowed`).
 fn packed_for<T: Real>(w: &CellWeights<T>, spec: &LayerSpec, allowed: Kernels) -> Option<Packed> {
     let w32 = (w as &dyn std::any::Any).downcast_ref::<CellWeights<f32>>()?;
-    let (kind, isa) = fused::fused_kind(w32, spec.activation, spec.recurrent_activation, allowed)?;
-    Some(Packed::new(w32, kind, isa))
+    Packed::new(w32, spec.activation, spec.recurrent_activation, allowed)
 }
 
 /// A zeroed standard-layout array whose first element is 64-byte aligned (a cache line, and an AVX-512

@@ -51,13 +51,19 @@ impl FusedKind {
     }
 }
 
-/// The kernels `RNNTRACE_KERNELS` allows: `auto` (or unset: the best this CPU has), `avx2`, `portable`.
-/// Anything else is `auto`.
-pub fn kernels_requested() -> Kernels {
+/// The kernels `RNNTRACE_KERNELS` allows: `auto` (or unset or empty: the best this CPU has), `avx2`,
+/// `portable`; any other value is an error naming what was found.
+pub fn kernels_requested() -> Result<Kernels, String> {
     match std::env::var("RNNTRACE_KERNELS").as_deref() {
-        Ok("portable") => Kernels::Portable,
-        Ok("avx2") => Kernels::Avx2,
-        _ => Kernels::Avx512,
+        Err(std::env::VarError::NotPresent) | Ok("") | Ok("auto") => Ok(Kernels::Avx512),
+        Ok("avx2") => Ok(Kernels::Avx2),
+        Ok("portable") => Ok(Kernels::Portable),
+        Ok(other) => Err(format!(
+            "RNNTRACE_KERNELS is {other:?}; expected auto, avx2 or portable"
+        )),
+        Err(std::env::VarError::NotUnicode(v)) => Err(format!(
+            "RNNTRACE_KERNELS is {v:?}; expected auto, avx2 or portable"
+        )),
     }
 }
 
@@ -103,14 +109,10 @@ pub fn fused_kind(
 /// r (the same), the candidate's input bias and its recurrent bias.
 #[derive(Debug, Clone)]
 pub struct Packed {
-    /// The step this packing is for.
-    pub kind: FusedKind,
-    /// The instruction set it runs on (`Avx512` or `Avx2`).
-    pub isa: Kernels,
-    /// Units.
-    pub units: usize,
-    /// Input features.
-    pub features: usize,
+    kind: FusedKind,
+    isa: Kernels,
+    units: usize,
+    features: usize,
     lanes: usize,
     panels: usize,
     /// The packed rows, from `w[w_off]` (64-byte aligned, so no vector load splits a cache line).
@@ -120,8 +122,31 @@ pub struct Packed {
 }
 
 impl Packed {
-    /// Packs `w` (validated Keras-layout weights of the kind `kind` was chosen for) for `isa`.
-    pub fn new(w: &CellWeights<f32>, kind: FusedKind, isa: Kernels) -> Packed {
+    /// Packs `w` for the fused kernels of `isa`, or `None` when they cannot run it: `isa` is not
+    /// `Avx512` or `Avx2`, this CPU lacks it, or the weights and activations are not a fused kind (see
+    /// [`fused_kind`]). The fields are private, so a packing always matches the weights, the kind and an
+    /// instruction set this CPU has.
+    pub fn new(
+        w: &CellWeights<f32>,
+        activation: Activation,
+        recurrent_activation: Activation,
+        isa: Kernels,
+    ) -> Option<Packed> {
+        let (kind, isa) = fused_kind(w, activation, recurrent_activation, isa)?;
+        Some(Packed::build(w, kind, isa))
+    }
+
+    /// The step this packing is for.
+    pub fn kind(&self) -> FusedKind {
+        self.kind
+    }
+
+    /// The instruction set it runs on (`Avx512` or `Avx2`).
+    pub fn isa(&self) -> Kernels {
+        self.isa
+    }
+
+    fn build(w: &CellWeights<f32>, kind: FusedKind, isa: Kernels) -> Packed {
         let (u, f) = (w.units, w.features);
         let g = kind.gates();
         let lanes = if isa == Kernels::Avx512 { 16 } else { 8 };
@@ -203,17 +228,19 @@ pub struct StepPtrs {
 /// Runs one step for a block of sequences.
 ///
 /// # Safety
-/// The CPU must support `packed.isa` (as [`fused_kind`] checks), `packed` must be the packing of the
-/// weights for this step's kind, and every pointer in `p` must be valid for the rows it addresses (`rows`
-/// rows of `features` floats for `x`, of `units` floats for the others), with outputs not overlapping
-/// inputs.
+/// Every pointer in `p` must be valid for the rows it addresses (`rows` rows of the packing's `features`
+/// floats for `x`, of its `units` floats for the others), with outputs not overlapping inputs. (A
+/// [`Packed`] exists only for an instruction set this CPU has.)
 pub unsafe fn step(packed: &Packed, p: &StepPtrs) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: forwarded from the caller's contract; the entry point matches `packed.isa`.
     unsafe {
         match packed.isa {
             Kernels::Avx512 => x86::step_avx512(packed, p),
-            _ => x86::step_avx2(packed, p),
+            Kernels::Avx2 => x86::step_avx2(packed, p),
+            Kernels::Portable => {
+                unreachable!("a packing is only built for a fused instruction set")
+            }
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
@@ -797,6 +824,36 @@ mod tests {
         assert_eq!(&tv[..3], &[0.0, -1.0, 1.0], "{name}");
         assert!(tv[3].is_nan(), "{name}");
         assert_eq!(&tv[4..8], &[-1.0, 1.0, 1e-30, 1.0], "{name}");
+    }
+
+    /// A packing exists only for a fused instruction set this CPU has, and a fused kind.
+    #[test]
+    fn packings_exist_only_for_fused_instruction_sets_the_cpu_has() {
+        use super::{Kernels, Packed};
+        use crate::cell::Activation::{HardSigmoid, Sigmoid, Tanh};
+        let w = crate::weights::CellWeights::<f32> {
+            kind: crate::weights::CellKind::Lstm,
+            units: 3,
+            features: 2,
+            kernel: ndarray::Array2::zeros((2, 12)),
+            recurrent_kernel: ndarray::Array2::zeros((3, 12)),
+            bias: None,
+            recurrent_bias: None,
+            reset_after: true,
+        };
+        assert!(Packed::new(&w, Tanh, Sigmoid, Kernels::Portable).is_none());
+        assert!(Packed::new(&w, Tanh, HardSigmoid, Kernels::Avx512).is_none());
+        let has512 = std::is_x86_feature_detected!("avx512f");
+        let has2 = std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
+        let best = Packed::new(&w, Tanh, Sigmoid, Kernels::Avx512).map(|p| p.isa());
+        let want = if has512 {
+            Some(Kernels::Avx512)
+        } else {
+            has2.then_some(Kernels::Avx2)
+        };
+        assert_eq!(best, want);
+        let avx2 = Packed::new(&w, Tanh, Sigmoid, Kernels::Avx2).map(|p| p.isa());
+        assert_eq!(avx2, has2.then_some(Kernels::Avx2));
     }
 
     #[test]

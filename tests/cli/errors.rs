@@ -655,3 +655,16 @@ fn window_that_would_not_fit_in_memory_is_refused() {
         &["long.npy", "--window 20000", "shorter window"],
     );
 }
+
+/// A mistyped `RNNTRACE_KERNELS` is an error naming the variable and the value, not a silent default.
+#[test]
+fn unknown_rnntrace_kernels_value_is_a_usage_error() {
+    let (code, out, err) = run(rnntrace().env("RNNTRACE_KERNELS", "portabel").arg("demo"));
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(out.is_empty());
+    assert!(
+        err.contains("RNNTRACE_KERNELS") && err.contains("portabel") && err.contains("portable"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
