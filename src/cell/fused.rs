@@ -113,7 +113,6 @@ pub struct Packed {
     isa: Kernels,
     units: usize,
     features: usize,
-    lanes: usize,
     panels: usize,
     /// The packed rows, from `w[w_off]` (64-byte aligned, so no vector load splits a cache line).
     w: Vec<f32>,
@@ -146,10 +145,15 @@ impl Packed {
         self.isa
     }
 
+    /// Units per panel: f32 lanes of the instruction set's vectors.
+    fn lanes(isa: Kernels) -> usize {
+        if isa == Kernels::Avx512 { 16 } else { 8 }
+    }
+
     fn build(w: &CellWeights<f32>, kind: FusedKind, isa: Kernels) -> Packed {
         let (u, f) = (w.units, w.features);
         let g = kind.gates();
-        let lanes = if isa == Kernels::Avx512 { 16 } else { 8 };
+        let lanes = Packed::lanes(isa);
         let panels = u.div_ceil(lanes);
         let row = g * lanes;
         let mut data = vec![0.0f32; panels * (f + u) * row + 16];
@@ -192,7 +196,6 @@ impl Packed {
             isa,
             units: u,
             features: f,
-            lanes,
             panels,
             w: data,
             w_off,
@@ -543,7 +546,8 @@ mod x86 {
         let (u, f) = (packed.units, packed.features);
         let lanes = S::LANES;
         assert_eq!(
-            packed.lanes, lanes,
+            Packed::lanes(packed.isa),
+            lanes,
             "weights packed for another instruction set"
         );
         let panel_len = (f + u) * packed.kind.gates() * lanes;
