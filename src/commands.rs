@@ -479,6 +479,7 @@ fn recurrent_blocks(out: &mut String, name: &str, r: &Recurrent, color: bool) ->
         path: name.into(),
         positional: false,
         arrays,
+        meta: Default::default(),
     };
     let ra = if kind == CellKind::Gru && !r.reset_after {
         crate::weights::keras::ResetAfter::False

@@ -79,6 +79,7 @@ fn cell_weights<T: Real>(model: &SavedModel, layer: &str, r: &Recurrent) -> Resu
         path: model.path.clone(),
         positional: false,
         arrays,
+        meta: Default::default(),
     };
     let ra = if r.reset_after {
         ResetAfter::True

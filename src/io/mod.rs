@@ -1,5 +1,6 @@
 /*!
-Readers for the array containers users bring: `.npy`, `.npz` and JSON nested lists.
+Readers for the array containers users bring: `.npy`, `.npz`, JSON nested lists, PyTorch `torch.save`
+archives ([`pickle`]) and safetensors files.
 
 Each reader turns bytes into a [`RawArray`]: a shape and `f64` values in C order (every `f32` is exact in
 `f64`). Readers check everything a hostile file could lie about (header sizes, element counts against the
@@ -11,6 +12,8 @@ pub mod json;
 pub mod npy;
 pub mod npz;
 pub mod npz_writer;
+pub mod pickle;
+pub mod safetensors;
 pub mod write;
 
 use crate::error::{Error, Result, shape_str};

@@ -418,6 +418,7 @@ mod tests {
             path: PathBuf::from("w.json"),
             positional: true,
             arrays: list.into_iter().map(|a| (String::new(), a)).collect(),
+            meta: Default::default(),
         }
     }
 

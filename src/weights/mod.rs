@@ -19,7 +19,7 @@ use crate::cell::Real;
 use ndarray::{Array1, Array2};
 
 pub use dense::DenseWeights;
-pub use sources::{NamedArrays, load_arrays};
+pub use sources::{NamedArrays, SourceMeta, load_arrays};
 
 /// Which recurrent cell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
