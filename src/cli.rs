@@ -41,6 +41,15 @@ pub struct RunArgs {
     /// The cell of a PyTorch state dict given as --model (all its layers and directions are run).
     #[arg(long, value_enum)]
     pub cell: Option<CellArg>,
+    /// The recurrent module of a PyTorch file holding several (`encoder`, `decoder.rnn`).
+    #[arg(long, value_name = "NAME")]
+    pub module: Option<String>,
+    /// With --cell: an nn.Linear head applied to the last step: a file, or the name of a Linear in --model (`fc`).
+    #[arg(long, value_name = "FILE|PREFIX")]
+    pub dense: Option<String>,
+    /// The input (and a 3-D --expected) is time-major (timesteps, sequences, features), as PyTorch's batch_first=False.
+    #[arg(long)]
+    pub time_major: bool,
     /// Input .npy: (sequences, timesteps, features), or (timesteps, features) for one sequence.
     #[arg(long, value_name = "X.npy")]
     pub input: PathBuf,
@@ -78,9 +87,12 @@ pub struct InspectArgs {
         required_unless_present = "weights"
     )]
     pub model: Option<PathBuf>,
-    /// A weights file (any form `rnntrace lstm|gru --weights` takes); needs --cell.
-    #[arg(long, value_name = "W", requires = "cell")]
+    /// A weights file (any form `rnntrace lstm|gru --weights` takes); needs --cell unless it is a PyTorch file.
+    #[arg(long, value_name = "W")]
     pub weights: Option<PathBuf>,
+    /// The recurrent module of a PyTorch file holding several.
+    #[arg(long, value_name = "NAME")]
+    pub module: Option<String>,
     /// The cell the weights belong to.
     #[arg(long, value_enum)]
     pub cell: Option<CellArg>,
@@ -198,6 +210,12 @@ pub struct CellArgs {
     /// Use the backward direction of a bidirectional PyTorch state dict (`_reverse`); implies --go-backwards.
     #[arg(long)]
     pub reverse: bool,
+    /// The recurrent module of a PyTorch file holding several (`encoder`, `decoder.rnn`).
+    #[arg(long, value_name = "NAME")]
+    pub module: Option<String>,
+    /// The input (and a 3-D --expected) is time-major (timesteps, sequences, features), as PyTorch's batch_first=False.
+    #[arg(long)]
+    pub time_major: bool,
     /// GRU `reset_after`.
     #[arg(long, value_enum, default_value_t = ResetAfterArg::Auto)]
     pub reset_after: ResetAfterArg,
@@ -216,7 +234,7 @@ pub struct CellArgs {
     /// Carry each sequence's final state into the next (a stateful layer). Default: every sequence starts fresh, as model.predict does.
     #[arg(long)]
     pub carry_state: bool,
-    /// Dense head applied to the last output: JSON [kernel, bias] or {kernel, bias}, or .npz.
+    /// Dense head applied to the last output: JSON [kernel, bias] or {kernel, bias}, .npz, a file with one nn.Linear, or the name of an nn.Linear in --weights (`fc`).
     #[arg(long, value_name = "D")]
     pub dense: Option<PathBuf>,
     /// Activation of the Dense head (softmax included).

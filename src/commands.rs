@@ -114,9 +114,40 @@ fn run_torch(a: &RunArgs, cell: crate::cli::CellArg) -> Result<Outcome> {
         crate::cli::CellArg::Lstm => CellKind::Lstm,
         crate::cli::CellArg::Gru => CellKind::Gru,
     };
-    let src = crate::weights::load_arrays(&a.model, &[])?;
+    let full = crate::weights::load_arrays(&a.model, &[])?;
+    let src = crate::weights::pytorch::select_module(full.clone(), a.module.as_deref())?;
     let first = crate::weights::pytorch::from_state_dict(kind, &src, 0, false)?;
-    let raw = io::read_npy(&a.input)?;
+    let module = crate::weights::pytorch::recurrent_modules(&src);
+    let width = module.first().map_or(first.units, |m| {
+        (if m.proj > 0 { m.proj } else { m.hidden }) * if m.bidirectional { 2 } else { 1 }
+    });
+    let head = match &a.dense {
+        None => None,
+        Some(d) => Some(crate::weights::dense::load_head(
+            Path::new(d),
+            &full,
+            width,
+        )?),
+    };
+    for note in crate::weights::pytorch::notes(&full, true) {
+        if head.is_none() || !note.contains("nn.Linear") {
+            eprintln!("rnntrace: {note}");
+        }
+    }
+    let mut raw = io::read_npy(&a.input)?;
+    if a.time_major {
+        raw = raw.swap_leading_axes();
+    } else if src.meta.batch_first.iter().any(|(p, b)| {
+        !*b && a
+            .module
+            .as_deref()
+            .is_none_or(|m| p.trim_end_matches('.').starts_with(m))
+    }) {
+        eprintln!(
+            "rnntrace: note: {}: the module was built with batch_first=False, so PyTorch feeds it (timesteps, sequences, features); if --input is saved that way, pass --time-major",
+            a.model.display()
+        );
+    }
     let f = first.features;
     let x = series_input(&raw, &a.input, a.window, f, &format!("layer 0 expects {f}"))?;
     let model = SavedModel {
@@ -128,17 +159,31 @@ fn run_torch(a: &RunArgs, cell: crate::cli::CellArg) -> Result<Outcome> {
         layers: Vec::new(),
     };
     let x = crate::runner::Tensor::Seq(x);
-    match a.precision {
-        PrecisionArg::F32 => run_as::<f32>(a, &model, x, Some((&src, kind))),
-        PrecisionArg::F64 => run_as::<f64>(a, &model, x, Some((&src, kind))),
+    let torch = Some((&src, kind, head.as_ref()));
+    let outcome = match a.precision {
+        PrecisionArg::F32 => run_as::<f32>(a, &model, x, torch),
+        PrecisionArg::F64 => run_as::<f64>(a, &model, x, torch),
+    }?;
+    if matches!(outcome, Outcome::Mismatch) && !a.time_major && raw.ndim() == 3 {
+        eprintln!(
+            "rnntrace: note: if --input and --expected are time-major (timesteps, sequences, …), as a PyTorch module with batch_first=False takes and returns them, pass --time-major"
+        );
     }
+    Ok(outcome)
 }
+
+/// A PyTorch state dict run as a whole stack, with its optional nn.Linear head.
+type TorchStack<'a> = (
+    &'a crate::weights::NamedArrays,
+    CellKind,
+    Option<&'a crate::weights::DenseWeights<f64>>,
+);
 
 fn run_as<T: Real>(
     a: &RunArgs,
     model: &SavedModel,
     x: crate::runner::Tensor<f64>,
-    torch: Option<(&crate::weights::NamedArrays, CellKind)>,
+    torch: Option<TorchStack>,
 ) -> Result<Outcome> {
     let shape = x.shape();
     let n = shape[0];
@@ -148,8 +193,8 @@ fn run_as<T: Real>(
         crate::runner::Tensor::Flat(v) => crate::runner::Tensor::Flat(v.mapv(T::lit)),
     };
     let run = match (torch, x) {
-        (Some((src, kind)), crate::runner::Tensor::Seq(x)) => {
-            crate::runner::run_torch_stack::<T>(src, kind, x)?
+        (Some((src, kind, head)), crate::runner::Tensor::Seq(x)) => {
+            crate::runner::run_torch_stack::<T>(src, kind, x, head)?
         }
         (_, x) => crate::runner::run::<T>(model, x)?,
     };
@@ -167,9 +212,22 @@ fn run_as<T: Real>(
     let (expected, comparison) = match &a.check.expected {
         None => (None, None),
         Some(p) => {
-            let e = io::read_npy(p)?;
+            let mut e = io::read_npy(p)?;
+            if a.time_major {
+                e = e.swap_leading_axes();
+            }
             let squeeze = |s: &[usize]| s.iter().copied().filter(|&d| d != 1).collect::<Vec<_>>();
             if e.shape != out_shape && squeeze(&e.shape) != squeeze(&out_shape) {
+                if !a.time_major && e.swap_leading_axes().shape == out_shape {
+                    return Err(Error::input(
+                        p,
+                        format!(
+                            "expected output has shape {}: time-major (timesteps, sequences, …), as a PyTorch module with batch_first=False returns it; the model's output has shape {}; pass --time-major (it reads --input that way too)",
+                            e.shape_str(),
+                            shape_str(&out_shape)
+                        ),
+                    ));
+                }
                 return Err(Error::input(
                     p,
                     format!(
@@ -245,7 +303,7 @@ fn run_as<T: Real>(
         .map(|l| l.select_sequences(&rows))
         .collect();
     let title = match torch {
-        Some((_, kind)) => format!(
+        Some((_, kind, _)) => format!(
             "{} (PyTorch {} state dict, whole stack)",
             a.model.display(),
             kind.display_name()
@@ -415,12 +473,31 @@ pub fn inspect(a: &InspectArgs) -> Result<Outcome> {
                 _ => {}
             }
         }
-    } else if let (Some(wpath), Some(cell)) = (&a.weights, a.cell) {
-        let kind = match cell {
-            crate::cli::CellArg::Lstm => CellKind::Lstm,
-            crate::cli::CellArg::Gru => CellKind::Gru,
+    } else if let Some(wpath) = &a.weights {
+        let full = crate::weights::load_arrays(wpath, &["kernel", "recurrent_kernel", "bias"])?;
+        let torch = crate::weights::pytorch::looks_like(&full);
+        if torch {
+            out.push_str(&crate::weights::pytorch::summary(&full));
+        }
+        let src = crate::weights::pytorch::select_module(full, a.module.as_deref())?;
+        let inferred = crate::weights::pytorch::recurrent_modules(&src)
+            .first()
+            .and_then(|m| m.kind);
+        let kind = match (a.cell, inferred) {
+            (Some(crate::cli::CellArg::Lstm), _) => CellKind::Lstm,
+            (Some(crate::cli::CellArg::Gru), _) => CellKind::Gru,
+            (None, Some(k @ (CellKind::Lstm | CellKind::Gru))) => k,
+            (None, _) if torch => {
+                write_stdout(|w| w.write_all(out.as_bytes()))?;
+                return Ok(Outcome::Success);
+            }
+            (None, _) => {
+                return Err(Error::usage(format!(
+                    "inspect --weights {}: say which cell the weights belong to with --cell lstm|gru",
+                    wpath.display()
+                )));
+            }
         };
-        let src = crate::weights::load_arrays(wpath, &["kernel", "recurrent_kernel", "bias"])?;
         let layout = match a.layout {
             crate::cli::LayoutArg::Auto => None,
             crate::cli::LayoutArg::Keras => Some(crate::weights::Layout::Keras),

@@ -248,7 +248,8 @@ pub fn cell_job(kind: CellKind, a: &CellArgs) -> Result<CellJob> {
         ResetAfterArg::True => ResetAfter::True,
         ResetAfterArg::False => ResetAfter::False,
     };
-    let src = load_arrays(&a.weights, &["kernel", "recurrent_kernel", "bias"])?;
+    let full = load_arrays(&a.weights, &["kernel", "recurrent_kernel", "bias"])?;
+    let src = crate::weights::pytorch::select_module(full.clone(), a.module.as_deref())?;
     let layout = match a.layout {
         LayoutArg::Auto => None,
         LayoutArg::Keras => Some(crate::weights::Layout::Keras),
@@ -262,7 +263,10 @@ pub fn cell_job(kind: CellKind, a: &CellArgs) -> Result<CellJob> {
         reset_after,
     };
     let (weights, _) = crate::weights::read_cell(kind, &src, opts)?;
-    let mut notes = Vec::new();
+    let mut notes = crate::weights::pytorch::notes(&full, false);
+    if a.dense.is_some() {
+        notes.retain(|n| !n.contains("nn.Linear"));
+    }
     if let Some(w) = weight_warning(&a.weights, &weights, a.precision == PrecisionArg::F32) {
         notes.push(format!("warning: {w}"));
     }
@@ -281,7 +285,10 @@ pub fn cell_job(kind: CellKind, a: &CellArgs) -> Result<CellJob> {
         }
     }
 
-    let raw = io::read_npy(&a.input)?;
+    let mut raw = io::read_npy(&a.input)?;
+    if a.time_major {
+        raw = raw.swap_leading_axes();
+    }
     if raw.was_converted() {
         notes.push(format!(
             "note: {}: holds {} values; converted to floating point",
@@ -309,7 +316,7 @@ pub fn cell_job(kind: CellKind, a: &CellArgs) -> Result<CellJob> {
     };
     let dense = match &a.dense {
         None => None,
-        Some(p) => Some((dense::load(p, weights.units)?, dense_act)),
+        Some(p) => Some((dense::load_head(p, &full, weights.units)?, dense_act)),
     };
     if let Some((d, _)) = &dense {
         let vals = d.kernel.iter().chain(d.bias.iter().flat_map(|b| b.iter()));
@@ -338,6 +345,7 @@ pub fn cell_job(kind: CellKind, a: &CellArgs) -> Result<CellJob> {
             weights.units,
             a.check.atol,
             a.check.rtol,
+            a.time_major,
         )?),
     };
     let targets = match &a.check.targets {
@@ -716,8 +724,12 @@ fn load_expected(
     units: usize,
     atol: f64,
     rtol: f64,
+    time_major: bool,
 ) -> Result<Expected> {
-    let raw = io::read_npy(path)?;
+    let mut raw = io::read_npy(path)?;
+    if time_major {
+        raw = raw.swap_leading_axes();
+    }
     let s = raw.shape.as_slice();
     let per_prediction =
         s == [batch, outputs] || (outputs == 1 && s == [batch]) || (batch == 1 && s == [outputs]);
@@ -728,6 +740,15 @@ fn load_expected(
         } else {
             String::new()
         };
+        if no_dense && !time_major && s == [steps, batch, units] && steps != batch {
+            return Err(Error::input(
+                path,
+                format!(
+                    "expected output has shape {}: (timesteps, sequences, units), time-major as a PyTorch module with batch_first=False returns it; pass --time-major (it reads --input that way too)",
+                    raw.shape_str()
+                ),
+            ));
+        }
         return Err(Error::input(
             path,
             format!(
@@ -814,6 +835,7 @@ pub fn load_data(
         weights.units,
         atol,
         rtol,
+        false,
     )?;
     Ok((x, e))
 }

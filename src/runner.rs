@@ -452,6 +452,7 @@ pub fn run_torch_stack<T: Real>(
     src: &NamedArrays,
     kind: CellKind,
     x: Array3<T>,
+    head: Option<&crate::weights::DenseWeights<f64>>,
 ) -> Result<ModelRun<T>> {
     let names: Vec<&str> = src
         .arrays
@@ -506,8 +507,27 @@ pub fn run_torch_stack<T: Real>(
         let views: Vec<_> = outs.iter().map(|o| o.view()).collect();
         input = ndarray::concatenate(Axis(2), &views).map_err(|e| src.error(e.to_string()))?;
     }
-    Ok(ModelRun {
-        layers,
-        output: Tensor::Seq(input),
-    })
+    let output = match head {
+        None => Tensor::Seq(input),
+        Some(d) => {
+            // `fc(output[:, -1, :])`: the Linear on the last step of the module's output.
+            let d = d.cast::<T>();
+            let last = input.index_axis(Axis(1), input.shape()[1].saturating_sub(1));
+            if last.ncols() != d.kernel.nrows() {
+                return Err(src.error(format!(
+                    "the nn.Linear head takes {} inputs; the recurrent output has {}",
+                    d.kernel.nrows(),
+                    last.ncols()
+                )));
+            }
+            let mut y = last.dot(&d.kernel);
+            if let Some(b) = &d.bias {
+                for mut row in y.rows_mut() {
+                    row.zip_mut_with(b, |v, &bv| *v = *v + bv);
+                }
+            }
+            Tensor::Flat(y)
+        }
+    };
+    Ok(ModelRun { layers, output })
 }

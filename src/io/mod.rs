@@ -51,6 +51,31 @@ impl RawArray {
         self.shape.len()
     }
 
+    /// The array with its first two axes swapped: time-major (timesteps, sequences, …) data, as PyTorch's
+    /// `batch_first=False` modules take and return it, read as (sequences, timesteps, …). Arrays of fewer than
+    /// 3 dimensions are returned as they are.
+    pub fn swap_leading_axes(&self) -> RawArray {
+        if self.shape.len() < 3 {
+            return self.clone();
+        }
+        let (a, b) = (self.shape[0], self.shape[1]);
+        let inner: usize = self.shape[2..].iter().product();
+        let mut data = Vec::with_capacity(self.data.len());
+        for j in 0..b {
+            for i in 0..a {
+                let at = (i * b + j) * inner;
+                data.extend_from_slice(&self.data[at..at + inner]);
+            }
+        }
+        let mut shape = self.shape.clone();
+        shape.swap(0, 1);
+        RawArray {
+            shape,
+            data,
+            dtype: self.dtype.clone(),
+        }
+    }
+
     /// True when the values came from an integer or boolean array and were converted.
     pub fn was_converted(&self) -> bool {
         !(self.dtype.starts_with("float") || self.dtype == "json")

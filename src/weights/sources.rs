@@ -80,11 +80,11 @@ enum Container {
     Unknown,
 }
 
-fn sniff(bytes: &[u8]) -> Container {
+fn sniff(bytes: &[u8], torch_ext: bool) -> Container {
     let text = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     let first = text.iter().find(|b| !b.is_ascii_whitespace());
     if bytes.starts_with(b"PK") {
-        if io::pickle::is_torch_zip(bytes) {
+        if io::pickle::is_torch_zip(bytes) || (torch_ext && !io::npz::opens(bytes)) {
             Container::Torch
         } else {
             Container::Npz
@@ -120,7 +120,10 @@ pub fn load_arrays(path: &Path, expected: &[&str]) -> Result<NamedArrays> {
         ));
     }
     let err = |what: String| Error::input(path, what);
-    match sniff(&bytes) {
+    let torch_ext = path.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+        ["pt", "pth", "bin", "ckpt", "tar"].contains(&e.to_ascii_lowercase().as_str())
+    });
+    match sniff(&bytes, torch_ext) {
         Container::Json => match json::parse(&bytes).map_err(err)? {
             json::Document::List(arrays) => Ok(NamedArrays {
                 path: path.to_path_buf(),
