@@ -946,13 +946,24 @@ pub struct TorchFile {
 
 /// True for a zip holding `<dir>/data.pkl` (a `torch.save` zip archive).
 pub fn is_torch_zip(bytes: &[u8]) -> bool {
-    zip::ZipArchive::new(Cursor::new(bytes))
+    open_zip(bytes)
         .map(|z| {
             z.file_names()
                 .flatten()
                 .any(|n| n.ends_with("data.pkl") && n.matches('/').count() <= 1)
         })
         .unwrap_or(false)
+}
+
+/// Opens a zip archive. PyTorch's writer always ends with a zip64 end record; on some layouts the zip
+/// crate's search for a prefixed archive rejects it, so an archive that starts at byte 0 (every
+/// `torch.save` file) is tried with that offset known before the crate's own detection.
+fn open_zip(bytes: &[u8]) -> zip::result::ZipResult<zip::ZipArchive<Cursor<&[u8]>>> {
+    let known = zip::read::Config {
+        archive_offset: zip::read::ArchiveOffset::Known(0),
+    };
+    zip::ZipArchive::with_config(known, Cursor::new(bytes))
+        .or_else(|_| zip::ZipArchive::new(Cursor::new(bytes)))
 }
 
 fn read_member(
@@ -995,7 +1006,7 @@ fn read_member(
 
 /// Reads a `torch.save` zip archive: unpickles `data.pkl`, finds the tensors, reads and checks their storages.
 pub fn parse_torch_zip(bytes: &[u8]) -> Result<TorchFile, String> {
-    let mut zip = zip::ZipArchive::new(Cursor::new(bytes))
+    let mut zip = open_zip(bytes)
         .map_err(|e| format!("not a valid PyTorch zip archive: {e} (truncated or corrupt)"))?;
     let pkl = zip
         .file_names()
