@@ -189,6 +189,35 @@ mod props {
         }
 
         #[test]
+        fn pickle_never_panics_on_any_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            if let Ok(p) = super::pickle::unpickle(&bytes) {
+                let _ = super::pickle::find_tensors(&p);
+            }
+        }
+
+        #[test]
+        fn torch_archives_never_panic_when_corrupted(flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8),
+                                                     cut in any::<usize>()) {
+            let mut bytes = include_bytes!("../../fixtures/torch_files/lstm_whole.pt").to_vec();
+            for (i, b) in flips {
+                let n = bytes.len();
+                bytes[i % n] ^= b;
+            }
+            let _ = super::pickle::parse_torch_zip(&bytes);
+            let _ = super::pickle::parse_torch_zip(&bytes[..cut % bytes.len()]);
+        }
+
+        #[test]
+        fn safetensors_never_panics_when_corrupted(flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8)) {
+            let mut bytes = include_bytes!("../../fixtures/torch_files/lstm_sd.safetensors").to_vec();
+            for (i, b) in flips {
+                let n = bytes.len();
+                bytes[i % n] ^= b;
+            }
+            let _ = super::safetensors::parse(&bytes);
+        }
+
+        #[test]
         fn json_never_panics_on_any_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
             let _ = json::parse(&bytes);
         }
