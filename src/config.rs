@@ -312,11 +312,16 @@ pub fn cell_job(kind: CellKind, a: &CellArgs) -> Result<CellJob> {
     };
     let (h0, c0) = match &a.initial_state {
         None => (None, None),
+        Some(_) if weights.projection.is_some() => {
+            return Err(Error::usage(
+                "--initial-state: not supported for a proj_size LSTM (h and c differ in width)",
+            ));
+        }
         Some(p) => load_initial_state(p, kind, weights.units, batch, a.carry_state)?,
     };
     let dense = match &a.dense {
         None => None,
-        Some(p) => Some((dense::load_head(p, &full, weights.units)?, dense_act)),
+        Some(p) => Some((dense::load_head(p, &full, weights.h_units())?, dense_act)),
     };
     if let Some((d, _)) = &dense {
         let vals = d.kernel.iter().chain(d.bias.iter().flat_map(|b| b.iter()));
@@ -333,7 +338,7 @@ pub fn cell_job(kind: CellKind, a: &CellArgs) -> Result<CellJob> {
     let outputs = dense
         .as_ref()
         .map(|(d, _)| d.outputs())
-        .unwrap_or(weights.units);
+        .unwrap_or(weights.h_units());
     let expected = match &a.check.expected {
         None => None,
         Some(p) => Some(load_expected(
@@ -342,7 +347,7 @@ pub fn cell_job(kind: CellKind, a: &CellArgs) -> Result<CellJob> {
             steps,
             outputs,
             dense.is_none(),
-            weights.units,
+            weights.h_units(),
             a.check.atol,
             a.check.rtol,
             a.time_major,

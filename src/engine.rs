@@ -78,12 +78,12 @@ impl<T: Real> Stores<T> {
         steps: usize,
         batch: usize,
         blocks: usize,
-        u: usize,
+        (u, hw): (usize, usize),
         lstm: bool,
         masking: bool,
         record: Record,
     ) -> Stores<T> {
-        let z = |on: bool| on.then(|| aligned_zeros(ndarray::Ix3(steps, batch, u)));
+        let z = |on: bool, w: usize| on.then(|| aligned_zeros(ndarray::Ix3(steps, batch, w)));
         let per_gate = |on: bool| {
             (0..if on { blocks } else { 0 })
                 .map(|_| aligned_zeros(ndarray::Ix3(steps, batch, u)))
@@ -92,9 +92,9 @@ impl<T: Real> Stores<T> {
         Stores {
             pre: per_gate(record.pre),
             gates: per_gate(record.gates),
-            h: z(record.states),
-            c: z(record.states && lstm),
-            out: z(record.states && masking),
+            h: z(record.states, hw),
+            c: z(record.states && lstm, u),
+            out: z(record.states && masking, hw),
             masked: Array2::from_elem((steps, batch), false),
         }
     }
@@ -227,8 +227,8 @@ impl<T: Real> Lane<T> {
                 Some(c) => aligned_copy(c),
                 None => aligned_zeros(ndarray::Ix2(n, u)),
             },
-            out: Array2::zeros((n, u)),
-            h_next: aligned_zeros(ndarray::Ix2(n, u)),
+            out: Array2::zeros((n, ctx.w.h_units())),
+            h_next: aligned_zeros(ndarray::Ix2(n, ctx.w.h_units())),
             c_next: aligned_zeros(ndarray::Ix2(n, u)),
             gates: Array2::zeros((n, gu)),
             scratch: Array2::zeros((n, gu)),
@@ -536,13 +536,15 @@ pub fn run_layer_using<T: Real>(
 ) -> crate::Result<LayerTrace<T>> {
     let (batch, steps, features) = input.x.dim();
     let u = weights.units;
+    // The hidden state's width: `u`, or the projection's with PyTorch `proj_size`.
+    let hw = weights.h_units();
     let blocks = weights.kind.blocks();
     // Callers validate shapes (the loaders and `config` do); these checks keep a library caller's mistake a
     // panic, never an out-of-bounds read by the fused kernels.
     assert_eq!(features, weights.features, "input features vs weights");
-    for (what, s) in [("h0", input.h0.as_ref()), ("c0", input.c0.as_ref())] {
+    for (what, s, w) in [("h0", input.h0.as_ref(), hw), ("c0", input.c0.as_ref(), u)] {
         if let Some(s) = s {
-            assert_eq!(s.dim(), (batch, u), "{what} shape vs (sequences, units)");
+            assert_eq!(s.dim(), (batch, w), "{what} shape vs (sequences, units)");
         }
     }
     if let Some(m) = &input.mask {
@@ -569,7 +571,7 @@ pub fn run_layer_using<T: Real>(
     let h0 = input
         .h0
         .clone()
-        .unwrap_or_else(|| Array2::zeros((batch, u)));
+        .unwrap_or_else(|| Array2::zeros((batch, hw)));
     let c0 = lstm.then(|| {
         input
             .c0
@@ -593,9 +595,9 @@ pub fn run_layer_using<T: Real>(
 
     let mut trace_h0 = h0.clone();
     let mut trace_c0 = c0.clone();
-    let mut stores = Stores::new(chunk, batch, blocks, u, lstm, masking, record);
-    let mut last_output = Array2::zeros((batch, u));
-    let mut final_h = Array2::zeros((batch, u));
+    let mut stores = Stores::new(chunk, batch, blocks, (u, hw), lstm, masking, record);
+    let mut last_output = Array2::zeros((batch, hw));
+    let mut final_h = Array2::zeros((batch, hw));
     let mut final_c = Array2::zeros((batch, u));
 
     if spec.carry_state {
@@ -644,7 +646,7 @@ pub fn run_layer_using<T: Real>(
         while t0 < steps {
             let t1 = (t0 + chunk).min(steps);
             if t1 - t0 < stores.steps() {
-                stores = Stores::new(t1 - t0, batch, blocks, u, lstm, masking, record);
+                stores = Stores::new(t1 - t0, batch, blocks, (u, hw), lstm, masking, record);
             }
             // The block's arrays are reused: every value is written again except the masked flags,
             // which are only ever set.
@@ -715,6 +717,10 @@ pub fn run_layer_using<T: Real>(
 /// The fused kernels' packing of `w`, when they can run it (float32, default activations, a CPU with
 /// the instruction set, allowed by `allowed`).
 fn packed_for<T: Real>(w: &CellWeights<T>, spec: &LayerSpec, allowed: Kernels) -> Option<Packed> {
+    // The fused kernels know no projection: a `proj_size` LSTM runs the portable cell.
+    if w.projection.is_some() {
+        return None;
+    }
     let w32 = (w as &dyn std::any::Any).downcast_ref::<CellWeights<f32>>()?;
     Packed::new(w32, spec.activation, spec.recurrent_activation, allowed)
 }
@@ -817,6 +823,7 @@ mod tests {
             recurrent_bias: (bias && kind == CellKind::Gru)
                 .then(|| ndarray::Array1::from_shape_fn(g * u, |i| val(seed + 9_000 + i, 0.3))),
             reset_after: true,
+            projection: None,
         }
     }
 

@@ -16,6 +16,9 @@ Per-step arrays are **time-major**, `(steps, sequences, units)` with steps in pr
 | `predictions` | (B, outputs) | always |
 | `last_output`, `initial_state/h`, `final_state/h` (and `/c`) | (B, U) | always |
 | `metadata` | () unicode | always: `json.loads(np.load(p)["metadata"][()])` |
+
+A `proj_size` LSTM's `state/h`, `output`, `last_output`, `initial_state/h` and `final_state/h` have the
+projection's width P, not U.
 */
 
 use crate::cell::Real;
@@ -58,6 +61,8 @@ impl<T: Real> TraceNpz<T> {
         let (b, t, _) = job.x.dim();
         let u = job.weights.units;
         let shape = [t, b, u];
+        // h and the output have the projection's width for a proj_size LSTM.
+        let h_shape = [t, b, job.weights.h_units()];
         let names = job.weights.kind.gate_names();
         let mut gates = Vec::new();
         let mut pre = Vec::new();
@@ -74,12 +79,12 @@ impl<T: Real> TraceNpz<T> {
         let masking = job.mask.is_some() || job.mask_value.is_some();
         let (mut h, mut c, mut out) = (None, None, None);
         if record.states {
-            h = Some(stream.declare("state/h", T::DESCR, &shape, T::BYTES)?);
+            h = Some(stream.declare("state/h", T::DESCR, &h_shape, T::BYTES)?);
             if job.weights.kind == CellKind::Lstm {
                 c = Some(stream.declare("state/c", T::DESCR, &shape, T::BYTES)?);
             }
             if masking {
-                out = Some(stream.declare("output", T::DESCR, &shape, T::BYTES)?);
+                out = Some(stream.declare("output", T::DESCR, &h_shape, T::BYTES)?);
             }
         }
         let masked = if masking {

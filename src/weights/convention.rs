@@ -386,6 +386,7 @@ impl Stored {
             bias,
             recurrent_bias,
             reset_after: gru && reading.reset_after,
+            projection: None,
         }
     }
 }

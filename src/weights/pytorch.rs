@@ -5,7 +5,8 @@ PyTorch's `nn.LSTM` / `nn.GRU` state dicts, converted once, at load, to the Kera
 - LSTM gate order i, f, g, o is Keras's i, f, c, o; the two biases add into one (`b_ih + b_hh`).
 - GRU gate order r, z, n becomes Keras's z, r, h; the biases stay apart as Keras's `reset_after=True` (2, 3H)
   bias (row 0 `b_ih`, row 1 `b_hh`), which is exactly PyTorch's `n = tanh(W_in x + b_in + r⊙(W_hn h + b_hn))`.
-- `_l{k}` picks the layer, `_reverse` the backward direction. `proj_size` LSTMs (`weight_hr_l{k}`) are refused.
+- `_l{k}` picks the layer, `_reverse` the backward direction. `proj_size` LSTMs: `weight_hr_l{k}` (proj, hidden)
+  becomes the cell's `projection` (hidden, proj), and `weight_hh_l{k}` is then (4·hidden, proj).
 */
 
 use super::{CellKind, CellWeights, NamedArrays};
@@ -81,23 +82,43 @@ pub fn from_state_dict(
     })?;
     let w_hh = get("weight_hh")
         .ok_or_else(|| src.error(format!("has weight_ih{sfx} but no weight_hh{sfx}")))?;
-    if get("weight_hr").is_some() {
-        return Err(src.error(format!(
-            "has weight_hr{sfx}: LSTMs with proj_size are not supported"
-        )));
-    }
     let g = kind.blocks();
     let cell = kind.name().to_uppercase();
-    if w_hh.ndim() != 2 || w_hh.shape[0] == 0 || w_hh.shape[0] % w_hh.shape[1].max(1) != 0 {
+    // proj_size: weight_hr (proj, hidden) makes h = W_hr (o ⊙ tanh(c)); weight_hh is then (g·hidden, proj).
+    let w_hr = get("weight_hr");
+    if let Some(w) = w_hr
+        && (kind != CellKind::Lstm
+            || w.ndim() != 2
+            || w.shape[0] == 0
+            || w.shape[1] == 0
+            || w.shape[0] >= w.shape[1])
+    {
         return Err(src.error(format!(
-            "weight_hh{sfx} has shape {}; expected ({g} × hidden, hidden)",
-            w_hh.shape_str()
+            "weight_hr{sfx} has shape {}; expected (proj_size, hidden) with proj_size < hidden, for an nn.LSTM",
+            w.shape_str()
         )));
     }
-    let hidden = w_hh.shape[1];
+    let (hidden, hcols) = match w_hr {
+        Some(w) => (w.shape[1], w.shape[0]),
+        None => (
+            w_hh.shape.get(1).copied().unwrap_or(0),
+            w_hh.shape.get(1).copied().unwrap_or(0),
+        ),
+    };
+    if w_hh.ndim() != 2 || w_hh.shape[0] == 0 || hidden == 0 || w_hh.shape[1] != hcols {
+        return Err(src.error(format!(
+            "weight_hh{sfx} has shape {}; expected ({g} × hidden, {})",
+            w_hh.shape_str(),
+            if w_hr.is_some() {
+                "proj_size"
+            } else {
+                "hidden"
+            }
+        )));
+    }
     if w_hh.shape[0] != g * hidden {
         let other = kind.other();
-        let hint = if w_hh.shape[0] == other.blocks() * hidden {
+        let hint = if w_hr.is_none() && w_hh.shape[0] == other.blocks() * hidden {
             format!(
                 ": these are {} weights; run `rnntrace {}`",
                 other.name().to_uppercase(),
@@ -107,7 +128,7 @@ pub fn from_state_dict(
             String::new()
         };
         return Err(src.error(format!(
-            "weight_hh{sfx} has shape {}; expected ({}, {hidden}) for a PyTorch {cell} with hidden size {hidden}{hint}",
+            "weight_hh{sfx} has shape {}; expected ({}, {hcols}) for a PyTorch {cell} with hidden size {hidden}{hint}",
             w_hh.shape_str(),
             g * hidden
         )));
@@ -174,6 +195,10 @@ pub fn from_state_dict(
         bias,
         recurrent_bias,
         reset_after: kind == CellKind::Gru,
+        projection: w_hr.map(|w| {
+            let (p, h) = (w.shape[0], w.shape[1]);
+            Array2::from_shape_fn((h, p), |(i, j)| w.data[j * h + i])
+        }),
     })
 }
 

@@ -46,6 +46,8 @@ fn state_dicts_whole_modules_and_safetensors_match_pytorch() {
         ("gru_bf16.safetensors", "gru", "gru_bf16"),
         ("lstm_strided.pt", "lstm", "lstm_strided"),
         ("checkpoint.pt", "lstm", "checkpoint"),
+        ("lstm_proj.pt", "lstm", "lstm_proj"),
+        ("lstm_proj_bi.pt", "lstm", "lstm_proj_bi"),
     ] {
         let x = format!("{case}.x.npy");
         run_passes(file, cell, &x, &format!("{case}.out.npy"), &[]);
@@ -297,6 +299,53 @@ fn hostile_and_refused_files_exit_2_with_one_line() {
             assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
             assert!(err.contains(file) && err.contains(says), "{args:?}: {err}");
             assert!(!err.contains("panicked") && !err.contains("pwned"), "{err}");
+        }
+    }
+}
+
+#[test]
+fn proj_size_lstm_records_the_projected_h() {
+    let tmp = tempfile::tempdir().unwrap();
+    let trace = tmp.path().join("t.npz");
+    let (code, out, err) = run(rnntrace()
+        .current_dir(dir())
+        .args([
+            "lstm",
+            "--weights",
+            "lstm_proj.pt",
+            "--input",
+            "lstm_proj.x.npy",
+            "--expected",
+            "lstm_proj.out.npy",
+            "--atol",
+            "1e-5",
+            "--rtol",
+            "0",
+            "-q",
+            "--trace",
+        ])
+        .arg(&trace));
+    assert_eq!(code, 0, "{out}{err}");
+    let z = std::fs::read(&trace).unwrap();
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(z)).unwrap();
+    let mut get = |n: &str| {
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(&mut zip.by_name(&format!("{n}.npy")).unwrap(), &mut buf)
+            .unwrap();
+        rnntrace::io::npy::parse(&buf).unwrap()
+    };
+    // (steps, sequences, proj) for h, (steps, sequences, hidden) for c.
+    assert_eq!(get("state/h").shape, vec![5, 3, 2]);
+    assert_eq!(get("state/c").shape, vec![5, 3, 6]);
+    let (shape, want) = crate::npy(&dir().join("lstm_proj.out.npy"));
+    assert_eq!(shape, vec![3, 5, 2]);
+    let h = get("state/h");
+    for b in 0..3 {
+        for t in 0..5 {
+            for j in 0..2 {
+                let d = (h.data[(t * 3 + b) * 2 + j] - want[(b * 5 + t) * 2 + j]).abs();
+                assert!(d < 1e-5, "h[{t},{b},{j}] off by {d}");
+            }
         }
     }
 }
