@@ -43,6 +43,17 @@ pub fn run_model(a: &RunArgs, _started: Instant) -> Result<Outcome> {
     if let Some(cell) = a.cell {
         return run_torch(a, cell);
     }
+    for (flag, given) in [
+        ("--dense", a.dense.is_some()),
+        ("--module", a.module.is_some()),
+        ("--time-major", a.time_major),
+    ] {
+        if given {
+            return Err(Error::usage(format!(
+                "{flag} applies to PyTorch files run with --cell lstm|gru; a saved Keras model carries its own layers"
+            )));
+        }
+    }
     let model = model::load(&a.model)?;
     let raw = io::read_npy(&a.input)?;
     // The model's own input shape decides what the input is; without one, the first layer that says.
@@ -478,6 +489,14 @@ pub fn inspect(a: &InspectArgs) -> Result<Outcome> {
         let torch = crate::weights::pytorch::looks_like(&full);
         if torch {
             out.push_str(&crate::weights::pytorch::summary(&full));
+        }
+        if torch
+            && a.module.is_none()
+            && crate::weights::pytorch::recurrent_modules(&full).len() > 1
+        {
+            out.push_str("(--module NAME shows one module's gate blocks)\n");
+            write_stdout(|w| w.write_all(out.as_bytes()))?;
+            return Ok(Outcome::Success);
         }
         let src = crate::weights::pytorch::select_module(full, a.module.as_deref())?;
         let inferred = crate::weights::pytorch::recurrent_modules(&src)

@@ -179,6 +179,23 @@ fn several_recurrent_modules_need_module() {
 }
 
 #[test]
+fn pytorch_only_flags_are_refused_for_keras_models() {
+    for flag in [
+        &["--dense", "fc"][..],
+        &["--module", "rnn"],
+        &["--time-major"],
+    ] {
+        let mut args = vec!["run", "--model", "model.keras", "--input", "input.npy"];
+        args.extend_from_slice(flag);
+        let (code, _, err) = run(rnntrace()
+            .current_dir(fixtures().join("models").join("activation_layer"))
+            .args(&args));
+        assert_eq!(code, 2, "{flag:?}: {err}");
+        assert!(err.contains(flag[0]) && err.contains("--cell"), "{err}");
+    }
+}
+
+#[test]
 fn time_major_data_is_named_and_read_with_the_flag() {
     let d = dir();
     // Shapes (6, 2, 3) → (6, 2, 4): read batch-first, the shapes agree and the numbers fail: the hint names the fix.
@@ -239,6 +256,36 @@ fn inspect_summarises_a_pytorch_file() {
         "{out}"
     );
     assert!(out.contains("i (input gate)"), "{out}");
+    let (code, out, err) =
+        run(rnntrace()
+            .current_dir(dir())
+            .args(["inspect", "--weights", "seq2seq.pt"]));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("encoder: nn.LSTM(input_size=3, hidden_size=4"),
+        "{out}"
+    );
+    assert!(
+        out.contains("decoder: nn.GRU(input_size=4, hidden_size=4"),
+        "{out}"
+    );
+    assert!(
+        out.contains("out: nn.Linear(in_features=3, out_features=1)")
+            && out.contains("--module NAME"),
+        "{out}"
+    );
+    let (code, out, _) = run(rnntrace().current_dir(dir()).args([
+        "inspect",
+        "--weights",
+        "seq2seq.pt",
+        "--module",
+        "decoder",
+    ]));
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("GRU weights (PyTorch layout), 4 units, 4 input features"),
+        "{out}"
+    );
     let (code, out, _) =
         run(rnntrace()
             .current_dir(dir())
