@@ -27,7 +27,14 @@ use std::io::{Cursor, Read};
 /// `data.pkl` larger than this is refused (a state dict's pickle is ~100 bytes per tensor).
 pub const MAX_PICKLE_BYTES: u64 = 64 << 20;
 /// Values the unpickler may create.
-pub const MAX_VALUES: usize = 4_000_000;
+pub const MAX_VALUES: usize = 2_000_000;
+/// Items the unpickler may copy in all (REDUCE arguments, set and dict contents): keeps a pickle that
+/// reuses one huge tuple through the memo from costing quadratic time.
+pub const MAX_WORK: usize = 50_000_000;
+/// Dimensions of a tensor.
+pub const MAX_DIMS: usize = 64;
+/// A dict key longer than this is not a parameter name: the walk skips it (keeps names bounded).
+pub const MAX_NAME: usize = 1024;
 /// Depth of the value stack.
 pub const MAX_STACK: usize = 1_000_000;
 /// Open MARKs at once (how deep tuples/lists/dicts may be nested while being built).
@@ -327,9 +334,37 @@ struct Machine {
     stack: Vec<Id>,
     marks: Vec<usize>,
     memo: HashMap<u32, Id>,
+    work: usize,
 }
 
 impl Machine {
+    fn charge(&mut self, n: usize) -> Result<(), String> {
+        self.work = self.work.saturating_add(n);
+        if self.work > MAX_WORK {
+            return Err(format!(
+                "pickle copies more than {MAX_WORK} items while being read; no checkpoint does"
+            ));
+        }
+        Ok(())
+    }
+    /// The first `n` items of the tuple `id` (REDUCE arguments), charged to the work budget.
+    fn tuple_head(&mut self, id: Id, n: usize, what: &str) -> Result<Vec<Id>, String> {
+        let v = match &self.values[id] {
+            Value::Tuple(a) => a.iter().take(n).copied().collect::<Vec<_>>(),
+            _ => return Err(format!("{what} is not a tuple (corrupt data.pkl)")),
+        };
+        self.charge(v.len())?;
+        Ok(v)
+    }
+    /// A copy of the items of list/tuple/set `id`, charged to the work budget.
+    fn items(&mut self, id: Id) -> Option<Vec<Id>> {
+        let v = match &self.values[id] {
+            Value::List(v) | Value::Tuple(v) | Value::Set(v) => v.clone(),
+            _ => return None,
+        };
+        self.charge(v.len()).ok()?;
+        Some(v)
+    }
     fn push(&mut self, v: Value) -> Result<(), String> {
         if self.values.len() >= MAX_VALUES {
             return Err(format!("pickle creates more than {MAX_VALUES} values"));
@@ -374,6 +409,10 @@ impl Machine {
     }
     fn ints(&self, id: Id, what: &str) -> Result<Vec<u64>, String> {
         match &self.values[id] {
+            Value::Tuple(v) | Value::List(v) if v.len() > MAX_DIMS => Err(format!(
+                "tensor {what} has {} dimensions; at most {MAX_DIMS} are read",
+                v.len()
+            )),
             Value::Tuple(v) | Value::List(v) => v
                 .iter()
                 .map(|&i| match self.int(i) {
@@ -409,14 +448,11 @@ impl Machine {
     }
 
     fn persistent(&mut self, pid: Id) -> Result<Value, String> {
-        let parts = match &self.values[pid] {
-            Value::Tuple(p) => p.clone(),
-            _ => {
-                return Err(
-                    "persistent id is not a tuple ('storage', type, key, location, numel)".into(),
-                );
-            }
-        };
+        let parts = self.tuple_head(
+            pid,
+            6,
+            "persistent id ('storage', type, key, location, numel)",
+        )?;
         let bad = || "persistent id is not ('storage', type, key, location, numel)".to_string();
         if parts.len() != 5 || self.values[parts[0]] != Value::Str("storage".into()) {
             return Err(bad());
@@ -437,10 +473,7 @@ impl Machine {
     }
 
     fn reduce(&mut self, f: Id, args: Id) -> Result<Value, String> {
-        let args_v = match &self.values[args] {
-            Value::Tuple(a) => a.clone(),
-            _ => return Err("REDUCE arguments are not a tuple (corrupt data.pkl)".into()),
-        };
+        let args_v = self.tuple_head(args, 8, "REDUCE arguments")?;
         let g = match &self.values[f] {
             Value::Global(g) => g.clone(),
             _ => {
@@ -488,10 +521,9 @@ impl Machine {
             Global::OrderedDict => {
                 let mut items = Vec::new();
                 if let Some(&a) = args_v.first() {
-                    let pairs = match &self.values[a] {
-                        Value::List(v) | Value::Tuple(v) => v.clone(),
-                        _ => return Err("OrderedDict argument is not a list of pairs".into()),
-                    };
+                    let pairs = self
+                        .items(a)
+                        .ok_or("OrderedDict argument is not a list of pairs (or is too large)")?;
                     for p in pairs {
                         match &self.values[p] {
                             Value::Tuple(kv) | Value::List(kv) if kv.len() == 2 => {
@@ -503,15 +535,19 @@ impl Machine {
                 }
                 Ok(Value::Dict(items))
             }
-            Global::Set => match args_v.first().map(|&a| &self.values[a]) {
+            Global::Set => match args_v.first() {
                 None => Ok(Value::Set(Vec::new())),
-                Some(Value::List(v) | Value::Tuple(v) | Value::Set(v)) => Ok(Value::Set(v.clone())),
-                _ => Err("set argument is not a list".into()),
+                Some(&a) => self
+                    .items(a)
+                    .map(Value::Set)
+                    .ok_or_else(|| "set argument is not a list (or is too large)".into()),
             },
-            Global::Size => match args_v.first().map(|&a| &self.values[a]) {
+            Global::Size => match args_v.first() {
                 None => Ok(Value::Tuple(Vec::new())),
-                Some(Value::List(v) | Value::Tuple(v)) => Ok(Value::Tuple(v.clone())),
-                _ => Err("torch.Size argument is not a tuple".into()),
+                Some(&a) => self
+                    .items(a)
+                    .map(Value::Tuple)
+                    .ok_or_else(|| "torch.Size argument is not a tuple (or is too large)".into()),
             },
             Global::Class(class) => Ok(Value::Object { class, state: None }),
             Global::StorageType(_) => Err(
@@ -554,6 +590,7 @@ pub fn unpickle(data: &[u8]) -> Result<Pickle, String> {
         stack: Vec::new(),
         marks: Vec::new(),
         memo: HashMap::new(),
+        work: 0,
     };
     loop {
         let at = r.pos;
@@ -892,7 +929,7 @@ pub fn find_tensors(p: &Pickle) -> Result<Found, String> {
                     continue;
                 }
                 for (k, v) in items.iter().rev() {
-                    if let Some(k) = str_of(*k) {
+                    if let Some(k) = str_of(*k).filter(|k| k.len() <= MAX_NAME) {
                         todo.push((*v, format!("{prefix}{k}."), depth + 1));
                     }
                 }
@@ -922,7 +959,7 @@ pub fn find_tensors(p: &Pickle) -> Result<Found, String> {
                         && let Value::Dict(items) = &p.values[d]
                     {
                         for (k, v) in items {
-                            if let Some(k) = str_of(*k) {
+                            if let Some(k) = str_of(*k).filter(|k| k.len() <= MAX_NAME) {
                                 push.push((*v, format!("{prefix}{k}."), depth + 1));
                             }
                         }

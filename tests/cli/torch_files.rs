@@ -47,6 +47,8 @@ fn state_dicts_whole_modules_and_safetensors_match_pytorch() {
         ("lstm_strided.pt", "lstm", "lstm_strided"),
         ("checkpoint.pt", "lstm", "checkpoint"),
         ("lstm_proj.pt", "lstm", "lstm_proj"),
+        ("gru_p4.pt", "gru", "gru_p4"),
+        ("gru_p5.pt", "gru", "gru_p5"),
         ("lstm_proj_bi.pt", "lstm", "lstm_proj_bi"),
     ] {
         let x = format!("{case}.x.npy");
