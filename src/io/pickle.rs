@@ -1008,6 +1008,7 @@ fn read_member(
     name: &str,
     limit: u64,
     want: Option<u64>,
+    archive_len: usize,
 ) -> Result<Vec<u8>, String> {
     let mut member = zip.by_name(name).map_err(|e| {
         format!("archive member '{name}' cannot be read: {e} (truncated or corrupt archive)")
@@ -1020,9 +1021,12 @@ fn read_member(
             "storage '{name}' claims {w} bytes but the archive member holds {declared}; refusing it"
         ));
     }
-    if declared > limit {
+    // Deflate expands at most ~1032:1; a stored member is no larger than the archive.
+    let possible = (archive_len as u64).saturating_mul(1032);
+    if declared > limit || declared > possible {
         return Err(format!(
-            "archive member '{name}' claims {declared} bytes; refusing more than {limit}"
+            "archive member '{name}' claims {declared} bytes; refusing more than {} (truncated or corrupt archive?)",
+            limit.min(possible)
         ));
     }
     let mut buf = Vec::with_capacity(declared as usize);
@@ -1061,7 +1065,7 @@ pub fn parse_torch_zip(bytes: &[u8]) -> Result<TorchFile, String> {
         }
         Err(_) => false,
     };
-    let data = read_member(&mut zip, &pkl, MAX_PICKLE_BYTES, None)?;
+    let data = read_member(&mut zip, &pkl, MAX_PICKLE_BYTES, None, bytes.len())?;
     let pickle = unpickle(&data).map_err(|e| format!("{pkl}: {e}"))?;
     let found = find_tensors(&pickle)?;
     if found.tensors.is_empty() {
@@ -1124,7 +1128,13 @@ pub fn parse_torch_zip(bytes: &[u8]) -> Result<TorchFile, String> {
         }
         if !storages.contains_key(&t.key) {
             let member = format!("{dir}data/{}", t.key);
-            let b = read_member(&mut zip, &member, MAX_STORAGE_BYTES, Some(storage_bytes))?;
+            let b = read_member(
+                &mut zip,
+                &member,
+                MAX_STORAGE_BYTES,
+                Some(storage_bytes),
+                bytes.len(),
+            )?;
             storages.insert(t.key.clone(), b);
         }
         let buf = &storages[&t.key];
