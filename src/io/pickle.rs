@@ -1171,3 +1171,48 @@ pub fn parse_torch_zip(bytes: &[u8]) -> Result<TorchFile, String> {
         batch_first: found.batch_first,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dict_that_holds_itself_is_walked_once() {
+        // {}, memo 0, key 'a', get memo 0, SETITEM: d['a'] = d.
+        let p = unpickle(b"\x80\x02}q\x00X\x01\x00\x00\x00ah\x00s.").unwrap();
+        let f = find_tensors(&p).unwrap();
+        assert!(f.tensors.is_empty());
+    }
+
+    #[test]
+    fn object_building_opcodes_and_functions_are_refused_by_name() {
+        let e = unpickle(b"\x80\x02csubprocess\nPopen\n)R.").unwrap_err();
+        assert!(e.contains("refuses global subprocess.Popen"), "{e}");
+        let e = unpickle(b"\x80\x02(cos\nsystem\nX\x00\x00\x00\x00o.").unwrap_err();
+        assert!(e.contains("os.system"), "{e}");
+        let e = unpickle(b"\x80\x02(i__main__\nNet\n.").unwrap_err();
+        assert!(e.contains("INST/OBJ"), "{e}");
+    }
+
+    #[test]
+    fn a_class_is_kept_opaque_and_its_state_is_data() {
+        // __main__.Net via NEWOBJ, BUILD with {'_parameters': {}}.
+        let p =
+            unpickle(b"\x80\x02c__main__\nNet\n)\x81}X\x0b\x00\x00\x00_parameters}sb.").unwrap();
+        match &p.values[p.top] {
+            Value::Object {
+                class,
+                state: Some(_),
+            } => assert_eq!(class, "__main__.Net"),
+            v => panic!("{v:?}"),
+        }
+    }
+
+    #[test]
+    fn deep_marks_stop_at_the_limit_without_recursion() {
+        let mut b = b"\x80\x02".to_vec();
+        b.extend(std::iter::repeat_n(b'(', 200_000));
+        let e = unpickle(&b).unwrap_err();
+        assert!(e.contains("more than 1000 levels"), "{e}");
+    }
+}
