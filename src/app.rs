@@ -249,7 +249,15 @@ fn execute_as<T: Real>(job: &CellJob, title: &str, started: Instant) -> Result<O
 
     let (layer, npz) = match npz_target {
         Some(target) => {
-            let mut npz = render::npz::TraceNpz::<T>::new(target, job, out.record)?;
+            let (sequences, steps, _) = job.x.dim();
+            let shape = render::npz::NpzRun {
+                kind: job.weights.kind,
+                sequences,
+                steps,
+                units: job.weights.units,
+                masked: job.mask.is_some() || job.mask_value.is_some(),
+            };
+            let mut npz = render::npz::TraceNpz::<T>::new(target, shape, out.record)?;
             let progress = Progress::new(job.x.shape()[1]);
             let mut sink = |t0: usize, stores: &Stores<T>| -> Result<()> {
                 let t = Instant::now();
@@ -287,7 +295,7 @@ fn execute_as<T: Real>(job: &CellJob, title: &str, started: Instant) -> Result<O
 
     let write_start = Instant::now();
     if let Some(npz) = npz {
-        npz.finish(job, &computed.trace, computed.comparison.as_ref())?;
+        npz.finish(job.window, &computed.trace, computed.comparison.as_ref())?;
     }
     // JSON (file or stdout) and tables need complete per-step records; recompute what was not kept.
     let p = &out.plots;

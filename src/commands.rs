@@ -8,7 +8,7 @@ use crate::app::{Outcome, write_stdout};
 use crate::cell::{Activation, Real};
 use crate::cli::{ColorArg, FormatArg, InspectArgs, PrecisionArg, RunArgs};
 use crate::compare;
-use crate::config::{Display, series_input};
+use crate::config::series_input;
 use crate::error::{Error, Result, shape_str};
 use crate::io;
 use crate::model::{self, LayerKind, Recurrent, SavedModel};
@@ -156,7 +156,7 @@ fn run_as<T: Real>(
     let out_shape = run.output.shape();
     let predictions = run.output.rows();
     let outputs = predictions.ncols();
-    let mut display = Display::from_args(&a.display, features)?;
+    let mut display = crate::config::display_options(&a.display, features)?;
     display.check_sequences(n)?;
     if let Some(names) = &a.check.output_names {
         display.output_names = names.split(',').map(|s| s.trim().to_string()).collect();
@@ -442,7 +442,7 @@ pub fn inspect(a: &InspectArgs) -> Result<Outcome> {
             layout.name(),
             w.units,
             w.features,
-            if kind == CellKind::Gru {
+            if kind.has_reset_after() {
                 format!(
                     ", reset_after={}",
                     if w.reset_after { "True" } else { "False" }
@@ -480,7 +480,7 @@ fn recurrent_blocks(out: &mut String, name: &str, r: &Recurrent, color: bool) ->
         positional: false,
         arrays,
     };
-    let ra = if kind == CellKind::Gru && !r.reset_after {
+    let ra = if kind.has_reset_after() && !r.reset_after {
         crate::weights::keras::ResetAfter::False
     } else {
         crate::weights::keras::ResetAfter::Auto
@@ -493,7 +493,7 @@ fn recurrent_blocks(out: &mut String, name: &str, r: &Recurrent, color: bool) ->
         r.units,
         r.activation,
         r.recurrent_activation,
-        if kind == CellKind::Gru {
+        if kind.has_reset_after() {
             format!(", reset_after={}", r.reset_after)
         } else {
             String::new()
@@ -509,16 +509,12 @@ fn recurrent_blocks(out: &mut String, name: &str, r: &Recurrent, color: bool) ->
 /// One row per gate block: shapes, norms and bias statistics, so a dead gate or a unit_forget_bias shows.
 fn blocks_table(out: &mut String, w: &crate::weights::CellWeights<f64>, color: bool) {
     use std::fmt::Write as _;
-    let labels: &[&str] = match w.kind {
-        CellKind::Lstm => &[
-            "i (input gate)",
-            "f (forget gate)",
-            "c (cell candidate)",
-            "o (output gate)",
-        ],
-        CellKind::Gru => &["z (update gate)", "r (reset gate)", "h (candidate)"],
-        CellKind::SimpleRnn => &["h (new state)"],
-    };
+    let labels: Vec<String> = w
+        .kind
+        .gates()
+        .iter()
+        .map(|g| format!("{} ({})", g.name, g.role))
+        .collect();
     let mut t = table(color);
     let mut header = vec![
         "Block",
@@ -547,7 +543,7 @@ fn blocks_table(out: &mut String, w: &crate::weights::CellWeights<f64>, color: b
             (mean, lo, hi)
         };
         let mut row = vec![
-            Cell::new(*label),
+            Cell::new(label),
             Cell::new(shape_str(&[kern.nrows(), kern.ncols()])),
             right(render::number::fmt(norm(kern))),
             Cell::new(shape_str(&[rec.nrows(), rec.ncols()])),

@@ -10,6 +10,7 @@ use crate::cli::{
 use crate::engine::LayerSpec;
 use crate::error::{Error, Result, shape_str};
 use crate::io::{self, RawArray};
+use crate::render::DisplayOptions;
 use crate::scaler::Scaler;
 use crate::weights::keras::ResetAfter;
 use crate::weights::{CellKind, CellWeights, DenseWeights, dense, load_arrays};
@@ -70,8 +71,8 @@ pub struct OutputConfig {
     pub format: FormatArg,
     /// --trace target.
     pub trace: Option<PathBuf>,
-    /// Display settings.
-    pub display: Display,
+    /// DisplayOptions settings.
+    pub display: DisplayOptions,
     /// What to keep of every step.
     pub record: crate::trace::Record,
     /// Print timings on stderr.
@@ -80,66 +81,43 @@ pub struct OutputConfig {
     pub plots: crate::cli::PlotArgs,
 }
 
-/// Validated display settings.
-#[derive(Debug, Clone)]
-pub struct Display {
-    /// Feature names (empty: x0, x1, …).
-    pub feature_names: Vec<String>,
-    /// Which sequences get per-step tables (`None`: the first 3).
-    pub sequences: Option<Vec<std::ops::Range<usize>>>,
-    /// Max unit columns.
-    pub max_units: usize,
-    /// Max steps per sequence in per-step tables.
-    pub max_steps: usize,
-    /// Colour on.
-    pub color: bool,
-    /// Only errors and the verdict.
-    pub quiet: bool,
-    /// Names of the outputs (empty: y0, y1, …).
-    pub output_names: Vec<String>,
-    /// Maps predictions back to original units.
-    pub scaler: Option<Scaler>,
-}
-
-impl Display {
-    /// Validates display flags for a run of `n_features` features.
-    pub fn from_args(d: &DisplayArgs, n_features: usize) -> Result<Display> {
-        let feature_names: Vec<String> = match &d.feature_names {
-            None => Vec::new(),
-            Some(s) => s.split(',').map(|p| p.trim().to_string()).collect(),
-        };
-        if !feature_names.is_empty() && feature_names.len() != n_features {
-            return Err(Error::usage(format!(
-                "--feature-names gives {} names; the input has {n_features} features",
-                feature_names.len()
-            )));
-        }
-        let sequences = match d.sequences.as_deref() {
-            None => None,
-            Some(s) => Some(parse_sequences(s)?),
-        };
-        if d.max_units == 0 {
-            return Err(Error::usage("--max-units must be at least 1"));
-        }
-        let color = match d.color {
-            ColorArg::Always => true,
-            ColorArg::Never => false,
-            ColorArg::Auto => {
-                std::io::stdout().is_terminal()
-                    && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
-            }
-        };
-        Ok(Display {
-            feature_names,
-            sequences,
-            max_units: d.max_units,
-            max_steps: d.max_steps.max(1),
-            color,
-            quiet: d.quiet,
-            output_names: Vec::new(),
-            scaler: None,
-        })
+/// Validates display flags for a run of `n_features` features.
+pub fn display_options(d: &DisplayArgs, n_features: usize) -> Result<DisplayOptions> {
+    let feature_names: Vec<String> = match &d.feature_names {
+        None => Vec::new(),
+        Some(s) => s.split(',').map(|p| p.trim().to_string()).collect(),
+    };
+    if !feature_names.is_empty() && feature_names.len() != n_features {
+        return Err(Error::usage(format!(
+            "--feature-names gives {} names; the input has {n_features} features",
+            feature_names.len()
+        )));
     }
+    let sequences = match d.sequences.as_deref() {
+        None => None,
+        Some(s) => Some(parse_sequences(s)?),
+    };
+    if d.max_units == 0 {
+        return Err(Error::usage("--max-units must be at least 1"));
+    }
+    let color = match d.color {
+        ColorArg::Always => true,
+        ColorArg::Never => false,
+        ColorArg::Auto => {
+            std::io::stdout().is_terminal()
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+        }
+    };
+    Ok(DisplayOptions {
+        feature_names,
+        sequences,
+        max_units: d.max_units,
+        max_steps: d.max_steps.max(1),
+        color,
+        quiet: d.quiet,
+        output_names: Vec::new(),
+        scaler: None,
+    })
 }
 
 /// Parses `0,5,7`, `10..20`, `3..=5` or `all` into ranges (`all` is `0..usize::MAX`; clamped to the batch
@@ -178,19 +156,6 @@ fn parse_sequences(s: &str) -> Result<Vec<std::ops::Range<usize>>> {
     Ok(out)
 }
 
-impl Display {
-    /// Checks that `--sequences` names at least one of `n` sequences.
-    pub fn check_sequences(&self, n: usize) -> Result<()> {
-        match &self.sequences {
-            Some(ranges) if ranges.iter().all(|r| r.start >= n) => Err(Error::usage(format!(
-                "--sequences: the input holds {n} sequences (0..{}); none of the ones asked for exists",
-                n.saturating_sub(1)
-            ))),
-            _ => Ok(()),
-        }
-    }
-}
-
 fn activation(flag: &str, name: &str) -> Result<Activation> {
     Activation::parse(name).map_err(|e| Error::usage(format!("--{flag}: {e}")))
 }
@@ -200,7 +165,7 @@ pub fn cell_job(kind: CellKind, a: &CellArgs) -> Result<CellJob> {
     let act = activation("activation", &a.activation)?;
     let rec = activation("recurrent-activation", &a.recurrent_activation)?;
     let dense_act = activation("dense-activation", &a.dense_activation)?;
-    if kind == CellKind::Lstm && a.reset_after != ResetAfterArg::Auto {
+    if !kind.has_reset_after() && a.reset_after != ResetAfterArg::Auto {
         return Err(Error::usage("--reset-after applies to GRU layers only"));
     }
     if a.dense.is_none() && a.dense_activation != "linear" {
@@ -344,7 +309,7 @@ pub fn cell_job(kind: CellKind, a: &CellArgs) -> Result<CellJob> {
         None => None,
         Some(p) => Some(load_targets(p, batch, outputs, a.window)?),
     };
-    let mut display = Display::from_args(&a.display, weights.features)?;
+    let mut display = display_options(&a.display, weights.features)?;
     display.check_sequences(batch)?;
     if let Some(names) = &a.check.output_names {
         display.output_names = names.split(',').map(|s| s.trim().to_string()).collect();
@@ -666,7 +631,7 @@ fn load_initial_state(
             ))),
         }
     };
-    let allowed = if kind == CellKind::Lstm { 2 } else { 1 };
+    let allowed = if kind.has_cell_state() { 2 } else { 1 };
     if src.positional && src.arrays.len() > allowed {
         return Err(src.error(format!(
             "holds {} arrays; an initial state is h{}",

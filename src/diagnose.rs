@@ -222,7 +222,7 @@ impl Ctx {
         Settings {
             activation: c.act,
             recurrent_activation: c.rec,
-            reset_after: (self.p.kind == CellKind::Gru).then_some(r.reset_after),
+            reset_after: (self.p.kind.has_reset_after()).then_some(r.reset_after),
             go_backwards: c.gb,
             order: r.order.clone(),
             transposed: r.transposed,
@@ -634,7 +634,7 @@ fn load(a: &DiagnoseArgs) -> Result<Ctx> {
     let act = parse_activation("activation", &a.activation)?;
     let rec = parse_activation("recurrent-activation", &a.recurrent_activation)?;
     let dense_act = parse_activation("dense-activation", &a.dense_activation)?;
-    if kind == CellKind::Lstm && a.reset_after != ResetAfterArg::Auto {
+    if !kind.has_reset_after() && a.reset_after != ResetAfterArg::Auto {
         return Err(Error::usage("--reset-after applies to GRU layers only"));
     }
     if a.dense.is_none() && a.dense_activation != "linear" {
@@ -739,7 +739,7 @@ fn load(a: &DiagnoseArgs) -> Result<Ctx> {
         rtol: a.rtol,
     };
 
-    let user_reset_after = (kind == CellKind::Gru).then_some(match a.reset_after {
+    let user_reset_after = (kind.has_reset_after()).then_some(match a.reset_after {
         ResetAfterArg::True => true,
         ResetAfterArg::False => false,
         ResetAfterArg::Auto => !matches!(stored.bias, StoredBias::Single(_)),
@@ -769,7 +769,7 @@ fn load(a: &DiagnoseArgs) -> Result<Ctx> {
             let reading = Reading {
                 transposed: ctx.user.transposed,
                 order: ctx.user.order.clone(),
-                reset_after: kind == CellKind::Gru && w.reset_after,
+                reset_after: kind.has_reset_after() && w.reset_after,
                 textbook_update: false,
             };
             let s = match ctx.structures.iter().position(|st| st.reading == reading) {
@@ -975,7 +975,7 @@ fn write_weights(path: &Path, w: &CellWeights<f64>) -> Result<()> {
     let bias = match (
         &w.bias,
         &w.recurrent_bias,
-        w.kind == CellKind::Gru && w.reset_after,
+        w.kind.has_reset_after() && w.reset_after,
     ) {
         (None, None, _) => None,
         (b, r, true) => Some(json!([
@@ -1114,7 +1114,7 @@ impl Report<'_> {
             },
             "activation" => format!(
                 "the layer's activation ({}) is {}, not {}",
-                if kind == CellKind::Lstm {
+                if kind.has_cell_state() {
                     "candidate and cell output"
                 } else {
                     "candidate"

@@ -444,7 +444,7 @@ impl<T: Real> Lane<T> {
                         std::slice::from_raw_parts(c_prev, n * u),
                     )
                 };
-                let lstm = ctx.w.kind == CellKind::Lstm;
+                let lstm = ctx.w.kind.has_cell_state();
                 for (r, b) in self.rows.clone().enumerate() {
                     let row = r * u..(r + 1) * u;
                     if m[[b, ti]] {
@@ -552,7 +552,7 @@ pub fn run_layer_using<T: Real>(
             "mask shape vs (sequences, timesteps)"
         );
     }
-    let lstm = weights.kind == CellKind::Lstm;
+    let lstm = weights.kind.has_cell_state();
     let masking = input.mask.is_some();
     let packed = packed_for(weights, spec, kernels);
     // The fused kernels address rows of `x` directly.
@@ -682,7 +682,7 @@ pub fn run_layer_using<T: Real>(
         features,
         activation: spec.activation,
         recurrent_activation: spec.recurrent_activation,
-        reset_after: (weights.kind == CellKind::Gru).then_some(weights.reset_after),
+        reset_after: (weights.kind.has_reset_after()).then_some(weights.reset_after),
         go_backwards: spec.go_backwards,
         carry_state: spec.carry_state,
         input_index,
@@ -814,7 +814,7 @@ mod tests {
             kernel: a(f, g * u, seed, 0.5),
             recurrent_kernel: a(u, g * u, seed + 100_000, 0.5),
             bias: bias.then(|| ndarray::Array1::from_shape_fn(g * u, |i| val(seed + 7 + i, 0.3))),
-            recurrent_bias: (bias && kind == CellKind::Gru)
+            recurrent_bias: (bias && kind.has_reset_after())
                 .then(|| ndarray::Array1::from_shape_fn(g * u, |i| val(seed + 9_000 + i, 0.3))),
             reset_after: true,
         }
@@ -900,7 +900,7 @@ mod tests {
             let x = Array3::from_shape_fn((batch, steps, f), |(b, t, k)| {
                 val(50_000 + (b * steps + t) * f + k, 2.0)
             });
-            let lstm = kind == CellKind::Lstm;
+            let lstm = kind.has_cell_state();
             for variant in 0..4 {
                 let spec = LayerSpec {
                     name: "l".into(),

@@ -88,7 +88,7 @@ fn cell_weights<T: Real>(model: &SavedModel, layer: &str, r: &Recurrent) -> Resu
     let w = from_arrays(
         kind,
         &src,
-        if kind == CellKind::Gru {
+        if kind.has_reset_after() {
             ra
         } else {
             ResetAfter::Auto

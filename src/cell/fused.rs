@@ -29,8 +29,7 @@ library's). That moves the last bit or so: the golden cases agree with Keras to 
 #![allow(clippy::excessive_precision)]
 
 use crate::cell::Activation;
-use crate::trace::Kernels;
-use crate::weights::{CellKind, CellWeights};
+use crate::cell::{CellKind, CellWeights, Kernels};
 
 /// Which fused step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -835,8 +834,8 @@ mod tests {
     fn packings_exist_only_for_fused_instruction_sets_the_cpu_has() {
         use super::{Kernels, Packed};
         use crate::cell::Activation::{HardSigmoid, Sigmoid, Tanh};
-        let w = crate::weights::CellWeights::<f32> {
-            kind: crate::weights::CellKind::Lstm,
+        let w = crate::cell::CellWeights::<f32> {
+            kind: crate::cell::CellKind::Lstm,
             units: 3,
             features: 2,
             kernel: ndarray::Array2::zeros((2, 12)),

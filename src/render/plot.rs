@@ -523,22 +523,13 @@ fn heatmap<T: Real>(
         }
     }
     let non_finite = values.iter().flatten().filter(|v| !v.is_finite()).count();
-    let candidate = matches!((l.kind, k), (CellKind::Lstm, 2) | (CellKind::Gru, 2));
-    let act = if candidate {
+    let gate = l.kind.gates()[k];
+    let act = if gate.candidate {
         l.activation
     } else {
         l.recurrent_activation
     };
-    let role = match (l.kind, k) {
-        (CellKind::Lstm, 0) => "input gate",
-        (CellKind::Lstm, 1) => "forget gate",
-        (CellKind::Lstm, 2) => "candidate c̃",
-        (CellKind::Lstm, _) => "output gate",
-        (CellKind::Gru, 0) => "update gate",
-        (CellKind::Gru, 1) => "reset gate",
-        (CellKind::Gru, _) => "candidate h̃",
-        (CellKind::SimpleRnn, _) => "new state h",
-    };
+    let role = gate.chart;
     let (lo, hi, fixed, diverging) = match fixed_range(act) {
         Some((lo, hi)) => (lo, hi, true, lo < 0.0),
         None => {
@@ -1787,7 +1778,7 @@ mod tests {
             if k / units == 2 { v.tanh() } else { sig(v) }
         });
         let last = |a: &Array3<f64>| a.index_axis(Axis(0), steps.saturating_sub(1)).to_owned();
-        let lstm = kind == CellKind::Lstm;
+        let lstm = kind.has_cell_state();
         let layer = LayerTrace {
             name: kind.name().into(),
             kind,
