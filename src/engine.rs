@@ -516,12 +516,19 @@ pub fn run_layer_with<T: Real>(
     chunk_steps: Option<usize>,
     sink: &mut Sink<'_, T>,
 ) -> crate::Result<LayerTrace<T>> {
-    // An invalid value is reported by the command line before anything runs (`app::run`).
-    let kernels = fused::kernels_requested().unwrap_or(Kernels::Avx512);
-    run_layer_using(weights, spec, input, record, chunk_steps, sink, kernels)
+    run_layer_using(
+        weights,
+        spec,
+        input,
+        record,
+        chunk_steps,
+        sink,
+        Kernels::Avx512,
+    )
 }
 
-/// [`run_layer_with`] with the kernels chosen by the caller instead of `RNNTRACE_KERNELS`: the best
+/// [`run_layer_with`] with the kernels chosen by the caller (the command line passes `RNNTRACE_KERNELS`'s
+/// choice; [`run_layer_with`] allows all): the best
 /// allowed by `kernels` that applies. The fused steps apply to float32 with the default activations, on a
 /// CPU with AVX-512F (`Kernels::Avx512` allows them) or AVX2 and FMA (`Avx512` or `Avx2` allow them); the
 /// portable cells run everything else. The returned trace says which ran.

@@ -50,22 +50,6 @@ impl FusedKind {
     }
 }
 
-/// The kernels `RNNTRACE_KERNELS` allows: `auto` (or unset or empty: the best this CPU has), `avx2`,
-/// `portable`; any other value is an error naming what was found.
-pub fn kernels_requested() -> Result<Kernels, String> {
-    match std::env::var("RNNTRACE_KERNELS").as_deref() {
-        Err(std::env::VarError::NotPresent) | Ok("") | Ok("auto") => Ok(Kernels::Avx512),
-        Ok("avx2") => Ok(Kernels::Avx2),
-        Ok("portable") => Ok(Kernels::Portable),
-        Ok(other) => Err(format!(
-            "RNNTRACE_KERNELS is {other:?}; expected auto, avx2 or portable"
-        )),
-        Err(std::env::VarError::NotUnicode(v)) => Err(format!(
-            "RNNTRACE_KERNELS is {v:?}; expected auto, avx2 or portable"
-        )),
-    }
-}
-
 /// The fused kernels that can run `w` with these activations on this CPU, at most `allowed`
 /// (`Avx512` allows both, `Avx2` only AVX2, `Portable` none).
 pub fn fused_kind(

@@ -1,11 +1,14 @@
 /*!
-From command-line values to a validated job: every file is read and every shape checked here, once, with
-messages that name the file. After this step nothing can fail on bad input.
+From command-line values to validated jobs: every file is read and every shape checked here, once, with
+messages that name the file, and the environment is read here ([`Env`]) and passed down. After
+[`cell_job`], an `lstm`/`gru` run cannot fail on bad input; `run` and `diagnose` use the shared loaders
+([`series_input`], [`load_targets`], [`check_outputs`], …) and check what depends on the model themselves,
+before computing.
 */
 
-use crate::cell::Activation;
-use crate::cli::{
-    CellArgs, ColorArg, DisplayArgs, FormatArg, LayoutArg, PrecisionArg, ResetAfterArg,
+use crate::cell::{Activation, Kernels};
+use crate::cli::args::{
+    CellArgs, ColorArg, DisplayArgs, FormatArg, PlotArgs, PrecisionArg, ResetAfterArg,
 };
 use crate::engine::LayerSpec;
 use crate::error::{Error, Result, shape_str};
@@ -17,6 +20,36 @@ use crate::weights::{CellKind, CellWeights, DenseWeights, dense, load_arrays};
 use ndarray::{Array2, Array3};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+
+/// What the environment asks for, read once per process.
+#[derive(Debug, Clone, Copy)]
+pub struct Env {
+    /// `RNNTRACE_KERNELS`: the best kernels a run may use.
+    pub kernels: Kernels,
+}
+
+impl Env {
+    /// Reads `RNNTRACE_KERNELS`: `auto` (or unset or empty: the best this CPU has), `avx2`, `portable`;
+    /// any other value is a usage error naming what was found.
+    pub fn read() -> Result<Env> {
+        let bad = |v: &dyn std::fmt::Debug| {
+            Error::usage(format!(
+                "RNNTRACE_KERNELS is {v:?}; expected auto, avx2 or portable"
+            ))
+        };
+        let kernels = match std::env::var("RNNTRACE_KERNELS") {
+            Err(std::env::VarError::NotPresent) => Kernels::Avx512,
+            Ok(v) => match v.as_str() {
+                "" | "auto" => Kernels::Avx512,
+                "avx2" => Kernels::Avx2,
+                "portable" => Kernels::Portable,
+                other => return Err(bad(&other)),
+            },
+            Err(std::env::VarError::NotUnicode(v)) => return Err(bad(&v)),
+        };
+        Ok(Env { kernels })
+    }
+}
 
 /// A validated single-layer job, values in f64 (cast to the run precision later).
 #[derive(Debug, Clone)]
@@ -47,6 +80,8 @@ pub struct CellJob {
     pub precision: PrecisionArg,
     /// Where and how to write.
     pub output: OutputConfig,
+    /// The best kernels the run may use (from [`Env`]).
+    pub kernels: Kernels,
     /// Notes for stderr (e.g. integer arrays converted to floats).
     pub notes: Vec<String>,
 }
@@ -78,7 +113,7 @@ pub struct OutputConfig {
     /// Print timings on stderr.
     pub timings: bool,
     /// Chart targets.
-    pub plots: crate::cli::PlotArgs,
+    pub plots: PlotArgs,
 }
 
 /// Validates display flags for a run of `n_features` features.
@@ -161,7 +196,7 @@ fn activation(flag: &str, name: &str) -> Result<Activation> {
 }
 
 /// Builds a job for `kind` from the command line.
-pub fn cell_job(kind: CellKind, a: &CellArgs) -> Result<CellJob> {
+pub fn cell_job(kind: CellKind, a: &CellArgs, env: &Env) -> Result<CellJob> {
     let act = activation("activation", &a.activation)?;
     let rec = activation("recurrent-activation", &a.recurrent_activation)?;
     let dense_act = activation("dense-activation", &a.dense_activation)?;
@@ -214,12 +249,7 @@ pub fn cell_job(kind: CellKind, a: &CellArgs) -> Result<CellJob> {
         ResetAfterArg::False => ResetAfter::False,
     };
     let src = load_arrays(&a.weights, &["kernel", "recurrent_kernel", "bias"])?;
-    let layout = match a.layout {
-        LayoutArg::Auto => None,
-        LayoutArg::Keras => Some(crate::weights::Layout::Keras),
-        LayoutArg::Pytorch => Some(crate::weights::Layout::Pytorch),
-        LayoutArg::Onnx => Some(crate::weights::Layout::Onnx),
-    };
+    let layout = a.layout.layout();
     let opts = crate::weights::ReadOptions {
         layout,
         layer: a.layer,
@@ -256,13 +286,7 @@ pub fn cell_job(kind: CellKind, a: &CellArgs) -> Result<CellJob> {
     }
     let x = shape_input(&raw, &a.input, a.window, &weights)?;
     let (batch, steps, _) = x.dim();
-    if a.plots.plot_gates.is_some() && a.plots.plot_sequence >= batch {
-        return Err(Error::usage(format!(
-            "--plot-sequence {} is out of range: the input holds {batch} sequences (0..{})",
-            a.plots.plot_sequence,
-            batch - 1
-        )));
-    }
+    check_plot_sequence(&a.plots, batch)?;
 
     let mask = match &a.mask {
         None => None,
@@ -347,14 +371,15 @@ pub fn cell_job(kind: CellKind, a: &CellArgs) -> Result<CellJob> {
             trace: a.trace.clone(),
             display,
             record: match a.record {
-                crate::cli::RecordArg::All if a.record_pre => crate::trace::Record::ALL,
-                crate::cli::RecordArg::All => crate::trace::Record::GATES,
-                crate::cli::RecordArg::States => crate::trace::Record::STATES,
-                crate::cli::RecordArg::None => crate::trace::Record::NONE,
+                crate::cli::args::RecordArg::All if a.record_pre => crate::trace::Record::ALL,
+                crate::cli::args::RecordArg::All => crate::trace::Record::GATES,
+                crate::cli::args::RecordArg::States => crate::trace::Record::STATES,
+                crate::cli::args::RecordArg::None => crate::trace::Record::NONE,
             },
             timings: a.timings,
             plots: a.plots.clone(),
         },
+        kernels: env.kernels,
         notes,
     })
 }
@@ -408,11 +433,7 @@ pub fn weight_warning(path: &Path, w: &CellWeights<f64>, f32_run: bool) -> Optio
 
 /// Checks every output a command will write, before any work: none is an input, every folder exists,
 /// chart names end in .png or .svg.
-pub fn check_outputs(
-    inputs: &[&Path],
-    trace: Option<&Path>,
-    plots: &crate::cli::PlotArgs,
-) -> Result<()> {
+pub fn check_outputs(inputs: &[&Path], trace: Option<&Path>, plots: &PlotArgs) -> Result<()> {
     for out in [
         trace,
         plots.plot.as_deref(),
@@ -432,6 +453,18 @@ pub fn check_outputs(
         if let Some(p) = p {
             crate::render::plot::image_format(flag, p)?;
         }
+    }
+    Ok(())
+}
+
+/// Refuses a `--plot-sequence` outside the `n` sequences of the input when `--plot-gates` is asked for.
+pub fn check_plot_sequence(plots: &PlotArgs, n: usize) -> Result<()> {
+    if plots.plot_gates.is_some() && plots.plot_sequence >= n {
+        return Err(Error::usage(format!(
+            "--plot-sequence {} is out of range: the input holds {n} sequences (0..{})",
+            plots.plot_sequence,
+            n.saturating_sub(1)
+        )));
     }
     Ok(())
 }

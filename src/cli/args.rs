@@ -1,7 +1,10 @@
 /*!
-The command line, declared and nothing more. [`crate::config`] turns these raw values into a validated job.
+The command line, declared and nothing more: clap types, with the flag groups several subcommands share
+([`CheckArgs`], [`DisplayArgs`], [`PlotArgs`]) flattened into each. [`crate::cli::job`] turns these raw values
+into validated jobs.
 */
 
+use crate::weights::{CellKind, Layout};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
@@ -107,6 +110,16 @@ pub enum CellArg {
     Gru,
 }
 
+impl CellArg {
+    /// The cell it names.
+    pub fn kind(self) -> CellKind {
+        match self {
+            CellArg::Lstm => CellKind::Lstm,
+            CellArg::Gru => CellKind::Gru,
+        }
+    }
+}
+
 /// `reset_after` as given on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ResetAfterArg {
@@ -147,6 +160,18 @@ pub enum LayoutArg {
     Pytorch,
     /// ONNX initializers W, R, B (LSTM gates i, o, f, c); for a GRU, --reset-after true means linear_before_reset=1.
     Onnx,
+}
+
+impl LayoutArg {
+    /// The layout it forces (`None`: recognise it from the array names).
+    pub fn layout(self) -> Option<Layout> {
+        match self {
+            LayoutArg::Auto => None,
+            LayoutArg::Keras => Some(Layout::Keras),
+            LayoutArg::Pytorch => Some(Layout::Pytorch),
+            LayoutArg::Onnx => Some(Layout::Onnx),
+        }
+    }
 }
 
 /// What `--record` keeps.

@@ -1,60 +1,28 @@
 /*!
-Runs a validated job: engine, comparison, then the renderers and writers. The only place that touches
-stdout, stderr and output files.
+`rnntrace lstm` and `rnntrace gru`: one layer from a validated [`CellJob`] through the engine and the
+comparison to [`crate::cli::output`]. Long runs stream an `.npz` trace block by block; tables re-run only the
+sequences and steps they show.
 */
 
 use crate::cell::Real;
-use crate::cli::{Cli, Command, FormatArg, PrecisionArg};
+use crate::cli::args::{CellArgs, FormatArg, PrecisionArg};
+use crate::cli::job::{self, CellJob, Env};
+use crate::cli::output::{self, Outcome, Progress, warn_non_finite};
 use crate::compare::{self, Comparison};
-use crate::config::{self, CellJob};
 use crate::engine::{self, LayerInput, Stores};
-use crate::error::{Error, Result};
-use crate::io::write::atomic_write;
+use crate::error::Result;
 use crate::render::{self, Report};
 use crate::trace::{LayerTrace, Record, Trace};
 use crate::weights::{CellKind, CellWeights};
 use ndarray::{Array2, Array3, Axis};
-use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// How a successful run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// Everything ran; any comparison passed.
-    Success,
-    /// Everything ran, but `--expected` found values outside tolerance.
-    Mismatch,
-}
-
-impl Outcome {
-    /// The process exit code: 0 or 1.
-    pub fn code(self) -> i32 {
-        match self {
-            Outcome::Success => 0,
-            Outcome::Mismatch => 1,
-        }
-    }
-}
-
-/// Runs the command line.
-pub fn run(cli: Cli) -> Result<Outcome> {
+/// `rnntrace lstm|gru`: validates everything, then runs.
+pub fn run_cell(kind: CellKind, a: &CellArgs, env: &Env) -> Result<Outcome> {
     let started = Instant::now();
-    crate::cell::fused::kernels_requested().map_err(Error::usage)?;
-    match cli.command {
-        Command::Lstm(a) => {
-            let job = config::cell_job(CellKind::Lstm, &a)?;
-            execute(&job, "", started)
-        }
-        Command::Gru(a) => {
-            let job = config::cell_job(CellKind::Gru, &a)?;
-            execute(&job, "", started)
-        }
-        Command::Demo(d) => crate::demo::run(&d),
-        Command::Run(r) => crate::commands::run_model(&r, started),
-        Command::Inspect(i) => crate::commands::inspect(&i),
-        Command::Diagnose(a) => crate::diagnose::run(&a),
-    }
+    let job = job::cell_job(kind, a, env)?;
+    execute(&job, "", started)
 }
 
 /// Runs a job at its precision and writes everything it asks for. `started` is when loading began.
@@ -141,9 +109,17 @@ fn run_prepared<T: Real>(
     };
     match stream {
         Some((chunk, sink)) => {
-            engine::run_layer_with(w, &job.spec, input, record, Some(chunk), sink)
+            engine::run_layer_using(w, &job.spec, input, record, Some(chunk), sink, job.kernels)
         }
-        None => engine::run_layer_with(w, &job.spec, input, record, None, &mut |_, _| Ok(())),
+        None => engine::run_layer_using(
+            w,
+            &job.spec,
+            input,
+            record,
+            None,
+            &mut |_, _| Ok(()),
+            job.kernels,
+        ),
     }
 }
 
@@ -214,15 +190,6 @@ fn finish<T: Real>(job: &CellJob, layer: LayerTrace<T>) -> Computed<T> {
         expected,
         comparison,
     }
-}
-
-/// Runs the engine and the comparison for a job, recording everything in memory.
-pub fn compute<T: Real>(job: &CellJob) -> Computed<T> {
-    let layer = match run_engine::<T>(job, None, Record::ALL, None) {
-        Ok(l) => l,
-        Err(_) => unreachable!("an in-memory run has no sink that can fail"),
-    };
-    finish(job, layer)
 }
 
 fn is_npz(p: &Path) -> bool {
@@ -349,37 +316,14 @@ fn execute_as<T: Real>(job: &CellJob, title: &str, started: Instant) -> Result<O
         display: &out.display,
         title: title.to_string(),
     };
-    if let Some(path) = out.trace.as_deref().filter(|p| !is_npz(p)) {
-        atomic_write(path, |w| render::json::write(&report, w))?;
-    }
-    use crate::render::plot;
-    if let Some(path) = &p.plot {
-        plot::draw_lines(&plot::state_norms(json_trace, job.window), path)?;
-    }
-    if let Some(path) = &p.plot_predictions {
-        let mut chart = plot::predictions(
-            json_trace,
-            report.expected.as_ref(),
-            report.targets.as_ref(),
-            job.window,
-        );
-        for (j, name) in out.display.output_names.iter().enumerate() {
-            if let Some(panel) = chart.panels.get_mut(j) {
-                *panel = name.clone();
-            }
-        }
-        plot::draw_lines(&chart, path)?;
-    }
-    if let Some(path) = &p.plot_gates {
-        plot::draw_heatmaps(&plot::gates(json_trace, p.plot_sequence), path)?;
-    }
-    match out.format {
-        FormatArg::Json => write_stdout(|w| render::json::write(&report, w))?,
-        FormatArg::Table => {
-            let text = render::table::render(&report);
-            write_stdout(|w| w.write_all(text.as_bytes()))?;
-        }
-    }
+    let outcome = output::write(
+        &report,
+        &output::Targets {
+            format: out.format,
+            json_trace: out.trace.as_deref().filter(|p| !is_npz(p)),
+            plots: &out.plots,
+        },
+    )?;
     write_time += write_start.elapsed();
     if out.timings {
         eprintln!(
@@ -393,10 +337,7 @@ fn execute_as<T: Real>(job: &CellJob, title: &str, started: Instant) -> Result<O
             })
         );
     }
-    Ok(match &computed.comparison {
-        Some(c) if !c.passed => Outcome::Mismatch,
-        _ => Outcome::Success,
-    })
+    Ok(outcome)
 }
 
 /// A complete trace of sequences `rows` for their first `max_steps` processing steps.
@@ -421,113 +362,16 @@ fn detail_run<T: Real>(job: &CellJob, rows: &[usize], max_steps: usize) -> Resul
         h0: inp.h0,
         c0: inp.c0,
     };
-    let mut l =
-        engine::run_layer_with(&w, &job.spec, input, Record::ALL, None, &mut |_, _| Ok(()))?;
+    let mut l = engine::run_layer_using(
+        &w,
+        &job.spec,
+        input,
+        Record::ALL,
+        None,
+        &mut |_, _| Ok(()),
+        job.kernels,
+    )?;
     l.x = inp.x;
     l.input_index.iter_mut().for_each(|i| *i += offset);
     Ok(l)
-}
-
-/// A progress bar on stderr for long streamed runs, only on a terminal.
-struct Progress(Option<indicatif::ProgressBar>);
-
-impl Progress {
-    fn new(steps: usize) -> Progress {
-        use std::io::IsTerminal;
-        if !std::io::stderr().is_terminal() {
-            return Progress(None);
-        }
-        let bar = indicatif::ProgressBar::new(steps as u64);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{spinner} step {pos}/{len} [{bar:40}] {elapsed_precise}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        // Shown only once a run has taken a second.
-        bar.enable_steady_tick(Duration::from_millis(250));
-        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-        Progress(Some(bar))
-    }
-
-    fn set(&self, pos: usize) {
-        if let Some(b) = &self.0 {
-            if b.elapsed() > Duration::from_secs(1) && b.is_hidden() {
-                b.set_draw_target(indicatif::ProgressDrawTarget::stderr());
-            }
-            b.set_position(pos as u64);
-        }
-    }
-
-    fn finish(&self) {
-        if let Some(b) = &self.0 {
-            b.finish_and_clear();
-        }
-    }
-}
-
-/// Writes to stdout; a closed pipe (`rnntrace … | head`) ends the output quietly.
-pub fn write_stdout(fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> Result<()> {
-    let stdout = std::io::stdout();
-    let mut lock = std::io::BufWriter::new(stdout.lock());
-    let r = fill(&mut lock).and_then(|_| lock.flush());
-    match r {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        Err(e) => Err(Error::output("<stdout>", e)),
-    }
-}
-
-/// One warning on stderr naming the first place a NaN or infinity appears, if any.
-pub fn warn_non_finite<T: Real>(trace: &Trace<T>) {
-    for l in &trace.layers {
-        if let Some(((b, t, j), v)) = l.x.indexed_iter().find(|(_, v)| !v.is_finite()) {
-            eprintln!(
-                "rnntrace: warning: input holds {v} at sequence {b}, timestep {t}, feature {j}; it propagates through the trace"
-            );
-            return;
-        }
-        let names = l.kind.gate_names();
-        if let Some(((t, b, k), v)) = l
-            .pre
-            .as_ref()
-            .and_then(|p| p.indexed_iter().find(|(_, v)| !v.is_finite()))
-        {
-            eprintln!(
-                "rnntrace: warning: {v} first appears at sequence {b}, step {t}, gate {}, unit {} (pre-activation; check the weights)",
-                names[k / l.units],
-                k % l.units
-            );
-            return;
-        }
-        let first_bad = |a: &Option<Array3<T>>| {
-            a.as_ref().and_then(|a| {
-                a.indexed_iter()
-                    .find(|(_, v)| !v.is_finite())
-                    .map(|(i, v)| (i, *v))
-            })
-        };
-        let state = first_bad(&l.h)
-            .map(|(i, v)| (i, v, "h"))
-            .or_else(|| first_bad(&l.c).map(|(i, v)| (i, v, "c")));
-        if let Some(((t, b, u), v, s)) = state {
-            eprintln!(
-                "rnntrace: warning: {v} first appears in state {s} at sequence {b}, step {t}, unit {u}"
-            );
-            return;
-        }
-        if let Some(((b, u), v)) = l.last_output.indexed_iter().find(|(_, v)| !v.is_finite()) {
-            eprintln!("rnntrace: warning: the last output of sequence {b}, unit {u} is {v}");
-            return;
-        }
-    }
-    if let Some(((b, j), v)) = trace
-        .predictions
-        .indexed_iter()
-        .find(|(_, v)| !v.is_finite())
-    {
-        eprintln!(
-            "rnntrace: warning: prediction {j} of sequence {b} is {v} (made by the Dense head)"
-        );
-    }
 }

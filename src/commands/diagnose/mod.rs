@@ -31,11 +31,12 @@ tell apart candidates that compute the same numbers, e.g. relu and relu6 below 6
 changes least wins), then by largest error; the rest by largest error.
 */
 
-use crate::app::{Outcome, write_stdout};
-use crate::cell::{Activation, Real};
-use crate::cli::{DiagnoseArgs, FormatArg, LayoutArg, ResetAfterArg};
+use crate::cell::{Activation, Kernels, Real};
+use crate::cli::args::{DiagnoseArgs, FormatArg, LayoutArg, ResetAfterArg};
+use crate::cli::job as config;
+use crate::cli::job::Env;
+use crate::cli::output::{Outcome, write_stdout};
 use crate::compare;
-use crate::config;
 use crate::engine::{self, LayerInput, LayerSpec};
 use crate::error::{Error, Result};
 use crate::io::write::atomic_write;
@@ -197,7 +198,7 @@ impl Settings {
 }
 
 /// Everything the search and the report share.
-struct Ctx {
+struct Search {
     p: Problem,
     stored: Stored,
     structures: Vec<Structure>,
@@ -206,6 +207,8 @@ struct Ctx {
     user_cand: Option<Cand>,
     /// Why `rnntrace lstm/gru` would refuse the user's flags.
     user_error: Option<String>,
+    /// The best kernels a run may use.
+    kernels: Kernels,
 }
 
 fn rank_of(list: &[Activation], a: Activation) -> usize {
@@ -216,7 +219,7 @@ fn err_key(e: f64) -> f64 {
     if e.is_nan() { f64::INFINITY } else { e }
 }
 
-impl Ctx {
+impl Search {
     fn settings(&self, c: &Cand) -> Settings {
         let r = &self.structures[c.s].reading;
         Settings {
@@ -299,13 +302,14 @@ impl Ctx {
             h0: state.map(|(h, _)| broadcast(h)),
             c0: state.and_then(|(_, c)| c.as_ref().map(broadcast)),
         };
-        match engine::run_layer_with(
+        match engine::run_layer_using(
             &self.structures[c.s].weights,
             &spec,
             input,
             record,
             None,
             &mut |_, _| Ok(()),
+            self.kernels,
         ) {
             Ok(l) => l,
             Err(_) => unreachable!("an in-memory run has no sink that can fail"),
@@ -625,7 +629,7 @@ fn parse_activation(flag: &str, name: &str) -> Result<Activation> {
 }
 
 /// Reads and checks every input, and builds every reading of the weights.
-fn load(a: &DiagnoseArgs) -> Result<Ctx> {
+fn load(a: &DiagnoseArgs, kernels: Kernels) -> Result<Search> {
     let kind = if a.cell == "gru" {
         CellKind::Gru
     } else {
@@ -755,13 +759,14 @@ fn load(a: &DiagnoseArgs) -> Result<Ctx> {
         carry_state: a.carry_state,
         dense_activation: a.dense.as_ref().map(|_| dense_act),
     };
-    let mut ctx = Ctx {
+    let mut ctx = Search {
         p,
         stored,
         structures,
         user,
         user_cand: None,
         user_error: None,
+        kernels,
     };
     match &user_weights {
         Err(e) => ctx.user_error = Some(e.to_string()),
@@ -798,9 +803,9 @@ fn load(a: &DiagnoseArgs) -> Result<Ctx> {
 }
 
 /// Runs `rnntrace diagnose`.
-pub fn run(a: &DiagnoseArgs) -> Result<Outcome> {
+pub fn diagnose(a: &DiagnoseArgs, env: &Env) -> Result<Outcome> {
     let started = Instant::now();
-    let ctx = load(a)?;
+    let ctx = load(a, env.kernels)?;
     let batch = ctx.p.x.shape()[0];
     // The search: first tier, then (only if nothing matched) the second.
     let base_carry = batch == 1 && a.carry_state;
@@ -877,7 +882,7 @@ pub fn run(a: &DiagnoseArgs) -> Result<Outcome> {
     if let Some(path) = &a.write_weights {
         write_weights(path, &ctx.stored.build(&ctx.structures[best.c.s].reading))?;
     }
-    let report = Report {
+    let report = Diagnosis {
         ctx: &ctx,
         a,
         finals: &finals,
@@ -994,8 +999,8 @@ fn write_weights(path: &Path, w: &CellWeights<f64>) -> Result<()> {
 }
 
 /// Everything the report shows.
-struct Report<'a> {
-    ctx: &'a Ctx,
+struct Diagnosis<'a> {
+    ctx: &'a Search,
     a: &'a DiagnoseArgs,
     finals: &'a [Scored],
     best: Scored,
@@ -1023,7 +1028,7 @@ fn short(v: f64) -> String {
     }
 }
 
-impl Report<'_> {
+impl Diagnosis<'_> {
     fn kind(&self) -> CellKind {
         self.ctx.p.kind
     }
