@@ -82,9 +82,10 @@ fn json_of(name: &str, out: &str) -> Value {
     serde_json::from_str(out).unwrap_or_else(|e| panic!("{name}: JSON output: {e}\n{out}"))
 }
 
-#[test]
-fn every_fixture_is_diagnosed_fast_with_the_right_best_candidate() {
-    for name in cases() {
+/// Diagnoses fixture `name` (JSON and text) and checks the best candidate against the fixture's manifest.
+fn is_diagnosed_with_the_right_best_candidate(name: &str) {
+    let name = name.to_string();
+    {
         let dir = diagnose_dir(&name);
         let m = manifest(&dir);
         let want_code = m["exit_code"].as_i64().unwrap() as i32;
@@ -173,14 +174,16 @@ fn data_args(m: &Value) -> Vec<String> {
     out
 }
 
-#[test]
-fn following_the_advice_reproduces_the_expected_output() {
+/// Follows fixture `name`'s advice (its rerun command, with the rewritten weights) and checks it reproduces
+/// the framework's output (fixtures with no match have no advice to follow).
+fn following_the_advice_reproduces_the_expected_output(name: &str) {
     let tmp = tempfile::tempdir().unwrap();
-    for name in cases() {
+    let name = name.to_string();
+    {
         let dir = diagnose_dir(&name);
         let m = manifest(&dir);
         if m["exit_code"].as_i64() != Some(0) {
-            continue;
+            return;
         }
         let fixed = tmp.path().join(format!("{name}.json"));
         let mut args = diagnose_args(&m);
@@ -411,3 +414,48 @@ fn bad_input_exits_2_naming_the_file() {
         &["weights.json", "GRU weights"],
     );
 }
+
+/// Per fixture, one module with its two tests (a failure names its fixture); and a check that every
+/// fixture directory is listed, so none is silently skipped.
+macro_rules! diagnose_cases {
+    ($($case:ident),* $(,)?) => {
+        $(mod $case {
+            #[test]
+            fn is_diagnosed_with_the_right_best_candidate() {
+                super::is_diagnosed_with_the_right_best_candidate(stringify!($case));
+            }
+            #[test]
+            fn following_the_advice_reproduces_the_expected_output() {
+                super::following_the_advice_reproduces_the_expected_output(stringify!($case));
+            }
+        })*
+
+        #[test]
+        fn every_diagnose_fixture_is_tested() {
+            let listed = [$(stringify!($case)),*];
+            for n in cases() {
+                assert!(listed.contains(&n.as_str()), "diagnose fixture {n} has no test");
+            }
+        }
+    };
+}
+
+diagnose_cases!(
+    gru_keras2_hard_sigmoid_reset_after_false,
+    gru_no_bias_reset_after_false,
+    gru_pytorch_gate_order,
+    gru_return_sequences_go_backwards,
+    gru_stateful,
+    gru_textbook_update,
+    lstm_correct_flags,
+    lstm_dense_softmax_forgotten,
+    lstm_go_backwards_masked,
+    lstm_keras2_hard_sigmoid,
+    lstm_no_match,
+    lstm_onnx_gate_order,
+    lstm_pytorch_state_dict,
+    lstm_relu,
+    lstm_spurious_flags,
+    lstm_tf1_gate_order_go_backwards,
+    lstm_transposed_kernel,
+);

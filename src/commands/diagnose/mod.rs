@@ -155,6 +155,30 @@ struct Scored {
     rows: usize,
 }
 
+/// A setting a candidate states, in the order the advice explains them (serialised by its field name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+enum Field {
+    /// Keras `recurrent_activation`.
+    RecurrentActivation,
+    /// Keras `activation`.
+    Activation,
+    /// The order of the gate blocks in the stored kernels.
+    GateOrder,
+    /// Whether the stored kernels are transposed.
+    Transposed,
+    /// GRU `reset_after`.
+    ResetAfter,
+    /// The GRU state update: Keras's or the textbook's.
+    GruUpdate,
+    /// Keras `go_backwards`.
+    GoBackwards,
+    /// State carried from one sequence to the next.
+    CarryState,
+    /// The Dense head's activation.
+    DenseActivation,
+}
+
 /// What a candidate (or the user) states, field by field.
 #[derive(Debug, Clone, PartialEq)]
 struct Settings {
@@ -171,30 +195,35 @@ struct Settings {
 
 impl Settings {
     /// The fields in which `self` differs from `other`, in the order the advice explains them.
-    fn differences(&self, other: &Settings) -> Vec<&'static str> {
-        let mut d = Vec::new();
-        let mut add = |differs: bool, name: &'static str| {
-            if differs {
-                d.push(name)
-            }
+    fn differences(&self, other: &Settings) -> Vec<Field> {
+        let differs = |f: &Field| match f {
+            Field::RecurrentActivation => self.recurrent_activation != other.recurrent_activation,
+            Field::Activation => self.activation != other.activation,
+            Field::GateOrder => self.order != other.order,
+            Field::Transposed => self.transposed != other.transposed,
+            Field::ResetAfter => self.reset_after != other.reset_after,
+            Field::GruUpdate => self.textbook != other.textbook,
+            Field::GoBackwards => self.go_backwards != other.go_backwards,
+            Field::CarryState => self.carry_state != other.carry_state,
+            Field::DenseActivation => self.dense_activation != other.dense_activation,
         };
-        add(
-            self.recurrent_activation != other.recurrent_activation,
-            "recurrent_activation",
-        );
-        add(self.activation != other.activation, "activation");
-        add(self.order != other.order, "gate_order");
-        add(self.transposed != other.transposed, "transposed");
-        add(self.reset_after != other.reset_after, "reset_after");
-        add(self.textbook != other.textbook, "gru_update");
-        add(self.go_backwards != other.go_backwards, "go_backwards");
-        add(self.carry_state != other.carry_state, "carry_state");
-        add(
-            self.dense_activation != other.dense_activation,
-            "dense_activation",
-        );
-        d
+        Field::ALL.into_iter().filter(differs).collect()
     }
+}
+
+impl Field {
+    /// Every field, in advice order.
+    const ALL: [Field; 9] = [
+        Field::RecurrentActivation,
+        Field::Activation,
+        Field::GateOrder,
+        Field::Transposed,
+        Field::ResetAfter,
+        Field::GruUpdate,
+        Field::GoBackwards,
+        Field::CarryState,
+        Field::DenseActivation,
+    ];
 }
 
 /// Everything the search and the report share.
@@ -1105,10 +1134,10 @@ impl Diagnosis<'_> {
     }
 
     /// One clause per setting in which the best candidate differs from the user's flags.
-    fn clause(&self, field: &str, b: &Settings, u: &Settings) -> String {
+    fn clause(&self, field: Field, b: &Settings, u: &Settings) -> String {
         let kind = self.kind();
         match field {
-            "recurrent_activation" => match (b.recurrent_activation, u.recurrent_activation) {
+            Field::RecurrentActivation => match (b.recurrent_activation, u.recurrent_activation) {
                 (Activation::HardSigmoidKeras2, _) => "your file was saved by Keras 2 (tf-keras, or Keras 2.0–2.2, whose default recurrent_activation was hard_sigmoid): its hard_sigmoid is clip(0.2x + 0.5, 0, 1), not Keras 3's relu6(x + 3)/6".into(),
                 (Activation::HardSigmoid, Activation::HardSigmoidKeras2) => "the model is a Keras 3 one: its hard_sigmoid is relu6(x + 3)/6 = clip(x/6 + 0.5, 0, 1), not Keras 2's clip(0.2x + 0.5, 0, 1)".into(),
                 (bb, uu) => format!(
@@ -1117,7 +1146,7 @@ impl Diagnosis<'_> {
                     uu.name()
                 ),
             },
-            "activation" => format!(
+            Field::Activation => format!(
                 "the layer's activation ({}) is {}, not {}",
                 if kind.has_cell_state() {
                     "candidate and cell output"
@@ -1127,7 +1156,7 @@ impl Diagnosis<'_> {
                 b.activation.name(),
                 u.activation.name()
             ),
-            "gate_order" => {
+            Field::GateOrder => {
                 let who = |o: &[usize]| {
                     convention::order_name(kind, o)
                         .map(|n| format!(" ({n})"))
@@ -1141,7 +1170,7 @@ impl Diagnosis<'_> {
                     who(&u.order)
                 )
             }
-            "transposed" => {
+            Field::Transposed => {
                 if b.transposed && self.ctx.stored.recurrent_transposed {
                     "both kernels are stored transposed, (gates·units, inputs) as PyTorch stores weight_ih and weight_hh".into()
                 } else if b.transposed {
@@ -1150,7 +1179,7 @@ impl Diagnosis<'_> {
                     "the input kernel is stored (features, gates·units), as Keras stores it".into()
                 }
             }
-            "reset_after" => {
+            Field::ResetAfter => {
                 let how = match (&self.ctx.stored.bias, b.reset_after) {
                     (StoredBias::Single(_), Some(true)) => {
                         " (its (3u,) bias being the input bias, with no recurrent bias)"
@@ -1170,33 +1199,32 @@ impl Diagnosis<'_> {
                     )
                 }
             }
-            "gru_update" => {
+            Field::GruUpdate => {
                 if b.textbook {
                     "the output follows the textbook GRU update h = (1−z)⊙h_prev + z⊙h̃, not Keras's h = z⊙h_prev + (1−z)⊙h̃".into()
                 } else {
                     "the output follows Keras's GRU update h = z⊙h_prev + (1−z)⊙h̃, not the textbook one".into()
                 }
             }
-            "go_backwards" => {
+            Field::GoBackwards => {
                 if b.go_backwards {
                     "the layer reads each sequence last step first (go_backwards=True, as the backward half of a Bidirectional does)".into()
                 } else {
                     "the layer reads each sequence in time order (go_backwards=False)".into()
                 }
             }
-            "carry_state" => {
+            Field::CarryState => {
                 if b.carry_state {
                     "the layer is stateful: each sequence starts from the previous one's final state".into()
                 } else {
                     "every sequence starts from zero state, as model.predict does on a stateless layer".into()
                 }
             }
-            "dense_activation" => format!(
+            Field::DenseActivation => format!(
                 "the Dense head applies {}, not {}",
                 b.dense_activation.map_or("nothing", |a| a.name()),
                 u.dense_activation.map_or("nothing", |a| a.name())
             ),
-            _ => String::new(),
         }
     }
 
@@ -1282,11 +1310,11 @@ impl Diagnosis<'_> {
         let diffs = best.differences(&ctx.user);
         let mut clauses: Vec<String> = diffs
             .iter()
-            .map(|f| self.clause(f, &best, &ctx.user))
+            .map(|f| self.clause(*f, &best, &ctx.user))
             .collect();
         if ctx.stored.layout == Layout::Keras
             && ctx.stored.recurrent_transposed
-            && !(best.transposed && diffs.contains(&"transposed"))
+            && !(best.transposed && diffs.contains(&Field::Transposed))
         {
             // Not a choice (the shape allows nothing else), but the reason the user's flags cannot run.
             clauses.push(
@@ -1317,7 +1345,7 @@ impl Diagnosis<'_> {
             } else {
                 let what = diffs
                     .iter()
-                    .map(|f| field_value(self.kind(), f, &best))
+                    .map(|f| field_value(self.kind(), *f, &best))
                     .collect::<Vec<_>>()
                     .join(", ");
                 out += &format!(
@@ -1351,7 +1379,7 @@ impl Diagnosis<'_> {
                     let what = st
                         .differences(&ctx.user)
                         .iter()
-                        .map(|f| field_value(self.kind(), f, &st))
+                        .map(|f| field_value(self.kind(), *f, &st))
                         .collect::<Vec<_>>()
                         .join(", ");
                     match s.rows {
@@ -1402,8 +1430,8 @@ impl Diagnosis<'_> {
                 }
             }
         } else {
-            let mut flags: Vec<String> = diffs.iter().filter_map(|f| flag_for(f, &best)).collect();
-            if diffs.contains(&"reset_after") {
+            let mut flags: Vec<String> = diffs.iter().filter_map(|f| flag_for(*f, &best)).collect();
+            if diffs.contains(&Field::ResetAfter) {
                 flags.push(
                     rerun_flags
                         .iter()
@@ -1476,7 +1504,7 @@ impl Diagnosis<'_> {
                 "your flags".to_string()
             } else {
                 d.iter()
-                    .map(|f| field_value(self.kind(), f, &st))
+                    .map(|f| field_value(self.kind(), *f, &st))
                     .collect::<Vec<_>>()
                     .join(", ")
             };
@@ -1501,24 +1529,25 @@ impl Diagnosis<'_> {
 }
 
 /// How a field of `s` reads in the ranking: `recurrent_activation hard_sigmoid_keras2`.
-fn field_value(kind: CellKind, field: &str, s: &Settings) -> String {
+fn field_value(kind: CellKind, field: Field, s: &Settings) -> String {
     match field {
-        "recurrent_activation" => format!("recurrent_activation {}", s.recurrent_activation.name()),
-        "activation" => format!("activation {}", s.activation.name()),
-        "gate_order" => format!("gate_order {}", convention::order_letters(kind, &s.order)),
-        "transposed" => format!("transposed {}", s.transposed),
-        "reset_after" => format!("reset_after {}", s.reset_after.unwrap_or(false)),
-        "gru_update" => format!(
+        Field::RecurrentActivation => {
+            format!("recurrent_activation {}", s.recurrent_activation.name())
+        }
+        Field::Activation => format!("activation {}", s.activation.name()),
+        Field::GateOrder => format!("gate_order {}", convention::order_letters(kind, &s.order)),
+        Field::Transposed => format!("transposed {}", s.transposed),
+        Field::ResetAfter => format!("reset_after {}", s.reset_after.unwrap_or(false)),
+        Field::GruUpdate => format!(
             "gru_update {}",
             if s.textbook { "textbook" } else { "keras" }
         ),
-        "go_backwards" => format!("go_backwards {}", s.go_backwards),
-        "carry_state" => format!("carry_state {}", s.carry_state),
-        "dense_activation" => format!(
+        Field::GoBackwards => format!("go_backwards {}", s.go_backwards),
+        Field::CarryState => format!("carry_state {}", s.carry_state),
+        Field::DenseActivation => format!(
             "dense_activation {}",
             s.dense_activation.map_or("none", |a| a.name())
         ),
-        other => other.to_string(),
     }
 }
 
@@ -1548,27 +1577,28 @@ fn describe(kind: CellKind, s: &Settings) -> String {
 }
 
 /// The `lstm`/`gru` flag that sets `field` as in `s` (None when it is the default, i.e. a flag to drop).
-fn flag_for(field: &str, s: &Settings) -> Option<String> {
+fn flag_for(field: Field, s: &Settings) -> Option<String> {
     match field {
-        "recurrent_activation" => Some(format!(
+        Field::RecurrentActivation => Some(format!(
             "--recurrent-activation {}",
             s.recurrent_activation.name()
         )),
-        "activation" => Some(format!("--activation {}", s.activation.name())),
-        "go_backwards" => Some(if s.go_backwards {
+        Field::Activation => Some(format!("--activation {}", s.activation.name())),
+        Field::GoBackwards => Some(if s.go_backwards {
             "--go-backwards".into()
         } else {
             "no --go-backwards".into()
         }),
-        "carry_state" => Some(if s.carry_state {
+        Field::CarryState => Some(if s.carry_state {
             "--carry-state".into()
         } else {
             "no --carry-state".into()
         }),
-        "dense_activation" => s
+        Field::DenseActivation => s
             .dense_activation
             .map(|d| format!("--dense-activation {}", d.name())),
-        _ => None,
+        // Set by rewriting the weights (--write-weights), not by a flag.
+        Field::GateOrder | Field::Transposed | Field::ResetAfter | Field::GruUpdate => None,
     }
 }
 
@@ -1627,7 +1657,7 @@ mod tests {
         t.recurrent_activation = Activation::HardSigmoidKeras2;
         assert_eq!(
             t.differences(&s),
-            vec!["recurrent_activation", "go_backwards"]
+            vec![Field::RecurrentActivation, Field::GoBackwards]
         );
     }
 }
