@@ -4,6 +4,7 @@ The command line, declared and nothing more: clap types, with the flag groups se
 into validated jobs.
 */
 
+use crate::weights::keras::ResetAfter;
 use crate::weights::{CellKind, Layout};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
@@ -129,6 +130,17 @@ pub enum ResetAfterArg {
     True,
     /// reset_after=False.
     False,
+}
+
+impl ResetAfterArg {
+    /// What the weights loader is told.
+    pub fn reading(self) -> ResetAfter {
+        match self {
+            ResetAfterArg::Auto => ResetAfter::Auto,
+            ResetAfterArg::True => ResetAfter::True,
+            ResetAfterArg::False => ResetAfter::False,
+        }
+    }
 }
 
 /// Floating-point precision of the computation.

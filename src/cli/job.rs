@@ -15,7 +15,6 @@ use crate::error::{Error, Result, shape_str};
 use crate::io::{self, RawArray};
 use crate::render::DisplayOptions;
 use crate::scaler::Scaler;
-use crate::weights::keras::ResetAfter;
 use crate::weights::{CellKind, CellWeights, DenseWeights, dense, load_arrays};
 use ndarray::{Array2, Array3};
 use std::io::IsTerminal;
@@ -191,7 +190,8 @@ fn parse_sequences(s: &str) -> Result<Vec<std::ops::Range<usize>>> {
     Ok(out)
 }
 
-fn activation(flag: &str, name: &str) -> Result<Activation> {
+/// An activation named on the command line by `--{flag}`.
+pub fn activation(flag: &str, name: &str) -> Result<Activation> {
     Activation::parse(name).map_err(|e| Error::usage(format!("--{flag}: {e}")))
 }
 
@@ -243,11 +243,7 @@ pub fn cell_job(kind: CellKind, a: &CellArgs, env: &Env) -> Result<CellJob> {
         }
     }
 
-    let reset_after = match a.reset_after {
-        ResetAfterArg::Auto => ResetAfter::Auto,
-        ResetAfterArg::True => ResetAfter::True,
-        ResetAfterArg::False => ResetAfter::False,
-    };
+    let reset_after = a.reset_after.reading();
     let src = load_arrays(&a.weights, &["kernel", "recurrent_kernel", "bias"])?;
     let layout = a.layout.layout();
     let opts = crate::weights::ReadOptions {

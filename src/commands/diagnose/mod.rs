@@ -62,10 +62,6 @@ use std::ops::Range;
 use std::path::Path;
 use std::time::Instant;
 
-fn parse_activation(flag: &str, name: &str) -> Result<Activation> {
-    Activation::parse(name).map_err(|e| Error::usage(format!("--{flag}: {e}")))
-}
-
 /// Reads and checks every input, and builds every reading of the weights.
 fn load(a: &DiagnoseArgs, kernels: Kernels) -> Result<Search> {
     let kind = if a.cell == "gru" {
@@ -73,9 +69,9 @@ fn load(a: &DiagnoseArgs, kernels: Kernels) -> Result<Search> {
     } else {
         CellKind::Lstm
     };
-    let act = parse_activation("activation", &a.activation)?;
-    let rec = parse_activation("recurrent-activation", &a.recurrent_activation)?;
-    let dense_act = parse_activation("dense-activation", &a.dense_activation)?;
+    let act = config::activation("activation", &a.activation)?;
+    let rec = config::activation("recurrent-activation", &a.recurrent_activation)?;
+    let dense_act = config::activation("dense-activation", &a.dense_activation)?;
     if !kind.has_reset_after() && a.reset_after != ResetAfterArg::Auto {
         return Err(Error::usage("--reset-after applies to GRU layers only"));
     }
@@ -120,12 +116,7 @@ fn load(a: &DiagnoseArgs, kernels: Kernels) -> Result<Search> {
             pytorch::from_state_dict(kind, &src, 0, false)
         }
     } else {
-        let ra = match a.reset_after {
-            ResetAfterArg::Auto => keras::ResetAfter::Auto,
-            ResetAfterArg::True => keras::ResetAfter::True,
-            ResetAfterArg::False => keras::ResetAfter::False,
-        };
-        keras::from_arrays(kind, &src, ra)
+        keras::from_arrays(kind, &src, a.reset_after.reading())
     };
     let stored = match if torch {
         Stored::from_pytorch(kind, &src, 0)
