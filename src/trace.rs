@@ -57,7 +57,7 @@ pub use crate::cell::Kernels;
 pub struct LayerTrace<T> {
     /// Layer name (`lstm`, `gru`, or the saved model's layer name).
     pub name: String,
-    /// LSTM or GRU.
+    /// LSTM, GRU or SimpleRNN.
     pub kind: CellKind,
     /// State size.
     pub units: usize,

@@ -1,6 +1,6 @@
 /*!
 Fused steps for the cells as Keras builds them by default (float32, `sigmoid` gates, `tanh` activation):
-the LSTM, and the GRU with `reset_after=True`; written once over a small vector abstraction ([`Simd`]) and
+the LSTM, and the GRU with `reset_after=True`; written once over a small vector abstraction (`Simd`) and
 compiled for AVX-512 (16 lanes) and for AVX2 with FMA (8 lanes), chosen at run time.
 
 One step is one pass over register tiles of `MR` sequences × one vector of units (AVX-512: 6 × 16, using
@@ -525,20 +525,20 @@ mod x86 {
         }
     }
 
-    /// [`super::step`] compiled for AVX-512F.
+    /// `step` compiled for AVX-512F.
     ///
     /// # Safety
-    /// As [`super::step`], on a CPU with AVX-512F.
+    /// As `step`, on a CPU with AVX-512F.
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn step_avx512(packed: &Packed, p: &StepPtrs) {
         // SAFETY: forwarded; AVX-512F is enabled here.
         unsafe { run::<Avx512, 6>(packed, p) }
     }
 
-    /// [`super::step`] compiled for AVX2 and FMA.
+    /// `step` compiled for AVX2 and FMA.
     ///
     /// # Safety
-    /// As [`super::step`], on a CPU with AVX2 and FMA.
+    /// As `step`, on a CPU with AVX2 and FMA.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn step_avx2(packed: &Packed, p: &StepPtrs) {
         // SAFETY: forwarded; AVX2 and FMA are enabled here.
@@ -548,7 +548,7 @@ mod x86 {
     /// The step: panels of `S::LANES` units, tiles of up to `MR` rows.
     ///
     /// # Safety
-    /// As [`super::step`]: every pointer in `p` valid for the rows it addresses, outputs not overlapping
+    /// As `step`: every pointer in `p` valid for the rows it addresses, outputs not overlapping
     /// inputs; and only inside a function compiled with `S`'s instruction set, on a CPU that has it.
     #[inline(always)]
     unsafe fn run<S: Simd, const MR: usize>(packed: &Packed, p: &StepPtrs) {
@@ -617,7 +617,7 @@ mod x86 {
     /// part (`to.0`) and the recurrent part (`to.1`).
     ///
     /// # Safety
-    /// As [`super::step`]: every pointer in `p` valid for the rows it addresses, outputs not overlapping
+    /// As `step`: every pointer in `p` valid for the rows it addresses, outputs not overlapping
     /// inputs; and only inside a function compiled with `S`'s instruction set, on a CPU that has it.
     #[inline(always)]
     unsafe fn accumulate<S: Simd, const N: usize, const G: usize>(
@@ -686,7 +686,7 @@ mod x86 {
     /// One LSTM tile: gates, cell and hidden state for `N` rows.
     ///
     /// # Safety
-    /// As [`super::step`]: every pointer in `p` valid for the rows it addresses, outputs not overlapping
+    /// As `step`: every pointer in `p` valid for the rows it addresses, outputs not overlapping
     /// inputs; and only inside a function compiled with `S`'s instruction set, on a CPU that has it.
     #[inline(always)]
     unsafe fn lstm<S: Simd, const N: usize>(packed: &Packed, p: &StepPtrs, t: &Tile<S>) {
@@ -721,7 +721,7 @@ mod x86 {
     /// One GRU (`reset_after=True`) tile: gates and hidden state for `N` rows.
     ///
     /// # Safety
-    /// As [`super::step`]: every pointer in `p` valid for the rows it addresses, outputs not overlapping
+    /// As `step`: every pointer in `p` valid for the rows it addresses, outputs not overlapping
     /// inputs; and only inside a function compiled with `S`'s instruction set, on a CPU that has it.
     #[inline(always)]
     unsafe fn gru<S: Simd, const N: usize>(packed: &Packed, p: &StepPtrs, t: &Tile<S>) {

@@ -127,7 +127,7 @@ impl CellKind {
         }
     }
 
-    /// Lower-case name: `lstm` or `gru`.
+    /// Lower-case name: `lstm`, `gru` or `simple_rnn`.
     pub fn name(self) -> &'static str {
         match self {
             CellKind::Lstm => "lstm",
@@ -158,7 +158,7 @@ impl CellKind {
 /// One recurrent layer's weights, validated, in Keras layout.
 #[derive(Debug, Clone)]
 pub struct CellWeights<T> {
-    /// LSTM or GRU.
+    /// LSTM, GRU or SimpleRNN.
     pub kind: CellKind,
     /// Number of units (the state size).
     pub units: usize,

@@ -1,5 +1,6 @@
 /*!
-The numeric core: activations and the LSTM and GRU cells, generic over `f32` and `f64`.
+The numeric core: what a cell is ([`kind`]), activations and the LSTM, GRU and SimpleRNN cells, generic
+over `f32` and `f64`.
 
 A cell is a small config struct plus a `step` that advances a whole batch by one timestep, writing the
 pre-activations, activated gates and new state into caller-owned buffers (no allocation per step). The cells

@@ -18,7 +18,7 @@ to disk), so memory does not grow with the number of timesteps. Masking, `go_bac
 carried state are handled here, identically for every cell.
 
 This file holds the entry points ([`run_layer`], [`run_layer_with`], [`run_layer_using`]), the Dense head and
-masking; [`stores`] is where a run records, [`lanes`] how the batch is split and stepped.
+masking; `stores.rs` is where a run records, `lanes.rs` how the batch is split and stepped.
 */
 
 mod lanes;
@@ -87,7 +87,7 @@ pub fn run_layer<T: Real>(
 /// With `chunk_steps = None` everything recorded stays in the returned trace. With `Some(k)` (ignored under
 /// `carry_state`, which needs each sequence whole), steps are recorded `k` at a time, each block is passed
 /// to `sink(first_step, &block)`, and the returned trace holds only the final states and outputs.
-/// Shapes must already be validated (the loaders and `config` do that).
+/// Shapes must already be validated (the loaders and the command line's job layer do that).
 pub fn run_layer_with<T: Real>(
     weights: &CellWeights<T>,
     spec: &LayerSpec,
@@ -124,7 +124,7 @@ pub fn run_layer_using<T: Real>(
     let (batch, steps, features) = input.x.dim();
     let u = weights.units;
     let blocks = weights.kind.blocks();
-    // Callers validate shapes (the loaders and `config` do); these checks keep a library caller's mistake a
+    // Callers validate shapes (the loaders and the command line's job layer do); these checks keep a library caller's mistake a
     // panic, never an out-of-bounds read by the fused kernels.
     assert_eq!(features, weights.features, "input features vs weights");
     for (what, s) in [("h0", input.h0.as_ref()), ("c0", input.c0.as_ref())] {

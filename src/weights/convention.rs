@@ -56,7 +56,7 @@ pub struct Reading {
 /// A layer's arrays as the file stores them, shapes checked.
 #[derive(Debug, Clone)]
 pub struct Stored {
-    /// LSTM or GRU.
+    /// LSTM or GRU (the cells `diagnose` searches).
     pub kind: CellKind,
     /// State size.
     pub units: usize,

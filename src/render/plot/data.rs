@@ -99,7 +99,7 @@ pub struct Heatmap {
     pub fixed_scale: bool,
     /// Blue–white–red around 0 (true) or a sequential scale (false).
     pub diverging: bool,
-    /// values[unit][step]; non-finite values are painted grey.
+    /// `values[unit][step]`; non-finite values are painted grey.
     pub values: Vec<Vec<f64>>,
     /// How many values are NaN or infinite.
     pub non_finite: usize,

@@ -9,8 +9,8 @@ without any fonts installed.
 
 Non-finite values never stop a chart: lines break around them, heat maps paint them grey.
 
-This file renders and writes; [`data`] computes what a chart shows, [`canvas`] is the drawing surface and
-font, [`axis`] the tick maths, [`lines`] and [`heatmap`] draw the two kinds of chart.
+This file renders and writes; [`data`] computes what a chart shows, `canvas.rs` is the drawing surface and
+font, `axis.rs` the tick maths, `lines.rs` and `heatmap.rs` draw the two kinds of chart.
 */
 
 mod axis;
