@@ -532,7 +532,7 @@ mod x86 {
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn step_avx512(packed: &Packed, p: &StepPtrs) {
         // SAFETY: forwarded; AVX-512F is enabled here.
-        unsafe { run::<Avx512, 6>(packed, p) }
+        unsafe { step_panels::<Avx512, 6>(packed, p) }
     }
 
     /// `step` compiled for AVX2 and FMA.
@@ -542,7 +542,7 @@ mod x86 {
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn step_avx2(packed: &Packed, p: &StepPtrs) {
         // SAFETY: forwarded; AVX2 and FMA are enabled here.
-        unsafe { run::<Avx2, 2>(packed, p) }
+        unsafe { step_panels::<Avx2, 2>(packed, p) }
     }
 
     /// The step: panels of `S::LANES` units, tiles of up to `MR` rows.
@@ -551,7 +551,7 @@ mod x86 {
     /// As `step`: every pointer in `p` valid for the rows it addresses, outputs not overlapping
     /// inputs; and only inside a function compiled with `S`'s instruction set, on a CPU that has it.
     #[inline(always)]
-    unsafe fn run<S: Simd, const MR: usize>(packed: &Packed, p: &StepPtrs) {
+    unsafe fn step_panels<S: Simd, const MR: usize>(packed: &Packed, p: &StepPtrs) {
         let (u, f) = (packed.units, packed.features);
         let lanes = S::LANES;
         assert_eq!(

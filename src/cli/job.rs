@@ -680,22 +680,23 @@ fn load_initial_state(
     let h = get("h", 0)
         .ok_or_else(|| src.error(format!("needs an array named h; found: {}", src.names())))?;
     let h = expand("h", h)?;
-    let c = match kind {
-        CellKind::Lstm => {
-            let c = get("c", 1).ok_or_else(|| {
-                src.error(format!(
-                    "an LSTM needs arrays h and c; found: {}",
-                    src.names()
-                ))
-            })?;
-            Some(expand("c", c)?)
+    let c = if kind.has_cell_state() {
+        let c = get("c", 1).ok_or_else(|| {
+            src.error(format!(
+                "{} needs arrays h and c; found: {}",
+                kind.with_article(),
+                src.names()
+            ))
+        })?;
+        Some(expand("c", c)?)
+    } else {
+        if get("c", 1).is_some() {
+            return Err(src.error(format!(
+                "holds a cell state c, but {} has only h",
+                kind.with_article()
+            )));
         }
-        CellKind::Gru | CellKind::SimpleRnn => {
-            if get("c", 1).is_some() {
-                return Err(src.error("holds a cell state c, but a GRU has only h"));
-            }
-            None
-        }
+        None
     };
     Ok((Some(h), c))
 }

@@ -281,7 +281,7 @@ pub fn diagnose(a: &DiagnoseArgs, env: &Env) -> Result<Outcome> {
             |c| match finals.iter().find(|s| s.c == c && s.rows == batch) {
                 Some(s) => *s,
                 None => {
-                    let l = ctx.run(&c, 0..batch, steps, record_for(&ctx.p), None);
+                    let l = ctx.trace_candidate(&c, 0..batch, steps, record_for(&ctx.p), None);
                     let (err, passed) = ctx.score(&l, 0..batch, steps, &[c.dense])[0];
                     Scored {
                         c,

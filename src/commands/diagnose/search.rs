@@ -95,7 +95,7 @@ impl Search {
     }
 
     /// Runs candidate `c` on `rows`, the first `steps` processing steps, from `state` (or zeros).
-    pub(super) fn run(
+    pub(super) fn trace_candidate(
         &self,
         c: &Cand,
         rows: Range<usize>,
@@ -211,7 +211,7 @@ impl Search {
         groups
             .par_iter()
             .map(|(key, heads)| {
-                let l = self.run(key, rows.clone(), steps, record, None);
+                let l = self.trace_candidate(key, rows.clone(), steps, record, None);
                 self.score(&l, rows.clone(), steps, heads)
                     .into_iter()
                     .zip(heads)
@@ -358,14 +358,14 @@ impl Search {
         let mut s0 = 0;
         while s0 < b {
             let rows = s0..(s0 + DIVERGENCE_CHUNK).min(b);
-            let lu = self.run(
+            let lu = self.trace_candidate(
                 user,
                 rows.clone(),
                 t,
                 Record::ALL,
                 carried_u.as_ref().filter(|_| user.carry),
             );
-            let lb = self.run(
+            let lb = self.trace_candidate(
                 best,
                 rows.clone(),
                 t,

@@ -181,9 +181,11 @@ pub(super) fn structures(st: &Stored) -> Vec<Structure> {
         .map(|&r| (r, true))
         .chain(reinterpreted.iter().map(|&r| (r, false)))
         .collect();
-    let textbook: &[bool] = match kind {
-        CellKind::Gru => &[false, true],
-        CellKind::Lstm | CellKind::SimpleRnn => &[false],
+    // The textbook update is a GRU reading (the cell with `reset_after`).
+    let textbook: &[bool] = if kind.has_reset_after() {
+        &[false, true]
+    } else {
+        &[false]
     };
     let mut out = Vec::new();
     for (order, common) in &orders {

@@ -131,11 +131,12 @@ pub fn state_norms<T: Real>(trace: &Trace<T>, window: Option<usize>) -> ChartDat
             "the recorded states have inconsistent shapes",
         );
     }
-    let title = match l.kind {
-        CellKind::Lstm => format!("LSTM state norms, layer '{}'", l.name),
-        CellKind::Gru => format!("GRU hidden-state norm, layer '{}'", l.name),
-        CellKind::SimpleRnn => format!("SimpleRNN hidden-state norm, layer '{}'", l.name),
+    let what = if l.kind.has_cell_state() {
+        "state norms"
+    } else {
+        "hidden-state norm"
     };
+    let title = format!("{} {what}, layer '{}'", l.kind.display_name(), l.name);
     let mut chart = ChartData {
         title,
         subtitle: String::new(),

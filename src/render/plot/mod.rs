@@ -27,7 +27,6 @@ use crate::cell::{Activation, Real};
 use crate::error::{Error, Result};
 use crate::io::write::atomic_write;
 use crate::trace::{LayerTrace, Trace};
-use crate::weights::CellKind;
 use ab_glyph::{Font, FontRef, GlyphId, PxScale, ScaleFont, point};
 use ndarray::{Array2, Array3, Axis};
 use plotters::chart::{ChartBuilder, ChartContext};

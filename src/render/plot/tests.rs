@@ -1,7 +1,7 @@
 //! Chart data and rendering checks: what each chart shows, and that every chart renders.
 
 use super::*;
-use crate::cell::Activation;
+use crate::cell::{Activation, CellKind};
 use ndarray::{Array2, Array3};
 
 /// A small trace: `n` sequences × `steps` steps × `units` units, values a smooth function of the indices.
