@@ -197,13 +197,13 @@ pub fn activation(flag: &str, name: &str) -> Result<Activation> {
 
 /// Builds a job for `kind` from the command line.
 pub fn cell_job(kind: CellKind, a: &CellArgs, env: &Env) -> Result<CellJob> {
-    let act = activation("activation", &a.activation)?;
-    let rec = activation("recurrent-activation", &a.recurrent_activation)?;
-    let dense_act = activation("dense-activation", &a.dense_activation)?;
-    if !kind.has_reset_after() && a.reset_after != ResetAfterArg::Auto {
+    let act = activation("activation", &a.convention.activation)?;
+    let rec = activation("recurrent-activation", &a.convention.recurrent_activation)?;
+    let dense_act = activation("dense-activation", &a.convention.dense_activation)?;
+    if !kind.has_reset_after() && a.convention.reset_after != ResetAfterArg::Auto {
         return Err(Error::usage("--reset-after applies to GRU layers only"));
     }
-    if a.dense.is_none() && a.dense_activation != "linear" {
+    if a.dense.is_none() && a.convention.dense_activation != "linear" {
         return Err(Error::usage("--dense-activation needs --dense"));
     }
     if a.mask.is_some() && a.mask_value.is_some() {
@@ -243,7 +243,7 @@ pub fn cell_job(kind: CellKind, a: &CellArgs, env: &Env) -> Result<CellJob> {
         }
     }
 
-    let reset_after = a.reset_after.reading();
+    let reset_after = a.convention.reset_after.reading();
     let src = load_arrays(&a.weights, &["kernel", "recurrent_kernel", "bias"])?;
     let layout = a.layout.layout();
     let opts = crate::weights::ReadOptions {
@@ -290,7 +290,7 @@ pub fn cell_job(kind: CellKind, a: &CellArgs, env: &Env) -> Result<CellJob> {
     };
     let (h0, c0) = match &a.initial_state {
         None => (None, None),
-        Some(p) => load_initial_state(p, kind, weights.units, batch, a.carry_state)?,
+        Some(p) => load_initial_state(p, kind, weights.units, batch, a.convention.carry_state)?,
     };
     let dense = match &a.dense {
         None => None,
@@ -348,8 +348,8 @@ pub fn cell_job(kind: CellKind, a: &CellArgs, env: &Env) -> Result<CellJob> {
             name: a.name.clone().unwrap_or_else(|| kind.name().to_string()),
             activation: act,
             recurrent_activation: rec,
-            go_backwards: a.go_backwards || a.reverse,
-            carry_state: a.carry_state,
+            go_backwards: a.convention.go_backwards || a.reverse,
+            carry_state: a.convention.carry_state,
         },
         weights,
         x,

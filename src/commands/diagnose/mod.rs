@@ -69,13 +69,13 @@ fn load(a: &DiagnoseArgs, kernels: Kernels) -> Result<Search> {
     } else {
         CellKind::Lstm
     };
-    let act = config::activation("activation", &a.activation)?;
-    let rec = config::activation("recurrent-activation", &a.recurrent_activation)?;
-    let dense_act = config::activation("dense-activation", &a.dense_activation)?;
-    if !kind.has_reset_after() && a.reset_after != ResetAfterArg::Auto {
+    let act = config::activation("activation", &a.convention.activation)?;
+    let rec = config::activation("recurrent-activation", &a.convention.recurrent_activation)?;
+    let dense_act = config::activation("dense-activation", &a.convention.dense_activation)?;
+    if !kind.has_reset_after() && a.convention.reset_after != ResetAfterArg::Auto {
         return Err(Error::usage("--reset-after applies to GRU layers only"));
     }
-    if a.dense.is_none() && a.dense_activation != "linear" {
+    if a.dense.is_none() && a.convention.dense_activation != "linear" {
         return Err(Error::usage("--dense-activation needs --dense"));
     }
     if !(a.atol >= 0.0 && a.rtol >= 0.0) {
@@ -108,7 +108,7 @@ fn load(a: &DiagnoseArgs, kernels: Kernels) -> Result<Search> {
         }
     };
     let user_weights = if torch {
-        if a.reset_after == ResetAfterArg::False {
+        if a.convention.reset_after == ResetAfterArg::False {
             Err(Error::usage(
                 "PyTorch's GRU is reset_after=True; --reset-after false does not apply",
             ))
@@ -116,7 +116,7 @@ fn load(a: &DiagnoseArgs, kernels: Kernels) -> Result<Search> {
             pytorch::from_state_dict(kind, &src, 0, false)
         }
     } else {
-        keras::from_arrays(kind, &src, a.reset_after.reading())
+        keras::from_arrays(kind, &src, a.convention.reset_after.reading())
     };
     let stored = match if torch {
         Stored::from_pytorch(kind, &src, 0)
@@ -172,7 +172,7 @@ fn load(a: &DiagnoseArgs, kernels: Kernels) -> Result<Search> {
         rtol: a.rtol,
     };
 
-    let user_reset_after = (kind.has_reset_after()).then_some(match a.reset_after {
+    let user_reset_after = (kind.has_reset_after()).then_some(match a.convention.reset_after {
         ResetAfterArg::True => true,
         ResetAfterArg::False => false,
         ResetAfterArg::Auto => !matches!(stored.bias, StoredBias::Single(_)),
@@ -181,11 +181,11 @@ fn load(a: &DiagnoseArgs, kernels: Kernels) -> Result<Search> {
         activation: act,
         recurrent_activation: rec,
         reset_after: user_reset_after,
-        go_backwards: a.go_backwards,
+        go_backwards: a.convention.go_backwards,
         order: stored.default_order(),
         transposed: stored.default_transposed(),
         textbook: false,
-        carry_state: a.carry_state,
+        carry_state: a.convention.carry_state,
         dense_activation: a.dense.as_ref().map(|_| dense_act),
     };
     let mut ctx = Search {
@@ -221,8 +221,8 @@ fn load(a: &DiagnoseArgs, kernels: Kernels) -> Result<Search> {
                 s,
                 act,
                 rec,
-                gb: a.go_backwards,
-                carry: a.carry_state,
+                gb: a.convention.go_backwards,
+                carry: a.convention.carry_state,
                 dense: ctx.user.dense_activation,
             });
         }
@@ -237,7 +237,7 @@ pub fn diagnose(a: &DiagnoseArgs, env: &Env) -> Result<Outcome> {
     let ctx = load(a, env.kernels)?;
     let batch = ctx.p.x.shape()[0];
     // The search: first tier, then (only if nothing matched) the second.
-    let base_carry = batch == 1 && a.carry_state;
+    let base_carry = batch == 1 && a.convention.carry_state;
     let layers = |first: bool| -> Vec<Cand> {
         let mut v = Vec::new();
         for (si, st) in ctx.structures.iter().enumerate() {
