@@ -6,7 +6,8 @@ before computing, and hands the report to [`crate::cli::output`].
 
 use crate::cell::{Activation, Real};
 use crate::cli::args::{CellArg, FormatArg, PrecisionArg, RunArgs};
-use crate::cli::job::{self, Env, series_input};
+use crate::cli::job::{self, Env};
+use crate::cli::load::{load_targets, series_input};
 use crate::cli::output::{self, Outcome};
 use crate::compare;
 use crate::error::{Error, Result, shape_str};
@@ -244,7 +245,7 @@ fn run_as<T: Real>(
     };
     let targets = match &a.check.targets {
         None => None,
-        Some(p) => Some(job::load_targets(p, n, outputs, a.window)?),
+        Some(p) => Some(load_targets(p, n, outputs, a.window)?),
     };
     let dense_activation = model.compute_layers().last().and_then(|l| match &l.kind {
         LayerKind::Dense { activation, .. }

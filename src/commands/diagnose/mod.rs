@@ -141,7 +141,7 @@ fn load(a: &DiagnoseArgs, kernels: Kernels) -> Result<Search> {
         Ok(w) => w.clone(),
         Err(_) => stored.build(&structures[0].reading),
     };
-    let (x, expected) = config::load_data(
+    let (x, expected) = crate::cli::load::load_data(
         &a.input,
         a.window,
         &check_w,
