@@ -296,13 +296,10 @@ fn execute_as<T: Real>(job: &CellJob, title: &str, started: Instant) -> Result<O
         // need only the inputs they read.
         detail_owned = detail_run::<T>(job, &detail_rows, max_steps)?;
         &detail_owned
-    } else if job.spec.carry_state {
+    } else {
         // State flows between sequences: a subset cannot be run on its own.
         let all = run_engine::<T>(job, None, Record::ALL, None)?;
         detail_owned = all.select_sequences(&detail_rows);
-        &detail_owned
-    } else {
-        detail_owned = run_engine::<T>(job, Some(&detail_rows), Record::ALL, None)?;
         &detail_owned
     };
     let report = Report {
