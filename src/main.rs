@@ -5,6 +5,7 @@ The `rnntrace` binary: parse, run, map the outcome to an exit code (0 ok, 1 comp
 use clap::Parser;
 
 fn main() {
+    rnntrace::io::temp::install_signal_cleanup();
     let cli = rnntrace::cli::Cli::parse();
     let code = match rnntrace::app::run(cli) {
         Ok(outcome) => outcome.code(),
