@@ -31,6 +31,7 @@ fn dispatch(cli: Cli) -> Result<Outcome> {
 }
 
 fn main() {
+    io::temp::install_signal_cleanup();
     let code = match dispatch(Cli::parse()) {
         Ok(outcome) => outcome.code(),
         Err(e) => {

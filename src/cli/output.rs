@@ -88,8 +88,20 @@ pub fn write<T: Real>(report: &Report<'_, T>, to: &Targets<'_>) -> Result<Outcom
     Ok(Outcome::of(report.comparison.as_ref()))
 }
 
-/// Writes to stdout; a closed pipe (`rnntrace … | head`) ends the output quietly.
+/// Writes to stdout; a closed pipe (`rnntrace … | head`) ends the output quietly, a closed stdout
+/// (`>&-`) with something to print is an error: everything printed would be lost.
 pub fn write_stdout(fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> Result<()> {
+    if crate::io::stdio::stdout_closed() {
+        let mut text = Vec::new();
+        fill(&mut text).map_err(|e| Error::output("<stdout>", e))?;
+        if text.is_empty() {
+            return Ok(());
+        }
+        return Err(Error::output(
+            "<stdout>",
+            "is closed (started with >&-), so nothing can be printed; redirect it (> FILE or > /dev/null) or use --quiet",
+        ));
+    }
     let stdout = std::io::stdout();
     let mut lock = std::io::BufWriter::new(stdout.lock());
     let r = fill(&mut lock).and_then(|_| lock.flush());
