@@ -429,20 +429,11 @@ pub fn weight_warning(path: &Path, w: &CellWeights<f64>, f32_run: bool) -> Optio
     None
 }
 
-/// Checks every output a command will write, before any work: none is an input, every folder exists,
-/// chart names end in .png or .svg.
+/// Checks every output a command will write, before any work: none is an input, no two share a path,
+/// every folder exists and can be written, chart names end in .png or .svg.
 pub fn check_outputs(inputs: &[&Path], trace: Option<&Path>, plots: &PlotArgs) -> Result<()> {
-    for out in [
-        trace,
-        plots.plot.as_deref(),
-        plots.plot_predictions.as_deref(),
-        plots.plot_gates.as_deref(),
-    ] {
-        check_not_input(out, inputs)?;
-        if let Some(p) = out {
-            crate::io::write::check_output(p)?;
-        }
-    }
+    let mut outs: Vec<(&str, &Path)> = Vec::new();
+    outs.extend(trace.map(|p| ("--trace", p)));
     for (flag, p) in [
         ("--plot", &plots.plot),
         ("--plot-predictions", &plots.plot_predictions),
@@ -450,7 +441,32 @@ pub fn check_outputs(inputs: &[&Path], trace: Option<&Path>, plots: &PlotArgs) -
     ] {
         if let Some(p) = p {
             crate::render::plot::image_format(flag, p)?;
+            outs.push((flag, p));
         }
+    }
+    check_output_set(inputs, &outs)
+}
+
+/// Checks a command's outputs, each named by its flag: none is an input, no two name the same file (the
+/// last would silently win), every folder exists and can be written.
+pub fn check_output_set(inputs: &[&Path], outs: &[(&str, &Path)]) -> Result<()> {
+    // The file a path will be: its folder resolved (links, `..`), then its name.
+    let key = |p: &Path| {
+        let dir = crate::io::temp::folder_of(p);
+        std::fs::canonicalize(&dir)
+            .unwrap_or(dir)
+            .join(p.file_name().unwrap_or_default())
+    };
+    for (i, (flag, p)) in outs.iter().enumerate() {
+        check_not_input(Some(p), inputs)?;
+        if let Some((first, q)) = outs[..i].iter().find(|(_, q)| key(q) == key(p)) {
+            return Err(Error::usage(format!(
+                "{first} {} and {flag} {} are the same file; give each output its own path",
+                q.display(),
+                p.display()
+            )));
+        }
+        crate::io::write::check_output(p)?;
     }
     Ok(())
 }

@@ -51,6 +51,18 @@ pub struct Targets<'a> {
     pub json_trace: Option<&'a Path>,
     /// The charts asked for. `plot_sequence` has been validated by the job.
     pub plots: &'a PlotArgs,
+    /// Charts already built from a streamed run ([`plot::ChartFeed`]); the others come from the report's
+    /// trace.
+    pub streamed: Streamed,
+}
+
+/// Charts built while the engine ran, from its blocks, when the trace itself was not kept.
+#[derive(Default)]
+pub struct Streamed {
+    /// `--plot`.
+    pub state_norms: Option<plot::ChartData>,
+    /// `--plot-gates`.
+    pub gates: Option<plot::GateHeatmaps>,
 }
 
 /// Writes everything a command asked for from one finished report, then returns the verdict: the JSON
@@ -61,7 +73,10 @@ pub fn write<T: Real>(report: &Report<'_, T>, to: &Targets<'_>) -> Result<Outcom
     }
     let p = to.plots;
     if let Some(path) = &p.plot {
-        plot::draw_lines(&plot::state_norms(report.trace, report.window), path)?;
+        match &to.streamed.state_norms {
+            Some(chart) => plot::draw_lines(chart, path)?,
+            None => plot::draw_lines(&plot::state_norms(report.trace, report.window), path)?,
+        }
     }
     if let Some(path) = &p.plot_predictions {
         let mut chart = plot::predictions(
@@ -76,7 +91,10 @@ pub fn write<T: Real>(report: &Report<'_, T>, to: &Targets<'_>) -> Result<Outcom
         plot::draw_lines(&chart, path)?;
     }
     if let Some(path) = &p.plot_gates {
-        plot::draw_heatmaps(&plot::gates(report.trace, p.plot_sequence), path)?;
+        match &to.streamed.gates {
+            Some(maps) => plot::draw_heatmaps(maps, path)?,
+            None => plot::draw_heatmaps(&plot::gates(report.trace, p.plot_sequence), path)?,
+        }
     }
     match to.format {
         FormatArg::Json => write_stdout(|w| render::json::write(report, w))?,

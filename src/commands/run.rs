@@ -307,6 +307,7 @@ fn run_as<T: Real>(
             format: a.format,
             json_trace: a.trace.as_deref(),
             plots: &a.plots,
+            streamed: output::Streamed::default(),
         },
     )
 }

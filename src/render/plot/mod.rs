@@ -16,12 +16,14 @@ font, `axis.rs` the tick maths, `lines.rs` and `heatmap.rs` draw the two kinds o
 mod axis;
 mod canvas;
 pub mod data;
+pub mod feed;
 mod heatmap;
 mod lines;
 
 #[allow(unused_imports)]
 use self::{axis::*, canvas::*, data::*, heatmap::*, lines::*};
 pub use data::{ChartData, GateHeatmaps, Heatmap, Marker, Series, gates, predictions, state_norms};
+pub use feed::ChartFeed;
 
 use crate::cell::{Activation, Real};
 use crate::error::{Error, Result};
