@@ -4,9 +4,9 @@ The Keras LSTM step: `z = x·W + h·U + b`; `i = σr(z_i)`, `f = σr(z_f)`, `c̃
 that `h` has `proj` values while `c` and the gates have `units`.
 */
 
+use super::CellWeights;
 use super::kernels::matmul;
 use super::{Activation, Real, StepOut};
-use crate::weights::CellWeights;
 use ndarray::ArrayView2;
 
 /// An LSTM cell: weights plus the two activations.

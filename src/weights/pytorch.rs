@@ -194,7 +194,7 @@ pub fn from_state_dict(
         recurrent_kernel: transpose_blocks(w_hh),
         bias,
         recurrent_bias,
-        reset_after: kind == CellKind::Gru,
+        reset_after: kind.has_reset_after(),
         projection: w_hr.map(|w| {
             let (p, h) = (w.shape[0], w.shape[1]);
             Array2::from_shape_fn((h, p), |(i, j)| w.data[j * h + i])
