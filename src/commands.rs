@@ -44,7 +44,14 @@ pub fn run_model(a: &RunArgs, _started: Instant) -> Result<Outcome> {
         return run_torch(a, cell);
     }
     let model = model::load(&a.model)?;
+    model.check_runnable()?;
     let raw = io::read_npy(&a.input)?;
+    if let Some(x) = crate::runner::embedding_input(&model, &raw, &a.input)? {
+        return match a.precision {
+            PrecisionArg::F32 => run_as::<f32>(a, &model, x, None),
+            PrecisionArg::F64 => run_as::<f64>(a, &model, x, None),
+        };
+    }
     // The model's own input shape decides what the input is; without one, the first layer that says.
     let declared = model.input_shape.last().copied().flatten();
     let first_layer = model.compute_layers().find_map(|l| match &l.kind {
@@ -53,6 +60,7 @@ pub fn run_model(a: &RunArgs, _started: Instant) -> Result<Outcome> {
         LayerKind::Dense { kernel, .. } | LayerKind::TimeDistributedDense { kernel, .. } => {
             kernel.shape.first().copied()
         }
+        LayerKind::Conv1D { kernel, spec, .. } => kernel.shape.get(1).map(|c| c * spec.groups),
         _ => None,
     });
     let f = declared
@@ -346,9 +354,32 @@ fn params_of(kind: &LayerKind) -> usize {
             forward, backward, ..
         } => r(forward) + r(backward),
         LayerKind::Dense { kernel, bias, .. }
-        | LayerKind::TimeDistributedDense { kernel, bias, .. } => {
+        | LayerKind::TimeDistributedDense { kernel, bias, .. }
+        | LayerKind::Conv1D { kernel, bias, .. } => {
             kernel.data.len() + bias.as_ref().map_or(0, |b| b.data.len())
         }
+        LayerKind::Embedding { embeddings, .. } => embeddings.data.len(),
+        LayerKind::BatchNorm {
+            gamma,
+            beta,
+            moving_mean,
+            moving_variance,
+            ..
+        } => [
+            gamma.as_ref(),
+            beta.as_ref(),
+            Some(moving_mean),
+            Some(moving_variance),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|a| a.data.len())
+        .sum(),
+        LayerKind::LayerNorm { gamma, beta, .. } => [gamma, beta]
+            .into_iter()
+            .flatten()
+            .map(|a| a.data.len())
+            .sum(),
         _ => 0,
     }
 }
@@ -394,6 +425,15 @@ pub fn inspect(a: &InspectArgs) -> Result<Outcome> {
             ]);
         }
         let _ = writeln!(out, "{t}\nTotal params: {total}");
+        for l in &m.layers {
+            if let Some(why) = &l.unsupported {
+                let _ = writeln!(
+                    out,
+                    "`run` cannot compute layer '{}' ({}): {why}",
+                    l.name, l.class_name
+                );
+            }
+        }
         for l in &m.layers {
             match &l.kind {
                 LayerKind::Recurrent(r) => recurrent_blocks(&mut out, &l.name, r, color)?,

@@ -10,11 +10,11 @@ the Keras mask `(batch, timesteps)` riding along until a layer drops it.
 use crate::cell::{Activation, Real};
 use crate::engine::{self, LayerInput, LayerSpec};
 use crate::error::{Error, Result};
-use crate::model::{LayerKind, Recurrent, RecurrentCell, SavedModel};
+use crate::model::{LayerKind, Recurrent, RecurrentCell, SavedModel, layers};
 use crate::trace::{LayerTrace, Record};
 use crate::weights::keras::{ResetAfter, from_arrays};
 use crate::weights::{CellKind, CellWeights, NamedArrays};
-use ndarray::{Array2, Array3, ArrayView2, Axis, s};
+use ndarray::{Array1, Array2, Array3, ArrayView2, Axis, s};
 
 /// A value between layers.
 #[derive(Debug, Clone)]
@@ -249,6 +249,93 @@ fn dense<T: Real>(
     }
 }
 
+/// A Keras activation applied to a tensor (softmax over the last axis).
+fn apply_activation<T: Real>(
+    model: &SavedModel,
+    name: &str,
+    activation: &str,
+    value: Tensor<T>,
+) -> Result<Tensor<T>> {
+    let a = act(model, name, activation)?;
+    Ok(match value {
+        Tensor::Flat(mut v) => {
+            a.apply_rows(v.view_mut());
+            Tensor::Flat(v)
+        }
+        Tensor::Seq(mut v) => {
+            for mut step in v.outer_iter_mut() {
+                a.apply_rows(step.view_mut());
+            }
+            Tensor::Seq(v)
+        }
+    })
+}
+
+/// Applies `f` to a tensor's values in C order (the last axis innermost).
+fn map_data<T: Real>(value: Tensor<T>, f: impl FnOnce(&mut [T])) -> Tensor<T> {
+    match value {
+        Tensor::Flat(a) => {
+            let mut a = a.as_standard_layout().into_owned();
+            if let Some(d) = a.as_slice_mut() {
+                f(d);
+            }
+            Tensor::Flat(a)
+        }
+        Tensor::Seq(a) => {
+            let mut a = a.as_standard_layout().into_owned();
+            if let Some(d) = a.as_slice_mut() {
+                f(d);
+            }
+            Tensor::Seq(a)
+        }
+    }
+}
+
+/// A normalisation's arrays must match the last axis of what it receives.
+fn check_channels<T: Real>(model: &SavedModel, name: &str, v: &Tensor<T>, n: usize) -> Result<()> {
+    let last = v.shape().last().copied().unwrap_or(0);
+    if last == n {
+        Ok(())
+    } else {
+        Err(Error::input(
+            &model.path,
+            format!("layer '{name}' normalises {n} channels; it receives {last}"),
+        ))
+    }
+}
+
+/// The message for an id that is no row of an embedding table.
+pub fn bad_id(name: &str, e: &layers::embedding::BadId, vocab: usize) -> String {
+    format!(
+        "layer '{name}' (Embedding): sequence {}, step {} holds the id {}, which is {}; ids must be \
+         whole numbers in 0..{vocab} (the layer's input_dim is {vocab})",
+        e.sequence,
+        e.step,
+        e.value,
+        if e.value.fract() != 0.0 || !e.value.is_finite() {
+            "not a whole number"
+        } else {
+            "outside the vocabulary"
+        }
+    )
+}
+
+fn array1<T: Real>(a: &crate::io::RawArray) -> Array1<T> {
+    Array1::from(a.data.iter().map(|v| T::lit(*v)).collect::<Vec<_>>())
+}
+
+/// A loaded 2-D array (the loader checked its shape).
+fn array2<T: Real>(a: &crate::io::RawArray) -> Array2<T> {
+    let (r, c) = (a.shape[0], a.shape[1]);
+    Array2::from_shape_fn((r, c), |(i, j)| T::lit(a.data[i * c + j]))
+}
+
+/// A loaded 3-D array (the loader checked its shape).
+fn array3<T: Real>(a: &crate::io::RawArray) -> Array3<T> {
+    let (x, y, z) = (a.shape[0], a.shape[1], a.shape[2]);
+    Array3::from_shape_fn((x, y, z), |(i, j, k)| T::lit(a.data[(i * y + j) * z + k]))
+}
+
 fn merge<T: Real>(mode: &str, f: ArrayView2<'_, T>, b: ArrayView2<'_, T>) -> Option<Array2<T>> {
     Some(match mode {
         "concat" => ndarray::concatenate(Axis(1), &[f, b]).ok()?,
@@ -257,6 +344,59 @@ fn merge<T: Real>(mode: &str, f: ArrayView2<'_, T>, b: ArrayView2<'_, T>) -> Opt
         "ave" => (&f + &b).mapv(|v| v * T::lit(0.5)),
         _ => return None,
     })
+}
+
+/// The input of a model whose first computing layer is an `Embedding`: token ids `(batch, timesteps)`
+/// (one sequence may be given as `(timesteps,)`), of any integer or float dtype holding whole numbers,
+/// each checked against the vocabulary here so that a bad id is reported against the input file.
+/// `None` for other models.
+pub fn embedding_input(
+    model: &SavedModel,
+    raw: &crate::io::RawArray,
+    input: &std::path::Path,
+) -> Result<Option<Tensor<f64>>> {
+    let Some(layer) = model.compute_layers().next() else {
+        return Ok(None);
+    };
+    let LayerKind::Embedding { embeddings, .. } = &layer.kind else {
+        return Ok(None);
+    };
+    let steps = model.input_shape.get(1).copied().flatten();
+    let (b, t) = match raw.shape.as_slice() {
+        [b, t] => (*b, *t),
+        [t] => (1, *t),
+        _ => {
+            return Err(Error::input(
+                input,
+                format!(
+                    "has shape {}; the model's first layer '{}' (Embedding) takes token ids (batch, timesteps)",
+                    raw.shape_str(),
+                    layer.name
+                ),
+            ));
+        }
+    };
+    if let Some(want) = steps.filter(|&w| w != t) {
+        return Err(Error::input(
+            input,
+            format!("has {t} timesteps per sequence; the model was built for {want}"),
+        ));
+    }
+    let ids = Array2::from_shape_vec((b, t), raw.data.clone())
+        .map_err(|e| Error::input(input, e.to_string()))?;
+    let vocab = embeddings.shape[0];
+    if let Some(((sequence, step), &value)) = ids
+        .indexed_iter()
+        .find(|(_, v)| !(v.is_finite() && v.fract() == 0.0 && **v >= 0.0 && **v < vocab as f64))
+    {
+        let e = layers::embedding::BadId {
+            sequence,
+            step,
+            value,
+        };
+        return Err(Error::input(input, bad_id(&layer.name, &e, vocab)));
+    }
+    Ok(Some(Tensor::Flat(ids)))
 }
 
 /// Runs every layer of `model` on `x`: a sequence batch, or a flat batch for models whose input is not a
@@ -373,24 +513,207 @@ pub fn run<T: Real>(model: &SavedModel, x: Tensor<T>) -> Result<ModelRun<T>> {
                 activation,
             } => dense(model, name, &value, kernel, bias.as_ref(), activation)?,
             LayerKind::Activation { activation } => {
-                let a = act(model, name, activation)?;
-                match value {
-                    Tensor::Flat(mut v) => {
-                        a.apply_rows(v.view_mut());
-                        Tensor::Flat(v)
+                apply_activation(model, name, activation, value)?
+            }
+            LayerKind::Unsupported => {
+                return Err(Error::input(
+                    &model.path,
+                    format!(
+                        "layer '{name}' ({}): {}",
+                        layer.class_name,
+                        layer.unsupported.as_deref().unwrap_or("not supported")
+                    ),
+                ));
+            }
+            LayerKind::Embedding {
+                embeddings,
+                mask_zero,
+            } => {
+                let ids = match &value {
+                    Tensor::Flat(a) => a.mapv(T::to_f),
+                    Tensor::Seq(a) => {
+                        return Err(Error::input(
+                            &model.path,
+                            format!(
+                                "layer '{name}' (Embedding) takes ids (batch, timesteps); it receives shape {:?}",
+                                a.shape()
+                            ),
+                        ));
                     }
-                    Tensor::Seq(v) => {
-                        let (bn, t, f) = v.dim();
-                        let mut flat = v
-                            .into_shape_with_order((bn * t, f))
-                            .map_err(|e| Error::input(&model.path, e.to_string()))?;
-                        a.apply_rows(flat.view_mut());
-                        Tensor::Seq(
-                            flat.into_shape_with_order((bn, t, f))
-                                .map_err(|e| Error::input(&model.path, e.to_string()))?,
-                        )
+                };
+                let table = array2::<T>(embeddings);
+                let y = layers::embedding::lookup(table.view(), ids.view())
+                    .map_err(|e| Error::input(&model.path, bad_id(name, &e, table.nrows())))?;
+                mask = mask_zero.then(|| layers::embedding::mask_zero(ids.view()));
+                Tensor::Seq(y)
+            }
+            LayerKind::Conv1D {
+                kernel,
+                bias,
+                spec,
+                activation,
+            } => {
+                let x = need_seq(&value)?;
+                let k = array3::<T>(kernel);
+                if x.shape()[2] != k.shape()[1] * spec.groups {
+                    return Err(Error::input(
+                        &model.path,
+                        format!(
+                            "layer '{name}' expects {} channels per step; it receives {}",
+                            k.shape()[1] * spec.groups,
+                            x.shape()[2]
+                        ),
+                    ));
+                }
+                if spec.out_len(x.shape()[1], k.shape()[0]).is_none() {
+                    return Err(Error::input(
+                        &model.path,
+                        format!(
+                            "layer '{name}': its kernel spans more than the {} steps it receives",
+                            x.shape()[1]
+                        ),
+                    ));
+                }
+                let b = bias.as_ref().map(array1::<T>);
+                let y =
+                    layers::conv::conv1d(x.view(), k.view(), b.as_ref().map(|b| b.view()), spec);
+                mask = None; // Conv1D does not support masking: Keras drops the mask
+                apply_activation(model, name, activation, Tensor::Seq(y))?
+            }
+            LayerKind::Pool1D(spec) => {
+                let x = need_seq(&value)?;
+                if spec.out_len(x.shape()[1]).is_none() {
+                    return Err(Error::input(
+                        &model.path,
+                        format!(
+                            "layer '{name}': pool_size {} is longer than the {} steps it receives",
+                            spec.size,
+                            x.shape()[1]
+                        ),
+                    ));
+                }
+                mask = None; // pooling layers drop the mask in Keras
+                Tensor::Seq(layers::pool::pool1d(x.view(), spec))
+            }
+            LayerKind::GlobalPool1D { max, keepdims } => {
+                let x = need_seq(&value)?;
+                // GlobalAveragePooling1D averages the kept steps; GlobalMaxPooling1D ignores the mask.
+                let y =
+                    layers::pool::global_pool1d(x.view(), mask.as_ref().map(|m| m.view()), *max);
+                mask = None;
+                if *keepdims {
+                    let (b, c) = y.dim();
+                    Tensor::Seq(
+                        y.into_shape_with_order((b, 1, c))
+                            .map_err(|e| Error::input(&model.path, e.to_string()))?,
+                    )
+                } else {
+                    Tensor::Flat(y)
+                }
+            }
+            LayerKind::BatchNorm {
+                gamma,
+                beta,
+                moving_mean,
+                moving_variance,
+                epsilon,
+            } => {
+                let v =
+                    |a: &crate::io::RawArray| a.data.iter().map(|x| T::lit(*x)).collect::<Vec<T>>();
+                let (g, b) = (gamma.as_ref().map(v), beta.as_ref().map(v));
+                let (m, var) = (v(moving_mean), v(moving_variance));
+                check_channels(model, name, &value, m.len())?;
+                map_data(value, |d| {
+                    layers::norm::batch_norm(
+                        d,
+                        g.as_deref(),
+                        b.as_deref(),
+                        &m,
+                        &var,
+                        T::lit(*epsilon),
+                    )
+                })
+            }
+            LayerKind::LayerNorm {
+                gamma,
+                beta,
+                epsilon,
+                rms_scaling,
+                channels,
+            } => {
+                let v =
+                    |a: &crate::io::RawArray| a.data.iter().map(|x| T::lit(*x)).collect::<Vec<T>>();
+                let (g, b) = (gamma.as_ref().map(v), beta.as_ref().map(v));
+                check_channels(model, name, &value, *channels)?;
+                map_data(value, |d| {
+                    layers::norm::layer_norm(
+                        d,
+                        *channels,
+                        g.as_deref(),
+                        b.as_deref(),
+                        T::lit(*epsilon),
+                        *rms_scaling,
+                    )
+                })
+            }
+            LayerKind::Relu {
+                negative_slope,
+                max_value,
+                threshold,
+            } => {
+                let (ns, th) = (T::lit(*negative_slope), T::lit(*threshold));
+                let mx = max_value.map(T::lit);
+                map_data(value, |d| {
+                    for x in d.iter_mut() {
+                        let y = if *x >= th { *x } else { ns * (*x - th) };
+                        *x = match mx {
+                            Some(m) if y > m => m,
+                            _ => y,
+                        };
+                    }
+                })
+            }
+            LayerKind::RepeatVector { n } => {
+                mask = None;
+                match &value {
+                    Tensor::Flat(a) => Tensor::Seq(layers::shape::repeat_vector(a.view(), *n)),
+                    Tensor::Seq(a) => {
+                        return Err(Error::input(
+                            &model.path,
+                            format!(
+                                "layer '{name}' (RepeatVector) takes (batch, features); it receives shape {:?}",
+                                a.shape()
+                            ),
+                        ));
                     }
                 }
+            }
+            LayerKind::Permute { swap } => {
+                let x = need_seq(&value)?;
+                mask = None;
+                if *swap {
+                    Tensor::Seq(layers::shape::swap_time_features(x.view()))
+                } else {
+                    Tensor::Seq(x)
+                }
+            }
+            LayerKind::ZeroPadding1D { left, right } => {
+                let x = need_seq(&value)?;
+                mask = None;
+                Tensor::Seq(layers::shape::zero_pad(x.view(), *left, *right))
+            }
+            LayerKind::Cropping1D { left, right } => {
+                let x = need_seq(&value)?;
+                mask = None;
+                Tensor::Seq(layers::shape::crop(x.view(), *left, *right).ok_or_else(|| {
+                    Error::input(
+                        &model.path,
+                        format!(
+                            "layer '{name}' crops {left} + {right} steps from sequences of {}: nothing remains",
+                            x.shape()[1]
+                        ),
+                    )
+                })?)
             }
             LayerKind::Flatten => {
                 mask = None;

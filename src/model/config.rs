@@ -26,6 +26,8 @@ pub struct LayerSpec {
     pub config: Map<String, Value>,
     /// The layer's group under `layers/` in a Keras 3 weights file, by Keras's naming rule.
     pub weights_key: String,
+    /// Keras 3's `registered_name` (`package>ClassName` for a custom class), when recorded.
+    pub registered_name: Option<String>,
 }
 
 /// A parsed model configuration.
@@ -105,6 +107,10 @@ pub fn parse(text: &str) -> Result<ModelSpec, String> {
             name,
             class_name: class.to_string(),
             config: cfg,
+            registered_name: lo
+                .get("registered_name")
+                .and_then(Value::as_str)
+                .map(str::to_string),
         });
     }
     let order = if functional {
@@ -306,16 +312,14 @@ fn linear_chain(
         if masks.is_empty() {
             continue;
         }
-        let masked = chain[..pos]
-            .iter()
-            .any(|&j| layers[j].class_name == "Masking");
+        let masked = chain[..pos].iter().any(|&j| masks_steps(&layers[j]));
         let from_ops = masks
             .iter()
             .all(|(name, _, _)| mask_ops.iter().any(|&j| &layers[j].name == name));
         if !masked || !from_ops {
             return Err(format!(
-                "{} receives an explicit mask tensor; only the mask of a Masking layer earlier in the \
-                 chain is supported",
+                "{} receives an explicit mask tensor; only the mask of a Masking layer or an \
+                 Embedding(mask_zero=True) earlier in the chain is supported",
                 label(i)
             ));
         }
@@ -331,6 +335,13 @@ fn linear_chain(
                 .and_then(Value::as_f64)
                 .unwrap_or(0.0)
         })
+        // Embedding(mask_zero=True) records its mask as NotEqual(ids, 0).
+        .chain(
+            chain
+                .iter()
+                .any(|&j| layers[j].class_name == "Embedding" && masks_steps(&layers[j]))
+                .then_some(0.0),
+        )
         .collect();
     for &j in mask_ops
         .iter()
@@ -359,6 +370,15 @@ fn linear_chain(
         ));
     }
     Ok(chain)
+}
+
+/// A layer that computes a mask from its input: `Masking`, or `Embedding` with `mask_zero=True`.
+fn masks_steps(l: &LayerSpec) -> bool {
+    match l.class_name.as_str() {
+        "Masking" => true,
+        "Embedding" => l.config.get("mask_zero").and_then(Value::as_bool) == Some(true),
+        _ => false,
+    }
 }
 
 /// What one call of a layer reads: its data tensors, and the mask tensors passed as `mask=`.

@@ -185,17 +185,9 @@ fn layers_flag_picks_the_tables() {
 }
 
 #[test]
-fn unsupported_layers_are_named() {
-    let dir = model_dir("unsupported_conv1d");
-    let (code, _, err) = run(rnntrace().current_dir(&dir).args([
-        "run",
-        "--model",
-        "model.keras",
-        "--input",
-        "input.npy",
-    ]));
-    assert_eq!(code, 2);
-    assert!(err.contains("'conv1d' (Conv1D) is not supported"), "{err}");
+fn conv1d_once_refused_now_runs_and_branching_is_named() {
+    // Named when Conv1D was refused; it now reproduces model.predict.
+    passes("unsupported_conv1d");
     let dir = model_dir("functional_branching");
     let (code, _, err) = run(rnntrace().current_dir(&dir).args([
         "run",

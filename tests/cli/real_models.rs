@@ -1,0 +1,170 @@
+//! `run --model` on the layers around the recurrent cells (issue 12): Embedding (masks included),
+//! Conv1D, pooling, normalisation, RepeatVector, Permute, padding and cropping, and small versions of the
+//! keras.io examples, each written by real Keras 3.15 / tf-keras 2.21 (fixtures/generate_real_models.py).
+//! Tolerance 1e-5 (atol and rtol, rnntrace's default), as for the other float32 models (golden.rs): the
+//! largest differences seen are below 5e-7 (LayerNormalization's rsqrt).
+
+use crate::{fixtures, rnntrace, run};
+use std::path::PathBuf;
+
+fn dir(name: &str) -> PathBuf {
+    fixtures().join("real_models").join(name)
+}
+
+fn model_file(name: &str) -> &'static str {
+    if dir(name).join("model.keras").exists() {
+        "model.keras"
+    } else {
+        "model.h5"
+    }
+}
+
+/// `run --model … --input input.npy --expected expected.npy`: rnntrace's own verdict against
+/// model.predict, and the largest error it reports.
+fn passes(name: &str) {
+    let (code, out, err) = run(rnntrace().current_dir(dir(name)).args([
+        "run",
+        "--model",
+        model_file(name),
+        "--input",
+        "input.npy",
+        "--expected",
+        "expected.npy",
+        "-q",
+    ]));
+    assert_eq!(code, 0, "{name}: {out}{err}");
+    assert!(out.starts_with("PASS"), "{name}: {out}");
+}
+
+macro_rules! real_model_cases {
+    ($($case:ident),* $(,)?) => {
+        $(#[test] fn $case() { passes(stringify!($case)); })*
+    };
+}
+
+real_model_cases!(
+    embedding_lstm,
+    embedding_mask_gru,
+    embedding_mask_float_ids,
+    imdb_bidirectional,
+    imdb_bidirectional_mask,
+    embedding_mask_through_dense,
+    embedding_mask_gap,
+    embedding_mask_gmp,
+    embedding_mask_conv_drops,
+    embedding_h5,
+    tf_keras_embedding,
+    functional_embedding_mask,
+    conv1d_valid,
+    conv1d_same_strides,
+    conv1d_causal_dilation,
+    conv1d_groups_nobias,
+    conv1d_h5,
+    tf_keras_conv1d,
+    maxpool_avgpool,
+    avgpool_same_stride1,
+    conv_timeseries,
+    batchnorm_lstm,
+    layernorm_gru,
+    addition_seq2seq,
+    permute_pad_crop,
+);
+
+/// Runs `run` on a case with another input file; returns (exit code, stderr).
+fn run_with_input(name: &str, input: &str) -> (i32, String) {
+    let (code, _, err) = run(rnntrace().current_dir(dir(name)).args([
+        "run",
+        "--model",
+        model_file(name),
+        "--input",
+        input,
+    ]));
+    (code, err)
+}
+
+#[test]
+fn out_of_range_and_fractional_ids_are_named() {
+    let (code, err) = run_with_input("embedding_mask_gru", "input_out_of_range.npy");
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("input_out_of_range.npy")
+            && err.contains("sequence 1, step 2 holds the id 25, which is outside the vocabulary")
+            && err.contains("0..20"),
+        "{err}"
+    );
+    let (code, err) = run_with_input("embedding_mask_gru", "input_fractional.npy");
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("sequence 0, step 1 holds the id 2.5, which is not a whole number"),
+        "{err}"
+    );
+}
+
+#[test]
+fn lambda_is_refused_by_name_with_the_way_forward() {
+    let (code, err) = run_with_input("lambda_layer", "input.npy");
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("layer 'lambda' (Lambda): a Lambda layer: its computation is Python code")
+            && err.contains("examples/export_keras.py"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+#[test]
+fn mixed_float16_is_refused_never_run_in_float32() {
+    let (code, err) = run_with_input("mixed_float16", "input.npy");
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("layer 'lstm' (LSTM): its dtype policy is 'mixed_float16', which rnntrace does not emulate")
+            && err.contains("set_global_policy(\"float32\")"),
+        "{err}"
+    );
+}
+
+#[test]
+fn inspect_shows_the_whole_model_and_marks_what_run_cannot_compute() {
+    let (code, out, err) = run(rnntrace().current_dir(dir("lambda_layer")).args([
+        "inspect",
+        "--model",
+        "model.keras",
+        "--color",
+        "never",
+    ]));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("lambda") && out.contains("lstm"), "{out}");
+    assert!(
+        out.contains("`run` cannot compute layer 'lambda' (Lambda)"),
+        "{out}"
+    );
+    let (code, out, err) = run(rnntrace().current_dir(dir("mixed_float16")).args([
+        "inspect",
+        "--model",
+        "model.keras",
+        "--color",
+        "never",
+    ]));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(
+            "`run` cannot compute layer 'lstm' (LSTM): its dtype policy is 'mixed_float16'"
+        ),
+        "{out}"
+    );
+}
+
+#[test]
+fn inspect_counts_the_new_layers_parameters() {
+    // Embedding(20, 4) = 80, GRU(3) on 4 features (reset_after) = 3·(4·3 + 3·3 + 2·3) = 81, Dense(1) = 4:
+    // Keras's model.count_params() is 165.
+    let (code, out, err) = run(rnntrace().current_dir(dir("embedding_mask_gru")).args([
+        "inspect",
+        "--model",
+        "model.keras",
+        "--color",
+        "never",
+    ]));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("Total params: 165"), "{out}");
+}
