@@ -41,9 +41,11 @@ pub struct RunArgs {
     /// The cell of a PyTorch state dict given as --model (all its layers and directions are run).
     #[arg(long, value_enum)]
     pub cell: Option<CellArg>,
-    /// Input .npy: (sequences, timesteps, features), or (timesteps, features) for one sequence.
-    #[arg(long, value_name = "X.npy")]
-    pub input: PathBuf,
+    /// Input .npy: (sequences, timesteps, features), or (timesteps, features) for one sequence; token ids
+    /// (sequences, timesteps) for a model that starts with an Embedding. A model with several inputs takes
+    /// --input once per input, in the model's input order, or as --input NAME=FILE.
+    #[arg(long, value_name = "X.npy", required = true)]
+    pub input: Vec<PathBuf>,
     /// Cut a 2-D (rows, features) series into sliding windows of K rows, each predicting row i+K.
     #[arg(long, value_name = "K")]
     pub window: Option<usize>,

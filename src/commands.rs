@@ -23,7 +23,8 @@ use std::time::Instant;
 
 /// `rnntrace run --model …`.
 pub fn run_model(a: &RunArgs, _started: Instant) -> Result<Outcome> {
-    let mut inputs: Vec<&Path> = vec![&a.model, &a.input];
+    let mut inputs: Vec<&Path> = vec![&a.model];
+    inputs.extend(a.input.iter().map(|p| p.as_path()));
     inputs.extend(
         [&a.check.expected, &a.check.targets, &a.check.inverse_scale]
             .into_iter()
@@ -45,11 +46,29 @@ pub fn run_model(a: &RunArgs, _started: Instant) -> Result<Outcome> {
     }
     let model = model::load(&a.model)?;
     model.check_runnable()?;
-    let raw = io::read_npy(&a.input)?;
-    if let Some(x) = crate::runner::embedding_input(&model, &raw, &a.input)? {
+    if a.input.len() > 1 || model.graph.as_ref().is_some_and(|g| g.inputs.len() > 1) {
+        if a.window.is_some() {
+            return Err(Error::usage(
+                "--window cuts one series; it does not apply to a model with several inputs",
+            ));
+        }
+        let mut given = Vec::with_capacity(a.input.len());
+        for arg in &a.input {
+            let (name, path) = crate::runner::split_named_input(&model, arg);
+            given.push((name, io::read_npy(&path)?, path));
+        }
+        let xs = crate::runner::assemble_inputs(&model, given)?;
         return match a.precision {
-            PrecisionArg::F32 => run_as::<f32>(a, &model, x, None),
-            PrecisionArg::F64 => run_as::<f64>(a, &model, x, None),
+            PrecisionArg::F32 => run_as::<f32>(a, &model, xs, None),
+            PrecisionArg::F64 => run_as::<f64>(a, &model, xs, None),
+        };
+    }
+    let input = crate::runner::split_named_input(&model, &a.input[0]).1;
+    let raw = io::read_npy(&input)?;
+    if let Some(x) = crate::runner::embedding_input(&model, &raw, &input)? {
+        return match a.precision {
+            PrecisionArg::F32 => run_as::<f32>(a, &model, vec![x], None),
+            PrecisionArg::F64 => run_as::<f64>(a, &model, vec![x], None),
         };
     }
     // The model's own input shape decides what the input is; without one, the first layer that says.
@@ -73,7 +92,7 @@ pub fn run_model(a: &RunArgs, _started: Instant) -> Result<Outcome> {
             [w] if *w == f => 1,
             _ => {
                 return Err(Error::input(
-                    &a.input,
+                    &input,
                     format!(
                         "has shape {}; the model takes (batch, {f})",
                         raw.shape_str()
@@ -83,16 +102,10 @@ pub fn run_model(a: &RunArgs, _started: Instant) -> Result<Outcome> {
         };
         crate::runner::Tensor::Flat(
             ndarray::Array2::from_shape_vec((rows, f), raw.data.clone())
-                .map_err(|e| Error::input(&a.input, e.to_string()))?,
+                .map_err(|e| Error::input(&input, e.to_string()))?,
         )
     } else {
-        let x = series_input(
-            &raw,
-            &a.input,
-            a.window,
-            f,
-            &format!("the model expects {f}"),
-        )?;
+        let x = series_input(&raw, &input, a.window, f, &format!("the model expects {f}"))?;
         if let Some(want) = model
             .input_shape
             .get(1)
@@ -101,7 +114,7 @@ pub fn run_model(a: &RunArgs, _started: Instant) -> Result<Outcome> {
             .filter(|&w| w != x.shape()[1] && a.window.is_none())
         {
             return Err(Error::input(
-                &a.input,
+                &input,
                 format!(
                     "has {} timesteps per sequence; the model was built for {want}",
                     x.shape()[1]
@@ -111,8 +124,8 @@ pub fn run_model(a: &RunArgs, _started: Instant) -> Result<Outcome> {
         crate::runner::Tensor::Seq(x)
     };
     match a.precision {
-        PrecisionArg::F32 => run_as::<f32>(a, &model, x, None),
-        PrecisionArg::F64 => run_as::<f64>(a, &model, x, None),
+        PrecisionArg::F32 => run_as::<f32>(a, &model, vec![x], None),
+        PrecisionArg::F64 => run_as::<f64>(a, &model, vec![x], None),
     }
 }
 
@@ -124,9 +137,12 @@ fn run_torch(a: &RunArgs, cell: crate::cli::CellArg) -> Result<Outcome> {
     };
     let src = crate::weights::load_arrays(&a.model, &[])?;
     let first = crate::weights::pytorch::from_state_dict(kind, &src, 0, false)?;
-    let raw = io::read_npy(&a.input)?;
+    let [input] = a.input.as_slice() else {
+        return Err(Error::usage("a PyTorch state dict takes one --input"));
+    };
+    let raw = io::read_npy(input)?;
     let f = first.features;
-    let x = series_input(&raw, &a.input, a.window, f, &format!("layer 0 expects {f}"))?;
+    let x = series_input(&raw, input, a.window, f, &format!("layer 0 expects {f}"))?;
     let model = SavedModel {
         path: a.model.clone(),
         format: model::ModelFormat::LegacyH5,
@@ -134,33 +150,60 @@ fn run_torch(a: &RunArgs, cell: crate::cli::CellArg) -> Result<Outcome> {
         keras2: false,
         input_shape: Vec::new(),
         layers: Vec::new(),
+        graph: None,
     };
     let x = crate::runner::Tensor::Seq(x);
     match a.precision {
-        PrecisionArg::F32 => run_as::<f32>(a, &model, x, Some((&src, kind))),
-        PrecisionArg::F64 => run_as::<f64>(a, &model, x, Some((&src, kind))),
+        PrecisionArg::F32 => run_as::<f32>(a, &model, vec![x], Some((&src, kind))),
+        PrecisionArg::F64 => run_as::<f64>(a, &model, vec![x], Some((&src, kind))),
     }
 }
 
 fn run_as<T: Real>(
     a: &RunArgs,
     model: &SavedModel,
-    x: crate::runner::Tensor<f64>,
+    xs: Vec<crate::runner::Tensor<f64>>,
     torch: Option<(&crate::weights::NamedArrays, CellKind)>,
 ) -> Result<Outcome> {
-    let shape = x.shape();
-    let n = shape[0];
+    let shape = xs.first().map(|x| x.shape()).unwrap_or_default();
+    let n = shape.first().copied().unwrap_or(0);
     let features = *shape.last().unwrap_or(&0);
-    let x = match x {
-        crate::runner::Tensor::Seq(v) => crate::runner::Tensor::Seq(v.mapv(T::lit)),
-        crate::runner::Tensor::Flat(v) => crate::runner::Tensor::Flat(v.mapv(T::lit)),
-    };
+    let mut xs: Vec<_> = xs
+        .into_iter()
+        .map(|x| match x {
+            crate::runner::Tensor::Seq(v) => crate::runner::Tensor::Seq(v.mapv(T::lit)),
+            crate::runner::Tensor::Flat(v) => crate::runner::Tensor::Flat(v.mapv(T::lit)),
+        })
+        .collect();
+    if model.graph.is_some() {
+        return finish_run(
+            a,
+            model,
+            crate::runner::run_graph::<T>(model, xs)?,
+            n,
+            features,
+            None,
+        );
+    }
+    let x = xs.remove(0);
     let run = match (torch, x) {
         (Some((src, kind)), crate::runner::Tensor::Seq(x)) => {
             crate::runner::run_torch_stack::<T>(src, kind, x)?
         }
         (_, x) => crate::runner::run::<T>(model, x)?,
     };
+    finish_run(a, model, run, n, features, torch)
+}
+
+/// Compares, renders and writes what a model run computed (`n` sequences of `features` inputs).
+fn finish_run<T: Real>(
+    a: &RunArgs,
+    model: &SavedModel,
+    run: crate::runner::ModelRun<T>,
+    n: usize,
+    features: usize,
+    torch: Option<(&crate::weights::NamedArrays, CellKind)>,
+) -> Result<Outcome> {
     let out_shape = run.output.shape();
     let predictions = run.output.rows();
     let outputs = predictions.ncols();

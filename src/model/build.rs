@@ -95,11 +95,32 @@ pub fn build(
 ) -> Result<Built, String> {
     let mut cur: Option<Vec<Option<usize>>> = declared_input_shape(spec);
     let declared = cur.clone();
+    let graph = spec.graph.as_ref();
+    // Per built layer, the shape of each of its outputs (main output first, then returned states).
+    let mut shapes: Vec<Vec<Option<Shape>>> = Vec::with_capacity(spec.layers.len());
     let mut layers = Vec::with_capacity(spec.layers.len());
-    for l in &spec.layers {
+    for (i, l) in spec.layers.iter().enumerate() {
         let label = format!("layer '{}' ({})", l.name, l.class_name);
+        let inputs: Vec<Option<Shape>> = match graph {
+            Some(g) => g.calls[i]
+                .args
+                .iter()
+                .map(|s| {
+                    shapes
+                        .get(s.layer)
+                        .and_then(|o| o.get(s.tensor))
+                        .cloned()
+                        .flatten()
+                })
+                .collect(),
+            None => vec![cur.clone()],
+        };
+        if graph.is_some() {
+            cur = inputs.first().cloned().flatten();
+        }
         if let Some(why) = unsupported_reason(l) {
             cur = None;
+            shapes.push(vec![None]);
             layers.push(Layer {
                 name: l.name.clone(),
                 class_name: l.class_name.clone(),
@@ -109,8 +130,20 @@ pub fn build(
             });
             continue;
         }
-        let (kind, out) =
+        let (kind, mut out) =
             build_one(l, source, keras2, cur.as_deref()).map_err(|e| format!("{label}: {e}"))?;
+        if let LayerKind::Merge { op, axis } = &kind {
+            out = merge_shape(*op, *axis, &inputs).map_err(|e| format!("{label}: {e}"))?;
+        }
+        let mut outs = vec![out.clone()];
+        if let LayerKind::Recurrent(r) = &kind
+            && r.return_state
+        {
+            let state = cur.as_ref().map(|s| vec![s[0], Some(r.units)]);
+            let n = if r.cell == RecurrentCell::Lstm { 2 } else { 1 };
+            outs.extend(std::iter::repeat_n(state, n));
+        }
+        shapes.push(outs);
         cur = out.clone();
         layers.push(Layer {
             name: l.name.clone(),
@@ -120,6 +153,14 @@ pub fn build(
             unsupported: policy_refusal(l),
         });
     }
+    let declared = match graph {
+        Some(g) => g
+            .inputs
+            .first()
+            .and_then(|&i| layers.get(i))
+            .and_then(|l| l.output_shape.clone()),
+        None => declared,
+    };
     let input_shape = declared.unwrap_or_else(|| inferred_input_shape(&layers));
     // Without a declared input shape the first layers' output shapes could not be computed before the
     // first weighted layer; fill them in now that the input is known.
@@ -144,6 +185,43 @@ pub fn build(
     })
 }
 
+/// A merge layer's output shape from its inputs' shapes (`None` when one is unknown).
+fn merge_shape(
+    op: super::layers::merge::MergeOp,
+    axis: i64,
+    inputs: &[Option<Shape>],
+) -> Result<Option<Shape>, String> {
+    use super::layers::merge::MergeOp;
+    let Some(known) = inputs.iter().cloned().collect::<Option<Vec<Shape>>>() else {
+        return Ok(None);
+    };
+    let first = known.first().ok_or("has no inputs")?;
+    if known.iter().any(|s| s.len() != first.len()) {
+        let all: Vec<String> = known.iter().map(|s| show_shape(s)).collect();
+        return Err(format!(
+            "merges tensors of different ranks: {}",
+            all.join(", ")
+        ));
+    }
+    if op != MergeOp::Concatenate {
+        return Ok(Some(first.clone()));
+    }
+    let rank = first.len() as i64;
+    let ax = if axis < 0 { rank + axis } else { axis };
+    if ax <= 0 || ax >= rank {
+        return Err(format!(
+            "axis {axis} is not a non-batch axis of its {rank}-D inputs"
+        ));
+    }
+    let ax = ax as usize;
+    let mut out = first.clone();
+    out[ax] = known
+        .iter()
+        .map(|s| s[ax])
+        .try_fold(0usize, |acc, d| d.map(|d| acc + d));
+    Ok(Some(out))
+}
+
 /// What a user can do about a layer whose computation is Python code.
 const CODE_WAY_FORWARD: &str = "its computation is Python code, which a saved model does not hold (and \
 rnntrace would never execute); rebuild the model with built-in layers, or trace the recurrent layers \
@@ -158,7 +236,9 @@ pub fn unsupported_reason(l: &LayerSpec) -> Option<String> {
         || cfg.get("data_format").and_then(Value::as_str) == Some("channels_first");
     match l.class_name.as_str() {
         "InputLayer" | "Dense" | "Masking" | "Activation" | "Reshape" | "Embedding" | "ReLU"
-        | "LeakyReLU" | "RepeatVector" | "ZeroPadding1D" | "Cropping1D" => None,
+        | "LeakyReLU" | "RepeatVector" | "ZeroPadding1D" | "Cropping1D" | "Concatenate" | "Add"
+        | "Subtract" | "Multiply" | "Average" | "Maximum" | "Minimum" => None,
+        "RNN" if cell_class(&inner_class(l, "cell")).is_some() => None,
         c if RecurrentCell::from_class_name(c).is_some() || IDENTITY_CLASSES.contains(&c) => None,
         "Flatten"
         | "Conv1D"
@@ -229,6 +309,21 @@ pub fn unsupported_reason(l: &LayerSpec) -> Option<String> {
                 format!("TimeDistributed({inner}) is not supported; TimeDistributed must wrap a Dense layer")
             })
         }
+        "RNN" => {
+            let cell = inner_class(l, "cell");
+            cell_class(&cell).is_none().then(|| {
+                if cell == "StackedRNNCells" {
+                    "RNN([cells]) (StackedRNNCells) is not supported yet; the same model with one \
+                     recurrent layer per cell (return_sequences=True on all but the last) computes the \
+                     same numbers and runs"
+                        .to_string()
+                } else {
+                    format!(
+                        "RNN({cell}) is not supported; RNN must wrap an LSTMCell, GRUCell or SimpleRNNCell"
+                    )
+                }
+            })
+        }
         "Lambda" => Some(format!("a Lambda layer: {CODE_WAY_FORWARD}")),
         "TFOpLambda" | "SlicingOpLambda" => Some(format!(
             "a TensorFlow operation recorded by tf-keras: {CODE_WAY_FORWARD}"
@@ -278,6 +373,11 @@ pub fn dtype_policy(cfg: &Map<String, Value>) -> Option<String> {
             .map(str::to_string),
         _ => None,
     }
+}
+
+/// The recurrent cell of a built-in cell class (`LSTMCell`, `GRUCell`, `SimpleRNNCell`).
+fn cell_class(class: &str) -> Option<RecurrentCell> {
+    RecurrentCell::from_class_name(class.strip_suffix("Cell")?)
 }
 
 fn inner_class(l: &LayerSpec, key: &str) -> String {
@@ -396,6 +496,33 @@ fn build_one(
             }
             let out = input.map(|s| reshape_out(s, &target_shape)).transpose()?;
             Ok((LayerKind::Reshape { target_shape }, out))
+        }
+        c if super::layers::merge::MergeOp::from_class_name(c).is_some() => {
+            let op = super::layers::merge::MergeOp::from_class_name(c).ok_or("not a merge")?;
+            let axis = l.config.get("axis").and_then(Value::as_i64).unwrap_or(-1);
+            Ok((LayerKind::Merge { op, axis }, same))
+        }
+        "RNN" => {
+            // RNN(cell): the cell's own configuration, plus the layer's sequence options.
+            let class = inner_class(l, "cell");
+            let cell =
+                cell_class(&class).ok_or_else(|| format!("RNN({class}) is not supported"))?;
+            let mut cfg = sub_config(&l.config, "cell")?.clone();
+            for key in [
+                "return_sequences",
+                "return_state",
+                "go_backwards",
+                "stateful",
+                "zero_output_for_mask",
+                "time_major",
+            ] {
+                if let Some(v) = l.config.get(key) {
+                    cfg.insert(key.into(), v.clone());
+                }
+            }
+            let arrays = source.arrays(l, Part::Cell)?;
+            let (r, out) = recurrent(cell, &cfg, arrays, input, keras2, source)?;
+            Ok((LayerKind::Recurrent(r), out))
         }
         "Softmax" => Ok((
             LayerKind::Activation {

@@ -39,6 +39,38 @@ pub struct ModelSpec {
     pub layers: Vec<LayerSpec>,
     /// `build_input_shape` / `build_config.input_shape` of the model, if recorded.
     pub build_input_shape: Option<Value>,
+    /// A Functional model that is not a linear chain: its graph (`layers` are then in a topological
+    /// order). `None` for Sequential models and linear chains.
+    pub graph: Option<GraphSpec>,
+}
+
+/// Where a tensor comes from: output `tensor` of the layer at index `layer` of [`ModelSpec::layers`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Source {
+    /// Index into the layer list.
+    pub layer: usize,
+    /// Which of the layer's outputs (0: the main one; a recurrent layer's states follow).
+    pub tensor: usize,
+}
+
+/// What one layer's call reads.
+#[derive(Debug, Clone, Default)]
+pub struct CallSpec {
+    /// The data tensors, in the call's order (a merge layer's list, an Attention's [query, value, key]).
+    pub args: Vec<Source>,
+    /// `initial_state=[…]` of a recurrent layer.
+    pub initial_state: Vec<Source>,
+}
+
+/// A Functional model's graph, over [`ModelSpec::layers`] in topological order.
+#[derive(Debug, Clone)]
+pub struct GraphSpec {
+    /// The model's inputs in order (each an InputLayer's index).
+    pub inputs: Vec<usize>,
+    /// The model's outputs in order.
+    pub outputs: Vec<Source>,
+    /// Per layer (same index as [`ModelSpec::layers`]): what its call reads; empty for InputLayers.
+    pub calls: Vec<CallSpec>,
 }
 
 /// Parses the architecture JSON text.
@@ -113,9 +145,18 @@ pub fn parse(text: &str) -> Result<ModelSpec, String> {
                 .map(str::to_string),
         });
     }
+    let mut graph = None;
     let order = if functional {
         let top = top.ok_or("functional model configuration has no layer graph")?;
-        linear_chain(raw_layers, &layers, top)?
+        match linear_chain(raw_layers, &layers, top) {
+            Ok(order) => order,
+            Err(chain_error) => {
+                let (order, g) = dag(raw_layers, &layers, top)
+                    .map_err(|e| if e.is_empty() { chain_error } else { e })?;
+                graph = Some(g);
+                order
+            }
+        }
     } else {
         (0..layers.len()).collect()
     };
@@ -139,7 +180,256 @@ pub fn parse(text: &str) -> Result<ModelSpec, String> {
         class_name,
         layers,
         build_input_shape,
+        graph,
     })
+}
+
+/// A Functional model as a directed acyclic graph: the layers in a topological order (inputs first),
+/// and for each its call's tensors re-indexed to that order. Layers that only compute a mask
+/// (NotEqual/Any, recorded by Keras 3 for Masking and Embedding(mask_zero)) are left out: the runner
+/// propagates masks itself, as Keras does, and the recorded ones are checked to be those.
+/// An empty error means "not a graph either; report the chain's error".
+fn dag(
+    raw_layers: &[Value],
+    layers: &[LayerSpec],
+    top: &Map<String, Value>,
+) -> Result<(Vec<usize>, GraphSpec), String> {
+    let label = |i: usize| format!("layer '{}' ({})", layers[i].name, layers[i].class_name);
+    let index_of = |name: &str| layers.iter().position(|l| l.name == name);
+    let ends = |key: &str| -> Vec<TensorRef> {
+        let mut refs = Vec::new();
+        if let Some(v) = top.get(key) {
+            collect_refs_legacy_list(v, &mut refs);
+        }
+        refs
+    };
+    let source = |r: &TensorRef, at: usize| -> Result<Source, String> {
+        let layer = index_of(&r.0)
+            .ok_or_else(|| format!("{} reads from unknown layer '{}'", label(at), r.0))?;
+        Ok(Source {
+            layer,
+            tensor: usize::try_from(r.2)
+                .map_err(|_| format!("{} reads a negative tensor index", label(at)))?,
+        })
+    };
+    // Keras 3 records the masks it propagates as op layers (NotEqual, LogicalOr, ExpandDims, ZerosLike,
+    // a Concatenate op, Any, …) whose results reach layers as `mask=`. Those layers form the mask
+    // subgraph: every layer whose outputs are consumed only as masks or by other mask-subgraph layers.
+    let all_nodes: Vec<Vec<Node>> = raw_layers.iter().map(inbound_nodes).collect();
+    let output_layers: Vec<String> = ends("output_layers").into_iter().map(|r| r.0).collect();
+    let mut in_mask = vec![false; layers.len()];
+    loop {
+        let mut changed = false;
+        for i in 0..layers.len() {
+            if in_mask[i]
+                || layers[i].class_name == "InputLayer"
+                || output_layers.contains(&layers[i].name)
+            {
+                continue;
+            }
+            let name = &layers[i].name;
+            let mut consumed = false;
+            let mut only_masks = true;
+            for (j, nodes) in all_nodes.iter().enumerate() {
+                for n in nodes {
+                    if n.mask.iter().any(|r| &r.0 == name) {
+                        consumed = true;
+                    }
+                    if n.data.iter().chain(&n.initial_state).any(|r| &r.0 == name) {
+                        consumed = true;
+                        if !in_mask[j] {
+                            only_masks = false;
+                        }
+                    }
+                }
+            }
+            if consumed && only_masks {
+                in_mask[i] = true;
+                changed = true;
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    if let Some(i) = (0..layers.len())
+        .find(|&i| in_mask[i] && !MASK_GRAPH_OPS.contains(&layers[i].class_name.as_str()))
+    {
+        return Err(format!(
+            "{} computes a mask passed explicitly to a layer; rnntrace propagates the masks of Masking \
+             and Embedding(mask_zero=True) layers as Keras does, but does not run explicit mask \
+             computations",
+            label(i)
+        ));
+    }
+    let is_mask_op = |i: usize| in_mask[i];
+    let masking_layers: Vec<f64> = layers
+        .iter()
+        .filter(|l| masks_steps(l))
+        .map(|l| {
+            if l.class_name == "Masking" {
+                l.config
+                    .get("mask_value")
+                    .and_then(Value::as_f64)
+                    .unwrap_or(0.0)
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let mut calls: Vec<CallSpec> = vec![CallSpec::default(); layers.len()];
+    let mut inputs = Vec::new();
+    for r in ends("input_layers") {
+        let i = index_of(&r.0)
+            .ok_or_else(|| format!("the model's input layer '{}' is not in its layer list", r.0))?;
+        inputs.push(i);
+    }
+    let mut outputs = Vec::new();
+    for r in ends("output_layers") {
+        let i = index_of(&r.0).ok_or_else(|| {
+            format!(
+                "the model's output layer '{}' is not in its layer list",
+                r.0
+            )
+        })?;
+        outputs.push(Source {
+            layer: i,
+            tensor: usize::try_from(r.2).unwrap_or(0),
+        });
+    }
+    if inputs.is_empty() || outputs.is_empty() {
+        return Err("the functional model lists no inputs or no outputs".into());
+    }
+    for (i, raw) in raw_layers.iter().enumerate() {
+        let nodes = all_nodes[i].clone();
+        if layers[i].class_name == "InputLayer" {
+            continue;
+        }
+        if nodes.len() > 1 {
+            return Err(format!(
+                "{} is called {} times (a shared layer), which rnntrace does not run",
+                label(i),
+                nodes.len()
+            ));
+        }
+        let Some(node) = nodes.into_iter().next() else {
+            return Err(format!(
+                "{} has no inbound layer and is not an input",
+                label(i)
+            ));
+        };
+        if is_mask_op(i) {
+            // Without any masking layer, the consumer's explicit mask is what gets reported.
+            if layers[i].class_name == "NotEqual" && !masking_layers.is_empty() {
+                let constants: Vec<f64> = raw
+                    .get("inbound_nodes")
+                    .and_then(|n| n.get(0))
+                    .and_then(|n| n.get("args"))
+                    .and_then(Value::as_array)
+                    .map(|a| a.iter().filter_map(Value::as_f64).collect())
+                    .unwrap_or_default();
+                if constants.iter().any(|c| !masking_layers.contains(c)) {
+                    return Err(format!(
+                        "{} compares with {constants:?}, which is no Masking or Embedding(mask_zero) \
+                         mask; only the masks those layers compute are supported",
+                        label(i)
+                    ));
+                }
+            }
+            continue;
+        }
+        for m in &node.mask {
+            let j = index_of(&m.0).unwrap_or(usize::MAX);
+            if j == usize::MAX || !is_mask_op(j) || masking_layers.is_empty() {
+                return Err(format!(
+                    "{} receives an explicit mask tensor; only the masks of Masking and \
+                     Embedding(mask_zero=True) layers are supported",
+                    label(i)
+                ));
+            }
+        }
+        let mut args = Vec::new();
+        for r in &node.data {
+            let src = source(r, i)?;
+            if is_mask_op(src.layer) {
+                return Err(format!(
+                    "{} reads a mask as data, which rnntrace does not run",
+                    label(i)
+                ));
+            }
+            args.push(src);
+        }
+        let mut initial_state = Vec::new();
+        for r in &node.initial_state {
+            initial_state.push(source(r, i)?);
+        }
+        // Keras 2 records a recurrent layer's initial states as extra inputs after the sequence.
+        if initial_state.is_empty()
+            && args.len() > 1
+            && super::RecurrentCell::from_class_name(&layers[i].class_name).is_some()
+        {
+            initial_state = args.split_off(1);
+        }
+        calls[i] = CallSpec {
+            args,
+            initial_state,
+        };
+    }
+    // Kahn's algorithm, stable in list order.
+    let n = layers.len();
+    let mut placed = vec![false; n];
+    let mut order = Vec::with_capacity(n);
+    loop {
+        let next = (0..n).find(|&i| {
+            !placed[i]
+                && !is_mask_op(i)
+                && calls[i]
+                    .args
+                    .iter()
+                    .chain(&calls[i].initial_state)
+                    .all(|s| placed[s.layer])
+        });
+        match next {
+            Some(i) => {
+                placed[i] = true;
+                order.push(i);
+            }
+            None => break,
+        }
+    }
+    if let Some(i) = (0..n).find(|&i| !placed[i] && !is_mask_op(i)) {
+        return Err(format!("{} is part of a cycle", label(i)));
+    }
+    for &i in &inputs {
+        if layers[i].class_name != "InputLayer" {
+            return Err(format!(
+                "the model's input {} is not an InputLayer",
+                label(i)
+            ));
+        }
+    }
+    // Re-index to the new order.
+    let mut pos = vec![usize::MAX; n];
+    for (k, &i) in order.iter().enumerate() {
+        pos[i] = k;
+    }
+    let re = |s: &Source| Source {
+        layer: pos[s.layer],
+        tensor: s.tensor,
+    };
+    let new_calls = order
+        .iter()
+        .map(|&i| CallSpec {
+            args: calls[i].args.iter().map(re).collect(),
+            initial_state: calls[i].initial_state.iter().map(re).collect(),
+        })
+        .collect();
+    let graph = GraphSpec {
+        inputs: inputs.iter().map(|&i| pos[i]).collect(),
+        outputs: outputs.iter().map(re).collect(),
+        calls: new_calls,
+    };
+    Ok((order, graph))
 }
 
 /// Keras's `naming.to_snake_case`: drop non-word characters, then `_` before capitalised words and
@@ -382,10 +672,11 @@ fn masks_steps(l: &LayerSpec) -> bool {
 }
 
 /// What one call of a layer reads: its data tensors, and the mask tensors passed as `mask=`.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Node {
     data: Vec<TensorRef>,
     mask: Vec<TensorRef>,
+    initial_state: Vec<TensorRef>,
 }
 
 /// The inbound nodes of a functional layer entry.
@@ -407,10 +698,10 @@ fn inbound_nodes(raw: &Value) -> Vec<Node> {
                     }
                     if let Some(Value::Object(kwargs)) = m.get("kwargs") {
                         for (k, v) in kwargs {
-                            let into = if k == "mask" {
-                                &mut n.mask
-                            } else {
-                                &mut n.data
+                            let into = match k.as_str() {
+                                "mask" => &mut n.mask,
+                                "initial_state" => &mut n.initial_state,
+                                _ => &mut n.data,
                             };
                             collect_keras_tensors(v, into, 0);
                         }
@@ -424,6 +715,21 @@ fn inbound_nodes(raw: &Value) -> Vec<Node> {
         })
         .collect()
 }
+
+/// Op layers Keras 3 records when it propagates masks through a graph (merges, Masking, Embedding).
+const MASK_GRAPH_OPS: &[&str] = &[
+    "NotEqual",
+    "Any",
+    "All",
+    "LogicalOr",
+    "LogicalAnd",
+    "ExpandDims",
+    "ZerosLike",
+    "OnesLike",
+    "Concatenate",
+    "Squeeze",
+    "Cast",
+];
 
 /// Op layers through which Keras 3 records a Masking layer's mask (`any(x != mask_value, axis=-1)`).
 const MASK_OPS: &[&str] = &["NotEqual", "Any"];
@@ -604,14 +910,24 @@ mod tests {
     }
 
     #[test]
-    fn state_outputs_and_shared_layers_are_refused() {
+    fn state_outputs_make_a_graph_and_shared_layers_are_refused() {
         let text = r#"{"class_name": "Functional", "config": {"layers": [
             {"class_name": "InputLayer", "name": "i", "config": {}, "inbound_nodes": []},
             {"class_name": "LSTM", "name": "l", "config": {}, "inbound_nodes": [[["i", 0, 0, {}]]]},
             {"class_name": "Dense", "name": "d", "config": {}, "inbound_nodes": [[["l", 0, 1, {}]]]}],
             "input_layers": [["i", 0, 0]], "output_layers": [["d", 0, 0]]}}"#;
-        let e = parse(text).unwrap_err();
-        assert!(e.contains("layer 'd' (Dense) reads output #1"), "{e}");
+        // A layer reading a returned state makes the model a graph; the state is output #1 of 'l'.
+        let spec = parse(text).unwrap();
+        let g = spec.graph.expect("a graph");
+        let d = spec.layers.iter().position(|l| l.name == "d").unwrap();
+        let l = spec.layers.iter().position(|l| l.name == "l").unwrap();
+        assert_eq!(
+            g.calls[d].args,
+            [Source {
+                layer: l,
+                tensor: 1
+            }]
+        );
         let text = r#"{"class_name": "Functional", "config": {"layers": [
             {"class_name": "InputLayer", "name": "i", "config": {}, "inbound_nodes": []},
             {"class_name": "Dense", "name": "d", "config": {},

@@ -80,9 +80,26 @@ pub struct SavedModel {
     /// [`LayerKind::Input`]) when the file's configuration lists one, which Keras 2 and 3 do for every
     /// model built with `keras.Input`.
     pub layers: Vec<Layer>,
+    /// A Functional model that is not a linear chain (several inputs or outputs, branches, merges,
+    /// returned states): which tensors each layer reads, indexed like `layers` (then in a topological
+    /// order). `None` for a chain, run in `layers` order.
+    pub graph: Option<config::GraphSpec>,
 }
 
 impl SavedModel {
+    /// The same file, format and version, with no layers (for building a sub-model).
+    pub fn clone_header(&self) -> SavedModel {
+        SavedModel {
+            path: self.path.clone(),
+            format: self.format,
+            keras_version: self.keras_version.clone(),
+            keras2: self.keras2,
+            input_shape: Vec::new(),
+            layers: Vec::new(),
+            graph: None,
+        }
+    }
+
     /// The layers that compute something: every layer but the input layers.
     pub fn compute_layers(&self) -> impl Iterator<Item = &Layer> {
         self.layers
@@ -93,6 +110,22 @@ impl SavedModel {
     /// Refuses a model with a layer `run` cannot compute: an [`Error::Input`] naming the first such layer
     /// and the way forward.
     pub fn check_runnable(&self) -> Result<()> {
+        if let Some(g) = self.graph.as_ref().filter(|g| g.outputs.len() > 1) {
+            let names: Vec<String> = g
+                .outputs
+                .iter()
+                .map(|s| format!("'{}' #{}", self.layers[s.layer].name, s.tensor))
+                .collect();
+            return Err(Error::input(
+                &self.path,
+                format!(
+                    "the model has {} outputs ({}); `run` computes and compares one: save one model per \
+                     output, keras.Model(model.inputs, model.outputs[k]), and run each",
+                    names.len(),
+                    names.join(", ")
+                ),
+            ));
+        }
         match self
             .layers
             .iter()
@@ -275,6 +308,14 @@ pub enum LayerKind {
         /// Steps dropped at the end.
         right: usize,
     },
+    /// `Concatenate(axis)`, `Add`, `Subtract`, `Multiply`, `Average`, `Maximum`, `Minimum` over the
+    /// layer's input tensors (see [`layers::merge`]).
+    Merge {
+        /// Which operation.
+        op: layers::merge::MergeOp,
+        /// `Concatenate`'s axis as configured (-1: the last); unused by the others.
+        axis: i64,
+    },
     /// A layer `run` cannot compute ([`Layer::unsupported`] says why); its weights are not read.
     Unsupported,
 }
@@ -363,7 +404,8 @@ pub const SUPPORTED_CLASSES: &str = "InputLayer, LSTM, GRU, SimpleRNN, Bidirecti
 TimeDistributed(Dense), Dropout, SpatialDropout1D, GaussianNoise, GaussianDropout, AlphaDropout, \
 ActivityRegularization, Masking, Activation, ReLU, LeakyReLU, Softmax, Flatten, Reshape, Embedding, \
 Conv1D, MaxPooling1D, AveragePooling1D, GlobalAveragePooling1D, GlobalMaxPooling1D, BatchNormalization, \
-LayerNormalization, RepeatVector, Permute, ZeroPadding1D, Cropping1D";
+LayerNormalization, RepeatVector, Permute, ZeroPadding1D, Cropping1D, Concatenate, Add, Subtract, \
+Multiply, Average, Maximum, Minimum, RNN(LSTMCell|GRUCell|SimpleRNNCell)";
 
 /// No JSON member of a `.keras` archive is read past this many bytes (64 MiB).
 pub const MAX_JSON_BYTES: u64 = 64 << 20;

@@ -49,8 +49,8 @@ fn all_cases() -> Vec<String> {
     names
 }
 
-/// Cases the structural check skips: `functional_branching` is refused; `unsupported_conv1d` (named when
-/// Conv1D was refused) now runs, and is checked against Keras in tests/cli/models.rs.
+/// Cases the structural check skips (their layers.json predates Conv1D and graphs): both were refused
+/// once and now run; tests/cli/models.rs checks them against Keras.
 const REFUSED: &[&str] = &["unsupported_conv1d", "functional_branching"];
 
 fn shape_json(s: &[Option<usize>]) -> Value {
@@ -437,14 +437,17 @@ fn unsupported_layers_load_and_are_refused_by_run_with_the_supported_list() {
 }
 
 #[test]
-fn branching_functional_models_are_refused() {
+fn branching_functional_models_load_as_graphs() {
     let c = case("functional_branching");
-    let e = load(&c.file).unwrap_err().to_string();
-    assert!(
-        e.contains("only a linear chain of layers is supported"),
-        "{e}"
-    );
-    assert!(e.contains("layer '"), "{e}");
+    let m = load(&c.file).unwrap();
+    let g = m.graph.as_ref().expect("a graph");
+    let add = m.layers.iter().position(|l| l.class_name == "Add").unwrap();
+    let from: Vec<&str> = g.calls[add]
+        .args
+        .iter()
+        .map(|s| m.layers[s.layer].name.as_str())
+        .collect();
+    assert_eq!(from, ["lstm", "gru"]);
 }
 
 // ----- damaged and wrong files -------------------------------------------------------------------

@@ -168,3 +168,95 @@ fn inspect_counts_the_new_layers_parameters() {
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("Total params: 165"), "{out}");
 }
+
+/// `run` with several `--input` arguments (as given) against expected.npy.
+fn passes_with(name: &str, inputs: &[&str]) {
+    let mut args = vec!["run", "--model", model_file(name)];
+    for i in inputs {
+        args.extend(["--input", i]);
+    }
+    args.extend(["--expected", "expected.npy", "-q"]);
+    let (code, out, err) = run(rnntrace().current_dir(dir(name)).args(&args));
+    assert_eq!(code, 0, "{name}: {out}{err}");
+    assert!(out.starts_with("PASS"), "{name}: {out}");
+}
+
+// Functional graphs: returned states, merges, masks through merges, one input; RNN(cell).
+real_model_cases!(
+    rnn_lstm_cell,
+    rnn_simple_cell_h5,
+    lstm_return_state,
+    rs_return_state,
+    merges,
+    masked_merge,
+    gru_state_into_gru,
+);
+
+#[test]
+fn two_inputs_in_order() {
+    passes_with("two_input_concat", &["input_seq.npy", "input_static.npy"]);
+    passes_with("tf_keras_two_input", &["input_seq.npy", "input_static.npy"]);
+}
+
+#[test]
+fn two_inputs_by_name_in_any_order() {
+    passes_with(
+        "two_input_concat",
+        &["static=input_static.npy", "seq=input_seq.npy"],
+    );
+}
+
+#[test]
+fn encoder_decoder_passes_states_as_initial_state() {
+    passes_with(
+        "encoder_decoder",
+        &["input_encoder_in.npy", "input_decoder_in.npy"],
+    );
+    passes_with(
+        "tf_keras_encoder_decoder",
+        &["input_encoder_in.npy", "input_decoder_in.npy"],
+    );
+}
+
+#[test]
+fn a_missing_or_misshapen_input_is_named() {
+    let (code, _, err) = run(rnntrace().current_dir(dir("two_input_concat")).args([
+        "run",
+        "--model",
+        "model.keras",
+        "--input",
+        "input_seq.npy",
+    ]));
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("has 2 input(s) (seq, static); 1 --input given"),
+        "{err}"
+    );
+    // Swapped without names: the static features do not fit the sequence input.
+    let (code, _, err) = run(rnntrace().current_dir(dir("two_input_concat")).args([
+        "run",
+        "--model",
+        "model.keras",
+        "--input",
+        "input_static.npy",
+        "--input",
+        "input_seq.npy",
+    ]));
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("input_static.npy")
+            && err.contains("input 'seq' of the model takes (batch, 6, 3)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn stacked_cells_are_refused_with_the_equivalent_model() {
+    let (code, err) = run_with_input("rnn_stacked_cells", "input.npy");
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("layer 'rnn' (RNN): RNN([cells]) (StackedRNNCells) is not supported yet")
+            && err.contains("one recurrent layer per cell"),
+        "{err}"
+    );
+}

@@ -7,13 +7,15 @@ generic over the crate's [`Real`](crate::cell::Real): no I/O, no configuration p
 - [`conv`]: `Conv1D` (valid/same/causal padding, strides, dilation, groups);
 - [`pool`]: `MaxPooling1D`/`AveragePooling1D`, `GlobalAveragePooling1D` (mask-aware)/`GlobalMaxPooling1D`;
 - [`norm`]: `BatchNormalization` (inference), `LayerNormalization`;
-- [`shape`]: `RepeatVector`, `Permute`, `ZeroPadding1D`, `Cropping1D`.
+- [`shape`]: `RepeatVector`, `Permute`, `ZeroPadding1D`, `Cropping1D`;
+- [`merge`]: `Concatenate`, `Add`, `Subtract`, `Multiply`, `Average`, `Maximum`, `Minimum`.
 
 Sequences are `(batch, timesteps, channels)` (Keras's `channels_last`), as everywhere in rnntrace.
 */
 
 pub mod conv;
 pub mod embedding;
+pub mod merge;
 pub mod norm;
 pub mod pool;
 pub mod shape;
