@@ -530,11 +530,11 @@ fn apply<T: Real>(
             activation,
         } => dense(model, name, &value, kernel, bias.as_ref(), activation)?,
         LayerKind::Activation { activation } => apply_activation(model, name, activation, value)?,
-        LayerKind::Merge { .. } => {
+        LayerKind::Merge { .. } | LayerKind::Attention { .. } | LayerKind::Dot { .. } => {
             return Err(Error::input(
                 &model.path,
                 format!(
-                    "layer '{name}' ({}) merges several tensors; it runs only in a Functional graph",
+                    "layer '{name}' ({}) reads several tensors; it runs only in a Functional graph",
                     layer.class_name
                 ),
             ));
@@ -1010,6 +1010,111 @@ pub fn run_graph<T: Real>(model: &SavedModel, inputs: Vec<Tensor<T>>) -> Result<
             .collect::<Result<Vec<_>>>()?;
         let outs = match &layer.kind {
             LayerKind::Merge { op, axis } => vec![merge_tensors(model, name, *op, *axis, args)?],
+            LayerKind::Dot { axes, normalize } => {
+                let dyns: Vec<ndarray::ArrayD<T>> = args
+                    .iter()
+                    .map(|(t, _)| match t {
+                        Tensor::Seq(a) => a.clone().into_dyn(),
+                        Tensor::Flat(a) => a.clone().into_dyn(),
+                    })
+                    .collect();
+                let [x, y] = dyns.as_slice() else {
+                    return Err(err(format!(
+                        "layer '{name}' (Dot) takes two tensors; it has {}",
+                        dyns.len()
+                    )));
+                };
+                let res = |n: usize, a: i64| if a < 0 { n as i64 + a } else { a };
+                let (ax, ay) = (res(x.ndim(), axes.0), res(y.ndim(), axes.1));
+                if ax < 1 || ay < 1 {
+                    return Err(err(format!(
+                        "layer '{name}': axes {axes:?} include the batch axis"
+                    )));
+                }
+                let z =
+                    layers::merge::dot(x.view(), y.view(), ax as usize, ay as usize, *normalize)
+                        .map_err(|e| err(format!("layer '{name}': {e}")))?;
+                // Keras's Dot does not support masks: the output carries none.
+                let t = match z.ndim() {
+                    2 => Tensor::Flat(z.into_dimensionality().map_err(|e| err(e.to_string()))?),
+                    3 => Tensor::Seq(z.into_dimensionality().map_err(|e| err(e.to_string()))?),
+                    n => {
+                        return Err(err(format!(
+                            "layer '{name}': a {n}-D result; rnntrace handles 2-D and 3-D tensors"
+                        )));
+                    }
+                };
+                vec![(t, None)]
+            }
+            LayerKind::Attention {
+                additive,
+                concat,
+                scale,
+                concat_score_weight,
+            } => {
+                if call.flags.iter().any(|f| f == "return_attention_scores") {
+                    return Err(err(format!(
+                        "layer '{name}' returns its attention scores as a second output, which rnntrace does not compute"
+                    )));
+                }
+                let seqs = args
+                    .iter()
+                    .map(|(t, _)| match t {
+                        Tensor::Seq(a) => Ok(a.view()),
+                        Tensor::Flat(_) => Err(err(format!(
+                            "layer '{name}' needs sequences (batch, timesteps, features)"
+                        ))),
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                let (q, v) = match seqs.as_slice() {
+                    [q, v] | [q, v, _] => (*q, *v),
+                    _ => {
+                        return Err(err(format!(
+                            "layer '{name}' is called on {} tensors; expected [query, value] or [query, value, key]",
+                            seqs.len()
+                        )));
+                    }
+                };
+                let k = seqs.get(2).copied().unwrap_or(v);
+                if q.dim().0 != v.dim().0 || q.dim().2 != k.dim().2 || k.dim().1 != v.dim().1 {
+                    return Err(err(format!(
+                        "layer '{name}': query {:?}, value {:?} and key {:?} do not fit",
+                        q.shape(),
+                        v.shape(),
+                        k.shape()
+                    )));
+                }
+                let first = |a: &Option<crate::io::RawArray>| {
+                    a.as_ref().and_then(|a| a.data.first()).map(|v| T::lit(*v))
+                };
+                let score = if *additive {
+                    layers::attention::Score::Additive {
+                        scale: scale
+                            .as_ref()
+                            .map(|a| a.data.iter().map(|v| T::lit(*v)).collect()),
+                    }
+                } else if *concat {
+                    layers::attention::Score::Concat {
+                        scale: first(scale),
+                        weight: first(concat_score_weight).unwrap_or(T::one()),
+                    }
+                } else {
+                    layers::attention::Score::Dot {
+                        scale: first(scale),
+                    }
+                };
+                let q_mask = args[0].1.clone();
+                let y = layers::attention::attention(
+                    q,
+                    v,
+                    k,
+                    &score,
+                    q_mask.as_ref().map(|m| m.view()),
+                    args[1].1.as_ref().map(|m| m.view()),
+                    call.flags.iter().any(|f| f == "use_causal_mask"),
+                );
+                vec![(Tensor::Seq(y), q_mask)]
+            }
             LayerKind::Recurrent(r) if !states.is_empty() || r.return_state => {
                 let [(x, mask)]: [Masked<T>; 1] = args.try_into().map_err(|a: Vec<_>| {
                     err(format!(

@@ -135,6 +135,42 @@ pub fn build(
         if let LayerKind::Merge { op, axis } = &kind {
             out = merge_shape(*op, *axis, &inputs).map_err(|e| format!("{label}: {e}"))?;
         }
+        if let LayerKind::Dot { axes, .. } = &kind
+            && let [Some(x), Some(y)] = inputs.as_slice()
+        {
+            let res = |s: &Shape, a: i64| if a < 0 { s.len() as i64 + a } else { a };
+            let (ax, ay) = (res(x, axes.0), res(y, axes.1));
+            let mut o: Shape = vec![x[0]];
+            o.extend(
+                x.iter()
+                    .enumerate()
+                    .filter(|&(i, _)| i != 0 && i as i64 != ax)
+                    .map(|(_, d)| *d),
+            );
+            o.extend(
+                y.iter()
+                    .enumerate()
+                    .filter(|&(i, _)| i != 0 && i as i64 != ay)
+                    .map(|(_, d)| *d),
+            );
+            if o.len() == 1 {
+                o.push(Some(1));
+            }
+            out = Some(o);
+        }
+        if let LayerKind::Attention { .. } = &kind {
+            // (batch, Tq, value features)
+            out = match (
+                inputs.first().cloned().flatten(),
+                inputs.get(1).cloned().flatten(),
+            ) {
+                (Some(mut q), Some(v)) if q.len() == 3 && v.len() == 3 => {
+                    q[2] = v[2];
+                    Some(q)
+                }
+                _ => None,
+            };
+        }
         let mut outs = vec![out.clone()];
         if let LayerKind::Recurrent(r) = &kind
             && r.return_state
@@ -239,6 +275,7 @@ pub fn unsupported_reason(l: &LayerSpec) -> Option<String> {
         | "LeakyReLU" | "RepeatVector" | "ZeroPadding1D" | "Cropping1D" | "Concatenate" | "Add"
         | "Subtract" | "Multiply" | "Average" | "Maximum" | "Minimum" => None,
         "RNN" if cell_class(&inner_class(l, "cell")).is_some() => None,
+        "Attention" | "AdditiveAttention" | "Dot" => None,
         c if RecurrentCell::from_class_name(c).is_some() || IDENTITY_CLASSES.contains(&c) => None,
         "Flatten"
         | "Conv1D"
@@ -524,6 +561,76 @@ fn build_one(
             let (r, out) = recurrent(cell, &cfg, arrays, input, keras2, source)?;
             Ok((LayerKind::Recurrent(r), out))
         }
+        "Dot" => {
+            let axes = match l.config.get("axes") {
+                Some(Value::Number(n)) => n.as_i64().map(|a| (a, a)),
+                Some(Value::Array(a)) if a.len() == 2 => a[0].as_i64().zip(a[1].as_i64()),
+                _ => None,
+            }
+            .ok_or("axes is not an integer or a pair of integers")?;
+            Ok((
+                LayerKind::Dot {
+                    axes,
+                    normalize: get_bool(&l.config, "normalize", false)?,
+                },
+                None,
+            ))
+        }
+        "Attention" | "AdditiveAttention" => {
+            let additive = l.class_name == "AdditiveAttention";
+            let use_scale = get_bool(&l.config, "use_scale", additive)?;
+            let concat = match l.config.get("score_mode").and_then(Value::as_str) {
+                None | Some("dot") => false,
+                Some("concat") if !additive => true,
+                Some(other) => return Err(format!("score_mode '{other}' is not dot or concat")),
+            };
+            let mut names = Vec::new();
+            if use_scale {
+                names.push("scale");
+            }
+            if concat {
+                names.push("concat_score_weight");
+            }
+            // A layer without weights has no group in a Keras 3 weights file.
+            let arrays = if names.is_empty() {
+                Vec::new()
+            } else {
+                let arrays = source.arrays(l, Part::Own)?;
+                check_count(&arrays, names.len(), &names.join(", "))?;
+                arrays
+            };
+            let dim = input.and_then(|s| s.last().copied().flatten());
+            let mut it = arrays.iter();
+            let scale = if use_scale { it.next() } else { None };
+            let weight = if concat { it.next() } else { None };
+            if let Some(a) = scale {
+                let ok = if additive {
+                    a.shape.len() == 1 && dim.is_none_or(|d| a.shape[0] == d)
+                } else {
+                    a.shape.iter().product::<usize>() == 1
+                };
+                if !ok {
+                    return Err(format!("scale {} does not fit the layer", describe(a)));
+                }
+            }
+            if let Some(a) = weight
+                && a.shape.iter().product::<usize>() != 1
+            {
+                return Err(format!(
+                    "concat_score_weight {} is not a scalar",
+                    describe(a)
+                ));
+            }
+            Ok((
+                LayerKind::Attention {
+                    additive,
+                    concat,
+                    scale: scale.map(|a| source.read(a)).transpose()?,
+                    concat_score_weight: weight.map(|a| source.read(a)).transpose()?,
+                },
+                same,
+            ))
+        }
         "Softmax" => Ok((
             LayerKind::Activation {
                 activation: "softmax".into(),
@@ -744,18 +851,15 @@ fn build_one(
             if bn {
                 names.extend(["moving_mean", "moving_variance"]);
             }
-            let arrays = source.arrays(l, Part::Own)?;
             let what = names.join(", ");
-            if names.is_empty() {
-                if !arrays.is_empty() {
-                    return Err(format!(
-                        "has {} weight arrays; expected none (scale=False, center=False)",
-                        arrays.len()
-                    ));
-                }
+            // A LayerNormalization without gamma and beta has no group in a Keras 3 weights file.
+            let arrays = if names.is_empty() {
+                Vec::new()
             } else {
+                let arrays = source.arrays(l, Part::Own)?;
                 check_count(&arrays, names.len(), &what)?;
-            }
+                arrays
+            };
             let channels = match arrays.first() {
                 Some(a) => a.shape.iter().product::<usize>(),
                 None => input

@@ -60,6 +60,9 @@ pub struct CallSpec {
     pub args: Vec<Source>,
     /// `initial_state=[…]` of a recurrent layer.
     pub initial_state: Vec<Source>,
+    /// Boolean call arguments recorded with the call (`use_causal_mask`, `return_attention_scores`, …)
+    /// that are true.
+    pub flags: Vec<String>,
 }
 
 /// A Functional model's graph, over [`ModelSpec::layers`] in topological order.
@@ -373,6 +376,7 @@ fn dag(
         calls[i] = CallSpec {
             args,
             initial_state,
+            flags: node.flags.clone(),
         };
     }
     // Kahn's algorithm, stable in list order.
@@ -422,6 +426,7 @@ fn dag(
         .map(|&i| CallSpec {
             args: calls[i].args.iter().map(re).collect(),
             initial_state: calls[i].initial_state.iter().map(re).collect(),
+            flags: calls[i].flags.clone(),
         })
         .collect();
     let graph = GraphSpec {
@@ -677,6 +682,7 @@ struct Node {
     data: Vec<TensorRef>,
     mask: Vec<TensorRef>,
     initial_state: Vec<TensorRef>,
+    flags: Vec<String>,
 }
 
 /// The inbound nodes of a functional layer entry.
@@ -698,6 +704,9 @@ fn inbound_nodes(raw: &Value) -> Vec<Node> {
                     }
                     if let Some(Value::Object(kwargs)) = m.get("kwargs") {
                         for (k, v) in kwargs {
+                            if v.as_bool() == Some(true) && k != "training" {
+                                n.flags.push(k.clone());
+                            }
                             let into = match k.as_str() {
                                 "mask" => &mut n.mask,
                                 "initial_state" => &mut n.initial_state,
@@ -708,7 +717,21 @@ fn inbound_nodes(raw: &Value) -> Vec<Node> {
                     }
                 }
                 // Keras 2: [[name, node, tensor, kwargs], ...].
-                Value::Array(_) => collect_refs_legacy_list(node, &mut n.data),
+                Value::Array(entries) => {
+                    collect_refs_legacy_list(node, &mut n.data);
+                    for e in entries {
+                        if let Some(Value::Object(kw)) = e.get(3) {
+                            for (k, v) in kw {
+                                if v.as_bool() == Some(true)
+                                    && k != "training"
+                                    && !n.flags.contains(k)
+                                {
+                                    n.flags.push(k.clone());
+                                }
+                            }
+                        }
+                    }
+                }
                 _ => {}
             }
             n
@@ -729,6 +752,7 @@ const MASK_GRAPH_OPS: &[&str] = &[
     "Concatenate",
     "Squeeze",
     "Cast",
+    "ConvertToTensor",
 ];
 
 /// Op layers through which Keras 3 records a Masking layer's mask (`any(x != mask_value, axis=-1)`).

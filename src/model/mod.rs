@@ -316,6 +316,25 @@ pub enum LayerKind {
         /// `Concatenate`'s axis as configured (-1: the last); unused by the others.
         axis: i64,
     },
+    /// `Attention` (`score_mode` dot or concat) or `AdditiveAttention` (see [`layers::attention`]) on
+    /// `[query, value]` or `[query, value, key]`.
+    Attention {
+        /// True for `AdditiveAttention`.
+        additive: bool,
+        /// `concat` (Attention's `score_mode="concat"`) instead of dot products.
+        concat: bool,
+        /// `scale` (`use_scale=True`): a scalar, or `(dim,)` for AdditiveAttention.
+        scale: Option<RawArray>,
+        /// `concat_score_weight` (score_mode concat).
+        concat_score_weight: Option<RawArray>,
+    },
+    /// `Dot(axes, normalize)` of two tensors (see [`layers::merge::dot`]).
+    Dot {
+        /// The contracted axis of each input as configured (negative: from the end).
+        axes: (i64, i64),
+        /// L2-normalise along the axes first (cosine proximity).
+        normalize: bool,
+    },
     /// A layer `run` cannot compute ([`Layer::unsupported`] says why); its weights are not read.
     Unsupported,
 }
@@ -405,7 +424,8 @@ TimeDistributed(Dense), Dropout, SpatialDropout1D, GaussianNoise, GaussianDropou
 ActivityRegularization, Masking, Activation, ReLU, LeakyReLU, Softmax, Flatten, Reshape, Embedding, \
 Conv1D, MaxPooling1D, AveragePooling1D, GlobalAveragePooling1D, GlobalMaxPooling1D, BatchNormalization, \
 LayerNormalization, RepeatVector, Permute, ZeroPadding1D, Cropping1D, Concatenate, Add, Subtract, \
-Multiply, Average, Maximum, Minimum, RNN(LSTMCell|GRUCell|SimpleRNNCell)";
+Multiply, Average, Maximum, Minimum, Dot, Attention, AdditiveAttention, \
+RNN(LSTMCell|GRUCell|SimpleRNNCell)";
 
 /// No JSON member of a `.keras` archive is read past this many bytes (64 MiB).
 pub const MAX_JSON_BYTES: u64 = 64 << 20;

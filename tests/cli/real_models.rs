@@ -260,3 +260,21 @@ fn stacked_cells_are_refused_with_the_equivalent_model() {
         "{err}"
     );
 }
+
+// Attention: self-attention; masked queries and keys; causal with a key and score_mode concat;
+// AdditiveAttention with and without scale.
+real_model_cases!(
+    attention_unmasked,
+    attention_masked_dot,
+    attention_causal_concat,
+    additive_attention,
+    additive_attention_noscale,
+);
+
+#[test]
+fn luong_attention_with_dot_layers() {
+    passes_with(
+        "luong_dot_attention",
+        &["input_encoder_in.npy", "input_decoder_in.npy"],
+    );
+}

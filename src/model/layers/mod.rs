@@ -8,11 +8,13 @@ generic over the crate's [`Real`](crate::cell::Real): no I/O, no configuration p
 - [`pool`]: `MaxPooling1D`/`AveragePooling1D`, `GlobalAveragePooling1D` (mask-aware)/`GlobalMaxPooling1D`;
 - [`norm`]: `BatchNormalization` (inference), `LayerNormalization`;
 - [`shape`]: `RepeatVector`, `Permute`, `ZeroPadding1D`, `Cropping1D`;
-- [`merge`]: `Concatenate`, `Add`, `Subtract`, `Multiply`, `Average`, `Maximum`, `Minimum`.
+- [`merge`]: `Concatenate`, `Add`, `Subtract`, `Multiply`, `Average`, `Maximum`, `Minimum`;
+- [`attention`]: `Attention` (dot, concat), `AdditiveAttention`.
 
 Sequences are `(batch, timesteps, channels)` (Keras's `channels_last`), as everywhere in rnntrace.
 */
 
+pub mod attention;
 pub mod conv;
 pub mod embedding;
 pub mod merge;
