@@ -257,8 +257,9 @@ pub struct CellArgs {
 #[derive(Debug, Args, Clone)]
 pub struct CheckArgs {
     /// The framework's saved model.predict output (.npy) to compare with; exit 1 if any element is outside tolerance.
+    /// `run` on a model with several outputs: repeat it, once per output in the model's order.
     #[arg(long, value_name = "P.npy")]
-    pub expected: Option<PathBuf>,
+    pub expected: Vec<PathBuf>,
     /// Absolute tolerance for --expected.
     #[arg(long, default_value_t = 1e-5, value_name = "A")]
     pub atol: f64,

@@ -25,8 +25,9 @@ use std::time::Instant;
 pub fn run_model(a: &RunArgs, _started: Instant) -> Result<Outcome> {
     let mut inputs: Vec<&Path> = vec![&a.model];
     inputs.extend(a.input.iter().map(|p| p.as_path()));
+    inputs.extend(a.check.expected.iter().map(|p| p.as_path()));
     inputs.extend(
-        [&a.check.expected, &a.check.targets, &a.check.inverse_scale]
+        [&a.check.targets, &a.check.inverse_scale]
             .into_iter()
             .flatten()
             .map(|p| p.as_path()),
@@ -215,7 +216,34 @@ fn finish_run<T: Real>(
     if let Some(p) = &a.check.inverse_scale {
         display.scaler = Some(crate::scaler::Scaler::load(p, outputs)?);
     }
-    let (expected, comparison) = match &a.check.expected {
+    let names = crate::runner::output_names(model, run.outputs.len());
+    if !a.check.expected.is_empty()
+        && a.check.expected.len() != run.outputs.len()
+        && (run.outputs.len() > 1 || a.check.expected.len() > 1)
+    {
+        return Err(Error::usage(format!(
+            "{} --expected file(s) given; the model has {} output(s) ({}): give one per output, in that order",
+            a.check.expected.len(),
+            run.outputs.len(),
+            names.join(", ")
+        )));
+    }
+    // A model with several outputs: every output after the first is compared here, each named.
+    let mut others = Vec::new();
+    for (k, p) in a.check.expected.iter().enumerate().skip(1) {
+        let ours = run.outputs[k].rows();
+        others.push((
+            &names[k],
+            compare_output(
+                p,
+                &run.outputs[k].shape(),
+                &ours,
+                a.check.atol,
+                a.check.rtol,
+            )?,
+        ));
+    }
+    let (expected, comparison) = match a.check.expected.first() {
         None => (None, None),
         Some(p) => {
             let e = io::read_npy(p)?;
@@ -349,14 +377,66 @@ fn finish_run<T: Real>(
     match a.format {
         FormatArg::Json => write_stdout(|w| render::json::write(&report, w))?,
         FormatArg::Table => {
-            let text = render::table::render(&report);
+            let mut text = render::table::render(&report);
+            if run.outputs.len() > 1 {
+                text.push_str(&format!(
+                    "note: the model has {} outputs ({}); the predictions shown are the first's\n",
+                    names.len(),
+                    names.join(", ")
+                ));
+            }
+            if !others.is_empty() {
+                // The report's verdict is the first output's; name it, then the others'.
+                if let Some(c) = &comparison {
+                    text.push_str(&format!(
+                        "output {}: {}\n",
+                        names[0],
+                        render::table::verdict_line(c, &report)
+                    ));
+                }
+                for (name, c) in &others {
+                    text.push_str(&format!(
+                        "output {name}: {}\n",
+                        render::table::verdict_line(c, &report)
+                    ));
+                }
+            }
             write_stdout(|w| w.write_all(text.as_bytes()))?;
         }
     }
-    Ok(match comparison {
-        Some(c) if !c.passed => Outcome::Mismatch,
-        _ => Outcome::Success,
+    let failed = comparison
+        .iter()
+        .chain(others.iter().map(|(_, c)| c))
+        .any(|c| !c.passed);
+    Ok(if failed {
+        Outcome::Mismatch
+    } else {
+        Outcome::Success
     })
+}
+
+/// Compares one model output with an expected `.npy` (shapes may differ by axes of length 1).
+fn compare_output<T: Real>(
+    p: &Path,
+    out_shape: &[usize],
+    ours: &Array2<T>,
+    atol: f64,
+    rtol: f64,
+) -> Result<compare::Comparison> {
+    let e = io::read_npy(p)?;
+    let squeeze = |s: &[usize]| s.iter().copied().filter(|&d| d != 1).collect::<Vec<_>>();
+    if e.shape != out_shape && squeeze(&e.shape) != squeeze(out_shape) {
+        return Err(Error::input(
+            p,
+            format!(
+                "expected output has shape {}; the model's output has shape {}",
+                e.shape_str(),
+                shape_str(out_shape)
+            ),
+        ));
+    }
+    let ours: Vec<f64> = ours.iter().map(|v| v.to_f()).collect();
+    Ok(compare::compare(&ours, &e.data, out_shape, atol, rtol))
 }
 
 fn table(color: bool) -> Table {

@@ -220,7 +220,7 @@ pub fn cell_job(kind: CellKind, a: &CellArgs) -> Result<CellJob> {
         a.initial_state.as_ref(),
         a.mask.as_ref(),
         a.dense.as_ref(),
-        a.check.expected.as_ref(),
+        a.check.expected.first(),
         a.check.targets.as_ref(),
         a.check.inverse_scale.as_ref(),
     ]
@@ -327,7 +327,12 @@ pub fn cell_job(kind: CellKind, a: &CellArgs) -> Result<CellJob> {
         .as_ref()
         .map(|(d, _)| d.outputs())
         .unwrap_or(weights.units);
-    let expected = match &a.check.expected {
+    if a.check.expected.len() > 1 {
+        return Err(Error::usage(
+            "--expected is given more than once; a single layer has one output",
+        ));
+    }
+    let expected = match a.check.expected.first() {
         None => None,
         Some(p) => Some(load_expected(
             p,

@@ -943,6 +943,26 @@ pub fn run<T: Real>(model: &SavedModel, x: Tensor<T>) -> Result<ModelRun<T>> {
     })
 }
 
+/// The names of a model's outputs for messages: `'layer'`, or `'layer' #k` for a layer's k-th output
+/// (a returned state); `'output'` for a model without a graph.
+pub fn output_names(model: &SavedModel, n: usize) -> Vec<String> {
+    match &model.graph {
+        Some(g) => g
+            .outputs
+            .iter()
+            .map(|s| {
+                let name = &model.layers[s.layer].name;
+                if s.tensor == 0 {
+                    format!("'{name}'")
+                } else {
+                    format!("'{name}' #{}", s.tensor)
+                }
+            })
+            .collect(),
+        None => (0..n).map(|k| format!("#{k}")).collect(),
+    }
+}
+
 /// A value between the layers of a graph, with the Keras mask it carries.
 type Masked<T> = (Tensor<T>, Option<Array2<bool>>);
 

@@ -110,22 +110,6 @@ impl SavedModel {
     /// Refuses a model with a layer `run` cannot compute: an [`Error::Input`] naming the first such layer
     /// and the way forward.
     pub fn check_runnable(&self) -> Result<()> {
-        if let Some(g) = self.graph.as_ref().filter(|g| g.outputs.len() > 1) {
-            let names: Vec<String> = g
-                .outputs
-                .iter()
-                .map(|s| format!("'{}' #{}", self.layers[s.layer].name, s.tensor))
-                .collect();
-            return Err(Error::input(
-                &self.path,
-                format!(
-                    "the model has {} outputs ({}); `run` computes and compares one: save one model per \
-                     output, keras.Model(model.inputs, model.outputs[k]), and run each",
-                    names.len(),
-                    names.join(", ")
-                ),
-            ));
-        }
         match self
             .layers
             .iter()

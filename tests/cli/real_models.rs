@@ -278,3 +278,60 @@ fn luong_attention_with_dot_layers() {
         &["input_encoder_in.npy", "input_decoder_in.npy"],
     );
 }
+
+/// `run` on the two-output model with the given `--expected` files; (exit code, stdout, stderr).
+fn two_outputs_with(expected: &[&str]) -> (i32, String, String) {
+    let mut args = vec![
+        "run",
+        "--model",
+        "model.keras",
+        "--input",
+        "input.npy",
+        "-q",
+    ];
+    for e in expected {
+        args.extend(["--expected", e]);
+    }
+    run(rnntrace().current_dir(dir("two_outputs")).args(&args))
+}
+
+#[test]
+fn several_outputs_are_each_compared_and_named() {
+    let (code, out, err) = two_outputs_with(&["expected_0.npy", "expected_1.npy"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("output 'tags': PASS"), "{out}");
+    assert!(out.contains("output 'label': PASS"), "{out}");
+    // A wrong count names the outputs; a swapped order names the file whose shape does not fit.
+    let (code, _, err) = two_outputs_with(&["expected_0.npy"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("the model has 2 output(s) ('tags', 'label'): give one per output"),
+        "{err}"
+    );
+    let (code, _, err) = two_outputs_with(&["expected_1.npy", "expected_0.npy"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("expected_0.npy: expected output has shape (4, 6, 2); the model's output has shape (4, 1)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_wrong_second_output_fails_the_run_and_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bad = tmp.path().join("label_off.npy");
+    let (shape, mut values) = crate::npy(&dir("two_outputs").join("expected_1.npy"));
+    values[2] += 0.01;
+    let payload: Vec<u8> = values
+        .iter()
+        .flat_map(|v| (*v as f32).to_le_bytes())
+        .collect();
+    std::fs::write(&bad, crate::npy_bytes("<f4", &shape, &payload)).unwrap();
+    let (code, out, err) = two_outputs_with(&["expected_0.npy", bad.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("output 'tags': PASS"), "{out}");
+    assert!(
+        out.contains("output 'label': FAIL: 1 of 4 values differ"),
+        "{out}"
+    );
+}
