@@ -838,9 +838,11 @@ fn build_one(
         }
         "BatchNormalization" | "LayerNormalization" => {
             check_last_axis(&l.config, input)?;
-            let scale = get_bool(&l.config, "scale", true)?;
-            let center = get_bool(&l.config, "center", true)?;
             let bn = l.class_name == "BatchNormalization";
+            // Keras 3's LayerNormalization(rms_scaling=True) always has gamma and never beta.
+            let rms = !bn && get_bool(&l.config, "rms_scaling", false)?;
+            let scale = get_bool(&l.config, "scale", true)? || rms;
+            let center = get_bool(&l.config, "center", true)? && !rms;
             let mut names: Vec<&str> = Vec::new();
             if scale {
                 names.push("gamma");

@@ -253,7 +253,7 @@ pub enum LayerKind {
         beta: Option<RawArray>,
         /// Added to the variance.
         epsilon: f64,
-        /// `rms_scaling=True`: `x / sqrt(mean(x²) + eps) · gamma`.
+        /// `rms_scaling=True`: `x / sqrt(var + eps) · gamma` (Keras 3.15's definition).
         rms_scaling: bool,
         /// The number of channels.
         channels: usize,

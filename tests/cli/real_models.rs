@@ -335,3 +335,16 @@ fn a_wrong_second_output_fails_the_run_and_is_named() {
         "{out}"
     );
 }
+
+// Options and graphs beyond the first fixtures: rms_scaling, an even kernel with same padding and
+// dilation, pooling strides beyond the window, GAP keepdims, BatchNormalization on 2-D; a Masking mask
+// through a graph; Attention over masked values only.
+real_model_cases!(layernorm_rms, conv_even_same, masking_graph);
+
+#[test]
+fn attention_with_masked_values_and_two_inputs() {
+    passes_with(
+        "attention_value_mask",
+        &["input_query.npy", "input_ids.npy"],
+    );
+}

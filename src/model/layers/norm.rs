@@ -3,8 +3,10 @@ Normalisation over the last axis, on a flat buffer of rows (`(…, channels)` in
 
 `BatchNormalization` at inference: `y = (x − moving_mean) · gamma / sqrt(moving_variance + epsilon) + beta`
 (TensorFlow's `batch_normalization`, computed as `x·inv + (beta − mean·inv)` with
-`inv = gamma · rsqrt(var + eps)`). `LayerNormalization`: per row, `y = (x − mean) / sqrt(var + eps) · gamma
-+ beta` with the biased variance; with `rms_scaling`, `y = x / sqrt(mean(x²) + eps) · gamma`.
+`inv = gamma · rsqrt(var + eps)`). `LayerNormalization`: per row,
+`y = (x − mean) / sqrt(var + eps) · gamma + beta` with the biased variance; with Keras 3's (deprecated)
+`rms_scaling`, `y = x / sqrt(var + eps) · gamma`: the variance, not the mean square, and no centring, as
+Keras 3.15 computes it.
 */
 
 use crate::cell::Real;
@@ -49,8 +51,12 @@ pub fn layer_norm<T: Real>(
     let n = T::lit(channels as f64);
     for row in data.chunks_exact_mut(channels.max(1)) {
         if rms_scaling {
-            let ms = row.iter().fold(T::zero(), |a, &v| a + v * v) / n;
-            let r = T::one() / (ms + epsilon).sqrt();
+            let mean = row.iter().fold(T::zero(), |a, &v| a + v) / n;
+            let var = row
+                .iter()
+                .fold(T::zero(), |a, &v| a + (v - mean) * (v - mean))
+                / n;
+            let r = T::one() / (var + epsilon).sqrt();
             for (i, v) in row.iter_mut().enumerate() {
                 *v = *v * r * gamma.map_or(T::one(), |g| g[i]);
             }
