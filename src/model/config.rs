@@ -198,7 +198,14 @@ fn dag(
     top: &Map<String, Value>,
 ) -> Result<(Vec<usize>, GraphSpec), String> {
     let label = |i: usize| format!("layer '{}' ({})", layers[i].name, layers[i].class_name);
-    let index_of = |name: &str| layers.iter().position(|l| l.name == name);
+    // Names to indices once: a hostile file's layer count must not make the graph work quadratic.
+    let by_name: std::collections::HashMap<&str, usize> = layers
+        .iter()
+        .enumerate()
+        .rev()
+        .map(|(k, l)| (l.name.as_str(), k))
+        .collect();
+    let index_of = |name: &str| by_name.get(name).copied();
     let ends = |key: &str| -> Vec<TensorRef> {
         let mut refs = Vec::new();
         if let Some(v) = top.get(key) {
@@ -220,39 +227,43 @@ fn dag(
     // subgraph: every layer whose outputs are consumed only as masks or by other mask-subgraph layers.
     let all_nodes: Vec<Vec<Node>> = raw_layers.iter().map(inbound_nodes).collect();
     let output_layers: Vec<String> = ends("output_layers").into_iter().map(|r| r.0).collect();
-    let mut in_mask = vec![false; layers.len()];
-    loop {
-        let mut changed = false;
-        for i in 0..layers.len() {
-            if in_mask[i]
-                || layers[i].class_name == "InputLayer"
-                || output_layers.contains(&layers[i].name)
-            {
-                continue;
-            }
-            let name = &layers[i].name;
-            let mut consumed = false;
-            let mut only_masks = true;
-            for (j, nodes) in all_nodes.iter().enumerate() {
-                for n in nodes {
-                    if n.mask.iter().any(|r| &r.0 == name) {
-                        consumed = true;
-                    }
-                    if n.data.iter().chain(&n.initial_state).any(|r| &r.0 == name) {
-                        consumed = true;
-                        if !in_mask[j] {
-                            only_masks = false;
-                        }
-                    }
+    let n = layers.len();
+    // Per layer: how many data edges (args, initial states) reach it from consumers not yet known to be
+    // mask-only, who those consumers' producers are, and whether any call reads it as `mask=`.
+    let mut pending = vec![0usize; n];
+    let mut mask_read = vec![false; n];
+    let mut producers: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for (j, nodes) in all_nodes.iter().enumerate() {
+        for node in nodes {
+            for r in node.data.iter().chain(&node.initial_state) {
+                if let Some(p) = index_of(&r.0) {
+                    pending[p] += 1;
+                    producers[j].push(p);
                 }
             }
-            if consumed && only_masks {
-                in_mask[i] = true;
-                changed = true;
+            for r in &node.mask {
+                if let Some(p) = index_of(&r.0) {
+                    mask_read[p] = true;
+                }
             }
         }
-        if !changed {
-            break;
+    }
+    let eligible =
+        |i: usize| layers[i].class_name != "InputLayer" && !output_layers.contains(&layers[i].name);
+    let mut in_mask = vec![false; n];
+    let mut work: Vec<usize> = (0..n)
+        .filter(|&i| mask_read[i] && pending[i] == 0 && eligible(i))
+        .collect();
+    while let Some(i) = work.pop() {
+        if in_mask[i] {
+            continue;
+        }
+        in_mask[i] = true;
+        for &p in &producers[i] {
+            pending[p] -= 1;
+            if pending[p] == 0 && !in_mask[p] && eligible(p) {
+                work.push(p);
+            }
         }
     }
     if let Some(i) = (0..layers.len())
@@ -379,26 +390,32 @@ fn dag(
             flags: node.flags.clone(),
         };
     }
-    // Kahn's algorithm, stable in list order.
-    let n = layers.len();
+    // Kahn's algorithm, stable in list order (a heap of ready layers, smallest index first).
+    let mut indegree = vec![0usize; n];
+    let mut consumers: Vec<Vec<usize>> = vec![Vec::new(); n];
+    for (i, c) in calls.iter().enumerate() {
+        if is_mask_op(i) {
+            continue;
+        }
+        for s in c.args.iter().chain(&c.initial_state) {
+            indegree[i] += 1;
+            consumers[s.layer].push(i);
+        }
+    }
+    let mut ready: std::collections::BinaryHeap<std::cmp::Reverse<usize>> = (0..n)
+        .filter(|&i| indegree[i] == 0 && !is_mask_op(i))
+        .map(std::cmp::Reverse)
+        .collect();
     let mut placed = vec![false; n];
     let mut order = Vec::with_capacity(n);
-    loop {
-        let next = (0..n).find(|&i| {
-            !placed[i]
-                && !is_mask_op(i)
-                && calls[i]
-                    .args
-                    .iter()
-                    .chain(&calls[i].initial_state)
-                    .all(|s| placed[s.layer])
-        });
-        match next {
-            Some(i) => {
-                placed[i] = true;
-                order.push(i);
+    while let Some(std::cmp::Reverse(i)) = ready.pop() {
+        placed[i] = true;
+        order.push(i);
+        for &j in &consumers[i] {
+            indegree[j] -= 1;
+            if indegree[j] == 0 {
+                ready.push(std::cmp::Reverse(j));
             }
-            None => break,
         }
     }
     if let Some(i) = (0..n).find(|&i| !placed[i] && !is_mask_op(i)) {
@@ -1020,6 +1037,53 @@ mod tests {
             e.contains("layer 'l' (LSTM) receives an explicit mask"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_huge_graph_is_ordered_in_near_linear_time() {
+        // 10,000 layers, listed last first, ending in a merge (so a graph, not a chain).
+        let n = 10_000;
+        let t = |from: &str| {
+            format!(
+                r#"{{"class_name": "__keras_tensor__", "config": {{"keras_history": ["{from}", 0, 0]}}}}"#
+            )
+        };
+        let mut layers = vec![
+            r#"{"class_name": "InputLayer", "name": "i", "config": {}, "inbound_nodes": []}"#
+                .to_string(),
+        ];
+        for k in 0..n {
+            let from = if k == 0 {
+                "i".to_string()
+            } else {
+                format!("d{}", k - 1)
+            };
+            layers.push(format!(
+                r#"{{"class_name": "Dense", "name": "d{k}", "config": {{}}, "inbound_nodes": [{{"args": [{}], "kwargs": {{}}}}]}}"#,
+                t(&from)
+            ));
+        }
+        layers.push(format!(
+            r#"{{"class_name": "Add", "name": "add", "config": {{}}, "inbound_nodes": [{{"args": [[{}, {}]], "kwargs": {{}}}}]}}"#,
+            t("i"),
+            t(&format!("d{}", n - 1))
+        ));
+        layers[1..].reverse();
+        let text = format!(
+            r#"{{"class_name": "Functional", "config": {{"layers": [{}], "input_layers": [["i", 0, 0]], "output_layers": [["add", 0, 0]]}}}}"#,
+            layers.join(",")
+        );
+        let started = std::time::Instant::now();
+        let spec = parse(&text).unwrap();
+        assert!(
+            started.elapsed().as_secs_f64() < 5.0,
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(spec.layers.len(), n + 2);
+        assert_eq!(spec.layers[0].name, "i");
+        assert_eq!(spec.layers[n + 1].name, "add");
+        assert!(spec.graph.is_some());
     }
 
     #[test]
