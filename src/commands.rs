@@ -523,7 +523,7 @@ pub fn inspect(a: &InspectArgs) -> Result<Outcome> {
         let m = model::load(path)?;
         let _ = writeln!(
             out,
-            "{}: {}, saved by Keras {}{}; input shape {}",
+            "{}: {}, saved by Keras {}{}; {}",
             path.display(),
             m.format.describe(),
             m.keras_version,
@@ -532,20 +532,43 @@ pub fn inspect(a: &InspectArgs) -> Result<Outcome> {
             } else {
                 ""
             },
-            shape_opt(&Some(m.input_shape.clone()))
+            match m.graph.as_ref().filter(|g| g.inputs.len() > 1) {
+                Some(g) => format!(
+                    "inputs {}; outputs {}",
+                    g.inputs
+                        .iter()
+                        .map(|&i| format!(
+                            "{} {}",
+                            m.layers[i].name,
+                            shape_opt(&m.layers[i].output_shape)
+                        ))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    crate::runner::output_names(&m, g.outputs.len()).join(", ")
+                ),
+                None => format!("input shape {}", shape_opt(&Some(m.input_shape.clone()))),
+            }
         );
         let mut t = table(color);
-        t.set_header(vec!["Layer", "Class", "Output shape", "Params"]);
+        let mut header = vec!["Layer", "Class", "Output shape", "Params"];
+        if m.graph.is_some() {
+            header.push("Reads"); // a Functional graph: what each layer is called on
+        }
+        t.set_header(header);
         let mut total = 0;
-        for l in &m.layers {
+        for (i, l) in m.layers.iter().enumerate() {
             let p = params_of(&l.kind);
             total += p;
-            t.add_row(vec![
+            let mut row = vec![
                 Cell::new(&l.name),
                 Cell::new(&l.class_name),
                 Cell::new(shape_opt(&l.output_shape)),
                 right(p),
-            ]);
+            ];
+            if let Some(g) = &m.graph {
+                row.push(Cell::new(crate::runner::describe_call(&m, g, i)));
+            }
+            t.add_row(row);
         }
         let _ = writeln!(out, "{t}\nTotal params: {total}");
         for l in &m.layers {

@@ -963,6 +963,27 @@ pub fn output_names(model: &SavedModel, n: usize) -> Vec<String> {
     }
 }
 
+/// What layer `i` of a graph is called on, for `inspect`: `lstm, dense #1`, initial states as
+/// `initial_state=[…]`.
+pub fn describe_call(model: &SavedModel, g: &crate::model::config::GraphSpec, i: usize) -> String {
+    let name = |s: &crate::model::config::Source| {
+        let n = &model.layers[s.layer].name;
+        if s.tensor == 0 {
+            n.clone()
+        } else {
+            format!("{n} #{}", s.tensor)
+        }
+    };
+    let call = &g.calls[i];
+    let mut parts: Vec<String> = call.args.iter().map(name).collect();
+    if !call.initial_state.is_empty() {
+        let states: Vec<String> = call.initial_state.iter().map(name).collect();
+        parts.push(format!("initial_state=[{}]", states.join(", ")));
+    }
+    parts.extend(call.flags.iter().map(|f| format!("{f}=True")));
+    parts.join(", ")
+}
+
 /// A value between the layers of a graph, with the Keras mask it carries.
 type Masked<T> = (Tensor<T>, Option<Array2<bool>>);
 

@@ -348,3 +348,23 @@ fn attention_with_masked_values_and_two_inputs() {
         &["input_query.npy", "input_ids.npy"],
     );
 }
+
+#[test]
+fn inspect_shows_a_graph_inputs_and_what_each_layer_reads() {
+    let (code, out, err) = run(rnntrace().current_dir(dir("encoder_decoder")).args([
+        "inspect",
+        "--model",
+        "model.keras",
+        "--color",
+        "never",
+    ]));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("inputs encoder_in (None, 5, 3), decoder_in (None, 4, 2); outputs 'dense'"),
+        "{out}"
+    );
+    assert!(
+        out.contains("decoder_in, initial_state=[lstm #1, lstm #2]"),
+        "{out}"
+    );
+}
