@@ -7,6 +7,7 @@ Values flow as a [`Tensor`]: a sequence `(batch, timesteps, features)` or a flat
 the Keras mask `(batch, timesteps)` riding along until a layer drops it.
 */
 
+use crate::cell::Kernels;
 use crate::cell::{Activation, Real};
 use crate::engine::{self, LayerInput, LayerSpec};
 use crate::error::{Error, Result};
@@ -90,7 +91,7 @@ fn cell_weights<T: Real>(model: &SavedModel, layer: &str, r: &Recurrent) -> Resu
     let w = from_arrays(
         kind,
         &src,
-        if kind == CellKind::Gru {
+        if kind.has_reset_after() {
             ra
         } else {
             ResetAfter::Auto
@@ -114,19 +115,20 @@ fn run_recurrent<T: Real>(
     r: &Recurrent,
     x: &Array3<T>,
     mask: Option<&Array2<bool>>,
+    kernels: Kernels,
 ) -> Result<LayerTrace<T>> {
-    run_recurrent_from(model, name, r, x, mask, None, None)
+    run_recurrent_from(model, name, r, x, mask, (None, None), kernels)
 }
 
-/// [`run_recurrent`] from given initial states (`initial_state=[h, c]`), zeros where absent.
+/// [`run_recurrent`] from given initial states `(h0, c0)` (`initial_state=[h, c]`), zeros where absent.
 fn run_recurrent_from<T: Real>(
     model: &SavedModel,
     name: &str,
     r: &Recurrent,
     x: &Array3<T>,
     mask: Option<&Array2<bool>>,
-    h0: Option<Array2<T>>,
-    c0: Option<Array2<T>>,
+    (h0, c0): (Option<Array2<T>>, Option<Array2<T>>),
+    kernels: Kernels,
 ) -> Result<LayerTrace<T>> {
     let w = cell_weights::<T>(model, name, r)?;
     let carry_state = stateful_carry(model, name, r, x.shape()[0])?;
@@ -158,7 +160,7 @@ fn run_recurrent_from<T: Real>(
         c0,
     };
     let mut no_sink = |_: usize, _: &engine::Stores<T>| Ok(());
-    engine::run_layer_with(&w, &spec, input, Record::ALL, None, &mut no_sink)
+    engine::run_layer_using(&w, &spec, input, Record::ALL, None, &mut no_sink, kernels)
 }
 
 /// Whether a layer carries its state from one sequence to the next, as `model.predict` runs it.
@@ -422,6 +424,7 @@ fn apply<T: Real>(
     value: Tensor<T>,
     mask: &mut Option<Array2<bool>>,
     layers: &mut Vec<LayerTrace<T>>,
+    kernels: Kernels,
 ) -> Result<Tensor<T>> {
     let name = layer.name.as_str();
     let need_seq = |v: &Tensor<T>| -> Result<Array3<T>> {
@@ -453,7 +456,7 @@ fn apply<T: Real>(
         }
         LayerKind::Recurrent(r) => {
             let x = need_seq(&value)?;
-            let l = run_recurrent(model, name, r, &x, mask.as_ref())?;
+            let l = run_recurrent(model, name, r, &x, mask.as_ref(), kernels)?;
             let v = if r.return_sequences {
                 Tensor::Seq(sequence_output(&l, r.zero_output_for_mask))
             } else {
@@ -474,8 +477,8 @@ fn apply<T: Real>(
             let mode = merge_mode.clone().unwrap_or_default();
             let fname = format!("{name}/forward");
             let bname = format!("{name}/backward");
-            let lf = run_recurrent(model, &fname, forward, &x, mask.as_ref())?;
-            let lb = run_recurrent(model, &bname, backward, &x, mask.as_ref())?;
+            let lf = run_recurrent(model, &fname, forward, &x, mask.as_ref(), kernels)?;
+            let lb = run_recurrent(model, &bname, backward, &x, mask.as_ref(), kernels)?;
             let bad_mode = || {
                 Error::input(
                     &model.path,
@@ -924,17 +927,30 @@ pub fn assemble_inputs(
     Ok(out)
 }
 
+/// The old name of [`run_model`].
+pub use self::run_model as run;
+
 /// Runs every layer of `model` on `x`: a sequence batch, or a flat batch for models whose input is not a
 /// sequence. A Functional model that is a graph runs through [`run_graph`] with `x` as its only input.
-pub fn run<T: Real>(model: &SavedModel, x: Tensor<T>) -> Result<ModelRun<T>> {
+/// The best kernels this CPU has run the layers ([`run_model_using`] to choose).
+pub fn run_model<T: Real>(model: &SavedModel, x: Tensor<T>) -> Result<ModelRun<T>> {
+    run_model_using(model, x, Kernels::Avx512)
+}
+
+/// [`run_model`] with the kernels capped at `kernels`.
+pub fn run_model_using<T: Real>(
+    model: &SavedModel,
+    x: Tensor<T>,
+    kernels: Kernels,
+) -> Result<ModelRun<T>> {
     if model.graph.is_some() {
-        return run_graph(model, vec![x]);
+        return run_graph_using(model, vec![x], kernels);
     }
     let mut value = x;
     let mut mask: Option<Array2<bool>> = None;
     let mut layers = Vec::new();
     for layer in model.compute_layers() {
-        value = apply(model, layer, value, &mut mask, &mut layers)?;
+        value = apply(model, layer, value, &mut mask, &mut layers, kernels)?;
     }
     Ok(ModelRun {
         layers,
@@ -992,8 +1008,17 @@ type Masked<T> = (Tensor<T>, Option<Array2<bool>>);
 /// included, `initial_state` passed on), masks propagated as Keras 3 propagates them (merges: `Add` and
 /// the other elementwise merges keep the OR of their inputs' masks when every input has one,
 /// `Concatenate` the OR with unmasked inputs counting as all-kept). The outputs are the model's, in
-/// order.
+/// order. The best kernels this CPU has run the layers ([`run_graph_using`] to choose).
 pub fn run_graph<T: Real>(model: &SavedModel, inputs: Vec<Tensor<T>>) -> Result<ModelRun<T>> {
+    run_graph_using(model, inputs, Kernels::Avx512)
+}
+
+/// [`run_graph`] with the kernels capped at `kernels`.
+pub fn run_graph_using<T: Real>(
+    model: &SavedModel,
+    inputs: Vec<Tensor<T>>,
+    kernels: Kernels,
+) -> Result<ModelRun<T>> {
     let err = |what: String| Error::input(&model.path, what);
     let g = model
         .graph
@@ -1187,7 +1212,7 @@ pub fn run_graph<T: Real>(model: &SavedModel, inputs: Vec<Tensor<T>>) -> Result<
                 });
                 let h0 = flat.next().transpose()?;
                 let c0 = flat.next().transpose()?;
-                let l = run_recurrent_from(model, name, r, &x, mask.as_ref(), h0, c0)?;
+                let l = run_recurrent_from(model, name, r, &x, mask.as_ref(), (h0, c0), kernels)?;
                 let mut outs = vec![if r.return_sequences {
                     (
                         Tensor::Seq(sequence_output(&l, r.zero_output_for_mask)),
@@ -1216,7 +1241,7 @@ pub fn run_graph<T: Real>(model: &SavedModel, inputs: Vec<Tensor<T>>) -> Result<
                 let Some((v, mut m)) = args.into_iter().next() else {
                     unreachable!("one argument")
                 };
-                let out = apply(model, layer, v, &mut m, &mut traces)?;
+                let out = apply(model, layer, v, &mut m, &mut traces, kernels)?;
                 vec![(out, m)]
             }
         };
@@ -1314,6 +1339,16 @@ pub fn run_torch_stack<T: Real>(
     kind: CellKind,
     x: Array3<T>,
 ) -> Result<ModelRun<T>> {
+    run_torch_stack_using(src, kind, x, Kernels::Avx512)
+}
+
+/// [`run_torch_stack`] with the kernels capped at `kernels`.
+pub fn run_torch_stack_using<T: Real>(
+    src: &NamedArrays,
+    kind: CellKind,
+    x: Array3<T>,
+    kernels: Kernels,
+) -> Result<ModelRun<T>> {
     let names: Vec<&str> = src
         .arrays
         .iter()
@@ -1356,7 +1391,15 @@ pub fn run_torch_stack<T: Real>(
                 h0: None,
                 c0: None,
             };
-            let l = engine::run_layer_with(&w, &spec, li, Record::ALL, None, &mut |_, _| Ok(()))?;
+            let l = engine::run_layer_using(
+                &w,
+                &spec,
+                li,
+                Record::ALL,
+                None,
+                &mut |_, _| Ok(()),
+                kernels,
+            )?;
             let mut o = sequence_output(&l, false);
             if reverse {
                 o.invert_axis(Axis(1)); // back to time order

@@ -3,9 +3,9 @@ The Keras LSTM step: `z = x·W + h·U + b`; `i = σr(z_i)`, `f = σr(z_f)`, `c̃
 `c' = f⊙c + i⊙c̃`; `h' = o⊙act(c')`.
 */
 
+use super::CellWeights;
 use super::kernels::matmul;
 use super::{Activation, Real, StepOut};
-use crate::weights::CellWeights;
 use ndarray::ArrayView2;
 
 /// An LSTM cell: weights plus the two activations.

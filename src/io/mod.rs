@@ -11,6 +11,8 @@ pub mod json;
 pub mod npy;
 pub mod npz;
 pub mod npz_writer;
+pub mod stdio;
+pub mod temp;
 pub mod write;
 
 use crate::error::{Error, Result, shape_str};
@@ -54,12 +56,39 @@ impl RawArray {
     }
 }
 
-/// Reads a whole file, turning the OS error into a message that names the file.
+/// The most read from an input that is not a regular file (a pipe, a FIFO, `/dev/zero`): such a source
+/// has no size to check first, and could otherwise be read until memory runs out.
+pub const MAX_STREAM_BYTES: u64 = 1 << 30;
+
+/// Reads a whole file, turning the OS error into a message that names the file. A source that is not a
+/// regular file is read up to [`MAX_STREAM_BYTES`].
 pub fn read_file(path: &Path) -> Result<Vec<u8>> {
+    use std::io::Read;
     if path.is_dir() {
         return Err(Error::input(path, "is a directory; expected a file"));
     }
-    std::fs::read(path).map_err(|e| Error::input(path, io_reason(&e)))
+    let err = |e: std::io::Error| Error::input(path, io_reason(&e));
+    let file = std::fs::File::open(path).map_err(err)?;
+    let meta = file.metadata().map_err(err)?;
+    if meta.is_file() {
+        let mut bytes = Vec::with_capacity(meta.len() as usize);
+        (&file).read_to_end(&mut bytes).map_err(err)?;
+        return Ok(bytes);
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_STREAM_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(err)?;
+    if bytes.len() as u64 > MAX_STREAM_BYTES {
+        return Err(Error::input(
+            path,
+            format!(
+                "is not a regular file and gave more than {} MiB without ending; save the data to a file",
+                MAX_STREAM_BYTES >> 20
+            ),
+        ));
+    }
+    Ok(bytes)
 }
 
 /// A short, lower-case reason for an I/O error ("no such file", "permission denied").

@@ -3,11 +3,13 @@ The architecture JSON (`config.json` in a `.keras`, the `model_config` attribute
 
 Shape: `{"class_name": "Sequential" | "Functional" | "Model", "config": {"layers": [...]}}` (Keras 2.0–2.1
 Sequential: `"config": [...]`), each layer `{"class_name", "config": {...}, "name"?, "inbound_nodes"?}`.
-A Sequential model's layers run in list order. A Functional model is accepted when it is a linear chain:
-one input, one output, every other layer fed by exactly one tensor of the layer before it; the chain is
-followed from the output back to the input, so list order does not matter. Inbound references come in two
-encodings: Keras 3 (`{"args": [{"class_name": "__keras_tensor__", "config": {"keras_history": [name, node,
-tensor]}}], "kwargs": {...}}`) and Keras 2 (`[[name, node, tensor, kwargs], ...]`).
+A Sequential model's layers run in list order. A Functional model that is a linear chain (one input, one
+output, every other layer fed by exactly one tensor of the layer before it) is followed from the output
+back to the input, so list order does not matter; any other directed acyclic graph becomes a
+[`GraphSpec`] (several inputs and outputs, merges, returned states, `initial_state`) in topological order.
+Inbound references come in two encodings: Keras 3 (`{"args": [{"class_name": "__keras_tensor__", "config":
+{"keras_history": [name, node, tensor]}}], "kwargs": {...}}`) and Keras 2 (`[[name, node, tensor, kwargs],
+...]`).
 
 Also here: each layer's group name in a Keras 3 weights file (snake_case class name, de-duplicated in
 list order: `lstm`, `lstm_1`), and activations given as strings or as serialized objects.

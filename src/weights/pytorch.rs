@@ -173,6 +173,6 @@ pub fn from_state_dict(
         recurrent_kernel: transpose_blocks(w_hh),
         bias,
         recurrent_bias,
-        reset_after: kind == CellKind::Gru,
+        reset_after: kind.has_reset_after(),
     })
 }

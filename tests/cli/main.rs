@@ -5,6 +5,7 @@
 
 mod diagnose;
 mod errors;
+mod faults;
 mod golden;
 mod models;
 mod output;

@@ -36,9 +36,49 @@ fn passes(name: &str) {
     assert!(out.starts_with("PASS"), "{name}: {out}");
 }
 
+/// The fixtures with a test of their own below (several inputs or outputs, refusals, other input files).
+const TESTED_BY_NAME: &[&str] = &[
+    "lambda_layer",
+    "mixed_float16",
+    "two_input_concat",
+    "tf_keras_two_input",
+    "encoder_decoder",
+    "tf_keras_encoder_decoder",
+    "rnn_stacked_cells",
+    "luong_dot_attention",
+    "two_outputs",
+    "attention_value_mask",
+];
+
+/// One test per fixture that runs on `input.npy` (a failure names its fixture); and a check that every
+/// fixture directory is listed here or in [`TESTED_BY_NAME`], so none is silently skipped.
 macro_rules! real_model_cases {
     ($($case:ident),* $(,)?) => {
-        $(#[test] fn $case() { passes(stringify!($case)); })*
+        mod passes_against_keras {
+            $(#[test] fn $case() { super::passes(stringify!($case)); })*
+        }
+
+        #[test]
+        fn every_real_model_fixture_is_tested() {
+            let listed = [$(stringify!($case)),*];
+            let mut dirs: Vec<String> = std::fs::read_dir(fixtures().join("real_models"))
+                .unwrap()
+                .map(|e| e.unwrap())
+                .filter(|e| e.path().is_dir())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+            dirs.sort();
+            assert!(dirs.len() >= 50, "fixtures missing: {dirs:?}");
+            for d in &dirs {
+                assert!(
+                    listed.contains(&d.as_str()) || TESTED_BY_NAME.contains(&d.as_str()),
+                    "fixture real_models/{d} has no test"
+                );
+            }
+            for d in TESTED_BY_NAME {
+                assert!(dirs.iter().any(|x| x == d), "real_models/{d} is missing");
+            }
+        }
     };
 }
 
@@ -68,6 +108,27 @@ real_model_cases!(
     layernorm_gru,
     addition_seq2seq,
     permute_pad_crop,
+    // Functional graphs: returned states, merges, masks through merges, one input; RNN(cell).
+    rnn_lstm_cell,
+    rnn_simple_cell_h5,
+    lstm_return_state,
+    rs_return_state,
+    merges,
+    masked_merge,
+    gru_state_into_gru,
+    // Attention: self-attention; masked queries and keys; causal with a key and score_mode concat;
+    // AdditiveAttention with and without scale.
+    attention_unmasked,
+    attention_masked_dot,
+    attention_causal_concat,
+    additive_attention,
+    additive_attention_noscale,
+    // Options and graphs beyond the first fixtures: rms_scaling, an even kernel with same padding and
+    // dilation, pooling strides beyond the window, GAP keepdims, BatchNormalization on 2-D; a Masking
+    // mask through a graph.
+    layernorm_rms,
+    conv_even_same,
+    masking_graph,
 );
 
 /// Runs `run` on a case with another input file; returns (exit code, stderr).
@@ -181,17 +242,6 @@ fn passes_with(name: &str, inputs: &[&str]) {
     assert!(out.starts_with("PASS"), "{name}: {out}");
 }
 
-// Functional graphs: returned states, merges, masks through merges, one input; RNN(cell).
-real_model_cases!(
-    rnn_lstm_cell,
-    rnn_simple_cell_h5,
-    lstm_return_state,
-    rs_return_state,
-    merges,
-    masked_merge,
-    gru_state_into_gru,
-);
-
 #[test]
 fn two_inputs_in_order() {
     passes_with("two_input_concat", &["input_seq.npy", "input_static.npy"]);
@@ -261,16 +311,6 @@ fn stacked_cells_are_refused_with_the_equivalent_model() {
     );
 }
 
-// Attention: self-attention; masked queries and keys; causal with a key and score_mode concat;
-// AdditiveAttention with and without scale.
-real_model_cases!(
-    attention_unmasked,
-    attention_masked_dot,
-    attention_causal_concat,
-    additive_attention,
-    additive_attention_noscale,
-);
-
 #[test]
 fn luong_attention_with_dot_layers() {
     passes_with(
@@ -336,11 +376,6 @@ fn a_wrong_second_output_fails_the_run_and_is_named() {
     );
 }
 
-// Options and graphs beyond the first fixtures: rms_scaling, an even kernel with same padding and
-// dilation, pooling strides beyond the window, GAP keepdims, BatchNormalization on 2-D; a Masking mask
-// through a graph; Attention over masked values only.
-real_model_cases!(layernorm_rms, conv_even_same, masking_graph);
-
 #[test]
 fn attention_with_masked_values_and_two_inputs() {
     passes_with(
@@ -367,4 +402,68 @@ fn inspect_shows_a_graph_inputs_and_what_each_layer_reads() {
         out.contains("decoder_in, initial_state=[lstm #1, lstm #2]"),
         "{out}"
     );
+}
+
+#[test]
+fn layers_and_output_names_are_checked_on_a_model_with_two_inputs() {
+    // `run` learns the layer names and the output count from a run on one sequence of every input.
+    let with = |extra: &[&str]| {
+        let mut args = vec![
+            "run",
+            "--model",
+            "model.keras",
+            "--input",
+            "input_encoder_in.npy",
+            "--input",
+            "input_decoder_in.npy",
+            "--expected",
+            "expected.npy",
+            "-q",
+        ];
+        args.extend(extra);
+        run(rnntrace().current_dir(dir("encoder_decoder")).args(&args))
+    };
+    let (code, out, err) = with(&["--layers", "lstm_1"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with("PASS"), "{out}");
+    let (code, _, err) = with(&["--layers", "nope"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--layers: no recurrent layer named 'nope'; the model has: lstm, lstm_1"),
+        "{err}"
+    );
+    let (code, _, err) = with(&["--output-names", "a,b"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--output-names gives 2 names; the model has 12 outputs per sequence"),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_output_over_a_named_input_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    for f in ["model.keras", "input_static.npy"] {
+        std::fs::copy(dir("two_input_concat").join(f), tmp.path().join(f)).unwrap();
+    }
+    let seq = tmp.path().join("seq.png");
+    std::fs::copy(dir("two_input_concat").join("input_seq.npy"), &seq).unwrap();
+    let before = std::fs::read(&seq).unwrap();
+    let (code, _, err) = run(rnntrace().current_dir(tmp.path()).args([
+        "run",
+        "--model",
+        "model.keras",
+        "--input",
+        "seq=seq.png",
+        "--input",
+        "static=input_static.npy",
+        "--plot",
+        "seq.png",
+    ]));
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("seq.png: is an input of this run; refusing to write over it"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&seq).unwrap(), before);
 }

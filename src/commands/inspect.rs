@@ -1,0 +1,325 @@
+/*!
+`rnntrace inspect`: what a saved model or a weights file holds (layers, shapes, parameters) and, per gate
+block, the kernel and bias statistics that show a dead gate or a `unit_forget_bias`.
+*/
+
+use crate::cli::args::{ColorArg, InspectArgs};
+use crate::cli::output::{Outcome, write_stdout};
+use crate::error::{Error, Result, shape_str};
+use crate::model::{self, LayerKind, Recurrent};
+use crate::render;
+use crate::runner;
+use crate::weights::{self, CellKind, CellWeights, keras::ResetAfter};
+use comfy_table::{Cell, CellAlignment, Table};
+use std::io::IsTerminal;
+
+fn table(color: bool) -> Table {
+    let mut t = Table::new();
+    t.load_style(comfy_table::presets::UTF8_FULL_CONDENSED);
+    if !color {
+        t.force_no_tty();
+    }
+    t
+}
+
+fn right(s: impl ToString) -> Cell {
+    Cell::new(s.to_string()).set_alignment(CellAlignment::Right)
+}
+
+fn shape_opt(s: &Option<Vec<Option<usize>>>) -> String {
+    match s {
+        None => "?".into(),
+        Some(v) => format!(
+            "({})",
+            v.iter()
+                .map(|d| d.map(|d| d.to_string()).unwrap_or_else(|| "None".into()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+fn params_of(kind: &LayerKind) -> usize {
+    let r = |r: &Recurrent| {
+        r.kernel.data.len()
+            + r.recurrent_kernel.data.len()
+            + r.bias.as_ref().map_or(0, |b| b.data.len())
+    };
+    match kind {
+        LayerKind::Recurrent(x) => r(x),
+        LayerKind::Bidirectional {
+            forward, backward, ..
+        } => r(forward) + r(backward),
+        LayerKind::Dense { kernel, bias, .. }
+        | LayerKind::TimeDistributedDense { kernel, bias, .. }
+        | LayerKind::Conv1D { kernel, bias, .. } => {
+            kernel.data.len() + bias.as_ref().map_or(0, |b| b.data.len())
+        }
+        LayerKind::Embedding { embeddings, .. } => embeddings.data.len(),
+        LayerKind::BatchNorm {
+            gamma,
+            beta,
+            moving_mean,
+            moving_variance,
+            ..
+        } => [
+            gamma.as_ref(),
+            beta.as_ref(),
+            Some(moving_mean),
+            Some(moving_variance),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|a| a.data.len())
+        .sum(),
+        LayerKind::LayerNorm { gamma, beta, .. } => [gamma, beta]
+            .into_iter()
+            .flatten()
+            .map(|a| a.data.len())
+            .sum(),
+        _ => 0,
+    }
+}
+
+/// `rnntrace inspect`.
+pub fn inspect(a: &InspectArgs) -> Result<Outcome> {
+    let color = match a.color {
+        ColorArg::Always => true,
+        ColorArg::Never => false,
+        ColorArg::Auto => {
+            std::io::stdout().is_terminal()
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+        }
+    };
+    let mut out = String::new();
+    use std::fmt::Write as _;
+    if let Some(path) = &a.model {
+        let m = model::load(path)?;
+        let _ = writeln!(
+            out,
+            "{}: {}, saved by Keras {}{}; {}",
+            path.display(),
+            m.format.describe(),
+            m.keras_version,
+            if m.keras2 {
+                " (Keras 2 semantics: hard_sigmoid = clip(0.2x + 0.5, 0, 1))"
+            } else {
+                ""
+            },
+            match m.graph.as_ref().filter(|g| g.inputs.len() > 1) {
+                Some(g) => format!(
+                    "inputs {}; outputs {}",
+                    g.inputs
+                        .iter()
+                        .map(|&i| format!(
+                            "{} {}",
+                            m.layers[i].name,
+                            shape_opt(&m.layers[i].output_shape)
+                        ))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    runner::output_names(&m, g.outputs.len()).join(", ")
+                ),
+                None => format!("input shape {}", shape_opt(&Some(m.input_shape.clone()))),
+            }
+        );
+        let mut t = table(color);
+        let mut header = vec!["Layer", "Class", "Output shape", "Params"];
+        if m.graph.is_some() {
+            header.push("Reads"); // a Functional graph: what each layer is called on
+        }
+        t.set_header(header);
+        let mut total = 0;
+        for (i, l) in m.layers.iter().enumerate() {
+            let p = params_of(&l.kind);
+            total += p;
+            let mut row = vec![
+                Cell::new(&l.name),
+                Cell::new(&l.class_name),
+                Cell::new(shape_opt(&l.output_shape)),
+                right(p),
+            ];
+            if let Some(g) = &m.graph {
+                row.push(Cell::new(runner::describe_call(&m, g, i)));
+            }
+            t.add_row(row);
+        }
+        let _ = writeln!(out, "{t}\nTotal params: {total}");
+        for l in &m.layers {
+            if let Some(why) = &l.unsupported {
+                let _ = writeln!(
+                    out,
+                    "`run` cannot compute layer '{}' ({}): {why}",
+                    l.name, l.class_name
+                );
+            }
+        }
+        for l in &m.layers {
+            match &l.kind {
+                LayerKind::Recurrent(r) => recurrent_blocks(&mut out, &l.name, r, color)?,
+                LayerKind::Bidirectional {
+                    forward,
+                    backward,
+                    merge_mode,
+                } => {
+                    let _ = writeln!(
+                        out,
+                        "\n{} ({}), merge_mode {}",
+                        l.name,
+                        l.class_name,
+                        merge_mode.as_deref().unwrap_or("None")
+                    );
+                    recurrent_blocks(&mut out, &format!("{}/forward", l.name), forward, color)?;
+                    recurrent_blocks(&mut out, &format!("{}/backward", l.name), backward, color)?;
+                }
+                _ => {}
+            }
+        }
+    } else if let (Some(wpath), Some(cell)) = (&a.weights, a.cell) {
+        let kind = cell.kind();
+        let src = weights::load_arrays(wpath, &["kernel", "recurrent_kernel", "bias"])?;
+        let layout = a.layout.layout();
+        let opts = weights::ReadOptions {
+            layout,
+            layer: a.layer,
+            reverse: a.reverse,
+            reset_after: ResetAfter::Auto,
+        };
+        let (w, layout) = weights::read_cell(kind, &src, opts)?;
+        let _ = writeln!(
+            out,
+            "{}: {} weights ({} layout), {} units, {} input features{}",
+            wpath.display(),
+            kind.display_name(),
+            layout.name(),
+            w.units,
+            w.features,
+            if kind.has_reset_after() {
+                format!(
+                    ", reset_after={}",
+                    if w.reset_after { "True" } else { "False" }
+                )
+            } else {
+                String::new()
+            }
+        );
+        blocks_table(&mut out, &w, color);
+    } else {
+        return Err(Error::usage(
+            "inspect needs --model, or --weights with --cell",
+        ));
+    }
+    write_stdout(|w| w.write_all(out.as_bytes()))?;
+    Ok(Outcome::Success)
+}
+
+fn recurrent_blocks(out: &mut String, name: &str, r: &Recurrent, color: bool) -> Result<()> {
+    use std::fmt::Write as _;
+    let kind = match r.cell {
+        model::RecurrentCell::Lstm => CellKind::Lstm,
+        model::RecurrentCell::Gru => CellKind::Gru,
+        model::RecurrentCell::SimpleRnn => CellKind::SimpleRnn,
+    };
+    let mut arrays = vec![
+        ("kernel".to_string(), r.kernel.clone()),
+        ("recurrent_kernel".to_string(), r.recurrent_kernel.clone()),
+    ];
+    if let Some(b) = &r.bias {
+        arrays.push(("bias".to_string(), b.clone()));
+    }
+    let src = weights::NamedArrays {
+        path: name.into(),
+        positional: false,
+        arrays,
+    };
+    let ra = if kind.has_reset_after() && !r.reset_after {
+        ResetAfter::False
+    } else {
+        ResetAfter::Auto
+    };
+    let w = weights::keras::from_arrays(kind, &src, ra)?;
+    let _ = writeln!(
+        out,
+        "\n{name} ({}): {} units; activation {}, recurrent activation {}{}; return_sequences={}, go_backwards={}{}",
+        kind.display_name(),
+        r.units,
+        r.activation,
+        r.recurrent_activation,
+        if kind.has_reset_after() {
+            format!(", reset_after={}", r.reset_after)
+        } else {
+            String::new()
+        },
+        r.return_sequences,
+        r.go_backwards,
+        if r.stateful { ", stateful" } else { "" }
+    );
+    blocks_table(out, &w, color);
+    Ok(())
+}
+
+/// One row per gate block: shapes, norms and bias statistics, so a dead gate or a unit_forget_bias shows.
+fn blocks_table(out: &mut String, w: &CellWeights<f64>, color: bool) {
+    use std::fmt::Write as _;
+    let labels: Vec<String> = w
+        .kind
+        .gates()
+        .iter()
+        .map(|g| format!("{} ({})", g.name, g.role))
+        .collect();
+    let mut t = table(color);
+    let mut header = vec![
+        "Block",
+        "Kernel",
+        "‖kernel‖",
+        "Recurrent",
+        "‖recurrent‖",
+        "Bias mean",
+        "Bias min … max",
+    ];
+    if w.recurrent_bias.is_some() {
+        header.push("Recurrent bias mean");
+    }
+    t.set_header(header);
+    let u = w.units;
+    let norm = |m: ndarray::ArrayView2<'_, f64>| m.iter().map(|v| v * v).sum::<f64>().sqrt();
+    for (k, label) in labels.iter().enumerate() {
+        let cols = w.block(k);
+        let kern = w.kernel.slice(ndarray::s![.., cols.clone()]);
+        let rec = w.recurrent_kernel.slice(ndarray::s![.., cols.clone()]);
+        let stats = |b: &ndarray::Array1<f64>| {
+            let v = b.slice(ndarray::s![cols.clone()]);
+            let mean = v.sum() / u as f64;
+            let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            (mean, lo, hi)
+        };
+        let mut row = vec![
+            Cell::new(label),
+            Cell::new(shape_str(&[kern.nrows(), kern.ncols()])),
+            right(render::number::fmt(norm(kern))),
+            Cell::new(shape_str(&[rec.nrows(), rec.ncols()])),
+            right(render::number::fmt(norm(rec))),
+        ];
+        match &w.bias {
+            Some(b) => {
+                let (mean, lo, hi) = stats(b);
+                row.push(right(render::number::fmt(mean)));
+                row.push(right(format!(
+                    "{} … {}",
+                    render::number::fmt(lo),
+                    render::number::fmt(hi)
+                )));
+            }
+            None => {
+                row.push(right("no bias"));
+                row.push(right(""));
+            }
+        }
+        if let Some(rb) = &w.recurrent_bias {
+            row.push(right(render::number::fmt(stats(rb).0)));
+        }
+        t.add_row(row);
+    }
+    let _ = writeln!(out, "{t}");
+}
