@@ -54,9 +54,11 @@ pub struct RunArgs {
     /// The input (and a 3-D --expected) is time-major (timesteps, sequences, features), as PyTorch's batch_first=False.
     #[arg(long)]
     pub time_major: bool,
-    /// Input .npy: (sequences, timesteps, features), or (timesteps, features) for one sequence.
-    #[arg(long, value_name = "X.npy")]
-    pub input: PathBuf,
+    /// Input .npy: (sequences, timesteps, features), or (timesteps, features) for one sequence; token ids
+    /// (sequences, timesteps) for a model that starts with an Embedding. A model with several inputs takes
+    /// --input once per input, in the model's input order, or as --input NAME=FILE.
+    #[arg(long, value_name = "X.npy", required = true)]
+    pub input: Vec<PathBuf>,
     /// Cut a 2-D (rows, features) series into sliding windows of K rows, each predicting row i+K.
     #[arg(long, value_name = "K")]
     pub window: Option<usize>,
@@ -318,8 +320,9 @@ pub struct ConventionArgs {
 #[derive(Debug, Args, Clone)]
 pub struct CheckArgs {
     /// The framework's saved model.predict output (.npy) to compare with; exit 1 if any element is outside tolerance.
+    /// `run` on a model with several outputs: repeat it, once per output in the model's order.
     #[arg(long, value_name = "P.npy")]
-    pub expected: Option<PathBuf>,
+    pub expected: Vec<PathBuf>,
     /// Absolute tolerance for --expected.
     #[arg(long, default_value_t = 1e-5, value_name = "A")]
     pub atol: f64,

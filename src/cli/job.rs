@@ -216,13 +216,18 @@ pub fn cell_job(kind: CellKind, a: &CellArgs, env: &Env) -> Result<CellJob> {
             "--atol and --rtol must be non-negative numbers",
         ));
     }
+    if a.check.expected.len() > 1 {
+        return Err(Error::usage(
+            "--expected is given more than once; a single layer has one output",
+        ));
+    }
     let inputs: Vec<&Path> = [
         Some(&a.weights),
         Some(&a.input),
         a.initial_state.as_ref(),
         a.mask.as_ref(),
         a.dense.as_ref(),
-        a.check.expected.as_ref(),
+        a.check.expected.first(),
         a.check.targets.as_ref(),
         a.check.inverse_scale.as_ref(),
     ]
@@ -326,7 +331,7 @@ pub fn cell_job(kind: CellKind, a: &CellArgs, env: &Env) -> Result<CellJob> {
         .as_ref()
         .map(|(d, _)| d.outputs())
         .unwrap_or(weights.h_units());
-    let expected = match &a.check.expected {
+    let expected = match a.check.expected.first() {
         None => None,
         Some(p) => Some(load_expected(
             p,

@@ -7,6 +7,7 @@ engine runs, by [`crate::render::npz`]).
 
 use crate::cell::Real;
 use crate::cli::args::{FormatArg, PlotArgs};
+use crate::compare::Comparison;
 use crate::error::{Error, Result};
 use crate::io::write::atomic_write;
 use crate::render::{self, Report, plot};
@@ -54,6 +55,17 @@ pub struct Targets<'a> {
     /// Charts already built from a streamed run ([`plot::ChartFeed`]); the others come from the report's
     /// trace.
     pub streamed: Streamed,
+    /// A model with several outputs (`run`): the report shows the first; the others are named here.
+    pub more_outputs: MoreOutputs,
+}
+
+/// The outputs of a model besides the first, which the report holds.
+#[derive(Default)]
+pub struct MoreOutputs {
+    /// Every output's name, in the model's order; empty when the model has one output.
+    pub names: Vec<String>,
+    /// The `--expected` comparisons of the outputs after the first, each with its output's name.
+    pub compared: Vec<(String, Comparison)>,
 }
 
 /// Charts built while the engine ran, from its blocks, when the trace itself was not kept.
@@ -65,8 +77,9 @@ pub struct Streamed {
     pub gates: Option<plot::GateHeatmaps>,
 }
 
-/// Writes everything a command asked for from one finished report, then returns the verdict: the JSON
-/// trace, the three charts (`--output-names` label the prediction panels), and stdout.
+/// Writes everything a command asked for from one finished report, then returns the verdict (a mismatch
+/// when any compared output fails): the JSON trace, the three charts (`--output-names` label the prediction
+/// panels), and stdout.
 pub fn write<T: Real>(report: &Report<'_, T>, to: &Targets<'_>) -> Result<Outcome> {
     if let Some(path) = to.json_trace {
         atomic_write(path, |w| render::json::write(report, w))?;
@@ -99,11 +112,34 @@ pub fn write<T: Real>(report: &Report<'_, T>, to: &Targets<'_>) -> Result<Outcom
     match to.format {
         FormatArg::Json => write_stdout(|w| render::json::write(report, w))?,
         FormatArg::Table => {
-            let text = render::table::render(report);
+            let mut text = render::table::render(report);
+            let more = &to.more_outputs;
+            if more.names.len() > 1 {
+                text.push_str(&format!(
+                    "note: the model has {} outputs ({}); the predictions shown are the first's\n",
+                    more.names.len(),
+                    more.names.join(", ")
+                ));
+            }
+            if !more.compared.is_empty() {
+                // The report's verdict is the first output's; name it, then the others'.
+                if let (Some(c), Some(first)) = (&report.comparison, more.names.first()) {
+                    let line = render::table::verdict_line(c, report);
+                    text.push_str(&format!("output {first}: {line}\n"));
+                }
+                for (name, c) in &more.compared {
+                    let line = render::table::verdict_line(c, report);
+                    text.push_str(&format!("output {name}: {line}\n"));
+                }
+            }
             write_stdout(|w| w.write_all(text.as_bytes()))?;
         }
     }
-    Ok(Outcome::of(report.comparison.as_ref()))
+    let mut outcome = Outcome::of(report.comparison.as_ref());
+    if to.more_outputs.compared.iter().any(|(_, c)| !c.passed) {
+        outcome = Outcome::Mismatch;
+    }
+    Ok(outcome)
 }
 
 /// Writes to stdout; a closed pipe (`rnntrace … | head`) ends the output quietly, a closed stdout

@@ -350,6 +350,7 @@ fn execute_as<T: Real>(job: &CellJob, title: &str, started: Instant) -> Result<O
             json_trace: out.trace.as_deref().filter(|p| !is_npz(p)),
             plots: &out.plots,
             streamed,
+            more_outputs: output::MoreOutputs::default(),
         },
     )?;
     write_time += write_start.elapsed();

@@ -9,6 +9,7 @@ mod faults;
 mod golden;
 mod models;
 mod output;
+mod real_models;
 mod torch_files;
 
 use assert_cmd::Command;
