@@ -276,7 +276,8 @@ fn execute_as<T: Real>(job: &CellJob, title: &str, started: Instant) -> Result<O
                 || out.trace.is_some()
                 || p.plot.is_some()
                 || p.plot_predictions.is_some()
-                || p.plot_gates.is_some();
+                || p.plot_gates.is_some()
+                || p.report.is_some();
             let record = if full { out.record } else { Record::NONE };
             (run_prepared(job, &weights, inp, record, None)?, None)
         }
@@ -364,6 +365,27 @@ fn execute_as<T: Real>(job: &CellJob, title: &str, started: Instant) -> Result<O
     }
     if let Some(path) = &p.plot_gates {
         plot::draw_heatmaps(&plot::gates(json_trace, p.plot_sequence), path)?;
+    }
+    if let Some(path) = &p.report {
+        // What --record kept (a streamed .npz run keeps nothing per step in memory: run it again).
+        let r = out.record;
+        let l = &computed.trace.layers[0];
+        let kept = (!r.gates || l.gates.is_some()) && (!r.states || l.h.is_some());
+        let rerun;
+        let trace = if kept {
+            &computed.trace
+        } else {
+            rerun = finish(job, run_engine::<T>(job, None, r, None)?).trace;
+            &rerun
+        };
+        let name = if title.is_empty() { &l.name } else { title };
+        let opts = config::report_options(p, &out.display, name.to_string(), job.window, r.pre)?;
+        let checks = render::report::Checks {
+            expected: report.expected.as_ref(),
+            targets: report.targets.as_ref(),
+            comparison: report.comparison.as_ref(),
+        };
+        render::report::html::write_file(&render::report::build(trace, &checks, &opts), path)?;
     }
     match out.format {
         FormatArg::Json => write_stdout(|w| render::json::write(&report, w))?,

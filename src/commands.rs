@@ -295,6 +295,16 @@ fn run_as<T: Real>(
         }
         render::plot::draw_heatmaps(&render::plot::gates(&trace, p.plot_sequence), path)?;
     }
+    if let Some(path) = &p.report {
+        let opts =
+            crate::config::report_options(p, &display, report.title.clone(), a.window, false)?;
+        let checks = render::report::Checks {
+            expected: report.expected.as_ref(),
+            targets: report.targets.as_ref(),
+            comparison: report.comparison.as_ref(),
+        };
+        render::report::html::write_file(&render::report::build(&trace, &checks, &opts), path)?;
+    }
     match a.format {
         FormatArg::Json => write_stdout(|w| render::json::write(&report, w))?,
         FormatArg::Table => {

@@ -468,7 +468,108 @@ pub fn check_outputs(
             crate::render::plot::image_format(flag, p)?;
         }
     }
+    if let Some(r) = plots.report.as_deref() {
+        check_not_input(Some(r), inputs)?;
+        crate::io::write::check_output(r)?;
+        if !r
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| e.eq_ignore_ascii_case("html") || e.eq_ignore_ascii_case("htm"))
+        {
+            return Err(Error::usage(format!(
+                "--report {}: the file name must end in .html",
+                r.display()
+            )));
+        }
+        let others = [
+            ("--trace", trace),
+            ("--plot", plots.plot.as_deref()),
+            ("--plot-predictions", plots.plot_predictions.as_deref()),
+            ("--plot-gates", plots.plot_gates.as_deref()),
+        ];
+        for (flag, o) in others {
+            if o.is_some_and(|o| same_file(o, r)) {
+                return Err(Error::usage(format!(
+                    "--report {} is also the {flag} output; give each output its own file",
+                    r.display()
+                )));
+            }
+        }
+        report_steps(plots)?;
+    }
     Ok(())
+}
+
+/// True when two output paths name the same file (whether or not it exists yet).
+fn same_file(a: &Path, b: &Path) -> bool {
+    let norm = |p: &Path| {
+        let dir = match p.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        std::fs::canonicalize(&dir)
+            .ok()
+            .map(|d| d.join(p.file_name().unwrap_or_default()))
+    };
+    a == b || (norm(a).is_some() && norm(a) == norm(b))
+}
+
+/// `--report-steps A..B` (half-open; `A..=B` inclusive), validated.
+pub fn report_steps(plots: &crate::cli::PlotArgs) -> Result<Option<std::ops::Range<usize>>> {
+    let Some(s) = plots.report_steps.as_deref() else {
+        return Ok(None);
+    };
+    let bad = || {
+        Error::usage(format!(
+            "--report-steps '{s}': expected a range of processing steps like 100..600"
+        ))
+    };
+    let (a, b) = s.split_once("..").ok_or_else(bad)?;
+    let (b, inclusive) = match b.strip_prefix('=') {
+        Some(b) => (b, true),
+        None => (b, false),
+    };
+    let a: usize = a.trim().parse().map_err(|_| bad())?;
+    let b: usize = b.trim().parse().map_err(|_| bad())?;
+    let end = if inclusive { b.saturating_add(1) } else { b };
+    if end <= a {
+        return Err(Error::usage(format!(
+            "--report-steps '{s}': the range is empty"
+        )));
+    }
+    Ok(Some(a..end))
+}
+
+/// The report's options from the output flags of a run.
+pub fn report_options(
+    plots: &crate::cli::PlotArgs,
+    display: &Display,
+    title: String,
+    window: Option<usize>,
+    include_pre: bool,
+) -> Result<crate::render::report::Options> {
+    Ok(crate::render::report::Options {
+        title,
+        sequences: display.sequences.clone(),
+        steps: report_steps(plots)?,
+        include_pre,
+        feature_names: display.feature_names.clone(),
+        output_names: display.output_names.clone(),
+        window,
+        max_values: match std::env::var("RNNTRACE_REPORT_MAX_VALUES") {
+            Err(_) => crate::render::report::MAX_VALUES,
+            Ok(v) => v
+                .trim()
+                .parse()
+                .ok()
+                .filter(|&n: &usize| n > 0)
+                .ok_or_else(|| {
+                    Error::usage(format!(
+                        "RNNTRACE_REPORT_MAX_VALUES={v}: expected a positive number of values"
+                    ))
+                })?,
+        },
+    })
 }
 
 /// Refuses an output path that is one of the inputs.

@@ -8,6 +8,7 @@ mod errors;
 mod golden;
 mod models;
 mod output;
+mod report;
 
 use assert_cmd::Command;
 use std::path::{Path, PathBuf};
