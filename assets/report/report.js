@@ -164,7 +164,7 @@
       if (!L.members.length) box.appendChild(el('p', { class: 'muted' }, 'Nothing per step was recorded for this layer (--record none).'));
       L.members.forEach((M, mi) => {
         const track = el('div', { class: 'track' });
-        const label = el('div', { class: 'label' });
+        const label = el('div', { class: 'label heat-label' });
         label.innerHTML = '<b>' + esc(M.name) + '</b><span class="unit-ticks"></span>';
         const canvas = el('canvas', {
           class: 'plot heatmap', tabindex: '0', role: 'img',
@@ -198,6 +198,12 @@
     return { w, h, dpr };
   }
   const scratch = document.createElement('canvas');
+  let sums = new Float64Array(0), counts = new Uint32Array(0);
+  /* Only maps on (or near) the screen are drawn; the others are marked and drawn when scrolled to. */
+  function onScreen(c) {
+    const r = c.getBoundingClientRect();
+    return r.bottom > -200 && r.top < window.innerHeight + 200;
+  }
 
   function drawMap(m) {
     const L = layers[m.li], M = L.members[m.mi];
@@ -211,15 +217,25 @@
     const lut = LUT[M.scale];
     const img = new ImageData(cols, U);
     const px = img.data;
+    // Column means, reading each step's units contiguously (one pass over the visible steps only).
+    if (sums.length < U) { sums = new Float64Array(U); counts = new Uint32Array(U); }
+    const scale = 255 / (M.hi - M.lo || 1), lo = M.lo;
     for (let c = 0; c < cols; c++) {
       const a = start(c), b = Math.max(a + 1, start(c + 1));
+      sums.fill(0, 0, U); counts.fill(0, 0, U);
+      // While the view is moving, wide columns average every `stride`-th step; the exact means follow
+      // as soon as it stops (see settle()).
+      const stride = fast && b - a > 8 ? Math.floor((b - a) / 4) : 1;
+      for (let t = a; t < b; t += stride) {
+        const o = base + t * U;
+        for (let u = 0; u < U; u++) { const v = data[o + u]; if (v === v) { sums[u] += v; counts[u]++; } }
+      }
       for (let r = 0; r < U; r++) {
-        const u = order[r];
-        let sum = 0, k = 0;
-        for (let t = a; t < b; t++) { const v = data[base + t * U + u]; if (v === v) { sum += v; k++; } }
+        const u = order[r], k = counts[u];
         const o = (r * cols + c) * 4;
         if (k === 0) { px[o] = 255; px[o + 1] = 0; px[o + 2] = 255; px[o + 3] = 255; continue; }
-        const i = colourIndex(M, sum / k) * 3;
+        let i = Math.round((sums[u] / k - lo) * scale);
+        i = (i < 0 ? 0 : i > 255 ? 255 : i) * 3;
         px[o] = lut[i]; px[o + 1] = lut[i + 1]; px[o + 2] = lut[i + 2]; px[o + 3] = 255;
       }
     }
@@ -264,9 +280,20 @@
       ctx.lineWidth = 2 * dpr;
       ctx.strokeRect(c * colW, order.indexOf(cur.unit) * rowH, Math.max(2, colW), Math.max(2, rowH));
     }
-    // Unit ticks in the label.
+    // Unit numbers beside the rows when they are tall enough to read, else a count.
     const ticks = m.label.querySelector('.unit-ticks');
-    ticks.textContent = U <= 1 ? 'unit ' + order[0] : 'rows: ' + U + ' units';
+    const cssRow = m.canvas.clientHeight / U;
+    const key = order.join(',') + '|' + cssRow + '|' + Array.from(sel).join(',');
+    if (ticks.dataset.key !== key) {
+      ticks.dataset.key = key;
+      if (cssRow >= 10) {
+        ticks.className = 'unit-ticks rows';
+        ticks.innerHTML = order.map((u, r) => '<span style="top:' + (1 + (r + 0.5) * cssRow).toFixed(1) + 'px"' + (sel.has(u) ? ' class="sel"' : '') + '>' + u + '</span>').join('');
+      } else {
+        ticks.className = 'unit-ticks';
+        ticks.textContent = U + ' units' + (sel.size ? ', ' + sel.size + ' selected' : '');
+      }
+    }
     drawLegend(m);
   }
 
@@ -292,7 +319,7 @@
     ticks.forEach((v, k) => {
       const y = top + (k / 2) * (bot - top);
       ctx.fillRect(bw, y, 3, 1);
-      ctx.fillText(short(v, 3), bw + 5, y);
+      ctx.fillText(short(v, 3).replace(/^-/, '−'), bw + 7, y);
     });
   }
 
@@ -374,15 +401,24 @@
 
   // ---------- view ----------
   let pending = false;
+  let fast = false, settleTimer = 0;
+  /* A redraw while the user drags, zooms or holds a key: approximate wide columns, exact 150 ms later. */
+  function settle() {
+    fast = true;
+    clearTimeout(settleTimer);
+    settleTimer = setTimeout(() => { fast = false; drawAll(); }, 150);
+  }
   function redraw() {
     if (pending) return;
     pending = true;
     requestAnimationFrame(() => { pending = false; drawAll(); });
   }
   let lastDrawMs = 0;
-  function drawAll() {
+  function drawAll(force) {
     const t = performance.now();
-    for (const m of maps) drawMap(m);
+    for (const m of maps) {
+      if (force || onScreen(m.canvas)) { drawMap(m); m.dirty = false; } else m.dirty = true;
+    }
     for (const tr of inputTracks) drawInput(tr);
     drawAxes();
     drawViewText();
@@ -470,8 +506,8 @@
     } else {
       let sum = 0, k = 0, mn = Infinity, mx = -Infinity;
       for (let t = a; t < b; t++) { const v = data[base + t * U + unit]; if (v === v) { sum += v; k++; mn = Math.min(mn, v); mx = Math.max(mx, v); } }
-      s += '<div class="tt-agg">mean ' + short(sum / k, 6) + ' (min ' + short(mn, 6) + ', max ' + short(mx, 6) + ')</div>';
-      s += '<div>sequence ' + seq + ' · steps ' + (S0 + a) + '–' + (S0 + b - 1) + ' (' + (b - a) + ' steps in this column; zoom in for exact values)</div>';
+      s += '<div>mean <span class="tt-agg">' + short(sum / k, 7) + '</span> (min ' + short(mn, 6) + ', max ' + short(mx, 6) + ')</div>';
+      s += '<div>sequence ' + seq + ' · steps <span class="tt-from">' + (S0 + a) + '</span>–<span class="tt-to">' + (S0 + b - 1) + '</span> (' + (b - a) + ' steps in this column; zoom in for exact values)</div>';
     }
     return s;
   }
@@ -485,6 +521,11 @@
     tip.style.left = Math.max(4, x) + 'px';
     tip.style.top = Math.max(4, y) + 'px';
   }
+  /* The drawing area of a canvas (its content box, inside the border) in client coordinates. */
+  function plotBox(c) {
+    const r = c.getBoundingClientRect();
+    return { left: r.left + c.clientLeft, top: r.top + c.clientTop, width: c.clientWidth, height: c.clientHeight };
+  }
   function attachPointer(canvas, m) {
     let drag = null;
     canvas.addEventListener('pointerdown', (e) => {
@@ -493,7 +534,7 @@
       if (!drag.shift) canvas.classList.add('dragging');
     });
     canvas.addEventListener('pointermove', (e) => {
-      const rect = canvas.getBoundingClientRect();
+      const rect = plotBox(canvas);
       const x = e.clientX - rect.left, y = e.clientY - rect.top;
       if (drag) {
         const dx = e.clientX - drag.x;
@@ -504,6 +545,7 @@
           setRange(m.li, Math.min(a, b), Math.max(a, b) + 1);
         } else if (!drag.shift) {
           const d = Math.round(-dx * per);
+          settle();
           setView(drag.t0 + d, drag.t1 + d);
         }
       }
@@ -518,7 +560,7 @@
     });
     const end = (e) => {
       if (drag && !drag.moved && !drag.shift && m.mi !== undefined && e.type === 'pointerup') {
-        const rect = canvas.getBoundingClientRect();
+        const rect = plotBox(canvas);
         const c = cellAt(m, e.clientX - rect.left, e.clientY - rect.top);
         if (e.altKey || e.metaKey || e.ctrlKey) toggleUnit(m.li, c.unit);
       }
@@ -531,16 +573,18 @@
     canvas.addEventListener('wheel', (e) => {
       if (e.ctrlKey || e.metaKey) {
         e.preventDefault();
-        const rect = canvas.getBoundingClientRect();
+        const rect = plotBox(canvas);
         const centre = state.t0 + ((e.clientX - rect.left) / rect.width) * (state.t1 - state.t0);
+        settle();
         zoom(e.deltaY > 0 ? 1.25 : 0.8, centre);
       } else if (Math.abs(e.deltaX) > Math.abs(e.deltaY)) {
         e.preventDefault();
+        settle();
         pan(e.deltaX / canvas.clientWidth);
       }
     }, { passive: false });
     canvas.addEventListener('dblclick', (e) => {
-      const rect = canvas.getBoundingClientRect();
+      const rect = plotBox(canvas);
       zoom(0.5, state.t0 + ((e.clientX - rect.left) / rect.width) * (state.t1 - state.t0));
     });
   }
@@ -575,7 +619,7 @@
   }
   function cursorMoved(m) {
     const cur = state.cursor;
-    const rect = m.canvas.getBoundingClientRect();
+    const rect = plotBox(m.canvas);
     const n = state.t1 - state.t0;
     const x = rect.left + ((cur.step - state.t0 + 0.5) / n) * rect.width;
     const y = rect.top + ((orders[m.li].indexOf(cur.unit) + 0.5) / layers[m.li].units) * rect.height;
@@ -705,8 +749,9 @@
     $('sel-status').textContent = sel.size + ' unit' + (sel.size === 1 ? '' : 's') + ' ≥ ' + th + ' on ' + L.members[mi].name + ' throughout steps ' + (S0 + state.range.from) + '–' + (S0 + state.range.to - 1) + ' of sequence ' + meta.sequences[state.seq];
     selectionChanged();
   }
-  /* Ranges where the same units do the same: runs of steps where the Jaccard overlap between the units
-   * ≥ θ and the selected units stays ≥ the minimum; ranked by the run's mean overlap, then length. */
+  /* Ranges where the same units do the same: maximal runs of steps where the Jaccard overlap between
+   * the units ≥ θ and the selected units stays ≥ the minimum, at least the minimum length long (by
+   * default half the selected range); ranked by the run's mean overlap, then longest first. */
   function findMatches(limit) {
     const { li, mi } = selMember();
     const L = layers[li], U = L.units, th = Number($('sel-theta').value), minJ = Number($('sel-minj').value);
@@ -715,10 +760,13 @@
     tb.innerHTML = '';
     if (!Q.size || !L.members[mi]) { $('sel-status').textContent = 'Select units first (pick them in the list, or by threshold).'; return []; }
     const data = memberData(li, mi);
+    const want = state.range ? state.range.to - state.range.from : 1;
+    const typed = Number($('sel-minlen').value);
+    const minLen = $('sel-minlen').value !== '' && typed >= 1 ? Math.floor(typed) : Math.max(1, Math.floor(want / 2));
     const out = [];
     for (let b = 0; b < meta.sequences.length; b++) {
       let run = null;
-      const close = (t) => { if (run) { out.push({ seq: b, from: run.from, to: t, j: run.sum / (t - run.from) }); run = null; } };
+      const close = (t) => { if (run && t - run.from >= minLen) out.push({ seq: b, from: run.from, to: t, j: run.sum / (t - run.from) }); run = null; };
       for (let t = 0; t < S; t++) {
         const base = (b * S + t) * U;
         let inter = 0, active = 0;
@@ -729,14 +777,13 @@
       }
       close(S);
     }
-    const want = state.range ? state.range.to - state.range.from : 1;
-    out.sort((x, y) => y.j - x.j || Math.abs(x.to - x.from - want) - Math.abs(y.to - y.from - want) || x.seq - y.seq || x.from - y.from);
+    out.sort((x, y) => y.j - x.j || (y.to - y.from) - (x.to - x.from) || x.seq - y.seq || x.from - y.from);
     const shown = out.slice(0, limit || 200);
     tb.innerHTML = shown.map((r, k) => {
       const q = state.range && r.seq === state.seq && r.from <= state.range.from && r.to >= state.range.to;
       return '<tr data-seq="' + r.seq + '" data-from="' + r.from + '" data-to="' + r.to + '"><td>' + (k + 1) + '</td><td>' + meta.sequences[r.seq] + (q ? ' (query)' : '') + '</td><td>' + (S0 + r.from) + '–' + (S0 + r.to - 1) + '</td><td>' + (r.to - r.from) + '</td><td>' + r.j.toFixed(3) + '</td></tr>';
     }).join('');
-    $('sel-status').textContent = out.length + ' range' + (out.length === 1 ? '' : 's') + ' where ' + Q.size + ' selected unit' + (Q.size === 1 ? '' : 's') + ' of ' + L.name + ' are ≥ ' + th + ' on ' + L.members[mi].name + ' (Jaccard ≥ ' + minJ + ')' + (out.length > shown.length ? '; best ' + shown.length + ' shown' : '');
+    $('sel-status').textContent = out.length + ' range' + (out.length === 1 ? '' : 's') + ' where ' + Q.size + ' selected unit' + (Q.size === 1 ? '' : 's') + ' of ' + L.name + ' are ≥ ' + th + ' on ' + L.members[mi].name + ' (Jaccard ≥ ' + minJ + ', at least ' + minLen + ' step' + (minLen === 1 ? '' : 's') + ')' + (out.length > shown.length ? '; best ' + shown.length + ' shown' : '');
     return shown.map((r) => ({ sequence: meta.sequences[r.seq], from: S0 + r.from, to: S0 + r.to, jaccard: r.j }));
   }
   $('match-table').addEventListener('click', (e) => {
@@ -868,6 +915,7 @@
   document.addEventListener('keydown', (e) => {
     const tag = (e.target && e.target.tagName) || '';
     if (tag === 'INPUT' || tag === 'SELECT' || tag === 'TEXTAREA' || e.ctrlKey || e.metaKey || e.altKey) return;
+    if (e.repeat) settle();
     let handled = true;
     switch (e.key) {
       case 'ArrowLeft': pan(e.shiftKey ? -0.5 : -0.1); break;
@@ -887,6 +935,15 @@
     if (handled) e.preventDefault();
   });
   window.addEventListener('resize', redraw);
+  let scrollPending = false;
+  window.addEventListener('scroll', () => {
+    if (scrollPending) return;
+    scrollPending = true;
+    requestAnimationFrame(() => {
+      scrollPending = false;
+      for (const m of maps) if (m.dirty && onScreen(m.canvas)) { drawMap(m); m.dirty = false; }
+    });
+  }, { passive: true });
 
   // ---------- start ----------
   $('title').textContent = meta.title ? meta.title : 'rnntrace report';
@@ -926,26 +983,30 @@
     },
     /** The visible window of processing steps, [from, to). */
     view: () => ({ from: S0 + state.t0, to: S0 + state.t1 }),
-    setView: (from, to) => { setView(from - S0, to - S0); drawAll(); },
+    setView: (from, to) => { setView(from - S0, to - S0); drawAll(true); },
     sequence: () => meta.sequences[state.seq],
-    setSequence: (b) => { const i = meta.sequences.indexOf(b); if (i < 0) throw new RangeError('sequence ' + b + ' is not in the report'); setSequence(i); drawAll(); },
+    setSequence: (b) => { const i = meta.sequences.indexOf(b); if (i < 0) throw new RangeError('sequence ' + b + ' is not in the report'); setSequence(i); drawAll(true); },
     /** Units of `layer` in heat-map row order (top first). */
     unitOrder: (layer) => orders[layerIndex(layer)].slice(),
-    sortUnits: (key, dir) => { sortUnits(key, dir); drawAll(); },
+    sortUnits: (key, dir) => { sortUnits(key, dir); drawAll(true); },
     selected: (layer) => Array.from(state.selected[layerIndex(layer)]).sort((a, b) => a - b),
-    selectUnits: (layer, units) => { const li = layerIndex(layer); state.selected[li] = new Set(units); state.listLayer = li; $('unit-layer').value = String(li); selectionChanged(); drawAll(); },
+    selectUnits: (layer, units) => { const li = layerIndex(layer); state.selected[li] = new Set(units); state.listLayer = li; $('unit-layer').value = String(li); selectionChanged(); drawAll(true); },
     /** LSTMVis select: matches of the selected units ≥ theta on member over steps [from, to) of the shown sequence. */
-    findMatches: (layer, member, theta, from, to, minJaccard) => {
+    findMatches: (layer, member, theta, from, to, minJaccard, minLength) => {
       const li = layerIndex(layer);
       $('sel-layer').value = String(li); $('sel-layer').dispatchEvent(new Event('change'));
       $('sel-member').value = String(layers[li].members.findIndex((M) => M.name === member));
       $('sel-theta').value = String(theta);
       if (minJaccard !== undefined) $('sel-minj').value = String(minJaccard);
+      $('sel-minlen').value = minLength === undefined ? '' : String(minLength);
       setRange(li, from - S0, to - S0);
       return findMatches();
     },
-    /** Milliseconds the last full redraw took. */
-    redrawMs: () => { drawAll(); return lastDrawMs; },
+    /** Redraws and returns the milliseconds it took: the maps on screen, or every map with `all`;
+     *  `moving` measures the redraw used while the view is being dragged or zoomed. */
+    redrawMs: (all, moving) => { fast = !!moving; drawAll(!!all); fast = false; return lastDrawMs; },
+    /** Draws every map now, on screen or not (for reading pixels). */
+    drawEverything: () => drawAll(true),
   });
   document.documentElement.setAttribute('data-ready', '1');
 })();

@@ -220,7 +220,7 @@ impl Page {
     /// Distinct colours in a heat map (a blank canvas has one).
     fn colours(&self, li: usize, member: &str) -> u64 {
         self.js(&format!(
-            "(() => {{ const c = document.querySelector('canvas.heatmap[data-layer=\"{li}\"][data-member=\"{member}\"]');
+            "(() => {{ rnntrace.drawEverything(); const c = document.querySelector('canvas.heatmap[data-layer=\"{li}\"][data-member=\"{member}\"]');
                const k = document.createElement('canvas'); k.width = c.width; k.height = c.height; const kc = k.getContext('2d', {{willReadFrequently: true}}); kc.drawImage(c, 0, 0); const d = kc.getImageData(0, 0, c.width, c.height).data; const s = new Set();
                for (let i = 0; i < d.length; i += 4) s.add((d[i] << 16) | (d[i+1] << 8) | d[i+2]);
                return s.size; }})()"
@@ -232,7 +232,7 @@ impl Page {
     /// A hash of a heat map's pixels.
     fn pixels(&self, li: usize, member: &str) -> u64 {
         self.js(&format!(
-            "(() => {{ const c = document.querySelector('canvas.heatmap[data-layer=\"{li}\"][data-member=\"{member}\"]');
+            "(() => {{ rnntrace.drawEverything(); const c = document.querySelector('canvas.heatmap[data-layer=\"{li}\"][data-member=\"{member}\"]');
                const k = document.createElement('canvas'); k.width = c.width; k.height = c.height; const kc = k.getContext('2d', {{willReadFrequently: true}}); kc.drawImage(c, 0, 0); const d = kc.getImageData(0, 0, c.width, c.height).data; let h = 2166136261;
                for (let i = 0; i < d.length; i++) h = Math.imul(h ^ d[i], 16777619) >>> 0; return h; }})()"
         ))
@@ -565,6 +565,7 @@ fn sorting_and_selection_change_what_is_shown() {
             m["from"].as_u64().unwrap() as usize,
             m["to"].as_u64().unwrap() as usize,
         );
+        assert!(to - from >= 5, "{m}: shorter than half the 10-step query");
         let js: Vec<f64> = (from..to).map(|s| jac(s, b)).collect();
         assert!(js.iter().all(|&j| j >= min_j), "{m}: {js:?}");
         // Maximal: the steps around the range do not match.
@@ -831,4 +832,72 @@ fn report_outputs_are_checked_before_any_work() {
         .args(["--report", "x.html", "--report-steps", "9..3"]));
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--report-steps"), "{err}");
+}
+
+#[test]
+fn long_runs_aggregate_columns_and_say_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (w, x) = synthetic(tmp.path(), 3, 5, 2, 4000);
+    let html = tmp.path().join("long.html");
+    let trace = tmp.path().join("long.npz");
+    let (code, _, err) = run(rnntrace()
+        .args(["gru", "-q", "--weights"])
+        .arg(&w)
+        .arg("--input")
+        .arg(&x)
+        .arg("--trace")
+        .arg(&trace)
+        .arg("--report")
+        .arg(&html));
+    assert_eq!(code, 0, "{err}");
+    let t = npz(&trace);
+    let page = Page::open(&html);
+    assert_eq!(
+        page.js("rnntrace.view()"),
+        serde_json::json!({"from": 0, "to": 4000})
+    );
+    let text = page.js("document.getElementById('view-text').textContent");
+    assert!(
+        text.as_str()
+            .unwrap()
+            .contains("each column is the mean of"),
+        "{text}"
+    );
+    assert!(page.colours(0, "gates/z") > 20);
+    // The tooltip of a wide column gives the mean of exactly the steps it covers.
+    let (px, py) = page.cell_point(0, "state/h", 2100, 3);
+    page.hover(px, py);
+    let tip = page.js(
+        "({mean: document.querySelector('#tooltip .tt-agg')?.textContent, from: document.querySelector('#tooltip .tt-from')?.textContent,
+           to: document.querySelector('#tooltip .tt-to')?.textContent, unit: document.querySelector('#tooltip .tt-unit')?.textContent})",
+    );
+    let get = |k: &str| {
+        tip[k]
+            .as_str()
+            .unwrap_or_else(|| panic!("{tip}"))
+            .to_string()
+    };
+    let (from, to): (usize, usize) = (get("from").parse().unwrap(), get("to").parse().unwrap());
+    assert!(from <= 2100 && 2100 <= to && to > from, "{tip}");
+    assert_eq!(get("unit"), "3");
+    let (s, h) = &t["state/h"];
+    let want = (from..=to).map(|k| h[(k * s[1]) * s[2] + 3]).sum::<f64>() / (to - from + 1) as f64;
+    let shown: f64 = get("mean").parse().unwrap();
+    assert!(
+        (shown - want).abs() <= 1e-6 * want.abs().max(1e-3),
+        "{shown} vs {want}"
+    );
+    // Zooming in with the keyboard reaches single steps.
+    for _ in 0..6 {
+        page.tab.press_key("+").unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let v = page.js("rnntrace.view()");
+    assert!(
+        v["to"].as_u64().unwrap() - v["from"].as_u64().unwrap() <= 4000 / 64 + 1,
+        "{v}"
+    );
+    let text = page.js("document.getElementById('view-text').textContent");
+    assert!(!text.as_str().unwrap().contains("mean of"), "{text}");
+    page.assert_clean();
 }

@@ -15,13 +15,14 @@ use crate::cell::Real;
 use crate::compare::Comparison;
 use crate::trace::{LayerTrace, Trace};
 use crate::weights::CellKind;
-use ndarray::Array2;
+use ndarray::{Array2, s};
 use serde::Serialize;
 use std::ops::Range;
 
-/// The most per-step values a report embeds by default: 2²⁴ (64 MiB as float32, about 86 MB of base64).
+/// The most per-step values a report embeds by default: 2²⁵ = 33,554,432 (128 MiB as float32, about
+/// 180 MB of base64), enough for one 10,000-step sequence of a 512-unit LSTM with every gate and state.
 /// Past it, whole sequences are left out first, then the steps at the end of the one sequence kept.
-pub const MAX_VALUES: usize = 1 << 24;
+pub const MAX_VALUES: usize = 1 << 25;
 
 /// Raw little-endian numbers with their NumPy dtype (`<f4` or `<f8`) and shape (C order).
 #[derive(Debug, Clone, Serialize)]
@@ -262,15 +263,6 @@ enum MemberSource<'a, T> {
     Whole(&'a ndarray::Array3<T>),
 }
 
-impl<T: Real> MemberSource<'_, T> {
-    fn get(&self, t: usize, b: usize, u: usize, units: usize) -> T {
-        match self {
-            MemberSource::Block(a, k) => a[[t, b, k * units + u]],
-            MemberSource::Whole(a) => a[[t, b, u]],
-        }
-    }
-}
-
 /// Builds the report of `trace`. Sequences and steps outside the limit are left out, with a note.
 pub fn build<T: Real>(trace: &Trace<T>, checks: &Checks<'_>, opts: &Options) -> ReportData {
     let first = &trace.layers[0];
@@ -413,23 +405,29 @@ fn build_layer<T: Real>(
 ) -> Layer {
     let u = l.units;
     let sources = members_of(l, include_pre);
-    let mut members = Vec::new();
-    for (name, src) in &sources {
-        let mut bytes = Vec::with_capacity(seqs.len() * steps.len() * u * T::BYTES);
-        let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
-        for &b in seqs {
-            let vals = steps
-                .clone()
-                .flat_map(|t| (0..u).map(move |j| (t, j)))
-                .map(|(t, j)| src.get(t, b, j, u));
-            for v in vals {
-                let f = v.to_f();
-                if f.is_finite() {
-                    lo = lo.min(f);
-                    hi = hi.max(f);
+    // Each member's values in (sequence, step, unit) order, copied a unit row at a time.
+    let values: Vec<Vec<T>> = sources
+        .iter()
+        .map(|(_, src)| {
+            let mut v = Vec::with_capacity(seqs.len() * steps.len() * u);
+            for &b in seqs {
+                for t in steps.clone() {
+                    let row = match src {
+                        MemberSource::Block(a, k) => a.slice(s![t, b, k * u..(k + 1) * u]),
+                        MemberSource::Whole(a) => a.slice(s![t, b, ..]),
+                    };
+                    v.extend(row.iter().copied());
                 }
-                T::extend_le(std::iter::once(v), &mut bytes);
             }
+            v
+        })
+        .collect();
+    let mut members = Vec::new();
+    for ((name, _), v) in sources.iter().zip(&values) {
+        let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+        for f in v.iter().map(|x| x.to_f()).filter(|f| f.is_finite()) {
+            lo = lo.min(f);
+            hi = hi.max(f);
         }
         if !lo.is_finite() {
             (lo, hi) = (0.0, 0.0);
@@ -440,6 +438,8 @@ fn build_layer<T: Real>(
             let m = lo.abs().max(hi.abs()).max(f64::MIN_POSITIVE);
             (Scale::Diverging, -m, m)
         };
+        let mut bytes = Vec::with_capacity(v.len() * T::BYTES);
+        T::extend_le(v.iter().copied(), &mut bytes);
         members.push(Member {
             name: name.clone(),
             scale,
@@ -464,80 +464,80 @@ fn build_layer<T: Real>(
             bytes,
         }
     });
+    let names: Vec<&str> = sources.iter().map(|(n, _)| n.as_str()).collect();
     Layer {
         name: l.name.clone(),
         cell: l.kind.name(),
         units: u,
         go_backwards: l.go_backwards,
         input_index: l.input_index.clone(),
-        unit_stats: unit_stats(l, &sources, seqs, steps),
+        unit_stats: unit_stats(l.kind, u, &names, &values),
         members,
         masked,
     }
 }
 
+/// Per-unit statistics from the members' values (each in (sequence, step, unit) order).
 fn unit_stats<T: Real>(
-    l: &LayerTrace<T>,
-    sources: &[(String, MemberSource<'_, T>)],
-    seqs: &[usize],
-    steps: &Range<usize>,
+    kind: CellKind,
+    u: usize,
+    names: &[&str],
+    values: &[Vec<T>],
 ) -> Vec<UnitStats> {
-    let u = l.units;
-    let find = |n: &str| sources.iter().find(|(name, _)| name == n).map(|(_, s)| s);
+    let find = |n: &str| names.iter().position(|m| *m == n).map(|i| &values[i]);
     // Gates computed with recurrent_activation (range [0, 1]), and the one that keeps the old state.
-    let (sat_gates, keep_gate, tanh_sat): (&[&str], Option<&str>, Option<&str>) = match l.kind {
+    let (sat_gates, keep_gate, tanh_sat): (&[&str], Option<&str>, Option<&str>) = match kind {
         CellKind::Lstm => (&["gates/i", "gates/f", "gates/o"], Some("gates/f"), None),
         CellKind::Gru => (&["gates/z", "gates/r"], Some("gates/z"), None),
         CellKind::SimpleRnn => (&[], None, Some("state/h")),
     };
-    let cells = || {
-        seqs.iter()
-            .flat_map(move |&b| steps.clone().map(move |t| (t, b)))
+    // Accumulated over all cells at once, unit by unit in the innermost loop.
+    let mut sat = vec![(0usize, 0usize); u];
+    for g in sat_gates.iter().filter_map(|g| find(g)) {
+        for (i, v) in g.iter().enumerate() {
+            let s = &mut sat[i % u];
+            s.1 += 1;
+            if !(0.1..=0.9).contains(&v.to_f()) {
+                s.0 += 1;
+            }
+        }
+    }
+    if let Some(h) = tanh_sat.and_then(find) {
+        for (i, v) in h.iter().enumerate() {
+            let s = &mut sat[i % u];
+            s.1 += 1;
+            if v.to_f().abs() > 0.9 {
+                s.0 += 1;
+            }
+        }
+    }
+    let means = |a: &Vec<T>| {
+        let mut sum = vec![0.0f64; u];
+        for (i, v) in a.iter().enumerate() {
+            sum[i % u] += v.to_f();
+        }
+        let n = (a.len() / u.max(1)).max(1) as f64;
+        sum.into_iter().map(|s| s / n).collect::<Vec<_>>()
     };
+    let keep = keep_gate
+        .and_then(find)
+        .filter(|a| !a.is_empty())
+        .map(means);
+    let variance = find("state/h").filter(|a| !a.is_empty()).map(|h| {
+        let m = means(h);
+        let mut ss = vec![0.0f64; u];
+        for (i, v) in h.iter().enumerate() {
+            let d = v.to_f() - m[i % u];
+            ss[i % u] += d * d;
+        }
+        let n = (h.len() / u.max(1)).max(1) as f64;
+        ss.into_iter().map(|s| s / n).collect::<Vec<_>>()
+    });
     (0..u)
-        .map(|j| {
-            let mut sat = (0usize, 0usize);
-            for g in sat_gates.iter().filter_map(|g| find(g)) {
-                for (t, b) in cells() {
-                    let v = g.get(t, b, j, u).to_f();
-                    sat.1 += 1;
-                    if !(0.1..=0.9).contains(&v) {
-                        sat.0 += 1;
-                    }
-                }
-            }
-            if let Some(h) = tanh_sat.and_then(find) {
-                for (t, b) in cells() {
-                    sat.1 += 1;
-                    if h.get(t, b, j, u).to_f().abs() > 0.9 {
-                        sat.0 += 1;
-                    }
-                }
-            }
-            let mean = |s: &MemberSource<'_, T>| {
-                let (mut sum, mut n) = (0.0, 0usize);
-                for (t, b) in cells() {
-                    sum += s.get(t, b, j, u).to_f();
-                    n += 1;
-                }
-                (n > 0).then(|| sum / n as f64)
-            };
-            let keep = keep_gate.and_then(find).and_then(mean).and_then(finite);
-            let variance = find("state/h").and_then(|h| {
-                let m = mean(h)?;
-                let (mut ss, mut n) = (0.0, 0usize);
-                for (t, b) in cells() {
-                    let d = h.get(t, b, j, u).to_f() - m;
-                    ss += d * d;
-                    n += 1;
-                }
-                finite(ss / n as f64)
-            });
-            UnitStats {
-                saturation: (sat.1 > 0).then(|| sat.0 as f64 / sat.1 as f64),
-                keep,
-                variance,
-            }
+        .map(|j| UnitStats {
+            saturation: (sat[j].1 > 0).then(|| sat[j].0 as f64 / sat[j].1 as f64),
+            keep: keep.as_ref().and_then(|k| finite(k[j])),
+            variance: variance.as_ref().and_then(|v| finite(v[j])),
         })
         .collect()
 }
