@@ -496,8 +496,26 @@ pub fn check_outputs(
             }
         }
         report_steps(plots)?;
+        report_max_values()?;
     }
     Ok(())
+}
+
+/// `RNNTRACE_REPORT_MAX_VALUES`, or the report's default limit.
+fn report_max_values() -> Result<usize> {
+    match std::env::var("RNNTRACE_REPORT_MAX_VALUES") {
+        Err(_) => Ok(crate::render::report::MAX_VALUES),
+        Ok(v) => v
+            .trim()
+            .parse()
+            .ok()
+            .filter(|&n: &usize| n > 0)
+            .ok_or_else(|| {
+                Error::usage(format!(
+                    "RNNTRACE_REPORT_MAX_VALUES={v}: expected a positive number of values"
+                ))
+            }),
+    }
 }
 
 /// True when two output paths name the same file (whether or not it exists yet).
@@ -556,19 +574,7 @@ pub fn report_options(
         feature_names: display.feature_names.clone(),
         output_names: display.output_names.clone(),
         window,
-        max_values: match std::env::var("RNNTRACE_REPORT_MAX_VALUES") {
-            Err(_) => crate::render::report::MAX_VALUES,
-            Ok(v) => v
-                .trim()
-                .parse()
-                .ok()
-                .filter(|&n: &usize| n > 0)
-                .ok_or_else(|| {
-                    Error::usage(format!(
-                        "RNNTRACE_REPORT_MAX_VALUES={v}: expected a positive number of values"
-                    ))
-                })?,
-        },
+        max_values: report_max_values()?,
     })
 }
 

@@ -860,6 +860,8 @@
       let lo = Infinity, hi = -Infinity;
       for (const s of series) if (s) for (let b = 0; b < NSEQ; b++) { const v = s[b * NOUT + j]; if (v !== null) { lo = Math.min(lo, v); hi = Math.max(hi, v); } }
       if (!(hi > lo)) { hi = (Number.isFinite(lo) ? lo : 0) + 1; lo = hi - 2; }
+      const pad = (hi - lo) * 0.06;
+      lo -= pad; hi += pad;
       const L = 56, R = 8, T = 8, B = 18;
       const x = (b) => L + (NSEQ > 1 ? (b / (NSEQ - 1)) * (w - L - R) : (w - L - R) / 2);
       const y = (v) => T + (1 - (v - lo) / (hi - lo)) * (h - T - B);

@@ -901,3 +901,102 @@ fn long_runs_aggregate_columns_and_say_so() {
     assert!(!text.as_str().unwrap().contains("mean of"), "{text}");
     page.assert_clean();
 }
+
+/// The sections no command fills yet (`explain`'s attributions and analyses, tokens), built through the
+/// library the way a producer would: they render, the unit list sorts by attribution, tokens show.
+#[test]
+fn explain_and_token_sections_render_when_present() {
+    use rnntrace::cell::Activation;
+    use rnntrace::engine::{LayerInput, LayerSpec, run_layer};
+    use rnntrace::render::report::{self, Analysis, Attribution, Checks, Explain, Options};
+    use rnntrace::weights::keras::{ResetAfter, from_arrays};
+    use rnntrace::weights::{CellKind, load_arrays};
+    let dir = case_dir("lstm_masking_value");
+    let arrays = load_arrays(
+        &dir.join("weights.json"),
+        &["kernel", "recurrent_kernel", "bias"],
+    )
+    .unwrap();
+    let weights = from_arrays(CellKind::Lstm, &arrays, ResetAfter::Auto)
+        .unwrap()
+        .cast::<f32>();
+    let (shape, data) = crate::npy(&dir.join("input.npy"));
+    let x = ndarray::Array3::from_shape_vec((shape[0], shape[1], shape[2]), data)
+        .unwrap()
+        .mapv(|v| v as f32);
+    let spec = LayerSpec {
+        name: "lstm".into(),
+        activation: Activation::Tanh,
+        recurrent_activation: Activation::Sigmoid,
+        go_backwards: false,
+        carry_state: false,
+    };
+    let layer = run_layer(
+        &weights,
+        &spec,
+        LayerInput {
+            x: x.view().into(),
+            mask: None,
+            h0: None,
+            c0: None,
+        },
+    );
+    let units = layer.units;
+    let trace = rnntrace::trace::Trace {
+        predictions: layer.last_output.clone(),
+        layers: vec![layer],
+        dense_activation: None,
+    };
+    let mut data = report::build(&trace, &Checks::default(), &Options::default());
+    // Attribution rises with the unit index except unit 1, the largest.
+    let attr: Vec<Option<f64>> = (0..units)
+        .map(|u| Some(if u == 1 { 10.0 } else { u as f64 }))
+        .collect();
+    data.explain = Some(Explain {
+        attributions: vec![Attribution {
+            layer: "lstm".into(),
+            values: attr,
+        }],
+        analyses: vec![Analysis {
+            title: "Units that track <feature 0>".into(),
+            columns: vec!["unit".into(), "correlation".into()],
+            rows: vec![vec!["1".into(), "0.93".into()]],
+        }],
+    });
+    data.tokens = Some(
+        (0..shape[0])
+            .map(|b| (0..shape[1]).map(|r| format!("t{b}_{r}")).collect())
+            .collect(),
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let html = tmp.path().join("explain.html");
+    report::html::write_file(&data, &html).unwrap();
+    let page = Page::open(&html);
+    assert_eq!(
+        page.js("document.getElementById('explain-panel').hidden"),
+        false
+    );
+    let text = page.js("document.getElementById('explain').innerText");
+    assert!(
+        text.as_str()
+            .unwrap()
+            .contains("Units that track <feature 0>")
+            && text.as_str().unwrap().contains("0.93"),
+        "{text}"
+    );
+    page.js("document.querySelector('#sort-buttons button[data-sort=attribution]').click()");
+    let order: Vec<usize> = serde_json::from_value(page.js("rnntrace.unitOrder(0)")).unwrap();
+    let mut want: Vec<usize> = (0..units).rev().filter(|&u| u != 1).collect();
+    want.insert(0, 1);
+    assert_eq!(order, want);
+    // Tokens: a track above the features, and the token of the hovered step in the tooltip.
+    assert_eq!(
+        page.js("document.querySelectorAll('canvas.tokens').length"),
+        1
+    );
+    page.js("rnntrace.setSequence(1)");
+    page.js(&format!("rnntrace.setView(0, {})", shape[1]));
+    let (_, tip) = page.hover_cell(0, "state/h", 2, 0);
+    assert!(tip.contains("t1_2"), "{tip}");
+    page.assert_clean();
+}
