@@ -1000,3 +1000,58 @@ fn explain_and_token_sections_render_when_present() {
     assert!(tip.contains("t1_2"), "{tip}");
     page.assert_clean();
 }
+
+#[test]
+fn report_of_a_run_that_recorded_only_states_or_nothing_still_opens() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = case_dir("lstm_masking_value");
+    for (record, members) in [
+        (
+            "states",
+            serde_json::json!(["state/h", "state/c", "output"]),
+        ),
+        ("none", serde_json::json!([])),
+    ] {
+        let html = tmp.path().join(format!("{record}.html"));
+        let (code, _, err) = run(rnntrace()
+            .current_dir(&dir)
+            .args([
+                "lstm",
+                "-q",
+                "--weights",
+                "weights.json",
+                "--input",
+                "input.npy",
+                "--mask-value",
+                "0",
+                "--record",
+                record,
+                "--report",
+            ])
+            .arg(&html));
+        assert_eq!(code, 0, "{err}");
+        let page = Page::open(&html);
+        assert_eq!(
+            page.js("rnntrace.meta.layers[0].members.map(m => m.name)"),
+            members,
+            "--record {record}"
+        );
+        if record == "none" {
+            let text = page.js("document.getElementById('maps').innerText");
+            assert!(
+                text.as_str()
+                    .unwrap()
+                    .contains("Nothing per step was recorded"),
+                "{text}"
+            );
+            assert_eq!(
+                page.js("(document.querySelector('#sort-buttons button[data-sort=saturation]').click(), rnntrace.unitOrder(0).length)"),
+                4
+            );
+        } else {
+            assert!(page.colours(0, "state/c") > 5);
+        }
+        page.js("document.getElementById('sel-find').click()");
+        page.assert_clean();
+    }
+}
