@@ -50,8 +50,12 @@ fn browser() -> &'static Browser {
     })
 }
 
+/// One page open at a time: the browser tests share the machine with the timed tests of the suite.
+static ONE_PAGE: Mutex<()> = Mutex::new(());
+
 /// An open report: its tab, and what the page logged and requested.
 struct Page {
+    _turn: std::sync::MutexGuard<'static, ()>,
     tab: Arc<Tab>,
     problems: Arc<Mutex<Vec<String>>>,
     requests: Arc<Mutex<Vec<String>>>,
@@ -59,6 +63,7 @@ struct Page {
 
 impl Page {
     fn open(path: &Path) -> Page {
+        let turn = ONE_PAGE.lock().unwrap_or_else(|e| e.into_inner());
         let tab = browser().new_tab().expect("new tab");
         tab.set_default_timeout(Duration::from_secs(60));
         let problems = Arc::new(Mutex::new(Vec::new()));
@@ -98,6 +103,7 @@ impl Page {
         tab.navigate_to(&url).unwrap();
         tab.wait_until_navigated().unwrap();
         let page = Page {
+            _turn: turn,
             tab,
             problems,
             requests,
@@ -760,6 +766,7 @@ fn report_past_its_limit_says_what_it_left_out_and_how_to_narrow() {
     page.js("rnntrace.setView(100, 160)");
     let (val, text) = page.hover_cell(0, "state/c", 130, 9);
     assert_eq!(val, v[(130 * s[1] + 5) * s[2] + 9], "{text}");
+    drop(page);
     // One sequence too long for the limit: its steps are cut, and the note names --report-steps.
     let mut c = rnntrace();
     base(&mut c);
