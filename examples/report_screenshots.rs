@@ -10,10 +10,13 @@ use headless_chrome::{Browser, LaunchOptions};
 use std::path::PathBuf;
 use std::time::Duration;
 
-fn main() -> anyhow::Result<()> {
+/// headless_chrome's errors (anyhow's) and std's, boxed.
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let (Some(html), Some(out)) = (args.get(1), args.get(2)) else {
-        anyhow::bail!("usage: report_screenshots REPORT.html OUT_DIR");
+        return Err("usage: report_screenshots REPORT.html OUT_DIR".into());
     };
     let chromium = std::env::var_os("RNNTRACE_CHROMIUM")
         .map(PathBuf::from)
@@ -47,7 +50,7 @@ fn main() -> anyhow::Result<()> {
         false,
     )?;
     println!("redraw: {}", ms.value.unwrap_or_default());
-    let shot = |name: &str| -> anyhow::Result<()> {
+    let shot = |name: &str| -> Result<()> {
         std::thread::sleep(Duration::from_millis(200));
         let png = tab.capture_screenshot(CaptureScreenshotFormatOption::Png, None, None, true)?;
         let p = PathBuf::from(out).join(name);

@@ -1,5 +1,5 @@
 /*!
-rnntrace: trace LSTM and GRU cells exactly as Keras and PyTorch compute them.
+rnntrace: trace LSTM, GRU and SimpleRNN cells exactly as Keras and PyTorch compute them.
 
 The library is layered so that each part can be used alone:
 - [`io`] reads `.npy`, `.npz` and JSON arrays, hardened against hostile files;
@@ -8,18 +8,12 @@ The library is layered so that each part can be used alone:
 - [`compare`] checks predictions against the framework's;
 - [`render`] turns a trace into tables and JSON.
 
-The command line ([`cli`], [`config`], [`app`]) is a thin layer over these. See `examples/` for the library
-used directly.
+The command line (the `rnntrace` binary: `src/main.rs`, `src/cli/`, `src/commands/`) is a thin layer over
+these and not part of the library. See `examples/` for the library used directly.
 */
 
-pub mod app;
 pub mod cell;
-pub mod cli;
-pub mod commands;
 pub mod compare;
-pub mod config;
-pub mod demo;
-pub mod diagnose;
 pub mod engine;
 pub mod error;
 pub mod io;

@@ -5,10 +5,12 @@
 
 mod diagnose;
 mod errors;
+mod faults;
 mod golden;
 mod models;
 mod output;
 mod report;
+mod torch_files;
 
 use assert_cmd::Command;
 use std::path::{Path, PathBuf};

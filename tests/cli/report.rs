@@ -794,7 +794,7 @@ fn report_outputs_are_checked_before_any_work() {
         (&["--report", "input.npy"], "is an input"),
         (
             &["--report", "same.html", "--trace", "same.html"],
-            "is also the --trace output",
+            "are the same file",
         ),
         (&["--report", "missing/r.html"], "does not exist"),
     ];
@@ -1061,4 +1061,80 @@ fn report_of_a_run_that_recorded_only_states_or_nothing_still_opens() {
         page.js("document.getElementById('sel-find').click()");
         page.assert_clean();
     }
+}
+
+/// A PyTorch LSTM with `proj_size`: `h` and the output are as wide as the projection (2), the gates and `c`
+/// as the state (6). The page shows them as two layers, and its numbers are PyTorch's.
+#[test]
+fn projected_lstm_report_shows_h_at_the_projections_width() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = fixtures().join("torch_files");
+    let html = tmp.path().join("proj.html");
+    let trace = tmp.path().join("t.npz");
+    // With a streamed .npz trace too: the report's trace is then recorded apart.
+    let (code, _, err) = run(rnntrace()
+        .current_dir(&dir)
+        .args([
+            "lstm",
+            "-q",
+            "--weights",
+            "lstm_proj.pt",
+            "--input",
+            "lstm_proj.x.npy",
+            "--expected",
+            "lstm_proj.out.npy",
+            "--atol",
+            "1e-5",
+            "--rtol",
+            "0",
+            "--trace",
+        ])
+        .arg(&trace)
+        .arg("--report")
+        .arg(&html));
+    assert_eq!(code, 0, "{err}");
+    let page = Page::open(&html);
+    assert_eq!(
+        page.js("rnntrace.meta.layers.map(l => [l.name, l.units, l.members.map(m => m.name + ':' + m.data.shape.join('x'))])"),
+        serde_json::json!([
+            ["lstm", 6, ["gates/i:3x5x6", "gates/f:3x5x6", "gates/c:3x5x6", "gates/o:3x5x6", "state/c:3x5x6"]],
+            ["lstm/projection", 2, ["state/h:3x5x2"]]
+        ])
+    );
+    // PyTorch's output (batch_first, (3, 5, 2)) is h at every step.
+    let (shape, want) = crate::npy(&dir.join("lstm_proj.out.npy"));
+    assert_eq!(shape, vec![3, 5, 2]);
+    for b in 0..3 {
+        for t in 0..5 {
+            for j in 0..2 {
+                let ours = page
+                    .value("lstm/projection", "state/h", b, t, j)
+                    .as_f64()
+                    .unwrap();
+                let d = (ours - want[(b * 5 + t) * 2 + j]).abs();
+                assert!(d <= 1e-5, "h[{b},{t},{j}] off by {d}");
+            }
+        }
+    }
+    // c matches the .npz trace of the same run, exactly (a float32 run; compared as float32, since the
+    // JSON that carries the page's numbers to the test may be a unit off in the last f64 place).
+    let z = npz(&trace);
+    let (cs, c) = &z["state/c"];
+    assert_eq!(cs, &vec![5, 3, 6]);
+    for b in 0..3 {
+        for t in 0..5 {
+            for u in 0..6 {
+                let ours = page.value("lstm", "state/c", b, t, u).as_f64().unwrap();
+                assert_eq!(ours as f32, c[(t * 3 + b) * 6 + u] as f32, "c[{b},{t},{u}]");
+            }
+        }
+    }
+    for (li, m) in [(0, "gates/f"), (0, "state/c"), (1, "state/h")] {
+        assert!(page.colours(li, m) > 2, "{m} not drawn");
+    }
+    assert_eq!(
+        page.js("document.getElementById('verdict').textContent"),
+        "matches the framework"
+    );
+    page.assert_clean();
 }

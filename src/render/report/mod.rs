@@ -81,7 +81,8 @@ pub struct Layer {
     pub name: String,
     /// `lstm`, `gru` or `simple_rnn`.
     pub cell: &'static str,
-    /// State size.
+    /// Rows of its maps: the state size (for `NAME/projection`, a projected LSTM's `h` and output, the
+    /// projection's width).
     pub units: usize,
     /// Processed last step first.
     pub go_backwards: bool,
@@ -165,7 +166,7 @@ pub struct ReportData {
     pub tokens: Option<Vec<Vec<String>>>,
     /// `--window K`, when the input was cut from a series.
     pub window: Option<usize>,
-    /// Recurrent layers in order.
+    /// Recurrent layers in order (a projected LSTM as two: its gates and `c`, then `NAME/projection`).
     pub layers: Vec<Layer>,
     /// Predictions and the verdict.
     pub predictions: Predictions,
@@ -229,7 +230,7 @@ fn finite(v: f64) -> Option<f64> {
 
 /// The recorded members of a layer: (npz name, values (steps, sequences, units) for a gate block or a
 /// state).
-fn members_of<T: Real>(l: &LayerTrace<T>, include_pre: bool) -> Vec<(String, MemberSource<'_, T>)> {
+fn members_of<T: Real>(l: &LayerTrace<T>, include_pre: bool) -> Members<'_, T> {
     let names = l.kind.gate_names();
     let mut out = Vec::new();
     if let Some(g) = &l.gates {
@@ -256,11 +257,53 @@ fn members_of<T: Real>(l: &LayerTrace<T>, include_pre: bool) -> Vec<(String, Mem
     out
 }
 
+/// Members by their `.npz` names.
+type Members<'a, T> = Vec<(String, MemberSource<'a, T>)>;
+
 enum MemberSource<'a, T> {
     /// Gate block `k` of a (steps, sequences, blocks·units) array.
     Block(&'a ndarray::Array3<T>, usize),
-    /// A (steps, sequences, units) array.
+    /// A (steps, sequences, width) array: `units` wide, or a projected LSTM's `h` and output, as wide as
+    /// its projection.
     Whole(&'a ndarray::Array3<T>),
+}
+
+impl<T> MemberSource<'_, T> {
+    /// Values per step and sequence.
+    fn width(&self, units: usize) -> usize {
+        match self {
+            MemberSource::Block(..) => units,
+            MemberSource::Whole(a) => a.shape()[2],
+        }
+    }
+}
+
+/// A layer's members grouped by width, each group shown as one report layer: one group, except for a
+/// projected LSTM (PyTorch `proj_size`), whose `h` and output (the projection's width) are shown as a
+/// second layer `NAME/projection` beside the gates and `c` (the state's width), since every row of a
+/// layer's maps is one of its units.
+fn member_groups<T: Real>(
+    l: &LayerTrace<T>,
+    include_pre: bool,
+) -> Vec<(String, usize, Members<'_, T>)> {
+    let (state, projected): (Vec<_>, Vec<_>) = members_of(l, include_pre)
+        .into_iter()
+        .partition(|(_, m)| m.width(l.units) == l.units);
+    let mut groups = vec![(l.name.clone(), l.units, state)];
+    if let Some((_, m)) = projected.first() {
+        let width = m.width(l.units);
+        groups.push((format!("{}/projection", l.name), width, projected));
+    } else if let Some(h) = l.h.as_ref().filter(|h| h.shape()[2] != l.units) {
+        // Nothing recorded, but the projection is still a layer of its own.
+        groups.push((format!("{}/projection", l.name), h.shape()[2], Vec::new()));
+    } else if l.final_h.ncols() != l.units {
+        groups.push((
+            format!("{}/projection", l.name),
+            l.final_h.ncols(),
+            Vec::new(),
+        ));
+    }
+    groups
 }
 
 /// Builds the report of `trace`. Sequences and steps outside the limit are left out, with a note.
@@ -282,7 +325,11 @@ pub fn build<T: Real>(trace: &Trace<T>, checks: &Checks<'_>, opts: &Options) -> 
     let per_step: usize = trace
         .layers
         .iter()
-        .map(|l| members_of(l, opts.include_pre).len() * l.units)
+        .flat_map(|l| {
+            members_of(l, opts.include_pre)
+                .into_iter()
+                .map(|(_, m)| m.width(l.units))
+        })
         .sum::<usize>()
         .max(1);
     let per_seq = per_step * steps.len();
@@ -338,7 +385,14 @@ pub fn build<T: Real>(trace: &Trace<T>, checks: &Checks<'_>, opts: &Options) -> 
     let layers = trace
         .layers
         .iter()
-        .map(|l| build_layer(l, &sequences, &kept_steps, opts.include_pre))
+        .flat_map(|l| {
+            member_groups(l, opts.include_pre)
+                .into_iter()
+                .map(|(name, width, sources)| {
+                    build_layer(l, name, width, sources, &sequences, &kept_steps)
+                })
+                .collect::<Vec<_>>()
+        })
         .collect();
     // The model's input: the first layer's.
     let f = first.features;
@@ -397,14 +451,15 @@ pub fn build<T: Real>(trace: &Trace<T>, checks: &Checks<'_>, opts: &Options) -> 
     }
 }
 
+/// One report layer: `sources` (all `u` wide) of layer `l`, named `name`.
 fn build_layer<T: Real>(
     l: &LayerTrace<T>,
+    name: String,
+    u: usize,
+    sources: Members<'_, T>,
     seqs: &[usize],
     steps: &Range<usize>,
-    include_pre: bool,
 ) -> Layer {
-    let u = l.units;
-    let sources = members_of(l, include_pre);
     // Each member's values in (sequence, step, unit) order, copied a unit row at a time.
     let values: Vec<Vec<T>> = sources
         .iter()
@@ -466,7 +521,7 @@ fn build_layer<T: Real>(
     });
     let names: Vec<&str> = sources.iter().map(|(n, _)| n.as_str()).collect();
     Layer {
-        name: l.name.clone(),
+        name,
         cell: l.kind.name(),
         units: u,
         go_backwards: l.go_backwards,
