@@ -355,6 +355,13 @@ pub struct PlotArgs {
     /// The sequence (0-based) --plot-gates shows.
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub plot_sequence: usize,
+    /// An interactive, self-contained HTML report (heat maps of every gate and state, units, select,
+    /// predictions); --sequences chooses its sequences (default: all that fit).
+    #[arg(long, value_name = "FILE.html")]
+    pub report: Option<PathBuf>,
+    /// The processing steps the report holds, `A..B` (half-open; default: all that fit).
+    #[arg(long, value_name = "A..B", requires = "report")]
+    pub report_steps: Option<String>,
 }
 
 /// How the tables look.

@@ -23,10 +23,13 @@ use std::path::{Path, PathBuf};
 use super::load::{load_expected, load_initial_state, load_mask, load_targets, shape_input};
 
 /// What the environment asks for, read once per process.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Env {
     /// `RNNTRACE_KERNELS`: the best kernels a run may use.
     pub kernels: Kernels,
+    /// `RNNTRACE_REPORT_MAX_VALUES`: the most per-step values a `--report` embeds, or the usage error a
+    /// bad value gives (only when a report is asked for: see [`report_job`]).
+    pub report_max_values: std::result::Result<usize, String>,
 }
 
 impl Env {
@@ -48,8 +51,78 @@ impl Env {
             },
             Err(std::env::VarError::NotUnicode(v)) => return Err(bad(&v)),
         };
-        Ok(Env { kernels })
+        let report_max_values = match std::env::var("RNNTRACE_REPORT_MAX_VALUES") {
+            Err(std::env::VarError::NotPresent) => Ok(crate::render::report::MAX_VALUES),
+            Ok(v) => v
+                .trim()
+                .parse()
+                .ok()
+                .filter(|&n: &usize| n > 0)
+                .ok_or_else(|| {
+                    format!("RNNTRACE_REPORT_MAX_VALUES={v}: expected a positive number of values")
+                }),
+            Err(std::env::VarError::NotUnicode(v)) => Err(format!(
+                "RNNTRACE_REPORT_MAX_VALUES is {v:?}; expected a positive number of values"
+            )),
+        };
+        Ok(Env {
+            kernels,
+            report_max_values,
+        })
     }
+}
+
+/// `--report FILE.html`, validated: where it goes and what it holds (the title, sequences and names come
+/// from the run).
+#[derive(Debug, Clone)]
+pub struct ReportJob {
+    /// The page.
+    pub path: PathBuf,
+    /// `--report-steps`: the processing steps it holds (`None`: all that fit).
+    pub steps: Option<std::ops::Range<usize>>,
+    /// The most per-step values it embeds (`RNNTRACE_REPORT_MAX_VALUES`).
+    pub max_values: usize,
+}
+
+/// Validates `--report-steps` and `RNNTRACE_REPORT_MAX_VALUES` when a report is asked for (its path is
+/// checked with the other outputs by [`check_outputs`]).
+pub fn report_job(plots: &PlotArgs, env: &Env) -> Result<Option<ReportJob>> {
+    let Some(path) = &plots.report else {
+        return Ok(None);
+    };
+    let steps = match plots.report_steps.as_deref() {
+        None => None,
+        Some(s) => Some(report_steps(s)?),
+    };
+    let max_values = env.report_max_values.clone().map_err(Error::usage)?;
+    Ok(Some(ReportJob {
+        path: path.clone(),
+        steps,
+        max_values,
+    }))
+}
+
+/// `--report-steps A..B` (half-open; `A..=B` inclusive).
+fn report_steps(s: &str) -> Result<std::ops::Range<usize>> {
+    let bad = || {
+        Error::usage(format!(
+            "--report-steps '{s}': expected a range of processing steps like 100..600"
+        ))
+    };
+    let (a, b) = s.split_once("..").ok_or_else(bad)?;
+    let (b, inclusive) = match b.strip_prefix('=') {
+        Some(b) => (b, true),
+        None => (b, false),
+    };
+    let a: usize = a.trim().parse().map_err(|_| bad())?;
+    let b: usize = b.trim().parse().map_err(|_| bad())?;
+    let end = if inclusive { b.saturating_add(1) } else { b };
+    if end <= a {
+        return Err(Error::usage(format!(
+            "--report-steps '{s}': the range is empty"
+        )));
+    }
+    Ok(a..end)
 }
 
 /// A validated single-layer job, values in f64 (cast to the run precision later).
@@ -115,6 +188,8 @@ pub struct OutputConfig {
     pub timings: bool,
     /// Chart targets.
     pub plots: PlotArgs,
+    /// `--report`, validated.
+    pub report: Option<ReportJob>,
 }
 
 /// Validates display flags for a run of `n_features` features.
@@ -236,6 +311,7 @@ pub fn cell_job(kind: CellKind, a: &CellArgs, env: &Env) -> Result<CellJob> {
     .map(|p| p.as_path())
     .collect();
     check_outputs(&inputs, a.trace.as_deref(), &a.plots)?;
+    let report = report_job(&a.plots, env)?;
     if let Some(t) = a.trace.as_deref() {
         let ext = t
             .extension()
@@ -394,6 +470,7 @@ pub fn cell_job(kind: CellKind, a: &CellArgs, env: &Env) -> Result<CellJob> {
             },
             timings: a.timings,
             plots: a.plots.clone(),
+            report,
         },
         kernels: env.kernels,
         notes,
@@ -448,7 +525,7 @@ pub fn weight_warning(path: &Path, w: &CellWeights<f64>, f32_run: bool) -> Optio
 }
 
 /// Checks every output a command will write, before any work: none is an input, no two share a path,
-/// every folder exists and can be written, chart names end in .png or .svg.
+/// every folder exists and can be written, chart names end in .png or .svg, the report's in .html.
 pub fn check_outputs(inputs: &[&Path], trace: Option<&Path>, plots: &PlotArgs) -> Result<()> {
     let mut outs: Vec<(&str, &Path)> = Vec::new();
     outs.extend(trace.map(|p| ("--trace", p)));
@@ -461,6 +538,20 @@ pub fn check_outputs(inputs: &[&Path], trace: Option<&Path>, plots: &PlotArgs) -
             crate::render::plot::image_format(flag, p)?;
             outs.push((flag, p));
         }
+    }
+    if let Some(r) = &plots.report {
+        check_not_input(Some(r), inputs)?;
+        let html = r
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| e.eq_ignore_ascii_case("html") || e.eq_ignore_ascii_case("htm"));
+        if !html {
+            return Err(Error::usage(format!(
+                "--report {}: the file name must end in .html",
+                r.display()
+            )));
+        }
+        outs.push(("--report", r));
     }
     check_output_set(inputs, &outs)
 }

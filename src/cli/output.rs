@@ -1,6 +1,6 @@
 /*!
-The one writer every command hands its results to: the JSON trace file, the charts, stdout (tables or JSON),
-warnings and progress on stderr, and the verdict as an [`Outcome`]. Commands compute and validate; they
+The one writer every command hands its results to: the JSON trace file, the charts, the HTML report, stdout
+(tables or JSON), warnings and progress on stderr, and the verdict as an [`Outcome`]. Commands compute and validate; they
 write through here (the streamed `.npz` trace is the one exception: it is written block by block while the
 engine runs, by [`crate::render::npz`]).
 */
@@ -45,7 +45,7 @@ impl Outcome {
 }
 
 /// Where a finished report goes, besides stdout.
-pub struct Targets<'a> {
+pub struct Targets<'a, T> {
     /// What stdout gets.
     pub format: FormatArg,
     /// `--trace FILE.json` (an `.npz` trace is streamed while the engine runs).
@@ -57,6 +57,8 @@ pub struct Targets<'a> {
     pub streamed: Streamed,
     /// A model with several outputs (`run`): the report shows the first; the others are named here.
     pub more_outputs: MoreOutputs,
+    /// `--report FILE.html`.
+    pub html: Option<HtmlReport<'a, T>>,
 }
 
 /// The outputs of a model besides the first, which the report holds.
@@ -66,6 +68,16 @@ pub struct MoreOutputs {
     pub names: Vec<String>,
     /// The `--expected` comparisons of the outputs after the first, each with its output's name.
     pub compared: Vec<(String, Comparison)>,
+}
+
+/// What `--report` shows: the trace as `--record` kept it (the JSON trace may hold more).
+pub struct HtmlReport<'a, T> {
+    /// Where, and how much.
+    pub job: &'a crate::cli::job::ReportJob,
+    /// The run's trace, holding the gates and states `--record` asked for.
+    pub trace: &'a Trace<T>,
+    /// Whether the pre-activations go in (`--record-pre`).
+    pub include_pre: bool,
 }
 
 /// Charts built while the engine ran, from its blocks, when the trace itself was not kept.
@@ -79,8 +91,8 @@ pub struct Streamed {
 
 /// Writes everything a command asked for from one finished report, then returns the verdict (a mismatch
 /// when any compared output fails): the JSON trace, the three charts (`--output-names` label the prediction
-/// panels), and stdout.
-pub fn write<T: Real>(report: &Report<'_, T>, to: &Targets<'_>) -> Result<Outcome> {
+/// panels), the HTML report, and stdout.
+pub fn write<T: Real>(report: &Report<'_, T>, to: &Targets<'_, T>) -> Result<Outcome> {
     if let Some(path) = to.json_trace {
         atomic_write(path, |w| render::json::write(report, w))?;
     }
@@ -108,6 +120,9 @@ pub fn write<T: Real>(report: &Report<'_, T>, to: &Targets<'_>) -> Result<Outcom
             Some(maps) => plot::draw_heatmaps(maps, path)?,
             None => plot::draw_heatmaps(&plot::gates(report.trace, p.plot_sequence), path)?,
         }
+    }
+    if let Some(html) = &to.html {
+        write_html(report, html)?;
     }
     match to.format {
         FormatArg::Json => write_stdout(|w| render::json::write(report, w))?,
@@ -140,6 +155,34 @@ pub fn write<T: Real>(report: &Report<'_, T>, to: &Targets<'_>) -> Result<Outcom
         outcome = Outcome::Mismatch;
     }
     Ok(outcome)
+}
+
+/// Writes the HTML report: `html.trace` with the run's title (or its first layer's name), sequences,
+/// names and verdict.
+fn write_html<T: Real>(report: &Report<'_, T>, html: &HtmlReport<'_, T>) -> Result<()> {
+    let title = match report.title.as_str() {
+        "" => html.trace.layers[0].name.clone(),
+        t => t.to_string(),
+    };
+    let opts = render::report::Options {
+        title,
+        sequences: report.display.sequences.clone(),
+        steps: html.job.steps.clone(),
+        include_pre: html.include_pre,
+        max_values: html.job.max_values,
+        feature_names: report.display.feature_names.clone(),
+        output_names: report.display.output_names.clone(),
+        window: report.window,
+    };
+    let checks = render::report::Checks {
+        expected: report.expected.as_ref(),
+        targets: report.targets.as_ref(),
+        comparison: report.comparison.as_ref(),
+    };
+    render::report::html::write_file(
+        &render::report::build(html.trace, &checks, &opts),
+        &html.job.path,
+    )
 }
 
 /// Writes to stdout; a closed pipe (`rnntrace … | head`) ends the output quietly, a closed stdout

@@ -192,6 +192,11 @@ fn finish<T: Real>(job: &CellJob, layer: LayerTrace<T>) -> Computed<T> {
     }
 }
 
+/// Whether a layer holds the gates and states `r` keeps, and no more (pre-activations: at least).
+fn holds<T: Real>(l: &LayerTrace<T>, r: Record) -> bool {
+    l.gates.is_some() == r.gates && l.h.is_some() == r.states && (!r.pre || l.pre.is_some())
+}
+
 fn is_npz(p: &Path) -> bool {
     p.extension().is_some_and(|e| e.eq_ignore_ascii_case("npz"))
 }
@@ -218,7 +223,13 @@ fn execute_as<T: Real>(job: &CellJob, title: &str, started: Instant) -> Result<O
     let p = &out.plots;
     let wants_json =
         out.format == FormatArg::Json || out.trace.as_deref().is_some_and(|p| !is_npz(p));
-    let mut feed = (!wants_json && (p.plot.is_some() || p.plot_gates.is_some())).then(|| {
+    // A report needs the whole trace as --record keeps it: recorded by the main run (not streamed), unless
+    // an .npz trace is streamed anyway.
+    let keep_for_report = out.report.is_some() && npz_target.is_none();
+    let mut feed = (!wants_json
+        && !keep_for_report
+        && (p.plot.is_some() || p.plot_gates.is_some()))
+    .then(|| {
         let (sequences, steps, _) = job.x.dim();
         plot::ChartFeed::<T>::new(
             job.weights.kind,
@@ -276,8 +287,12 @@ fn execute_as<T: Real>(job: &CellJob, title: &str, started: Instant) -> Result<O
         }
         None => {
             // Tables and the predictions chart need only the predictions from the main run (the shown
-            // sequences are traced apart); JSON needs everything.
-            let record = if wants_json { out.record } else { Record::NONE };
+            // sequences are traced apart); JSON needs everything, the report what --record keeps.
+            let record = if wants_json || keep_for_report {
+                out.record
+            } else {
+                Record::NONE
+            };
             (run_prepared(job, &weights, inp, record, None)?, None)
         }
     };
@@ -296,10 +311,12 @@ fn execute_as<T: Real>(job: &CellJob, title: &str, started: Instant) -> Result<O
         },
         None => output::Streamed::default(),
     };
-    // JSON (file or stdout) needs complete per-step records, and so do charts not fed from the stream;
-    // recompute what was not kept.
-    let charts_from_trace = feed.is_none() && (p.plot.is_some() || p.plot_gates.is_some());
-    let wants_json = wants_json || charts_from_trace;
+    // JSON (file or stdout) needs complete per-step records, and so do charts not fed from the stream
+    // when the main run did not keep what they draw; recompute what was not kept.
+    let l0 = &computed.trace.layers[0];
+    let charts_lack = feed.is_none()
+        && ((p.plot.is_some() && l0.h.is_none()) || (p.plot_gates.is_some() && l0.gates.is_none()));
+    let wants_json = wants_json || charts_lack;
     let n = computed.trace.predictions.nrows();
     let full;
     let json_trace: &Trace<T> = if wants_json && !computed.trace.layers[0].is_complete() {
@@ -343,6 +360,18 @@ fn execute_as<T: Real>(job: &CellJob, title: &str, started: Instant) -> Result<O
         display: &out.display,
         title: title.to_string(),
     };
+    // The report shows what --record kept: the main run's trace, or the JSON's when it holds the same; a
+    // streamed .npz run kept nothing in memory, so it is run again.
+    let report_owned;
+    let html_trace = match &out.report {
+        None => None,
+        Some(_) if holds(&computed.trace.layers[0], out.record) => Some(&computed.trace),
+        Some(_) if holds(&json_trace.layers[0], out.record) => Some(json_trace),
+        Some(_) => {
+            report_owned = finish(job, run_engine::<T>(job, None, out.record, None)?).trace;
+            Some(&report_owned)
+        }
+    };
     let outcome = output::write(
         &report,
         &output::Targets {
@@ -351,6 +380,15 @@ fn execute_as<T: Real>(job: &CellJob, title: &str, started: Instant) -> Result<O
             plots: &out.plots,
             streamed,
             more_outputs: output::MoreOutputs::default(),
+            html: out
+                .report
+                .as_ref()
+                .zip(html_trace)
+                .map(|(job, trace)| output::HtmlReport {
+                    job,
+                    trace,
+                    include_pre: out.record.pre,
+                }),
         },
     )?;
     write_time += write_start.elapsed();

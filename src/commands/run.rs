@@ -309,6 +309,7 @@ fn run_as<T: Real>(
     let mut display = job::display_options(&a.display, features)?;
     display.check_sequences(n)?;
     job::check_plot_sequence(&a.plots, n)?;
+    let html = job::report_job(&a.plots, env)?;
     display.output_names = output_names(a);
     let model_outputs = model.graph.as_ref().map_or(1, |g| g.outputs.len());
     let names = runner::output_names(model, model_outputs);
@@ -438,6 +439,11 @@ fn run_as<T: Real>(
             plots: &a.plots,
             streamed: output::Streamed::default(),
             more_outputs: more,
+            html: html.as_ref().map(|job| output::HtmlReport {
+                job,
+                trace: &trace,
+                include_pre: false,
+            }),
         },
     )
 }

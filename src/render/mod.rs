@@ -7,6 +7,7 @@ pub mod json;
 pub mod npz;
 pub mod number;
 pub mod plot;
+pub mod report;
 pub mod table;
 
 use crate::compare::Comparison;

@@ -10,6 +10,7 @@ mod golden;
 mod models;
 mod output;
 mod real_models;
+mod report;
 mod torch_files;
 
 use assert_cmd::Command;
