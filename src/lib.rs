@@ -22,6 +22,7 @@ pub mod demo;
 pub mod diagnose;
 pub mod engine;
 pub mod error;
+pub mod explain;
 pub mod io;
 pub mod model;
 pub mod render;
