@@ -54,6 +54,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         Command::Run(r) => crate::commands::run_model(&r, started),
         Command::Inspect(i) => crate::commands::inspect(&i),
         Command::Diagnose(a) => crate::diagnose::run(&a),
+        Command::Explain(a) => crate::commands::explain::run(&a),
     }
 }
 

@@ -5,6 +5,9 @@ The command line, declared and nothing more. [`crate::config`] turns these raw v
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
+pub mod explain;
+pub use explain::ExplainArgs;
+
 /// Trace LSTM and GRU cells exactly as Keras (and PyTorch) compute them: every gate, every step.
 #[derive(Debug, Parser)]
 #[command(name = "rnntrace", version, about, long_about = None, max_term_width = 100)]
@@ -29,6 +32,9 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Find the conventions (activations, gate order, go_backwards, state, head, …) that explain a framework's output.
     Diagnose(DiagnoseArgs),
+    /// Exact attributions of one output over time and features (gradient, input × gradient, integrated
+    /// gradients, occlusion) and what each unit does (saturation, timescales, dead units).
+    Explain(ExplainArgs),
 }
 
 /// Arguments of `run`.

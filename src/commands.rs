@@ -4,6 +4,8 @@ weights file holds). Loading is [`crate::model`], computing is [`crate::runner`]
 command line against the model and writes the outputs, like [`crate::app`] does for single layers.
 */
 
+pub mod explain;
+
 use crate::app::{Outcome, write_stdout};
 use crate::cell::{Activation, Real};
 use crate::cli::{ColorArg, FormatArg, InspectArgs, PrecisionArg, RunArgs};

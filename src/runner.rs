@@ -62,7 +62,11 @@ fn act(model: &SavedModel, layer: &str, name: &str) -> Result<Activation> {
 }
 
 /// The validated cell weights of one recurrent layer.
-fn cell_weights<T: Real>(model: &SavedModel, layer: &str, r: &Recurrent) -> Result<CellWeights<T>> {
+pub(crate) fn cell_weights<T: Real>(
+    model: &SavedModel,
+    layer: &str,
+    r: &Recurrent,
+) -> Result<CellWeights<T>> {
     let kind = match r.cell {
         RecurrentCell::Lstm => CellKind::Lstm,
         RecurrentCell::Gru => CellKind::Gru,

@@ -640,7 +640,7 @@ fn finite_min_max(it: impl Iterator<Item = f64>) -> Option<(f64, f64)> {
 
 // ───────────────────────────────────────── drawing ─────────────────────────────────────────
 
-const PALETTE: [RGBColor; 10] = [
+pub(crate) const PALETTE: [RGBColor; 10] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),
@@ -652,9 +652,9 @@ const PALETTE: [RGBColor; 10] = [
     RGBColor(188, 189, 34),
     RGBColor(23, 190, 207),
 ];
-const INK: RGBColor = RGBColor(30, 30, 30);
-const DIM: RGBColor = RGBColor(90, 90, 90);
-const GRID: RGBColor = RGBColor(225, 225, 225);
+pub(crate) const INK: RGBColor = RGBColor(30, 30, 30);
+pub(crate) const DIM: RGBColor = RGBColor(90, 90, 90);
+pub(crate) const GRID: RGBColor = RGBColor(225, 225, 225);
 const NON_FINITE: RGBColor = RGBColor(150, 150, 150);
 const WHITE: RGBColor = RGBColor(255, 255, 255);
 
@@ -677,7 +677,7 @@ fn ensure_font() -> std::result::Result<(), String> {
 const SIZE_PER_EM: f64 = 1.24;
 
 /// Text `em` pixels per em, in both formats.
-fn font(em: f64) -> TextStyle<'static> {
+pub(crate) fn font(em: f64) -> TextStyle<'static> {
     TextStyle::from(FontDesc::new(
         FontFamily::SansSerif,
         em * SIZE_PER_EM,
@@ -742,7 +742,7 @@ impl TextLayout {
 /// The bitmap backend with its text drawn here rather than by plotters: plotters 0.3.7's ab_glyph
 /// renderer drops each glyph's side bearing (uneven letter spacing) and cannot place combining marks.
 /// Everything else is passed through.
-struct Canvas<'a> {
+pub(crate) struct Canvas<'a> {
     inner: BitMapBackend<'a>,
     font: &'static FontRef<'static>,
 }
@@ -890,7 +890,7 @@ impl<'a> DrawingBackend for Canvas<'a> {
     }
 }
 
-fn err<E: std::fmt::Display>(e: E) -> String {
+pub(crate) fn err<E: std::fmt::Display>(e: E) -> String {
     e.to_string()
 }
 
@@ -937,10 +937,10 @@ impl Ranged for TickAxis {
         self.lo..self.hi
     }
 }
-type DrawResult = std::result::Result<(), String>;
+pub(crate) type DrawResult = std::result::Result<(), String>;
 
 /// Renders with `png` or `svg` (chosen by `path`'s extension) into memory, then writes atomically.
-fn render(
+pub(crate) fn render(
     path: &Path,
     (w, h): (u32, u32),
     png: impl FnOnce(&DrawingArea<Canvas<'_>, Shift>) -> DrawResult,
@@ -1032,7 +1032,7 @@ pub fn draw_heatmaps(h: &GateHeatmaps, path: &Path) -> Result<()> {
 // ── shared pieces ──
 
 /// Draws the heading and sub-heading; returns the y below them.
-fn heading<DB: DrawingBackend>(
+pub(crate) fn heading<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
     width: u32,
     title: &str,
@@ -1554,7 +1554,7 @@ const VIRIDIS: [(u8, u8, u8); 9] = [
     (253, 231, 37),
 ];
 /// Blue–white–red (ColorBrewer RdBu, reversed).
-const RDBU: [(u8, u8, u8); 11] = [
+pub(crate) const RDBU: [(u8, u8, u8); 11] = [
     (5, 48, 97),
     (33, 102, 172),
     (67, 147, 195),
@@ -1568,7 +1568,7 @@ const RDBU: [(u8, u8, u8); 11] = [
     (103, 0, 31),
 ];
 
-fn colormap(map: &[(u8, u8, u8)], t: f64) -> RGBColor {
+pub(crate) fn colormap(map: &[(u8, u8, u8)], t: f64) -> RGBColor {
     let t = if t.is_nan() { 0.0 } else { t.clamp(0.0, 1.0) };
     let f = t * (map.len() - 1) as f64;
     let i = (f.floor() as usize).min(map.len() - 2);
