@@ -24,7 +24,7 @@ use crate::render::explain_data;
 use crate::render::explain_plot;
 use crate::render::explain_table::{self, ExplainReport};
 use crate::weights::{CellKind, DenseWeights};
-use ndarray::{Array2, Array3, Axis, s};
+use ndarray::{Array2, Array3, s};
 use std::path::{Path, PathBuf};
 
 /// What is explained, in float64 as read (cast to the run precision later).
@@ -501,7 +501,7 @@ fn run_as<T: Real>(
         h0: p.init.h0.as_ref().map(|h| h.mapv(|v| T::lit(v))),
         c0: p.init.c0.as_ref().map(|c| c.mapv(|v| T::lit(v))),
     };
-    let (b, t, f) = x.dim();
+    let (b, _, f) = x.dim();
     // How many outputs the model has: one sequence through it.
     let probe = net.forward(
         x.slice(s![0..1, .., ..]).to_owned(),
@@ -589,7 +589,5 @@ fn run_as<T: Real>(
             }
         }
     }
-    let _ = t;
-    let _ = Axis(0);
     Ok(Outcome::Success)
 }

@@ -42,6 +42,16 @@ pub struct Upstream<'a, T> {
     pub zero_masked: bool,
 }
 
+/// Whether differentiating `a` needs its input (the pre-activation), not only its output: the engine then
+/// records pre-activations too (they double the recorded forward pass).
+pub fn needs_pre(a: crate::cell::Activation) -> bool {
+    use crate::cell::Activation as A;
+    !matches!(
+        a,
+        A::Linear | A::Sigmoid | A::Tanh | A::Softmax | A::Exponential
+    )
+}
+
 /// Weight matrices in the shapes the backward products need, transposed once.
 struct Prepared<T> {
     /// Wᵀ, (blocks·units, features).
@@ -161,7 +171,14 @@ fn lane<T: Real>(
             gout.zip_mut_with(&sq.slice(s![t, r.clone(), ..]), |a, &b| *a = *a + b);
         }
         let mut any = false;
-        for (k, m) in mrow.iter_mut().enumerate() {
+        let none_masked = !masked_rec || !(0..n).any(|k| tr.masked[[t, r.start + k]]);
+        if none_masked {
+            mrow.fill(false);
+            any = true;
+            dh.zip_mut_with(&gout, |a, &b| *a = *a + b);
+            carry.fill(zero);
+        }
+        for (k, m) in mrow.iter_mut().enumerate().filter(|_| !none_masked) {
             *m = masked_rec && tr.masked[[t, r.start + k]];
             if *m {
                 if up.zero_masked {
@@ -184,9 +201,42 @@ fn lane<T: Real>(
         } else {
             rows3(&tr.h, "h", t - 1, &r)
         };
-        let pre = rows3(&tr.pre, "pre-activations", t, &r);
         let gates = rows3(&tr.gates, "gates", t, &r);
+        // Without recorded pre-activations (activations whose derivative needs only their output), the
+        // gates stand in: `backward_rows` does not read them then.
+        let pre = if tr.pre.is_some() {
+            rows3(&tr.pre, "pre-activations", t, &r)
+        } else {
+            assert!(
+                !needs_pre(tr.activation) && !needs_pre(tr.recurrent_activation),
+                "explain needs the trace's pre-activations"
+            );
+            gates
+        };
+        let elementwise =
+            tr.activation.is_elementwise() && tr.recurrent_activation.is_elementwise();
         match w.kind {
+            CellKind::Lstm if elementwise => {
+                let ct = rows3(&tr.c, "c", t, &r);
+                let c_prev = if t == 0 {
+                    tr.c0
+                        .as_ref()
+                        .expect("LSTM trace has c0")
+                        .slice(s![r.clone(), ..])
+                } else {
+                    rows3(&tr.c, "c", t - 1, &r)
+                };
+                act_c.assign(&ct);
+                tr.activation.apply_rows(act_c.view_mut());
+                lstm_rows(
+                    (tr.activation, tr.recurrent_activation),
+                    (pre, gates, ct, c_prev, act_c.view()),
+                    (dh.view(), dc.view()),
+                    (dzx.view_mut(), new_dc.view_mut()),
+                    &mrow,
+                );
+                matmul(new_dh.view_mut(), dzx.view(), p.ut.view(), false);
+            }
             CellKind::Lstm => {
                 let ct = rows3(&tr.c, "c", t, &r);
                 let c_prev = if t == 0 {
@@ -347,6 +397,107 @@ fn lane<T: Real>(
         dx,
         dh0: dh,
         dc0: (w.kind == CellKind::Lstm).then_some(dc),
+    }
+}
+
+/// The LSTM step's backward pass for elementwise activations, one fused pass per row: from `dh`, `dc`
+/// (after the step) to `dz` (pre-activation gradients, masked rows zero) and `dc` before the step.
+#[allow(clippy::type_complexity)]
+fn lstm_rows<T: Real>(
+    (act, ra): (crate::cell::Activation, crate::cell::Activation),
+    (pre, gates, ct, c_prev, act_c): (
+        ArrayView2<'_, T>,
+        ArrayView2<'_, T>,
+        ArrayView2<'_, T>,
+        ArrayView2<'_, T>,
+        ArrayView2<'_, T>,
+    ),
+    (dh, dc): (ArrayView2<'_, T>, ArrayView2<'_, T>),
+    (mut dz, mut new_dc): (ArrayViewMut2<'_, T>, ArrayViewMut2<'_, T>),
+    masked: &[bool],
+) {
+    for k in 0..dh.nrows() {
+        let mut dzr = dz.row_mut(k);
+        let mut ndc = new_dc.row_mut(k);
+        if masked[k] {
+            dzr.fill(T::zero());
+            ndc.assign(&dc.row(k));
+            continue;
+        }
+        let rows: Option<Vec<&[T]>> = [pre, gates, ct, c_prev, act_c, dh, dc]
+            .into_iter()
+            .map(|v| row_of(v, k))
+            .collect();
+        match (rows, dzr.as_slice_mut(), ndc.as_slice_mut()) {
+            (Some(r), Some(z), Some(c)) => {
+                lstm_row((act, ra), [r[0], r[1], r[2], r[3], r[4], r[5], r[6]], z, c)
+            }
+            _ => {
+                // Not contiguous (never so from the engine's traces): the same arithmetic on copies.
+                let owned: Vec<Vec<T>> = [pre, gates, ct, c_prev, act_c, dh, dc]
+                    .into_iter()
+                    .map(|v| v.row(k).to_vec())
+                    .collect();
+                let mut z = dzr.to_vec();
+                let mut c = ndc.to_vec();
+                let r: Vec<&[T]> = owned.iter().map(|v| v.as_slice()).collect();
+                lstm_row(
+                    (act, ra),
+                    [r[0], r[1], r[2], r[3], r[4], r[5], r[6]],
+                    &mut z,
+                    &mut c,
+                );
+                dzr.iter_mut().zip(z).for_each(|(d, v)| *d = v);
+                ndc.iter_mut().zip(c).for_each(|(d, v)| *d = v);
+            }
+        }
+    }
+}
+
+/// Row `k` of a view as a slice with the view's lifetime, when contiguous.
+fn row_of<T>(v: ArrayView2<'_, T>, k: usize) -> Option<&[T]> {
+    v.index_axis_move(Axis(0), k).to_slice()
+}
+
+/// One row of [`lstm_rows`] on slices: `[pre, gates, c_t, c_prev, act(c_t), dh, dc]`.
+#[inline]
+fn lstm_row<T: Real>(
+    (act, ra): (crate::cell::Activation, crate::cell::Activation),
+    [p, g, c, cp, a, h, d]: [&[T]; 7],
+    dz: &mut [T],
+    ndc: &mut [T],
+) {
+    use super::derivative::derivative;
+    use crate::cell::Activation as A;
+    let u = h.len();
+    let one = T::one();
+    let (gi, gf, gc, go) = (&g[..u], &g[u..2 * u], &g[2 * u..3 * u], &g[3 * u..4 * u]);
+    let (dzi, rest) = dz.split_at_mut(u);
+    let (dzf, rest) = rest.split_at_mut(u);
+    let (dzc, dzo) = rest.split_at_mut(u);
+    let (c, cp, a, h, d, ndc) = (&c[..u], &cp[..u], &a[..u], &h[..u], &d[..u], &mut ndc[..u]);
+    if act == A::Tanh && ra == A::Sigmoid {
+        // Keras's defaults: derivatives from the outputs alone, a loop the compiler vectorises.
+        for j in 0..u {
+            let (i, f, cc, o) = (gi[j], gf[j], gc[j], go[j]);
+            let dct = d[j] + h[j] * o * (one - a[j] * a[j]);
+            dzi[j] = dct * cc * i * (one - i);
+            dzf[j] = dct * cp[j] * f * (one - f);
+            dzc[j] = dct * i * (one - cc * cc);
+            dzo[j] = h[j] * a[j] * o * (one - o);
+            ndc[j] = dct * f;
+        }
+        return;
+    }
+    let (pi, pf, pc, po) = (&p[..u], &p[u..2 * u], &p[2 * u..3 * u], &p[3 * u..4 * u]);
+    for j in 0..u {
+        let (i, f, cc, o) = (gi[j], gf[j], gc[j], go[j]);
+        let dct = d[j] + h[j] * o * derivative(act, c[j], a[j]);
+        dzi[j] = dct * cc * derivative(ra, pi[j], i);
+        dzf[j] = dct * cp[j] * derivative(ra, pf[j], f);
+        dzc[j] = dct * i * derivative(act, pc[j], cc);
+        dzo[j] = h[j] * a[j] * derivative(ra, po[j], o);
+        ndc[j] = dct * f;
     }
 }
 

@@ -229,6 +229,16 @@ fn run_rec<T: Real>(
     init: Option<&InitialState<T>>,
     record: Record,
 ) -> LayerTrace<T> {
+    // A pass to differentiate keeps pre-activations only when a derivative needs them.
+    let record = if record.pre
+        && !bptt::needs_pre(op.spec.activation)
+        && (op.weights.kind == CellKind::SimpleRnn
+            || !bptt::needs_pre(op.spec.recurrent_activation))
+    {
+        Record::GATES
+    } else {
+        record
+    };
     let input = LayerInput {
         x: x.into(),
         mask: mask.map(|m| m.view()),

@@ -102,11 +102,12 @@ pub fn analyse<T: Real>(tr: &LayerTrace<T>, w: &CellWeights<T>) -> UnitReport {
                 let (mut left, mut right, mut sum) =
                     (vec![0usize; u], vec![0usize; u], vec![0f64; u]);
                 for t in 0..steps {
-                    for s in 0..b {
+                    let block = g.index_axis(ndarray::Axis(0), t);
+                    for (s, row) in block.outer_iter().enumerate() {
                         if !used(t, s) {
                             continue;
                         }
-                        let row = g.slice(ndarray::s![t, s, k * u..(k + 1) * u]);
+                        let row = row.slice_move(ndarray::s![k * u..(k + 1) * u]);
                         for (j, &v) in row.iter().enumerate() {
                             let v = v.to_f();
                             left[j] += (v < LEFT) as usize;
@@ -173,13 +174,15 @@ pub fn analyse<T: Real>(tr: &LayerTrace<T>, w: &CellWeights<T>) -> UnitReport {
     });
     let dead = match tr.h.as_ref() {
         None => Vec::new(),
-        Some(h) => (0..u)
-            .filter(|&j| {
-                h.slice(ndarray::s![.., .., j])
-                    .iter()
-                    .all(|v| v.to_f().abs() < DEAD)
-            })
-            .collect(),
+        Some(h) => {
+            let mut alive = vec![false; u];
+            for row in h.rows() {
+                for (a, v) in alive.iter_mut().zip(row) {
+                    *a |= v.to_f().abs() >= DEAD || v.is_nan();
+                }
+            }
+            (0..u).filter(|&j| !alive[j]).collect()
+        }
     };
     UnitReport {
         layer: tr.name.clone(),

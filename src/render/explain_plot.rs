@@ -89,6 +89,15 @@ pub fn attribution_chart<T: Real>(r: &ExplainReport<'_, T>) -> AttributionChart 
 
 const W: u32 = 1100;
 
+/// Timestep ticks: integers only.
+fn int_label(v: &f64) -> String {
+    if (v - v.round()).abs() < 1e-9 {
+        format!("{:.0}", v)
+    } else {
+        String::new()
+    }
+}
+
 fn attributions_on<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
     c: &AttributionChart,
@@ -134,6 +143,7 @@ fn attributions_on<DB: DrawingBackend>(
         .light_line_style(GRID)
         .label_style(font(12.0))
         .y_desc("input")
+        .x_label_formatter(&int_label)
         .axis_desc_style(font(13.0))
         .draw()
         .map_err(err)?;
@@ -178,6 +188,7 @@ fn attributions_on<DB: DrawingBackend>(
         .disable_mesh()
         .label_style(font(12.0))
         .x_desc("timestep (input row)")
+        .x_label_formatter(&int_label)
         .axis_desc_style(font(13.0))
         .y_labels(f.min(30))
         .y_label_formatter(&|v| {

@@ -152,6 +152,12 @@ pub fn render<T: Real>(r: &ExplainReport<'_, T>) -> String {
             100.0 * c[seq].to_f().abs() / d.abs().max(1e-12),
             100.0 * worst
         );
+        if worst > 0.01 {
+            let _ = writeln!(
+                out,
+                "note: a gap over 1% means more --ig-steps (kinked activations converge slowly), or a model that jumps at the baseline (Masking whose mask_value the baseline equals: every baseline step is masked, no point on the path is)"
+            );
+        }
     }
     if let Some((h, c)) = &e.initial_state_gradient {
         let norm = |a: ArrayView2<'_, T>| a.iter().map(|v| v.to_f() * v.to_f()).sum::<f64>().sqrt();
