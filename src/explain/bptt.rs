@@ -416,10 +416,10 @@ fn lstm_rows<T: Real>(
     (mut dz, mut new_dc): (ArrayViewMut2<'_, T>, ArrayViewMut2<'_, T>),
     masked: &[bool],
 ) {
-    for k in 0..dh.nrows() {
+    for (k, &is_masked) in masked.iter().enumerate().take(dh.nrows()) {
         let mut dzr = dz.row_mut(k);
         let mut ndc = new_dc.row_mut(k);
-        if masked[k] {
+        if is_masked {
             dzr.fill(T::zero());
             ndc.assign(&dc.row(k));
             continue;

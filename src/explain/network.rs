@@ -56,6 +56,8 @@ impl Merge {
 }
 
 /// One operation of the chain.
+// A model has a handful of operations: the inline recurrent layers (no boxes to match through) cost nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Op<T> {
     /// Keras `Masking(mask_value)`.
@@ -164,12 +166,15 @@ impl<T: Real> InitialState<T> {
     }
 }
 
+/// A Bidirectional's traces and outputs (forward, backward).
+type BidirCache<T> = (LayerTrace<T>, LayerTrace<T>, Value<T>, Value<T>);
+
 /// What each operation kept for the backward pass.
 #[derive(Debug, Clone)]
 enum Cache<T> {
     Masking(Array2<bool>),
     Recurrent(Box<LayerTrace<T>>),
-    Bidirectional(Box<(LayerTrace<T>, LayerTrace<T>, Value<T>, Value<T>)>),
+    Bidirectional(Box<BidirCache<T>>),
     /// Pre-activation and output rows, and the input.
     Dense(Array2<T>, Array2<T>, Value<T>),
     Activation(Array2<T>, Array2<T>, Value<T>),

@@ -33,6 +33,7 @@ fn weights(kind: CellKind, f: usize, u: usize, reset_after: bool, seed: usize) -
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn rec(
     kind: CellKind,
     f: usize,

@@ -96,8 +96,10 @@ pub fn analyse<T: Real>(tr: &LayerTrace<T>, w: &CellWeights<T>) -> UnitReport {
     let ra = tr.recurrent_activation;
     let mut saturation = Vec::new();
     let mut means: Vec<(&'static str, Vec<f64>)> = Vec::new();
-    if sigmoid_like(ra) {
-        if let Some(g) = tr.gates.as_ref() {
+    if sigmoid_like(ra)
+        && let Some(g) = tr.gates.as_ref()
+    {
+        {
             for &(letter, k) in gates(tr.kind) {
                 let (mut left, mut right, mut sum) =
                     (vec![0usize; u], vec![0usize; u], vec![0f64; u]);
