@@ -11,7 +11,7 @@ For LSTM and GRU it builds a Keras model (recurrent layer, Dense(1) head) with r
   - PyTorch: nn.LSTM / nn.GRU + Linear with the same weights, forward + backward to the input, in-process;
   - rnntrace: the whole process `rnntrace explain --model M.keras --input X.npy --methods gradient --quiet`
     (reading the model and input, the recorded forward pass, backpropagation through time, the unit
-    analyses), and its peak resident memory (wait4's ru_maxrss).
+    analyses), and its peak resident memory (GNU time's %M).
 It checks rnntrace's gradient (--save) against TensorFlow's: largest difference relative to the largest value.
 """
 import argparse, os, subprocess, tempfile, time
@@ -25,25 +25,29 @@ BIN = os.path.join(HERE, "..", "target", "release", "rnntrace")
 
 
 def median_time(fn, repeats):
+    """Median wall time and median CPU time (all threads of this process) of warm runs."""
     fn()
-    ts = []
+    ts, cs = [], []
     for _ in range(repeats):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         fn()
         ts.append(time.perf_counter() - t)
-    return float(np.median(ts))
+        cs.append(time.process_time() - c)
+    return float(np.median(ts)), float(np.median(cs))
 
 
 def run_rnntrace(args):
-    """Wall time and peak RSS (MiB) of one whole process."""
+    """Wall time and peak RSS (MiB) of one whole process (GNU time's %M: the forked Python image that
+    precedes exec would otherwise count in wait4's ru_maxrss)."""
     t = time.perf_counter()
-    p = subprocess.Popen([BIN] + args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, ru = os.wait4(p.pid, 0)
+    p = subprocess.run(["/usr/bin/time", "-f", "%M %U %S", BIN] + args, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.PIPE)
     dt = time.perf_counter() - t
-    err = p.stderr.read().decode()
-    if status != 0:
+    err = p.stderr.decode()
+    if p.returncode != 0:
         raise SystemExit(f"rnntrace failed: {err}")
-    return dt, ru.ru_maxrss / 1024
+    m, u, sy = err.strip().splitlines()[-1].split()
+    return dt, int(m) / 1024, float(u) + float(sy)
 
 
 def main():
@@ -115,7 +119,7 @@ def main():
         args = ["explain", "--model", mp, "--input", xp, "--methods", "gradient", "--quiet"]
         run_rnntrace(args)  # warm the page cache
         runs = [run_rnntrace(args) for _ in range(a.repeats)]
-        t_rt = float(np.median([r[0] for r in runs]))
+        t_rt = (float(np.median([r[0] for r in runs])), float(np.median([r[2] for r in runs])))
         rss = max(r[1] for r in runs)
         npz = os.path.join(tmp, f"{cell}.npz")
         run_rnntrace(args + ["--save", npz])
@@ -124,9 +128,11 @@ def main():
         err_torch = float(np.abs(g_torch - g_tf).max() / np.abs(g_tf).max())
         rows.append((cell, t_tf, t_torch, t_rt, rss, err_tf, err_torch))
     print(f"\nexplain --methods gradient, {B}×{T}×{F} → {U}, Dense(1), 2 threads, median of {a.repeats}")
-    print(f"{'cell':5} {'TF GradientTape (tf.function)':>30} {'torch fwd+bwd':>14} {'rnntrace (whole process)':>25} {'peak RSS':>9} {'rel err vs TF':>14} {'torch vs TF':>12}")
+    print("wall / CPU seconds (CPU: all threads; on a loaded machine CPU time is the steadier figure)")
+    print(f"{'cell':5} {'TF GradientTape (tf.function)':>30} {'torch fwd+bwd':>16} {'rnntrace (whole process)':>26} {'peak RSS':>9} {'rel err vs TF':>14} {'torch vs TF':>12}")
     for cell, t_tf, t_torch, t_rt, rss, e, et in rows:
-        print(f"{cell:5} {t_tf:>28.3f} s {t_torch:>12.3f} s {t_rt:>23.3f} s {rss:>6.0f} MiB {e:>14.2e} {et:>12.2e}")
+        f = lambda t: f"{t[0]:.3f} / {t[1]:.3f}"
+        print(f"{cell:5} {f(t_tf):>30} {f(t_torch):>16} {f(t_rt):>26} {rss:>5.0f} MiB {e:>14.2e} {et:>12.2e}")
 
 
 if __name__ == "__main__":

@@ -293,6 +293,29 @@ fn lane<T: Real>(
                 zero_rows(dzx.view_mut(), &mrow);
                 matmul(new_dh.view_mut(), dzx.view(), p.ut.view(), false);
             }
+            CellKind::Gru if elementwise && w.reset_after => {
+                // mh = h·U_h + b_h, recomputed first: then one fused pass per row.
+                match &p.bh {
+                    Some(bh) => tmp
+                        .rows_mut()
+                        .into_iter()
+                        .for_each(|mut row| row.assign(bh)),
+                    None => tmp.fill(zero),
+                }
+                matmul(
+                    tmp.view_mut(),
+                    h_prev,
+                    p.uh.as_ref().expect("GRU").view(),
+                    true,
+                );
+                gru_rows(
+                    (tr.activation, tr.recurrent_activation),
+                    (pre, gates, h_prev, tmp.view(), dh.view()),
+                    (dzx.view_mut(), dzh.view_mut(), new_dh.view_mut()),
+                    &mrow,
+                );
+                matmul(new_dh.view_mut(), dzh.view(), p.ut.view(), true);
+            }
             CellKind::Gru => {
                 let (gz, gr, gh) = (blk(gates, u, 0), blk(gates, u, 1), blk(gates, u, 2));
                 let (mut dz_z, rest) = dzx.view_mut().split_at(Axis(1), u);
@@ -450,6 +473,72 @@ fn lstm_rows<T: Real>(
                 dzr.iter_mut().zip(z).for_each(|(d, v)| *d = v);
                 ndc.iter_mut().zip(c).for_each(|(d, v)| *d = v);
             }
+        }
+    }
+}
+
+/// The `reset_after` GRU step's backward pass for elementwise activations, one fused pass per row: from
+/// `dh` (after the step) and `mh = h·U_h + b_h` to the input-side `dzx = [dz_z, dz_r, da_h]`, the
+/// recurrent-side `dzh = [dz_z, dz_r, r⊙da_h]` (masked rows zero) and the direct term `dh⊙z`.
+#[allow(clippy::type_complexity)]
+fn gru_rows<T: Real>(
+    (act, ra): (crate::cell::Activation, crate::cell::Activation),
+    (pre, gates, h_prev, mh, dh): (
+        ArrayView2<'_, T>,
+        ArrayView2<'_, T>,
+        ArrayView2<'_, T>,
+        ArrayView2<'_, T>,
+        ArrayView2<'_, T>,
+    ),
+    (mut dzx, mut dzh, mut new_dh): (
+        ArrayViewMut2<'_, T>,
+        ArrayViewMut2<'_, T>,
+        ArrayViewMut2<'_, T>,
+    ),
+    masked: &[bool],
+) {
+    use super::derivative::derivative;
+    use crate::cell::Activation as A;
+    let u = dh.ncols();
+    let one = T::one();
+    let fast = act == A::Tanh && ra == A::Sigmoid;
+    for (k, &is_masked) in masked.iter().enumerate().take(dh.nrows()) {
+        if is_masked {
+            dzx.row_mut(k).fill(T::zero());
+            dzh.row_mut(k).fill(T::zero());
+            continue;
+        }
+        let (p, g, hp, m, d) = (
+            pre.row(k),
+            gates.row(k),
+            h_prev.row(k),
+            mh.row(k),
+            dh.row(k),
+        );
+        let mut zx = dzx.row_mut(k);
+        let mut zh = dzh.row_mut(k);
+        let mut nd = new_dh.row_mut(k);
+        for j in 0..u {
+            let (z, r, hh) = (g[j], g[u + j], g[2 * u + j]);
+            let (dz_d, dr_d, da_d) = if fast {
+                (z * (one - z), r * (one - r), one - hh * hh)
+            } else {
+                (
+                    derivative(ra, p[j], z),
+                    derivative(ra, p[u + j], r),
+                    derivative(act, p[2 * u + j], hh),
+                )
+            };
+            let dz = d[j] * (hp[j] - hh) * dz_d;
+            let dah = d[j] * (one - z) * da_d;
+            let dr = dah * m[j] * dr_d;
+            zx[j] = dz;
+            zx[u + j] = dr;
+            zx[2 * u + j] = dah;
+            zh[j] = dz;
+            zh[u + j] = dr;
+            zh[2 * u + j] = dah * r;
+            nd[j] = d[j] * z;
         }
     }
 }

@@ -652,7 +652,7 @@ pub(crate) const PALETTE: [RGBColor; 10] = [
     RGBColor(188, 189, 34),
     RGBColor(23, 190, 207),
 ];
-pub(crate) const INK: RGBColor = RGBColor(30, 30, 30);
+const INK: RGBColor = RGBColor(30, 30, 30);
 pub(crate) const DIM: RGBColor = RGBColor(90, 90, 90);
 pub(crate) const GRID: RGBColor = RGBColor(225, 225, 225);
 const NON_FINITE: RGBColor = RGBColor(150, 150, 150);
