@@ -22,7 +22,11 @@ fn cases() -> Vec<PathBuf> {
         .filter(|p| p.join("case.json").exists())
         .collect();
     v.sort();
-    assert!(v.len() >= 20, "the generator writes 22 cases; found {}", v.len());
+    assert!(
+        v.len() >= 20,
+        "the generator writes 22 cases; found {}",
+        v.len()
+    );
     v
 }
 
@@ -89,7 +93,12 @@ fn explain_matches_framework_goldens() {
         assert_eq!(v["format"], "rnntrace-explain/1");
         assert_eq!(
             v["methods"],
-            serde_json::json!(["gradient", "input_x_gradient", "integrated_gradients", "occlusion"])
+            serde_json::json!([
+                "gradient",
+                "input_x_gradient",
+                "integrated_gradients",
+                "occlusion"
+            ])
         );
         let (_, pred) = npy(&dir.join("pred.npy"));
         let e = rel_err(&flat(&v["prediction"]), &pred, 1.0);
@@ -102,7 +111,10 @@ fn explain_matches_framework_goldens() {
         let got = flat(&v["attributions"]["gradient"]);
         let e = rel_err(&got, &grad, 0.0);
         worst.push((name.clone(), "gradient", e));
-        assert!(e < tol, "{name}: gradient off by {e} (relative to the largest)");
+        assert!(
+            e < tol,
+            "{name}: gradient off by {e} (relative to the largest)"
+        );
         let arr = v["attributions"]["gradient"].as_array().unwrap();
         assert_eq!(arr.len(), shape[0], "{name}: B");
         assert_eq!(arr[0].as_array().unwrap().len(), shape[1], "{name}: T");
@@ -122,7 +134,10 @@ fn explain_matches_framework_goldens() {
                 let e = rel_err(&flat(&v["initial_state_gradient"]["c"]), &c, 0.0);
                 assert!(e < tol, "{name}: c0 gradient off by {e}");
             } else {
-                assert!(v["initial_state_gradient"]["c"].is_null(), "{name}: c0 of a cell without c");
+                assert!(
+                    v["initial_state_gradient"]["c"].is_null(),
+                    "{name}: c0 of a cell without c"
+                );
             }
             if dir.join("torch_h0_grad.npy").exists() {
                 let (_, h) = npy(&dir.join("torch_h0_grad.npy"));
@@ -145,7 +160,10 @@ fn explain_matches_framework_goldens() {
         let defined = case["completeness_defined"] == true;
         for (b, c) in comp.iter().enumerate().filter(|_| defined) {
             let d = (pred[b] - bpred[b]).abs();
-            assert!(c.abs() <= 0.01 * d, "{name}: sequence {b}: completeness gap {c} vs |f(x) − f(b)| {d}");
+            assert!(
+                c.abs() <= 0.01 * d,
+                "{name}: sequence {b}: completeness gap {c} vs |f(x) − f(b)| {d}"
+            );
         }
 
         let (_, occ) = npy(&dir.join("occlusion.npy"));
@@ -185,25 +203,50 @@ fn units_follow_the_model() {
     let units = v["units"].as_array().unwrap();
     let layers: Vec<&str> = units.iter().map(|u| u["layer"].as_str().unwrap()).collect();
     assert_eq!(layers.len(), 4, "{layers:?}");
-    assert!(layers[0].ends_with("/forward") && layers[1].ends_with("/backward"), "{layers:?}");
-    assert_eq!(units[0]["saturation"].as_object().unwrap().len(), 2, "GRU z, r");
+    assert!(
+        layers[0].ends_with("/forward") && layers[1].ends_with("/backward"),
+        "{layers:?}"
+    );
+    assert_eq!(
+        units[0]["saturation"].as_object().unwrap().len(),
+        2,
+        "GRU z, r"
+    );
     assert_eq!(flat(&units[0]["timescale"]["data"]).len(), 3);
-    assert!(units[3]["timescale"].is_null(), "SimpleRNN has no keeping gate");
+    assert!(
+        units[3]["timescale"].is_null(),
+        "SimpleRNN has no keeping gate"
+    );
     assert!(units[3]["saturation"].as_object().unwrap().is_empty());
-    let (_, v) = run_case(&explain_dir().join("model_stack_masking_softmax"), &["--methods", "gradient"]);
+    let (_, v) = run_case(
+        &explain_dir().join("model_stack_masking_softmax"),
+        &["--methods", "gradient"],
+    );
     assert_eq!(v["methods"], serde_json::json!(["gradient"]));
     let attr = v["attributions"].as_object().unwrap();
-    assert_eq!(attr.keys().collect::<Vec<_>>(), ["gradient"], "methods not asked for are absent");
+    assert_eq!(
+        attr.keys().collect::<Vec<_>>(),
+        ["gradient"],
+        "methods not asked for are absent"
+    );
     assert!(v.get("completeness").is_none());
     // Padded (masked) steps get exactly zero.
     let g = &v["attributions"]["gradient"];
-    assert!(flat(&g[1][0]).iter().chain(flat(&g[1][1]).iter()).all(|&x| x == 0.0));
+    assert!(
+        flat(&g[1][0])
+            .iter()
+            .chain(flat(&g[1][1]).iter())
+            .all(|&x| x == 0.0)
+    );
 }
 
 /// Masked steps get zero gradient; go_backwards keeps attributions indexed by input row.
 #[test]
 fn masked_steps_get_nothing_and_rows_stay_in_input_order() {
-    let (_, v) = run_case(&explain_dir().join("lstm_backwards_mask"), &["--methods", "gradient,occlusion"]);
+    let (_, v) = run_case(
+        &explain_dir().join("lstm_backwards_mask"),
+        &["--methods", "gradient,occlusion"],
+    );
     let g = &v["attributions"]["gradient"];
     // mask.npy: sequence 1 step 2, sequence 2 steps 0 and 6 are masked.
     for (b, t) in [(1, 2), (2, 0), (2, 6)] {
@@ -211,7 +254,9 @@ fn masked_steps_get_nothing_and_rows_stay_in_input_order() {
         assert_eq!(flat(&v["attributions"]["occlusion"][b])[t], 0.0);
     }
     // Under go_backwards the first input row is read last: it has the largest gradient of sequence 0.
-    let rows: Vec<f64> = (0..7).map(|t| flat(&g[0][t]).iter().map(|x| x.abs()).sum()).collect();
+    let rows: Vec<f64> = (0..7)
+        .map(|t| flat(&g[0][t]).iter().map(|x| x.abs()).sum())
+        .collect();
     assert!(rows[0] > rows[6], "{rows:?}");
 }
 
@@ -219,7 +264,13 @@ fn masked_steps_get_nothing_and_rows_stay_in_input_order() {
 #[test]
 fn every_integration_rule_is_complete() {
     let dir = explain_dir().join("lstm_softmax_init");
-    for rule in ["riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid", "gausslegendre"] {
+    for rule in [
+        "riemann_left",
+        "riemann_right",
+        "riemann_middle",
+        "riemann_trapezoid",
+        "gausslegendre",
+    ] {
         let (_, v) = run_case(&dir, &["--ig-method", rule, "--ig-steps", "200"]);
         let p = flat(&v["prediction"]);
         let b = flat(&v["baseline_prediction"]);
@@ -234,17 +285,47 @@ fn every_integration_rule_is_complete() {
 fn tables_charts_and_npz() {
     let dir = explain_dir().join("gru_reset_after_mask");
     let tmp = tempfile::tempdir().unwrap();
-    let (png, units, npz) = (tmp.path().join("a.png"), tmp.path().join("u.svg"), tmp.path().join("e.npz"));
+    let (png, units, npz) = (
+        tmp.path().join("a.png"),
+        tmp.path().join("u.svg"),
+        tmp.path().join("e.npz"),
+    );
     let mut cmd = rnntrace();
     cmd.current_dir(&dir).args([
-        "explain", "--cell", "gru", "--weights", "weights.npz", "--dense", "dense.npz", "--mask",
-        "mask.npy", "--input", "input.npy", "--top", "4", "--sequence", "1", "--feature-names", "a,b,c",
+        "explain",
+        "--cell",
+        "gru",
+        "--weights",
+        "weights.npz",
+        "--dense",
+        "dense.npz",
+        "--mask",
+        "mask.npy",
+        "--input",
+        "input.npy",
+        "--top",
+        "4",
+        "--sequence",
+        "1",
+        "--feature-names",
+        "a,b,c",
     ]);
-    cmd.arg("--plot").arg(&png).arg("--plot-units").arg(&units).arg("--save").arg(&npz);
+    cmd.arg("--plot")
+        .arg(&png)
+        .arg("--plot-units")
+        .arg(&units)
+        .arg("--save")
+        .arg(&npz);
     let (code, out, err) = run(&mut cmd);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("top 4 contributions (integrated_gradients), sequence 1"), "{out}");
-    assert!(out.contains("2 (masked)"), "per-step totals mark masked steps:\n{out}");
+    assert!(
+        out.contains("top 4 contributions (integrated_gradients), sequence 1"),
+        "{out}"
+    );
+    assert!(
+        out.contains("2 (masked)"),
+        "per-step totals mark masked steps:\n{out}"
+    );
     assert!(out.contains("units of gru"), "{out}");
     assert!(out.contains("T data (mean z)"), "{out}");
     let bytes = std::fs::read(&png).unwrap();
@@ -253,11 +334,25 @@ fn tables_charts_and_npz() {
     assert!(svg.contains("<svg") && svg.contains("Gate saturation"));
     let members = rnntrace::io::npz::parse(&std::fs::read(&npz).unwrap()).unwrap();
     let names: Vec<&str> = members.iter().map(|(n, _)| n.as_str()).collect();
-    for want in ["prediction", "attributions/gradient", "attributions/integrated_gradients", "attributions/occlusion", "completeness", "units/0/saturation/z/left"] {
-        assert!(names.iter().any(|n| n.trim_end_matches(".npy") == want), "{want} in {names:?}");
+    for want in [
+        "prediction",
+        "attributions/gradient",
+        "attributions/integrated_gradients",
+        "attributions/occlusion",
+        "completeness",
+        "units/0/saturation/z/left",
+    ] {
+        assert!(
+            names.iter().any(|n| n.trim_end_matches(".npy") == want),
+            "{want} in {names:?}"
+        );
     }
     let (_, grad) = npy(&dir.join("grad.npy"));
-    let g = &members.iter().find(|(n, _)| n.starts_with("attributions/gradient")).unwrap().1;
+    let g = &members
+        .iter()
+        .find(|(n, _)| n.starts_with("attributions/gradient"))
+        .unwrap()
+        .1;
     assert!(rel_err(&g.data, &grad, 0.0) < 1e-4);
 }
 
@@ -265,15 +360,37 @@ fn tables_charts_and_npz() {
 #[test]
 fn bad_flags_name_what_fits() {
     let dir = explain_dir().join("lstm_softmax_init");
-    let base = ["explain", "--cell", "lstm", "--weights", "weights.npz", "--dense", "dense.npz", "--input", "input.npy"];
+    let base = [
+        "explain",
+        "--cell",
+        "lstm",
+        "--weights",
+        "weights.npz",
+        "--dense",
+        "dense.npz",
+        "--input",
+        "input.npy",
+    ];
     let tmp = tempfile::tempdir().unwrap();
     let bad_base = tmp.path().join("b.npy");
     std::fs::write(&bad_base, super::npy_bytes("<f8", &[2, 2], &[0u8; 32])).unwrap();
     for (extra, want) in [
-        (vec!["--output", "3"], "--output 3 is out of range: the model has 3 outputs (--output 0..2)"),
-        (vec!["--methods", "gradient,shap"], "--methods: unknown method 'shap'"),
-        (vec!["--ig-method", "simpson"], "--ig-method: unknown rule 'simpson'"),
-        (vec!["--baseline", bad_base.to_str().unwrap()], "has shape (2, 2); expected the input's shape (3, 7, 3)"),
+        (
+            vec!["--output", "3"],
+            "--output 3 is out of range: the model has 3 outputs (--output 0..2)",
+        ),
+        (
+            vec!["--methods", "gradient,shap"],
+            "--methods: unknown method 'shap'",
+        ),
+        (
+            vec!["--ig-method", "simpson"],
+            "--ig-method: unknown rule 'simpson'",
+        ),
+        (
+            vec!["--baseline", bad_base.to_str().unwrap()],
+            "has shape (2, 2); expected the input's shape (3, 7, 3)",
+        ),
         (vec!["--sequence", "9"], "--sequence 9 is out of range"),
     ] {
         let mut cmd = rnntrace();
