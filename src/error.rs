@@ -2,7 +2,7 @@
 Errors a user can cause, and how they map to exit codes.
 
 Every variant names the file or flag at fault so that `main` can print one line a user can act on.
-Comparison failures are not errors: they are a verdict, reported through [`crate::app::Outcome`].
+Comparison failures are not errors: they are a verdict, reported through the binary's `Outcome` (exit code 1).
 */
 
 use std::path::{Path, PathBuf};
@@ -73,16 +73,33 @@ pub fn shape_str(shape: &[usize]) -> String {
     }
 }
 
-/// Text safe to print: control characters (newlines, ANSI escapes) from file-supplied names are shown as
-/// escapes instead of acting on the terminal.
+/// Text safe to print, the crate's one escaper for anything read from a file: `s` with every control
+/// character (and the Unicode line separators and bidirectional overrides, which
+/// can also rearrange a terminal's text) replaced by a visible escape: `\n`, `\t`, `\x1b`, `\u{202e}`.
+/// Backslashes are left alone, so escaping twice changes nothing.
 pub fn printable(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_control() {
-                c.escape_default().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
+    let hostile = |c: char| {
+        c.is_control()
+            || matches!(
+                c,
+                '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{061c}'
+            )
+            || ('\u{202a}'..='\u{202e}').contains(&c)
+            || ('\u{2066}'..='\u{2069}').contains(&c)
+    };
+    if !s.chars().any(hostile) {
+        return s.to_string();
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if hostile(c) && (c as u32) < 0x80 => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if hostile(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
 }

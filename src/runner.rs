@@ -7,6 +7,7 @@ Values flow as a [`Tensor`]: a sequence `(batch, timesteps, features)` or a flat
 the Keras mask `(batch, timesteps)` riding along until a layer drops it.
 */
 
+use crate::cell::Kernels;
 use crate::cell::{Activation, Real};
 use crate::engine::{self, LayerInput, LayerSpec};
 use crate::error::{Error, Result};
@@ -61,8 +62,8 @@ fn act(model: &SavedModel, layer: &str, name: &str) -> Result<Activation> {
     Activation::parse(name).map_err(|e| Error::input(&model.path, format!("layer '{layer}': {e}")))
 }
 
-/// The validated cell weights of one recurrent layer.
-pub(crate) fn cell_weights<T: Real>(
+/// The validated cell weights of one recurrent layer (also what `explain` differentiates).
+pub fn cell_weights<T: Real>(
     model: &SavedModel,
     layer: &str,
     r: &Recurrent,
@@ -83,6 +84,7 @@ pub(crate) fn cell_weights<T: Real>(
         path: model.path.clone(),
         positional: false,
         arrays,
+        meta: Default::default(),
     };
     let ra = if r.reset_after {
         ResetAfter::True
@@ -92,7 +94,7 @@ pub(crate) fn cell_weights<T: Real>(
     let w = from_arrays(
         kind,
         &src,
-        if kind == CellKind::Gru {
+        if kind.has_reset_after() {
             ra
         } else {
             ResetAfter::Auto
@@ -116,6 +118,7 @@ fn run_recurrent<T: Real>(
     r: &Recurrent,
     x: &Array3<T>,
     mask: Option<&Array2<bool>>,
+    kernels: Kernels,
 ) -> Result<LayerTrace<T>> {
     let w = cell_weights::<T>(model, name, r)?;
     let carry_state = stateful_carry(model, name, r, x.shape()[0])?;
@@ -147,7 +150,7 @@ fn run_recurrent<T: Real>(
         c0: None,
     };
     let mut no_sink = |_: usize, _: &engine::Stores<T>| Ok(());
-    engine::run_layer_with(&w, &spec, input, Record::ALL, None, &mut no_sink)
+    engine::run_layer_using(&w, &spec, input, Record::ALL, None, &mut no_sink, kernels)
 }
 
 /// Whether a layer carries its state from one sequence to the next, as `model.predict` runs it.
@@ -263,9 +266,21 @@ fn merge<T: Real>(mode: &str, f: ArrayView2<'_, T>, b: ArrayView2<'_, T>) -> Opt
     })
 }
 
+/// The old name of [`run_model`].
+pub use self::run_model as run;
+
 /// Runs every layer of `model` on `x`: a sequence batch, or a flat batch for models whose input is not a
-/// sequence.
-pub fn run<T: Real>(model: &SavedModel, x: Tensor<T>) -> Result<ModelRun<T>> {
+/// sequence. The best kernels this CPU has run the layers ([`run_model_using`] to choose).
+pub fn run_model<T: Real>(model: &SavedModel, x: Tensor<T>) -> Result<ModelRun<T>> {
+    run_model_using(model, x, Kernels::Avx512)
+}
+
+/// [`run_model`] with the kernels capped at `kernels`.
+pub fn run_model_using<T: Real>(
+    model: &SavedModel,
+    x: Tensor<T>,
+    kernels: Kernels,
+) -> Result<ModelRun<T>> {
     let mut value = x;
     let mut mask: Option<Array2<bool>> = None;
     let mut layers = Vec::new();
@@ -300,7 +315,7 @@ pub fn run<T: Real>(model: &SavedModel, x: Tensor<T>) -> Result<ModelRun<T>> {
             }
             LayerKind::Recurrent(r) => {
                 let x = need_seq(&value)?;
-                let l = run_recurrent(model, name, r, &x, mask.as_ref())?;
+                let l = run_recurrent(model, name, r, &x, mask.as_ref(), kernels)?;
                 let v = if r.return_sequences {
                     Tensor::Seq(sequence_output(&l, r.zero_output_for_mask))
                 } else {
@@ -321,8 +336,8 @@ pub fn run<T: Real>(model: &SavedModel, x: Tensor<T>) -> Result<ModelRun<T>> {
                 let mode = merge_mode.clone().unwrap_or_default();
                 let fname = format!("{name}/forward");
                 let bname = format!("{name}/backward");
-                let lf = run_recurrent(model, &fname, forward, &x, mask.as_ref())?;
-                let lb = run_recurrent(model, &bname, backward, &x, mask.as_ref())?;
+                let lf = run_recurrent(model, &fname, forward, &x, mask.as_ref(), kernels)?;
+                let lb = run_recurrent(model, &bname, backward, &x, mask.as_ref(), kernels)?;
                 let bad_mode = || {
                     Error::input(
                         &model.path,
@@ -450,11 +465,23 @@ pub fn run<T: Real>(model: &SavedModel, x: Tensor<T>) -> Result<ModelRun<T>> {
 /// Runs a whole PyTorch `nn.LSTM`/`nn.GRU` state dict: every layer `_l{k}` in order, both directions when
 /// there are `_reverse` weights, each layer's input the concatenation `[forward, backward]` of the previous
 /// layer's outputs in time order, as the module computes. The output is the module's `output`:
-/// (batch, timesteps, directions·hidden).
+/// (batch, timesteps, directions·hidden), or with `head` (an `nn.Linear`) `head(output[:, -1, :])`.
 pub fn run_torch_stack<T: Real>(
     src: &NamedArrays,
     kind: CellKind,
     x: Array3<T>,
+    head: Option<&crate::weights::DenseWeights<f64>>,
+) -> Result<ModelRun<T>> {
+    run_torch_stack_using(src, kind, x, head, Kernels::Avx512)
+}
+
+/// [`run_torch_stack`] with the kernels capped at `kernels`.
+pub fn run_torch_stack_using<T: Real>(
+    src: &NamedArrays,
+    kind: CellKind,
+    x: Array3<T>,
+    head: Option<&crate::weights::DenseWeights<f64>>,
+    kernels: Kernels,
 ) -> Result<ModelRun<T>> {
     let names: Vec<&str> = src
         .arrays
@@ -498,7 +525,15 @@ pub fn run_torch_stack<T: Real>(
                 h0: None,
                 c0: None,
             };
-            let l = engine::run_layer_with(&w, &spec, li, Record::ALL, None, &mut |_, _| Ok(()))?;
+            let l = engine::run_layer_using(
+                &w,
+                &spec,
+                li,
+                Record::ALL,
+                None,
+                &mut |_, _| Ok(()),
+                kernels,
+            )?;
             let mut o = sequence_output(&l, false);
             if reverse {
                 o.invert_axis(Axis(1)); // back to time order
@@ -509,8 +544,27 @@ pub fn run_torch_stack<T: Real>(
         let views: Vec<_> = outs.iter().map(|o| o.view()).collect();
         input = ndarray::concatenate(Axis(2), &views).map_err(|e| src.error(e.to_string()))?;
     }
-    Ok(ModelRun {
-        layers,
-        output: Tensor::Seq(input),
-    })
+    let output = match head {
+        None => Tensor::Seq(input),
+        Some(d) => {
+            // `fc(output[:, -1, :])`: the Linear on the last step of the module's output.
+            let d = d.cast::<T>();
+            let last = input.index_axis(Axis(1), input.shape()[1].saturating_sub(1));
+            if last.ncols() != d.kernel.nrows() {
+                return Err(src.error(format!(
+                    "the nn.Linear head takes {} inputs; the recurrent output has {}",
+                    d.kernel.nrows(),
+                    last.ncols()
+                )));
+            }
+            let mut y = last.dot(&d.kernel);
+            if let Some(b) = &d.bias {
+                for mut row in y.rows_mut() {
+                    row.zip_mut_with(b, |v, &bv| *v = *v + bv);
+                }
+            }
+            Tensor::Flat(y)
+        }
+    };
+    Ok(ModelRun { layers, output })
 }

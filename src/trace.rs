@@ -9,8 +9,7 @@ What was not recorded (`--record states|none`) is `None`. Renderers and writers 
 formatting.
 */
 
-use crate::cell::{Activation, Real};
-use crate::weights::CellKind;
+use crate::cell::{Activation, CellKind, Real};
 use ndarray::{Array2, Array3, ArrayView1, s};
 
 /// What a run keeps of each step.
@@ -25,6 +24,15 @@ pub struct Record {
 }
 
 impl Record {
+    /// What either of two records keeps.
+    pub fn union(self, other: Record) -> Record {
+        Record {
+            gates: self.gates || other.gates,
+            pre: self.pre || other.pre,
+            states: self.states || other.states,
+        }
+    }
+
     /// Everything.
     pub const ALL: Record = Record {
         gates: true,
@@ -51,34 +59,14 @@ impl Record {
     };
 }
 
-/// Which implementation computed a layer (or, asked of the engine, the best one allowed).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kernels {
-    /// The fused steps of [`crate::cell::fused`] on AVX-512 (float32, default activations).
-    Avx512,
-    /// The same fused steps on AVX2 with FMA.
-    Avx2,
-    /// The portable cells on `gemm` products.
-    Portable,
-}
-
-impl Kernels {
-    /// The name `--timings` and the `.npz` metadata report.
-    pub fn name(self) -> &'static str {
-        match self {
-            Kernels::Avx512 => "avx512-fused",
-            Kernels::Avx2 => "avx2-fused",
-            Kernels::Portable => "portable",
-        }
-    }
-}
+pub use crate::cell::Kernels;
 
 /// The trace of one recurrent layer.
 #[derive(Debug, Clone)]
 pub struct LayerTrace<T> {
     /// Layer name (`lstm`, `gru`, or the saved model's layer name).
     pub name: String,
-    /// LSTM or GRU.
+    /// LSTM, GRU or SimpleRNN.
     pub kind: CellKind,
     /// State size.
     pub units: usize,

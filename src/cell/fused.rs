@@ -1,6 +1,6 @@
 /*!
 Fused steps for the cells as Keras builds them by default (float32, `sigmoid` gates, `tanh` activation):
-the LSTM, and the GRU with `reset_after=True`; written once over a small vector abstraction ([`Simd`]) and
+the LSTM, and the GRU with `reset_after=True`; written once over a small vector abstraction (`Simd`) and
 compiled for AVX-512 (16 lanes) and for AVX2 with FMA (8 lanes), chosen at run time.
 
 One step is one pass over register tiles of `MR` sequences × one vector of units (AVX-512: 6 × 16, using
@@ -29,8 +29,7 @@ library's). That moves the last bit or so: the golden cases agree with Keras to 
 #![allow(clippy::excessive_precision)]
 
 use crate::cell::Activation;
-use crate::trace::Kernels;
-use crate::weights::{CellKind, CellWeights};
+use crate::cell::{CellKind, CellWeights, Kernels};
 
 /// Which fused step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,22 +47,6 @@ impl FusedKind {
             FusedKind::Lstm => 4,
             FusedKind::GruResetAfter => 3,
         }
-    }
-}
-
-/// The kernels `RNNTRACE_KERNELS` allows: `auto` (or unset or empty: the best this CPU has), `avx2`,
-/// `portable`; any other value is an error naming what was found.
-pub fn kernels_requested() -> Result<Kernels, String> {
-    match std::env::var("RNNTRACE_KERNELS").as_deref() {
-        Err(std::env::VarError::NotPresent) | Ok("") | Ok("auto") => Ok(Kernels::Avx512),
-        Ok("avx2") => Ok(Kernels::Avx2),
-        Ok("portable") => Ok(Kernels::Portable),
-        Ok(other) => Err(format!(
-            "RNNTRACE_KERNELS is {other:?}; expected auto, avx2 or portable"
-        )),
-        Err(std::env::VarError::NotUnicode(v)) => Err(format!(
-            "RNNTRACE_KERNELS is {v:?}; expected auto, avx2 or portable"
-        )),
     }
 }
 
@@ -253,9 +236,11 @@ pub unsafe fn step(packed: &Packed, p: &StepPtrs) {
     }
 }
 
-/// The vector operations the kernels need, for one instruction set. Every method is `unsafe`: it may only
-/// run inside a function compiled with that instruction set (the `step_*` entry points), into which it is
-/// inlined.
+/// The vector operations the kernels need, for one instruction set.
+///
+/// # Safety
+/// Every method may only run inside a function compiled with that instruction set (the `step_*` entry
+/// points), into which it is inlined; loads and stores need pointers valid for the lanes they touch.
 #[cfg(target_arch = "x86_64")]
 trait Simd {
     /// f32 lanes per vector.
@@ -471,6 +456,9 @@ mod x86 {
     /// Cephes `expf`: n = round(x·log2 e), r = x − n·ln 2 (in two parts, with fused multiply-adds), the
     /// degree-5 polynomial for e^r, scaled by 2^n. Inputs are clamped to [−87.3, 88] as in the portable
     /// version.
+    ///
+    /// # Safety
+    /// Only inside a function compiled with `S`'s instruction set, on a CPU that has it.
     #[inline(always)]
     unsafe fn exp<S: Simd>(x: S::V) -> S::V {
         unsafe {
@@ -493,6 +481,11 @@ mod x86 {
         }
     }
 
+    /// `1 / (1 + e^{−x})` per lane.
+    ///
+    /// # Safety
+    /// Only inside a function compiled with `S`'s instruction set (the `step_*` entry points), on a CPU
+    /// that has it.
     #[inline(always)]
     pub(super) unsafe fn sigmoid<S: Simd>(x: S::V) -> S::V {
         unsafe {
@@ -502,6 +495,10 @@ mod x86 {
     }
 
     /// Cephes' odd polynomial for |x| < 0.625, `1 − 2/(e^{2|x|} + 1)` beyond, sign restored.
+    ///
+    /// # Safety
+    /// Only inside a function compiled with `S`'s instruction set (the `step_*` entry points), on a CPU
+    /// that has it.
     #[inline(always)]
     pub(super) unsafe fn tanh<S: Simd>(x: S::V) -> S::V {
         unsafe {
@@ -528,21 +525,33 @@ mod x86 {
         }
     }
 
+    /// `step` compiled for AVX-512F.
+    ///
+    /// # Safety
+    /// As `step`, on a CPU with AVX-512F.
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn step_avx512(packed: &Packed, p: &StepPtrs) {
         // SAFETY: forwarded; AVX-512F is enabled here.
-        unsafe { run::<Avx512, 6>(packed, p) }
+        unsafe { step_panels::<Avx512, 6>(packed, p) }
     }
 
+    /// `step` compiled for AVX2 and FMA.
+    ///
+    /// # Safety
+    /// As `step`, on a CPU with AVX2 and FMA.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn step_avx2(packed: &Packed, p: &StepPtrs) {
         // SAFETY: forwarded; AVX2 and FMA are enabled here.
-        unsafe { run::<Avx2, 2>(packed, p) }
+        unsafe { step_panels::<Avx2, 2>(packed, p) }
     }
 
     /// The step: panels of `S::LANES` units, tiles of up to `MR` rows.
+    ///
+    /// # Safety
+    /// As `step`: every pointer in `p` valid for the rows it addresses, outputs not overlapping
+    /// inputs; and only inside a function compiled with `S`'s instruction set, on a CPU that has it.
     #[inline(always)]
-    unsafe fn run<S: Simd, const MR: usize>(packed: &Packed, p: &StepPtrs) {
+    unsafe fn step_panels<S: Simd, const MR: usize>(packed: &Packed, p: &StepPtrs) {
         let (u, f) = (packed.units, packed.features);
         let lanes = S::LANES;
         assert_eq!(
@@ -606,6 +615,10 @@ mod x86 {
     /// Accumulates `init + x·W + h·U` for `N` rows into four accumulators per row; `G` is the number of
     /// weight slots per packed row (4 LSTM, 3 GRU), and `to` maps a slot to its accumulator for the input
     /// part (`to.0`) and the recurrent part (`to.1`).
+    ///
+    /// # Safety
+    /// As `step`: every pointer in `p` valid for the rows it addresses, outputs not overlapping
+    /// inputs; and only inside a function compiled with `S`'s instruction set, on a CPU that has it.
     #[inline(always)]
     unsafe fn accumulate<S: Simd, const N: usize, const G: usize>(
         packed: &Packed,
@@ -650,16 +663,31 @@ mod x86 {
         }
     }
 
+    /// Stores the tile's lanes of `v` at row `row` of a `u`-wide matrix.
+    ///
+    /// # Safety
+    /// `dst` must be valid for `row + 1` rows of `u` floats and `t` a tile of those columns; only inside a
+    /// function compiled with `S`'s instruction set.
     #[inline(always)]
     unsafe fn store<S: Simd>(dst: *mut f32, row: usize, t: &Tile<S>, u: usize, v: S::V) {
         unsafe { S::store_part(dst.add(row * u + t.off), t.mask, v) }
     }
 
+    /// Loads the tile's lanes of row `row` of a `u`-wide matrix (the others are zero).
+    ///
+    /// # Safety
+    /// `src` must be valid for `row + 1` rows of `u` floats and `t` a tile of those columns; only inside a
+    /// function compiled with `S`'s instruction set.
     #[inline(always)]
     unsafe fn load<S: Simd>(src: *const f32, row: usize, t: &Tile<S>, u: usize) -> S::V {
         unsafe { S::load_part(t.mask, src.add(row * u + t.off)) }
     }
 
+    /// One LSTM tile: gates, cell and hidden state for `N` rows.
+    ///
+    /// # Safety
+    /// As `step`: every pointer in `p` valid for the rows it addresses, outputs not overlapping
+    /// inputs; and only inside a function compiled with `S`'s instruction set, on a CPU that has it.
     #[inline(always)]
     unsafe fn lstm<S: Simd, const N: usize>(packed: &Packed, p: &StepPtrs, t: &Tile<S>) {
         unsafe {
@@ -690,6 +718,11 @@ mod x86 {
         }
     }
 
+    /// One GRU (`reset_after=True`) tile: gates and hidden state for `N` rows.
+    ///
+    /// # Safety
+    /// As `step`: every pointer in `p` valid for the rows it addresses, outputs not overlapping
+    /// inputs; and only inside a function compiled with `S`'s instruction set, on a CPU that has it.
     #[inline(always)]
     unsafe fn gru<S: Simd, const N: usize>(packed: &Packed, p: &StepPtrs, t: &Tile<S>) {
         unsafe {
@@ -748,6 +781,8 @@ mod tests {
         worst
     }
 
+    /// # Safety
+    /// Only on a CPU with AVX-512F.
     #[target_feature(enable = "avx512f")]
     unsafe fn sig512(x: &[f32; 16]) -> [f32; 16] {
         let mut out = [0.0f32; 16];
@@ -759,6 +794,8 @@ mod tests {
         out
     }
 
+    /// # Safety
+    /// Only on a CPU with AVX-512F.
     #[target_feature(enable = "avx512f")]
     unsafe fn tanh512(x: &[f32; 16]) -> [f32; 16] {
         let mut out = [0.0f32; 16];
@@ -770,6 +807,8 @@ mod tests {
         out
     }
 
+    /// # Safety
+    /// Only on a CPU with AVX2 and FMA.
     #[target_feature(enable = "avx2,fma")]
     unsafe fn sig256(x: &[f32; 16]) -> [f32; 16] {
         let mut out = [0.0f32; 16];
@@ -783,6 +822,8 @@ mod tests {
         out
     }
 
+    /// # Safety
+    /// Only on a CPU with AVX2 and FMA.
     #[target_feature(enable = "avx2,fma")]
     unsafe fn tanh256(x: &[f32; 16]) -> [f32; 16] {
         let mut out = [0.0f32; 16];
@@ -835,8 +876,8 @@ mod tests {
     fn packings_exist_only_for_fused_instruction_sets_the_cpu_has() {
         use super::{Kernels, Packed};
         use crate::cell::Activation::{HardSigmoid, Sigmoid, Tanh};
-        let w = crate::weights::CellWeights::<f32> {
-            kind: crate::weights::CellKind::Lstm,
+        let w = crate::cell::CellWeights::<f32> {
+            kind: crate::cell::CellKind::Lstm,
             units: 3,
             features: 2,
             kernel: ndarray::Array2::zeros((2, 12)),
@@ -844,6 +885,7 @@ mod tests {
             bias: None,
             recurrent_bias: None,
             reset_after: true,
+            projection: None,
         };
         assert!(Packed::new(&w, Tanh, Sigmoid, Kernels::Portable).is_none());
         assert!(Packed::new(&w, Tanh, HardSigmoid, Kernels::Avx512).is_none());

@@ -9,9 +9,9 @@ The Keras GRU step, both variants (blocks z | r | h; `σr` the recurrent activat
 Update, both: `h' = z⊙h + (1−z)⊙h̃` (Keras's form, not the textbook's swapped one).
 */
 
+use super::CellWeights;
 use super::kernels::matmul;
 use super::{Activation, Real, StepOut};
-use crate::weights::CellWeights;
 use ndarray::{ArrayView2, Zip, s};
 
 /// A GRU cell: weights plus the two activations.

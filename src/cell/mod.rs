@@ -1,20 +1,23 @@
 /*!
-The numeric core: activations and the LSTM and GRU cells, generic over `f32` and `f64`.
+The numeric core: what a cell is ([`kind`]), activations and the LSTM, GRU and SimpleRNN cells, generic
+over `f32` and `f64`.
 
 A cell is a small config struct plus a `step` that advances a whole batch by one timestep, writing the
 pre-activations, activated gates and new state into caller-owned buffers (no allocation per step). The cells
-see only [`crate::weights::CellWeights`] in Keras layout; they never know which file the weights came from.
+see only [`CellWeights`] in Keras layout; they never know which file the weights came from.
 */
 
 pub mod activation;
 pub mod fused;
 pub mod gru;
 pub mod kernels;
+pub mod kind;
 pub mod lstm;
 pub mod simple;
 
 pub use activation::Activation;
 pub use gru::GruCell;
+pub use kind::{CellKind, CellWeights, Gate, Kernels};
 pub use lstm::LstmCell;
 pub use simple::SimpleRnnCell;
 

@@ -3,9 +3,9 @@ The Keras `SimpleRNN` step: `h' = act(x·W + h·U + b)`. Its single block is rec
 state), so it traces like the gated cells.
 */
 
+use super::CellWeights;
 use super::kernels::matmul;
 use super::{Activation, Real, StepOut};
-use crate::weights::CellWeights;
 use ndarray::ArrayView2;
 
 /// A SimpleRNN cell: weights plus its activation.

@@ -1,9 +1,10 @@
 /*!
 `rnntrace explain`'s command line, declared and nothing more; [`crate::commands::explain`] validates it
-(the single-layer flags through [`crate::config::cell_job`], as `lstm`/`gru` do).
+(the single-layer flags through [`crate::cli::job::cell_job`], as `lstm`/`gru` do). The convention flags are
+[`ConventionArgs`], shared with `lstm`/`gru` and `diagnose`.
 */
 
-use super::{FormatArg, LayoutArg, PrecisionArg, ResetAfterArg};
+use super::args::{ConventionArgs, FormatArg, LayoutArg, PrecisionArg};
 use clap::{Args, ValueEnum};
 use std::path::PathBuf;
 
@@ -20,7 +21,9 @@ pub enum ExplainCell {
 }
 
 /// `rnntrace explain`: exact attributions of one output over time and features, and what each unit does.
+// --carry-state comes with the shared convention flags; explain refuses it, so --help does not offer it.
 #[derive(Debug, Args)]
+#[command(mut_arg("carry_state", |a| a.hide(true)))]
 pub struct ExplainArgs {
     /// A saved Keras model (.keras or .h5): stacks, Bidirectional, heads, Masking.
     #[arg(long, value_name = "MODEL", conflicts_with_all = ["weights", "cell"], required_unless_present = "weights")]
@@ -52,12 +55,10 @@ pub struct ExplainArgs {
     /// riemann_middle, riemann_trapezoid).
     #[arg(long, default_value = "gausslegendre", value_name = "RULE")]
     pub ig_method: String,
-    /// Keras `activation` (single layer).
-    #[arg(long, default_value = "tanh", value_name = "NAME")]
-    pub activation: String,
-    /// Keras `recurrent_activation` (single layer).
-    #[arg(long, default_value = "sigmoid", value_name = "NAME")]
-    pub recurrent_activation: String,
+    /// The single layer's conventions, as `lstm`/`gru` take them (`--carry-state` is refused: explain
+    /// treats every sequence independently).
+    #[command(flatten)]
+    pub convention: ConventionArgs,
     /// Weights layout.
     #[arg(long, value_enum, default_value_t = LayoutArg::Auto)]
     pub layout: LayoutArg,
@@ -67,12 +68,9 @@ pub struct ExplainArgs {
     /// The reverse direction of a bidirectional PyTorch/ONNX file (runs with --go-backwards).
     #[arg(long)]
     pub reverse: bool,
-    /// GRU: reset gate after the recurrent product (Keras 3 default) or before.
-    #[arg(long, value_enum, default_value_t = ResetAfterArg::Auto)]
-    pub reset_after: ResetAfterArg,
-    /// Process each sequence last step first (attributions stay indexed by input row).
-    #[arg(long)]
-    pub go_backwards: bool,
+    /// The recurrent module of a PyTorch file holding several (`encoder`, `decoder.rnn`).
+    #[arg(long, value_name = "NAME")]
+    pub module: Option<String>,
     /// Initial states (.npz with h, and c for an LSTM): their gradient is reported as its own term.
     #[arg(long, value_name = "S.npz")]
     pub initial_state: Option<PathBuf>,
@@ -82,12 +80,9 @@ pub struct ExplainArgs {
     /// Mask steps whose features all equal V (Keras Masking).
     #[arg(long, value_name = "V", allow_negative_numbers = true)]
     pub mask_value: Option<f64>,
-    /// Dense head after the layer.
+    /// Dense head after the layer: a file, or the name of an nn.Linear in --weights (`fc`).
     #[arg(long, value_name = "D")]
     pub dense: Option<PathBuf>,
-    /// The head's activation (softmax included).
-    #[arg(long, default_value = "linear", value_name = "NAME")]
-    pub dense_activation: String,
     /// Compute in float32 (as the frameworks do) or float64.
     #[arg(long, value_enum, default_value_t = PrecisionArg::F32)]
     pub precision: PrecisionArg,

@@ -1,18 +1,20 @@
 /*!
 `rnntrace explain`: validates the command line, builds the [`Network`] the explainer differentiates (from
-one layer's weights through [`config::cell_job`], exactly as `lstm`/`gru` read them, or from a saved Keras
-model through [`crate::model`]), runs [`crate::explain::explain`] at the asked precision, and hands the
-result to the renderers (tables, JSON, `.npz`, charts).
+one layer's weights through [`job::cell_job`], exactly as `lstm`/`gru` read them, or from a saved Keras
+model through [`crate::model`]), runs [`crate::explain::explain`] at the asked precision with the kernels
+[`Env`] allows, and hands the result to the renderers (tables, JSON, `.npz`, charts) through
+[`write_stdout`] and the renderers' atomic writers.
 */
 
-use crate::app::{Outcome, write_stdout};
-use crate::cell::{Activation, Real};
-use crate::cli::explain::ExplainCell;
-use crate::cli::{
-    CellArgs, CheckArgs, ColorArg, DisplayArgs, ExplainArgs, FormatArg, PlotArgs, PrecisionArg,
-    RecordArg,
+use crate::cell::{Activation, Kernels, Real};
+use crate::cli::args::{
+    CellArgs, CheckArgs, ColorArg, DisplayArgs, FormatArg, PlotArgs, PrecisionArg, RecordArg,
+    ResetAfterArg,
 };
-use crate::config;
+use crate::cli::explain::{ExplainArgs, ExplainCell};
+use crate::cli::job::{self, Env};
+use crate::cli::load::{load_mask, series_input};
+use crate::cli::output::{Outcome, write_stdout};
 use crate::engine::LayerSpec;
 use crate::error::{Error, Result, shape_str};
 use crate::explain::{
@@ -39,7 +41,7 @@ struct Problem {
 }
 
 /// `rnntrace explain …`.
-pub fn run(a: &ExplainArgs) -> Result<Outcome> {
+pub fn explain(a: &ExplainArgs, env: &Env) -> Result<Outcome> {
     let methods =
         Methods::parse(&a.methods).map_err(|e| Error::usage(format!("--methods: {e}")))?;
     let rule = explain::methods::RULES
@@ -83,10 +85,20 @@ pub fn run(a: &ExplainArgs) -> Result<Outcome> {
     if let Some(b) = &baseline_file {
         inputs.push(b);
     }
-    for out in [&a.save, &a.plot, &a.plot_units].into_iter().flatten() {
-        config::check_not_input(Some(out), &inputs)?;
-        io::write::check_output(out)?;
+    if a.convention.carry_state {
+        return Err(Error::usage(
+            "--carry-state: explain treats every sequence independently (each starts from --initial-state or zeros)",
+        ));
     }
+    let outs: Vec<(&str, &Path)> = [
+        ("--save", &a.save),
+        ("--plot", &a.plot),
+        ("--plot-units", &a.plot_units),
+    ]
+    .into_iter()
+    .filter_map(|(flag, p)| p.as_deref().map(|p| (flag, p)))
+    .collect();
+    job::check_output_set(&inputs, &outs)?;
     if let Some(p) = &a.save
         && !p.extension().is_some_and(|e| e.eq_ignore_ascii_case("npz"))
     {
@@ -101,8 +113,8 @@ pub fn run(a: &ExplainArgs) -> Result<Outcome> {
         }
     }
     let problem = match (&a.model, &a.weights) {
-        (Some(m), _) => from_model(a, m)?,
-        (None, Some(w)) => from_weights(a, w)?,
+        (Some(m), _) => from_model(a, m, env.kernels)?,
+        (None, Some(w)) => from_weights(a, w, env)?,
         (None, None) => return Err(Error::usage("give --model or --weights with --cell")),
     };
     for n in &problem.notes {
@@ -114,7 +126,7 @@ pub fn run(a: &ExplainArgs) -> Result<Outcome> {
     }
 }
 
-fn from_weights(a: &ExplainArgs, w: &Path) -> Result<Problem> {
+fn from_weights(a: &ExplainArgs, w: &Path, env: &Env) -> Result<Problem> {
     let kind = match a.cell {
         Some(ExplainCell::Lstm) => CellKind::Lstm,
         Some(ExplainCell::Gru) => CellKind::Gru,
@@ -126,19 +138,16 @@ fn from_weights(a: &ExplainArgs, w: &Path) -> Result<Problem> {
         weights: w.to_path_buf(),
         input: a.input.clone(),
         window: None,
-        activation: a.activation.clone(),
-        recurrent_activation: a.recurrent_activation.clone(),
+        convention: a.convention.clone(),
         layout: a.layout,
         layer: a.layer,
         reverse: a.reverse,
-        reset_after: a.reset_after,
-        go_backwards: a.go_backwards,
+        module: a.module.clone(),
+        time_major: false,
         initial_state: a.initial_state.clone(),
         mask: a.mask.clone(),
         mask_value: a.mask_value,
-        carry_state: false,
         dense: a.dense.clone(),
-        dense_activation: a.dense_activation.clone(),
         precision: a.precision,
         format: a.format,
         trace: None,
@@ -164,7 +173,19 @@ fn from_weights(a: &ExplainArgs, w: &Path) -> Result<Problem> {
         },
         plots: PlotArgs::default(),
     };
-    let job = config::cell_job(kind, &cell_args)?;
+    let job = job::cell_job(kind, &cell_args, env)?;
+    if let Some(p) = &job.weights.projection {
+        // h = (o ⊙ act(c)) · W_hr: the backward pass in crate::explain does not differentiate the projection.
+        return Err(Error::input(
+            w,
+            format!(
+                "is a PyTorch LSTM with proj_size={} (h has {} values, c has {}); explain does not differentiate through the projection: trace it with `rnntrace lstm` instead",
+                p.ncols(),
+                job.weights.h_units(),
+                job.weights.units
+            ),
+        ));
+    }
     let mut ops = Vec::new();
     if let Some(v) = job.mask_value {
         ops.push(Op::Masking { value: v });
@@ -182,7 +203,10 @@ fn from_weights(a: &ExplainArgs, w: &Path) -> Result<Problem> {
         });
     }
     Ok(Problem {
-        net: Network { ops },
+        net: Network {
+            ops,
+            kernels: job.kernels,
+        },
         x: job.x.clone(),
         mask: job.mask.clone(),
         init: InitialState {
@@ -252,13 +276,22 @@ fn dense_op(
     })
 }
 
-fn from_model(a: &ExplainArgs, path: &Path) -> Result<Problem> {
+fn from_model(a: &ExplainArgs, path: &Path, kernels: Kernels) -> Result<Problem> {
+    let c = &a.convention;
     for (flag, set) in [
         ("--initial-state", a.initial_state.is_some()),
         ("--dense", a.dense.is_some()),
-        ("--go-backwards", a.go_backwards),
+        ("--go-backwards", c.go_backwards),
         ("--reverse", a.reverse),
         ("--mask-value", a.mask_value.is_some()),
+        ("--module", a.module.is_some()),
+        ("--activation", c.activation != "tanh"),
+        (
+            "--recurrent-activation",
+            c.recurrent_activation != "sigmoid",
+        ),
+        ("--reset-after", c.reset_after != ResetAfterArg::Auto),
+        ("--dense-activation", c.dense_activation != "linear"),
     ] {
         if set {
             return Err(Error::usage(format!(
@@ -344,7 +377,7 @@ fn from_model(a: &ExplainArgs, path: &Path) -> Result<Problem> {
         .or(features)
         .unwrap_or(0);
     let raw = io::read_npy(&a.input)?;
-    let x = config::series_input(&raw, &a.input, None, f, &format!("the model expects {f}"))?;
+    let x = series_input(&raw, &a.input, None, f, &format!("the model expects {f}"))?;
     if let Some(want) = m
         .input_shape
         .get(1)
@@ -362,33 +395,16 @@ fn from_model(a: &ExplainArgs, path: &Path) -> Result<Problem> {
     }
     let mask = match &a.mask {
         None => None,
-        Some(p) => Some(read_mask(p, x.dim().0, x.dim().1)?),
+        Some(p) => Some(load_mask(p, x.dim().0, x.dim().1)?),
     };
     Ok(Problem {
-        net: Network { ops },
+        net: Network { ops, kernels },
         x,
         mask,
         init: InitialState::default(),
         title: path.display().to_string(),
         notes: Vec::new(),
     })
-}
-
-fn read_mask(p: &Path, b: usize, t: usize) -> Result<Array2<bool>> {
-    let raw = io::read_npy(p)?;
-    if raw.shape != [b, t] {
-        return Err(Error::input(
-            p,
-            format!(
-                "mask has shape {}; expected ({b}, {t}) (sequences, timesteps)",
-                raw.shape_str()
-            ),
-        ));
-    }
-    Ok(
-        Array2::from_shape_vec((b, t), raw.data.iter().map(|v| *v != 0.0).collect())
-            .expect("shape checked"),
-    )
 }
 
 fn cast_net<T: Real>(n: &Network<f64>) -> Network<T> {
@@ -399,6 +415,7 @@ fn cast_net<T: Real>(n: &Network<f64>) -> Network<T> {
         zero_output_for_mask: r.zero_output_for_mask,
     };
     Network {
+        kernels: n.kernels,
         ops: n
             .ops
             .iter()

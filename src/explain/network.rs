@@ -10,7 +10,7 @@ orders), so what is explained is what `run` computes.
 use super::bptt::{self, Upstream};
 use super::derivative::backward_rows;
 use crate::cell::kernels::matmul;
-use crate::cell::{Activation, Real};
+use crate::cell::{Activation, Kernels, Real};
 use crate::engine::{self, LayerInput, LayerSpec};
 use crate::trace::{LayerTrace, Record};
 use crate::weights::{CellKind, CellWeights, DenseWeights};
@@ -141,6 +141,8 @@ impl<T: Real> Value<T> {
 pub struct Network<T> {
     /// In model order.
     pub ops: Vec<Op<T>>,
+    /// The best kernels the forward passes may use (the command line passes `RNNTRACE_KERNELS`'s choice).
+    pub kernels: Kernels,
 }
 
 /// Initial states for the first recurrent layer: (sequences, units) each.
@@ -233,7 +235,15 @@ fn run_rec<T: Real>(
     mask: Option<&Array2<bool>>,
     init: Option<&InitialState<T>>,
     record: Record,
+    kernels: Kernels,
 ) -> LayerTrace<T> {
+    // The backward pass has no term for a PyTorch `proj_size` projection: refuse rather than differentiate
+    // the wrong function (the command line refuses such weights by name before this).
+    assert!(
+        op.weights.projection.is_none(),
+        "explain: layer '{}' is a proj_size LSTM, which explain does not differentiate",
+        op.spec.name
+    );
     // A pass to differentiate keeps pre-activations only when a derivative needs them.
     let record = if record.pre
         && !bptt::needs_pre(op.spec.activation)
@@ -251,8 +261,16 @@ fn run_rec<T: Real>(
         c0: init.and_then(|i| i.c0.clone()),
     };
     let mut sink = |_: usize, _: &engine::Stores<T>| Ok(());
-    engine::run_layer_with(&op.weights, &op.spec, input, record, None, &mut sink)
-        .unwrap_or_else(|_| unreachable!("the in-memory sink never fails"))
+    engine::run_layer_using(
+        &op.weights,
+        &op.spec,
+        input,
+        record,
+        None,
+        &mut sink,
+        kernels,
+    )
+    .unwrap_or_else(|_| unreachable!("the in-memory sink never fails"))
 }
 
 /// The return_sequences output in processing order (zeros at masked steps with `zero_masked`).
@@ -333,7 +351,14 @@ impl<T: Real> Network<T> {
                     let Value::Seq(x) = &value else {
                         panic!("a recurrent layer needs a sequence")
                     };
-                    let l = run_rec(r, x.view(), mask.as_ref(), first.then_some(init), record);
+                    let l = run_rec(
+                        r,
+                        x.view(),
+                        mask.as_ref(),
+                        first.then_some(init),
+                        record,
+                        self.kernels,
+                    );
                     first = false;
                     let v = rec_value(r, &l, false);
                     if !r.return_sequences {
@@ -350,8 +375,15 @@ impl<T: Real> Network<T> {
                         panic!("a recurrent layer needs a sequence")
                     };
                     first = false;
-                    let lf = run_rec(forward, x.view(), mask.as_ref(), None, record);
-                    let lb = run_rec(backward, x.view(), mask.as_ref(), None, record);
+                    let lf = run_rec(forward, x.view(), mask.as_ref(), None, record, self.kernels);
+                    let lb = run_rec(
+                        backward,
+                        x.view(),
+                        mask.as_ref(),
+                        None,
+                        record,
+                        self.kernels,
+                    );
                     let of = rec_value(forward, &lf, false);
                     let ob = rec_value(backward, &lb, backward.spec.go_backwards);
                     if !forward.return_sequences {

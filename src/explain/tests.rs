@@ -3,7 +3,7 @@
 
 use super::network::{InitialState, Merge, Network, Op, RecurrentOp};
 use super::*;
-use crate::cell::Activation;
+use crate::cell::{Activation, Kernels};
 use crate::engine::LayerSpec;
 use crate::weights::{CellKind, CellWeights, DenseWeights};
 use ndarray::{Array1, Array2, Array3};
@@ -30,6 +30,7 @@ fn weights(kind: CellKind, f: usize, u: usize, reset_after: bool, seed: usize) -
         recurrent_bias: (kind == CellKind::Gru && reset_after)
             .then(|| Array1::from_shape_fn(g, |i| val(seed + 7000 + i, 0.5))),
         reset_after: kind == CellKind::Gru && reset_after,
+        projection: None,
     }
 }
 
@@ -160,6 +161,7 @@ fn every_cell_and_activation_matches_finite_differences() {
                 for back in [false, true] {
                     let u = 3;
                     let net = Network {
+                        kernels: Kernels::Avx512,
                         ops: vec![
                             Op::Recurrent(rec(kind, 2, u, ra, act, rec_act, back, false, 11)),
                             dense(u, 2, Activation::Softmax),
@@ -186,6 +188,7 @@ fn stacks_and_bidirectional_match_finite_differences() {
     for merge in [Merge::Concat, Merge::Sum, Merge::Ave, Merge::Mul] {
         let width = if merge == Merge::Concat { 4 } else { 2 };
         let net = Network {
+            kernels: Kernels::Avx512,
             ops: vec![
                 Op::Masking { value: 0.0 },
                 Op::Bidirectional {
@@ -254,6 +257,7 @@ fn stacks_and_bidirectional_match_finite_differences() {
 fn integrated_gradients_are_complete() {
     let x = input(2, 6, 2);
     let net = Network {
+        kernels: Kernels::Avx512,
         ops: vec![
             Op::Recurrent(rec(
                 CellKind::Lstm,

@@ -30,7 +30,7 @@ struct Entry {
 /// An `.npz` being written.
 pub struct NpzStream {
     target: PathBuf,
-    tmp: tempfile::NamedTempFile,
+    tmp: super::temp::TempOut,
     entries: Vec<Entry>,
     end: u64,
     zip64: bool,
@@ -49,15 +49,7 @@ impl NpzStream {
     /// Starts an archive that will be renamed to `target` when finished.
     pub fn new(target: &Path) -> Result<NpzStream> {
         super::write::check_output(target)?;
-        let dir = match target.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let tmp = tempfile::Builder::new()
-            .prefix(".rnntrace-")
-            .suffix(".tmp")
-            .tempfile_in(&dir)
-            .map_err(|e| Error::output(target, super::io_reason(&e)))?;
+        let tmp = super::temp::create(target)?;
         Ok(NpzStream {
             target: target.to_path_buf(),
             tmp,
@@ -311,16 +303,7 @@ impl NpzStream {
         tail.extend_from_slice(&0u16.to_le_bytes());
         f.write_all_at(&tail, cd_offset)
             .map_err(|err| self.err(err))?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let _ = f.set_permissions(std::fs::Permissions::from_mode(0o644));
-        }
-        let target = self.target.clone();
-        self.tmp
-            .persist(&target)
-            .map_err(|e| Error::output(&target, super::io_reason(&e.error)))?;
-        Ok(())
+        super::temp::persist(self.tmp, &self.target)
     }
 }
 

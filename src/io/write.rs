@@ -1,19 +1,19 @@
 /*!
-Atomic output: every file rnntrace writes goes to a temporary file beside the target and is renamed into
-place only when complete. On any error the temporary file is removed and an existing target is untouched.
+Atomic output: every file rnntrace writes goes to a temporary file beside the target (see [`super::temp`])
+and is renamed into place only when complete. On any error, or when a signal ends the run, the temporary
+file is removed and an existing target is untouched.
 */
 
+use super::temp::folder_of;
 use crate::error::{Error, Result};
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-/// Checks, before any work is done, that `target` can be written: its folder exists and it is not a
-/// folder itself. (The write itself still goes through [`atomic_write`].)
+/// Checks, before any work is done, that `target` can be written: its folder exists, it is not a folder
+/// itself, and a file can be created in that folder (a read-only mount, an immutable or unwritable folder
+/// is found now, not after the computation). The write itself still goes through [`atomic_write`].
 pub fn check_output(target: &Path) -> Result<()> {
-    let dir = match target.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
+    let dir = folder_of(target);
     if dir.exists() && !dir.is_dir() {
         return Err(Error::output(
             target,
@@ -29,6 +29,9 @@ pub fn check_output(target: &Path) -> Result<()> {
     if target.is_dir() {
         return Err(Error::output(target, "is a directory"));
     }
+    // A probe: created and removed at once (the folder may be writable by nobody but root, read-only, or
+    // immutable; only trying says).
+    drop(super::temp::create(target)?);
     Ok(())
 }
 
@@ -37,10 +40,7 @@ pub fn atomic_write(
     target: &Path,
     fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
 ) -> Result<()> {
-    let dir = match target.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
+    let dir = folder_of(target);
     if !dir.is_dir() {
         return Err(Error::output(
             target,
@@ -50,11 +50,7 @@ pub fn atomic_write(
     if target.is_dir() {
         return Err(Error::output(target, "is a directory"));
     }
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".rnntrace-")
-        .suffix(".tmp")
-        .tempfile_in(&dir)
-        .map_err(|e| Error::output(target, super::io_reason(&e)))?;
+    let mut tmp = super::temp::create(target)?;
     {
         let mut buffered = std::io::BufWriter::new(tmp.as_file_mut());
         fill(&mut buffered).map_err(|e| Error::output(target, super::io_reason(&e)))?;
@@ -62,15 +58,5 @@ pub fn atomic_write(
             .flush()
             .map_err(|e| Error::output(target, super::io_reason(&e)))?;
     }
-    #[cfg(unix)]
-    {
-        // Temporary files are private (0600); the result should have ordinary permissions.
-        use std::os::unix::fs::PermissionsExt;
-        let _ = tmp
-            .as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o644));
-    }
-    tmp.persist(target)
-        .map_err(|e| Error::output(target, super::io_reason(&e.error)))?;
-    Ok(())
+    super::temp::persist(tmp, target)
 }

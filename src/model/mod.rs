@@ -362,35 +362,9 @@ fn read_at(file: &mut File, offset: u64, n: usize) -> std::io::Result<Vec<u8>> {
     Ok(buf)
 }
 
-/// `s` with every control character (and the Unicode line separators and bidirectional overrides, which
-/// can also rearrange a terminal's text) replaced by a visible escape: `\n`, `\t`, `\x1b`, `\u{202e}`.
-/// Backslashes are left alone, so escaping twice changes nothing.
-pub fn escape_controls(s: &str) -> String {
-    let hostile = |c: char| {
-        c.is_control()
-            || matches!(
-                c,
-                '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{061c}'
-            )
-            || ('\u{202a}'..='\u{202e}').contains(&c)
-            || ('\u{2066}'..='\u{2069}').contains(&c)
-    };
-    if !s.chars().any(hostile) {
-        return s.to_string();
-    }
-    let mut out = String::with_capacity(s.len() + 8);
-    for c in s.chars() {
-        match c {
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if hostile(c) && (c as u32) < 0x80 => out.push_str(&format!("\\x{:02x}", c as u32)),
-            c if hostile(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out
-}
+/// The crate's one escaper for text from files ([`crate::error::printable`]), under the name the model
+/// loaders use.
+pub use crate::error::printable as escape_controls;
 
 /// Escapes every string of a loaded model that came from the file.
 fn escape_model(m: &mut SavedModel) {

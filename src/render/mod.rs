@@ -13,7 +13,8 @@ pub mod plot;
 pub mod table;
 
 use crate::compare::Comparison;
-use crate::config::Display;
+use crate::error::{Error, Result};
+use crate::scaler::Scaler;
 use crate::trace::Trace;
 use ndarray::Array2;
 
@@ -36,12 +37,46 @@ pub struct Report<'a, T> {
     /// --window K, when the input was a series.
     pub window: Option<usize>,
     /// Display settings.
-    pub display: &'a Display,
+    pub display: &'a DisplayOptions,
     /// What the run is called in headings (empty, or `Weather demo`).
     pub title: String,
 }
 
-impl Display {
+/// Validated display settings.
+#[derive(Debug, Clone)]
+pub struct DisplayOptions {
+    /// Feature names (empty: x0, x1, …).
+    pub feature_names: Vec<String>,
+    /// Which sequences get per-step tables (`None`: the first 3).
+    pub sequences: Option<Vec<std::ops::Range<usize>>>,
+    /// Max unit columns.
+    pub max_units: usize,
+    /// Max steps per sequence in per-step tables.
+    pub max_steps: usize,
+    /// Colour on.
+    pub color: bool,
+    /// Only errors and the verdict.
+    pub quiet: bool,
+    /// Names of the outputs (empty: y0, y1, …).
+    pub output_names: Vec<String>,
+    /// Maps predictions back to original units.
+    pub scaler: Option<Scaler>,
+}
+
+impl DisplayOptions {
+    /// Checks that `--sequences` names at least one of `n` sequences.
+    pub fn check_sequences(&self, n: usize) -> Result<()> {
+        match &self.sequences {
+            Some(ranges) if ranges.iter().all(|r| r.start >= n) => Err(Error::usage(format!(
+                "--sequences: the input holds {n} sequences (0..{}); none of the ones asked for exists",
+                n.saturating_sub(1)
+            ))),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl DisplayOptions {
     /// Which of `n` sequences get per-step tables.
     pub fn shown_sequences(&self, n: usize) -> Vec<usize> {
         if self.quiet {

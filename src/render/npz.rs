@@ -16,16 +16,35 @@ Per-step arrays are **time-major**, `(steps, sequences, units)` with steps in pr
 | `predictions` | (B, outputs) | always |
 | `last_output`, `initial_state/h`, `final_state/h` (and `/c`) | (B, U) | always |
 | `metadata` | () unicode | always: `json.loads(np.load(p)["metadata"][()])` |
+
+A `proj_size` LSTM's `state/h`, `output`, `last_output`, `initial_state/h` and `final_state/h` have the
+projection's width P, not U.
 */
 
+use crate::cell::CellKind;
 use crate::cell::Real;
-use crate::config::CellJob;
 use crate::engine::Stores;
 use crate::error::Result;
 use crate::io::npz_writer::{ArrayId, NpzStream};
 use crate::trace::{LayerTrace, Record, Trace};
-use crate::weights::CellKind;
 use std::path::Path;
+
+/// The shape of a run whose trace is streamed: what [`TraceNpz::new`] declares members for.
+#[derive(Debug, Clone, Copy)]
+pub struct NpzRun {
+    /// The cell.
+    pub kind: CellKind,
+    /// Sequences in the batch.
+    pub sequences: usize,
+    /// Timesteps per sequence.
+    pub steps: usize,
+    /// Units of the layer.
+    pub units: usize,
+    /// Width of `h` and the output: `units`, or a `proj_size` LSTM's projection width.
+    pub h_units: usize,
+    /// Whether steps may be masked (a mask or a mask value was given).
+    pub masked: bool,
+}
 
 /// An `.npz` trace being written. Each block of steps goes to disk as soon as the engine has computed
 /// it, straight from the engine's per-gate arrays (time-major, so a block is one contiguous run of each
@@ -52,13 +71,14 @@ fn bytes_of<T: Real>(values: &[T]) -> &[u8] {
 }
 
 impl<T: Real> TraceNpz<T> {
-    /// Declares the streamed members for `job` and `record`.
-    pub fn new(target: &Path, job: &CellJob, record: Record) -> Result<TraceNpz<T>> {
+    /// Declares the streamed members of a run shaped `run`, recording `record`.
+    pub fn new(target: &Path, run: NpzRun, record: Record) -> Result<TraceNpz<T>> {
         let mut stream = NpzStream::new(target)?;
-        let (b, t, _) = job.x.dim();
-        let u = job.weights.units;
+        let (b, t, u) = (run.sequences, run.steps, run.units);
         let shape = [t, b, u];
-        let names = job.weights.kind.gate_names();
+        // h and the output have the projection's width for a proj_size LSTM.
+        let h_shape = [t, b, run.h_units];
+        let names = run.kind.gate_names();
         let mut gates = Vec::new();
         let mut pre = Vec::new();
         if record.gates {
@@ -71,15 +91,15 @@ impl<T: Real> TraceNpz<T> {
                 pre.push(stream.declare(&format!("pre/{g}"), T::DESCR, &shape, T::BYTES)?);
             }
         }
-        let masking = job.mask.is_some() || job.mask_value.is_some();
+        let masking = run.masked;
         let (mut h, mut c, mut out) = (None, None, None);
         if record.states {
-            h = Some(stream.declare("state/h", T::DESCR, &shape, T::BYTES)?);
-            if job.weights.kind == CellKind::Lstm {
+            h = Some(stream.declare("state/h", T::DESCR, &h_shape, T::BYTES)?);
+            if run.kind.has_cell_state() {
                 c = Some(stream.declare("state/c", T::DESCR, &shape, T::BYTES)?);
             }
             if masking {
-                out = Some(stream.declare("output", T::DESCR, &shape, T::BYTES)?);
+                out = Some(stream.declare("output", T::DESCR, &h_shape, T::BYTES)?);
             }
         }
         let masked = if masking {
@@ -128,7 +148,7 @@ impl<T: Real> TraceNpz<T> {
     /// Adds the small arrays and the metadata, and renames the archive into place.
     pub fn finish(
         self,
-        job: &CellJob,
+        window: Option<usize>,
         trace: &Trace<T>,
         comparison: Option<&crate::compare::Comparison>,
     ) -> Result<()> {
@@ -183,7 +203,7 @@ impl<T: Real> TraceNpz<T> {
             "precision": T::NAME, "gates": l.kind.gate_names(), "kernels": l.kernels.name(),
             "dense_activation": trace.dense_activation.map(|a| a.name()),
             "comparison": comparison,
-            "window": job.window,
+            "window": window,
         })
         .to_string();
         // A 0-d unicode array (UTF-32 code units).

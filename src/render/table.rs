@@ -1,7 +1,7 @@
 /*!
 The default stdout output: per sequence and per timestep, grid tables of the input, the gates (one row per
 gate, one column per unit) and the state update; then predictions against the framework and the truth, and a
-verdict. Built with comfy-table; colour only when asked for (see [`crate::config::Display`]).
+verdict. Built with comfy-table; colour only when asked for (see [`crate::render::DisplayOptions`]).
 */
 
 use super::Report;
@@ -11,20 +11,6 @@ use crate::trace::LayerTrace;
 use crate::weights::CellKind;
 use comfy_table::{Attribute, Cell, CellAlignment, Color, Table};
 use std::fmt::Write as _;
-
-/// Long gate labels, in block order.
-fn gate_labels(kind: CellKind) -> &'static [&'static str] {
-    match kind {
-        CellKind::Lstm => &[
-            "Input gate i",
-            "Forget gate f",
-            "Cell candidate c̃",
-            "Output gate o",
-        ],
-        CellKind::Gru => &["Update gate z", "Reset gate r", "Candidate h̃"],
-        CellKind::SimpleRnn => &["New state h = act(x·W + h·U + b)"],
-    }
-}
 
 fn new_table(color: bool) -> Table {
     let mut t = Table::new();
@@ -227,10 +213,10 @@ fn sequence<T: Real>(
             // Gates.
             let mut gt = new_table(color);
             gt.set_header(unit_header("Gate", l.units, d.max_units));
-            for (k, label) in gate_labels(l.kind).iter().enumerate() {
+            for (k, label) in l.kind.gates().iter().map(|g| g.label).enumerate() {
                 let is_gate =
                     !(label.starts_with("Cell candidate") || label.starts_with("Candidate"));
-                let mut row = vec![Cell::new(*label)];
+                let mut row = vec![Cell::new(label)];
                 row.extend(
                     l.gate(dr, t, k)
                         .iter()

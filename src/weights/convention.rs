@@ -56,7 +56,7 @@ pub struct Reading {
 /// A layer's arrays as the file stores them, shapes checked.
 #[derive(Debug, Clone)]
 pub struct Stored {
-    /// LSTM or GRU.
+    /// LSTM or GRU (the cells `diagnose` searches).
     pub kind: CellKind,
     /// State size.
     pub units: usize,
@@ -245,7 +245,7 @@ impl Stored {
         let bias = match b {
             None => StoredBias::None,
             Some(b) if b.shape == [gu] => StoredBias::Single(Array1::from(b.data.clone())),
-            Some(b) if kind == CellKind::Gru && b.shape == [2, gu] => StoredBias::Double(
+            Some(b) if kind.has_reset_after() && b.shape == [2, gu] => StoredBias::Double(
                 Array1::from(b.data[..gu].to_vec()),
                 Array1::from(b.data[gu..].to_vec()),
             ),
@@ -253,7 +253,7 @@ impl Stored {
                 return Err(src.error(format!(
                     "bias has shape {}; expected ({gu},){} for an {} with {units} units",
                     b.shape_str(),
-                    if kind == CellKind::Gru {
+                    if kind.has_reset_after() {
                         format!(" or (2, {gu})")
                     } else {
                         String::new()
@@ -358,7 +358,7 @@ impl Stored {
         let mut kernel = permute_columns(kernel, u, &from);
         let mut recurrent = permute_columns(self.recurrent.view(), u, &from);
         let p = |b: &Array1<f64>| permute_vector(b.view(), u, &from);
-        let gru = self.kind == CellKind::Gru;
+        let gru = self.kind.has_reset_after();
         let (mut bias, mut recurrent_bias) = match (&self.bias, gru && reading.reset_after) {
             (StoredBias::None, _) => (None, None),
             (StoredBias::Single(b), false) => (Some(p(b)), None),
@@ -386,6 +386,7 @@ impl Stored {
             bias,
             recurrent_bias,
             reset_after: gru && reading.reset_after,
+            projection: None,
         }
     }
 }
@@ -418,6 +419,7 @@ mod tests {
             path: PathBuf::from("w.json"),
             positional: true,
             arrays: list.into_iter().map(|a| (String::new(), a)).collect(),
+            meta: Default::default(),
         }
     }
 

@@ -42,11 +42,7 @@ pub fn from_arrays(
 ) -> Result<CellWeights<f64>> {
     let (kernel, recurrent, bias) = pick(src)?;
     let g = kind.blocks();
-    let cell = match kind {
-        CellKind::Lstm => "an LSTM",
-        CellKind::Gru => "a GRU",
-        CellKind::SimpleRnn => "a SimpleRNN",
-    };
+    let cell = kind.with_article();
     if kernel.ndim() != 2 {
         return Err(src.error(format!(
             "kernel has shape {}; expected 2-D (features, {g} × units)",
@@ -154,6 +150,7 @@ pub fn from_arrays(
         bias,
         recurrent_bias,
         reset_after,
+        projection: None,
     })
 }
 

@@ -97,7 +97,7 @@ pub fn from_onnx(
             b.data[dir * 2 * gh + part * gh + order[j / hidden] * hidden + j % hidden]
         })
     };
-    let reset_after = kind == CellKind::Gru && linear_before_reset;
+    let reset_after = kind.has_reset_after() && linear_before_reset;
     let (bias, recurrent_bias) = match b {
         None => (None, None),
         Some(b) if reset_after => (Some(bias_part(b, 0)), Some(bias_part(b, 1))),
@@ -112,6 +112,7 @@ pub fn from_onnx(
         bias,
         recurrent_bias,
         reset_after,
+        projection: None,
     })
 }
 

@@ -401,3 +401,91 @@ fn bad_flags_name_what_fits() {
         assert_eq!(err.trim().lines().count(), 1, "{err}");
     }
 }
+
+/// A PyTorch file loads through the same weights sources as `lstm`/`gru` (module prefix and `--dense fc`
+/// named inside it): the explained prediction is torch's own (`fixtures/generate_torch_files.py`), within
+/// 1e-6 (float32 sums in a different order).
+#[test]
+fn pytorch_files_are_explained() {
+    let dir = fixtures().join("torch_files");
+    let mut cmd = rnntrace();
+    cmd.current_dir(&dir).args([
+        "explain",
+        "--cell",
+        "lstm",
+        "--weights",
+        "lstm_sd.pt",
+        "--dense",
+        "fc",
+        "--input",
+        "lstm_sd.x.npy",
+        "--output",
+        "1",
+        "--methods",
+        "gradient",
+        "--format",
+        "json",
+    ]);
+    let (code, out, err) = run(&mut cmd);
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let (shape, head) = npy(&dir.join("lstm_sd.head.npy"));
+    assert_eq!(shape, [4, 2]);
+    let want: Vec<f64> = head.chunks(2).map(|r| r[1]).collect();
+    let got = flat(&v["prediction"]);
+    assert!(rel_err(&got, &want, 1e-3) < 1e-6, "{got:?} vs {want:?}");
+}
+
+/// What explain cannot do is refused by name, before any output: a proj_size LSTM (its backward pass
+/// has no projection term) and --carry-state (sequences are explained independently).
+#[test]
+fn projected_lstms_and_carried_state_are_refused() {
+    let dir = fixtures().join("torch_files");
+    let tmp = tempfile::tempdir().unwrap();
+    let save = tmp.path().join("e.npz");
+    for (weights, input, extra, want) in [
+        (
+            "lstm_proj.pt",
+            "lstm_proj.x.npy",
+            vec![],
+            "lstm_proj.pt: is a PyTorch LSTM with proj_size=",
+        ),
+        (
+            "lstm_sd.pt",
+            "lstm_sd.x.npy",
+            vec!["--carry-state"],
+            "--carry-state: explain treats every sequence independently",
+        ),
+    ] {
+        let mut cmd = rnntrace();
+        cmd.current_dir(&dir)
+            .args(["explain", "--cell", "lstm", "--weights", weights])
+            .args(["--input", input, "--save"])
+            .arg(&save)
+            .args(&extra);
+        let (code, out, err) = run(&mut cmd);
+        assert_eq!(code, 2, "{weights}: {err}");
+        assert!(err.contains(want), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(out.is_empty() && !save.exists(), "{weights}: wrote output");
+    }
+}
+
+/// --save, --plot and --plot-units go through the shared output checks: two on one path are refused.
+#[test]
+fn outputs_on_one_path_are_refused() {
+    let dir = explain_dir().join("lstm_softmax_init");
+    let tmp = tempfile::tempdir().unwrap();
+    let png = tmp.path().join("a.png");
+    let mut cmd = rnntrace();
+    cmd.current_dir(&dir)
+        .args(["explain", "--cell", "lstm", "--weights", "weights.npz"])
+        .args(["--dense", "dense.npz", "--input", "input.npy", "--plot"])
+        .arg(&png)
+        .arg("--plot-units")
+        .arg(tmp.path().join(".").join("a.png"));
+    let (code, _, err) = run(&mut cmd);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("are the same file"), "{err}");
+    assert!(!png.exists());
+}

@@ -6,9 +6,11 @@
 mod diagnose;
 mod errors;
 mod explain;
+mod faults;
 mod golden;
 mod models;
 mod output;
+mod torch_files;
 
 use assert_cmd::Command;
 use std::path::{Path, PathBuf};

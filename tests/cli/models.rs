@@ -322,3 +322,76 @@ fn pytorch_state_dicts_run_as_whole_stacks() {
         assert!(out.starts_with("PASS"), "{case}: {out}");
     }
 }
+
+/// `--output-names` labels the prediction chart of `run` as it does for `lstm`/`gru`.
+#[test]
+fn run_output_names_label_the_prediction_chart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let chart = tmp.path().join("p.svg");
+    let (code, out, err) = run(rnntrace().current_dir(model_dir("stacked_seed")).args([
+        "run",
+        "--model",
+        &model_file("stacked_seed"),
+        "--input",
+        "input.npy",
+        "--expected",
+        "expected.npy",
+        "--output-names",
+        "Alpha,Beta",
+        "--plot-predictions",
+        chart.to_str().unwrap(),
+        "-q",
+    ]));
+    assert_eq!(code, 0, "{out}{err}");
+    let svg = std::fs::read_to_string(&chart).unwrap();
+    assert!(
+        svg.contains("Alpha") && svg.contains("Beta"),
+        "panels unnamed"
+    );
+}
+
+/// `run` checks `--layers`, `--output-names` and `--plot-sequence` against the model and the input before
+/// it writes anything: a bad value is exit 2 naming the flag, and no `--trace` file appears.
+#[test]
+fn run_checks_model_dependent_flags_before_writing() {
+    for (flag, value, needle) in [
+        (
+            "--layers",
+            "nope",
+            "--layers: no recurrent layer named 'nope'",
+        ),
+        (
+            "--output-names",
+            "one",
+            "--output-names gives 1 names; the model has 2 outputs",
+        ),
+        (
+            "--plot-sequence",
+            "9",
+            "--plot-sequence 9 is out of range: the input holds 4 sequences",
+        ),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let trace = tmp.path().join("t.json");
+        let gates = tmp.path().join("g.png");
+        let (code, out, err) = run(rnntrace().current_dir(model_dir("stacked_seed")).args([
+            "run",
+            "--model",
+            &model_file("stacked_seed"),
+            "--input",
+            "input.npy",
+            "--trace",
+            trace.to_str().unwrap(),
+            "--plot-gates",
+            gates.to_str().unwrap(),
+            flag,
+            value,
+        ]));
+        assert_eq!(code, 2, "{flag}: {out}{err}");
+        assert!(err.contains(needle), "{flag}: {err}");
+        assert!(
+            !trace.exists() && !gates.exists(),
+            "{flag}: wrote before checking"
+        );
+    }
+}

@@ -453,42 +453,71 @@ fn chart_errors_are_clean() {
     );
 }
 
-/// The plotted series (not the pixels) of the weather GRU, rounded so float noise cannot flip them.
+/// The plotted series (not the pixels) of the weather GRU, rounded so float noise cannot flip them. Built
+/// through the library with the portable kernels, so the snapshot is the same on every CPU.
 #[test]
 fn chart_series_snapshot_weather_gru() {
-    use clap::Parser;
+    use ndarray::{Array2, Array3};
+    use rnntrace::engine::{self, LayerInput, LayerSpec, Stores};
+    use rnntrace::trace::{Kernels, Record, Trace};
+    use rnntrace::weights::{self, CellKind, ReadOptions, keras::ResetAfter};
     let dir = case_dir("gru_weather_seed");
-    let cli = rnntrace::cli::Cli::try_parse_from(
-        [
-            "rnntrace",
-            "gru",
-            "--weights",
-            "weights.json",
-            "--input",
-            "input.npy",
-            "--window",
-            "2",
-            "--dense",
-            "dense.json",
-            "--expected",
-            "expected.npy",
-            "--targets",
-            "targets.npy",
-        ]
-        .map(|a| {
-            if a.ends_with(".json") || a.ends_with(".npy") {
-                dir.join(a).to_string_lossy().into_owned()
-            } else {
-                a.to_string()
-            }
-        }),
+    let src = weights::load_arrays(&dir.join("weights.json"), &[]).unwrap();
+    let opts = ReadOptions {
+        layout: None,
+        layer: 0,
+        reverse: false,
+        reset_after: ResetAfter::Auto,
+    };
+    let w = weights::read_cell(CellKind::Gru, &src, opts)
+        .unwrap()
+        .0
+        .cast::<f32>();
+    // --window 2 over the (rows, features) series: window i is rows i, i+1 and predicts row i+2.
+    let k = 2;
+    let series = rnntrace::io::read_npy(&dir.join("input.npy")).unwrap();
+    let (rows, f) = (series.shape[0], series.shape[1]);
+    let n = rows - k;
+    let x = Array3::from_shape_fn((n, k, f), |(i, t, j)| series.data[(i + t) * f + j] as f32);
+    let spec = LayerSpec {
+        name: "gru".into(),
+        activation: rnntrace::cell::Activation::Tanh,
+        recurrent_activation: rnntrace::cell::Activation::Sigmoid,
+        go_backwards: false,
+        carry_state: false,
+    };
+    let input = LayerInput {
+        x: x.view().into(),
+        mask: None,
+        h0: None,
+        c0: None,
+    };
+    let never = &mut |_: usize, _: &Stores<f32>| -> rnntrace::Result<()> { Ok(()) };
+    let layer = engine::run_layer_using(
+        &w,
+        &spec,
+        input,
+        Record::ALL,
+        None,
+        never,
+        Kernels::Portable,
     )
     .unwrap();
-    let rnntrace::cli::Command::Gru(args) = cli.command else {
-        panic!()
+    let dense = weights::dense::load(&dir.join("dense.json"), w.units)
+        .unwrap()
+        .cast::<f32>();
+    let act = rnntrace::cell::Activation::Linear;
+    let predictions = engine::dense(&dense, act, layer.last_output.view());
+    let trace = Trace {
+        layers: vec![layer],
+        predictions,
+        dense_activation: Some(act),
     };
-    let job = rnntrace::config::cell_job(rnntrace::weights::CellKind::Gru, &args).unwrap();
-    let c = rnntrace::app::compute::<f32>(&job);
+    let column = |name: &str, from: usize| {
+        let a = rnntrace::io::read_npy(&dir.join(name)).unwrap();
+        Array2::from_shape_fn((n, 1), |(i, _)| a.data[i + from])
+    };
+    let (expected, targets) = (column("expected.npy", 0), column("targets.npy", k));
     let round = |v: f64| (v * 1e5).round() / 1e5;
     let series = |chart: &rnntrace::render::plot::ChartData| {
         chart
@@ -507,13 +536,9 @@ fn chart_series_snapshot_weather_gru() {
             .collect::<Vec<_>>()
             .join("\n")
     };
-    let norms = rnntrace::render::plot::state_norms(&c.trace, Some(2));
-    let preds = rnntrace::render::plot::predictions(
-        &c.trace,
-        c.expected.as_ref(),
-        job.targets.as_ref(),
-        Some(2),
-    );
+    let norms = rnntrace::render::plot::state_norms(&trace, Some(k));
+    let preds =
+        rnntrace::render::plot::predictions(&trace, Some(&expected), Some(&targets), Some(k));
     insta::assert_snapshot!(format!(
         "{}\n{}\n\n{}\n{}",
         norms.title,

@@ -1,61 +1,28 @@
 /*!
-Runs a validated job: engine, comparison, then the renderers and writers. The only place that touches
-stdout, stderr and output files.
+`rnntrace lstm` and `rnntrace gru`: one layer from a validated [`CellJob`] through the engine and the
+comparison to [`crate::cli::output`]. Long runs stream an `.npz` trace block by block; tables re-run only the
+sequences and steps they show.
 */
 
 use crate::cell::Real;
-use crate::cli::{Cli, Command, FormatArg, PrecisionArg};
+use crate::cli::args::{CellArgs, FormatArg, PrecisionArg};
+use crate::cli::job::{self, CellJob, Env};
+use crate::cli::output::{self, Outcome, Progress, warn_non_finite};
 use crate::compare::{self, Comparison};
-use crate::config::{self, CellJob};
 use crate::engine::{self, LayerInput, Stores};
-use crate::error::{Error, Result};
-use crate::io::write::atomic_write;
-use crate::render::{self, Report};
+use crate::error::Result;
+use crate::render::{self, Report, plot};
 use crate::trace::{LayerTrace, Record, Trace};
 use crate::weights::{CellKind, CellWeights};
 use ndarray::{Array2, Array3, Axis};
-use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-/// How a successful run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// Everything ran; any comparison passed.
-    Success,
-    /// Everything ran, but `--expected` found values outside tolerance.
-    Mismatch,
-}
-
-impl Outcome {
-    /// The process exit code: 0 or 1.
-    pub fn code(self) -> i32 {
-        match self {
-            Outcome::Success => 0,
-            Outcome::Mismatch => 1,
-        }
-    }
-}
-
-/// Runs the command line.
-pub fn run(cli: Cli) -> Result<Outcome> {
+/// `rnntrace lstm|gru`: validates everything, then runs.
+pub fn run_cell(kind: CellKind, a: &CellArgs, env: &Env) -> Result<Outcome> {
     let started = Instant::now();
-    crate::cell::fused::kernels_requested().map_err(Error::usage)?;
-    match cli.command {
-        Command::Lstm(a) => {
-            let job = config::cell_job(CellKind::Lstm, &a)?;
-            execute(&job, "", started)
-        }
-        Command::Gru(a) => {
-            let job = config::cell_job(CellKind::Gru, &a)?;
-            execute(&job, "", started)
-        }
-        Command::Demo(d) => crate::demo::run(&d),
-        Command::Run(r) => crate::commands::run_model(&r, started),
-        Command::Inspect(i) => crate::commands::inspect(&i),
-        Command::Diagnose(a) => crate::diagnose::run(&a),
-        Command::Explain(a) => crate::commands::explain::run(&a),
-    }
+    let job = job::cell_job(kind, a, env)?;
+    execute(&job, "", started)
 }
 
 /// Runs a job at its precision and writes everything it asks for. `started` is when loading began.
@@ -142,9 +109,17 @@ fn run_prepared<T: Real>(
     };
     match stream {
         Some((chunk, sink)) => {
-            engine::run_layer_with(w, &job.spec, input, record, Some(chunk), sink)
+            engine::run_layer_using(w, &job.spec, input, record, Some(chunk), sink, job.kernels)
         }
-        None => engine::run_layer_with(w, &job.spec, input, record, None, &mut |_, _| Ok(())),
+        None => engine::run_layer_using(
+            w,
+            &job.spec,
+            input,
+            record,
+            None,
+            &mut |_, _| Ok(()),
+            job.kernels,
+        ),
     }
 }
 
@@ -217,15 +192,6 @@ fn finish<T: Real>(job: &CellJob, layer: LayerTrace<T>) -> Computed<T> {
     }
 }
 
-/// Runs the engine and the comparison for a job, recording everything in memory.
-pub fn compute<T: Real>(job: &CellJob) -> Computed<T> {
-    let layer = match run_engine::<T>(job, None, Record::ALL, None) {
-        Ok(l) => l,
-        Err(_) => unreachable!("an in-memory run has no sink that can fail"),
-    };
-    finish(job, layer)
-}
-
 fn is_npz(p: &Path) -> bool {
     p.extension().is_some_and(|e| e.eq_ignore_ascii_case("npz"))
 }
@@ -248,37 +214,70 @@ fn execute_as<T: Real>(job: &CellJob, title: &str, started: Instant) -> Result<O
     let mut write_time = Duration::ZERO;
     let compute_start = Instant::now();
 
+    // Charts fed from the stream when the whole trace is not kept anyway (JSON needs all of it).
+    let p = &out.plots;
+    let wants_json =
+        out.format == FormatArg::Json || out.trace.as_deref().is_some_and(|p| !is_npz(p));
+    let mut feed = (!wants_json && (p.plot.is_some() || p.plot_gates.is_some())).then(|| {
+        let (sequences, steps, _) = job.x.dim();
+        plot::ChartFeed::<T>::new(
+            job.weights.kind,
+            sequences,
+            steps,
+            job.weights.units,
+            p.plot.is_some(),
+            p.plot_gates.is_some().then_some(p.plot_sequence),
+        )
+    });
     let (layer, npz) = match npz_target {
-        Some(target) => {
-            let mut npz = render::npz::TraceNpz::<T>::new(target, job, out.record)?;
+        _ if npz_target.is_none() && feed.is_some() => {
+            let feed = feed.as_mut().expect("a chart feed");
+            let record = feed.record();
             let progress = Progress::new(job.x.shape()[1]);
+            let mut sink = |t0: usize, stores: &Stores<T>| -> Result<()> {
+                feed.push(t0, stores);
+                progress.set(t0 + stores.steps());
+                Ok(())
+            };
+            let layer = run_prepared(job, &weights, inp, record, Some((STREAM_STEPS, &mut sink)))?;
+            progress.finish();
+            (layer, None)
+        }
+        Some(target) => {
+            let (sequences, steps, _) = job.x.dim();
+            let shape = render::npz::NpzRun {
+                kind: job.weights.kind,
+                sequences,
+                steps,
+                units: job.weights.units,
+                h_units: job.weights.h_units(),
+                masked: job.mask.is_some() || job.mask_value.is_some(),
+            };
+            let mut npz = render::npz::TraceNpz::<T>::new(target, shape, out.record)?;
+            let progress = Progress::new(job.x.shape()[1]);
+            // The blocks hold what the trace records and what the charts need; each takes its part.
+            let record = match &feed {
+                Some(f) => out.record.union(f.record()),
+                None => out.record,
+            };
             let mut sink = |t0: usize, stores: &Stores<T>| -> Result<()> {
                 let t = Instant::now();
                 npz.write_block(stores)?;
                 write_time += t.elapsed();
+                if let Some(f) = feed.as_mut() {
+                    f.push(t0, stores);
+                }
                 progress.set(t0 + stores.steps());
                 Ok(())
             };
-            let layer = run_prepared(
-                job,
-                &weights,
-                inp,
-                out.record,
-                Some((STREAM_STEPS, &mut sink)),
-            )?;
+            let layer = run_prepared(job, &weights, inp, record, Some((STREAM_STEPS, &mut sink)))?;
             progress.finish();
             (layer, Some(npz))
         }
         None => {
-            // Tables alone need only the predictions from the main run (the shown sequences are traced
-            // apart); JSON and charts need everything.
-            let p = &out.plots;
-            let full = out.format == FormatArg::Json
-                || out.trace.is_some()
-                || p.plot.is_some()
-                || p.plot_predictions.is_some()
-                || p.plot_gates.is_some();
-            let record = if full { out.record } else { Record::NONE };
+            // Tables and the predictions chart need only the predictions from the main run (the shown
+            // sequences are traced apart); JSON needs everything.
+            let record = if wants_json { out.record } else { Record::NONE };
             (run_prepared(job, &weights, inp, record, None)?, None)
         }
     };
@@ -288,14 +287,19 @@ fn execute_as<T: Real>(job: &CellJob, title: &str, started: Instant) -> Result<O
 
     let write_start = Instant::now();
     if let Some(npz) = npz {
-        npz.finish(job, &computed.trace, computed.comparison.as_ref())?;
+        npz.finish(job.window, &computed.trace, computed.comparison.as_ref())?;
     }
-    // JSON (file or stdout) and tables need complete per-step records; recompute what was not kept.
-    let p = &out.plots;
-    let wants_plots = p.plot.is_some() || p.plot_predictions.is_some() || p.plot_gates.is_some();
-    let wants_json = wants_plots
-        || out.format == FormatArg::Json
-        || out.trace.as_deref().is_some_and(|p| !is_npz(p));
+    let streamed = match &feed {
+        Some(f) => output::Streamed {
+            state_norms: f.state_norms(&computed.trace.layers[0], job.window),
+            gates: f.gates(&computed.trace.layers[0]),
+        },
+        None => output::Streamed::default(),
+    };
+    // JSON (file or stdout) needs complete per-step records, and so do charts not fed from the stream;
+    // recompute what was not kept.
+    let charts_from_trace = feed.is_none() && (p.plot.is_some() || p.plot_gates.is_some());
+    let wants_json = wants_json || charts_from_trace;
     let n = computed.trace.predictions.nrows();
     let full;
     let json_trace: &Trace<T> = if wants_json && !computed.trace.layers[0].is_complete() {
@@ -322,13 +326,10 @@ fn execute_as<T: Real>(job: &CellJob, title: &str, started: Instant) -> Result<O
         // need only the inputs they read.
         detail_owned = detail_run::<T>(job, &detail_rows, max_steps)?;
         &detail_owned
-    } else if job.spec.carry_state {
+    } else {
         // State flows between sequences: a subset cannot be run on its own.
         let all = run_engine::<T>(job, None, Record::ALL, None)?;
         detail_owned = all.select_sequences(&detail_rows);
-        &detail_owned
-    } else {
-        detail_owned = run_engine::<T>(job, Some(&detail_rows), Record::ALL, None)?;
         &detail_owned
     };
     let report = Report {
@@ -342,37 +343,15 @@ fn execute_as<T: Real>(job: &CellJob, title: &str, started: Instant) -> Result<O
         display: &out.display,
         title: title.to_string(),
     };
-    if let Some(path) = out.trace.as_deref().filter(|p| !is_npz(p)) {
-        atomic_write(path, |w| render::json::write(&report, w))?;
-    }
-    use crate::render::plot;
-    if let Some(path) = &p.plot {
-        plot::draw_lines(&plot::state_norms(json_trace, job.window), path)?;
-    }
-    if let Some(path) = &p.plot_predictions {
-        let mut chart = plot::predictions(
-            json_trace,
-            report.expected.as_ref(),
-            report.targets.as_ref(),
-            job.window,
-        );
-        for (j, name) in out.display.output_names.iter().enumerate() {
-            if let Some(panel) = chart.panels.get_mut(j) {
-                *panel = name.clone();
-            }
-        }
-        plot::draw_lines(&chart, path)?;
-    }
-    if let Some(path) = &p.plot_gates {
-        plot::draw_heatmaps(&plot::gates(json_trace, p.plot_sequence), path)?;
-    }
-    match out.format {
-        FormatArg::Json => write_stdout(|w| render::json::write(&report, w))?,
-        FormatArg::Table => {
-            let text = render::table::render(&report);
-            write_stdout(|w| w.write_all(text.as_bytes()))?;
-        }
-    }
+    let outcome = output::write(
+        &report,
+        &output::Targets {
+            format: out.format,
+            json_trace: out.trace.as_deref().filter(|p| !is_npz(p)),
+            plots: &out.plots,
+            streamed,
+        },
+    )?;
     write_time += write_start.elapsed();
     if out.timings {
         eprintln!(
@@ -386,10 +365,7 @@ fn execute_as<T: Real>(job: &CellJob, title: &str, started: Instant) -> Result<O
             })
         );
     }
-    Ok(match &computed.comparison {
-        Some(c) if !c.passed => Outcome::Mismatch,
-        _ => Outcome::Success,
-    })
+    Ok(outcome)
 }
 
 /// A complete trace of sequences `rows` for their first `max_steps` processing steps.
@@ -414,113 +390,16 @@ fn detail_run<T: Real>(job: &CellJob, rows: &[usize], max_steps: usize) -> Resul
         h0: inp.h0,
         c0: inp.c0,
     };
-    let mut l =
-        engine::run_layer_with(&w, &job.spec, input, Record::ALL, None, &mut |_, _| Ok(()))?;
+    let mut l = engine::run_layer_using(
+        &w,
+        &job.spec,
+        input,
+        Record::ALL,
+        None,
+        &mut |_, _| Ok(()),
+        job.kernels,
+    )?;
     l.x = inp.x;
     l.input_index.iter_mut().for_each(|i| *i += offset);
     Ok(l)
-}
-
-/// A progress bar on stderr for long streamed runs, only on a terminal.
-struct Progress(Option<indicatif::ProgressBar>);
-
-impl Progress {
-    fn new(steps: usize) -> Progress {
-        use std::io::IsTerminal;
-        if !std::io::stderr().is_terminal() {
-            return Progress(None);
-        }
-        let bar = indicatif::ProgressBar::new(steps as u64);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{spinner} step {pos}/{len} [{bar:40}] {elapsed_precise}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
-        // Shown only once a run has taken a second.
-        bar.enable_steady_tick(Duration::from_millis(250));
-        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-        Progress(Some(bar))
-    }
-
-    fn set(&self, pos: usize) {
-        if let Some(b) = &self.0 {
-            if b.elapsed() > Duration::from_secs(1) && b.is_hidden() {
-                b.set_draw_target(indicatif::ProgressDrawTarget::stderr());
-            }
-            b.set_position(pos as u64);
-        }
-    }
-
-    fn finish(&self) {
-        if let Some(b) = &self.0 {
-            b.finish_and_clear();
-        }
-    }
-}
-
-/// Writes to stdout; a closed pipe (`rnntrace … | head`) ends the output quietly.
-pub fn write_stdout(fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> Result<()> {
-    let stdout = std::io::stdout();
-    let mut lock = std::io::BufWriter::new(stdout.lock());
-    let r = fill(&mut lock).and_then(|_| lock.flush());
-    match r {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        Err(e) => Err(Error::output("<stdout>", e)),
-    }
-}
-
-/// One warning on stderr naming the first place a NaN or infinity appears, if any.
-pub fn warn_non_finite<T: Real>(trace: &Trace<T>) {
-    for l in &trace.layers {
-        if let Some(((b, t, j), v)) = l.x.indexed_iter().find(|(_, v)| !v.is_finite()) {
-            eprintln!(
-                "rnntrace: warning: input holds {v} at sequence {b}, timestep {t}, feature {j}; it propagates through the trace"
-            );
-            return;
-        }
-        let names = l.kind.gate_names();
-        if let Some(((t, b, k), v)) = l
-            .pre
-            .as_ref()
-            .and_then(|p| p.indexed_iter().find(|(_, v)| !v.is_finite()))
-        {
-            eprintln!(
-                "rnntrace: warning: {v} first appears at sequence {b}, step {t}, gate {}, unit {} (pre-activation; check the weights)",
-                names[k / l.units],
-                k % l.units
-            );
-            return;
-        }
-        let first_bad = |a: &Option<Array3<T>>| {
-            a.as_ref().and_then(|a| {
-                a.indexed_iter()
-                    .find(|(_, v)| !v.is_finite())
-                    .map(|(i, v)| (i, *v))
-            })
-        };
-        let state = first_bad(&l.h)
-            .map(|(i, v)| (i, v, "h"))
-            .or_else(|| first_bad(&l.c).map(|(i, v)| (i, v, "c")));
-        if let Some(((t, b, u), v, s)) = state {
-            eprintln!(
-                "rnntrace: warning: {v} first appears in state {s} at sequence {b}, step {t}, unit {u}"
-            );
-            return;
-        }
-        if let Some(((b, u), v)) = l.last_output.indexed_iter().find(|(_, v)| !v.is_finite()) {
-            eprintln!("rnntrace: warning: the last output of sequence {b}, unit {u} is {v}");
-            return;
-        }
-    }
-    if let Some(((b, j), v)) = trace
-        .predictions
-        .indexed_iter()
-        .find(|(_, v)| !v.is_finite())
-    {
-        eprintln!(
-            "rnntrace: warning: prediction {j} of sequence {b} is {v} (made by the Dense head)"
-        );
-    }
 }

@@ -1,12 +1,15 @@
 /*!
-The command line, declared and nothing more. [`crate::config`] turns these raw values into a validated job.
+The command line, declared and nothing more: clap types, with the flag groups several subcommands share
+([`CheckArgs`], [`DisplayArgs`], [`PlotArgs`]) flattened into each. [`crate::cli::job`] turns these raw values
+into validated jobs.
 */
 
+use crate::weights::keras::ResetAfter;
+use crate::weights::{CellKind, Layout};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
-pub mod explain;
-pub use explain::ExplainArgs;
+pub use super::explain::ExplainArgs;
 
 /// Trace LSTM and GRU cells exactly as Keras (and PyTorch) compute them: every gate, every step.
 #[derive(Debug, Parser)]
@@ -47,6 +50,15 @@ pub struct RunArgs {
     /// The cell of a PyTorch state dict given as --model (all its layers and directions are run).
     #[arg(long, value_enum)]
     pub cell: Option<CellArg>,
+    /// The recurrent module of a PyTorch file holding several (`encoder`, `decoder.rnn`).
+    #[arg(long, value_name = "NAME")]
+    pub module: Option<String>,
+    /// With --cell: an nn.Linear head applied to the last step: a file, or the name of a Linear in --model (`fc`).
+    #[arg(long, value_name = "FILE|PREFIX")]
+    pub dense: Option<String>,
+    /// The input (and a 3-D --expected) is time-major (timesteps, sequences, features), as PyTorch's batch_first=False.
+    #[arg(long)]
+    pub time_major: bool,
     /// Input .npy: (sequences, timesteps, features), or (timesteps, features) for one sequence.
     #[arg(long, value_name = "X.npy")]
     pub input: PathBuf,
@@ -84,9 +96,12 @@ pub struct InspectArgs {
         required_unless_present = "weights"
     )]
     pub model: Option<PathBuf>,
-    /// A weights file (any form `rnntrace lstm|gru --weights` takes); needs --cell.
-    #[arg(long, value_name = "W", requires = "cell")]
+    /// A weights file (any form `rnntrace lstm|gru --weights` takes); needs --cell unless it is a PyTorch file.
+    #[arg(long, value_name = "W")]
     pub weights: Option<PathBuf>,
+    /// The recurrent module of a PyTorch file holding several.
+    #[arg(long, value_name = "NAME")]
+    pub module: Option<String>,
     /// The cell the weights belong to.
     #[arg(long, value_enum)]
     pub cell: Option<CellArg>,
@@ -113,6 +128,16 @@ pub enum CellArg {
     Gru,
 }
 
+impl CellArg {
+    /// The cell it names.
+    pub fn kind(self) -> CellKind {
+        match self {
+            CellArg::Lstm => CellKind::Lstm,
+            CellArg::Gru => CellKind::Gru,
+        }
+    }
+}
+
 /// `reset_after` as given on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ResetAfterArg {
@@ -122,6 +147,17 @@ pub enum ResetAfterArg {
     True,
     /// reset_after=False.
     False,
+}
+
+impl ResetAfterArg {
+    /// What the weights loader is told.
+    pub fn reading(self) -> ResetAfter {
+        match self {
+            ResetAfterArg::Auto => ResetAfter::Auto,
+            ResetAfterArg::True => ResetAfter::True,
+            ResetAfterArg::False => ResetAfter::False,
+        }
+    }
 }
 
 /// Floating-point precision of the computation.
@@ -153,6 +189,18 @@ pub enum LayoutArg {
     Pytorch,
     /// ONNX initializers W, R, B (LSTM gates i, o, f, c); for a GRU, --reset-after true means linear_before_reset=1.
     Onnx,
+}
+
+impl LayoutArg {
+    /// The layout it forces (`None`: recognise it from the array names).
+    pub fn layout(self) -> Option<Layout> {
+        match self {
+            LayoutArg::Auto => None,
+            LayoutArg::Keras => Some(Layout::Keras),
+            LayoutArg::Pytorch => Some(Layout::Pytorch),
+            LayoutArg::Onnx => Some(Layout::Onnx),
+        }
+    }
 }
 
 /// What `--record` keeps.
@@ -189,12 +237,8 @@ pub struct CellArgs {
     /// Cut a 2-D (rows, features) series into sliding windows of K rows, each predicting row i+K.
     #[arg(long, value_name = "K")]
     pub window: Option<usize>,
-    /// Keras `activation` (candidate and cell output).
-    #[arg(long, default_value = "tanh", value_name = "NAME")]
-    pub activation: String,
-    /// Keras `recurrent_activation` (gates). hard_sigmoid is Keras 3's; hard_sigmoid_keras2 is Keras 2's 0.2x+0.5.
-    #[arg(long, default_value = "sigmoid", value_name = "NAME")]
-    pub recurrent_activation: String,
+    #[command(flatten)]
+    pub convention: ConventionArgs,
     /// Weight layout: auto (PyTorch names like weight_ih_l0 and ONNX W/R/B are recognised), keras, pytorch or onnx.
     #[arg(long, value_enum, default_value_t = LayoutArg::Auto)]
     pub layout: LayoutArg,
@@ -204,12 +248,12 @@ pub struct CellArgs {
     /// Use the backward direction of a bidirectional PyTorch state dict (`_reverse`); implies --go-backwards.
     #[arg(long)]
     pub reverse: bool,
-    /// GRU `reset_after`.
-    #[arg(long, value_enum, default_value_t = ResetAfterArg::Auto)]
-    pub reset_after: ResetAfterArg,
-    /// Process each sequence last step first (Keras `go_backwards=True`).
+    /// The recurrent module of a PyTorch file holding several (`encoder`, `decoder.rnn`).
+    #[arg(long, value_name = "NAME")]
+    pub module: Option<String>,
+    /// The input (and a 3-D --expected) is time-major (timesteps, sequences, features), as PyTorch's batch_first=False.
     #[arg(long)]
-    pub go_backwards: bool,
+    pub time_major: bool,
     /// Initial state .npz (or JSON) with arrays `h` and, for LSTM, `c`: (sequences, units) or (units,).
     #[arg(long, value_name = "S.npz")]
     pub initial_state: Option<PathBuf>,
@@ -219,15 +263,9 @@ pub struct CellArgs {
     /// Skip steps whose features all equal V, like a Keras Masking(mask_value=V) layer.
     #[arg(long, value_name = "V", allow_negative_numbers = true)]
     pub mask_value: Option<f64>,
-    /// Carry each sequence's final state into the next (a stateful layer). Default: every sequence starts fresh, as model.predict does.
-    #[arg(long)]
-    pub carry_state: bool,
-    /// Dense head applied to the last output: JSON [kernel, bias] or {kernel, bias}, or .npz.
+    /// Dense head applied to the last output: JSON [kernel, bias] or {kernel, bias}, .npz, a file with one nn.Linear, or the name of an nn.Linear in --weights (`fc`).
     #[arg(long, value_name = "D")]
     pub dense: Option<PathBuf>,
-    /// Activation of the Dense head (softmax included).
-    #[arg(long, default_value = "linear", value_name = "NAME")]
-    pub dense_activation: String,
     /// Precision of the computation.
     #[arg(long, value_enum, default_value_t = PrecisionArg::F32)]
     pub precision: PrecisionArg,
@@ -255,6 +293,30 @@ pub struct CellArgs {
     pub display: DisplayArgs,
     #[command(flatten)]
     pub plots: PlotArgs,
+}
+
+/// The conventions a layer was computed with that are not in its weights: the flags `lstm`/`gru` take and
+/// `diagnose` searches over (given there as the user's own).
+#[derive(Debug, Args, Clone)]
+pub struct ConventionArgs {
+    /// Keras `activation` (candidate and cell output).
+    #[arg(long, default_value = "tanh", value_name = "NAME")]
+    pub activation: String,
+    /// Keras `recurrent_activation` (gates). hard_sigmoid is Keras 3's; hard_sigmoid_keras2 is Keras 2's 0.2x+0.5.
+    #[arg(long, default_value = "sigmoid", value_name = "NAME")]
+    pub recurrent_activation: String,
+    /// GRU `reset_after`.
+    #[arg(long, value_enum, default_value_t = ResetAfterArg::Auto)]
+    pub reset_after: ResetAfterArg,
+    /// Process each sequence last step first (Keras `go_backwards=True`).
+    #[arg(long)]
+    pub go_backwards: bool,
+    /// Carry each sequence's final state into the next (a stateful layer). Default: every sequence starts fresh, as model.predict does.
+    #[arg(long)]
+    pub carry_state: bool,
+    /// Activation of the Dense head (softmax included).
+    #[arg(long, default_value = "linear", value_name = "NAME")]
+    pub dense_activation: String,
 }
 
 /// The framework's output to compare with, the truth to show beside it, and how to label it.
@@ -341,24 +403,9 @@ pub struct DiagnoseArgs {
     /// Cut a 2-D (rows, features) series into sliding windows of K rows.
     #[arg(long, value_name = "K")]
     pub window: Option<usize>,
-    /// Your `activation` (as you would pass it to `lstm`/`gru`).
-    #[arg(long, default_value = "tanh", value_name = "NAME")]
-    pub activation: String,
-    /// Your `recurrent_activation`.
-    #[arg(long, default_value = "sigmoid", value_name = "NAME")]
-    pub recurrent_activation: String,
-    /// Your GRU `reset_after`.
-    #[arg(long, value_enum, default_value_t = ResetAfterArg::Auto)]
-    pub reset_after: ResetAfterArg,
-    /// You process each sequence last step first.
-    #[arg(long)]
-    pub go_backwards: bool,
-    /// You carry each sequence's final state into the next.
-    #[arg(long)]
-    pub carry_state: bool,
-    /// Your Dense head activation.
-    #[arg(long, default_value = "linear", value_name = "NAME")]
-    pub dense_activation: String,
+    /// Your convention flags, as you would pass them to `lstm`/`gru`.
+    #[command(flatten)]
+    pub convention: ConventionArgs,
     /// Weight layout: auto (PyTorch names like weight_ih_l0 and ONNX W/R/B are recognised), keras, pytorch or onnx.
     #[arg(long, value_enum, default_value_t = LayoutArg::Auto)]
     pub layout: LayoutArg,

@@ -5,8 +5,9 @@ The embedded files are written to a temporary folder and run through exactly the
 `rnntrace lstm|gru`, so the demo exercises what users run.
 */
 
-use crate::app::Outcome;
-use crate::cli::{Cli, Command, DemoArgs, DemoCell};
+use crate::cli::args::{Cli, Command, DemoArgs, DemoCell};
+use crate::cli::job::Env;
+use crate::cli::output::Outcome;
 use crate::error::{Error, Result};
 use clap::Parser;
 
@@ -43,7 +44,7 @@ const GRU_FILES: &[(&str, &[u8])] = &[
 ];
 
 /// Runs the built-in example.
-pub fn run(d: &DemoArgs) -> Result<Outcome> {
+pub fn run_demo(d: &DemoArgs, env: &Env) -> Result<Outcome> {
     let (cell, files, title, note) = match d.cell {
         DemoCell::Lstm => (
             "lstm",
@@ -123,12 +124,12 @@ pub fn run(d: &DemoArgs) -> Result<Outcome> {
     } else {
         crate::weights::CellKind::Gru
     };
-    let job = crate::config::cell_job(kind, &a)?;
-    let table = !d.display.quiet && d.format == crate::cli::FormatArg::Table;
+    let job = crate::cli::job::cell_job(kind, &a, env)?;
+    let table = !d.display.quiet && d.format == crate::cli::args::FormatArg::Table;
     if table {
-        crate::app::write_stdout(|w| writeln!(w, "{note}\n"))?;
+        crate::cli::output::write_stdout(|w| writeln!(w, "{note}\n"))?;
     }
-    let outcome = crate::app::execute(&job, title, std::time::Instant::now())?;
+    let outcome = crate::commands::cell::execute(&job, title, std::time::Instant::now())?;
     if table && !d.no_plots {
         let charts = ["states", "predictions", "gates"].map(|f| {
             d.out_dir
@@ -136,7 +137,7 @@ pub fn run(d: &DemoArgs) -> Result<Outcome> {
                 .display()
                 .to_string()
         });
-        crate::app::write_stdout(|w| writeln!(w, "\nCharts: {}", charts.join(", ")))?;
+        crate::cli::output::write_stdout(|w| writeln!(w, "\nCharts: {}", charts.join(", ")))?;
     }
     Ok(outcome)
 }

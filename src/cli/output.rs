@@ -1,0 +1,223 @@
+/*!
+The one writer every command hands its results to: the JSON trace file, the charts, stdout (tables or JSON),
+warnings and progress on stderr, and the verdict as an [`Outcome`]. Commands compute and validate; they
+write through here (the streamed `.npz` trace is the one exception: it is written block by block while the
+engine runs, by [`crate::render::npz`]).
+*/
+
+use crate::cell::Real;
+use crate::cli::args::{FormatArg, PlotArgs};
+use crate::error::{Error, Result};
+use crate::io::write::atomic_write;
+use crate::render::{self, Report, plot};
+use crate::trace::Trace;
+use ndarray::Array3;
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+/// How a successful run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Everything ran; any comparison passed.
+    Success,
+    /// Everything ran, but `--expected` found values outside tolerance.
+    Mismatch,
+}
+
+impl Outcome {
+    /// The verdict of a comparison (none: success).
+    pub fn of(comparison: Option<&crate::compare::Comparison>) -> Outcome {
+        match comparison {
+            Some(c) if !c.passed => Outcome::Mismatch,
+            _ => Outcome::Success,
+        }
+    }
+
+    /// The process exit code: 0 or 1.
+    pub fn code(self) -> i32 {
+        match self {
+            Outcome::Success => 0,
+            Outcome::Mismatch => 1,
+        }
+    }
+}
+
+/// Where a finished report goes, besides stdout.
+pub struct Targets<'a> {
+    /// What stdout gets.
+    pub format: FormatArg,
+    /// `--trace FILE.json` (an `.npz` trace is streamed while the engine runs).
+    pub json_trace: Option<&'a Path>,
+    /// The charts asked for. `plot_sequence` has been validated by the job.
+    pub plots: &'a PlotArgs,
+    /// Charts already built from a streamed run ([`plot::ChartFeed`]); the others come from the report's
+    /// trace.
+    pub streamed: Streamed,
+}
+
+/// Charts built while the engine ran, from its blocks, when the trace itself was not kept.
+#[derive(Default)]
+pub struct Streamed {
+    /// `--plot`.
+    pub state_norms: Option<plot::ChartData>,
+    /// `--plot-gates`.
+    pub gates: Option<plot::GateHeatmaps>,
+}
+
+/// Writes everything a command asked for from one finished report, then returns the verdict: the JSON
+/// trace, the three charts (`--output-names` label the prediction panels), and stdout.
+pub fn write<T: Real>(report: &Report<'_, T>, to: &Targets<'_>) -> Result<Outcome> {
+    if let Some(path) = to.json_trace {
+        atomic_write(path, |w| render::json::write(report, w))?;
+    }
+    let p = to.plots;
+    if let Some(path) = &p.plot {
+        match &to.streamed.state_norms {
+            Some(chart) => plot::draw_lines(chart, path)?,
+            None => plot::draw_lines(&plot::state_norms(report.trace, report.window), path)?,
+        }
+    }
+    if let Some(path) = &p.plot_predictions {
+        let mut chart = plot::predictions(
+            report.trace,
+            report.expected.as_ref(),
+            report.targets.as_ref(),
+            report.window,
+        );
+        for (panel, name) in chart.panels.iter_mut().zip(&report.display.output_names) {
+            *panel = name.clone();
+        }
+        plot::draw_lines(&chart, path)?;
+    }
+    if let Some(path) = &p.plot_gates {
+        match &to.streamed.gates {
+            Some(maps) => plot::draw_heatmaps(maps, path)?,
+            None => plot::draw_heatmaps(&plot::gates(report.trace, p.plot_sequence), path)?,
+        }
+    }
+    match to.format {
+        FormatArg::Json => write_stdout(|w| render::json::write(report, w))?,
+        FormatArg::Table => {
+            let text = render::table::render(report);
+            write_stdout(|w| w.write_all(text.as_bytes()))?;
+        }
+    }
+    Ok(Outcome::of(report.comparison.as_ref()))
+}
+
+/// Writes to stdout; a closed pipe (`rnntrace … | head`) ends the output quietly, a closed stdout
+/// (`>&-`) with something to print is an error: everything printed would be lost.
+pub fn write_stdout(fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> Result<()> {
+    if crate::io::stdio::stdout_closed() {
+        let mut text = Vec::new();
+        fill(&mut text).map_err(|e| Error::output("<stdout>", e))?;
+        if text.is_empty() {
+            return Ok(());
+        }
+        return Err(Error::output(
+            "<stdout>",
+            "is closed (started with >&-), so nothing can be printed; redirect it (> FILE or > /dev/null) or use --quiet",
+        ));
+    }
+    let stdout = std::io::stdout();
+    let mut lock = std::io::BufWriter::new(stdout.lock());
+    let r = fill(&mut lock).and_then(|_| lock.flush());
+    match r {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(Error::output("<stdout>", e)),
+    }
+}
+
+/// A progress bar on stderr for long streamed runs, only on a terminal.
+pub struct Progress(Option<indicatif::ProgressBar>);
+
+impl Progress {
+    pub fn new(steps: usize) -> Progress {
+        use std::io::IsTerminal;
+        if !std::io::stderr().is_terminal() {
+            return Progress(None);
+        }
+        let bar = indicatif::ProgressBar::new(steps as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} step {pos}/{len} [{bar:40}] {elapsed_precise}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        // Shown only once a run has taken a second.
+        bar.enable_steady_tick(Duration::from_millis(250));
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+        Progress(Some(bar))
+    }
+
+    pub fn set(&self, pos: usize) {
+        if let Some(b) = &self.0 {
+            if b.elapsed() > Duration::from_secs(1) && b.is_hidden() {
+                b.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+            }
+            b.set_position(pos as u64);
+        }
+    }
+
+    pub fn finish(&self) {
+        if let Some(b) = &self.0 {
+            b.finish_and_clear();
+        }
+    }
+}
+
+/// One warning on stderr naming the first place a NaN or infinity appears, if any.
+pub fn warn_non_finite<T: Real>(trace: &Trace<T>) {
+    for l in &trace.layers {
+        if let Some(((b, t, j), v)) = l.x.indexed_iter().find(|(_, v)| !v.is_finite()) {
+            eprintln!(
+                "rnntrace: warning: input holds {v} at sequence {b}, timestep {t}, feature {j}; it propagates through the trace"
+            );
+            return;
+        }
+        let names = l.kind.gate_names();
+        if let Some(((t, b, k), v)) = l
+            .pre
+            .as_ref()
+            .and_then(|p| p.indexed_iter().find(|(_, v)| !v.is_finite()))
+        {
+            eprintln!(
+                "rnntrace: warning: {v} first appears at sequence {b}, step {t}, gate {}, unit {} (pre-activation; check the weights)",
+                names[k / l.units],
+                k % l.units
+            );
+            return;
+        }
+        let first_bad = |a: &Option<Array3<T>>| {
+            a.as_ref().and_then(|a| {
+                a.indexed_iter()
+                    .find(|(_, v)| !v.is_finite())
+                    .map(|(i, v)| (i, *v))
+            })
+        };
+        let state = first_bad(&l.h)
+            .map(|(i, v)| (i, v, "h"))
+            .or_else(|| first_bad(&l.c).map(|(i, v)| (i, v, "c")));
+        if let Some(((t, b, u), v, s)) = state {
+            eprintln!(
+                "rnntrace: warning: {v} first appears in state {s} at sequence {b}, step {t}, unit {u}"
+            );
+            return;
+        }
+        if let Some(((b, u), v)) = l.last_output.indexed_iter().find(|(_, v)| !v.is_finite()) {
+            eprintln!("rnntrace: warning: the last output of sequence {b}, unit {u} is {v}");
+            return;
+        }
+    }
+    if let Some(((b, j), v)) = trace
+        .predictions
+        .indexed_iter()
+        .find(|(_, v)| !v.is_finite())
+    {
+        eprintln!(
+            "rnntrace: warning: prediction {j} of sequence {b} is {v} (made by the Dense head)"
+        );
+    }
+}

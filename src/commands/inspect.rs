@@ -1,0 +1,296 @@
+/*!
+`rnntrace inspect`: what a saved model or a weights file holds (layers, shapes, parameters) and, per gate
+block, the kernel and bias statistics that show a dead gate or a `unit_forget_bias`.
+*/
+
+use crate::cli::args::{ColorArg, InspectArgs};
+use crate::cli::output::{Outcome, write_stdout};
+use crate::error::{Error, Result, shape_str};
+use crate::model::{self, LayerKind, Recurrent};
+use crate::render;
+use crate::weights::{self, CellKind, CellWeights, keras::ResetAfter, pytorch};
+use comfy_table::{Cell, CellAlignment, Table};
+use std::io::IsTerminal;
+
+fn table(color: bool) -> Table {
+    let mut t = Table::new();
+    t.load_style(comfy_table::presets::UTF8_FULL_CONDENSED);
+    if !color {
+        t.force_no_tty();
+    }
+    t
+}
+
+fn right(s: impl ToString) -> Cell {
+    Cell::new(s.to_string()).set_alignment(CellAlignment::Right)
+}
+
+fn shape_opt(s: &Option<Vec<Option<usize>>>) -> String {
+    match s {
+        None => "?".into(),
+        Some(v) => format!(
+            "({})",
+            v.iter()
+                .map(|d| d.map(|d| d.to_string()).unwrap_or_else(|| "None".into()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
+fn params_of(kind: &LayerKind) -> usize {
+    let r = |r: &Recurrent| {
+        r.kernel.data.len()
+            + r.recurrent_kernel.data.len()
+            + r.bias.as_ref().map_or(0, |b| b.data.len())
+    };
+    match kind {
+        LayerKind::Recurrent(x) => r(x),
+        LayerKind::Bidirectional {
+            forward, backward, ..
+        } => r(forward) + r(backward),
+        LayerKind::Dense { kernel, bias, .. }
+        | LayerKind::TimeDistributedDense { kernel, bias, .. } => {
+            kernel.data.len() + bias.as_ref().map_or(0, |b| b.data.len())
+        }
+        _ => 0,
+    }
+}
+
+/// `rnntrace inspect`.
+pub fn inspect(a: &InspectArgs) -> Result<Outcome> {
+    let color = match a.color {
+        ColorArg::Always => true,
+        ColorArg::Never => false,
+        ColorArg::Auto => {
+            std::io::stdout().is_terminal()
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+        }
+    };
+    let mut out = String::new();
+    use std::fmt::Write as _;
+    if let Some(path) = &a.model {
+        let m = model::load(path)?;
+        let _ = writeln!(
+            out,
+            "{}: {}, saved by Keras {}{}; input shape {}",
+            path.display(),
+            m.format.describe(),
+            m.keras_version,
+            if m.keras2 {
+                " (Keras 2 semantics: hard_sigmoid = clip(0.2x + 0.5, 0, 1))"
+            } else {
+                ""
+            },
+            shape_opt(&Some(m.input_shape.clone()))
+        );
+        let mut t = table(color);
+        t.set_header(vec!["Layer", "Class", "Output shape", "Params"]);
+        let mut total = 0;
+        for l in &m.layers {
+            let p = params_of(&l.kind);
+            total += p;
+            t.add_row(vec![
+                Cell::new(&l.name),
+                Cell::new(&l.class_name),
+                Cell::new(shape_opt(&l.output_shape)),
+                right(p),
+            ]);
+        }
+        let _ = writeln!(out, "{t}\nTotal params: {total}");
+        for l in &m.layers {
+            match &l.kind {
+                LayerKind::Recurrent(r) => recurrent_blocks(&mut out, &l.name, r, color)?,
+                LayerKind::Bidirectional {
+                    forward,
+                    backward,
+                    merge_mode,
+                } => {
+                    let _ = writeln!(
+                        out,
+                        "\n{} ({}), merge_mode {}",
+                        l.name,
+                        l.class_name,
+                        merge_mode.as_deref().unwrap_or("None")
+                    );
+                    recurrent_blocks(&mut out, &format!("{}/forward", l.name), forward, color)?;
+                    recurrent_blocks(&mut out, &format!("{}/backward", l.name), backward, color)?;
+                }
+                _ => {}
+            }
+        }
+    } else if let Some(wpath) = &a.weights {
+        let full = weights::load_arrays(wpath, &["kernel", "recurrent_kernel", "bias"])?;
+        let torch = pytorch::looks_like(&full);
+        if torch {
+            out.push_str(&pytorch::summary(&full));
+        }
+        if torch && a.module.is_none() && pytorch::recurrent_modules(&full).len() > 1 {
+            out.push_str("(--module NAME shows one module's gate blocks)\n");
+            write_stdout(|w| w.write_all(out.as_bytes()))?;
+            return Ok(Outcome::Success);
+        }
+        let src = pytorch::select_module(full, a.module.as_deref())?;
+        let inferred = pytorch::recurrent_modules(&src)
+            .first()
+            .and_then(|m| m.kind);
+        let kind = match (a.cell, inferred) {
+            (Some(cell), _) => cell.kind(),
+            (None, Some(k @ (CellKind::Lstm | CellKind::Gru))) => k,
+            (None, _) if torch => {
+                write_stdout(|w| w.write_all(out.as_bytes()))?;
+                return Ok(Outcome::Success);
+            }
+            (None, _) => {
+                return Err(Error::usage(format!(
+                    "inspect --weights {}: say which cell the weights belong to with --cell lstm|gru",
+                    wpath.display()
+                )));
+            }
+        };
+        let layout = a.layout.layout();
+        let opts = weights::ReadOptions {
+            layout,
+            layer: a.layer,
+            reverse: a.reverse,
+            reset_after: ResetAfter::Auto,
+        };
+        let (w, layout) = weights::read_cell(kind, &src, opts)?;
+        let _ = writeln!(
+            out,
+            "{}: {} weights ({} layout), {} units, {} input features{}",
+            wpath.display(),
+            kind.display_name(),
+            layout.name(),
+            w.units,
+            w.features,
+            if kind.has_reset_after() {
+                format!(
+                    ", reset_after={}",
+                    if w.reset_after { "True" } else { "False" }
+                )
+            } else {
+                String::new()
+            }
+        );
+        blocks_table(&mut out, &w, color);
+    } else {
+        return Err(Error::usage(
+            "inspect needs --model, or --weights with --cell",
+        ));
+    }
+    write_stdout(|w| w.write_all(out.as_bytes()))?;
+    Ok(Outcome::Success)
+}
+
+fn recurrent_blocks(out: &mut String, name: &str, r: &Recurrent, color: bool) -> Result<()> {
+    use std::fmt::Write as _;
+    let kind = match r.cell {
+        model::RecurrentCell::Lstm => CellKind::Lstm,
+        model::RecurrentCell::Gru => CellKind::Gru,
+        model::RecurrentCell::SimpleRnn => CellKind::SimpleRnn,
+    };
+    let mut arrays = vec![
+        ("kernel".to_string(), r.kernel.clone()),
+        ("recurrent_kernel".to_string(), r.recurrent_kernel.clone()),
+    ];
+    if let Some(b) = &r.bias {
+        arrays.push(("bias".to_string(), b.clone()));
+    }
+    let src = weights::NamedArrays {
+        path: name.into(),
+        positional: false,
+        arrays,
+        meta: Default::default(),
+    };
+    let ra = if kind.has_reset_after() && !r.reset_after {
+        ResetAfter::False
+    } else {
+        ResetAfter::Auto
+    };
+    let w = weights::keras::from_arrays(kind, &src, ra)?;
+    let _ = writeln!(
+        out,
+        "\n{name} ({}): {} units; activation {}, recurrent activation {}{}; return_sequences={}, go_backwards={}{}",
+        kind.display_name(),
+        r.units,
+        r.activation,
+        r.recurrent_activation,
+        if kind.has_reset_after() {
+            format!(", reset_after={}", r.reset_after)
+        } else {
+            String::new()
+        },
+        r.return_sequences,
+        r.go_backwards,
+        if r.stateful { ", stateful" } else { "" }
+    );
+    blocks_table(out, &w, color);
+    Ok(())
+}
+
+/// One row per gate block: shapes, norms and bias statistics, so a dead gate or a unit_forget_bias shows.
+fn blocks_table(out: &mut String, w: &CellWeights<f64>, color: bool) {
+    use std::fmt::Write as _;
+    let labels: Vec<String> = w
+        .kind
+        .gates()
+        .iter()
+        .map(|g| format!("{} ({})", g.name, g.role))
+        .collect();
+    let mut t = table(color);
+    let mut header = vec![
+        "Block",
+        "Kernel",
+        "‖kernel‖",
+        "Recurrent",
+        "‖recurrent‖",
+        "Bias mean",
+        "Bias min … max",
+    ];
+    if w.recurrent_bias.is_some() {
+        header.push("Recurrent bias mean");
+    }
+    t.set_header(header);
+    let u = w.units;
+    let norm = |m: ndarray::ArrayView2<'_, f64>| m.iter().map(|v| v * v).sum::<f64>().sqrt();
+    for (k, label) in labels.iter().enumerate() {
+        let cols = w.block(k);
+        let kern = w.kernel.slice(ndarray::s![.., cols.clone()]);
+        let rec = w.recurrent_kernel.slice(ndarray::s![.., cols.clone()]);
+        let stats = |b: &ndarray::Array1<f64>| {
+            let v = b.slice(ndarray::s![cols.clone()]);
+            let mean = v.sum() / u as f64;
+            let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            (mean, lo, hi)
+        };
+        let mut row = vec![
+            Cell::new(label),
+            Cell::new(shape_str(&[kern.nrows(), kern.ncols()])),
+            right(render::number::fmt(norm(kern))),
+            Cell::new(shape_str(&[rec.nrows(), rec.ncols()])),
+            right(render::number::fmt(norm(rec))),
+        ];
+        match &w.bias {
+            Some(b) => {
+                let (mean, lo, hi) = stats(b);
+                row.push(right(render::number::fmt(mean)));
+                row.push(right(format!(
+                    "{} … {}",
+                    render::number::fmt(lo),
+                    render::number::fmt(hi)
+                )));
+            }
+            None => {
+                row.push(right("no bias"));
+                row.push(right(""));
+            }
+        }
+        if let Some(rb) = &w.recurrent_bias {
+            row.push(right(render::number::fmt(stats(rb).0)));
+        }
+        t.add_row(row);
+    }
+    let _ = writeln!(out, "{t}");
+}
