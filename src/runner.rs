@@ -64,8 +64,12 @@ fn act(model: &SavedModel, layer: &str, name: &str) -> Result<Activation> {
     Activation::parse(name).map_err(|e| Error::input(&model.path, format!("layer '{layer}': {e}")))
 }
 
-/// The validated cell weights of one recurrent layer.
-fn cell_weights<T: Real>(model: &SavedModel, layer: &str, r: &Recurrent) -> Result<CellWeights<T>> {
+/// The validated cell weights of one recurrent layer (also what `explain` differentiates).
+pub fn cell_weights<T: Real>(
+    model: &SavedModel,
+    layer: &str,
+    r: &Recurrent,
+) -> Result<CellWeights<T>> {
     let kind = match r.cell {
         RecurrentCell::Lstm => CellKind::Lstm,
         RecurrentCell::Gru => CellKind::Gru,

@@ -9,6 +9,8 @@ use crate::weights::{CellKind, Layout};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
+pub use super::explain::ExplainArgs;
+
 /// Trace LSTM and GRU cells exactly as Keras (and PyTorch) compute them: every gate, every step.
 #[derive(Debug, Parser)]
 #[command(name = "rnntrace", version, about, long_about = None, max_term_width = 100)]
@@ -33,6 +35,9 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Find the conventions (activations, gate order, go_backwards, state, head, …) that explain a framework's output.
     Diagnose(DiagnoseArgs),
+    /// Exact attributions of one output over time and features (gradient, input × gradient, integrated
+    /// gradients, occlusion) and what each unit does (saturation, timescales, dead units).
+    Explain(ExplainArgs),
 }
 
 /// Arguments of `run`.

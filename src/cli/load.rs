@@ -125,7 +125,8 @@ pub fn series_input(
     Ok(x)
 }
 
-pub(super) fn load_mask(path: &Path, batch: usize, steps: usize) -> Result<Array2<bool>> {
+/// A mask (sequences, timesteps) of booleans or 0/1; 1-D for a single sequence.
+pub fn load_mask(path: &Path, batch: usize, steps: usize) -> Result<Array2<bool>> {
     let raw = io::read_npy(path)?;
     let shape = match raw.ndim() {
         2 => (raw.shape[0], raw.shape[1]),

@@ -3,6 +3,9 @@ Renderers: each turns a finished [`Report`] into bytes (tables, JSON) or a pictu
 computes anything the engine did not record.
 */
 
+pub mod explain_data;
+pub mod explain_plot;
+pub mod explain_table;
 pub mod json;
 pub mod npz;
 pub mod number;

@@ -5,6 +5,7 @@
 
 mod diagnose;
 mod errors;
+mod explain;
 mod faults;
 mod golden;
 mod models;
