@@ -6,6 +6,7 @@
 mod diagnose;
 mod errors;
 mod faults;
+mod float16_models;
 mod golden;
 mod models;
 mod output;
