@@ -338,6 +338,32 @@ fn stacked_cells_are_traced_one_recurrent_layer_per_cell() {
         .map(|l| l["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["rnn/cell_0", "rnn/cell_1", "rnn/cell_2"], "{out}");
+    // --layers picks one cell's tables, or all of them by the layer's name.
+    let tables = |pick: &str| {
+        let (code, out, err) = run(rnntrace().current_dir(dir("rnn_stacked_states")).args([
+            "run",
+            "--model",
+            "model.keras",
+            "--input",
+            "input.npy",
+            "--sequences",
+            "0",
+            "--layers",
+            pick,
+        ]));
+        assert_eq!(code, 0, "{err}");
+        out
+    };
+    let all = tables("rnn");
+    for i in 0..3 {
+        assert!(all.contains(&format!("── Layer 'rnn/cell_{i}'")), "{all}");
+    }
+    let one = tables("rnn/cell_1");
+    assert!(one.contains("SimpleRNN layer 'rnn/cell_1'"), "{one}");
+    assert!(
+        !one.contains("GRU layer 'rnn/cell_0'") && !one.contains("Update gate"),
+        "{one}"
+    );
     // Cell 1 (SimpleRNN) reads cell 0's 4 units; cell 2 (LSTM) reads cell 1's 3.
     let (code, out, err) = run(rnntrace().current_dir(dir("rnn_stacked_states")).args([
         "inspect",
