@@ -17,9 +17,10 @@ Then:
     sh OUT_DIR/commands.sh
 A model with several inputs takes one INPUT per model input, in the model's order. Bidirectional layers
 are exported as <layer>_forward / <layer>_backward; RNN(LSTMCell|GRUCell|SimpleRNNCell) layers like the
-LSTM/GRU/SimpleRNN they compute. A layer whose initial_state comes from another layer (an encoder-decoder)
-is checked by the whole-model command only. A Keras 2 (tf-keras) .h5 is loaded with tf_keras, and its
-hard_sigmoid is exported as hard_sigmoid_keras2.
+LSTM/GRU/SimpleRNN they compute; each cell of an RNN([cells]) as <layer>_cell_<i>, reading the outputs of
+the cell before. A layer whose initial_state comes from another layer (an encoder-decoder) is checked by
+the whole-model command only. A Keras 2 (tf-keras) .h5 is loaded with tf_keras, and its hard_sigmoid is
+exported as hard_sigmoid_keras2.
 """
 import json, os, shlex, sys
 
@@ -67,7 +68,34 @@ def recurrent_parts(layer, K):
             cell = sub.cell.__class__.from_config(sub.cell.get_config())
             return K.layers.RNN(cell, return_sequences=True, go_backwards=sub.go_backwards)
         return [(layer.name, layer, cell_cls, cfg, rebuild)]
+    if cls == "RNN" and layer.cell.__class__.__name__ == "StackedRNNCells":
+        # RNN([cells]): rnntrace traces cell i as `<layer>/cell_i`; exported as <layer>_cell_i, each cell
+        # reading the previous cell's per-step output (main() chains them).
+        out = []
+        for i, c in enumerate(layer.cell.cells):
+            cname = c.__class__.__name__
+            if cname not in ("LSTMCell", "GRUCell", "SimpleRNNCell"):
+                return []
+            cfg = dict(c.get_config())
+            cfg.update(go_backwards=layer.go_backwards, return_sequences=layer.return_sequences)
+
+            def rebuild(sub, cfg, c=c):
+                cell = c.__class__.from_config(c.get_config())
+                return K.layers.RNN(cell, return_sequences=True, go_backwards=layer.go_backwards)
+            out.append((f"{layer.name}_cell_{i}", StackedCell(c), cname[: -len("Cell")], cfg, rebuild))
+        return out
     return []
+
+
+class StackedCell:
+    """One cell of an RNN([cells]), seen as the layer an export needs: its weights and return_sequences."""
+
+    def __init__(self, cell):
+        self.cell = cell
+        self.return_sequences = True
+
+    def get_weights(self):
+        return [np.asarray(w) for w in self.cell.weights]
 
 
 def main():
@@ -109,6 +137,9 @@ def main():
             h_seq = np.asarray(clone(layer_in, mask=mask) if mask is not None else clone(layer_in))
             np.save(os.path.join(out, name + "_h_seq.npy"), h_seq)
             np.save(os.path.join(out, name + "_output.npy"), h_seq if sub.return_sequences else h_seq[:, -1])
+            if isinstance(sub, StackedCell):
+                # The next cell of the stack reads this cell's outputs, in time order.
+                layer_in = h_seq[:, ::-1] if cfg.get("go_backwards") else h_seq
             cell = cls.lower()
             if cell == "simplernn":
                 continue  # rnntrace traces SimpleRNN inside `run --model` only

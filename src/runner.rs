@@ -168,6 +168,98 @@ fn run_recurrent_from<T: Real>(
     engine::run_layer_using(&w, &spec, input, Record::ALL, None, &mut no_sink, kernels)
 }
 
+/// What an `RNN([cells])` computed: one trace per cell, the layer's output (the last cell's) with its mask,
+/// and every cell's final states in order (`h`, plus `c` for an LSTM cell).
+struct StackedRun<T> {
+    traces: Vec<LayerTrace<T>>,
+    output: Tensor<T>,
+    states: Vec<Array2<T>>,
+}
+
+/// Runs an `RNN([cells])` as Keras does: at each step the cells run in order, cell i reading cell i−1's
+/// output, and at a masked step every cell keeps its state. Cell i's whole sequence depends only on cell
+/// i−1's, so the cells run one after the other over the whole sequence (each traced as `NAME/cell_i`), cell
+/// i reading cell i−1's per-step output in time order. `initial` is the flat list Keras takes
+/// (`initial_state=[h0, c0, h1, …]`), empty for zeros.
+fn run_stacked<T: Real>(
+    model: &SavedModel,
+    name: &str,
+    cells: &[Recurrent],
+    x: &Array3<T>,
+    mask: Option<&Array2<bool>>,
+    initial: Vec<Array2<T>>,
+    kernels: Kernels,
+) -> Result<StackedRun<T>> {
+    let n_states = |r: &Recurrent| if r.cell == RecurrentCell::Lstm { 2 } else { 1 };
+    let wanted: usize = cells.iter().map(n_states).sum();
+    let bad = |what: String| Error::input(&model.path, format!("layer '{name}': {what}"));
+    if !initial.is_empty() && initial.len() != wanted {
+        return Err(bad(format!(
+            "is given {} initial states; its cells take {wanted} ({})",
+            initial.len(),
+            cells
+                .iter()
+                .map(|r| r.cell.class_name())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    let Some(last) = cells.last() else {
+        return Err(bad("holds no cells".into()));
+    };
+    let mut initial = initial.into_iter();
+    let mut seq = x.clone();
+    let mut traces = Vec::with_capacity(cells.len());
+    let mut states = Vec::with_capacity(wanted);
+    for (i, r) in cells.iter().enumerate() {
+        let cell_name = format!("{name}/cell_{i}");
+        let mut take = || -> Result<Option<Array2<T>>> {
+            match initial.next() {
+                Some(a) if a.dim() == (seq.shape()[0], r.units) => Ok(Some(a)),
+                Some(a) => Err(bad(format!(
+                    "an initial state of cell {i} has shape {:?}; expected ({}, {})",
+                    a.shape(),
+                    seq.shape()[0],
+                    r.units
+                ))),
+                None => Ok(None),
+            }
+        };
+        let h0 = take()?;
+        let c0 = if r.cell == RecurrentCell::Lstm {
+            take()?
+        } else {
+            None
+        };
+        let l = run_recurrent_from(model, &cell_name, r, &seq, mask, (h0, c0), kernels)?;
+        states.push(l.final_h.clone());
+        if let Some(c) = &l.final_c {
+            states.push(c.clone());
+        }
+        if i + 1 < cells.len() {
+            // What cell i+1 reads at each step is cell i's output at that step (masked steps are skipped
+            // by cell i+1 too, so what they hold does not matter); back to time order for a backward layer.
+            let mut next = sequence_output(&l, false);
+            if r.go_backwards {
+                next.invert_axis(Axis(1));
+            }
+            seq = next;
+        }
+        traces.push(l);
+    }
+    let top = traces.last().ok_or_else(|| bad("holds no cells".into()))?;
+    let output = if last.return_sequences {
+        Tensor::Seq(sequence_output(top, last.zero_output_for_mask))
+    } else {
+        Tensor::Flat(top.last_output.clone())
+    };
+    Ok(StackedRun {
+        traces,
+        output,
+        states,
+    })
+}
+
 /// Whether a layer carries its state from one sequence to the next, as `model.predict` runs it.
 ///
 /// A `stateful=True` layer keeps its state between the batches `predict` cuts the input into. With the
@@ -472,6 +564,15 @@ fn apply<T: Real>(
             }
             layers.push(l);
             v
+        }
+        LayerKind::StackedRecurrent(cells) => {
+            let x = need_seq(&value)?;
+            let run = run_stacked(model, name, cells, &x, mask.as_ref(), Vec::new(), kernels)?;
+            if !cells.last().is_some_and(|r| r.return_sequences) {
+                *mask = None;
+            }
+            layers.extend(run.traces);
+            run.output
         }
         LayerKind::Bidirectional {
             forward,
@@ -1185,6 +1286,39 @@ pub fn run_graph_using<T: Real>(
                     call.flags.iter().any(|f| f == "use_causal_mask"),
                 );
                 vec![(Tensor::Seq(y), q_mask)]
+            }
+            LayerKind::StackedRecurrent(cells)
+                if !states.is_empty() || cells.iter().any(|r| r.return_state) =>
+            {
+                let [(x, mask)]: [Masked<T>; 1] = args.try_into().map_err(|a: Vec<_>| {
+                    err(format!(
+                        "layer '{name}' reads {} tensors; expected one sequence",
+                        a.len()
+                    ))
+                })?;
+                let Tensor::Seq(x) = x else {
+                    return Err(err(format!(
+                        "layer '{name}' needs a sequence (batch, timesteps, features)"
+                    )));
+                };
+                let initial = states
+                    .into_iter()
+                    .map(|(t, _)| match t {
+                        Tensor::Flat(a) => Ok(a),
+                        other => Err(err(format!(
+                            "layer '{name}': an initial state has shape {:?}; expected (sequences, units)",
+                            other.shape()
+                        ))),
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                let run = run_stacked(model, name, cells, &x, mask.as_ref(), initial, kernels)?;
+                let keep_mask = cells.last().is_some_and(|r| r.return_sequences);
+                let mut outs = vec![(run.output, if keep_mask { mask } else { None })];
+                if cells.iter().any(|r| r.return_state) {
+                    outs.extend(run.states.into_iter().map(|s| (Tensor::Flat(s), None)));
+                }
+                traces.extend(run.traces);
+                outs
             }
             LayerKind::Recurrent(r) if !states.is_empty() || r.return_state => {
                 let [(x, mask)]: [Masked<T>; 1] = args.try_into().map_err(|a: Vec<_>| {

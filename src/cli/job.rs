@@ -158,6 +158,8 @@ pub struct CellJob {
     pub kernels: Kernels,
     /// Notes for stderr (e.g. integer arrays converted to floats).
     pub notes: Vec<String>,
+    /// The input was read as a 3-D array without --time-major: a failed comparison suggests --time-major.
+    pub time_major_hint: bool,
 }
 
 /// What `--expected` is compared against.
@@ -370,6 +372,7 @@ pub fn cell_job(kind: CellKind, a: &CellArgs, env: &Env) -> Result<CellJob> {
             raw.dtype
         ));
     }
+    let time_major_hint = raw.ndim() == 3 && !a.time_major && a.window.is_none();
     let x = shape_input(&raw, &a.input, a.window, &weights)?;
     let (batch, steps, _) = x.dim();
     check_plot_sequence(&a.plots, batch)?;
@@ -457,6 +460,7 @@ pub fn cell_job(kind: CellKind, a: &CellArgs, env: &Env) -> Result<CellJob> {
         expected,
         targets,
         window: a.window,
+        time_major_hint,
         precision: a.precision,
         output: OutputConfig {
             format: a.format,

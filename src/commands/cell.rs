@@ -22,7 +22,13 @@ use std::time::{Duration, Instant};
 pub fn run_cell(kind: CellKind, a: &CellArgs, env: &Env) -> Result<Outcome> {
     let started = Instant::now();
     let job = job::cell_job(kind, a, env)?;
-    execute(&job, "", started)
+    let outcome = execute(&job, "", started)?;
+    if matches!(outcome, Outcome::Mismatch) && job.time_major_hint {
+        eprintln!(
+            "rnntrace: note: if --input and --expected are time-major (timesteps, sequences, …), as a PyTorch module with batch_first=False takes and returns them, pass --time-major"
+        );
+    }
+    Ok(outcome)
 }
 
 /// Runs a job at its precision and writes everything it asks for. `started` is when loading began.

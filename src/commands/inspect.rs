@@ -47,6 +47,7 @@ fn params_of(kind: &LayerKind) -> usize {
     };
     match kind {
         LayerKind::Recurrent(x) => r(x),
+        LayerKind::StackedRecurrent(cells) => cells.iter().map(r).sum(),
         LayerKind::Bidirectional {
             forward, backward, ..
         } => r(forward) + r(backward),
@@ -157,6 +158,11 @@ pub fn inspect(a: &InspectArgs) -> Result<Outcome> {
         for l in &m.layers {
             match &l.kind {
                 LayerKind::Recurrent(r) => recurrent_blocks(&mut out, &l.name, r, color)?,
+                LayerKind::StackedRecurrent(cells) => {
+                    for (i, r) in cells.iter().enumerate() {
+                        recurrent_blocks(&mut out, &format!("{}/cell_{i}", l.name), r, color)?;
+                    }
+                }
                 LayerKind::Bidirectional {
                     forward,
                     backward,

@@ -93,6 +93,7 @@ pub fn run_model(a: &RunArgs, env: &Env) -> Result<Outcome> {
     let declared = model.input_shape.last().copied().flatten();
     let first_layer = model.compute_layers().find_map(|l| match &l.kind {
         LayerKind::Recurrent(r) => Some(r.features),
+        LayerKind::StackedRecurrent(cells) => cells.first().map(|r| r.features),
         LayerKind::Bidirectional { forward, .. } => Some(forward.features),
         LayerKind::Dense { kernel, .. } | LayerKind::TimeDistributedDense { kernel, .. } => {
             kernel.shape.first().copied()

@@ -31,6 +31,8 @@ pub enum Part {
     Backward,
     /// The layer inside a `TimeDistributed`.
     Inner,
+    /// Cell i of an `RNN([cells])` (`StackedRNNCells`).
+    StackedCell(usize),
 }
 
 /// An array not yet read: where it is (an HDF5 path, also for messages), its shape and its dtype.
@@ -172,9 +174,12 @@ pub fn build(
             };
         }
         let mut outs = vec![out.clone()];
-        if let LayerKind::Recurrent(r) = &kind
-            && r.return_state
-        {
+        let cells = match &kind {
+            LayerKind::Recurrent(r) => std::slice::from_ref(r),
+            LayerKind::StackedRecurrent(cells) => cells.as_slice(),
+            _ => &[],
+        };
+        for r in cells.iter().filter(|r| r.return_state) {
             let state = cur.as_ref().map(|s| vec![s[0], Some(r.units)]);
             let n = if r.cell == RecurrentCell::Lstm { 2 } else { 1 };
             outs.extend(std::iter::repeat_n(state, n));
@@ -275,6 +280,16 @@ pub fn unsupported_reason(l: &LayerSpec) -> Option<String> {
         | "LeakyReLU" | "RepeatVector" | "ZeroPadding1D" | "Cropping1D" | "Concatenate" | "Add"
         | "Subtract" | "Multiply" | "Average" | "Maximum" | "Minimum" => None,
         "RNN" if cell_class(&inner_class(l, "cell")).is_some() => None,
+        "RNN" if inner_class(l, "cell") == "StackedRNNCells" => match stacked_cells(l) {
+            Ok(cells) => cells.iter().find_map(|(class, _)| {
+                cell_class(class).is_none().then(|| {
+                    format!(
+                        "RNN([cells]) holds a {class}; rnntrace runs stacks of LSTMCell, GRUCell and SimpleRNNCell"
+                    )
+                })
+            }),
+            Err(e) => Some(e),
+        },
         "Attention" | "AdditiveAttention" | "Dot" => None,
         c if RecurrentCell::from_class_name(c).is_some() || IDENTITY_CLASSES.contains(&c) => None,
         "Flatten"
@@ -349,16 +364,9 @@ pub fn unsupported_reason(l: &LayerSpec) -> Option<String> {
         "RNN" => {
             let cell = inner_class(l, "cell");
             cell_class(&cell).is_none().then(|| {
-                if cell == "StackedRNNCells" {
-                    "RNN([cells]) (StackedRNNCells) is not supported yet; the same model with one \
-                     recurrent layer per cell (return_sequences=True on all but the last) computes the \
-                     same numbers and runs"
-                        .to_string()
-                } else {
-                    format!(
-                        "RNN({cell}) is not supported; RNN must wrap an LSTMCell, GRUCell or SimpleRNNCell"
-                    )
-                }
+                format!(
+                    "RNN({cell}) is not supported; RNN must wrap an LSTMCell, GRUCell or SimpleRNNCell, or a list of them"
+                )
             })
         }
         "Lambda" => Some(format!("a Lambda layer: {CODE_WAY_FORWARD}")),
@@ -412,6 +420,41 @@ pub fn dtype_policy(cfg: &Map<String, Value>) -> Option<String> {
     }
 }
 
+/// The options an `RNN` layer gives its cell(s).
+const RNN_OPTIONS: [&str; 6] = [
+    "return_sequences",
+    "return_state",
+    "go_backwards",
+    "stateful",
+    "zero_output_for_mask",
+    "time_major",
+];
+
+/// A cell of an `RNN([cells])`: its class name and its config.
+pub type CellSpec = (String, Map<String, Value>);
+
+/// The cells of an `RNN([cells])` layer (`StackedRNNCells`), in order: each one's class and config.
+pub fn stacked_cells(l: &LayerSpec) -> Result<Vec<CellSpec>, String> {
+    let cells = sub_config(&l.config, "cell")?
+        .get("cells")
+        .and_then(Value::as_array)
+        .ok_or("its StackedRNNCells configuration has no list of cells")?;
+    if cells.is_empty() {
+        return Err("its StackedRNNCells holds no cells".into());
+    }
+    cells
+        .iter()
+        .map(|c| {
+            let class = c.get("class_name").and_then(Value::as_str);
+            let cfg = c.get("config").and_then(Value::as_object);
+            match (class, cfg) {
+                (Some(class), Some(cfg)) => Ok((class.to_string(), cfg.clone())),
+                _ => Err("a cell of its StackedRNNCells has no class_name or config".to_string()),
+            }
+        })
+        .collect()
+}
+
 /// The recurrent cell of a built-in cell class (`LSTMCell`, `GRUCell`, `SimpleRNNCell`).
 fn cell_class(class: &str) -> Option<RecurrentCell> {
     RecurrentCell::from_class_name(class.strip_suffix("Cell")?)
@@ -450,6 +493,9 @@ fn inferred_input_shape(layers: &[Layer]) -> Vec<Option<usize>> {
         match &l.kind {
             LayerKind::Recurrent(r) | LayerKind::Bidirectional { forward: r, .. } => {
                 return vec![None, None, Some(r.features)];
+            }
+            LayerKind::StackedRecurrent(cells) => {
+                return vec![None, None, cells.first().map(|r| r.features)];
             }
             LayerKind::Dense { kernel, .. } => return vec![None, kernel.shape.first().copied()],
             LayerKind::TimeDistributedDense { kernel, .. } => {
@@ -539,20 +585,38 @@ fn build_one(
             let axis = l.config.get("axis").and_then(Value::as_i64).unwrap_or(-1);
             Ok((LayerKind::Merge { op, axis }, same))
         }
+        "RNN" if inner_class(l, "cell") == "StackedRNNCells" => {
+            // RNN([cells]): each cell's own configuration plus the layer's sequence options; cell i reads
+            // cell i−1's per-step output.
+            let mut cells = Vec::new();
+            let mut out = None;
+            let mut cur: Option<Shape> = input.map(<[Option<usize>]>::to_vec);
+            for (i, (class, cell_cfg)) in stacked_cells(l)?.into_iter().enumerate() {
+                let cell = cell_class(&class).ok_or_else(|| {
+                    format!("RNN([cells]) holds a {class}; rnntrace runs stacks of LSTMCell, GRUCell and SimpleRNNCell")
+                })?;
+                let mut cfg = cell_cfg;
+                for key in RNN_OPTIONS {
+                    if let Some(v) = l.config.get(key) {
+                        cfg.insert(key.into(), v.clone());
+                    }
+                }
+                let arrays = source.arrays(l, Part::StackedCell(i))?;
+                let (r, o) = recurrent(cell, &cfg, arrays, cur.as_deref(), keras2, source)
+                    .map_err(|e| format!("cell {i} ({class}): {e}"))?;
+                cur = cur.map(|s| vec![s[0], s.get(1).copied().flatten(), Some(r.units)]);
+                out = o;
+                cells.push(r);
+            }
+            Ok((LayerKind::StackedRecurrent(cells), out))
+        }
         "RNN" => {
             // RNN(cell): the cell's own configuration, plus the layer's sequence options.
             let class = inner_class(l, "cell");
             let cell =
                 cell_class(&class).ok_or_else(|| format!("RNN({class}) is not supported"))?;
             let mut cfg = sub_config(&l.config, "cell")?.clone();
-            for key in [
-                "return_sequences",
-                "return_state",
-                "go_backwards",
-                "stateful",
-                "zero_output_for_mask",
-                "time_major",
-            ] {
+            for key in RNN_OPTIONS {
                 if let Some(v) = l.config.get(key) {
                     cfg.insert(key.into(), v.clone());
                 }

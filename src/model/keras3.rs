@@ -299,6 +299,9 @@ impl WeightSource for Store {
             Part::Forward => format!("{base}/forward_layer/cell/vars"),
             Part::Backward => format!("{base}/backward_layer/cell/vars"),
             Part::Inner => format!("{base}/layer/vars"),
+            Part::StackedCell(i) => {
+                format!("{base}/cell/cells/{}/vars", stacked_cell_key(layer, i)?)
+            }
         };
         let arrays = self.vars(&path)?;
         if arrays.is_empty() {
@@ -330,4 +333,37 @@ impl WeightSource for Store {
             .read_array(&array.path, &array.shape)
             .map_err(|e| format!("{WEIGHTS_MEMBER}: {e}"))
     }
+}
+
+/// Where Keras 3 saves cell `i` of an `RNN([cells])`: a list's children are named by their class in snake
+/// case, the second of a class with `_1` and so on (`cells/lstm_cell`, `cells/gru_cell`, `cells/lstm_cell_1`).
+fn stacked_cell_key(layer: &LayerSpec, i: usize) -> std::result::Result<String, String> {
+    let cells = super::build::stacked_cells(layer)?;
+    // Keras's to_snake_case: `_` before an uppercase letter that starts a lowercase run or follows a
+    // lowercase letter or digit (LSTMCell → lstm_cell, SimpleRNNCell → simple_rnn_cell).
+    let class = |c: &str| -> String {
+        let chars: Vec<char> = c.chars().collect();
+        let mut out = String::new();
+        for (k, &ch) in chars.iter().enumerate() {
+            if ch.is_ascii_uppercase() && k > 0 {
+                let next_lower = chars.get(k + 1).is_some_and(char::is_ascii_lowercase);
+                let prev = chars[k - 1];
+                if next_lower || prev.is_ascii_lowercase() || prev.is_ascii_digit() {
+                    out.push('_');
+                }
+            }
+            out.push(ch.to_ascii_lowercase());
+        }
+        out
+    };
+    let (cls, _) = cells
+        .get(i)
+        .ok_or_else(|| format!("its StackedRNNCells has no cell {i}"))?;
+    let name = class(cls);
+    let before = cells[..i].iter().filter(|(c, _)| class(c) == name).count();
+    Ok(if before == 0 {
+        name
+    } else {
+        format!("{name}_{before}")
+    })
 }

@@ -146,6 +146,30 @@ impl WeightSource for Store {
         }
         match part {
             Part::Own | Part::Cell | Part::Inner => Ok(all),
+            Part::StackedCell(i) => {
+                // The layer's arrays are every cell's in order: kernel, recurrent kernel and (with
+                // use_bias) bias for each.
+                let counts = super::build::stacked_cells(layer)?
+                    .iter()
+                    .map(|(_, c)| {
+                        if c.get("use_bias").and_then(serde_json::Value::as_bool) == Some(false) {
+                            2
+                        } else {
+                            3
+                        }
+                    })
+                    .collect::<Vec<usize>>();
+                let total: usize = counts.iter().sum();
+                if total != all.len() {
+                    return Err(format!(
+                        "has {} weight arrays; its {} stacked cells need {total}",
+                        all.len(),
+                        counts.len()
+                    ));
+                }
+                let start: usize = counts[..i.min(counts.len())].iter().sum();
+                Ok(all[start..start + counts.get(i).copied().unwrap_or(0)].to_vec())
+            }
             Part::Forward | Part::Backward => {
                 if all.len() % 2 != 0 {
                     return Err(format!(

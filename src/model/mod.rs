@@ -156,6 +156,10 @@ pub enum LayerKind {
     Input,
     /// `LSTM`, `GRU` or `SimpleRNN`.
     Recurrent(Recurrent),
+    /// `RNN([cells])` (`StackedRNNCells` of LSTMCell/GRUCell/SimpleRNNCell): each step runs the cells in
+    /// order, cell i reading cell i−1's output; the layer's output is the last cell's, its states every
+    /// cell's in order. Every cell carries the layer's sequence options (return_sequences, go_backwards, …).
+    StackedRecurrent(Vec<Recurrent>),
     /// `Bidirectional(LSTM|GRU|SimpleRNN)`. `backward` has `go_backwards = true` (it reads the sequence last
     /// step first; with `return_sequences` Keras flips its output back to time order before merging).
     Bidirectional {
@@ -409,7 +413,7 @@ ActivityRegularization, Masking, Activation, ReLU, LeakyReLU, Softmax, Flatten, 
 Conv1D, MaxPooling1D, AveragePooling1D, GlobalAveragePooling1D, GlobalMaxPooling1D, BatchNormalization, \
 LayerNormalization, RepeatVector, Permute, ZeroPadding1D, Cropping1D, Concatenate, Add, Subtract, \
 Multiply, Average, Maximum, Minimum, Dot, Attention, AdditiveAttention, \
-RNN(LSTMCell|GRUCell|SimpleRNNCell)";
+RNN(LSTMCell|GRUCell|SimpleRNNCell), RNN([cells]) of those cells";
 
 /// No JSON member of a `.keras` archive is read past this many bytes (64 MiB).
 pub const MAX_JSON_BYTES: u64 = 64 << 20;
@@ -538,6 +542,7 @@ fn escape_model(m: &mut SavedModel) {
         esc(&mut l.class_name);
         match &mut l.kind {
             LayerKind::Recurrent(r) => esc_rec(r),
+            LayerKind::StackedRecurrent(cells) => cells.iter_mut().for_each(esc_rec),
             LayerKind::Bidirectional {
                 forward,
                 backward,

@@ -1013,3 +1013,36 @@ fn layer_names_with_control_characters_never_reach_the_model_or_messages_raw() {
     let m = load(&temp_file(&dir, "ver.keras", &write_zip(&versioned))).unwrap();
     assert_eq!(m.keras_version, "3.1\\x1b[2J");
 }
+
+fn stacked_rnn(cells: serde_json::Value) -> config::LayerSpec {
+    let config = serde_json::json!({
+        "name": "rnn",
+        "cell": {"class_name": "StackedRNNCells", "config": {"cells": cells}},
+    });
+    config::LayerSpec {
+        name: "rnn".into(),
+        class_name: "RNN".into(),
+        config: config.as_object().cloned().unwrap_or_default(),
+        weights_key: "rnn".into(),
+        registered_name: None,
+    }
+}
+
+#[test]
+fn stacked_cells_name_an_unsupported_cell_and_their_weight_groups() {
+    let ok = stacked_rnn(serde_json::json!([
+        {"class_name": "LSTMCell", "config": {"units": 2}},
+        {"class_name": "SimpleRNNCell", "config": {"units": 2}},
+        {"class_name": "LSTMCell", "config": {"units": 2}},
+    ]));
+    assert_eq!(build::unsupported_reason(&ok), None);
+    let bad = stacked_rnn(serde_json::json!([
+        {"class_name": "LSTMCell", "config": {"units": 2}},
+        {"class_name": "PeepholeCell", "config": {"units": 2}},
+    ]));
+    let why = build::unsupported_reason(&bad).unwrap_or_default();
+    assert!(why.contains("holds a PeepholeCell"), "{why}");
+    let empty = stacked_rnn(serde_json::json!([]));
+    let why = build::unsupported_reason(&empty).unwrap_or_default();
+    assert!(why.contains("holds no cells"), "{why}");
+}

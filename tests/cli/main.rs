@@ -7,6 +7,7 @@ mod diagnose;
 mod errors;
 mod explain;
 mod faults;
+mod float16_models;
 mod golden;
 mod models;
 mod output;

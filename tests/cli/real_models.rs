@@ -44,7 +44,7 @@ const TESTED_BY_NAME: &[&str] = &[
     "tf_keras_two_input",
     "encoder_decoder",
     "tf_keras_encoder_decoder",
-    "rnn_stacked_cells",
+    "rnn_stacked_initial_state",
     "luong_dot_attention",
     "two_outputs",
     "attention_value_mask",
@@ -111,6 +111,14 @@ real_model_cases!(
     // Functional graphs: returned states, merges, masks through merges, one input; RNN(cell).
     rnn_lstm_cell,
     rnn_simple_cell_h5,
+    // RNN([cells]): two LSTM cells; GRU, SimpleRNN and LSTM cells with return_sequences, return_state
+    // and go_backwards; an Embedding mask through GRU(reset_after=False) and LSTM cells; Keras 3 .h5;
+    // tf-keras .h5 with go_backwards.
+    rnn_stacked_cells,
+    rnn_stacked_states,
+    rnn_stacked_masked,
+    rnn_stacked_h5,
+    tf_keras_rnn_stacked,
     lstm_return_state,
     rs_return_state,
     merges,
@@ -301,13 +309,71 @@ fn a_missing_or_misshapen_input_is_named() {
 }
 
 #[test]
-fn stacked_cells_are_refused_with_the_equivalent_model() {
-    let (code, err) = run_with_input("rnn_stacked_cells", "input.npy");
-    assert_eq!(code, 2, "{err}");
+fn stacked_cells_feed_initial_states_per_cell() {
+    // encoder RNN([LSTMCell, GRUCell], return_state) -> decoder RNN([LSTMCell, GRUCell]) with
+    // initial_state=[[h, c], h2]: the states flow per cell, flattened in cell order.
+    passes_with(
+        "rnn_stacked_initial_state",
+        &["input_keras_tensor.npy", "input_keras_tensor_1.npy"],
+    );
+}
+
+#[test]
+fn stacked_cells_are_traced_one_recurrent_layer_per_cell() {
+    let (code, out, err) = run(rnntrace().current_dir(dir("rnn_stacked_states")).args([
+        "run",
+        "--model",
+        "model.keras",
+        "--input",
+        "input.npy",
+        "--format",
+        "json",
+    ]));
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let names: Vec<&str> = v["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["rnn/cell_0", "rnn/cell_1", "rnn/cell_2"], "{out}");
+    // --layers picks one cell's tables, or all of them by the layer's name.
+    let tables = |pick: &str| {
+        let (code, out, err) = run(rnntrace().current_dir(dir("rnn_stacked_states")).args([
+            "run",
+            "--model",
+            "model.keras",
+            "--input",
+            "input.npy",
+            "--sequences",
+            "0",
+            "--layers",
+            pick,
+        ]));
+        assert_eq!(code, 0, "{err}");
+        out
+    };
+    let all = tables("rnn");
+    for i in 0..3 {
+        assert!(all.contains(&format!("── Layer 'rnn/cell_{i}'")), "{all}");
+    }
+    let one = tables("rnn/cell_1");
+    assert!(one.contains("SimpleRNN layer 'rnn/cell_1'"), "{one}");
     assert!(
-        err.contains("layer 'rnn' (RNN): RNN([cells]) (StackedRNNCells) is not supported yet")
-            && err.contains("one recurrent layer per cell"),
-        "{err}"
+        !one.contains("GRU layer 'rnn/cell_0'") && !one.contains("Update gate"),
+        "{one}"
+    );
+    // Cell 1 (SimpleRNN) reads cell 0's 4 units; cell 2 (LSTM) reads cell 1's 3.
+    let (code, out, err) = run(rnntrace().current_dir(dir("rnn_stacked_states")).args([
+        "inspect",
+        "--model",
+        "model.keras",
+    ]));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("rnn/cell_0") && out.contains("rnn/cell_1") && out.contains("rnn/cell_2"),
+        "{out}"
     );
 }
 

@@ -242,6 +242,43 @@ fn time_major_data_is_named_and_read_with_the_flag() {
 }
 
 #[test]
+fn lstm_names_time_major_after_a_failed_comparison() {
+    let d = dir();
+    // The same time-major arrays through `lstm` (gru shares the path, src/commands/cell.rs): read batch-first the numbers fail, and the note names the flag.
+    let (code, _, err) = run(rnntrace().current_dir(&d).args([
+        "lstm",
+        "--weights",
+        "lstm_time_major.pt",
+        "--input",
+        "lstm_time_major.x.npy",
+        "--expected",
+        "lstm_time_major.out.npy",
+        "-q",
+    ]));
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("note: if --input and --expected are time-major")
+            && err.contains("batch_first=False")
+            && err.contains("pass --time-major"),
+        "{err}"
+    );
+    // A passing comparison gets no such note.
+    let (code, _, err) = run(rnntrace().current_dir(&d).args([
+        "lstm",
+        "--weights",
+        "lstm_time_major.pt",
+        "--time-major",
+        "--input",
+        "lstm_time_major.x.npy",
+        "--expected",
+        "lstm_time_major.out.npy",
+        "-q",
+    ]));
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("pass --time-major"), "{err}");
+}
+
+#[test]
 fn inspect_summarises_a_pytorch_file() {
     let (code, out, err) =
         run(rnntrace()
