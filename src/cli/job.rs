@@ -459,7 +459,7 @@ pub fn check_outputs(inputs: &[&Path], trace: Option<&Path>, plots: &PlotArgs) -
 pub fn check_plot_sequence(plots: &PlotArgs, n: usize) -> Result<()> {
     if plots.plot_gates.is_some() && plots.plot_sequence >= n {
         return Err(Error::usage(format!(
-            "--plot-sequence {} is out of range: the input holds {n} sequences (0..{})",
+            "--plot-sequence {} is out of range: the input holds {n} sequences, numbered 0 to {}",
             plots.plot_sequence,
             n.saturating_sub(1)
         )));

@@ -65,7 +65,7 @@ impl DisplayOptions {
     pub fn check_sequences(&self, n: usize) -> Result<()> {
         match &self.sequences {
             Some(ranges) if ranges.iter().all(|r| r.start >= n) => Err(Error::usage(format!(
-                "--sequences: the input holds {n} sequences (0..{}); none of the ones asked for exists",
+                "--sequences: the input holds {n} sequences, numbered 0 to {}; none of the ones asked for exists",
                 n.saturating_sub(1)
             ))),
             _ => Ok(()),

@@ -153,7 +153,7 @@ fn sequence<T: Real>(
     color: bool,
 ) {
     let d = r.display;
-    let mut head = format!("\n══ Sequence {} of {n}", b + 1);
+    let mut head = format!("\n══ Sequence {b} of {n} (0–{})", n - 1);
     if let Some(k) = r.window {
         let _ = write!(
             head,
@@ -180,9 +180,9 @@ fn sequence<T: Real>(
             let masked = l.is_masked(dr, t);
             let _ = writeln!(
                 out,
-                "\n── Step {} of {} (input row {ti}){}",
-                t + 1,
+                "\n── Step {t} of {} (0–{}), input row {ti}{}",
                 l.x.shape()[1],
+                l.x.shape()[1] - 1,
                 if masked {
                     " — masked: state carried through unchanged"
                 } else {
@@ -266,8 +266,9 @@ fn sequence<T: Real>(
         let total = l.x.shape()[1];
         let _ = writeln!(
             out,
-            "\n(steps {}–{total} not shown; --max-steps {total} shows them)",
-            l.steps() + 1
+            "\n(steps {}–{} not shown; --max-steps {total} shows them)",
+            l.steps(),
+            total - 1
         );
     }
     // Prediction for this sequence: one row per metric, one column per output (the seeds' layout).
@@ -356,8 +357,8 @@ fn summary<T: Real>(out: &mut String, r: &Report<'_, T>, color: bool) {
     t.set_header(header);
     for b in 0..p.nrows() {
         let label = match r.window {
-            Some(k) => format!("{} (row {})", b + 1, b + k),
-            None => format!("{}", b + 1),
+            Some(k) => format!("{b} (row {})", b + k),
+            None => format!("{b}"),
         };
         let mut row = vec![Cell::new(label)];
         for j in 0..outs {

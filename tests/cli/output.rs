@@ -168,14 +168,17 @@ fn tables_show_three_sequences_by_default_and_say_how_to_see_more() {
     assert_eq!(code, 0);
     assert_eq!(out.matches("══ Sequence").count(), 3);
     assert!(out.contains("--sequences all"));
-    assert!(out.contains("8 (row 9)"), "summary covers every sequence");
+    assert!(out.contains("│ 7 (row 9)"), "summary covers every sequence");
+    assert!(!out.contains("│ 8 (row"), "sequences are numbered from 0");
     let (_, out, _) = run(weather_gru().args(["--sequences", "all"]));
     assert_eq!(out.matches("══ Sequence").count(), 8);
     let (_, out, _) = run(weather_gru().args(["--sequences", "2..4"]));
     assert!(
-        out.contains("Sequence 3 of 8")
-            && out.contains("Sequence 4 of 8")
-            && !out.contains("Sequence 5 of 8")
+        out.contains("Sequence 2 of 8")
+            && out.contains("Sequence 3 of 8")
+            && !out.contains("Sequence 4 of 8")
+            && !out.contains("Sequence 1 of 8"),
+        "--sequences 2..4 shows sequences 2 and 3, numbered as the flag numbers them: {out}"
     );
 }
 
@@ -423,7 +426,7 @@ fn charts_are_written_and_not_blank() {
     assert_eq!(code, 0, "{err}");
     let svg = std::fs::read_to_string(&d).unwrap();
     assert!(
-        svg.starts_with("<svg") && svg.contains("update gate") && svg.contains("sequence 1 of 8"),
+        svg.starts_with("<svg") && svg.contains("update gate") && svg.contains("sequence 0 of 8"),
         "{}",
         &svg[..200.min(svg.len())]
     );
@@ -816,16 +819,16 @@ fn truncated_step_tables_show_the_same_numbers() {
     let full = run_with(&[]);
     let short = run_with(&["--max-steps", "2"]);
     let step2 = |s: &str| {
-        s.split("── Step 2 of 6")
+        s.split("── Step 1 of 6")
             .nth(1)
             .unwrap()
-            .split("── Step 3")
+            .split("── Step 2")
             .next()
             .unwrap()
             .to_string()
     };
     assert!(
-        short.contains("(steps 3–6 not shown; --max-steps 6 shows them)"),
+        short.contains("(steps 2–5 not shown; --max-steps 6 shows them)"),
         "{short}"
     );
     let (a, b) = (step2(&full), step2(&short));

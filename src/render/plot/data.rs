@@ -76,7 +76,7 @@ pub struct GateHeatmaps {
     pub y_label: String,
     /// The sequence shown (0-based; clamped to the last sequence).
     pub sequence: usize,
-    /// Processing steps that were masked (1-based).
+    /// Processing steps that were masked (0-based).
     pub masked_steps: Vec<usize>,
     /// One panel per gate, in Keras gate order.
     pub panels: Vec<Heatmap>,
@@ -109,7 +109,7 @@ pub struct Heatmap {
 ///
 /// Up to [`MAX_LINES`] sequences get a line each (x = processing step, or with a window the input row
 /// `k + input_index[t]`); more are summarised as the mean with a min–max band per step. A layer that carries
-/// its state from one sequence to the next is one continuous line over the global step `k·T + t + 1`.
+/// its state from one sequence to the next is one continuous line over the global step `k·T + t` (0-based).
 pub fn state_norms<T: Real>(trace: &Trace<T>, window: Option<usize>) -> ChartData {
     let Some(l) = trace.layers.last() else {
         return empty_chart("State norms", "no recurrent layer in the trace");
@@ -161,13 +161,14 @@ pub fn state_norms<T: Real>(trace: &Trace<T>, window: Option<usize>) -> ChartDat
         }
     };
     if l.carry_state {
-        chart.x_label =
-            format!("step over the whole series (step t of sequence k → (k − 1)·{steps} + t)");
+        chart.x_label = format!(
+            "step over the whole series (step t of sequence k → k·{steps} + t; both from 0)"
+        );
         notes.push("state carried from each sequence to the next".into());
         for (p, nm) in norms.iter().enumerate() {
             let points: Vec<(f64, f64)> = (0..n)
                 .flat_map(|k| (0..steps).map(move |t| (k, t)))
-                .map(|(k, t)| ((k * steps + t + 1) as f64, nm[[k, t]]))
+                .map(|(k, t)| ((k * steps + t) as f64, nm[[k, t]]))
                 .collect();
             let marker = mark(points.len());
             chart.series.push(Series {
@@ -181,15 +182,15 @@ pub fn state_norms<T: Real>(trace: &Trace<T>, window: Option<usize>) -> ChartDat
             });
         }
         if n > 1 && n <= 64 {
-            chart.separators = (1..n).map(|k| (k * steps) as f64 + 0.5).collect();
+            chart.separators = (1..n).map(|k| (k * steps) as f64 - 0.5).collect();
             notes.push("dashed lines: sequence boundaries".into());
         }
     } else if n <= MAX_LINES {
         if let Some(k) = window {
             chart.x_label = match k {
-                0 | 1 => "input row (sequence 1 reads row 0, sequence 2 row 1, …)".to_string(),
+                0 | 1 => "input row (sequence 0 reads row 0, sequence 1 row 1, …)".to_string(),
                 _ => format!(
-                    "input row (sequence 1 reads rows 0–{}, sequence 2 rows 1–{k}, …)",
+                    "input row (sequence 0 reads rows 0–{}, sequence 1 rows 1–{k}, …)",
                     k - 1
                 ),
             };
@@ -200,13 +201,13 @@ pub fn state_norms<T: Real>(trace: &Trace<T>, window: Option<usize>) -> ChartDat
                     .map(|t| {
                         let x = match window {
                             Some(_) => (b + l.input_index.get(t).copied().unwrap_or(t)) as f64,
-                            None => (t + 1) as f64,
+                            None => t as f64,
                         };
                         (x, nm[[b, t]])
                     })
                     .collect();
                 chart.series.push(Series {
-                    name: format!("sequence {}", b + 1),
+                    name: format!("sequence {b}"),
                     panel: p,
                     points,
                     band: None,
@@ -224,7 +225,7 @@ pub fn state_norms<T: Real>(trace: &Trace<T>, window: Option<usize>) -> ChartDat
             let mut points = Vec::with_capacity(steps);
             let mut band = Vec::with_capacity(steps);
             for t in 0..steps {
-                let x = (t + 1) as f64;
+                let x = t as f64;
                 let col: Vec<f64> = nm
                     .column(t)
                     .iter()
@@ -265,7 +266,7 @@ pub fn state_norms<T: Real>(trace: &Trace<T>, window: Option<usize>) -> ChartDat
 }
 
 /// The predictions chart: per output column (the first [`MAX_OUTPUTS`]), ours, the framework's expected
-/// values and the actual targets against the sequence (1-based), or with a window against the predicted
+/// values and the actual targets against the sequence (0-based), or with a window against the predicted
 /// row `b + K`.
 pub fn predictions<T: Real>(
     trace: &Trace<T>,
@@ -278,7 +279,7 @@ pub fn predictions<T: Real>(
     let shown = outs.min(MAX_OUTPUTS);
     let x_of = |b: usize| match window {
         Some(k) => (b + k) as f64,
-        None => (b + 1) as f64,
+        None => b as f64,
     };
     let mark = |m: Marker| if n <= 60 { m } else { Marker::None };
     let mut chart = ChartData {
@@ -398,7 +399,6 @@ pub fn gates<T: Real>(trace: &Trace<T>, sequence: usize) -> GateHeatmaps {
     };
     let masked_steps: Vec<usize> = (0..steps)
         .filter(|&t| l.masked.get([t, b]).copied().unwrap_or(false))
-        .map(|t| t + 1)
         .collect();
     let panels = l
         .kind
@@ -415,7 +415,7 @@ pub fn gates<T: Real>(trace: &Trace<T>, sequence: usize) -> GateHeatmaps {
         plural(steps)
     )];
     if l.go_backwards {
-        notes.push("go_backwards: step 1 read the last input row".into());
+        notes.push("go_backwards: step 0 read the last input row".into());
     }
     if !masked_steps.is_empty() {
         notes.push(format!(
@@ -426,9 +426,8 @@ pub fn gates<T: Real>(trace: &Trace<T>, sequence: usize) -> GateHeatmaps {
     notes.push("grey: NaN/inf".into());
     GateHeatmaps {
         title: format!(
-            "{kind} gate activations, layer '{}', sequence {} of {n}",
+            "{kind} gate activations, layer '{}', sequence {b} of {n} (numbered from 0)",
             l.name,
-            b + 1
         ),
         subtitle: notes.join("; "),
         x_label: "processing step".into(),

@@ -125,8 +125,8 @@ pub(super) fn heatmap_on<DB: DrawingBackend>(
     let plot_w = pw as i32 - unit_label_w - 60;
     let plot_h = ph as i32 - 110;
     let x_ticks = int_ticks(
-        1,
-        steps.max(1) as i64,
+        0,
+        steps.saturating_sub(1) as i64,
         ((plot_w / 45) as usize).clamp(2, 16),
     );
     let unit_ticks = int_ticks(
@@ -138,7 +138,7 @@ pub(super) fn heatmap_on<DB: DrawingBackend>(
     let y_ticks: Vec<f64> = unit_ticks.iter().map(|u| top - u).collect();
     let mut ctx = builder
         .build_cartesian_2d(
-            TickAxis::new(0.5, steps.max(1) as f64 + 0.5, x_ticks),
+            TickAxis::new(-0.5, steps.max(1) as f64 - 0.5, x_ticks),
             TickAxis::new(-0.5, units.max(1) as f64 - 0.5, y_ticks),
         )
         .map_err(err)?;
@@ -159,7 +159,7 @@ pub(super) fn heatmap_on<DB: DrawingBackend>(
         let y = top - u as f64;
         row.iter().enumerate().map(move |(t, &v)| {
             Rectangle::new(
-                [(t as f64 + 0.5, y + 0.5), (t as f64 + 1.5, y - 0.5)],
+                [(t as f64 - 0.5, y + 0.5), (t as f64 + 0.5, y - 0.5)],
                 heat_color(m, v).filled(),
             )
         })
@@ -170,8 +170,8 @@ pub(super) fn heatmap_on<DB: DrawingBackend>(
     if steps > 0 {
         let cw = (xr.end - xr.start) as f64 / steps as f64;
         for &s in &h.masked_steps {
-            let x0 = xr.start + ((s as f64 - 1.0) * cw).round() as i32;
-            let x1 = (xr.start + (s as f64 * cw).round() as i32 - 1).max(x0 + 1);
+            let x0 = xr.start + (s as f64 * cw).round() as i32;
+            let x1 = (xr.start + ((s + 1) as f64 * cw).round() as i32 - 1).max(x0 + 1);
             root.draw(&Rectangle::new(
                 [(x0, yr.start - 6), (x1, yr.start - 2)],
                 INK.filled(),
