@@ -342,15 +342,27 @@ pub struct DisplayArgs {
     /// Comma-separated feature names for the input tables (default x0, x1, …).
     #[arg(long, value_name = "A,B,C")]
     pub feature_names: Option<String>,
-    /// Which sequences get per-step tables: `0,5,7`, `10..20` or `all` (default: the first 3).
+    /// Which sequences get per-step tables, numbered from 0: `0,5,7`, `10..20` (10 to 19), `10..=20` (10 to
+    /// 20) or `all` (default: sequence 0).
     #[arg(long, value_name = "LIST")]
     pub sequences: Option<String>,
-    /// Per-step tables for at most this many steps of each sequence.
-    #[arg(long, default_value_t = 50, value_name = "N")]
-    pub max_steps: usize,
-    /// Show at most this many units as table columns (the rest are summarised in a note).
+    /// Which processing steps get tables, numbered from 0: `0..10` (0 to 9), `45..=49`, `3,7` or `all`
+    /// (default: the first 3 and the last 3, all when there are 8 or fewer).
+    #[arg(long, value_name = "LIST", conflicts_with = "max_steps")]
+    pub steps: Option<String>,
+    /// Tables for the first N steps only (the same as --steps 0..N).
+    #[arg(long, value_name = "N")]
+    pub max_steps: Option<usize>,
+    /// Which units are table columns, numbered from 0: `8..16`, `0..=3` (default: from unit 0, as many as
+    /// fit the terminal's width).
+    #[arg(long, value_name = "RANGE")]
+    pub units: Option<String>,
+    /// At most this many unit columns (fewer when the terminal is too narrow for them).
     #[arg(long, default_value_t = 8, value_name = "N")]
     pub max_units: usize,
+    /// Gate tables also show each gate's value before its activation (x·W + h·U + b).
+    #[arg(long)]
+    pub show_pre: bool,
     /// Colour in tables.
     #[arg(long, value_enum, default_value_t = ColorArg::Auto)]
     pub color: ColorArg,

@@ -284,7 +284,13 @@ fn execute_as<T: Real>(job: &CellJob, title: &str, started: Instant) -> Result<O
         Vec::new()
     };
     let detail_owned;
-    let max_steps = out.display.max_steps;
+    // The tables show some steps: the run for them goes as far as the last one shown.
+    let total_steps = job.x.shape()[1];
+    let max_steps = out
+        .display
+        .shown_steps(total_steps)
+        .last()
+        .map_or(1, |&t| t + 1);
     let detail: &LayerTrace<T> = if detail_rows.is_empty()
         || (json_trace.layers[0].is_complete()
             && detail_rows.iter().enumerate().all(|(i, &b)| i == b)
@@ -337,7 +343,8 @@ fn execute_as<T: Real>(job: &CellJob, title: &str, started: Instant) -> Result<O
     Ok(outcome)
 }
 
-/// A complete trace of sequences `rows` for their first `max_steps` processing steps.
+/// A complete trace of sequences `rows` for their first `max_steps` processing steps (the tables never
+/// show a later one).
 fn detail_run<T: Real>(job: &CellJob, rows: &[usize], max_steps: usize) -> Result<LayerTrace<T>> {
     let w = job.weights.cast::<T>();
     let inp = inputs::<T>(job, Some(rows));

@@ -150,7 +150,18 @@ fn display_args(d: &DemoArgs) -> Vec<String> {
         v.extend(["--sequences".to_string(), seq.clone()]);
     }
     v.extend(["--max-units".to_string(), s.max_units.to_string()]);
-    v.extend(["--max-steps".to_string(), s.max_steps.to_string()]);
+    if let Some(n) = s.max_steps {
+        v.extend(["--max-steps".to_string(), n.to_string()]);
+    }
+    if let Some(steps) = &s.steps {
+        v.extend(["--steps".to_string(), steps.clone()]);
+    }
+    if let Some(units) = &s.units {
+        v.extend(["--units".to_string(), units.clone()]);
+    }
+    if s.show_pre {
+        v.push("--show-pre".into());
+    }
     v.extend([
         "--color".to_string(),
         format!("{:?}", s.color).to_lowercase(),

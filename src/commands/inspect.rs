@@ -5,16 +5,19 @@ block, the kernel and bias statistics that show a dead gate or a `unit_forget_bi
 
 use crate::cli::args::{ColorArg, InspectArgs};
 use crate::cli::output::{Outcome, write_stdout};
-use crate::error::{Error, Result, shape_str};
+use crate::error::{Error, Result};
 use crate::model::{self, LayerKind, Recurrent};
 use crate::render;
 use crate::weights::{self, CellKind, CellWeights, keras::ResetAfter};
 use comfy_table::{Cell, CellAlignment, Table};
 use std::io::IsTerminal;
 
-fn table(color: bool) -> Table {
+/// A table that fits `width` columns: cells wrap at spaces when the terminal is too narrow.
+fn table(color: bool, width: usize) -> Table {
     let mut t = Table::new();
     t.load_style(comfy_table::presets::UTF8_FULL_CONDENSED);
+    t.set_content_arrangement(comfy_table::ContentArrangement::Dynamic);
+    t.set_width(width.min(u16::MAX as usize) as u16);
     if !color {
         t.force_no_tty();
     }
@@ -58,7 +61,9 @@ fn params_of(kind: &LayerKind) -> usize {
 }
 
 /// `rnntrace inspect`.
-pub fn inspect(a: &InspectArgs) -> Result<Outcome> {
+pub fn inspect(a: &InspectArgs, env: &crate::cli::job::Env) -> Result<Outcome> {
+    let width = env.columns;
+    let wrap = |s: String| render::text::wrap(&s, width, 2);
     let color = match a.color {
         ColorArg::Always => true,
         ColorArg::Never => false,
@@ -73,18 +78,21 @@ pub fn inspect(a: &InspectArgs) -> Result<Outcome> {
         let m = model::load(path)?;
         let _ = writeln!(
             out,
-            "{}: {}, saved by Keras {}{}; input shape {}",
-            path.display(),
-            m.format.describe(),
-            m.keras_version,
-            if m.keras2 {
-                " (Keras 2 semantics: hard_sigmoid = clip(0.2x + 0.5, 0, 1))"
-            } else {
-                ""
-            },
-            shape_opt(&Some(m.input_shape.clone()))
+            "{}",
+            wrap(format!(
+                "{}: {}, saved by Keras {}{}; input shape {}",
+                path.display(),
+                m.format.describe(),
+                m.keras_version,
+                if m.keras2 {
+                    " (Keras 2 semantics: hard_sigmoid = clip(0.2x + 0.5, 0, 1))"
+                } else {
+                    ""
+                },
+                shape_opt(&Some(m.input_shape.clone()))
+            ))
         );
-        let mut t = table(color);
+        let mut t = table(color, width);
         t.set_header(vec!["Layer", "Class", "Output shape", "Params"]);
         let mut total = 0;
         for l in &m.layers {
@@ -100,7 +108,7 @@ pub fn inspect(a: &InspectArgs) -> Result<Outcome> {
         let _ = writeln!(out, "{t}\nTotal params: {total}");
         for l in &m.layers {
             match &l.kind {
-                LayerKind::Recurrent(r) => recurrent_blocks(&mut out, &l.name, r, color)?,
+                LayerKind::Recurrent(r) => recurrent_blocks(&mut out, &l.name, r, color, width)?,
                 LayerKind::Bidirectional {
                     forward,
                     backward,
@@ -113,8 +121,20 @@ pub fn inspect(a: &InspectArgs) -> Result<Outcome> {
                         l.class_name,
                         merge_mode.as_deref().unwrap_or("None")
                     );
-                    recurrent_blocks(&mut out, &format!("{}/forward", l.name), forward, color)?;
-                    recurrent_blocks(&mut out, &format!("{}/backward", l.name), backward, color)?;
+                    recurrent_blocks(
+                        &mut out,
+                        &format!("{}/forward", l.name),
+                        forward,
+                        color,
+                        width,
+                    )?;
+                    recurrent_blocks(
+                        &mut out,
+                        &format!("{}/backward", l.name),
+                        backward,
+                        color,
+                        width,
+                    )?;
                 }
                 _ => {}
             }
@@ -132,32 +152,41 @@ pub fn inspect(a: &InspectArgs) -> Result<Outcome> {
         let (w, layout) = weights::read_cell(kind, &src, opts)?;
         let _ = writeln!(
             out,
-            "{}: {} weights ({} layout), {} units, {} input features{}",
-            wpath.display(),
-            kind.display_name(),
-            layout.name(),
-            w.units,
-            w.features,
-            if kind.has_reset_after() {
-                format!(
-                    ", reset_after={}",
-                    if w.reset_after { "True" } else { "False" }
-                )
-            } else {
-                String::new()
-            }
+            "{}",
+            wrap(format!(
+                "{}: {} weights ({} layout), {} units, {} input features{}",
+                wpath.display(),
+                kind.display_name(),
+                layout.name(),
+                w.units,
+                w.features,
+                if kind.has_reset_after() {
+                    format!(
+                        ", reset_after={}",
+                        if w.reset_after { "True" } else { "False" }
+                    )
+                } else {
+                    String::new()
+                }
+            ))
         );
-        blocks_table(&mut out, &w, color);
+        blocks_table(&mut out, &w, color, width);
     } else {
         return Err(Error::usage(
-            "inspect needs --model, or --weights with --cell",
+            "inspect needs --model MODEL (a .keras or .h5 file), or --weights W with --cell lstm|gru",
         ));
     }
     write_stdout(|w| w.write_all(out.as_bytes()))?;
     Ok(Outcome::Success)
 }
 
-fn recurrent_blocks(out: &mut String, name: &str, r: &Recurrent, color: bool) -> Result<()> {
+fn recurrent_blocks(
+    out: &mut String,
+    name: &str,
+    r: &Recurrent,
+    color: bool,
+    width: usize,
+) -> Result<()> {
     use std::fmt::Write as _;
     let kind = match r.cell {
         model::RecurrentCell::Lstm => CellKind::Lstm,
@@ -182,9 +211,8 @@ fn recurrent_blocks(out: &mut String, name: &str, r: &Recurrent, color: bool) ->
         ResetAfter::Auto
     };
     let w = weights::keras::from_arrays(kind, &src, ra)?;
-    let _ = writeln!(
-        out,
-        "\n{name} ({}): {} units; activation {}, recurrent activation {}{}; return_sequences={}, go_backwards={}{}",
+    let line = format!(
+        "{name} ({}): {} units; activation {}, recurrent activation {}{}; return_sequences={}, go_backwards={}{}",
         kind.display_name(),
         r.units,
         r.activation,
@@ -198,31 +226,36 @@ fn recurrent_blocks(out: &mut String, name: &str, r: &Recurrent, color: bool) ->
         r.go_backwards,
         if r.stateful { ", stateful" } else { "" }
     );
-    blocks_table(out, &w, color);
+    let _ = writeln!(out, "\n{}", render::text::wrap(&line, width, 2));
+    blocks_table(out, &w, color, width);
     Ok(())
 }
 
 /// One row per gate block: shapes, norms and bias statistics, so a dead gate or a unit_forget_bias shows.
-fn blocks_table(out: &mut String, w: &CellWeights<f64>, color: bool) {
+fn blocks_table(out: &mut String, w: &CellWeights<f64>, color: bool, width: usize) {
     use std::fmt::Write as _;
     let labels: Vec<String> = w
         .kind
         .gates()
         .iter()
-        .map(|g| format!("{} ({})", g.name, g.role))
+        .map(|g| format!("{} {}", g.name, g.role))
         .collect();
-    let mut t = table(color);
+    let mut t = table(color, width);
+    let shapes = format!(
+        "Per gate block: kernel ({}, {u}), recurrent kernel ({u}, {u}), bias ({u},); ‖·‖: Frobenius norm",
+        w.features,
+        u = w.units
+    );
+    let _ = writeln!(out, "{}", render::text::wrap(&shapes, width, 2));
     let mut header = vec![
         "Block",
-        "Kernel",
         "‖kernel‖",
-        "Recurrent",
         "‖recurrent‖",
-        "Bias mean",
-        "Bias min … max",
+        "Bias\nmean",
+        "Bias\nmin … max",
     ];
     if w.recurrent_bias.is_some() {
-        header.push("Recurrent bias mean");
+        header.push("Recurrent\nbias mean");
     }
     t.set_header(header);
     let u = w.units;
@@ -240,9 +273,7 @@ fn blocks_table(out: &mut String, w: &CellWeights<f64>, color: bool) {
         };
         let mut row = vec![
             Cell::new(label),
-            Cell::new(shape_str(&[kern.nrows(), kern.ncols()])),
             right(render::number::fmt(norm(kern))),
-            Cell::new(shape_str(&[rec.nrows(), rec.ncols()])),
             right(render::number::fmt(norm(rec))),
         ];
         match &w.bias {

@@ -206,8 +206,11 @@ fn run_as<T: Real>(
     let n = shape[0];
     let features = *shape.last().unwrap_or(&0);
     // Everything that can be checked from the command line and the input, before computing.
-    let mut display = job::display_options(&a.display, features)?;
+    let mut display = job::display_options(&a.display, features, env)?;
     display.check_sequences(n)?;
+    if shape.len() == 3 {
+        display.check_steps(shape[1])?;
+    }
     job::check_plot_sequence(&a.plots, n)?;
     display.output_names = output_names(a);
     let x = match x {

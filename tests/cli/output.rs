@@ -163,13 +163,18 @@ fn go_backwards_records_processing_order() {
 }
 
 #[test]
-fn tables_show_three_sequences_by_default_and_say_how_to_see_more() {
+fn tables_show_the_first_sequence_by_default_and_say_how_to_see_more() {
     let (code, out, _) = run(weather_gru().arg("--color=never"));
     assert_eq!(code, 0);
-    assert_eq!(out.matches("══ Sequence").count(), 3);
+    assert_eq!(out.matches("══ Sequence").count(), 1);
+    assert!(out.contains("Sequence 0 of 8"));
     assert!(out.contains("--sequences all"));
     assert!(out.contains("│ 7 (row 9)"), "summary covers every sequence");
     assert!(!out.contains("│ 8 (row"), "sequences are numbered from 0");
+    assert!(
+        out.find("All predictions").unwrap() < out.find("══ Sequence").unwrap(),
+        "the summary comes first"
+    );
     let (_, out, _) = run(weather_gru().args(["--sequences", "all"]));
     assert_eq!(out.matches("══ Sequence").count(), 8);
     let (_, out, _) = run(weather_gru().args(["--sequences", "2..4"]));
@@ -180,6 +185,8 @@ fn tables_show_three_sequences_by_default_and_say_how_to_see_more() {
             && !out.contains("Sequence 1 of 8"),
         "--sequences 2..4 shows sequences 2 and 3, numbered as the flag numbers them: {out}"
     );
+    let (_, out, _) = run(weather_gru().args(["--sequences", "2..=4"]));
+    assert_eq!(out.matches("══ Sequence").count(), 3, "2..=4 includes 4");
 }
 
 #[test]
@@ -828,7 +835,7 @@ fn truncated_step_tables_show_the_same_numbers() {
             .to_string()
     };
     assert!(
-        short.contains("(steps 2–5 not shown; --max-steps 6 shows them)"),
+        short.contains("(steps 2–5 not shown; --steps 2..6 shows them)"),
         "{short}"
     );
     let (a, b) = (step2(&full), step2(&short));

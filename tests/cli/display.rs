@@ -1,0 +1,328 @@
+//! What fits a terminal: every line of every command within COLUMNS (80 and 100), the default output of a
+//! big batch short enough to read, and the step and unit selections the notes point to.
+
+use crate::{case_dir, fixtures, rnntrace, run};
+use std::path::Path;
+use unicode_width::UnicodeWidthStr;
+
+/// Writes a random LSTM layer (features 3, `units`), its input (n × steps × 3) and a Dense(1) head into
+/// `dir`. The numbers only need to be plausible: these tests count lines and columns.
+fn big_batch(dir: &Path, n: usize, steps: usize, units: usize) {
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0
+    };
+    let mut mat = |r: usize, c: usize, s: f64| -> Vec<Vec<f64>> {
+        (0..r)
+            .map(|_| (0..c).map(|_| next() * s).collect())
+            .collect()
+    };
+    let kernel = mat(3, 4 * units, 0.5);
+    let recurrent = mat(units, 4 * units, 0.5);
+    let bias = mat(1, 4 * units, 0.1).remove(0);
+    std::fs::write(
+        dir.join("w.json"),
+        serde_json::to_string(&(kernel, recurrent, bias)).unwrap(),
+    )
+    .unwrap();
+    let dense = (mat(units, 1, 0.5), vec![0.1]);
+    std::fs::write(dir.join("d.json"), serde_json::to_string(&dense).unwrap()).unwrap();
+    let x: Vec<u8> = mat(n * steps, 3, 1.0)
+        .into_iter()
+        .flatten()
+        .flat_map(|v| (v as f32).to_le_bytes())
+        .collect();
+    std::fs::write(
+        dir.join("x.npy"),
+        crate::npy_bytes("<f4", &[n, steps, 3], &x),
+    )
+    .unwrap();
+}
+
+/// Lines wider than `cols` (commands meant for copying, on lines of their own, are allowed to be).
+fn too_wide(out: &str, cols: usize) -> Vec<String> {
+    out.lines()
+        .filter(|l| !l.trim_start().starts_with("rnntrace "))
+        .filter(|l| UnicodeWidthStr::width(*l) > cols)
+        .map(|l| format!("{} columns: {l}", UnicodeWidthStr::width(l)))
+        .collect()
+}
+
+fn gru_case() -> Vec<&'static str> {
+    vec![
+        "gru",
+        "--weights",
+        "weights.json",
+        "--input",
+        "input.npy",
+        "--window",
+        "2",
+        "--dense",
+        "dense.json",
+        "--expected",
+        "expected.npy",
+        "--targets",
+        "targets.npy",
+        "--inverse-scale",
+        "scaler.json",
+        "--output-names",
+        "Power",
+        "--color",
+        "never",
+    ]
+}
+
+#[test]
+fn every_line_fits_80_and_100_columns() {
+    let big = tempfile::tempdir().unwrap();
+    big_batch(big.path(), 20, 12, 16);
+    let diag = fixtures().join("diagnose/lstm_keras2_hard_sigmoid");
+    let model = fixtures().join("models/bidir_gru_ave_mul/model.keras");
+    for cols in [80usize, 100] {
+        let c = cols.to_string();
+        let mut runs: Vec<(String, String)> = Vec::new();
+        let mut go = |what: &str, cmd: &mut assert_cmd::Command| {
+            let (code, out, err) = run(cmd.env("COLUMNS", &c));
+            assert!(code == 0 || code == 1, "{what}: {err}");
+            runs.push((what.to_string(), out));
+        };
+        go(
+            "gru, every column",
+            rnntrace()
+                .current_dir(case_dir("gru_weather_seed"))
+                .args(gru_case()),
+        );
+        go(
+            "lstm, 16 units, no head",
+            rnntrace().current_dir(big.path()).args([
+                "lstm",
+                "--weights",
+                "w.json",
+                "--input",
+                "x.npy",
+            ]),
+        );
+        go(
+            "lstm, 16 units, head, all steps, pre-activations",
+            rnntrace().current_dir(big.path()).args([
+                "lstm",
+                "--weights",
+                "w.json",
+                "--input",
+                "x.npy",
+                "--dense",
+                "d.json",
+                "--steps",
+                "all",
+                "--show-pre",
+                "--max-units",
+                "16",
+            ]),
+        );
+        go(
+            "diagnose",
+            rnntrace().args([
+                "diagnose",
+                "--cell",
+                "lstm",
+                "--weights",
+                diag.join("weights.json").to_str().unwrap(),
+                "--input",
+                diag.join("input.npy").to_str().unwrap(),
+                "--expected",
+                diag.join("expected.npy").to_str().unwrap(),
+            ]),
+        );
+        go(
+            "inspect",
+            rnntrace().args(["inspect", "--model", model.to_str().unwrap()]),
+        );
+        go(
+            "run",
+            rnntrace().current_dir(model.parent().unwrap()).args([
+                "run",
+                "--model",
+                "model.keras",
+                "--input",
+                "input.npy",
+                "--expected",
+                "expected.npy",
+            ]),
+        );
+        for (what, out) in &runs {
+            assert!(out.lines().count() > 5, "{what} printed too little: {out}");
+            let wide = too_wide(out, cols);
+            assert!(
+                wide.is_empty(),
+                "{what} at COLUMNS={cols}:\n{}",
+                wide.join("\n")
+            );
+        }
+        // The diagnosis's command is printed whole, on its own line.
+        let diagnosis = &runs[3].1;
+        let cmd = diagnosis
+            .lines()
+            .find(|l| l.trim_start().starts_with("rnntrace lstm"))
+            .expect("a command to copy");
+        assert!(
+            cmd.contains("--recurrent-activation hard_sigmoid_keras2"),
+            "{cmd}"
+        );
+    }
+}
+
+#[test]
+fn tables_show_as_many_units_as_fit_and_say_how_to_see_the_rest() {
+    let big = tempfile::tempdir().unwrap();
+    big_batch(big.path(), 2, 4, 16);
+    let at = |cols: &str, extra: &[&str]| {
+        let (code, out, err) = run(rnntrace()
+            .current_dir(big.path())
+            .env("COLUMNS", cols)
+            .args(["lstm", "--weights", "w.json", "--input", "x.npy"])
+            .args(extra));
+        assert_eq!(code, 0, "{err}");
+        out
+    };
+    let units = |out: &str| {
+        out.lines()
+            .find(|l| l.starts_with("│ Gate"))
+            .unwrap()
+            .matches(" u")
+            .count()
+    };
+    let narrow = at("80", &[]);
+    let wide = at("160", &[]);
+    assert!(units(&narrow) >= 3, "{narrow}");
+    assert!(units(&wide) > units(&narrow), "{wide}");
+    assert_eq!(units(&wide), 8, "--max-units 8 by default");
+    let n = units(&narrow);
+    assert!(
+        narrow.contains(&format!("(units 0–{} of 16 shown", n - 1))
+            && narrow.contains(&format!("--units {n}..")),
+        "{narrow}"
+    );
+    let next = at("80", &["--units", &format!("{n}..{}", 2 * n)]);
+    let header = next.lines().find(|l| l.starts_with("│ Gate")).unwrap();
+    assert!(
+        header.contains(&format!(" u{n} ")) && !header.contains(" u0 "),
+        "{header}"
+    );
+}
+
+#[test]
+fn a_big_batch_prints_a_readable_default() {
+    let big = tempfile::tempdir().unwrap();
+    big_batch(big.path(), 300, 50, 16);
+    let (code, out, err) = run(rnntrace().current_dir(big.path()).args([
+        "lstm",
+        "--weights",
+        "w.json",
+        "--input",
+        "x.npy",
+        "--dense",
+        "d.json",
+        "--color",
+        "never",
+    ]));
+    assert_eq!(code, 0, "{err}");
+    let lines = out.lines().count();
+    assert!(lines < 1000, "{lines} lines by default");
+    // Summary first, then the first sequence: its first steps and the last ones before the prediction.
+    let summary = out.find("All predictions").unwrap();
+    let first = out.find("══ Sequence 0 of 300").unwrap();
+    assert!(summary < first);
+    assert_eq!(out.matches("══ Sequence").count(), 1);
+    for t in [0, 1, 2, 47, 48, 49] {
+        assert!(out.contains(&format!("── Step {t} of 50 ")), "step {t}");
+    }
+    assert!(!out.contains("── Step 3 of 50 "));
+    assert!(out.contains("(steps 3–46 not shown; --steps 3..47 shows them"));
+    // The range the note gives shows exactly those steps.
+    let (_, more, _) = run(rnntrace().current_dir(big.path()).args([
+        "lstm",
+        "--weights",
+        "w.json",
+        "--input",
+        "x.npy",
+        "--steps",
+        "3..47",
+    ]));
+    assert_eq!(more.matches("── Step ").count(), 44);
+    assert!(more.contains("── Step 3 of 50 ") && more.contains("── Step 46 of 50 "));
+    let (_, incl, _) = run(rnntrace().current_dir(big.path()).args([
+        "lstm",
+        "--weights",
+        "w.json",
+        "--input",
+        "x.npy",
+        "--steps",
+        "10..=12",
+    ]));
+    assert_eq!(incl.matches("── Step ").count(), 3, "a..=b includes b");
+    let (code, _, err) = run(rnntrace().current_dir(big.path()).args([
+        "lstm",
+        "--weights",
+        "w.json",
+        "--input",
+        "x.npy",
+        "--steps",
+        "60..70",
+    ]));
+    assert_eq!(code, 2);
+    assert!(err.contains("numbered 0 to 49"), "{err}");
+}
+
+#[test]
+fn saturated_gates_keep_their_digits_and_mismatches_are_marked() {
+    let dir = tempfile::tempdir().unwrap();
+    let case = case_dir("gru_weather_seed");
+    // The framework's output with one value moved by 0.2: a mismatch the table must mark without colour.
+    let (shape, mut values) = crate::npy(&case.join("expected.npy"));
+    values[3] += 0.2;
+    let payload: Vec<u8> = values
+        .iter()
+        .flat_map(|v| (*v as f32).to_le_bytes())
+        .collect();
+    let exp = dir.path().join("expected.npy");
+    std::fs::write(&exp, crate::npy_bytes("<f4", &shape, &payload)).unwrap();
+    let (code, out, _) = run(rnntrace().current_dir(&case).args([
+        "gru",
+        "--weights",
+        "weights.json",
+        "--input",
+        "input.npy",
+        "--window",
+        "2",
+        "--dense",
+        "dense.json",
+        "--targets",
+        "targets.npy",
+        "--color",
+        "never",
+        "--expected",
+        exp.to_str().unwrap(),
+    ]));
+    assert_eq!(code, 1);
+    let marked: Vec<&str> = out.lines().filter(|l| l.contains('✗')).collect();
+    assert!(marked.iter().any(|l| l.starts_with("│ 3 (row 5)")), "{out}");
+    assert!(out.contains("✗: beyond the tolerance"), "{out}");
+    // The target 1 (exactly) prints with as many digits as its neighbours.
+    assert!(out.contains(" 1.0000 "), "{out}");
+    let (_, coloured, _) = run(rnntrace().current_dir(&case).args([
+        "gru",
+        "--weights",
+        "weights.json",
+        "--input",
+        "input.npy",
+        "--color",
+        "always",
+    ]));
+    assert!(
+        coloured.contains("Colours:"),
+        "a legend says what colours mean"
+    );
+}
