@@ -331,6 +331,14 @@ pub fn cell_job(kind: CellKind, a: &CellArgs, env: &Env) -> Result<CellJob> {
             raw.dtype
         ));
     }
+    if raw.ndim() == 2 && a.window.is_none() {
+        notes.push(format!(
+            "note: {} is 2-D {}: read as one sequence of {} steps; for a series to cut into sliding windows, pass --window K",
+            a.input.display(),
+            raw.shape_str(),
+            raw.shape[0]
+        ));
+    }
     let x = shape_input(&raw, &a.input, a.window, &weights)?;
     let (batch, steps, _) = x.dim();
     check_plot_sequence(&a.plots, batch)?;

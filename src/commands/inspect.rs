@@ -3,7 +3,7 @@
 block, the kernel and bias statistics that show a dead gate or a `unit_forget_bias`.
 */
 
-use crate::cli::args::{ColorArg, InspectArgs};
+use crate::cli::args::{ColorArg, FormatArg, InspectArgs};
 use crate::cli::output::{Outcome, write_stdout};
 use crate::error::{Error, Result};
 use crate::model::{self, LayerKind, Recurrent};
@@ -63,6 +63,14 @@ fn params_of(kind: &LayerKind) -> usize {
 /// `rnntrace inspect`.
 pub fn inspect(a: &InspectArgs, env: &crate::cli::job::Env) -> Result<Outcome> {
     let width = env.columns;
+    if a.format == FormatArg::Json {
+        let v = inspect_json(a)?;
+        return write_stdout(|w| {
+            serde_json::to_writer_pretty(&mut *w, &v).map_err(std::io::Error::from)?;
+            writeln!(w)
+        })
+        .map(|_| Outcome::Success);
+    }
     let wrap = |s: String| render::text::wrap(&s, width, 2);
     let color = match a.color {
         ColorArg::Always => true,
@@ -297,4 +305,136 @@ fn blocks_table(out: &mut String, w: &CellWeights<f64>, color: bool, width: usiz
         t.add_row(row);
     }
     let _ = writeln!(out, "{t}");
+}
+
+/// Per gate block of `w`: norms and bias statistics (the table's columns).
+fn blocks_json(w: &CellWeights<f64>) -> serde_json::Value {
+    let u = w.units;
+    let norm = |m: ndarray::ArrayView2<'_, f64>| m.iter().map(|v| v * v).sum::<f64>().sqrt();
+    let blocks: Vec<serde_json::Value> = w
+        .kind
+        .gates()
+        .iter()
+        .enumerate()
+        .map(|(k, g)| {
+            let cols = w.block(k);
+            let stats = |b: &ndarray::Array1<f64>| {
+                let v = b.slice(ndarray::s![cols.clone()]);
+                serde_json::json!({
+                    "mean": v.sum() / u as f64,
+                    "min": v.iter().copied().fold(f64::INFINITY, f64::min),
+                    "max": v.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+                })
+            };
+            serde_json::json!({
+                "gate": g.name,
+                "role": g.role,
+                "kernel_norm": norm(w.kernel.slice(ndarray::s![.., cols.clone()])),
+                "recurrent_kernel_norm": norm(w.recurrent_kernel.slice(ndarray::s![.., cols.clone()])),
+                "bias": w.bias.as_ref().map(stats),
+                "recurrent_bias": w.recurrent_bias.as_ref().map(stats),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "cell": w.kind.name(),
+        "units": w.units,
+        "features": w.features,
+        "reset_after": w.kind.has_reset_after().then_some(w.reset_after),
+        "blocks": blocks,
+    })
+}
+
+fn recurrent_json(r: &Recurrent) -> Result<serde_json::Value> {
+    let kind = match r.cell {
+        model::RecurrentCell::Lstm => CellKind::Lstm,
+        model::RecurrentCell::Gru => CellKind::Gru,
+        model::RecurrentCell::SimpleRnn => CellKind::SimpleRnn,
+    };
+    let mut arrays = vec![
+        ("kernel".to_string(), r.kernel.clone()),
+        ("recurrent_kernel".to_string(), r.recurrent_kernel.clone()),
+    ];
+    if let Some(b) = &r.bias {
+        arrays.push(("bias".to_string(), b.clone()));
+    }
+    let src = weights::NamedArrays {
+        path: "layer".into(),
+        positional: false,
+        arrays,
+    };
+    let ra = if kind.has_reset_after() && !r.reset_after {
+        ResetAfter::False
+    } else {
+        ResetAfter::Auto
+    };
+    let w = weights::keras::from_arrays(kind, &src, ra)?;
+    let mut v = blocks_json(&w);
+    v["activation"] = r.activation.clone().into();
+    v["recurrent_activation"] = r.recurrent_activation.clone().into();
+    v["return_sequences"] = r.return_sequences.into();
+    v["go_backwards"] = r.go_backwards.into();
+    v["stateful"] = r.stateful.into();
+    Ok(v)
+}
+
+/// The summary `inspect` prints, as JSON (schema rnntrace-inspect/1).
+fn inspect_json(a: &InspectArgs) -> Result<serde_json::Value> {
+    if let Some(path) = &a.model {
+        let m = model::load(path)?;
+        let mut layers = Vec::new();
+        let mut total = 0;
+        for l in &m.layers {
+            let p = params_of(&l.kind);
+            total += p;
+            let mut v = serde_json::json!({
+                "name": l.name,
+                "class": l.class_name,
+                "output_shape": l.output_shape,
+                "params": p,
+            });
+            match &l.kind {
+                LayerKind::Recurrent(r) => v["recurrent"] = recurrent_json(r)?,
+                LayerKind::Bidirectional {
+                    forward,
+                    backward,
+                    merge_mode,
+                } => {
+                    v["merge_mode"] = merge_mode.clone().into();
+                    v["forward"] = recurrent_json(forward)?;
+                    v["backward"] = recurrent_json(backward)?;
+                }
+                _ => {}
+            }
+            layers.push(v);
+        }
+        return Ok(serde_json::json!({
+            "schema": "rnntrace-inspect/1",
+            "file": path.display().to_string(),
+            "format": m.format.describe(),
+            "keras_version": m.keras_version,
+            "keras2_semantics": m.keras2,
+            "input_shape": m.input_shape,
+            "layers": layers,
+            "total_params": total,
+        }));
+    }
+    let (Some(wpath), Some(cell)) = (&a.weights, a.cell) else {
+        return Err(Error::usage(
+            "inspect needs --model MODEL (a .keras or .h5 file), or --weights W with --cell lstm|gru",
+        ));
+    };
+    let src = weights::load_arrays(wpath, &["kernel", "recurrent_kernel", "bias"])?;
+    let opts = weights::ReadOptions {
+        layout: a.layout.layout(),
+        layer: a.layer,
+        reverse: a.reverse,
+        reset_after: ResetAfter::Auto,
+    };
+    let (w, layout) = weights::read_cell(cell.kind(), &src, opts)?;
+    let mut v = blocks_json(&w);
+    v["schema"] = "rnntrace-inspect/1".into();
+    v["file"] = wpath.display().to_string().into();
+    v["layout"] = layout.name().into();
+    Ok(v)
 }

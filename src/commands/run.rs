@@ -42,6 +42,19 @@ pub fn run_model(a: &RunArgs, env: &Env) -> Result<Outcome> {
     if let Some(cell) = a.cell {
         return run_torch(a, cell, env);
     }
+    let weights_file = a.model.extension().is_some_and(|e| {
+        ["json", "npz", "npy"]
+            .iter()
+            .any(|w| e.eq_ignore_ascii_case(w))
+    });
+    if weights_file {
+        return Err(Error::input(
+            &a.model,
+            "is a weights file, not a saved Keras model (.keras or .h5): trace one layer with \
+             `rnntrace lstm --weights FILE` or `rnntrace gru --weights FILE`, or run a PyTorch state dict \
+             whole with --cell lstm|gru",
+        ));
+    }
     let model = model::load(&a.model)?;
     let raw = io::read_npy(&a.input)?;
     // The model's own input shape decides what the input is; without one, the first layer that says.

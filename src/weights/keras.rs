@@ -66,10 +66,11 @@ pub fn from_arrays(
         let other = kind.other();
         let hint = if recurrent.shape[1] == other.blocks() * units {
             format!(
-                ": these are {} weights ({} = {} × {units} units); run `rnntrace {}`",
+                ": these are {} weights ({} = {} × {units} units); use `rnntrace {}` (or --cell {} with run, inspect and diagnose)",
                 other.name().to_uppercase(),
                 recurrent.shape[1],
                 other.blocks(),
+                other.name(),
                 other.name()
             )
         } else {

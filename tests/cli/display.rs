@@ -326,3 +326,121 @@ fn saturated_gates_keep_their_digits_and_mismatches_are_marked() {
         "a legend says what colours mean"
     );
 }
+
+#[test]
+fn help_is_grouped_with_examples_and_fits_each_cell() {
+    let help = |args: &[&str]| {
+        let (code, out, err) = run(rnntrace().env("COLUMNS", "100").args(args));
+        assert_eq!(code, 0, "{err}");
+        out
+    };
+    let lstm = help(&["lstm", "--help"]);
+    for heading in [
+        "Input:",
+        "Conventions:",
+        "Head and comparison:",
+        "Display:",
+        "Charts:",
+        "Output:",
+        "Examples:",
+    ] {
+        assert!(lstm.contains(heading), "lstm --help lacks {heading}");
+    }
+    assert!(lstm.contains("-w, --weights") && lstm.contains("-i, --input"));
+    assert!(lstm.contains("-e, --expected") && lstm.contains("-d, --dense"));
+    assert!(lstm.contains("hard_sigmoid_keras2") && lstm.contains("softsign"));
+    assert!(
+        !lstm.contains("--reset-after"),
+        "no GRU-only flag in lstm help"
+    );
+    let gru = help(&["gru", "--help"]);
+    assert!(gru.contains("--reset-after"));
+    assert!(!gru.contains("c_t"), "no LSTM-only text in gru help");
+    for cmd in ["run", "inspect", "diagnose", "demo"] {
+        assert!(help(&[cmd, "--help"]).contains("Examples:"), "{cmd}");
+    }
+    assert!(help(&["inspect", "--help"]).contains("--format"));
+}
+
+#[test]
+fn inspect_prints_json_on_request() {
+    let (code, out, err) = run(rnntrace().args([
+        "inspect",
+        "-w",
+        case_dir("gru_weather_seed")
+            .join("weights.json")
+            .to_str()
+            .unwrap(),
+        "--cell",
+        "gru",
+        "--format",
+        "json",
+    ]));
+    assert_eq!(code, 0, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["schema"], "rnntrace-inspect/1");
+    assert_eq!(v["units"], 4);
+    assert_eq!(v["blocks"][0]["gate"], "z");
+    let model = fixtures().join("models/functional_linear/model.keras");
+    let (code, out, _) =
+        run(rnntrace().args(["inspect", "-m", model.to_str().unwrap(), "--format", "json"]));
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["total_params"], 138);
+    assert_eq!(v["layers"][1]["recurrent"]["units"], 4);
+}
+
+#[test]
+fn errors_point_to_the_fix() {
+    let case = case_dir("gru_weather_seed");
+    let err_of = |args: &[&str]| {
+        let (code, _, err) = run(rnntrace().current_dir(&case).args(args));
+        assert_eq!(code, 2, "{args:?}: {err}");
+        err
+    };
+    let e = err_of(&["inspect", "-w", "weights.json", "--cell", "lstm"]);
+    assert!(e.contains("--cell gru"), "{e}");
+    let e = err_of(&["inspect"]);
+    assert!(e.contains("--model") && e.contains("--weights"), "{e}");
+    let e = err_of(&["run", "-m", "weights.json", "-i", "input.npy"]);
+    assert!(e.contains("rnntrace gru --weights"), "{e}");
+    let e = err_of(&[
+        "gru",
+        "-w",
+        "weights.json",
+        "-i",
+        "input.npy",
+        "--window",
+        "2",
+        "-e",
+        "expected.npy",
+    ]);
+    assert!(e.contains("--dense"), "{e}");
+    // A 1-column scaler on a layer of 4 units with no head would be applied to every unit: refused.
+    let e = err_of(&[
+        "gru",
+        "-w",
+        "weights.json",
+        "-i",
+        "input.npy",
+        "--window",
+        "2",
+        "--inverse-scale",
+        "scaler.json",
+    ]);
+    assert!(
+        e.contains("scaler.json") && e.contains("one column per output"),
+        "{e}"
+    );
+    // A 2-D input without --window is one sequence; the note says how to cut it into windows.
+    let (code, _, err) = run(rnntrace().current_dir(&case).args([
+        "gru",
+        "-w",
+        "weights.json",
+        "-i",
+        "input.npy",
+        "-q",
+    ]));
+    assert_eq!(code, 0);
+    assert!(err.contains("--window K"), "{err}");
+}
