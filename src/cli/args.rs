@@ -523,14 +523,15 @@ pub struct DiagnoseArgs {
 /// Arguments of `demo`.
 #[derive(Debug, Args)]
 pub struct DemoArgs {
-    /// Which example: the seeds' weather LSTM (raw inputs) or GRU (min-max-normalised inputs).
+    /// Which example: the weather LSTM (raw inputs) or GRU (min-max-normalised inputs) of the origin
+    /// notebooks ("seeds" 000 and 001, the notebooks this project started from).
     #[arg(value_enum, default_value_t = DemoCell::Lstm)]
     pub cell: DemoCell,
     /// Also write the JSON trace to this file.
     #[arg(long, value_name = "FILE.json")]
     pub trace: Option<PathBuf>,
-    /// Folder for the three charts (states, predictions, gates), PNG.
-    #[arg(long, default_value = ".", value_name = "DIR")]
+    /// Folder for the three charts (states, predictions, gates), PNG; created when missing.
+    #[arg(long, default_value = "rnntrace-demo", value_name = "DIR")]
     pub out_dir: PathBuf,
     /// Do not write the charts.
     #[arg(long)]

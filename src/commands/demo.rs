@@ -60,6 +60,14 @@ pub fn run_demo(d: &DemoArgs, env: &Env) -> Result<Outcome> {
             "Predictions are in scaled units; the scaler.json of the seed maps them back to kWh (--inverse-scale).",
         ),
     };
+    if d.display.feature_names.is_some() {
+        return Err(Error::usage(
+            "demo names its features itself (Temperature, Humidity, Wind Speed); --feature-names is for your own files (rnntrace lstm|gru)",
+        ));
+    }
+    if !d.no_plots && !d.out_dir.is_dir() {
+        std::fs::create_dir_all(&d.out_dir).map_err(|e| Error::output(d.out_dir.clone(), e))?;
+    }
     let dir = tempfile::tempdir()
         .map_err(|e| Error::usage(format!("demo: cannot create a temporary folder: {e}")))?;
     for (name, bytes) in files {
