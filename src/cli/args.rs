@@ -105,6 +105,9 @@ pub struct RunArgs {
     /// Which recurrent layers get per-step tables (comma-separated names; default: all).
     #[arg(help_heading = "Display", long, value_name = "A,B")]
     pub layers: Option<String>,
+    /// The recurrent layer --plot and --plot-gates chart (default: the last one).
+    #[arg(help_heading = "Charts", long, value_name = "NAME")]
+    pub plot_layer: Option<String>,
     /// Precision of the computation.
     #[arg(help_heading = "Output", long, value_enum, default_value_t = PrecisionArg::F32)]
     pub precision: PrecisionArg,
@@ -410,9 +413,9 @@ pub struct PlotArgs {
     /// Heat maps of every gate, units × timesteps, for one sequence (--plot-sequence).
     #[arg(long, value_name = "FILE")]
     pub plot_gates: Option<PathBuf>,
-    /// The sequence (0-based) --plot-gates shows.
-    #[arg(long, default_value_t = 0, value_name = "N")]
-    pub plot_sequence: usize,
+    /// The sequence (numbered from 0) --plot-gates shows [default: 0].
+    #[arg(long, value_name = "N", requires = "plot_gates")]
+    pub plot_sequence: Option<usize>,
 }
 
 /// How the tables look.

@@ -515,10 +515,11 @@ pub fn check_outputs(inputs: &[&Path], trace: Option<&Path>, plots: &PlotArgs) -
 
 /// Refuses a `--plot-sequence` outside the `n` sequences of the input when `--plot-gates` is asked for.
 pub fn check_plot_sequence(plots: &PlotArgs, n: usize) -> Result<()> {
-    if plots.plot_gates.is_some() && plots.plot_sequence >= n {
+    if let Some(b) = plots.plot_sequence
+        && b >= n
+    {
         return Err(Error::usage(format!(
-            "--plot-sequence {} is out of range: the input holds {n} sequences, numbered 0 to {}",
-            plots.plot_sequence,
+            "--plot-sequence {b} is out of range: the input holds {n} sequences, numbered 0 to {}",
             n.saturating_sub(1)
         )));
     }

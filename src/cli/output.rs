@@ -51,6 +51,8 @@ pub struct Targets<'a> {
     pub json_trace: Option<&'a Path>,
     /// The charts asked for. `plot_sequence` has been validated by the job.
     pub plots: &'a PlotArgs,
+    /// The layer (index into the trace's layers) the state-norm and gate charts show; `None`: the last.
+    pub plot_layer: Option<usize>,
 }
 
 /// Writes everything a command asked for from one finished report, then returns the verdict: the JSON
@@ -60,8 +62,24 @@ pub fn write<T: Real>(report: &Report<'_, T>, to: &Targets<'_>) -> Result<Outcom
         atomic_write(path, |w| render::json::write(report, w))?;
     }
     let p = to.plots;
+    // The per-layer charts draw the trace's last layer: a chosen layer is made the only one.
+    let chosen;
+    let layer_trace = match to.plot_layer {
+        Some(i)
+            if i + 1 < report.trace.layers.len()
+                && (p.plot.is_some() || p.plot_gates.is_some()) =>
+        {
+            chosen = crate::trace::Trace {
+                layers: vec![report.trace.layers[i].clone()],
+                predictions: report.trace.predictions.clone(),
+                dense_activation: report.trace.dense_activation,
+            };
+            &chosen
+        }
+        _ => report.trace,
+    };
     if let Some(path) = &p.plot {
-        plot::draw_lines(&plot::state_norms(report.trace, report.window), path)?;
+        plot::draw_lines(&plot::state_norms(layer_trace, report.window), path)?;
     }
     if let Some(path) = &p.plot_predictions {
         let mut chart = plot::predictions(
@@ -73,10 +91,16 @@ pub fn write<T: Real>(report: &Report<'_, T>, to: &Targets<'_>) -> Result<Outcom
         for (panel, name) in chart.panels.iter_mut().zip(&report.display.output_names) {
             *panel = name.clone();
         }
+        if let (Some(e), Some(c)) = (&report.expected, &report.comparison) {
+            plot::add_residuals(&mut chart, report.trace, e, c.atol, c.rtol, report.window);
+        }
         plot::draw_lines(&chart, path)?;
     }
     if let Some(path) = &p.plot_gates {
-        plot::draw_heatmaps(&plot::gates(report.trace, p.plot_sequence), path)?;
+        plot::draw_heatmaps(
+            &plot::gates(layer_trace, p.plot_sequence.unwrap_or(0)),
+            path,
+        )?;
     }
     match to.format {
         FormatArg::Json => write_stdout(|w| render::json::write(report, w))?,

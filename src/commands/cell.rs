@@ -325,6 +325,7 @@ fn execute_as<T: Real>(job: &CellJob, title: &str, started: Instant) -> Result<O
             format: out.format,
             json_trace: out.trace.as_deref().filter(|p| !is_npz(p)),
             plots: &out.plots,
+            plot_layer: None,
         },
     )?;
     write_time += write_start.elapsed();

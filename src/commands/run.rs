@@ -276,6 +276,26 @@ fn run_as<T: Real>(
         predictions,
         dense_activation,
     };
+    let plot_layer = match &a.plot_layer {
+        None => None,
+        Some(name) => Some(
+            trace
+                .layers
+                .iter()
+                .position(|l| names_layer(name, &l.name))
+                .ok_or_else(|| {
+                    Error::usage(format!(
+                        "--plot-layer {name}: the model's recurrent layers are {}",
+                        trace
+                            .layers
+                            .iter()
+                            .map(|l| crate::error::printable(&l.name))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ))
+                })?,
+        ),
+    };
     // Per-step tables: the chosen layers, for the shown sequences.
     let wanted = wanted_layers(a);
     let rows = if a.format == FormatArg::Table {
@@ -323,6 +343,7 @@ fn run_as<T: Real>(
             format: a.format,
             json_trace: a.trace.as_deref(),
             plots: &a.plots,
+            plot_layer,
         },
     )
 }

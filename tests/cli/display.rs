@@ -444,3 +444,108 @@ fn errors_point_to_the_fix() {
     assert_eq!(code, 0);
     assert!(err.contains("--window K"), "{err}");
 }
+
+#[test]
+fn prediction_charts_show_points_residuals_and_mismatches() {
+    let dir = tempfile::tempdir().unwrap();
+    let case = case_dir("gru_weather_seed");
+    let (shape, mut values) = crate::npy(&case.join("expected.npy"));
+    values[3] += 0.2;
+    let payload: Vec<u8> = values
+        .iter()
+        .flat_map(|v| (*v as f32).to_le_bytes())
+        .collect();
+    let exp = dir.path().join("expected.npy");
+    std::fs::write(&exp, crate::npy_bytes("<f4", &shape, &payload)).unwrap();
+    let svg = dir.path().join("p.svg");
+    let (code, _, err) = run(rnntrace().current_dir(&case).args([
+        "gru",
+        "-w",
+        "weights.json",
+        "-i",
+        "input.npy",
+        "--window",
+        "2",
+        "-d",
+        "dense.json",
+        "-q",
+        "-e",
+        exp.to_str().unwrap(),
+        "--plot-predictions",
+        svg.to_str().unwrap(),
+    ]));
+    assert_eq!(code, 1, "{err}");
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert!(text.contains("ours − framework"), "a residual panel");
+    assert!(text.contains("beyond tolerance") && text.contains("1 value beyond"));
+    // Without --expected or --targets the chart says what it draws.
+    let (code, _, _) = run(rnntrace().current_dir(&case).args([
+        "gru",
+        "-w",
+        "weights.json",
+        "-i",
+        "input.npy",
+        "--window",
+        "2",
+        "-d",
+        "dense.json",
+        "-q",
+        "--plot-predictions",
+        svg.to_str().unwrap(),
+    ]));
+    assert_eq!(code, 0);
+    assert!(std::fs::read_to_string(&svg).unwrap().contains("ours only"));
+}
+
+#[test]
+fn chart_choices_are_checked() {
+    let case = case_dir("gru_weather_seed");
+    let (code, _, err) = run(rnntrace().current_dir(&case).args([
+        "gru",
+        "-w",
+        "weights.json",
+        "-i",
+        "input.npy",
+        "--plot-sequence",
+        "1",
+    ]));
+    assert_eq!(
+        code, 2,
+        "--plot-sequence without --plot-gates would be ignored"
+    );
+    assert!(err.contains("--plot-gates"), "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    let svg = dir.path().join("s.svg");
+    let model = fixtures().join("models/stacked_seed");
+    let run_layer = |name: &str| {
+        run(rnntrace().current_dir(&model).args([
+            "run",
+            "-m",
+            "model.keras",
+            "-i",
+            "input.npy",
+            "-q",
+            "--plot",
+            svg.to_str().unwrap(),
+            "--plot-layer",
+            name,
+        ]))
+    };
+    let (code, _, err) = run_layer("lstm");
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        std::fs::read_to_string(&svg)
+            .unwrap()
+            .contains("layer &apos;lstm&apos;")
+    );
+    let (code, _, _) = run_layer("lstm_1");
+    assert_eq!(code, 0);
+    assert!(
+        std::fs::read_to_string(&svg)
+            .unwrap()
+            .contains("layer &apos;lstm_1&apos;")
+    );
+    let (code, _, err) = run_layer("nope");
+    assert_eq!(code, 2);
+    assert!(err.contains("lstm_1"), "{err}");
+}

@@ -45,6 +45,9 @@ pub struct Series {
     pub dashed: bool,
     /// Marker drawn at each point when the points are few enough to tell apart.
     pub marker: Marker,
+    /// Points joined by a line (a trajectory); false: separate points (independent sequences), each
+    /// drawn with a marker however many there are.
+    pub joined: bool,
 }
 
 /// Point markers.
@@ -179,6 +182,7 @@ pub fn state_norms<T: Real>(trace: &Trace<T>, window: Option<usize>) -> ChartDat
                 color: 0,
                 dashed: false,
                 marker,
+                joined: true,
             });
         }
         if n > 1 && n <= 64 {
@@ -214,6 +218,7 @@ pub fn state_norms<T: Real>(trace: &Trace<T>, window: Option<usize>) -> ChartDat
                     color: b,
                     dashed: false,
                     marker: mark(steps),
+                    joined: true,
                 });
             }
         }
@@ -251,6 +256,7 @@ pub fn state_norms<T: Real>(trace: &Trace<T>, window: Option<usize>) -> ChartDat
                 color: 0,
                 dashed: false,
                 marker: mark(steps),
+                joined: true,
             });
         }
     }
@@ -281,7 +287,15 @@ pub fn predictions<T: Real>(
         Some(k) => (b + k) as f64,
         None => b as f64,
     };
-    let mark = |m: Marker| if n <= 60 { m } else { Marker::None };
+    // Independent sequences are points (a line between them would invent a trajectory); windows cut from
+    // one series are joined, as the series is one.
+    let mark = |m: Marker| {
+        if n <= 60 || window.is_none() {
+            m
+        } else {
+            Marker::None
+        }
+    };
     let mut chart = ChartData {
         title: "Predictions: ours, the framework's and the actual values".into(),
         subtitle: String::new(),
@@ -306,6 +320,15 @@ pub fn predictions<T: Real>(
         _ => format!("Predictions: {}", what.join(" vs ")),
     };
     let mut notes = vec![format!("{n} sequence{}", plural(n))];
+    if window.is_none() {
+        notes.push("one point per sequence".into());
+    }
+    if expected.is_none() && targets.is_none() {
+        notes.push(
+            "ours only: --expected adds the framework's predictions, --targets the true values"
+                .into(),
+        );
+    }
     if outs > shown {
         notes.push(format!("showing the first {shown} of {outs} outputs"));
     }
@@ -324,6 +347,7 @@ pub fn predictions<T: Real>(
             color: 0,
             dashed: false,
             marker: mark(Marker::Circle),
+            joined: window.is_some(),
         });
         if let Some(e) = expected {
             chart.series.push(Series {
@@ -334,6 +358,7 @@ pub fn predictions<T: Real>(
                 color: 1,
                 dashed: true,
                 marker: mark(Marker::Cross),
+                joined: window.is_some(),
             });
         }
         if let Some(y) = targets {
@@ -345,6 +370,7 @@ pub fn predictions<T: Real>(
                 color: 2,
                 dashed: false,
                 marker: mark(Marker::Triangle),
+                joined: window.is_some(),
             });
         }
     }
@@ -561,4 +587,103 @@ pub(super) fn finite_min_max(it: impl Iterator<Item = f64>) -> Option<(f64, f64)
         None => Some((v, v)),
         Some((lo, hi)) => Some((lo.min(v), hi.max(v))),
     })
+}
+
+/// Adds to a predictions chart, per output it shows, a panel of ours − framework with the tolerance band
+/// (± (atol + rtol·|framework|), dashed) and every value beyond it marked; marks the same sequences on
+/// the value panels.
+pub fn add_residuals<T: Real>(
+    chart: &mut ChartData,
+    trace: &Trace<T>,
+    expected: &Array2<f64>,
+    atol: f64,
+    rtol: f64,
+    window: Option<usize>,
+) {
+    let p = &trace.predictions;
+    let (n, outs) = p.dim();
+    let shown = outs.min(MAX_OUTPUTS);
+    let x_of = |b: usize| match window {
+        Some(k) => (b + k) as f64,
+        None => b as f64,
+    };
+    let first_residual = chart.panels.len();
+    let mut bad_total = 0;
+    for j in 0..shown {
+        let panel = first_residual + j;
+        let name = chart
+            .panels
+            .get(j)
+            .cloned()
+            .unwrap_or_else(|| format!("output y{j}"));
+        chart.panels.push(format!("{name}: ours − framework"));
+        let e = |b: usize| expected.get([b, j]).copied().unwrap_or(f64::NAN);
+        let r: Vec<(f64, f64)> = (0..n).map(|b| (x_of(b), p[[b, j]].to_f() - e(b))).collect();
+        let tol = |b: usize| atol + rtol * e(b).abs();
+        let bad: Vec<usize> = (0..n)
+            .filter(|&b| {
+                let d = r[b].1;
+                d.is_nan() || d.abs() > tol(b)
+            })
+            .collect();
+        bad_total += bad.len();
+        chart.series.push(Series {
+            name: "ours − framework".into(),
+            panel,
+            points: r.clone(),
+            band: None,
+            color: 4,
+            dashed: false,
+            marker: Marker::Circle,
+            joined: false,
+        });
+        for (sign, label) in [
+            (1.0, "tolerance ± (atol + rtol·|framework|)"),
+            (-1.0, "tolerance ± (atol + rtol·|framework|)"),
+        ] {
+            chart.series.push(Series {
+                name: label.into(),
+                panel,
+                points: (0..n).map(|b| (x_of(b), sign * tol(b))).collect(),
+                band: None,
+                color: 7,
+                dashed: true,
+                marker: Marker::None,
+                joined: true,
+            });
+        }
+        if !bad.is_empty() {
+            let at = |pts: &dyn Fn(usize) -> f64| -> Vec<(f64, f64)> {
+                bad.iter().map(|&b| (x_of(b), pts(b))).collect()
+            };
+            for (pn, pts) in [
+                (panel, at(&|b| r[b].1.clamp(-1e300, 1e300))),
+                (j, at(&|b| p[[b, j]].to_f())),
+            ] {
+                chart.series.push(Series {
+                    name: "beyond tolerance".into(),
+                    panel: pn,
+                    points: pts,
+                    band: None,
+                    color: 3,
+                    dashed: false,
+                    marker: Marker::Cross,
+                    joined: false,
+                });
+            }
+        }
+    }
+    let note = if bad_total == 0 {
+        "lower panels: ours − framework, all within the dashed tolerance".to_string()
+    } else {
+        format!(
+            "lower panels: ours − framework; {bad_total} value{} beyond the dashed tolerance (red ×)",
+            plural(bad_total)
+        )
+    };
+    if chart.subtitle.is_empty() {
+        chart.subtitle = note;
+    } else {
+        chart.subtitle = format!("{}; {note}", chart.subtitle);
+    }
 }

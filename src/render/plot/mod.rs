@@ -21,7 +21,10 @@ mod lines;
 
 #[allow(unused_imports)]
 use self::{axis::*, canvas::*, data::*, heatmap::*, lines::*};
-pub use data::{ChartData, GateHeatmaps, Heatmap, Marker, Series, gates, predictions, state_norms};
+pub use data::{
+    ChartData, GateHeatmaps, Heatmap, Marker, Series, add_residuals, gates, predictions,
+    state_norms,
+};
 
 use crate::cell::{Activation, Real};
 use crate::error::{Error, Result};
