@@ -410,7 +410,8 @@ pub struct PlotArgs {
     /// Ours vs the framework's expected vs actual, per sequence.
     #[arg(long, value_name = "FILE")]
     pub plot_predictions: Option<PathBuf>,
-    /// Heat maps of every gate, units × timesteps, for one sequence (--plot-sequence).
+    /// Heat maps of every gate, units × timesteps, for one sequence (--plot-sequence), over the --steps
+    /// range (all steps by default; more than 200 are averaged in groups, as the chart says).
     #[arg(long, value_name = "FILE")]
     pub plot_gates: Option<PathBuf>,
     /// The sequence (numbered from 0) --plot-gates shows [default: 0].

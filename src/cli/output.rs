@@ -78,6 +78,13 @@ pub fn write<T: Real>(report: &Report<'_, T>, to: &Targets<'_>) -> Result<Outcom
         }
         _ => report.trace,
     };
+    // Heat maps cover --steps from its first step to its last (all steps by default).
+    let heat_steps = match &report.display.steps {
+        Some(r) if !r.is_empty() => {
+            r.iter().map(|r| r.start).min().unwrap_or(0)..r.iter().map(|r| r.end).max().unwrap_or(0)
+        }
+        _ => 0..usize::MAX,
+    };
     if let Some(path) = &p.plot {
         plot::draw_lines(&plot::state_norms(layer_trace, report.window), path)?;
     }
@@ -98,7 +105,7 @@ pub fn write<T: Real>(report: &Report<'_, T>, to: &Targets<'_>) -> Result<Outcom
     }
     if let Some(path) = &p.plot_gates {
         plot::draw_heatmaps(
-            &plot::gates(layer_trace, p.plot_sequence.unwrap_or(0)),
+            &plot::gates_over(layer_trace, p.plot_sequence.unwrap_or(0), heat_steps),
             path,
         )?;
     }

@@ -549,3 +549,27 @@ fn chart_choices_are_checked() {
     assert_eq!(code, 2);
     assert!(err.contains("lstm_1"), "{err}");
 }
+
+#[test]
+fn long_heat_maps_say_how_columns_are_averaged_and_take_a_step_range() {
+    let big = tempfile::tempdir().unwrap();
+    big_batch(big.path(), 1, 1000, 4);
+    let svg = big.path().join("g.svg");
+    let draw = |extra: &[&str]| {
+        let (code, _, err) = run(rnntrace()
+            .current_dir(big.path())
+            .args(["lstm", "-w", "w.json", "-i", "x.npy", "-q", "--plot-gates"])
+            .arg(&svg)
+            .args(extra));
+        assert_eq!(code, 0, "{err}");
+        std::fs::read_to_string(&svg).unwrap()
+    };
+    let all = draw(&[]);
+    assert!(
+        all.contains("each column is the mean of 5 consecutive steps"),
+        "1000 steps in 200 columns"
+    );
+    let some = draw(&["--steps", "100..160"]);
+    assert!(some.contains("steps 100–159 of 1000"));
+    assert!(!some.contains("each column is the mean"));
+}

@@ -81,6 +81,11 @@ pub struct GateHeatmaps {
     pub sequence: usize,
     /// Processing steps that were masked (0-based).
     pub masked_steps: Vec<usize>,
+    /// The processing step of the first column.
+    pub first_step: usize,
+    /// Steps per column: 1, or the number of consecutive steps a column averages when the range holds more
+    /// steps than [`MAX_HEATMAP_COLUMNS`].
+    pub group: usize,
     /// One panel per gate, in Keras gate order.
     pub panels: Vec<Heatmap>,
 }
@@ -390,6 +395,20 @@ pub fn predictions<T: Real>(
 /// units × processing-steps matrix of activated values, on a colour scale fixed by the gate's activation
 /// (σ-like: 0…1, tanh-like: −1…1) or, for unbounded activations, taken from the data.
 pub fn gates<T: Real>(trace: &Trace<T>, sequence: usize) -> GateHeatmaps {
+    gates_over(trace, sequence, 0..usize::MAX)
+}
+
+/// More steps than this are averaged in groups, so that a column is never narrower than a pixel or two
+/// (narrower columns alias into moiré).
+pub const MAX_HEATMAP_COLUMNS: usize = 200;
+
+/// [`gates`] over the processing steps `range` (clamped to the recorded ones), averaging groups of
+/// consecutive steps when the range holds more than [`MAX_HEATMAP_COLUMNS`].
+pub fn gates_over<T: Real>(
+    trace: &Trace<T>,
+    sequence: usize,
+    range: std::ops::Range<usize>,
+) -> GateHeatmaps {
     let Some(l) = trace.layers.last() else {
         return GateHeatmaps {
             title: "Gate activations".into(),
@@ -398,6 +417,8 @@ pub fn gates<T: Real>(trace: &Trace<T>, sequence: usize) -> GateHeatmaps {
             y_label: "unit".into(),
             sequence: 0,
             masked_steps: Vec::new(),
+            first_step: 0,
+            group: 1,
             panels: Vec::new(),
         };
     };
@@ -415,15 +436,21 @@ pub fn gates<T: Real>(trace: &Trace<T>, sequence: usize) -> GateHeatmaps {
             y_label: "unit".into(),
             sequence: b,
             masked_steps: Vec::new(),
+            first_step: 0,
+            group: 1,
             panels: Vec::new(),
         };
     };
-    let steps = if n == 0 {
+    let total = if n == 0 {
         0
     } else {
         l.steps().min(recorded.shape()[0])
     };
-    let masked_steps: Vec<usize> = (0..steps)
+    let first = range.start.min(total);
+    let end = range.end.min(total).max(first);
+    let steps = end - first;
+    let group = steps.div_ceil(MAX_HEATMAP_COLUMNS).max(1);
+    let masked_steps: Vec<usize> = (first..end)
         .filter(|&t| l.masked.get([t, b]).copied().unwrap_or(false))
         .collect();
     let panels = l
@@ -431,15 +458,41 @@ pub fn gates<T: Real>(trace: &Trace<T>, sequence: usize) -> GateHeatmaps {
         .gate_names()
         .iter()
         .enumerate()
-        .map(|(k, g)| heatmap(l, recorded, b, steps, k, g))
+        .map(|(k, g)| {
+            let mut m = heatmap(l, recorded, b, end, k, g);
+            for row in &mut m.values {
+                *row = row[first..end]
+                    .chunks(group)
+                    .map(|c| {
+                        let fin: Vec<f64> = c.iter().copied().filter(|v| v.is_finite()).collect();
+                        if fin.len() < c.len() {
+                            f64::NAN
+                        } else {
+                            fin.iter().sum::<f64>() / fin.len() as f64
+                        }
+                    })
+                    .collect();
+            }
+            m.non_finite = m.values.iter().flatten().filter(|v| !v.is_finite()).count();
+            m
+        })
         .collect();
     let kind = l.kind.name().to_uppercase();
+    let shown = if steps == total {
+        format!("{steps} step{}", plural(steps))
+    } else {
+        format!("steps {first}–{} of {total}", end.saturating_sub(1))
+    };
     let mut notes = vec![format!(
-        "{} unit{} (rows) × {steps} step{} (columns)",
+        "{} unit{} (rows) × {shown} (columns)",
         l.units,
         plural(l.units),
-        plural(steps)
     )];
+    if group > 1 {
+        notes.push(format!(
+            "each column is the mean of {group} consecutive steps (--steps a..b for fewer, unaveraged)"
+        ));
+    }
     if l.go_backwards {
         notes.push("go_backwards: step 0 read the last input row".into());
     }
@@ -460,6 +513,8 @@ pub fn gates<T: Real>(trace: &Trace<T>, sequence: usize) -> GateHeatmaps {
         y_label: "unit".into(),
         sequence: b,
         masked_steps,
+        first_step: first,
+        group,
         panels,
     }
 }

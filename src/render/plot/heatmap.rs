@@ -142,7 +142,9 @@ pub(super) fn heatmap_on<DB: DrawingBackend>(
             TickAxis::new(-0.5, units.max(1) as f64 - 0.5, y_ticks),
         )
         .map_err(err)?;
-    let x_fmt = |v: &f64| format!("{v:.0}");
+    // Column c shows steps first + c·group …: label columns by the step they start at.
+    let (first, group) = (h.first_step as f64, h.group as f64);
+    let x_fmt = move |v: &f64| format!("{:.0}", first + v * group);
     let y_fmt = |v: &f64| format!("{:.0}", top - v);
     ctx.configure_mesh()
         .disable_mesh()
@@ -169,7 +171,11 @@ pub(super) fn heatmap_on<DB: DrawingBackend>(
     let (xr, yr) = ctx.plotting_area().get_pixel_range();
     if steps > 0 {
         let cw = (xr.end - xr.start) as f64 / steps as f64;
-        for &s in &h.masked_steps {
+        for s in h
+            .masked_steps
+            .iter()
+            .map(|&s| (s - h.first_step) / h.group.max(1))
+        {
             let x0 = xr.start + (s as f64 * cw).round() as i32;
             let x1 = (xr.start + ((s + 1) as f64 * cw).round() as i32 - 1).max(x0 + 1);
             root.draw(&Rectangle::new(

@@ -22,8 +22,8 @@ mod lines;
 #[allow(unused_imports)]
 use self::{axis::*, canvas::*, data::*, heatmap::*, lines::*};
 pub use data::{
-    ChartData, GateHeatmaps, Heatmap, Marker, Series, add_residuals, gates, predictions,
-    state_norms,
+    ChartData, GateHeatmaps, Heatmap, Marker, Series, add_residuals, gates, gates_over,
+    predictions, state_norms,
 };
 
 use crate::cell::{Activation, Real};
