@@ -573,3 +573,33 @@ fn long_heat_maps_say_how_columns_are_averaged_and_take_a_step_range() {
     assert!(some.contains("steps 100–159 of 1000"));
     assert!(!some.contains("each column is the mean"));
 }
+
+/// The font's combining tilde sits at x-height and crossed h's ascender: the title keeps the letter and the
+/// chart draws the tilde above it.
+#[test]
+fn the_candidate_tilde_is_drawn_clear_of_the_ascender() {
+    let dir = tempfile::tempdir().unwrap();
+    let svg = dir.path().join("g.svg");
+    let (code, _, err) = run(rnntrace()
+        .current_dir(case_dir("gru_weather_seed"))
+        .args([
+            "gru",
+            "-w",
+            "weights.json",
+            "-i",
+            "input.npy",
+            "-q",
+            "--plot-gates",
+        ])
+        .arg(&svg));
+    assert_eq!(code, 0, "{err}");
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert!(
+        text.contains("h: candidate h (tanh)"),
+        "the letter without the combining mark"
+    );
+    assert!(
+        !text.contains('\u{303}'),
+        "no combining tilde left for the font to misplace"
+    );
+}
