@@ -196,22 +196,18 @@ pub fn state_norms<T: Real>(trace: &Trace<T>, window: Option<usize>) -> ChartDat
         }
     } else if n <= MAX_LINES {
         if let Some(k) = window {
-            chart.x_label = match k {
-                0 | 1 => "input row (sequence 0 reads row 0, sequence 1 row 1, …)".to_string(),
-                _ => format!(
-                    "input row (sequence 0 reads rows 0–{}, sequence 1 rows 1–{k}, …)",
-                    k - 1
-                ),
-            };
+            // Windows overlap in the series but each starts from a fresh state: they are separate
+            // trajectories, drawn against the step within the window, not joined along the series.
+            chart.x_label = format!(
+                "step within the window (window i reads input rows i to i + {}; each starts from a fresh state)",
+                k.saturating_sub(1)
+            );
         }
         for (p, nm) in norms.iter().enumerate() {
             for b in 0..n {
                 let points: Vec<(f64, f64)> = (0..steps)
                     .map(|t| {
-                        let x = match window {
-                            Some(_) => (b + l.input_index.get(t).copied().unwrap_or(t)) as f64,
-                            None => t as f64,
-                        };
+                        let x = t as f64;
                         (x, nm[[b, t]])
                     })
                     .collect();

@@ -95,14 +95,16 @@ fn norms_one_line_per_sequence() {
 }
 
 #[test]
-fn norms_with_window_use_input_rows() {
+fn norms_with_window_are_separate_trajectories() {
     let mut tr = trace(CellKind::Gru, 3, 2, 2, false);
     tr.layers[0].input_index = vec![1, 0];
     let c = state_norms(&tr, Some(2));
     assert_eq!(c.panels, ["hidden state ‖h_t‖"]);
+    // Each window is its own trajectory from a fresh state: x is the step within the window, not the
+    // input row (which would join overlapping windows as if they were one series).
     let xs: Vec<f64> = c.series[2].points.iter().map(|p| p.0).collect();
-    assert_eq!(xs, [3.0, 2.0]);
-    assert!(c.x_label.starts_with("input row"));
+    assert_eq!(xs, [0.0, 1.0]);
+    assert!(c.x_label.starts_with("step within the window"));
 }
 
 #[test]
