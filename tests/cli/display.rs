@@ -603,3 +603,33 @@ fn the_candidate_tilde_is_drawn_clear_of_the_ascender() {
         "no combining tilde left for the font to misplace"
     );
 }
+
+/// PyTorch arrays in parameters() order, or Keras arrays stored transposed: the message names the way out.
+#[test]
+fn pytorch_order_and_transposed_arrays_are_recognised_in_messages() {
+    let state: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join("torch/lstm_2layer/state.json")).unwrap(),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let names = ["weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"];
+    let positional: Vec<&serde_json::Value> = names.iter().map(|n| &state[*n]).collect();
+    let pos = dir.path().join("pos.json");
+    std::fs::write(&pos, serde_json::to_string(&positional).unwrap()).unwrap();
+    // Keras's three arrays, each transposed: (4H, F), (4H, H), bias.
+    let transposed = dir.path().join("t.json");
+    std::fs::write(
+        &transposed,
+        serde_json::to_string(&[&state[names[0]], &state[names[1]], &state[names[2]]]).unwrap(),
+    )
+    .unwrap();
+    let input = fixtures().join("torch/lstm_2layer/input.npy");
+    for (w, want) in [
+        (&pos, "--layout pytorch"),
+        (&transposed, "looks transposed"),
+    ] {
+        let (code, _, err) = run(rnntrace().args(["lstm", "-w"]).arg(w).arg("-i").arg(&input));
+        assert_eq!(code, 2);
+        assert!(err.contains(want), "{err}");
+    }
+}
