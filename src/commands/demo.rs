@@ -135,6 +135,7 @@ pub fn run_demo(d: &DemoArgs, env: &Env) -> Result<Outcome> {
     let job = crate::cli::job::cell_job(kind, &a, env)?;
     let table = !d.display.quiet && d.format == crate::cli::args::FormatArg::Table;
     if table {
+        let note = crate::render::text::wrap(note, env.columns, 0);
         crate::cli::output::write_stdout(|w| writeln!(w, "{note}\n"))?;
     }
     let outcome = crate::commands::cell::execute(&job, title, std::time::Instant::now())?;
@@ -145,7 +146,9 @@ pub fn run_demo(d: &DemoArgs, env: &Env) -> Result<Outcome> {
                 .display()
                 .to_string()
         });
-        crate::cli::output::write_stdout(|w| writeln!(w, "\nCharts: {}", charts.join(", ")))?;
+        let line =
+            crate::render::text::wrap(&format!("Charts: {}", charts.join(", ")), env.columns, 2);
+        crate::cli::output::write_stdout(|w| writeln!(w, "\n{line}"))?;
     }
     Ok(outcome)
 }

@@ -122,6 +122,15 @@ fn every_line_fits_80_and_100_columns() {
                 "16",
             ]),
         );
+        let charts = tempfile::tempdir().unwrap();
+        for cell in ["lstm", "gru"] {
+            go(
+                "demo",
+                rnntrace()
+                    .current_dir(charts.path())
+                    .args(["demo", cell, "--color", "never"]),
+            );
+        }
         go(
             "diagnose",
             rnntrace().args([
@@ -162,7 +171,7 @@ fn every_line_fits_80_and_100_columns() {
             );
         }
         // The diagnosis's command is printed whole, on its own line.
-        let diagnosis = &runs[3].1;
+        let diagnosis = &runs.iter().find(|(w, _)| w == "diagnose").unwrap().1;
         let cmd = diagnosis
             .lines()
             .find(|l| l.trim_start().starts_with("rnntrace lstm"))
