@@ -885,6 +885,7 @@ mod tests {
             bias: None,
             recurrent_bias: None,
             reset_after: true,
+            projection: None,
         };
         assert!(Packed::new(&w, Tanh, Sigmoid, Kernels::Portable).is_none());
         assert!(Packed::new(&w, Tanh, HardSigmoid, Kernels::Avx512).is_none());

@@ -16,19 +16,28 @@ use crate::model::{self, LayerKind, SavedModel};
 use crate::render::Report;
 use crate::runner::{self, Tensor};
 use crate::trace::{LayerTrace, Trace};
-use crate::weights::{CellKind, NamedArrays};
+use crate::weights::{CellKind, DenseWeights, NamedArrays, pytorch};
 use ndarray::Array2;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// `rnntrace run --model …`.
 pub fn run_model(a: &RunArgs, env: &Env) -> Result<Outcome> {
-    let mut inputs: Vec<&Path> = vec![&a.model, &a.input];
+    // An `--input NAME=FILE` protects FILE too (whether NAME is an input is known only once loaded).
+    let named: Vec<PathBuf> = a
+        .input
+        .iter()
+        .filter_map(|p| p.to_str()?.split_once('=').map(|(_, f)| PathBuf::from(f)))
+        .collect();
+    let mut inputs: Vec<&Path> = vec![&a.model];
+    inputs.extend(a.input.iter().chain(&named).map(|p| p.as_path()));
+    inputs.extend(a.check.expected.iter().map(|p| p.as_path()));
     inputs.extend(
-        [&a.check.expected, &a.check.targets, &a.check.inverse_scale]
+        [&a.check.targets, &a.check.inverse_scale]
             .into_iter()
             .flatten()
             .map(|p| p.as_path()),
     );
+    inputs.extend(a.dense.as_deref().map(Path::new));
     job::check_outputs(&inputs, a.trace.as_deref(), &a.plots)?;
     if let Some(t) = a.trace.as_ref().filter(|t| {
         !t.extension()
@@ -55,8 +64,44 @@ pub fn run_model(a: &RunArgs, env: &Env) -> Result<Outcome> {
              whole with --cell lstm|gru",
         ));
     }
+    for (flag, given) in [
+        ("--dense", a.dense.is_some()),
+        ("--module", a.module.is_some()),
+        ("--time-major", a.time_major),
+    ] {
+        if given {
+            return Err(Error::usage(format!(
+                "{flag} applies to PyTorch files run with --cell lstm|gru; a saved Keras model carries its own layers"
+            )));
+        }
+    }
     let model = model::load(&a.model)?;
-    let raw = io::read_npy(&a.input)?;
+    model.check_runnable()?;
+    if a.input.len() > 1 || model.graph.as_ref().is_some_and(|g| g.inputs.len() > 1) {
+        if a.window.is_some() {
+            return Err(Error::usage(
+                "--window cuts one series; it does not apply to a model with several inputs",
+            ));
+        }
+        let mut given = Vec::with_capacity(a.input.len());
+        for arg in &a.input {
+            let (name, path) = runner::split_named_input(&model, arg);
+            given.push((name, io::read_npy(&path)?, path));
+        }
+        let xs = runner::assemble_inputs(&model, given)?;
+        return match a.precision {
+            PrecisionArg::F32 => run_as::<f32>(a, &model, xs, None, env),
+            PrecisionArg::F64 => run_as::<f64>(a, &model, xs, None, env),
+        };
+    }
+    let input = runner::split_named_input(&model, &a.input[0]).1;
+    let raw = io::read_npy(&input)?;
+    if let Some(x) = runner::embedding_input(&model, &raw, &input)? {
+        return match a.precision {
+            PrecisionArg::F32 => run_as::<f32>(a, &model, vec![x], None, env),
+            PrecisionArg::F64 => run_as::<f64>(a, &model, vec![x], None, env),
+        };
+    }
     // The model's own input shape decides what the input is; without one, the first layer that says.
     let declared = model.input_shape.last().copied().flatten();
     let first_layer = model.compute_layers().find_map(|l| match &l.kind {
@@ -65,6 +110,7 @@ pub fn run_model(a: &RunArgs, env: &Env) -> Result<Outcome> {
         LayerKind::Dense { kernel, .. } | LayerKind::TimeDistributedDense { kernel, .. } => {
             kernel.shape.first().copied()
         }
+        LayerKind::Conv1D { kernel, spec, .. } => kernel.shape.get(1).map(|c| c * spec.groups),
         _ => None,
     });
     let f = declared
@@ -77,7 +123,7 @@ pub fn run_model(a: &RunArgs, env: &Env) -> Result<Outcome> {
             [w] if *w == f => 1,
             _ => {
                 return Err(Error::input(
-                    &a.input,
+                    &input,
                     format!(
                         "has shape {}; the model takes (batch, {f})",
                         raw.shape_str()
@@ -87,16 +133,10 @@ pub fn run_model(a: &RunArgs, env: &Env) -> Result<Outcome> {
         };
         Tensor::Flat(
             ndarray::Array2::from_shape_vec((rows, f), raw.data.clone())
-                .map_err(|e| Error::input(&a.input, e.to_string()))?,
+                .map_err(|e| Error::input(&input, e.to_string()))?,
         )
     } else {
-        let x = series_input(
-            &raw,
-            &a.input,
-            a.window,
-            f,
-            &format!("the model expects {f}"),
-        )?;
+        let x = series_input(&raw, &input, a.window, f, &format!("the model expects {f}"))?;
         if let Some(want) = model
             .input_shape
             .get(1)
@@ -105,7 +145,7 @@ pub fn run_model(a: &RunArgs, env: &Env) -> Result<Outcome> {
             .filter(|&w| w != x.shape()[1] && a.window.is_none())
         {
             return Err(Error::input(
-                &a.input,
+                &input,
                 format!(
                     "has {} timesteps per sequence; the model was built for {want}",
                     x.shape()[1]
@@ -115,19 +155,53 @@ pub fn run_model(a: &RunArgs, env: &Env) -> Result<Outcome> {
         Tensor::Seq(x)
     };
     match a.precision {
-        PrecisionArg::F32 => run_as::<f32>(a, &model, x, None, env),
-        PrecisionArg::F64 => run_as::<f64>(a, &model, x, None, env),
+        PrecisionArg::F32 => run_as::<f32>(a, &model, vec![x], None, env),
+        PrecisionArg::F64 => run_as::<f64>(a, &model, vec![x], None, env),
     }
 }
 
 /// `run --model state.npz --cell lstm|gru`: a whole PyTorch module from its state dict.
 fn run_torch(a: &RunArgs, cell: CellArg, env: &Env) -> Result<Outcome> {
     let kind = cell.kind();
-    let src = crate::weights::load_arrays(&a.model, &[])?;
-    let first = crate::weights::pytorch::from_state_dict(kind, &src, 0, false)?;
-    let raw = io::read_npy(&a.input)?;
+    let full = crate::weights::load_arrays(&a.model, &[])?;
+    let src = pytorch::select_module(full.clone(), a.module.as_deref())?;
+    let first = pytorch::from_state_dict(kind, &src, 0, false)?;
+    let module = pytorch::recurrent_modules(&src);
+    let width = module.first().map_or(first.units, |m| {
+        (if m.proj > 0 { m.proj } else { m.hidden }) * if m.bidirectional { 2 } else { 1 }
+    });
+    let head = match &a.dense {
+        None => None,
+        Some(d) => Some(crate::weights::dense::load_head(
+            Path::new(d),
+            &full,
+            width,
+        )?),
+    };
+    for note in pytorch::notes(&full, true) {
+        if head.is_none() || !note.contains("nn.Linear") {
+            eprintln!("rnntrace: {note}");
+        }
+    }
+    let [input] = a.input.as_slice() else {
+        return Err(Error::usage("a PyTorch state dict takes one --input"));
+    };
+    let mut raw = io::read_npy(input)?;
+    if a.time_major {
+        raw = raw.swap_leading_axes();
+    } else if src.meta.batch_first.iter().any(|(p, b)| {
+        !*b && a
+            .module
+            .as_deref()
+            .is_none_or(|m| p.trim_end_matches('.').starts_with(m))
+    }) {
+        eprintln!(
+            "rnntrace: note: {}: the module was built with batch_first=False, so PyTorch feeds it (timesteps, sequences, features); if --input is saved that way, pass --time-major",
+            a.model.display()
+        );
+    }
     let f = first.features;
-    let x = series_input(&raw, &a.input, a.window, f, &format!("layer 0 expects {f}"))?;
+    let x = series_input(&raw, input, a.window, f, &format!("layer 0 expects {f}"))?;
     let model = SavedModel {
         path: a.model.clone(),
         format: model::ModelFormat::LegacyH5,
@@ -135,13 +209,24 @@ fn run_torch(a: &RunArgs, cell: CellArg, env: &Env) -> Result<Outcome> {
         keras2: false,
         input_shape: Vec::new(),
         layers: Vec::new(),
+        graph: None,
     };
-    let x = Tensor::Seq(x);
-    match a.precision {
-        PrecisionArg::F32 => run_as::<f32>(a, &model, x, Some((&src, kind)), env),
-        PrecisionArg::F64 => run_as::<f64>(a, &model, x, Some((&src, kind)), env),
+    let x = vec![Tensor::Seq(x)];
+    let torch = Some((&src, kind, head.as_ref()));
+    let outcome = match a.precision {
+        PrecisionArg::F32 => run_as::<f32>(a, &model, x, torch, env),
+        PrecisionArg::F64 => run_as::<f64>(a, &model, x, torch, env),
+    }?;
+    if matches!(outcome, Outcome::Mismatch) && !a.time_major && raw.ndim() == 3 {
+        eprintln!(
+            "rnntrace: note: if --input and --expected are time-major (timesteps, sequences, …), as a PyTorch module with batch_first=False takes and returns them, pass --time-major"
+        );
     }
+    Ok(outcome)
 }
+
+/// A PyTorch state dict run as a whole stack, with its optional nn.Linear head.
+type TorchStack<'a> = (&'a NamedArrays, CellKind, Option<&'a DenseWeights<f64>>);
 
 /// Names of the outputs from `--output-names` (empty when not given).
 fn output_names(a: &RunArgs) -> Vec<String> {
@@ -164,30 +249,43 @@ fn names_layer(wanted: &str, name: &str) -> bool {
     wanted == name || name.split('/').next() == Some(wanted)
 }
 
-/// Runs the model, first on one sequence to check what depends on the model (the layers `--layers` names,
-/// the number of outputs `--output-names` labels) before the whole batch is computed or anything written.
+/// Runs the model on its inputs (one per model input, in the model's order), first on one sequence to check
+/// what depends on the model (the layers `--layers` names, the number of outputs `--output-names` labels)
+/// before the whole batch is computed or anything written.
 fn compute<T: Real>(
     a: &RunArgs,
     model: &SavedModel,
-    x: Tensor<T>,
-    torch: Option<(&NamedArrays, CellKind)>,
+    xs: Vec<Tensor<T>>,
+    torch: Option<TorchStack>,
     env: &Env,
 ) -> Result<runner::ModelRun<T>> {
-    let go = |x: Tensor<T>| match (torch, x) {
-        (Some((src, kind)), Tensor::Seq(x)) => {
-            runner::run_torch_stack_using::<T>(src, kind, x, env.kernels)
+    let go = |xs: Vec<Tensor<T>>| {
+        if model.graph.is_some() {
+            return runner::run_graph_using::<T>(model, xs, env.kernels);
         }
-        (_, x) => runner::run_model_using::<T>(model, x, env.kernels),
+        // Without a graph a model has one input (run_model and assemble_inputs checked the count).
+        let Some(x) = xs.into_iter().next() else {
+            return Err(Error::usage("--input: no input given"));
+        };
+        match (torch, x) {
+            (Some((src, kind, head)), Tensor::Seq(x)) => {
+                runner::run_torch_stack_using::<T>(src, kind, x, head, env.kernels)
+            }
+            (_, x) => runner::run_model_using::<T>(model, x, env.kernels),
+        }
     };
     let wanted = wanted_layers(a);
     let names = output_names(a);
     if wanted.is_none() && names.is_empty() {
-        return go(x);
+        return go(xs);
     }
-    let first = match &x {
-        Tensor::Seq(v) => Tensor::Seq(v.slice(ndarray::s![0..1, .., ..]).to_owned()),
-        Tensor::Flat(v) => Tensor::Flat(v.slice(ndarray::s![0..1, ..]).to_owned()),
-    };
+    let first = xs
+        .iter()
+        .map(|x| match x {
+            Tensor::Seq(v) => Tensor::Seq(v.slice(ndarray::s![0..1, .., ..]).to_owned()),
+            Tensor::Flat(v) => Tensor::Flat(v.slice(ndarray::s![0..1, ..]).to_owned()),
+        })
+        .collect();
     let probe = go(first)?;
     if let Some(w) = &wanted {
         let traced: Vec<&str> = probe.layers.iter().map(|l| l.name.as_str()).collect();
@@ -205,18 +303,20 @@ fn compute<T: Real>(
             names.len()
         )));
     }
-    go(x)
+    go(xs)
 }
 
+/// Runs the model on `xs` (one tensor per model input, in the model's order; a PyTorch stack takes one),
+/// compares every output given an `--expected`, and writes the report (the first output's predictions).
 fn run_as<T: Real>(
     a: &RunArgs,
     model: &SavedModel,
-    x: Tensor<f64>,
-    torch: Option<(&NamedArrays, CellKind)>,
+    xs: Vec<Tensor<f64>>,
+    torch: Option<TorchStack>,
     env: &Env,
 ) -> Result<Outcome> {
-    let shape = x.shape();
-    let n = shape[0];
+    let shape = xs.first().map(|x| x.shape()).unwrap_or_default();
+    let n = shape.first().copied().unwrap_or(0);
     let features = *shape.last().unwrap_or(&0);
     // Everything that can be checked from the command line and the input, before computing.
     let mut display = job::display_options(&a.display, features, env)?;
@@ -225,36 +325,66 @@ fn run_as<T: Real>(
         display.check_steps(shape[1])?;
     }
     job::check_plot_sequence(&a.plots, n)?;
+    let html = job::report_job(&a.plots, env)?;
     display.output_names = output_names(a);
-    let x = match x {
-        Tensor::Seq(v) => Tensor::Seq(v.mapv(T::lit)),
-        Tensor::Flat(v) => Tensor::Flat(v.mapv(T::lit)),
-    };
-    let run = compute(a, model, x, torch, env)?;
+    let model_outputs = model.graph.as_ref().map_or(1, |g| g.outputs.len());
+    let names = runner::output_names(model, model_outputs);
+    if !a.check.expected.is_empty() && a.check.expected.len() != model_outputs {
+        return Err(Error::usage(format!(
+            "{} --expected file(s) given; the model has {model_outputs} output(s) ({}): give one per output, in that order",
+            a.check.expected.len(),
+            names.join(", ")
+        )));
+    }
+    let xs = xs
+        .into_iter()
+        .map(|x| match x {
+            Tensor::Seq(v) => Tensor::Seq(v.mapv(T::lit)),
+            Tensor::Flat(v) => Tensor::Flat(v.mapv(T::lit)),
+        })
+        .collect();
+    let run = compute(a, model, xs, torch, env)?;
     let out_shape = run.output.shape();
     let predictions = run.output.rows();
     let outputs = predictions.ncols();
     if let Some(p) = &a.check.inverse_scale {
         display.scaler = Some(crate::scaler::Scaler::load(p, outputs)?);
     }
-    let (expected, comparison) = match &a.check.expected {
+    // The report's comparison is the first output's; the others' are compared here, each named.
+    let mut more = output::MoreOutputs::default();
+    if run.outputs.len() > 1 {
+        more.names = names.clone();
+    }
+    for ((p, out), name) in a
+        .check
+        .expected
+        .iter()
+        .zip(&run.outputs)
+        .zip(&names)
+        .skip(1)
+    {
+        let (c, _) = compare_output(
+            p,
+            &out.shape(),
+            &out.rows(),
+            a.check.atol,
+            a.check.rtol,
+            a.time_major,
+        )?;
+        more.compared.push((name.clone(), c));
+    }
+    let (expected, comparison) = match a.check.expected.first() {
         None => (None, None),
         Some(p) => {
-            let e = io::read_npy(p)?;
-            let squeeze = |s: &[usize]| s.iter().copied().filter(|&d| d != 1).collect::<Vec<_>>();
-            if e.shape != out_shape && squeeze(&e.shape) != squeeze(&out_shape) {
-                return Err(Error::input(
-                    p,
-                    format!(
-                        "expected output has shape {}; the model's output has shape {}",
-                        e.shape_str(),
-                        shape_str(&out_shape)
-                    ),
-                ));
-            }
-            let ours: Vec<f64> = predictions.iter().map(|v| v.to_f()).collect();
-            let c = compare::compare(&ours, &e.data, &out_shape, a.check.atol, a.check.rtol);
-            let exp = Array2::from_shape_vec((n, outputs), e.data.clone())
+            let (c, e) = compare_output(
+                p,
+                &out_shape,
+                &predictions,
+                a.check.atol,
+                a.check.rtol,
+                a.time_major,
+            )?;
+            let exp = Array2::from_shape_vec((n, outputs), e)
                 .map_err(|err| Error::input(p, err.to_string()))?;
             (Some(exp), Some(c))
         }
@@ -314,7 +444,7 @@ fn run_as<T: Real>(
         .map(|l| l.select_sequences(&rows))
         .collect();
     let title = match torch {
-        Some((_, kind)) => format!(
+        Some((_, kind, _)) => format!(
             "{} (PyTorch {} state dict, whole stack)",
             a.model.display(),
             kind.display_name()
@@ -344,6 +474,55 @@ fn run_as<T: Real>(
             json_trace: a.trace.as_deref(),
             plots: &a.plots,
             plot_layer,
+            streamed: output::Streamed::default(),
+            more_outputs: more,
+            html: html.as_ref().map(|job| output::HtmlReport {
+                job,
+                trace: &trace,
+                include_pre: false,
+            }),
         },
     )
+}
+
+/// Compares one model output with an expected `.npy` (shapes may differ by axes of length 1); the
+/// comparison and the expected values.
+fn compare_output<T: Real>(
+    p: &Path,
+    out_shape: &[usize],
+    ours: &Array2<T>,
+    atol: f64,
+    rtol: f64,
+    time_major: bool,
+) -> Result<(compare::Comparison, Vec<f64>)> {
+    let mut e = io::read_npy(p)?;
+    if time_major {
+        e = e.swap_leading_axes();
+    }
+    let squeeze = |s: &[usize]| s.iter().copied().filter(|&d| d != 1).collect::<Vec<_>>();
+    if e.shape != out_shape && squeeze(&e.shape) != squeeze(out_shape) {
+        if !time_major && e.swap_leading_axes().shape == out_shape {
+            return Err(Error::input(
+                p,
+                format!(
+                    "expected output has shape {}: time-major (timesteps, sequences, …), as a PyTorch module with batch_first=False returns it; the model's output has shape {}; pass --time-major (it reads --input that way too)",
+                    e.shape_str(),
+                    shape_str(out_shape)
+                ),
+            ));
+        }
+        return Err(Error::input(
+            p,
+            format!(
+                "expected output has shape {}; the model's output has shape {}",
+                e.shape_str(),
+                shape_str(out_shape)
+            ),
+        ));
+    }
+    let ours: Vec<f64> = ours.iter().map(|v| v.to_f()).collect();
+    Ok((
+        compare::compare(&ours, &e.data, out_shape, atol, rtol),
+        e.data,
+    ))
 }

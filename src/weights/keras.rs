@@ -160,6 +160,7 @@ pub fn from_arrays(
         bias,
         recurrent_bias,
         reset_after,
+        projection: None,
     })
 }
 

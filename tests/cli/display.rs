@@ -81,6 +81,7 @@ fn every_line_fits_80_and_100_columns() {
     big_batch(big.path(), 20, 12, 16);
     let diag = fixtures().join("diagnose/lstm_keras2_hard_sigmoid");
     let model = fixtures().join("models/bidir_gru_ave_mul/model.keras");
+    let stack = fixtures().join("models/gru_lstm_stack/model.keras");
     for cols in [80usize, 100] {
         let c = cols.to_string();
         let mut runs: Vec<(String, String)> = Vec::new();
@@ -159,6 +160,16 @@ fn every_line_fits_80_and_100_columns() {
                 "input.npy",
                 "--expected",
                 "expected.npy",
+            ]),
+        );
+        go(
+            "explain",
+            rnntrace().current_dir(stack.parent().unwrap()).args([
+                "explain",
+                "--model",
+                "model.keras",
+                "--input",
+                "input.npy",
             ]),
         );
         for (what, out) in &runs {
@@ -365,8 +376,49 @@ fn help_is_grouped_with_examples_and_fits_each_cell() {
     let gru = help(&["gru", "--help"]);
     assert!(gru.contains("--reset-after"));
     assert!(!gru.contains("c_t"), "no LSTM-only text in gru help");
-    for cmd in ["run", "inspect", "diagnose", "demo"] {
+    for cmd in ["run", "inspect", "diagnose", "demo", "explain"] {
         assert!(help(&[cmd, "--help"]).contains("Examples:"), "{cmd}");
+    }
+    // The flags main added sit under read's headings.
+    let heading_of = |help: &str, flag: &str| {
+        let at = help.find(flag).unwrap_or_else(|| panic!("{flag} missing"));
+        help[..at]
+            .lines()
+            .rev()
+            .find(|l| !l.starts_with(' ') && l.ends_with(':'))
+            .map(str::to_string)
+    };
+    let explain = help(&["explain", "--help"]);
+    assert!(explain.contains("-m, --model") && explain.contains("-i, --input"));
+    for (flag, heading) in [
+        ("--module <NAME>", "Input:"),
+        ("--methods <LIST>", "Attribution:"),
+        ("--dense <D>", "Head and comparison:"),
+        ("--plot <FILE>", "Charts:"),
+        ("--sequence <N>", "Display:"),
+        ("--save <FILE.npz>", "Output:"),
+    ] {
+        assert_eq!(
+            heading_of(&explain, flag).as_deref(),
+            Some(heading),
+            "explain {flag}"
+        );
+    }
+    let run_help = help(&["run", "--help"]);
+    for (flag, heading) in [
+        ("--module <NAME>", "Input:"),
+        ("--time-major", "Input:"),
+        ("--dense <FILE|PREFIX>", "Head and comparison:"),
+        ("--plot-layer <NAME>", "Charts:"),
+        ("--report <FILE.html>", "Charts:"),
+        ("--report-steps <A..B>", "Charts:"),
+        ("--steps <", "Display:"),
+    ] {
+        assert_eq!(
+            heading_of(&run_help, flag).as_deref(),
+            Some(heading),
+            "run {flag}"
+        );
     }
     assert!(help(&["inspect", "--help"]).contains("--format"));
 }
