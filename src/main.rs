@@ -26,7 +26,7 @@ fn dispatch(cli: Cli) -> Result<Outcome> {
         Command::Gru(a) => commands::cell::run_cell(weights::CellKind::Gru, &a, &env),
         Command::Demo(d) => commands::demo::run_demo(&d, &env),
         Command::Run(r) => commands::run::run_model(&r, &env),
-        Command::Inspect(i) => commands::inspect::inspect(&i),
+        Command::Inspect(i) => commands::inspect::inspect(&i, &env),
         Command::Diagnose(a) => commands::diagnose::diagnose(&a, &env),
         Command::Explain(a) => commands::explain::explain(&a, &env),
     }

@@ -101,10 +101,18 @@ impl Scaler {
                 "has neither data_min_/data_max_ (MinMaxScaler) nor scale_ (StandardScaler)".into(),
             ));
         };
-        if mul.len() != 1 && mul.len() != outputs {
+        // One column per output: a scaler of another width would be applied to columns it was not
+        // fitted on (a 1-column scaler to every unit of a layer with no head), a silently wrong table.
+        if mul.len() != outputs {
+            let hint = if mul.len() < outputs {
+                " (predictions of a layer with no Dense head have one column per unit: did you mean --dense?)"
+            } else {
+                ""
+            };
             return Err(err(format!(
-                "has parameters for {} columns; the predictions have {outputs}",
-                mul.len()
+                "has parameters for {} column{}; the predictions have {outputs}: a scaler must have one column per output{hint}",
+                mul.len(),
+                if mul.len() == 1 { "" } else { "s" }
             )));
         }
         if mul.iter().chain(&add).any(|v| !v.is_finite()) {

@@ -27,9 +27,34 @@ use super::load::{load_expected, load_initial_state, load_mask, load_targets, sh
 pub struct Env {
     /// `RNNTRACE_KERNELS`: the best kernels a run may use.
     pub kernels: Kernels,
+    /// The width tables and prose fit: `COLUMNS` when it is a positive number, else the width of the
+    /// terminal stdout is, else [`DEFAULT_COLUMNS`].
+    pub columns: usize,
     /// `RNNTRACE_REPORT_MAX_VALUES`: the most per-step values a `--report` embeds, or the usage error a
     /// bad value gives (only when a report is asked for: see [`report_job`]).
     pub report_max_values: std::result::Result<usize, String>,
+}
+
+/// The width output fits when neither `COLUMNS` nor a terminal says otherwise.
+pub const DEFAULT_COLUMNS: usize = 100;
+
+/// The narrowest width output is fitted to (narrower terminals get lines of this width).
+const MIN_COLUMNS: usize = 40;
+
+fn columns() -> usize {
+    let from_env = std::env::var("COLUMNS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|&c| c > 0);
+    let from_terminal = || {
+        terminal_size::terminal_size_of(std::io::stdout())
+            .map(|(terminal_size::Width(w), _)| w as usize)
+            .filter(|&w| w > 0)
+    };
+    from_env
+        .or_else(from_terminal)
+        .unwrap_or(DEFAULT_COLUMNS)
+        .max(MIN_COLUMNS)
 }
 
 impl Env {
@@ -68,6 +93,7 @@ impl Env {
         Ok(Env {
             kernels,
             report_max_values,
+            columns: columns(),
         })
     }
 }
@@ -195,7 +221,7 @@ pub struct OutputConfig {
 }
 
 /// Validates display flags for a run of `n_features` features.
-pub fn display_options(d: &DisplayArgs, n_features: usize) -> Result<DisplayOptions> {
+pub fn display_options(d: &DisplayArgs, n_features: usize, env: &Env) -> Result<DisplayOptions> {
     let feature_names: Vec<String> = match &d.feature_names {
         None => Vec::new(),
         Some(s) => s.split(',').map(|p| p.trim().to_string()).collect(),
@@ -208,7 +234,24 @@ pub fn display_options(d: &DisplayArgs, n_features: usize) -> Result<DisplayOpti
     }
     let sequences = match d.sequences.as_deref() {
         None => None,
-        Some(s) => Some(parse_sequences(s)?),
+        Some(s) => Some(parse_ranges("sequences", s)?),
+    };
+    let steps = match (d.steps.as_deref(), d.max_steps) {
+        (Some(s), _) => Some(parse_ranges("steps", s)?),
+        (None, Some(0)) => return Err(Error::usage("--max-steps must be at least 1")),
+        (None, Some(n)) => Some(std::iter::once(0..n).collect()),
+        (None, None) => None,
+    };
+    let units = match d.units.as_deref() {
+        None => None,
+        Some(s) => match parse_ranges("units", s)?.as_slice() {
+            [r] if r.end != usize::MAX => Some(r.clone()),
+            _ => {
+                return Err(Error::usage(format!(
+                    "--units '{s}': expected one range like 8..16 (units 8 to 15) or 0..=3"
+                )));
+            }
+        },
     };
     if d.max_units == 0 {
         return Err(Error::usage("--max-units must be at least 1"));
@@ -225,7 +268,10 @@ pub fn display_options(d: &DisplayArgs, n_features: usize) -> Result<DisplayOpti
         feature_names,
         sequences,
         max_units: d.max_units,
-        max_steps: d.max_steps.max(1),
+        steps,
+        units,
+        width: env.columns,
+        show_pre: d.show_pre,
         color,
         quiet: d.quiet,
         output_names: Vec::new(),
@@ -233,12 +279,13 @@ pub fn display_options(d: &DisplayArgs, n_features: usize) -> Result<DisplayOpti
     })
 }
 
-/// Parses `0,5,7`, `10..20`, `3..=5` or `all` into ranges (`all` is `0..usize::MAX`; clamped to the batch
-/// when used, so a huge range costs nothing).
-fn parse_sequences(s: &str) -> Result<Vec<std::ops::Range<usize>>> {
+/// Parses `0,5,7`, `10..20` (half-open, as numpy and Rust), `3..=5` (inclusive) or `all` into ranges
+/// (`all` is `0..usize::MAX`; clamped when used, so a huge range costs nothing). `flag` names the flag in
+/// messages.
+fn parse_ranges(flag: &str, s: &str) -> Result<Vec<std::ops::Range<usize>>> {
     let bad = || {
         Error::usage(format!(
-            "--sequences '{s}': expected a list like 0,5,7, a range like 10..20, or all"
+            "--{flag} '{s}': expected a list like 0,5,7, a range like 10..20 (10 to 19) or 10..=20 (10 to 20), or all"
         ))
     };
     if s.trim() == "all" {
@@ -257,7 +304,7 @@ fn parse_sequences(s: &str) -> Result<Vec<std::ops::Range<usize>>> {
             let end = if inclusive { b.saturating_add(1) } else { b };
             if end <= a {
                 return Err(Error::usage(format!(
-                    "--sequences '{s}': the range {part} is empty"
+                    "--{flag} '{s}': the range {part} is empty (a..b stops before b; a..=b includes it)"
                 )));
             }
             out.push(a..end);
@@ -373,6 +420,14 @@ pub fn cell_job(kind: CellKind, a: &CellArgs, env: &Env) -> Result<CellJob> {
         ));
     }
     let time_major_hint = raw.ndim() == 3 && !a.time_major && a.window.is_none();
+    if raw.ndim() == 2 && a.window.is_none() {
+        notes.push(format!(
+            "note: {} is 2-D {}: read as one sequence of {} steps; for a series to cut into sliding windows, pass --window K",
+            a.input.display(),
+            raw.shape_str(),
+            raw.shape[0]
+        ));
+    }
     let x = shape_input(&raw, &a.input, a.window, &weights)?;
     let (batch, steps, _) = x.dim();
     check_plot_sequence(&a.plots, batch)?;
@@ -428,8 +483,9 @@ pub fn cell_job(kind: CellKind, a: &CellArgs, env: &Env) -> Result<CellJob> {
         None => None,
         Some(p) => Some(load_targets(p, batch, outputs, a.window)?),
     };
-    let mut display = display_options(&a.display, weights.features)?;
+    let mut display = display_options(&a.display, weights.features, env)?;
     display.check_sequences(batch)?;
+    display.check_steps(steps)?;
     if let Some(names) = &a.check.output_names {
         display.output_names = names.split(',').map(|s| s.trim().to_string()).collect();
         if display.output_names.len() != outputs {
@@ -586,10 +642,11 @@ pub fn check_output_set(inputs: &[&Path], outs: &[(&str, &Path)]) -> Result<()> 
 
 /// Refuses a `--plot-sequence` outside the `n` sequences of the input when `--plot-gates` is asked for.
 pub fn check_plot_sequence(plots: &PlotArgs, n: usize) -> Result<()> {
-    if plots.plot_gates.is_some() && plots.plot_sequence >= n {
+    if let Some(b) = plots.plot_sequence
+        && b >= n
+    {
         return Err(Error::usage(format!(
-            "--plot-sequence {} is out of range: the input holds {n} sequences (0..{})",
-            plots.plot_sequence,
+            "--plot-sequence {b} is out of range: the input holds {n} sequences, numbered 0 to {}",
             n.saturating_sub(1)
         )));
     }

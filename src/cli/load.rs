@@ -266,10 +266,16 @@ pub(super) fn load_expected(
                 ),
             ));
         }
+        // Shaped like a head's output ((batch, k) with k ≠ units) while no head was given.
+        let head_hint = if no_dense && s.len() <= 2 && s.first() == Some(&batch) {
+            "; it looks like the output of a Dense head: did you mean to pass --dense D.json?"
+        } else {
+            ""
+        };
         return Err(Error::input(
             path,
             format!(
-                "expected output has shape {}; the predictions have shape ({batch}, {outputs}){also}",
+                "expected output has shape {}; the predictions have shape ({batch}, {outputs}){also}{head_hint}",
                 raw.shape_str()
             ),
         ));

@@ -52,6 +52,8 @@ pub struct Targets<'a, T> {
     pub json_trace: Option<&'a Path>,
     /// The charts asked for. `plot_sequence` has been validated by the job.
     pub plots: &'a PlotArgs,
+    /// The layer (index into the trace's layers) the state-norm and gate charts show; `None`: the last.
+    pub plot_layer: Option<usize>,
     /// Charts already built from a streamed run ([`plot::ChartFeed`]); the others come from the report's
     /// trace.
     pub streamed: Streamed,
@@ -89,6 +91,17 @@ pub struct Streamed {
     pub gates: Option<plot::GateHeatmaps>,
 }
 
+/// The processing steps `--plot-gates` covers: `--steps` from its first step to its last (all steps by
+/// default).
+pub fn heat_steps(display: &crate::render::DisplayOptions) -> std::ops::Range<usize> {
+    match &display.steps {
+        Some(r) if !r.is_empty() => {
+            r.iter().map(|r| r.start).min().unwrap_or(0)..r.iter().map(|r| r.end).max().unwrap_or(0)
+        }
+        _ => 0..usize::MAX,
+    }
+}
+
 /// Writes everything a command asked for from one finished report, then returns the verdict (a mismatch
 /// when any compared output fails): the JSON trace, the three charts (`--output-names` label the prediction
 /// panels), the HTML report, and stdout.
@@ -97,10 +110,27 @@ pub fn write<T: Real>(report: &Report<'_, T>, to: &Targets<'_, T>) -> Result<Out
         atomic_write(path, |w| render::json::write(report, w))?;
     }
     let p = to.plots;
+    // The per-layer charts draw the trace's last layer: a chosen layer is made the only one.
+    let chosen;
+    let layer_trace = match to.plot_layer {
+        Some(i)
+            if i + 1 < report.trace.layers.len()
+                && (p.plot.is_some() || p.plot_gates.is_some()) =>
+        {
+            chosen = crate::trace::Trace {
+                layers: vec![report.trace.layers[i].clone()],
+                predictions: report.trace.predictions.clone(),
+                dense_activation: report.trace.dense_activation,
+            };
+            &chosen
+        }
+        _ => report.trace,
+    };
+    let heat_steps = heat_steps(report.display);
     if let Some(path) = &p.plot {
         match &to.streamed.state_norms {
             Some(chart) => plot::draw_lines(chart, path)?,
-            None => plot::draw_lines(&plot::state_norms(report.trace, report.window), path)?,
+            None => plot::draw_lines(&plot::state_norms(layer_trace, report.window), path)?,
         }
     }
     if let Some(path) = &p.plot_predictions {
@@ -113,12 +143,18 @@ pub fn write<T: Real>(report: &Report<'_, T>, to: &Targets<'_, T>) -> Result<Out
         for (panel, name) in chart.panels.iter_mut().zip(&report.display.output_names) {
             *panel = name.clone();
         }
+        if let (Some(e), Some(c)) = (&report.expected, &report.comparison) {
+            plot::add_residuals(&mut chart, report.trace, e, c.atol, c.rtol, report.window);
+        }
         plot::draw_lines(&chart, path)?;
     }
     if let Some(path) = &p.plot_gates {
         match &to.streamed.gates {
             Some(maps) => plot::draw_heatmaps(maps, path)?,
-            None => plot::draw_heatmaps(&plot::gates(report.trace, p.plot_sequence), path)?,
+            None => plot::draw_heatmaps(
+                &plot::gates_over(layer_trace, p.plot_sequence.unwrap_or(0), heat_steps),
+                path,
+            )?,
         }
     }
     if let Some(html) = &to.html {
@@ -129,22 +165,29 @@ pub fn write<T: Real>(report: &Report<'_, T>, to: &Targets<'_, T>) -> Result<Out
         FormatArg::Table => {
             let mut text = render::table::render(report);
             let more = &to.more_outputs;
+            let width = report.display.width;
             if more.names.len() > 1 {
-                text.push_str(&format!(
-                    "note: the model has {} outputs ({}); the predictions shown are the first's\n",
+                let note = format!(
+                    "note: the model has {} outputs ({}); the predictions shown are the first's",
                     more.names.len(),
                     more.names.join(", ")
-                ));
+                );
+                text.push_str(&render::text::wrap(&note, width, 2));
+                text.push('\n');
             }
             if !more.compared.is_empty() {
                 // The report's verdict is the first output's; name it, then the others'.
                 if let (Some(c), Some(first)) = (&report.comparison, more.names.first()) {
                     let line = render::table::verdict_line(c, report);
-                    text.push_str(&format!("output {first}: {line}\n"));
+                    let line = format!("output {first}: {line}");
+                    text.push_str(&render::text::wrap(&line, width, 2));
+                    text.push('\n');
                 }
                 for (name, c) in &more.compared {
                     let line = render::table::verdict_line(c, report);
-                    text.push_str(&format!("output {name}: {line}\n"));
+                    let line = format!("output {name}: {line}");
+                    text.push_str(&render::text::wrap(&line, width, 2));
+                    text.push('\n');
                 }
             }
             write_stdout(|w| w.write_all(text.as_bytes()))?;

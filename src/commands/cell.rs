@@ -243,7 +243,9 @@ fn execute_as<T: Real>(job: &CellJob, title: &str, started: Instant) -> Result<O
             steps,
             job.weights.units,
             p.plot.is_some(),
-            p.plot_gates.is_some().then_some(p.plot_sequence),
+            p.plot_gates
+                .is_some()
+                .then_some(p.plot_sequence.unwrap_or(0)),
         )
     });
     let (layer, npz) = match npz_target {
@@ -313,7 +315,7 @@ fn execute_as<T: Real>(job: &CellJob, title: &str, started: Instant) -> Result<O
     let streamed = match &feed {
         Some(f) => output::Streamed {
             state_norms: f.state_norms(&computed.trace.layers[0], job.window),
-            gates: f.gates(&computed.trace.layers[0]),
+            gates: f.gates(&computed.trace.layers[0], output::heat_steps(&out.display)),
         },
         None => output::Streamed::default(),
     };
@@ -337,7 +339,13 @@ fn execute_as<T: Real>(job: &CellJob, title: &str, started: Instant) -> Result<O
         Vec::new()
     };
     let detail_owned;
-    let max_steps = out.display.max_steps;
+    // The tables show some steps: the run for them goes as far as the last one shown.
+    let total_steps = job.x.shape()[1];
+    let max_steps = out
+        .display
+        .shown_steps(total_steps)
+        .last()
+        .map_or(1, |&t| t + 1);
     let detail: &LayerTrace<T> = if detail_rows.is_empty()
         || (json_trace.layers[0].is_complete()
             && detail_rows.iter().enumerate().all(|(i, &b)| i == b)
@@ -384,6 +392,7 @@ fn execute_as<T: Real>(job: &CellJob, title: &str, started: Instant) -> Result<O
             format: out.format,
             json_trace: out.trace.as_deref().filter(|p| !is_npz(p)),
             plots: &out.plots,
+            plot_layer: None,
             streamed,
             more_outputs: output::MoreOutputs::default(),
             html: out
@@ -413,7 +422,8 @@ fn execute_as<T: Real>(job: &CellJob, title: &str, started: Instant) -> Result<O
     Ok(outcome)
 }
 
-/// A complete trace of sequences `rows` for their first `max_steps` processing steps.
+/// A complete trace of sequences `rows` for their first `max_steps` processing steps (the tables never
+/// show a later one).
 fn detail_run<T: Real>(job: &CellJob, rows: &[usize], max_steps: usize) -> Result<LayerTrace<T>> {
     let w = job.weights.cast::<T>();
     let inp = inputs::<T>(job, Some(rows));

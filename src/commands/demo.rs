@@ -60,6 +60,14 @@ pub fn run_demo(d: &DemoArgs, env: &Env) -> Result<Outcome> {
             "Predictions are in scaled units; the scaler.json of the seed maps them back to kWh (--inverse-scale).",
         ),
     };
+    if d.display.feature_names.is_some() {
+        return Err(Error::usage(
+            "demo names its features itself (Temperature, Humidity, Wind Speed); --feature-names is for your own files (rnntrace lstm|gru)",
+        ));
+    }
+    if !d.no_plots && !d.out_dir.is_dir() {
+        std::fs::create_dir_all(&d.out_dir).map_err(|e| Error::output(d.out_dir.clone(), e))?;
+    }
     let dir = tempfile::tempdir()
         .map_err(|e| Error::usage(format!("demo: cannot create a temporary folder: {e}")))?;
     for (name, bytes) in files {
@@ -127,6 +135,7 @@ pub fn run_demo(d: &DemoArgs, env: &Env) -> Result<Outcome> {
     let job = crate::cli::job::cell_job(kind, &a, env)?;
     let table = !d.display.quiet && d.format == crate::cli::args::FormatArg::Table;
     if table {
+        let note = crate::render::text::wrap(note, env.columns, 0);
         crate::cli::output::write_stdout(|w| writeln!(w, "{note}\n"))?;
     }
     let outcome = crate::commands::cell::execute(&job, title, std::time::Instant::now())?;
@@ -137,7 +146,9 @@ pub fn run_demo(d: &DemoArgs, env: &Env) -> Result<Outcome> {
                 .display()
                 .to_string()
         });
-        crate::cli::output::write_stdout(|w| writeln!(w, "\nCharts: {}", charts.join(", ")))?;
+        let line =
+            crate::render::text::wrap(&format!("Charts: {}", charts.join(", ")), env.columns, 2);
+        crate::cli::output::write_stdout(|w| writeln!(w, "\n{line}"))?;
     }
     Ok(outcome)
 }
@@ -150,7 +161,18 @@ fn display_args(d: &DemoArgs) -> Vec<String> {
         v.extend(["--sequences".to_string(), seq.clone()]);
     }
     v.extend(["--max-units".to_string(), s.max_units.to_string()]);
-    v.extend(["--max-steps".to_string(), s.max_steps.to_string()]);
+    if let Some(n) = s.max_steps {
+        v.extend(["--max-steps".to_string(), n.to_string()]);
+    }
+    if let Some(steps) = &s.steps {
+        v.extend(["--steps".to_string(), steps.clone()]);
+    }
+    if let Some(units) = &s.units {
+        v.extend(["--units".to_string(), units.clone()]);
+    }
+    if s.show_pre {
+        v.push("--show-pre".into());
+    }
     v.extend([
         "--color".to_string(),
         format!("{:?}", s.color).to_lowercase(),

@@ -121,8 +121,22 @@ pub fn explain(a: &ExplainArgs, env: &Env) -> Result<Outcome> {
         eprintln!("{n}");
     }
     match a.precision {
-        PrecisionArg::F32 => run_as::<f32>(a, &problem, methods, rule, baseline_file.as_deref()),
-        PrecisionArg::F64 => run_as::<f64>(a, &problem, methods, rule, baseline_file.as_deref()),
+        PrecisionArg::F32 => run_as::<f32>(
+            a,
+            &problem,
+            methods,
+            rule,
+            baseline_file.as_deref(),
+            env.columns,
+        ),
+        PrecisionArg::F64 => run_as::<f64>(
+            a,
+            &problem,
+            methods,
+            rule,
+            baseline_file.as_deref(),
+            env.columns,
+        ),
     }
 }
 
@@ -166,8 +180,11 @@ fn from_weights(a: &ExplainArgs, w: &Path, env: &Env) -> Result<Problem> {
         display: DisplayArgs {
             feature_names: a.feature_names.clone(),
             sequences: None,
-            max_steps: 50,
+            steps: None,
+            max_steps: None,
+            units: None,
             max_units: 8,
+            show_pre: false,
             color: ColorArg::Never,
             quiet: a.quiet,
         },
@@ -520,6 +537,7 @@ fn run_as<T: Real>(
     methods: Methods,
     rule: IgRule,
     baseline_file: Option<&Path>,
+    columns: usize,
 ) -> Result<Outcome> {
     let net = cast_net::<T>(&p.net);
     let x = p.x.mapv(|v| T::lit(v));
@@ -590,6 +608,7 @@ fn run_as<T: Real>(
         title: p.title.clone(),
         ig: (rule, a.ig_steps),
         precision: T::NAME,
+        columns,
     };
     if let Some(path) = &a.save {
         explain_data::save_npz(&report, path)?;

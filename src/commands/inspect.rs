@@ -3,9 +3,9 @@
 block, the kernel and bias statistics that show a dead gate or a `unit_forget_bias`.
 */
 
-use crate::cli::args::{ColorArg, InspectArgs};
+use crate::cli::args::{ColorArg, FormatArg, InspectArgs};
 use crate::cli::output::{Outcome, write_stdout};
-use crate::error::{Error, Result, shape_str};
+use crate::error::{Error, Result};
 use crate::model::{self, LayerKind, Recurrent};
 use crate::render;
 use crate::runner;
@@ -13,9 +13,12 @@ use crate::weights::{self, CellKind, CellWeights, keras::ResetAfter, pytorch};
 use comfy_table::{Cell, CellAlignment, Table};
 use std::io::IsTerminal;
 
-fn table(color: bool) -> Table {
+/// A table that fits `width` columns: cells wrap at spaces when the terminal is too narrow.
+fn table(color: bool, width: usize) -> Table {
     let mut t = Table::new();
     t.load_style(comfy_table::presets::UTF8_FULL_CONDENSED);
+    t.set_content_arrangement(comfy_table::ContentArrangement::Dynamic);
+    t.set_width(width.min(u16::MAX as usize) as u16);
     if !color {
         t.force_no_tty();
     }
@@ -83,7 +86,17 @@ fn params_of(kind: &LayerKind) -> usize {
 }
 
 /// `rnntrace inspect`.
-pub fn inspect(a: &InspectArgs) -> Result<Outcome> {
+pub fn inspect(a: &InspectArgs, env: &crate::cli::job::Env) -> Result<Outcome> {
+    let width = env.columns;
+    if a.format == FormatArg::Json {
+        let v = inspect_json(a)?;
+        return write_stdout(|w| {
+            serde_json::to_writer_pretty(&mut *w, &v).map_err(std::io::Error::from)?;
+            writeln!(w)
+        })
+        .map(|_| Outcome::Success);
+    }
+    let wrap = |s: String| render::text::wrap(&s, width, 2);
     let color = match a.color {
         ColorArg::Always => true,
         ColorArg::Never => false,
@@ -98,33 +111,36 @@ pub fn inspect(a: &InspectArgs) -> Result<Outcome> {
         let m = model::load(path)?;
         let _ = writeln!(
             out,
-            "{}: {}, saved by Keras {}{}; {}",
-            path.display(),
-            m.format.describe(),
-            m.keras_version,
-            if m.keras2 {
-                " (Keras 2 semantics: hard_sigmoid = clip(0.2x + 0.5, 0, 1))"
-            } else {
-                ""
-            },
-            match m.graph.as_ref().filter(|g| g.inputs.len() > 1) {
-                Some(g) => format!(
-                    "inputs {}; outputs {}",
-                    g.inputs
-                        .iter()
-                        .map(|&i| format!(
-                            "{} {}",
-                            m.layers[i].name,
-                            shape_opt(&m.layers[i].output_shape)
-                        ))
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    runner::output_names(&m, g.outputs.len()).join(", ")
-                ),
-                None => format!("input shape {}", shape_opt(&Some(m.input_shape.clone()))),
-            }
+            "{}",
+            wrap(format!(
+                "{}: {}, saved by Keras {}{}; {}",
+                path.display(),
+                m.format.describe(),
+                m.keras_version,
+                if m.keras2 {
+                    " (Keras 2 semantics: hard_sigmoid = clip(0.2x + 0.5, 0, 1))"
+                } else {
+                    ""
+                },
+                match m.graph.as_ref().filter(|g| g.inputs.len() > 1) {
+                    Some(g) => format!(
+                        "inputs {}; outputs {}",
+                        g.inputs
+                            .iter()
+                            .map(|&i| format!(
+                                "{} {}",
+                                m.layers[i].name,
+                                shape_opt(&m.layers[i].output_shape)
+                            ))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        runner::output_names(&m, g.outputs.len()).join(", ")
+                    ),
+                    None => format!("input shape {}", shape_opt(&Some(m.input_shape.clone()))),
+                }
+            ))
         );
-        let mut t = table(color);
+        let mut t = table(color, width);
         let mut header = vec!["Layer", "Class", "Output shape", "Params"];
         if m.graph.is_some() {
             header.push("Reads"); // a Functional graph: what each layer is called on
@@ -150,17 +166,26 @@ pub fn inspect(a: &InspectArgs) -> Result<Outcome> {
             if let Some(why) = &l.unsupported {
                 let _ = writeln!(
                     out,
-                    "`run` cannot compute layer '{}' ({}): {why}",
-                    l.name, l.class_name
+                    "{}",
+                    wrap(format!(
+                        "`run` cannot compute layer '{}' ({}): {why}",
+                        l.name, l.class_name
+                    ))
                 );
             }
         }
         for l in &m.layers {
             match &l.kind {
-                LayerKind::Recurrent(r) => recurrent_blocks(&mut out, &l.name, r, color)?,
+                LayerKind::Recurrent(r) => recurrent_blocks(&mut out, &l.name, r, color, width)?,
                 LayerKind::StackedRecurrent(cells) => {
                     for (i, r) in cells.iter().enumerate() {
-                        recurrent_blocks(&mut out, &format!("{}/cell_{i}", l.name), r, color)?;
+                        recurrent_blocks(
+                            &mut out,
+                            &format!("{}/cell_{i}", l.name),
+                            r,
+                            color,
+                            width,
+                        )?;
                     }
                 }
                 LayerKind::Bidirectional {
@@ -175,8 +200,20 @@ pub fn inspect(a: &InspectArgs) -> Result<Outcome> {
                         l.class_name,
                         merge_mode.as_deref().unwrap_or("None")
                     );
-                    recurrent_blocks(&mut out, &format!("{}/forward", l.name), forward, color)?;
-                    recurrent_blocks(&mut out, &format!("{}/backward", l.name), backward, color)?;
+                    recurrent_blocks(
+                        &mut out,
+                        &format!("{}/forward", l.name),
+                        forward,
+                        color,
+                        width,
+                    )?;
+                    recurrent_blocks(
+                        &mut out,
+                        &format!("{}/backward", l.name),
+                        backward,
+                        color,
+                        width,
+                    )?;
                 }
                 _ => {}
             }
@@ -220,32 +257,41 @@ pub fn inspect(a: &InspectArgs) -> Result<Outcome> {
         let (w, layout) = weights::read_cell(kind, &src, opts)?;
         let _ = writeln!(
             out,
-            "{}: {} weights ({} layout), {} units, {} input features{}",
-            wpath.display(),
-            kind.display_name(),
-            layout.name(),
-            w.units,
-            w.features,
-            if kind.has_reset_after() {
-                format!(
-                    ", reset_after={}",
-                    if w.reset_after { "True" } else { "False" }
-                )
-            } else {
-                String::new()
-            }
+            "{}",
+            wrap(format!(
+                "{}: {} weights ({} layout), {} units, {} input features{}",
+                wpath.display(),
+                kind.display_name(),
+                layout.name(),
+                w.units,
+                w.features,
+                if kind.has_reset_after() {
+                    format!(
+                        ", reset_after={}",
+                        if w.reset_after { "True" } else { "False" }
+                    )
+                } else {
+                    String::new()
+                }
+            ))
         );
-        blocks_table(&mut out, &w, color);
+        blocks_table(&mut out, &w, color, width);
     } else {
         return Err(Error::usage(
-            "inspect needs --model, or --weights with --cell",
+            "inspect needs --model MODEL (a .keras or .h5 file), or --weights W with --cell lstm|gru",
         ));
     }
     write_stdout(|w| w.write_all(out.as_bytes()))?;
     Ok(Outcome::Success)
 }
 
-fn recurrent_blocks(out: &mut String, name: &str, r: &Recurrent, color: bool) -> Result<()> {
+fn recurrent_blocks(
+    out: &mut String,
+    name: &str,
+    r: &Recurrent,
+    color: bool,
+    width: usize,
+) -> Result<()> {
     use std::fmt::Write as _;
     let kind = match r.cell {
         model::RecurrentCell::Lstm => CellKind::Lstm,
@@ -271,9 +317,8 @@ fn recurrent_blocks(out: &mut String, name: &str, r: &Recurrent, color: bool) ->
         ResetAfter::Auto
     };
     let w = weights::keras::from_arrays(kind, &src, ra)?;
-    let _ = writeln!(
-        out,
-        "\n{name} ({}): {} units; activation {}, recurrent activation {}{}; return_sequences={}, go_backwards={}{}",
+    let line = format!(
+        "{name} ({}): {} units; activation {}, recurrent activation {}{}; return_sequences={}, go_backwards={}{}",
         kind.display_name(),
         r.units,
         r.activation,
@@ -287,31 +332,36 @@ fn recurrent_blocks(out: &mut String, name: &str, r: &Recurrent, color: bool) ->
         r.go_backwards,
         if r.stateful { ", stateful" } else { "" }
     );
-    blocks_table(out, &w, color);
+    let _ = writeln!(out, "\n{}", render::text::wrap(&line, width, 2));
+    blocks_table(out, &w, color, width);
     Ok(())
 }
 
 /// One row per gate block: shapes, norms and bias statistics, so a dead gate or a unit_forget_bias shows.
-fn blocks_table(out: &mut String, w: &CellWeights<f64>, color: bool) {
+fn blocks_table(out: &mut String, w: &CellWeights<f64>, color: bool, width: usize) {
     use std::fmt::Write as _;
     let labels: Vec<String> = w
         .kind
         .gates()
         .iter()
-        .map(|g| format!("{} ({})", g.name, g.role))
+        .map(|g| format!("{} {}", g.name, g.role))
         .collect();
-    let mut t = table(color);
+    let mut t = table(color, width);
+    let shapes = format!(
+        "Per gate block: kernel ({}, {u}), recurrent kernel ({u}, {u}), bias ({u},); ‖·‖: Frobenius norm",
+        w.features,
+        u = w.units
+    );
+    let _ = writeln!(out, "{}", render::text::wrap(&shapes, width, 2));
     let mut header = vec![
         "Block",
-        "Kernel",
         "‖kernel‖",
-        "Recurrent",
         "‖recurrent‖",
-        "Bias mean",
-        "Bias min … max",
+        "Bias\nmean",
+        "Bias\nmin … max",
     ];
     if w.recurrent_bias.is_some() {
-        header.push("Recurrent bias mean");
+        header.push("Recurrent\nbias mean");
     }
     t.set_header(header);
     let u = w.units;
@@ -329,9 +379,7 @@ fn blocks_table(out: &mut String, w: &CellWeights<f64>, color: bool) {
         };
         let mut row = vec![
             Cell::new(label),
-            Cell::new(shape_str(&[kern.nrows(), kern.ncols()])),
             right(render::number::fmt(norm(kern))),
-            Cell::new(shape_str(&[rec.nrows(), rec.ncols()])),
             right(render::number::fmt(norm(rec))),
         ];
         match &w.bias {
@@ -355,4 +403,137 @@ fn blocks_table(out: &mut String, w: &CellWeights<f64>, color: bool) {
         t.add_row(row);
     }
     let _ = writeln!(out, "{t}");
+}
+
+/// Per gate block of `w`: norms and bias statistics (the table's columns).
+fn blocks_json(w: &CellWeights<f64>) -> serde_json::Value {
+    let u = w.units;
+    let norm = |m: ndarray::ArrayView2<'_, f64>| m.iter().map(|v| v * v).sum::<f64>().sqrt();
+    let blocks: Vec<serde_json::Value> = w
+        .kind
+        .gates()
+        .iter()
+        .enumerate()
+        .map(|(k, g)| {
+            let cols = w.block(k);
+            let stats = |b: &ndarray::Array1<f64>| {
+                let v = b.slice(ndarray::s![cols.clone()]);
+                serde_json::json!({
+                    "mean": v.sum() / u as f64,
+                    "min": v.iter().copied().fold(f64::INFINITY, f64::min),
+                    "max": v.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+                })
+            };
+            serde_json::json!({
+                "gate": g.name,
+                "role": g.role,
+                "kernel_norm": norm(w.kernel.slice(ndarray::s![.., cols.clone()])),
+                "recurrent_kernel_norm": norm(w.recurrent_kernel.slice(ndarray::s![.., cols.clone()])),
+                "bias": w.bias.as_ref().map(stats),
+                "recurrent_bias": w.recurrent_bias.as_ref().map(stats),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "cell": w.kind.name(),
+        "units": w.units,
+        "features": w.features,
+        "reset_after": w.kind.has_reset_after().then_some(w.reset_after),
+        "blocks": blocks,
+    })
+}
+
+fn recurrent_json(r: &Recurrent) -> Result<serde_json::Value> {
+    let kind = match r.cell {
+        model::RecurrentCell::Lstm => CellKind::Lstm,
+        model::RecurrentCell::Gru => CellKind::Gru,
+        model::RecurrentCell::SimpleRnn => CellKind::SimpleRnn,
+    };
+    let mut arrays = vec![
+        ("kernel".to_string(), r.kernel.clone()),
+        ("recurrent_kernel".to_string(), r.recurrent_kernel.clone()),
+    ];
+    if let Some(b) = &r.bias {
+        arrays.push(("bias".to_string(), b.clone()));
+    }
+    let src = weights::NamedArrays {
+        path: "layer".into(),
+        positional: false,
+        arrays,
+        meta: Default::default(),
+    };
+    let ra = if kind.has_reset_after() && !r.reset_after {
+        ResetAfter::False
+    } else {
+        ResetAfter::Auto
+    };
+    let w = weights::keras::from_arrays(kind, &src, ra)?;
+    let mut v = blocks_json(&w);
+    v["activation"] = r.activation.clone().into();
+    v["recurrent_activation"] = r.recurrent_activation.clone().into();
+    v["return_sequences"] = r.return_sequences.into();
+    v["go_backwards"] = r.go_backwards.into();
+    v["stateful"] = r.stateful.into();
+    Ok(v)
+}
+
+/// The summary `inspect` prints, as JSON (schema rnntrace-inspect/1).
+fn inspect_json(a: &InspectArgs) -> Result<serde_json::Value> {
+    if let Some(path) = &a.model {
+        let m = model::load(path)?;
+        let mut layers = Vec::new();
+        let mut total = 0;
+        for l in &m.layers {
+            let p = params_of(&l.kind);
+            total += p;
+            let mut v = serde_json::json!({
+                "name": l.name,
+                "class": l.class_name,
+                "output_shape": l.output_shape,
+                "params": p,
+            });
+            match &l.kind {
+                LayerKind::Recurrent(r) => v["recurrent"] = recurrent_json(r)?,
+                LayerKind::Bidirectional {
+                    forward,
+                    backward,
+                    merge_mode,
+                } => {
+                    v["merge_mode"] = merge_mode.clone().into();
+                    v["forward"] = recurrent_json(forward)?;
+                    v["backward"] = recurrent_json(backward)?;
+                }
+                _ => {}
+            }
+            layers.push(v);
+        }
+        return Ok(serde_json::json!({
+            "schema": "rnntrace-inspect/1",
+            "file": path.display().to_string(),
+            "format": m.format.describe(),
+            "keras_version": m.keras_version,
+            "keras2_semantics": m.keras2,
+            "input_shape": m.input_shape,
+            "layers": layers,
+            "total_params": total,
+        }));
+    }
+    let (Some(wpath), Some(cell)) = (&a.weights, a.cell) else {
+        return Err(Error::usage(
+            "inspect needs --model MODEL (a .keras or .h5 file), or --weights W with --cell lstm|gru",
+        ));
+    };
+    let src = weights::load_arrays(wpath, &["kernel", "recurrent_kernel", "bias"])?;
+    let opts = weights::ReadOptions {
+        layout: a.layout.layout(),
+        layer: a.layer,
+        reverse: a.reverse,
+        reset_after: ResetAfter::Auto,
+    };
+    let (w, layout) = weights::read_cell(cell.kind(), &src, opts)?;
+    let mut v = blocks_json(&w);
+    v["schema"] = "rnntrace-inspect/1".into();
+    v["file"] = wpath.display().to_string().into();
+    v["layout"] = layout.name().into();
+    Ok(v)
 }

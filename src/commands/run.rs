@@ -51,6 +51,19 @@ pub fn run_model(a: &RunArgs, env: &Env) -> Result<Outcome> {
     if let Some(cell) = a.cell {
         return run_torch(a, cell, env);
     }
+    let weights_file = a.model.extension().is_some_and(|e| {
+        ["json", "npz", "npy"]
+            .iter()
+            .any(|w| e.eq_ignore_ascii_case(w))
+    });
+    if weights_file {
+        return Err(Error::input(
+            &a.model,
+            "is a weights file, not a saved Keras model (.keras or .h5): trace one layer with \
+             `rnntrace lstm --weights FILE` or `rnntrace gru --weights FILE`, or run a PyTorch state dict \
+             whole with --cell lstm|gru",
+        ));
+    }
     for (flag, given) in [
         ("--dense", a.dense.is_some()),
         ("--module", a.module.is_some()),
@@ -307,8 +320,11 @@ fn run_as<T: Real>(
     let n = shape.first().copied().unwrap_or(0);
     let features = *shape.last().unwrap_or(&0);
     // Everything that can be checked from the command line and the input, before computing.
-    let mut display = job::display_options(&a.display, features)?;
+    let mut display = job::display_options(&a.display, features, env)?;
     display.check_sequences(n)?;
+    if shape.len() == 3 {
+        display.check_steps(shape[1])?;
+    }
     job::check_plot_sequence(&a.plots, n)?;
     let html = job::report_job(&a.plots, env)?;
     display.output_names = output_names(a);
@@ -391,6 +407,26 @@ fn run_as<T: Real>(
         predictions,
         dense_activation,
     };
+    let plot_layer = match &a.plot_layer {
+        None => None,
+        Some(name) => Some(
+            trace
+                .layers
+                .iter()
+                .position(|l| names_layer(name, &l.name))
+                .ok_or_else(|| {
+                    Error::usage(format!(
+                        "--plot-layer {name}: the model's recurrent layers are {}",
+                        trace
+                            .layers
+                            .iter()
+                            .map(|l| crate::error::printable(&l.name))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ))
+                })?,
+        ),
+    };
     // Per-step tables: the chosen layers, for the shown sequences.
     let wanted = wanted_layers(a);
     let rows = if a.format == FormatArg::Table {
@@ -438,6 +474,7 @@ fn run_as<T: Real>(
             format: a.format,
             json_trace: a.trace.as_deref(),
             plots: &a.plots,
+            plot_layer,
             streamed: output::Streamed::default(),
             more_outputs: more,
             html: html.as_ref().map(|job| output::HtmlReport {

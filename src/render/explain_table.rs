@@ -36,6 +36,8 @@ pub struct ExplainReport<'a, T> {
     pub ig: (IgRule, usize),
     /// `float32` or `float64`.
     pub precision: &'static str,
+    /// The terminal width the text fits (tables wrap their cells, prose its words).
+    pub columns: usize,
 }
 
 fn table() -> Table {
@@ -43,6 +45,48 @@ fn table() -> Table {
     t.load_style(comfy_table::presets::UTF8_FULL_CONDENSED);
     t.force_no_tty();
     t
+}
+
+/// A table of `head` and `rows` that fits `cols` columns: whole when it fits, else cut into tables of
+/// consecutive columns, each repeating the first `keep` (the row labels). Cells are never wrapped, so a
+/// number is never split across lines.
+fn fitted(head: &[String], rows: &[Vec<Cell>], keep: usize, cols: usize) -> String {
+    let render = |idx: &[usize]| {
+        let mut t = table();
+        t.set_header(idx.iter().map(|&i| head[i].clone()).collect::<Vec<_>>());
+        for r in rows {
+            t.add_row(idx.iter().map(|&i| r[i].clone()).collect::<Vec<_>>());
+        }
+        t.to_string()
+    };
+    let all: Vec<usize> = (0..head.len()).collect();
+    let whole = render(&all);
+    if super::text::max_line_width(&whole) <= cols || head.len() <= keep + 1 {
+        return whole;
+    }
+    let mut parts = Vec::new();
+    let mut cur: Vec<usize> = (0..keep).collect();
+    for i in keep..head.len() {
+        let mut trial = cur.clone();
+        trial.push(i);
+        if cur.len() > keep && super::text::max_line_width(&render(&trial)) > cols {
+            parts.push(render(&cur));
+            cur = (0..keep).chain([i]).collect();
+        } else {
+            cur = trial;
+        }
+    }
+    parts.push(render(&cur));
+    parts.join("\n")
+}
+
+/// `line` as it is when it fits `cols`, else word-wrapped with continuation lines indented.
+fn fit(line: String, cols: usize) -> String {
+    if super::text::max_line_width(&line) <= cols {
+        line
+    } else {
+        super::text::wrap(&line, cols, 2)
+    }
 }
 
 fn right(s: String) -> Cell {
@@ -70,21 +114,34 @@ pub fn render<T: Real>(r: &ExplainReport<'_, T>) -> String {
     let seq = r.sequence;
     let mut out = String::new();
     let (b, t, _) = r.x.dim();
+    let cols = r.columns;
     let _ = writeln!(
         out,
-        "explain {}: output {} of {}, {b} sequence{} × {t} steps, {}",
-        r.title,
-        r.output,
-        e.outputs,
-        if b == 1 { "" } else { "s" },
-        r.precision
+        "{}",
+        fit(
+            format!(
+                "explain {}: output {} of {}, {b} sequence{} × {t} steps, {}",
+                r.title,
+                r.output,
+                e.outputs,
+                if b == 1 { "" } else { "s" },
+                r.precision
+            ),
+            cols
+        )
     );
     let _ = writeln!(
         out,
-        "sequence {seq}: prediction {}   baseline prediction {}   difference {}",
-        fmt(e.prediction[seq].to_f()),
-        fmt(e.baseline_prediction[seq].to_f()),
-        fmt(e.prediction[seq].to_f() - e.baseline_prediction[seq].to_f())
+        "{}",
+        fit(
+            format!(
+                "sequence {seq}: prediction {}   baseline prediction {}   difference {}",
+                fmt(e.prediction[seq].to_f()),
+                fmt(e.baseline_prediction[seq].to_f()),
+                fmt(e.prediction[seq].to_f() - e.baseline_prediction[seq].to_f())
+            ),
+            cols
+        )
     );
     let masked = |ti: usize| r.mask.is_some_and(|m| !m[[seq, ti]]);
     let maps = maps(e, seq);
@@ -111,13 +168,13 @@ pub fn render<T: Real>(r: &ExplainReport<'_, T>) -> String {
         );
     }
     if !maps.is_empty() || e.occlusion.is_some() {
-        let mut tb = table();
+        let mut rows: Vec<Vec<Cell>> = Vec::new();
         let mut head = vec!["step".to_string()];
         head.extend(maps.iter().map(|(n, _)| format!("Σ {n}")));
         if e.occlusion.is_some() {
             head.push("occlusion".into());
         }
-        tb.set_header(head);
+
         for ti in 0..t {
             let mut row = vec![right(format!(
                 "{ti}{}",
@@ -129,8 +186,9 @@ pub fn render<T: Real>(r: &ExplainReport<'_, T>) -> String {
             if let Some(o) = &e.occlusion {
                 row.push(right(fmt(o[[seq, ti]].to_f())));
             }
-            tb.add_row(row);
+            rows.push(row);
         }
+        let tb = fitted(&head, &rows, 1, cols);
         let _ = writeln!(out, "\nper-step totals, sequence {seq}:\n{tb}");
     }
     if let Some(c) = &e.completeness {
@@ -143,35 +201,45 @@ pub fn render<T: Real>(r: &ExplainReport<'_, T>) -> String {
             .fold(0.0f64, f64::max);
         let _ = writeln!(
             out,
-            "\nintegrated gradients ({}, {} steps): Σ attributions {} vs f(x) − f(baseline) {}: gap {} ({:.3}% ; worst over sequences {:.3}%)",
-            r.ig.0.name(),
-            r.ig.1,
-            fmt(sum),
-            fmt(d),
-            fmt(c[seq].to_f()),
-            100.0 * c[seq].to_f().abs() / d.abs().max(1e-12),
-            100.0 * worst
+            "\n{}",
+            fit(
+                format!(
+                    "integrated gradients ({}, {} steps): Σ attributions {} vs f(x) − f(baseline) {}: gap {} ({:.3}% ; worst over sequences {:.3}%)",
+                    r.ig.0.name(),
+                    r.ig.1,
+                    fmt(sum),
+                    fmt(d),
+                    fmt(c[seq].to_f()),
+                    100.0 * c[seq].to_f().abs() / d.abs().max(1e-12),
+                    100.0 * worst
+                ),
+                cols
+            )
         );
         if worst > 0.01 {
             let _ = writeln!(
                 out,
-                "note: a gap over 1% means more --ig-steps (kinked activations converge slowly), or a model that jumps at the baseline (Masking whose mask_value the baseline equals: every baseline step is masked, no point on the path is)"
+                "{}",
+                fit(
+                    "note: a gap over 1% means more --ig-steps (kinked activations converge slowly), or a model that jumps at the baseline (Masking whose mask_value the baseline equals: every baseline step is masked, no point on the path is)".to_string(),
+                    cols
+                )
             );
         }
     }
     if let Some((h, c)) = &e.initial_state_gradient {
         let norm = |a: ArrayView2<'_, T>| a.iter().map(|v| v.to_f() * v.to_f()).sum::<f64>().sqrt();
-        let _ = writeln!(
-            out,
-            "\ninitial state term, sequence {seq}: |∂y/∂h0| = {}{}",
+        let line = format!(
+            "initial state term, sequence {seq}: |∂y/∂h0| = {}{}",
             fmt(norm(h.slice(s![seq..seq + 1, ..]))),
             c.as_ref()
                 .map(|c| format!("   |∂y/∂c0| = {}", fmt(norm(c.slice(s![seq..seq + 1, ..])))))
                 .unwrap_or_default()
         );
+        let _ = writeln!(out, "\n{}", fit(line, cols));
     }
     for u in &e.units {
-        let mut tb = table();
+        let mut rows: Vec<Vec<Cell>> = Vec::new();
         let mut head = vec!["unit".to_string()];
         let ts = u.timescale.as_ref();
         if let Some(ts) = ts {
@@ -183,7 +251,7 @@ pub fn render<T: Real>(r: &ExplainReport<'_, T>) -> String {
             head.push(format!("{} >0.9", sat.gate));
         }
         head.push("dead".into());
-        tb.set_header(head);
+
         let mut order: Vec<usize> = (0..u.units).collect();
         if let Some(ts) = ts {
             order.sort_by(|&a, &b| {
@@ -217,15 +285,16 @@ pub fn render<T: Real>(r: &ExplainReport<'_, T>) -> String {
                 row.push(right(format!("{:.1}%", 100.0 * sat.right[j])));
             }
             row.push(Cell::new(if u.dead.contains(&j) { "dead" } else { "" }));
-            tb.add_row(row);
+            rows.push(row);
         }
-        let _ = writeln!(
-            out,
-            "\nunits of {} ({}, {} units; saturation over unmasked steps of all sequences, sorted by timescale):\n{tb}",
+        let line = format!(
+            "units of {} ({}, {} units; saturation over unmasked steps of all sequences, sorted by timescale):",
             u.layer,
             u.kind.display_name(),
             u.units
         );
+        let tb = fitted(&head, &rows, 1, cols);
+        let _ = writeln!(out, "\n{}\n{tb}", fit(line, cols));
     }
     out
 }

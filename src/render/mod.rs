@@ -12,6 +12,7 @@ pub mod number;
 pub mod plot;
 pub mod report;
 pub mod table;
+pub mod text;
 
 use crate::compare::Comparison;
 use crate::error::{Error, Result};
@@ -48,12 +49,18 @@ pub struct Report<'a, T> {
 pub struct DisplayOptions {
     /// Feature names (empty: x0, x1, …).
     pub feature_names: Vec<String>,
-    /// Which sequences get per-step tables (`None`: the first 3).
+    /// Which sequences get per-step tables (`None`: the first).
     pub sequences: Option<Vec<std::ops::Range<usize>>>,
     /// Max unit columns.
     pub max_units: usize,
-    /// Max steps per sequence in per-step tables.
-    pub max_steps: usize,
+    /// Which processing steps get tables (`None`: the first and last [`DEFAULT_EDGE_STEPS`]).
+    pub steps: Option<Vec<std::ops::Range<usize>>>,
+    /// Which units are table columns (`None`: from 0, as many as fit).
+    pub units: Option<std::ops::Range<usize>>,
+    /// Terminal width the tables and prose fit.
+    pub width: usize,
+    /// Per-step gate tables also show the pre-activations.
+    pub show_pre: bool,
     /// Colour on.
     pub color: bool,
     /// Only errors and the verdict.
@@ -69,7 +76,7 @@ impl DisplayOptions {
     pub fn check_sequences(&self, n: usize) -> Result<()> {
         match &self.sequences {
             Some(ranges) if ranges.iter().all(|r| r.start >= n) => Err(Error::usage(format!(
-                "--sequences: the input holds {n} sequences (0..{}); none of the ones asked for exists",
+                "--sequences: the input holds {n} sequences, numbered 0 to {}; none of the ones asked for exists",
                 n.saturating_sub(1)
             ))),
             _ => Ok(()),
@@ -84,11 +91,46 @@ impl DisplayOptions {
             return Vec::new();
         }
         match &self.sequences {
-            None => (0..n.min(3)).collect(),
+            None => (0..n.min(1)).collect(),
             Some(ranges) => ranges
                 .iter()
                 .flat_map(|r| r.start.min(n)..r.end.min(n))
                 .collect(),
+        }
+    }
+}
+
+/// By default, per-step tables cover this many steps at the start and as many before the prediction.
+pub const DEFAULT_EDGE_STEPS: usize = 3;
+
+impl DisplayOptions {
+    /// Which of `total` processing steps get per-step tables, in order.
+    pub fn shown_steps(&self, total: usize) -> Vec<usize> {
+        match &self.steps {
+            Some(ranges) => {
+                let mut v: Vec<usize> = ranges
+                    .iter()
+                    .flat_map(|r| r.start.min(total)..r.end.min(total))
+                    .collect();
+                v.sort_unstable();
+                v.dedup();
+                v
+            }
+            None if total <= 2 * DEFAULT_EDGE_STEPS + 2 => (0..total).collect(),
+            None => (0..DEFAULT_EDGE_STEPS)
+                .chain(total - DEFAULT_EDGE_STEPS..total)
+                .collect(),
+        }
+    }
+
+    /// Checks that `--steps` names at least one of `total` steps.
+    pub fn check_steps(&self, total: usize) -> Result<()> {
+        match &self.steps {
+            Some(ranges) if ranges.iter().all(|r| r.start >= total) => Err(Error::usage(format!(
+                "--steps: the sequences have {total} steps, numbered 0 to {}; none of the ones asked for exists",
+                total.saturating_sub(1)
+            ))),
+            _ => Ok(()),
         }
     }
 }

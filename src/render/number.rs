@@ -1,8 +1,8 @@
 /*!
 Number formatting for tables: readable at a glance, never misleading.
 
-Values print with 5 significant digits (`0.47311`, `-12.346`, `3.1416e-7`); exact 0 and ±1 print as `0`
-and `1`, and a value that is not exactly saturated never prints as if it were: `0.9999996` keeps the digits
+Values print with 5 significant digits (`0.47311`, `-12.346`, `3.1416e-7`, below 0.001 always in this form, exact ±1 as `1.0000`); exact 0
+prints as `0`, and a value that is not exactly saturated never prints as if it were: `0.9999996` keeps the digits
 that show it is below 1. Non-finite values print as `NaN`, `inf`, `-inf`.
 */
 
@@ -18,10 +18,12 @@ pub fn fmt(v: f64) -> String {
         return "0".into();
     }
     if v == 1.0 || v == -1.0 {
-        return format!("{}", v as i64);
+        // As many significant digits as any other value, so that exact saturation reads as a number of
+        // the same precision as its neighbours, not as a rounded one.
+        return format!("{v:.4}");
     }
     let a = v.abs();
-    if !(1e-4..1e6).contains(&a) {
+    if !(1e-3..1e6).contains(&a) {
         return format!("{v:.4e}");
     }
     let mag = a.log10().floor() as i32;
@@ -50,7 +52,8 @@ mod tests {
 
     #[test]
     fn saturation_is_visible() {
-        assert_eq!(fmt(1.0), "1");
+        assert_eq!(fmt(1.0), "1.0000");
+        assert_eq!(fmt(-1.0), "-1.0000");
         assert_eq!(fmt(0.0), "0");
         assert_eq!(fmt(0.99999), "0.99999");
         assert_eq!(fmt(0.9999996), "0.9999996");

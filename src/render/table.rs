@@ -6,6 +6,7 @@ verdict. Built with comfy-table; colour only when asked for (see [`crate::render
 
 use super::Report;
 use super::number::{fmt, fmt_change};
+use super::text::{self, wrap};
 use crate::cell::Real;
 use crate::trace::LayerTrace;
 use crate::weights::CellKind;
@@ -27,34 +28,9 @@ fn num(v: f64) -> Cell {
     Cell::new(fmt(v)).set_alignment(CellAlignment::Right)
 }
 
-/// A gate value cell: saturated gates (≤ 0.01 or ≥ 0.99) stand out when colour is on.
-fn gate_cell(v: f64, is_gate: bool, color: bool) -> Cell {
-    let c = num(v);
-    if !color || !is_gate {
-        return c;
-    }
-    if v >= 0.99 {
-        c.fg(Color::Green).add_attribute(Attribute::Bold)
-    } else if v <= 0.01 {
-        c.fg(Color::DarkGrey)
-    } else {
-        c
-    }
-}
-
-fn change_cell(v: f64, color: bool) -> Cell {
-    let c = Cell::new(fmt_change(v)).set_alignment(CellAlignment::Right);
-    if !color || v == 0.0 || v.is_nan() {
-        return c;
-    }
-    if v > 0.0 {
-        c.fg(Color::Green)
-    } else {
-        c.fg(Color::Red)
-    }
-}
-
-/// Renders the whole table report.
+/// Renders the whole table report: the heading, the summary of every prediction, the per-step tables of
+/// the shown sequences, and the verdict. Every line fits `display.width` columns, except the unbreakable
+/// (a single file name longer than the terminal).
 pub fn render<T: Real>(r: &Report<'_, T>) -> String {
     let mut out = String::new();
     let d = r.display;
@@ -63,33 +39,62 @@ pub fn render<T: Real>(r: &Report<'_, T>) -> String {
     let n = r.trace.predictions.nrows();
     let shown = &r.detail_rows;
     if !d.quiet {
-        let _ = writeln!(out, "{}", header_line(r, layer));
+        let _ = writeln!(out, "{}", wrap(&header_line(r, layer), d.width, 2));
         for l in r
             .detail
             .iter()
             .filter(|l| l.name != layer.name || l.kind != layer.kind)
         {
-            let _ = writeln!(
-                out,
-                "{}",
-                header_line(r, l).lines().next().unwrap_or_default()
-            );
+            let first = header_line(r, l)
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            let _ = writeln!(out, "{}", wrap(&first, d.width, 2));
         }
+        summary(&mut out, r, color);
         for (row, &b) in shown.iter().enumerate() {
             sequence(&mut out, r, &r.detail, row, b, n, color);
         }
         if shown.len() < n {
             let _ = writeln!(
                 out,
-                "\nPer-step tables shown for {} of {n} sequences; see others with --sequences 0,5,7, --sequences 10..20 or --sequences all.",
-                shown.len()
+                "\n{}",
+                wrap(
+                    &format!(
+                        "Per-step tables shown for {} of {n} sequences (numbered from 0); see others with \
+                         --sequences 0,5,7, --sequences 10..20 (10 to 19), --sequences 10..=20 or \
+                         --sequences all.",
+                        shown.len()
+                    ),
+                    d.width,
+                    0
+                )
             );
         }
-        summary(&mut out, r, color);
+        if color {
+            let _ = writeln!(
+                out,
+                "\n{}",
+                wrap(
+                    "Colours: gates ≥ 0.99 bold green (saturated open), ≤ 0.01 grey (saturated shut); \
+                     state changes green when the state rose, red when it fell; errors beyond tolerance \
+                     bold red (and marked ✗).",
+                    d.width,
+                    0
+                )
+            );
+        }
     }
     if let Some(c) = &r.comparison {
         let gap = if d.quiet { "" } else { "\n" };
-        let _ = writeln!(out, "{gap}{}", verdict_line(c, r));
+        let line = verdict_line(c, r);
+        let line = if d.quiet {
+            line
+        } else {
+            wrap(&line, d.width, 2)
+        };
+        let _ = writeln!(out, "{gap}{line}");
     }
     out
 }
@@ -127,7 +132,7 @@ fn header_line<T: Real>(r: &Report<'_, T>, l: &LayerTrace<T>) -> String {
     });
     let _ = write!(
         s,
-        "\n{} sequences × {} timesteps, precision {}",
+        "\n{} sequences × {} timesteps, precision {}; sequences, steps, units and rows are numbered from 0",
         l.sequences(),
         l.steps(),
         T::NAME
@@ -135,12 +140,161 @@ fn header_line<T: Real>(r: &Report<'_, T>, l: &LayerTrace<T>) -> String {
     s
 }
 
-fn unit_header(label: &str, units: usize, max: usize) -> Vec<Cell> {
-    let mut h = vec![Cell::new(label)];
-    h.extend(
-        (0..units.min(max)).map(|j| Cell::new(format!("u{j}")).set_alignment(CellAlignment::Right)),
-    );
-    h
+/// Width of a table of `cols` columns of the given content widths (UTF8_FULL_CONDENSED: one border or
+/// separator between columns, one space of padding each side).
+fn table_width(cols: &[usize]) -> usize {
+    cols.len() + 1 + cols.iter().map(|w| w + 2).sum::<usize>()
+}
+
+/// How many value columns of content width `value_w` fit `width` beside a label column of `label_w`.
+fn columns_that_fit(width: usize, label_w: usize, value_w: usize) -> usize {
+    let fixed = table_width(&[label_w]);
+    (width.saturating_sub(fixed) / (value_w + 3)).max(1)
+}
+
+/// A right-aligned value cell padded to `w` columns, so that a column keeps its width from step to step.
+fn padded(s: String, w: usize) -> Cell {
+    Cell::new(format!("{s:>w$}")).set_alignment(CellAlignment::Right)
+}
+
+/// A value cell: text, colour, bold.
+type Value = (String, Option<Color>, bool);
+
+/// The rows of a per-step table: label, then one value per unit (with colour).
+struct Rows {
+    rows: Vec<(String, Vec<Value>)>,
+}
+
+impl Rows {
+    fn label_width(&self, title: &str) -> usize {
+        self.rows
+            .iter()
+            .map(|(l, _)| text::width(l))
+            .chain([text::width(title)])
+            .max()
+            .unwrap_or(0)
+    }
+    fn value_width(&self) -> usize {
+        self.rows
+            .iter()
+            .flat_map(|(_, v)| v.iter().map(|(s, _, _)| text::width(s)))
+            .max()
+            .unwrap_or(0)
+    }
+    /// The table of `units`, the label column `label_w` wide and every unit column `w` wide.
+    fn table(
+        &self,
+        title: &str,
+        units: std::ops::Range<usize>,
+        (label_w, w): (usize, usize),
+        color: bool,
+    ) -> Table {
+        let mut t = new_table(color);
+        let pad = |s: &str| format!("{s}{}", " ".repeat(label_w.saturating_sub(text::width(s))));
+        let mut h = vec![Cell::new(pad(title))];
+        h.extend(units.clone().map(|j| padded(format!("u{j}"), w)));
+        t.set_header(h);
+        for (label, vals) in &self.rows {
+            let mut row = vec![Cell::new(pad(label))];
+            row.extend(vals[units.clone()].iter().map(|(s, c, bold)| {
+                let mut cell = padded(s.clone(), w);
+                if color && let Some(c) = c {
+                    cell = cell.fg(*c);
+                }
+                if color && *bold {
+                    cell = cell.add_attribute(Attribute::Bold);
+                }
+                cell
+            }));
+            t.add_row(row);
+        }
+        t
+    }
+}
+
+fn gate_value(v: f64, is_gate: bool) -> Value {
+    let s = fmt(v);
+    if !is_gate {
+        (s, None, false)
+    } else if v >= 0.99 {
+        (s, Some(Color::Green), true)
+    } else if v <= 0.01 {
+        (s, Some(Color::DarkGrey), false)
+    } else {
+        (s, None, false)
+    }
+}
+
+fn change_value(v: f64) -> Value {
+    let c = if v == 0.0 || v.is_nan() {
+        None
+    } else if v > 0.0 {
+        Some(Color::Green)
+    } else {
+        Some(Color::Red)
+    };
+    (fmt_change(v), c, false)
+}
+
+fn gate_rows<T: Real>(l: &LayerTrace<T>, dr: usize, t: usize, show_pre: bool) -> Rows {
+    let mut rows = Vec::new();
+    for (k, g) in l.kind.gates().iter().enumerate() {
+        let is_gate = !g.candidate;
+        rows.push((
+            g.label.to_string(),
+            l.gate(dr, t, k)
+                .iter()
+                .map(|v| gate_value(v.to_f(), is_gate))
+                .collect(),
+        ));
+    }
+    if show_pre && l.pre.is_some() {
+        for (k, g) in l.kind.gates().iter().enumerate() {
+            rows.push((
+                format!("{} before activation", g.name),
+                l.pre_gate(dr, t, k)
+                    .iter()
+                    .map(|v| (fmt(v.to_f()), None, false))
+                    .collect(),
+            ));
+        }
+    }
+    Rows { rows }
+}
+
+fn state_rows<T: Real>(l: &LayerTrace<T>, dr: usize, t: usize) -> Rows {
+    let mut rows = Vec::new();
+    let mut add =
+        |name: &str, prev: ndarray::ArrayView1<'_, T>, new: ndarray::ArrayView1<'_, T>| {
+            rows.push((
+                format!("{name} previous"),
+                prev.iter().map(|v| (fmt(v.to_f()), None, false)).collect(),
+            ));
+            rows.push((
+                format!("{name} new"),
+                new.iter().map(|v| (fmt(v.to_f()), None, false)).collect(),
+            ));
+            rows.push((
+                format!("{name} change"),
+                prev.iter()
+                    .zip(new.iter())
+                    .map(|(p, q)| change_value(q.to_f() - p.to_f()))
+                    .collect(),
+            ));
+        };
+    if let (Some(cp), Some(c)) = (l.c_prev(dr, t), l.c_at(dr, t)) {
+        add("c", cp, c);
+    }
+    add("h", l.h_prev(dr, t), l.h_at(dr, t));
+    Rows { rows }
+}
+
+fn span(a: usize, b: usize) -> String {
+    if a == b {
+        format!("{a}")
+    } else {
+        format!("{a}–{b}")
+    }
 }
 
 fn sequence<T: Real>(
@@ -153,7 +307,7 @@ fn sequence<T: Real>(
     color: bool,
 ) {
     let d = r.display;
-    let mut head = format!("\n══ Sequence {} of {n}", b + 1);
+    let mut head = format!("\n══ Sequence {b} of {n} (0–{})", n - 1);
     if let Some(k) = r.window {
         let _ = write!(
             head,
@@ -163,7 +317,7 @@ fn sequence<T: Real>(
             b + k
         );
     }
-    let _ = writeln!(out, "{head} ══");
+    let _ = writeln!(out, "{} ══", wrap(&head, d.width, 3));
     for l in layers {
         if layers.len() > 1 {
             let _ = writeln!(
@@ -174,15 +328,87 @@ fn sequence<T: Real>(
                 l.units
             );
         }
-        let shown_units = l.units.min(d.max_units);
-        for t in 0..l.steps() {
+        let total = l.x.shape()[1];
+        let steps: Vec<usize> = d
+            .shown_steps(total)
+            .into_iter()
+            .filter(|&t| t < l.steps())
+            .collect();
+        // Unit columns: the asked range (or from 0), at most --max-units, as many as fit; the same for every
+        // step of the sequence, with columns of one width, so that the tables line up from step to step.
+        let first = d
+            .units
+            .as_ref()
+            .map_or(0, |u| u.start.min(l.units.saturating_sub(1)));
+        let last = d
+            .units
+            .as_ref()
+            .map_or(l.units, |u| u.end.min(l.units))
+            .max(first + 1);
+        let per_step: Vec<(Rows, Rows)> = steps
+            .iter()
+            .map(|&t| (gate_rows(l, dr, t, d.show_pre), state_rows(l, dr, t)))
+            .collect();
+        let label_w = per_step
+            .iter()
+            .map(|(g, s)| g.label_width("Gate").max(s.label_width("State")))
+            .max()
+            .unwrap_or(5);
+        let value_w = per_step
+            .iter()
+            .map(|(g, s)| g.value_width().max(s.value_width()))
+            .max()
+            .unwrap_or(1)
+            .max(text::width(&format!("u{}", last - 1)));
+        let fit = columns_that_fit(d.width, label_w, value_w);
+        let count = (last - first).min(d.max_units).min(fit);
+        let units = first..first + count;
+        if count < l.units {
+            let why = if count == fit && count < (last - first).min(d.max_units) {
+                format!("as many as fit {} columns", d.width)
+            } else {
+                format!("--max-units {}", d.max_units)
+            };
+            let mut note = format!(
+                "(units {} of {} shown, {why}; ",
+                span(units.start, units.end - 1),
+                l.units
+            );
+            if units.end < l.units {
+                let next_end = (units.end + count).min(l.units);
+                let _ = write!(note, "--units {}..{next_end} shows the next", units.end);
+            } else {
+                let _ = write!(note, "--units 0..{} shows the first", count.min(l.units));
+            }
+            note.push_str("; the JSON trace has them all)");
+            let _ = writeln!(out, "{}", wrap(&note, d.width, 1));
+        }
+        let mut prev: Option<usize> = None;
+        for (&t, (g, s)) in steps.iter().zip(&per_step) {
+            let gap_from = prev.map_or(0, |p| p + 1);
+            if t > gap_from {
+                let _ = writeln!(
+                    out,
+                    "\n{}",
+                    wrap(
+                        &format!(
+                            "(steps {} not shown; --steps {}..{} shows them, --steps all every step)",
+                            span(gap_from, t - 1),
+                            gap_from,
+                            t
+                        ),
+                        d.width,
+                        1
+                    )
+                );
+            }
+            prev = Some(t);
             let ti = l.input_index[t];
             let masked = l.is_masked(dr, t);
             let _ = writeln!(
                 out,
-                "\n── Step {} of {} (input row {ti}){}",
-                t + 1,
-                l.x.shape()[1],
+                "\n── Step {t} of {total} (0–{}), input row {ti}{}",
+                total - 1,
                 if masked {
                     " — masked: state carried through unchanged"
                 } else {
@@ -210,115 +436,137 @@ fn sequence<T: Real>(
                     x.len() - limit
                 );
             }
-            // Gates.
-            let mut gt = new_table(color);
-            gt.set_header(unit_header("Gate", l.units, d.max_units));
-            for (k, label) in l.kind.gates().iter().map(|g| g.label).enumerate() {
-                let is_gate =
-                    !(label.starts_with("Cell candidate") || label.starts_with("Candidate"));
-                let mut row = vec![Cell::new(label)];
-                row.extend(
-                    l.gate(dr, t, k)
-                        .iter()
-                        .take(shown_units)
-                        .map(|v| gate_cell(v.to_f(), is_gate, color)),
-                );
-                gt.add_row(row);
-            }
-            let _ = writeln!(out, "Gates\n{gt}");
-            // State.
-            let mut st = new_table(color);
-            st.set_header(unit_header("State", l.units, d.max_units));
-            let mut add =
-                |name: &str, prev: ndarray::ArrayView1<'_, T>, new: ndarray::ArrayView1<'_, T>| {
-                    let mut r1 = vec![Cell::new(format!("{name} previous"))];
-                    r1.extend(prev.iter().take(shown_units).map(|v| num(v.to_f())));
-                    let mut r2 = vec![Cell::new(format!("{name} new"))];
-                    r2.extend(new.iter().take(shown_units).map(|v| num(v.to_f())));
-                    let mut r3 = vec![Cell::new(format!("{name} change"))];
-                    r3.extend(
-                        prev.iter()
-                            .zip(new.iter())
-                            .take(shown_units)
-                            .map(|(p, q)| change_cell(q.to_f() - p.to_f(), color)),
-                    );
-                    st.add_row(r1);
-                    st.add_row(r2);
-                    st.add_row(r3);
-                };
-            if let (Some(cp), Some(c)) = (l.c_prev(dr, t), l.c_at(dr, t)) {
-                add("Cell state c", cp, c);
-            }
-            add("Hidden state h", l.h_prev(dr, t), l.h_at(dr, t));
-            let _ = writeln!(out, "State\n{st}");
-            if l.units > shown_units {
-                let _ = writeln!(
-                    out,
-                    "(showing units 0–{} of {}; --max-units {} shows all)",
-                    shown_units - 1,
-                    l.units,
-                    l.units
-                );
-            }
+            let _ = writeln!(
+                out,
+                "Gates\n{}",
+                g.table("Gate", units.clone(), (label_w, value_w), color)
+            );
+            let _ = writeln!(
+                out,
+                "State\n{}",
+                s.table("State", units.clone(), (label_w, value_w), color)
+            );
+        }
+        if let Some(p) = prev
+            && p + 1 < total
+        {
+            let recorded = format!("; --steps {}..{total} shows them", p + 1);
+            let _ = writeln!(
+                out,
+                "\n{}",
+                wrap(
+                    &format!("(steps {} not shown{recorded})", span(p + 1, total - 1)),
+                    d.width,
+                    1
+                )
+            );
         }
     }
-    if let Some(l) = layers.iter().find(|l| l.steps() < l.x.shape()[1]) {
-        let total = l.x.shape()[1];
-        let _ = writeln!(
-            out,
-            "\n(steps {}–{total} not shown; --max-steps {total} shows them)",
-            l.steps() + 1
-        );
-    }
-    // Prediction for this sequence: one row per metric, one column per output (the seeds' layout).
-    // Wide outputs (a layer with no head) show their first --max-units columns, as the unit tables do.
-    let outs = r.trace.predictions.ncols().min(r.display.max_units);
-    let mut pt = new_table(color);
-    let mut header = vec![Cell::new("Metric")];
-    header.extend(
-        (0..outs).map(|j| Cell::new(output_name(r, j)).set_alignment(CellAlignment::Right)),
-    );
-    pt.set_header(header);
+    prediction_table(out, r, b, color);
+}
+
+/// The prediction of sequence `b`: one row per metric, one column per output (the seeds' layout), as many
+/// outputs as fit.
+fn prediction_table<T: Real>(out: &mut String, r: &Report<'_, T>, b: usize, color: bool) {
+    let d = r.display;
+    let all = r.trace.predictions.ncols();
     let ours = |j: usize| r.trace.predictions[[b, j]].to_f();
-    let mut metric = |label: String, f: &dyn Fn(usize) -> Cell| {
-        let mut row = vec![Cell::new(label)];
-        row.extend((0..outs).map(f));
-        pt.add_row(row);
-    };
-    let signed = |v: f64| Cell::new(fmt_change(v)).set_alignment(CellAlignment::Right);
-    metric("Ours".into(), &|j| num(ours(j)));
+    let mut rows: Vec<(String, Vec<String>)> = Vec::new();
+    let col = |f: &dyn Fn(usize) -> String| (0..all).map(f).collect::<Vec<_>>();
+    rows.push(("Ours".into(), col(&|j| fmt(ours(j)))));
     if let Some(e) = &r.expected {
-        metric("Framework".into(), &|j| num(e[[b, j]]));
-        metric("|Ours − Framework|".into(), &|j| {
-            num((ours(j) - e[[b, j]]).abs())
-        });
+        rows.push(("Framework".into(), col(&|j| fmt(e[[b, j]]))));
+        let c = r.comparison.as_ref();
+        rows.push((
+            "|Ours − Framework|".into(),
+            col(&|j| {
+                let err = (ours(j) - e[[b, j]]).abs();
+                let bad =
+                    c.is_some_and(|c| err.is_nan() || err > c.atol + c.rtol * e[[b, j]].abs());
+                format!("{}{}", fmt(err), if bad { " ✗" } else { "" })
+            }),
+        ));
     }
     if let Some(y) = &r.targets {
-        metric("Actual".into(), &|j| num(y[[b, j]]));
-        metric("Ours − Actual".into(), &|j| signed(ours(j) - y[[b, j]]));
+        rows.push(("Actual".into(), col(&|j| fmt(y[[b, j]]))));
+        rows.push((
+            "Ours − Actual".into(),
+            col(&|j| fmt_change(ours(j) - y[[b, j]])),
+        ));
     }
-    if let Some(sc) = &r.display.scaler {
+    if let Some(sc) = &d.scaler {
         let unit = "original units";
-        metric(format!("Ours ({unit})"), &|j| num(sc.inverse(ours(j), j)));
+        rows.push((
+            format!("Ours ({unit})"),
+            col(&|j| fmt(sc.inverse(ours(j), j))),
+        ));
         if let Some(e) = &r.expected {
-            metric(format!("Framework ({unit})"), &|j| {
-                num(sc.inverse(e[[b, j]], j))
-            });
+            rows.push((
+                format!("Framework ({unit})"),
+                col(&|j| fmt(sc.inverse(e[[b, j]], j))),
+            ));
         }
         if let Some(y) = &r.targets {
-            metric(format!("Actual ({unit})"), &|j| {
-                num(sc.inverse(y[[b, j]], j))
-            });
-            metric(format!("Ours − Actual ({unit})"), &|j| {
-                signed(sc.inverse(ours(j), j) - sc.inverse(y[[b, j]], j))
-            });
+            rows.push((
+                format!("Actual ({unit})"),
+                col(&|j| fmt(sc.inverse(y[[b, j]], j))),
+            ));
+            rows.push((
+                format!("Ours − Actual ({unit})"),
+                col(&|j| fmt_change(sc.inverse(ours(j), j) - sc.inverse(y[[b, j]], j))),
+            ));
         }
+    }
+    let label_w = rows
+        .iter()
+        .map(|(l, _)| text::width(l))
+        .chain([text::width("Metric")])
+        .max()
+        .unwrap_or(6);
+    let value_w = rows
+        .iter()
+        .flat_map(|(_, v)| v.iter().map(|s| text::width(s)))
+        .chain((0..all).map(|j| text::width(&output_name(r, j))))
+        .max()
+        .unwrap_or(1);
+    let outs = all
+        .min(d.max_units)
+        .min(columns_that_fit(d.width, label_w, value_w));
+    let mut pt = new_table(color);
+    let mut header = vec![Cell::new("Metric")];
+    header.extend((0..outs).map(|j| padded(output_name(r, j), value_w)));
+    pt.set_header(header);
+    for (label, vals) in &rows {
+        let mut row = vec![Cell::new(label)];
+        row.extend(vals.iter().take(outs).map(|s| {
+            let c = padded(s.clone(), value_w);
+            if color && s.ends_with('✗') {
+                c.fg(Color::Red).add_attribute(Attribute::Bold)
+            } else {
+                c
+            }
+        }));
+        pt.add_row(row);
     }
     let what = match r.window {
         Some(k) => format!("Prediction for row {}", b + k),
         None => "Prediction".to_string(),
     };
     let _ = writeln!(out, "\n{what}\n{pt}");
+    if outs < all {
+        let _ = writeln!(
+            out,
+            "{}",
+            wrap(
+                &format!(
+                    "(outputs 0–{} of {all} shown; the JSON trace (--format json) has them all)",
+                    outs - 1
+                ),
+                d.width,
+                1
+            )
+        );
+    }
 }
 
 fn output_name<T: Real>(r: &Report<'_, T>, j: usize) -> String {
@@ -329,79 +577,163 @@ fn output_name<T: Real>(r: &Report<'_, T>, j: usize) -> String {
         .unwrap_or_else(|| format!("y{j}"))
 }
 
-fn summary<T: Real>(out: &mut String, r: &Report<'_, T>, color: bool) {
+/// The columns of one output in the summary: (header, value per sequence, mismatch per sequence).
+type Column = (String, Vec<String>, Vec<bool>);
+
+fn summary_columns<T: Real>(r: &Report<'_, T>, j: usize, with_scaled: bool) -> Vec<Column> {
     let p = &r.trace.predictions;
-    let mut t = new_table(color);
-    let mut header = vec!["Sequence".to_string()];
-    let outs = p.ncols().min(r.display.max_units);
-    for j in 0..outs {
-        let name = output_name(r, j);
-        header.push(format!("Ours {name}"));
-        if r.expected.is_some() {
-            header.push(format!("Framework {name}"));
-        }
-        if r.targets.is_some() {
-            header.push(format!("Actual {name}"));
-        }
-        if r.expected.is_some() {
-            header.push("|Ours − Framework|".to_string());
-        }
-        if r.display.scaler.is_some() {
-            header.push(format!("Ours {name} (orig.)"));
-            if r.targets.is_some() {
-                header.push(format!("Actual {name} (orig.)"));
-            }
-        }
+    let n = p.nrows();
+    let name = output_name(r, j);
+    let none = vec![false; n];
+    let ours: Vec<f64> = (0..n).map(|b| p[[b, j]].to_f()).collect();
+    let mut cols: Vec<Column> = vec![(
+        format!("{name}\nours"),
+        ours.iter().map(|&v| fmt(v)).collect(),
+        none.clone(),
+    )];
+    if let Some(e) = &r.expected {
+        cols.push((
+            format!("{name}\nframework"),
+            (0..n).map(|b| fmt(e[[b, j]])).collect(),
+            none.clone(),
+        ));
     }
-    t.set_header(header);
-    for b in 0..p.nrows() {
-        let label = match r.window {
-            Some(k) => format!("{} (row {})", b + 1, b + k),
-            None => format!("{}", b + 1),
-        };
-        let mut row = vec![Cell::new(label)];
-        for j in 0..outs {
-            let ours = p[[b, j]].to_f();
-            row.push(num(ours));
-            if let Some(e) = &r.expected {
-                row.push(num(e[[b, j]]));
-            }
-            if let Some(y) = &r.targets {
-                row.push(num(y[[b, j]]));
-            }
-            if let Some(e) = &r.expected {
-                let err = (ours - e[[b, j]]).abs();
-                let c = num(err);
-                let bad = r
+    if let Some(y) = &r.targets {
+        cols.push((
+            format!("{name}\nactual"),
+            (0..n).map(|b| fmt(y[[b, j]])).collect(),
+            none.clone(),
+        ));
+    }
+    if let Some(e) = &r.expected {
+        let mut bad = Vec::with_capacity(n);
+        let vals = (0..n)
+            .map(|b| {
+                let err = (ours[b] - e[[b, j]]).abs();
+                let is_bad = r
                     .comparison
                     .as_ref()
-                    .map(|c| err.is_nan() || err > c.atol + c.rtol * e[[b, j]].abs())
-                    .unwrap_or(false);
-                row.push(if bad && color {
-                    c.fg(Color::Red).add_attribute(Attribute::Bold)
-                } else {
-                    c
-                });
-            }
-            if let Some(sc) = &r.display.scaler {
-                row.push(num(sc.inverse(ours, j)));
-                if let Some(y) = &r.targets {
-                    row.push(num(sc.inverse(y[[b, j]], j)));
-                }
-            }
+                    .is_some_and(|c| err.is_nan() || err > c.atol + c.rtol * e[[b, j]].abs());
+                bad.push(is_bad);
+                format!("{}{}", fmt(err), if is_bad { " ✗" } else { "" })
+            })
+            .collect();
+        cols.push(("|ours −\nframework|".to_string(), vals, bad));
+    }
+    if with_scaled && let Some(sc) = &r.display.scaler {
+        cols.push((
+            format!("{name} ours\n(original units)"),
+            (0..n).map(|b| fmt(sc.inverse(ours[b], j))).collect(),
+            none.clone(),
+        ));
+        if let Some(y) = &r.targets {
+            cols.push((
+                format!("{name} actual\n(original units)"),
+                (0..n).map(|b| fmt(sc.inverse(y[[b, j]], j))).collect(),
+                none.clone(),
+            ));
         }
+    }
+    cols
+}
+
+fn summary<T: Real>(out: &mut String, r: &Report<'_, T>, color: bool) {
+    let d = r.display;
+    let p = &r.trace.predictions;
+    let n = p.nrows();
+    let labels: Vec<String> = (0..n)
+        .map(|b| match r.window {
+            Some(k) => format!("{b} (row {})", b + k),
+            None => format!("{b}"),
+        })
+        .collect();
+    let label_w = labels
+        .iter()
+        .map(|l| text::width(l))
+        .chain([text::width("Sequence")])
+        .max()
+        .unwrap_or(8);
+    let col_w = |c: &Column| {
+        c.0.lines()
+            .map(text::width)
+            .chain(c.1.iter().map(|s| text::width(s)))
+            .max()
+            .unwrap_or(1)
+    };
+    let widths = |cols: &[Column]| {
+        let mut w = vec![label_w];
+        w.extend(cols.iter().map(col_w));
+        table_width(&w)
+    };
+    // As many outputs as fit (at least one); the original-unit columns only when they fit too.
+    let all = p.ncols().min(d.max_units);
+    let mut with_scaled = true;
+    let mut outs = all;
+    let mut cols: Vec<Column>;
+    loop {
+        cols = (0..outs)
+            .flat_map(|j| summary_columns(r, j, with_scaled))
+            .collect();
+        if widths(&cols) <= d.width {
+            break;
+        }
+        if outs > 1 {
+            outs -= 1;
+        } else if with_scaled && d.scaler.is_some() {
+            with_scaled = false;
+        } else {
+            break;
+        }
+    }
+    let mut t = new_table(color);
+    let mut header = vec![Cell::new("Sequence")];
+    header.extend(
+        cols.iter()
+            .map(|c| Cell::new(&c.0).set_alignment(CellAlignment::Right)),
+    );
+    t.set_header(header);
+    for (b, label) in labels.iter().enumerate() {
+        let mut row = vec![Cell::new(label)];
+        row.extend(cols.iter().map(|c| {
+            let cell = num_str(&c.1[b]);
+            if color && c.2[b] {
+                cell.fg(Color::Red).add_attribute(Attribute::Bold)
+            } else {
+                cell
+            }
+        }));
         t.add_row(row);
     }
     let _ = writeln!(out, "\nAll predictions\n{t}");
-    if p.ncols() > outs {
-        let _ = writeln!(
-            out,
-            "(showing outputs 0–{} of {}; --max-units {} shows all)",
-            outs - 1,
-            p.ncols(),
-            p.ncols()
-        );
+    let mut notes = Vec::new();
+    if cols.iter().any(|c| c.2.iter().any(|&x| x))
+        && let Some(c) = &r.comparison
+    {
+        notes.push(format!(
+            "✗: beyond the tolerance, |ours − framework| > atol {:e} + rtol {:e} · |framework|",
+            c.atol, c.rtol
+        ));
     }
+    if outs < p.ncols() {
+        notes.push(format!(
+            "(outputs 0–{} of {} shown; --format json has them all)",
+            outs - 1,
+            p.ncols()
+        ));
+    }
+    if !with_scaled {
+        notes.push(format!(
+            "(values in original units left out to fit {} columns; the per-sequence tables show them)",
+            d.width
+        ));
+    }
+    for note in notes {
+        let _ = writeln!(out, "{}", wrap(&note, d.width, 1));
+    }
+}
+
+fn num_str(s: &str) -> Cell {
+    Cell::new(s).set_alignment(CellAlignment::Right)
 }
 
 /// The one-line verdict: `PASS: …` or `FAIL: …`.

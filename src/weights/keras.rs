@@ -66,11 +66,21 @@ pub fn from_arrays(
         let other = kind.other();
         let hint = if recurrent.shape[1] == other.blocks() * units {
             format!(
-                ": these are {} weights ({} = {} × {units} units); run `rnntrace {}`",
+                ": these are {} weights ({} = {} × {units} units); use `rnntrace {}` (or --cell {} with run, inspect and diagnose)",
                 other.name().to_uppercase(),
                 recurrent.shape[1],
                 other.blocks(),
+                other.name(),
                 other.name()
+            )
+        } else if recurrent.shape[0] == g * recurrent.shape[1] {
+            // (G·units, units): PyTorch's weight_hh, or a Keras kernel stored transposed.
+            let u = recurrent.shape[1];
+            format!(
+                ": it looks transposed (Keras stores ({u}, {}) for {u} units; PyTorch's weight_hh is ({}, {u})): \
+                 transpose the arrays (w.T), or save PyTorch weights by name and pass --layout pytorch",
+                g * u,
+                g * u
             )
         } else {
             String::new()
@@ -159,10 +169,26 @@ fn pick(src: &NamedArrays) -> Result<(&RawArray, &RawArray, Option<&RawArray>)> 
         return match src.arrays.as_slice() {
             [(_, k), (_, r)] => Ok((k, r, None)),
             [(_, k), (_, r), (_, b)] => Ok((k, r, Some(b))),
-            other => Err(src.error(format!(
-                "holds {} array(s); expected 3 (kernel, recurrent_kernel, bias) or 2 (use_bias=False), in layer.get_weights() order",
-                other.len()
-            ))),
+            other => {
+                // PyTorch's parameters() order: weight_ih (G·H, F), weight_hh (G·H, H), bias_ih, bias_hh.
+                let torch_like = other.len() == 4
+                    && other[1].1.ndim() == 2
+                    && other[0].1.ndim() == 2
+                    && other[1].1.shape[0] == other[0].1.shape[0]
+                    && other[1].1.shape[1] > 0
+                    && other[1].1.shape[0] % other[1].1.shape[1] == 0;
+                let hint = if torch_like {
+                    "; these look like PyTorch's parameters() order (weight_ih, weight_hh, bias_ih, bias_hh): \
+                     save them by name (np.savez(f, **{k: v.numpy() for k, v in m.state_dict().items()})) \
+                     and pass --layout pytorch"
+                } else {
+                    ""
+                };
+                Err(src.error(format!(
+                    "holds {} array(s); expected 3 (kernel, recurrent_kernel, bias) or 2 (use_bias=False), in layer.get_weights() order{hint}",
+                    other.len()
+                )))
+            }
         };
     }
     let mut kernel = None;

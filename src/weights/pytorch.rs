@@ -120,8 +120,9 @@ pub fn from_state_dict(
         let other = kind.other();
         let hint = if w_hr.is_none() && w_hh.shape[0] == other.blocks() * hidden {
             format!(
-                ": these are {} weights; run `rnntrace {}`",
+                ": these are {} weights; use `rnntrace {}` (or --cell {} with run, inspect and diagnose)",
                 other.name().to_uppercase(),
+                other.name(),
                 other.name()
             )
         } else {

@@ -4,6 +4,7 @@
 //! file never computes an expected value itself.
 
 mod diagnose;
+mod display;
 mod errors;
 mod explain;
 mod faults;
@@ -22,6 +23,8 @@ use std::path::{Path, PathBuf};
 pub fn rnntrace() -> Command {
     let mut c = Command::cargo_bin("rnntrace").expect("binary built");
     c.env_remove("NO_COLOR");
+    // Not a terminal: output fits 100 columns unless a test sets COLUMNS.
+    c.env_remove("COLUMNS");
     c
 }
 

@@ -163,20 +163,30 @@ fn go_backwards_records_processing_order() {
 }
 
 #[test]
-fn tables_show_three_sequences_by_default_and_say_how_to_see_more() {
+fn tables_show_the_first_sequence_by_default_and_say_how_to_see_more() {
     let (code, out, _) = run(weather_gru().arg("--color=never"));
     assert_eq!(code, 0);
-    assert_eq!(out.matches("══ Sequence").count(), 3);
+    assert_eq!(out.matches("══ Sequence").count(), 1);
+    assert!(out.contains("Sequence 0 of 8"));
     assert!(out.contains("--sequences all"));
-    assert!(out.contains("8 (row 9)"), "summary covers every sequence");
+    assert!(out.contains("│ 7 (row 9)"), "summary covers every sequence");
+    assert!(!out.contains("│ 8 (row"), "sequences are numbered from 0");
+    assert!(
+        out.find("All predictions").unwrap() < out.find("══ Sequence").unwrap(),
+        "the summary comes first"
+    );
     let (_, out, _) = run(weather_gru().args(["--sequences", "all"]));
     assert_eq!(out.matches("══ Sequence").count(), 8);
     let (_, out, _) = run(weather_gru().args(["--sequences", "2..4"]));
     assert!(
-        out.contains("Sequence 3 of 8")
-            && out.contains("Sequence 4 of 8")
-            && !out.contains("Sequence 5 of 8")
+        out.contains("Sequence 2 of 8")
+            && out.contains("Sequence 3 of 8")
+            && !out.contains("Sequence 4 of 8")
+            && !out.contains("Sequence 1 of 8"),
+        "--sequences 2..4 shows sequences 2 and 3, numbered as the flag numbers them: {out}"
     );
+    let (_, out, _) = run(weather_gru().args(["--sequences", "2..=4"]));
+    assert_eq!(out.matches("══ Sequence").count(), 3, "2..=4 includes 4");
 }
 
 #[test]
@@ -288,7 +298,7 @@ fn demo_runs_both_examples_and_passes() {
         assert!(out.contains("PASS: all 8 values"), "{out}");
         assert!(out.contains("Temperature"));
         for chart in ["states", "predictions", "gates"] {
-            let p = tmp.path().join(format!("{cell}_{chart}.png"));
+            let p = tmp.path().join(format!("rnntrace-demo/{cell}_{chart}.png"));
             assert!(
                 p.exists() && png_facts(&p).2 > 20,
                 "{} missing or blank",
@@ -305,9 +315,19 @@ fn readme_commands_work() {
     let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
     let mut commands = Vec::new();
     let mut pending = String::new();
+    // A verdict quoted in a code block after a command is what that command must print.
+    let mut quoted: std::collections::HashMap<usize, String> = Default::default();
     for line in readme.lines() {
         let l = line.trim();
         let in_code_block = line.starts_with("    ");
+        if in_code_block
+            && pending.is_empty()
+            && (l.starts_with("PASS:") || l.starts_with("FAIL:"))
+            && !commands.is_empty()
+        {
+            quoted.insert(commands.len() - 1, l.to_string());
+            continue;
+        }
         if pending.is_empty()
             && !(in_code_block
                 && (l.starts_with("rnntrace ") || l.starts_with("cargo run --example")))
@@ -324,7 +344,8 @@ fn readme_commands_work() {
         }
     }
     assert!(commands.len() >= 2, "README commands found: {commands:?}");
-    for cmd in commands {
+    assert!(!quoted.is_empty(), "the worked example quotes its verdict");
+    for (i, cmd) in commands.into_iter().enumerate() {
         let words: Vec<String> = shell_words(&cmd);
         let (code, out, err) = if words[0] == "rnntrace" {
             let tmp = tempfile::tempdir().unwrap();
@@ -345,7 +366,50 @@ fn readme_commands_work() {
                 .args(&words[1..]))
         };
         assert_eq!(code, 0, "README command failed: {cmd}\n{out}\n{err}");
+        if let Some(v) = quoted.get(&i) {
+            // The verdict may be wrapped to the terminal; which value is largest may differ between
+            // CPUs' kernels (the README says so), its size may not.
+            let printed = out.split_whitespace().collect::<Vec<_>>().join(" ");
+            let upto = |s: &str| s.split(" at [").next().unwrap().to_string();
+            assert!(
+                printed.contains(&upto(v)),
+                "README quotes\n{v}\nbut `{cmd}` prints\n{out}"
+            );
+        }
     }
+}
+
+/// `rnntrace demo` (the README's first command) writes its charts into rnntrace-demo/, a folder
+/// .gitignore covers, creating a missing --out-dir; it refuses --feature-names, which it would ignore.
+#[test]
+fn demo_writes_charts_into_its_own_ignored_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (code, _, err) = run(rnntrace().current_dir(tmp.path()).args(["demo", "-q"]));
+    assert_eq!(code, 0, "{err}");
+    assert!(tmp.path().join("rnntrace-demo/lstm_states.png").exists());
+    assert_eq!(
+        std::fs::read_dir(tmp.path()).unwrap().count(),
+        1,
+        "nothing but the folder"
+    );
+    let ignore =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(".gitignore")).unwrap();
+    assert!(ignore.lines().any(|l| l.trim() == "/rnntrace-demo/"));
+    let (code, _, err) = run(rnntrace().current_dir(tmp.path()).args([
+        "demo",
+        "gru",
+        "-q",
+        "--out-dir",
+        "new/folder",
+    ]));
+    assert_eq!(code, 0, "{err}");
+    assert!(tmp.path().join("new/folder/gru_gates.png").exists());
+    let (code, _, err) =
+        run(rnntrace()
+            .current_dir(tmp.path())
+            .args(["demo", "--feature-names", "a,b,c"]));
+    assert_eq!(code, 2);
+    assert!(err.contains("--feature-names"), "{err}");
 }
 
 /// Splits a README command line into words, honouring double quotes.
@@ -423,7 +487,7 @@ fn charts_are_written_and_not_blank() {
     assert_eq!(code, 0, "{err}");
     let svg = std::fs::read_to_string(&d).unwrap();
     assert!(
-        svg.starts_with("<svg") && svg.contains("update gate") && svg.contains("sequence 1 of 8"),
+        svg.starts_with("<svg") && svg.contains("update gate") && svg.contains("sequence 0 of 8"),
         "{}",
         &svg[..200.min(svg.len())]
     );
@@ -816,16 +880,16 @@ fn truncated_step_tables_show_the_same_numbers() {
     let full = run_with(&[]);
     let short = run_with(&["--max-steps", "2"]);
     let step2 = |s: &str| {
-        s.split("── Step 2 of 6")
+        s.split("── Step 1 of 6")
             .nth(1)
             .unwrap()
-            .split("── Step 3")
+            .split("── Step 2")
             .next()
             .unwrap()
             .to_string()
     };
     assert!(
-        short.contains("(steps 3–6 not shown; --max-steps 6 shows them)"),
+        short.contains("(steps 2–5 not shown; --steps 2..6 shows them)"),
         "{short}"
     );
     let (a, b) = (step2(&full), step2(&short));

@@ -452,13 +452,11 @@ fn attention_with_masked_values_and_two_inputs() {
 
 #[test]
 fn inspect_shows_a_graph_inputs_and_what_each_layer_reads() {
-    let (code, out, err) = run(rnntrace().current_dir(dir("encoder_decoder")).args([
-        "inspect",
-        "--model",
-        "model.keras",
-        "--color",
-        "never",
-    ]));
+    // A wide terminal, so that the heading line is not wrapped.
+    let (code, out, err) = run(rnntrace()
+        .current_dir(dir("encoder_decoder"))
+        .env("COLUMNS", "200")
+        .args(["inspect", "--model", "model.keras", "--color", "never"]));
     assert_eq!(code, 0, "{err}");
     assert!(
         out.contains("inputs encoder_in (None, 5, 3), decoder_in (None, 4, 2); outputs 'dense'"),

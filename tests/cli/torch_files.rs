@@ -294,7 +294,7 @@ fn inspect_summarises_a_pytorch_file() {
         out.contains("fc: nn.Linear(in_features=5, out_features=2)"),
         "{out}"
     );
-    assert!(out.contains("i (input gate)"), "{out}");
+    assert!(out.contains("i input gate"), "{out}");
     let (code, out, err) =
         run(rnntrace()
             .current_dir(dir())

@@ -337,7 +337,7 @@ pub fn diagnose(a: &DiagnoseArgs, env: &Env) -> Result<Outcome> {
             })?
         }
         FormatArg::Table => {
-            let text = report.text();
+            let text = report.text(env.columns);
             write_stdout(|w| w.write_all(text.as_bytes()))?
         }
     }
@@ -354,7 +354,7 @@ mod tests {
 
     #[test]
     fn wrap_keeps_words_and_width() {
-        let w = wrap("aaa bbb ccc ddd", 7);
+        let w = crate::render::text::wrap("aaa bbb ccc ddd", 7, 0);
         assert_eq!(w, "aaa bbb\nccc ddd");
     }
 

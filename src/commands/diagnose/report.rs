@@ -482,17 +482,40 @@ impl Diagnosis<'_> {
         out
     }
 
-    pub(super) fn text(&self) -> String {
+    /// The diagnosis as prose wrapped at `width` columns, with every command meant for copying on a line
+    /// of its own, whole and indented (never wrapped), then the ranking.
+    pub(super) fn text(&self, width: usize) -> String {
         let ctx = self.ctx;
         let mut out = String::new();
-        out += &wrap(&self.advice(), 100);
+        let mut prose = String::new();
+        let flush = |prose: &mut String, out: &mut String| {
+            let p = prose.trim().trim_start_matches(['.', ':']).trim();
+            if !p.is_empty() {
+                *out += &crate::render::text::wrap(p, width, 0);
+            }
+            prose.clear();
+        };
+        for (i, part) in self.advice().split('`').enumerate() {
+            if i % 2 == 1 && part.starts_with("rnntrace ") {
+                flush(&mut prose, &mut out);
+                out += &format!("\n\n    {part}\n\n");
+            } else if i % 2 == 1 {
+                prose += &format!("`{part}`");
+            } else {
+                prose += part;
+            }
+        }
+        flush(&mut prose, &mut out);
+        let mut out = out.trim_end().to_string();
         out += "\n\n";
         let batch = ctx.p.x.shape()[0];
-        out += &format!(
-            "Ranking ({} candidates searched{}; largest |ours − expected|, on all {batch} sequences unless marked):\n",
+        let heading = format!(
+            "Ranking ({} candidates searched{}; largest |ours − expected|, on all {batch} sequences unless marked):",
             self.searched,
             if self.tiers == 2 { ", both tiers" } else { "" },
         );
+        out += &crate::render::text::wrap(&heading, width, 2);
+        out += "\n";
         let row = |label: String, s: &Scored, what: String| {
             let on = if s.rows == batch {
                 String::new()
@@ -501,8 +524,16 @@ impl Diagnosis<'_> {
             } else {
                 format!(" [on the first {} sequences]", s.rows)
             };
+            // The description wraps under itself, clear of the number columns.
+            const LEAD: usize = 31;
+            let what = crate::render::text::wrap(
+                &format!("{what}{on}"),
+                width.saturating_sub(LEAD).max(20),
+                0,
+            )
+            .replace('\n', &format!("\n{}", " ".repeat(LEAD)));
             format!(
-                "  {label:>5}  {:>10}  {:<8}  {what}{on}\n",
+                "  {label:>5}  {:>10}  {:<8}  {what}\n",
                 short(s.err),
                 if s.passed { "match" } else { "no match" }
             )
@@ -618,23 +649,4 @@ pub(super) fn gate_label(g: &str) -> String {
     } else {
         format!("gate {g}")
     }
-}
-
-/// Greedy word wrap at `width` columns.
-pub(super) fn wrap(text: &str, width: usize) -> String {
-    let mut out = String::new();
-    let mut line = 0;
-    for word in text.split_whitespace() {
-        let w = word.chars().count();
-        if line > 0 && line + 1 + w > width {
-            out.push('\n');
-            line = 0;
-        } else if line > 0 {
-            out.push(' ');
-            line += 1;
-        }
-        out += word;
-        line += w;
-    }
-    out
 }

@@ -45,6 +45,9 @@ pub struct Series {
     pub dashed: bool,
     /// Marker drawn at each point when the points are few enough to tell apart.
     pub marker: Marker,
+    /// Points joined by a line (a trajectory); false: separate points (independent sequences), each
+    /// drawn with a marker however many there are.
+    pub joined: bool,
 }
 
 /// Point markers.
@@ -76,8 +79,13 @@ pub struct GateHeatmaps {
     pub y_label: String,
     /// The sequence shown (0-based; clamped to the last sequence).
     pub sequence: usize,
-    /// Processing steps that were masked (1-based).
+    /// Processing steps that were masked (0-based).
     pub masked_steps: Vec<usize>,
+    /// The processing step of the first column.
+    pub first_step: usize,
+    /// Steps per column: 1, or the number of consecutive steps a column averages when the range holds more
+    /// steps than [`MAX_HEATMAP_COLUMNS`].
+    pub group: usize,
     /// One panel per gate, in Keras gate order.
     pub panels: Vec<Heatmap>,
 }
@@ -109,7 +117,7 @@ pub struct Heatmap {
 ///
 /// Up to [`MAX_LINES`] sequences get a line each (x = processing step, or with a window the input row
 /// `k + input_index[t]`); more are summarised as the mean with a min–max band per step. A layer that carries
-/// its state from one sequence to the next is one continuous line over the global step `k·T + t + 1`.
+/// its state from one sequence to the next is one continuous line over the global step `k·T + t` (0-based).
 pub fn state_norms<T: Real>(trace: &Trace<T>, window: Option<usize>) -> ChartData {
     let Some(l) = trace.layers.last() else {
         return empty_chart("State norms", "no recurrent layer in the trace");
@@ -175,13 +183,14 @@ pub(super) fn state_norms_chart<T: Real>(
         }
     };
     if l.carry_state {
-        chart.x_label =
-            format!("step over the whole series (step t of sequence k → (k − 1)·{steps} + t)");
+        chart.x_label = format!(
+            "step over the whole series (step t of sequence k → k·{steps} + t; both from 0)"
+        );
         notes.push("state carried from each sequence to the next".into());
         for (p, nm) in norms.iter().enumerate() {
             let points: Vec<(f64, f64)> = (0..n)
                 .flat_map(|k| (0..steps).map(move |t| (k, t)))
-                .map(|(k, t)| ((k * steps + t + 1) as f64, nm[[k, t]]))
+                .map(|(k, t)| ((k * steps + t) as f64, nm[[k, t]]))
                 .collect();
             let marker = mark(points.len());
             chart.series.push(Series {
@@ -192,41 +201,39 @@ pub(super) fn state_norms_chart<T: Real>(
                 color: 0,
                 dashed: false,
                 marker,
+                joined: true,
             });
         }
         if n > 1 && n <= 64 {
-            chart.separators = (1..n).map(|k| (k * steps) as f64 + 0.5).collect();
+            chart.separators = (1..n).map(|k| (k * steps) as f64 - 0.5).collect();
             notes.push("dashed lines: sequence boundaries".into());
         }
     } else if n <= MAX_LINES {
         if let Some(k) = window {
-            chart.x_label = match k {
-                0 | 1 => "input row (sequence 1 reads row 0, sequence 2 row 1, …)".to_string(),
-                _ => format!(
-                    "input row (sequence 1 reads rows 0–{}, sequence 2 rows 1–{k}, …)",
-                    k - 1
-                ),
-            };
+            // Windows overlap in the series but each starts from a fresh state: they are separate
+            // trajectories, drawn against the step within the window, not joined along the series.
+            chart.x_label = format!(
+                "step within the window (window i reads input rows i to i + {}; each starts from a fresh state)",
+                k.saturating_sub(1)
+            );
         }
         for (p, nm) in norms.iter().enumerate() {
             for b in 0..n {
                 let points: Vec<(f64, f64)> = (0..steps)
                     .map(|t| {
-                        let x = match window {
-                            Some(_) => (b + l.input_index.get(t).copied().unwrap_or(t)) as f64,
-                            None => (t + 1) as f64,
-                        };
+                        let x = t as f64;
                         (x, nm[[b, t]])
                     })
                     .collect();
                 chart.series.push(Series {
-                    name: format!("sequence {}", b + 1),
+                    name: format!("sequence {b}"),
                     panel: p,
                     points,
                     band: None,
                     color: b,
                     dashed: false,
                     marker: mark(steps),
+                    joined: true,
                 });
             }
         }
@@ -238,7 +245,7 @@ pub(super) fn state_norms_chart<T: Real>(
             let mut points = Vec::with_capacity(steps);
             let mut band = Vec::with_capacity(steps);
             for t in 0..steps {
-                let x = (t + 1) as f64;
+                let x = t as f64;
                 let col: Vec<f64> = nm
                     .column(t)
                     .iter()
@@ -264,6 +271,7 @@ pub(super) fn state_norms_chart<T: Real>(
                 color: 0,
                 dashed: false,
                 marker: mark(steps),
+                joined: true,
             });
         }
     }
@@ -279,7 +287,7 @@ pub(super) fn state_norms_chart<T: Real>(
 }
 
 /// The predictions chart: per output column (the first [`MAX_OUTPUTS`]), ours, the framework's expected
-/// values and the actual targets against the sequence (1-based), or with a window against the predicted
+/// values and the actual targets against the sequence (0-based), or with a window against the predicted
 /// row `b + K`.
 pub fn predictions<T: Real>(
     trace: &Trace<T>,
@@ -292,9 +300,17 @@ pub fn predictions<T: Real>(
     let shown = outs.min(MAX_OUTPUTS);
     let x_of = |b: usize| match window {
         Some(k) => (b + k) as f64,
-        None => (b + 1) as f64,
+        None => b as f64,
     };
-    let mark = |m: Marker| if n <= 60 { m } else { Marker::None };
+    // Independent sequences are points (a line between them would invent a trajectory); windows cut from
+    // one series are joined, as the series is one.
+    let mark = |m: Marker| {
+        if n <= 60 || window.is_none() {
+            m
+        } else {
+            Marker::None
+        }
+    };
     let mut chart = ChartData {
         title: "Predictions: ours, the framework's and the actual values".into(),
         subtitle: String::new(),
@@ -319,6 +335,15 @@ pub fn predictions<T: Real>(
         _ => format!("Predictions: {}", what.join(" vs ")),
     };
     let mut notes = vec![format!("{n} sequence{}", plural(n))];
+    if window.is_none() {
+        notes.push("one point per sequence".into());
+    }
+    if expected.is_none() && targets.is_none() {
+        notes.push(
+            "ours only: --expected adds the framework's predictions, --targets the true values"
+                .into(),
+        );
+    }
     if outs > shown {
         notes.push(format!("showing the first {shown} of {outs} outputs"));
     }
@@ -337,6 +362,7 @@ pub fn predictions<T: Real>(
             color: 0,
             dashed: false,
             marker: mark(Marker::Circle),
+            joined: window.is_some(),
         });
         if let Some(e) = expected {
             chart.series.push(Series {
@@ -347,6 +373,7 @@ pub fn predictions<T: Real>(
                 color: 1,
                 dashed: true,
                 marker: mark(Marker::Cross),
+                joined: window.is_some(),
             });
         }
         if let Some(y) = targets {
@@ -358,6 +385,7 @@ pub fn predictions<T: Real>(
                 color: 2,
                 dashed: false,
                 marker: mark(Marker::Triangle),
+                joined: window.is_some(),
             });
         }
     }
@@ -377,6 +405,20 @@ pub fn predictions<T: Real>(
 /// units × processing-steps matrix of activated values, on a colour scale fixed by the gate's activation
 /// (σ-like: 0…1, tanh-like: −1…1) or, for unbounded activations, taken from the data.
 pub fn gates<T: Real>(trace: &Trace<T>, sequence: usize) -> GateHeatmaps {
+    gates_over(trace, sequence, 0..usize::MAX)
+}
+
+/// More steps than this are averaged in groups, so that a column is never narrower than a pixel or two
+/// (narrower columns alias into moiré).
+pub const MAX_HEATMAP_COLUMNS: usize = 200;
+
+/// [`gates`] over the processing steps `range` (clamped to the recorded ones), averaging groups of
+/// consecutive steps when the range holds more than [`MAX_HEATMAP_COLUMNS`].
+pub fn gates_over<T: Real>(
+    trace: &Trace<T>,
+    sequence: usize,
+    range: std::ops::Range<usize>,
+) -> GateHeatmaps {
     let Some(l) = trace.layers.last() else {
         return GateHeatmaps {
             title: "Gate activations".into(),
@@ -385,6 +427,8 @@ pub fn gates<T: Real>(trace: &Trace<T>, sequence: usize) -> GateHeatmaps {
             y_label: "unit".into(),
             sequence: 0,
             masked_steps: Vec::new(),
+            first_step: 0,
+            group: 1,
             panels: Vec::new(),
         };
     };
@@ -402,52 +446,85 @@ pub fn gates<T: Real>(trace: &Trace<T>, sequence: usize) -> GateHeatmaps {
             y_label: "unit".into(),
             sequence: b,
             masked_steps: Vec::new(),
+            first_step: 0,
+            group: 1,
             panels: Vec::new(),
         };
     };
     let masked: Vec<bool> = (0..l.masked.nrows())
         .map(|t| l.masked.get([t, b]).copied().unwrap_or(false))
         .collect();
-    gates_chart(l, recorded, b, b, &masked)
+    gates_chart(l, recorded, b, b, &masked, range)
 }
 
-/// The gate heat maps of sequence `sequence` of layer `l` (of `l.sequences()`), whose gates are column
-/// `col` of `recorded` (steps, columns, blocks·units) and whose masked steps are `masked[t]`. `l` gives the
-/// layer's facts; `recorded` may hold that one sequence only (from a streamed run, see [`super::feed`]).
+/// The gate heat maps of sequence `sequence` of layer `l` (of `l.sequences()`) over the processing steps
+/// `range`, whose gates are column `col` of `recorded` (steps, columns, blocks·units) and whose masked
+/// steps are `masked[t]`. `l` gives the layer's facts; `recorded` may hold that one sequence only (from a
+/// streamed run, see [`super::feed`]).
 pub(super) fn gates_chart<T: Real>(
     l: &LayerTrace<T>,
     recorded: &Array3<T>,
     col: usize,
     sequence: usize,
     masked: &[bool],
+    range: std::ops::Range<usize>,
 ) -> GateHeatmaps {
     let n = l.sequences();
     let b = sequence;
-    let steps = if n == 0 {
+    let total = if n == 0 {
         0
     } else {
         l.steps().min(recorded.shape()[0])
     };
-    let masked_steps: Vec<usize> = (0..steps)
+    let first = range.start.min(total);
+    let end = range.end.min(total).max(first);
+    let steps = end - first;
+    let group = steps.div_ceil(MAX_HEATMAP_COLUMNS).max(1);
+    let masked_steps: Vec<usize> = (first..end)
         .filter(|&t| masked.get(t).copied().unwrap_or(false))
-        .map(|t| t + 1)
         .collect();
     let panels = l
         .kind
         .gate_names()
         .iter()
         .enumerate()
-        .map(|(k, g)| heatmap(l, recorded, col, steps, k, g))
+        .map(|(k, g)| {
+            let mut m = heatmap(l, recorded, col, end, k, g);
+            for row in &mut m.values {
+                *row = row[first..end]
+                    .chunks(group)
+                    .map(|c| {
+                        let fin: Vec<f64> = c.iter().copied().filter(|v| v.is_finite()).collect();
+                        if fin.len() < c.len() {
+                            f64::NAN
+                        } else {
+                            fin.iter().sum::<f64>() / fin.len() as f64
+                        }
+                    })
+                    .collect();
+            }
+            m.non_finite = m.values.iter().flatten().filter(|v| !v.is_finite()).count();
+            m
+        })
         .collect();
     let kind = l.kind.name().to_uppercase();
+    let shown = if steps == total {
+        format!("{steps} step{}", plural(steps))
+    } else {
+        format!("steps {first}–{} of {total}", end.saturating_sub(1))
+    };
     let mut notes = vec![format!(
-        "{} unit{} (rows) × {steps} step{} (columns)",
+        "{} unit{} (rows) × {shown} (columns)",
         l.units,
         plural(l.units),
-        plural(steps)
     )];
+    if group > 1 {
+        notes.push(format!(
+            "each column is the mean of {group} consecutive steps (--steps a..b for fewer, unaveraged)"
+        ));
+    }
     if l.go_backwards {
-        notes.push("go_backwards: step 1 read the last input row".into());
+        notes.push("go_backwards: step 0 read the last input row".into());
     }
     if !masked_steps.is_empty() {
         notes.push(format!(
@@ -458,15 +535,16 @@ pub(super) fn gates_chart<T: Real>(
     notes.push("grey: NaN/inf".into());
     GateHeatmaps {
         title: format!(
-            "{kind} gate activations, layer '{}', sequence {} of {n}",
+            "{kind} gate activations, layer '{}', sequence {b} of {n} (numbered from 0)",
             l.name,
-            b + 1
         ),
         subtitle: notes.join("; "),
         x_label: "processing step".into(),
         y_label: "unit".into(),
         sequence: b,
         masked_steps,
+        first_step: first,
+        group,
         panels,
     }
 }
@@ -594,4 +672,103 @@ pub(super) fn finite_min_max(it: impl Iterator<Item = f64>) -> Option<(f64, f64)
         None => Some((v, v)),
         Some((lo, hi)) => Some((lo.min(v), hi.max(v))),
     })
+}
+
+/// Adds to a predictions chart, per output it shows, a panel of ours − framework with the tolerance band
+/// (± (atol + rtol·|framework|), dashed) and every value beyond it marked; marks the same sequences on
+/// the value panels.
+pub fn add_residuals<T: Real>(
+    chart: &mut ChartData,
+    trace: &Trace<T>,
+    expected: &Array2<f64>,
+    atol: f64,
+    rtol: f64,
+    window: Option<usize>,
+) {
+    let p = &trace.predictions;
+    let (n, outs) = p.dim();
+    let shown = outs.min(MAX_OUTPUTS);
+    let x_of = |b: usize| match window {
+        Some(k) => (b + k) as f64,
+        None => b as f64,
+    };
+    let first_residual = chart.panels.len();
+    let mut bad_total = 0;
+    for j in 0..shown {
+        let panel = first_residual + j;
+        let name = chart
+            .panels
+            .get(j)
+            .cloned()
+            .unwrap_or_else(|| format!("output y{j}"));
+        chart.panels.push(format!("{name}: ours − framework"));
+        let e = |b: usize| expected.get([b, j]).copied().unwrap_or(f64::NAN);
+        let r: Vec<(f64, f64)> = (0..n).map(|b| (x_of(b), p[[b, j]].to_f() - e(b))).collect();
+        let tol = |b: usize| atol + rtol * e(b).abs();
+        let bad: Vec<usize> = (0..n)
+            .filter(|&b| {
+                let d = r[b].1;
+                d.is_nan() || d.abs() > tol(b)
+            })
+            .collect();
+        bad_total += bad.len();
+        chart.series.push(Series {
+            name: "ours − framework".into(),
+            panel,
+            points: r.clone(),
+            band: None,
+            color: 4,
+            dashed: false,
+            marker: Marker::Circle,
+            joined: false,
+        });
+        for (sign, label) in [
+            (1.0, "tolerance ± (atol + rtol·|framework|)"),
+            (-1.0, "tolerance ± (atol + rtol·|framework|)"),
+        ] {
+            chart.series.push(Series {
+                name: label.into(),
+                panel,
+                points: (0..n).map(|b| (x_of(b), sign * tol(b))).collect(),
+                band: None,
+                color: 7,
+                dashed: true,
+                marker: Marker::None,
+                joined: true,
+            });
+        }
+        if !bad.is_empty() {
+            let at = |pts: &dyn Fn(usize) -> f64| -> Vec<(f64, f64)> {
+                bad.iter().map(|&b| (x_of(b), pts(b))).collect()
+            };
+            for (pn, pts) in [
+                (panel, at(&|b| r[b].1.clamp(-1e300, 1e300))),
+                (j, at(&|b| p[[b, j]].to_f())),
+            ] {
+                chart.series.push(Series {
+                    name: "beyond tolerance".into(),
+                    panel: pn,
+                    points: pts,
+                    band: None,
+                    color: 3,
+                    dashed: false,
+                    marker: Marker::Cross,
+                    joined: false,
+                });
+            }
+        }
+    }
+    let note = if bad_total == 0 {
+        "lower panels: ours − framework, all within the dashed tolerance".to_string()
+    } else {
+        format!(
+            "lower panels: ours − framework; {bad_total} value{} beyond the dashed tolerance (red ×)",
+            plural(bad_total)
+        )
+    };
+    if chart.subtitle.is_empty() {
+        chart.subtitle = note;
+    } else {
+        chart.subtitle = format!("{}; {note}", chart.subtitle);
+    }
 }

@@ -90,10 +90,11 @@ impl<T: Real> ChartFeed<T> {
             .map(|norms| state_norms_chart(l, norms, window))
     }
 
-    /// The gate heat maps of the kept sequence, with the facts of the finished layer `l`.
-    pub fn gates(&self, l: &LayerTrace<T>) -> Option<GateHeatmaps> {
+    /// The gate heat maps of the kept sequence over the processing steps `range`, with the facts of the
+    /// finished layer `l`.
+    pub fn gates(&self, l: &LayerTrace<T>, range: std::ops::Range<usize>) -> Option<GateHeatmaps> {
         self.gates
             .as_ref()
-            .map(|(b, g, masked)| gates_chart(l, g, 0, *b, masked))
+            .map(|(b, g, masked)| gates_chart(l, g, 0, *b, masked, range))
     }
 }

@@ -99,6 +99,56 @@ pub(super) fn heatmaps_on<DB: DrawingBackend>(
     Ok(())
 }
 
+/// Draws a panel title centred at `top`, returning its height. A letter carrying a combining tilde
+/// (the candidates h̃, c̃) is drawn without it and the tilde is drawn by hand above the letter's full
+/// height: the font's combining tilde sits at x-height and would cross an ascender such as h's.
+pub(super) fn panel_title<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    title: &str,
+    top: i32,
+) -> std::result::Result<i32, String> {
+    const TILDE: char = '\u{303}';
+    let style = font(15.0);
+    let plain: String = title.chars().filter(|&c| c != TILDE).collect();
+    let (w, _) = area.dim_in_pixel();
+    let tw = text_width(&style, &plain);
+    let x0 = ((w as i32 - tw) / 2).max(0);
+    let size = style.font.get_size();
+    area.draw_text(&plain, &style.color(&INK), (x0, top))
+        .map_err(err)?;
+    let chars: Vec<char> = title.chars().collect();
+    let mut shown = String::new();
+    for (i, &c) in chars.iter().enumerate() {
+        if c == TILDE {
+            continue;
+        }
+        if chars.get(i + 1) == Some(&TILDE) {
+            let left = text_width(&style, &shown);
+            let cw = text_width(&style, &c.to_string()).max(4);
+            // A small wave one tenth of the font size above the top of the text box.
+            let cx = x0 + left + cw / 2;
+            let half = (cw as f64 * 0.42).max(3.0);
+            let y = top as f64 - size * 0.12;
+            let amp = (size * 0.09).max(1.2);
+            let pts: Vec<(i32, i32)> = (0..=12)
+                .map(|k| {
+                    let t = k as f64 / 12.0;
+                    let x = cx as f64 - half + 2.0 * half * t;
+                    let yy = y - amp * (std::f64::consts::TAU * t).sin();
+                    (x.round() as i32, yy.round() as i32)
+                })
+                .collect();
+            area.draw(&PathElement::new(
+                pts,
+                ShapeStyle::from(INK).stroke_width(1),
+            ))
+            .map_err(err)?;
+        }
+        shown.push(c);
+    }
+    Ok((size * 1.2).ceil() as i32)
+}
+
 pub(super) fn heatmap_on<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
     area: &DrawingArea<DB, Shift>,
@@ -111,13 +161,13 @@ pub(super) fn heatmap_on<DB: DrawingBackend>(
     let (left, _) = area.split_horizontally(aw.saturating_sub(BAR_AREA));
     let tick_font = font(13.0);
     let unit_label_w = text_width(&tick_font, &units.saturating_sub(1).to_string());
+    let title_h = panel_title(&left, &m.title, 12)?;
     let mut builder = ChartBuilder::on(&left);
     builder
         .margin_left(8)
         .margin_right(6)
-        .margin_top(12)
+        .margin_top(12 + title_h + 10)
         .margin_bottom(10)
-        .caption(&m.title, font(15.0))
         .x_label_area_size(48)
         .y_label_area_size((unit_label_w + 40) as u32);
     // y: unit u is drawn at units-1-u so that unit 0 is at the top, as in a matrix.
@@ -125,8 +175,8 @@ pub(super) fn heatmap_on<DB: DrawingBackend>(
     let plot_w = pw as i32 - unit_label_w - 60;
     let plot_h = ph as i32 - 110;
     let x_ticks = int_ticks(
-        1,
-        steps.max(1) as i64,
+        0,
+        steps.saturating_sub(1) as i64,
         ((plot_w / 45) as usize).clamp(2, 16),
     );
     let unit_ticks = int_ticks(
@@ -138,11 +188,13 @@ pub(super) fn heatmap_on<DB: DrawingBackend>(
     let y_ticks: Vec<f64> = unit_ticks.iter().map(|u| top - u).collect();
     let mut ctx = builder
         .build_cartesian_2d(
-            TickAxis::new(0.5, steps.max(1) as f64 + 0.5, x_ticks),
+            TickAxis::new(-0.5, steps.max(1) as f64 - 0.5, x_ticks),
             TickAxis::new(-0.5, units.max(1) as f64 - 0.5, y_ticks),
         )
         .map_err(err)?;
-    let x_fmt = |v: &f64| format!("{v:.0}");
+    // Column c shows steps first + c·group …: label columns by the step they start at.
+    let (first, group) = (h.first_step as f64, h.group as f64);
+    let x_fmt = move |v: &f64| format!("{:.0}", first + v * group);
     let y_fmt = |v: &f64| format!("{:.0}", top - v);
     ctx.configure_mesh()
         .disable_mesh()
@@ -159,7 +211,7 @@ pub(super) fn heatmap_on<DB: DrawingBackend>(
         let y = top - u as f64;
         row.iter().enumerate().map(move |(t, &v)| {
             Rectangle::new(
-                [(t as f64 + 0.5, y + 0.5), (t as f64 + 1.5, y - 0.5)],
+                [(t as f64 - 0.5, y + 0.5), (t as f64 + 0.5, y - 0.5)],
                 heat_color(m, v).filled(),
             )
         })
@@ -169,9 +221,13 @@ pub(super) fn heatmap_on<DB: DrawingBackend>(
     let (xr, yr) = ctx.plotting_area().get_pixel_range();
     if steps > 0 {
         let cw = (xr.end - xr.start) as f64 / steps as f64;
-        for &s in &h.masked_steps {
-            let x0 = xr.start + ((s as f64 - 1.0) * cw).round() as i32;
-            let x1 = (xr.start + (s as f64 * cw).round() as i32 - 1).max(x0 + 1);
+        for s in h
+            .masked_steps
+            .iter()
+            .map(|&s| (s - h.first_step) / h.group.max(1))
+        {
+            let x0 = xr.start + (s as f64 * cw).round() as i32;
+            let x1 = (xr.start + ((s + 1) as f64 * cw).round() as i32 - 1).max(x0 + 1);
             root.draw(&Rectangle::new(
                 [(x0, yr.start - 6), (x1, yr.start - 2)],
                 INK.filled(),

@@ -343,9 +343,11 @@ pub(super) fn draw_series<DB: DrawingBackend>(
     let color = PALETTE[s.color % PALETTE.len()];
     let width = if s.points.len() > 1500 { 1 } else { 2 };
     let line = ShapeStyle::from(color).stroke_width(width);
-    let show_markers = s.marker != Marker::None && (s.points.len() as i32) * 8 <= plot_w;
+    // Separate points always get their markers (they are all there is to see).
+    let show_markers =
+        s.marker != Marker::None && (!s.joined || (s.points.len() as i32) * 8 <= plot_w);
     for run in finite_runs(&s.points) {
-        if run.len() >= 2 {
+        if run.len() >= 2 && s.joined {
             if s.dashed {
                 ctx.draw_series(DashedLineSeries::new(run.clone(), 8, 5, line))
                     .map_err(err)?;

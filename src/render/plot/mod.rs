@@ -22,7 +22,10 @@ mod lines;
 
 #[allow(unused_imports)]
 use self::{axis::*, canvas::*, data::*, heatmap::*, lines::*};
-pub use data::{ChartData, GateHeatmaps, Heatmap, Marker, Series, gates, predictions, state_norms};
+pub use data::{
+    ChartData, GateHeatmaps, Heatmap, Marker, Series, add_residuals, gates, gates_over,
+    predictions, state_norms,
+};
 pub use feed::ChartFeed;
 // The drawing pieces `explain`'s charts ([`crate::render::explain_plot`]) share with these.
 pub(crate) use self::axis::{DrawResult, heading};

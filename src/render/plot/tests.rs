@@ -85,24 +85,26 @@ fn norms_one_line_per_sequence() {
     assert_eq!(c.panels, ["cell state ‖c_t‖", "hidden state ‖h_t‖"]);
     assert_eq!(c.series.len(), 6);
     let s = &c.series[4];
-    assert_eq!((s.name.as_str(), s.panel, s.color), ("sequence 2", 1, 1));
+    assert_eq!((s.name.as_str(), s.panel, s.color), ("sequence 1", 1, 1));
     let want: f64 = (0..2)
         .map(|j| tr.layers[0].h.as_ref().unwrap()[[2, 1, j]].powi(2))
         .sum::<f64>()
         .sqrt();
-    assert_eq!(s.points[2], (3.0, want));
+    assert_eq!(s.points[2], (2.0, want), "steps numbered from 0");
     assert!(c.separators.is_empty());
 }
 
 #[test]
-fn norms_with_window_use_input_rows() {
+fn norms_with_window_are_separate_trajectories() {
     let mut tr = trace(CellKind::Gru, 3, 2, 2, false);
     tr.layers[0].input_index = vec![1, 0];
     let c = state_norms(&tr, Some(2));
     assert_eq!(c.panels, ["hidden state ‖h_t‖"]);
+    // Each window is its own trajectory from a fresh state: x is the step within the window, not the
+    // input row (which would join overlapping windows as if they were one series).
     let xs: Vec<f64> = c.series[2].points.iter().map(|p| p.0).collect();
-    assert_eq!(xs, [3.0, 2.0]);
-    assert!(c.x_label.starts_with("input row"));
+    assert_eq!(xs, [0.0, 1.0]);
+    assert!(c.x_label.starts_with("step within the window"));
 }
 
 #[test]
@@ -124,8 +126,8 @@ fn carried_state_is_one_line_over_global_steps() {
     let c = state_norms(&tr, None);
     assert_eq!(c.series.len(), 1);
     let xs: Vec<f64> = c.series[0].points.iter().map(|p| p.0).collect();
-    assert_eq!(xs, (1..=12).map(|v| v as f64).collect::<Vec<_>>());
-    assert_eq!(c.separators, [4.5, 8.5]);
+    assert_eq!(xs, (0..12).map(|v| v as f64).collect::<Vec<_>>());
+    assert_eq!(c.separators, [3.5, 7.5]);
 }
 
 #[test]
@@ -309,7 +311,7 @@ fn chart_data_serializes() {
     let mut c = state_norms(&tr, None);
     c.series[0].points[0].1 = f64::NAN;
     let v = serde_json::to_value(&c).unwrap();
-    assert_eq!(v["series"][0]["name"], "sequence 1");
+    assert_eq!(v["series"][0]["name"], "sequence 0");
     assert!(v["series"][0]["points"][0][1].is_null());
     assert_eq!(v["series"][0]["marker"], "circle");
 }
