@@ -106,24 +106,69 @@ fn strip_path(e: &Error) -> String {
     }
 }
 
-/// Runs one recurrent layer (or one direction of a Bidirectional) over `x`.
+/// What a model run records of its recurrent layers.
+///
+/// Every layer records what the next one needs (a `return_sequences` layer's output sequence, streamed into
+/// the next layer's input block by block), what `keep` asks for in memory, and what the stream asks for.
+pub struct Recording<'a, T> {
+    /// What the returned traces hold. With [`Record::NONE`] each layer runs streamed
+    /// ([`engine::STREAM_STEPS`] steps at a time), its trace holds only final states and outputs, and its
+    /// input is not kept either (`x` has 0 timesteps); anything else keeps every step in memory.
+    pub keep: Record,
+    /// Receives every block of every recurrent layer as it is computed (an `.npz` trace).
+    pub stream: Option<&'a mut dyn LayerSink<T>>,
+}
+
+impl<T> Recording<'_, T> {
+    /// Everything in memory, nothing streamed: what [`run_model`] does.
+    pub fn all() -> Recording<'static, T> {
+        Recording {
+            keep: Record::ALL,
+            stream: None,
+        }
+    }
+}
+
+/// Receives the recorded steps of every recurrent layer of a model run.
+pub trait LayerSink<T> {
+    /// What to record of every layer for this sink.
+    fn record(&self) -> Record;
+    /// One block of steps of layer `layer` (its traced name: a Bidirectional's `name/forward`), the first
+    /// being processing step `t0`.
+    fn block(&mut self, layer: &str, t0: usize, stores: &engine::Stores<T>) -> Result<()>;
+}
+
+fn union(a: Record, b: Record) -> Record {
+    Record {
+        gates: a.gates || b.gates,
+        pre: a.pre || b.pre,
+        states: a.states || b.states,
+    }
+}
+
+/// Runs one recurrent layer (or one direction of a Bidirectional) over `x`; with `sequence`, also returns
+/// its `return_sequences` output in processing order `(batch, steps, units)`, zeros at masked steps when
+/// `zero_output_for_mask`.
+#[allow(clippy::too_many_arguments)]
 fn run_recurrent<T: Real>(
     model: &SavedModel,
     name: &str,
     r: &Recurrent,
-    x: &Array3<T>,
+    x: ndarray::CowArray<'_, T, ndarray::Ix3>,
     mask: Option<&Array2<bool>>,
     kernels: Kernels,
-) -> Result<LayerTrace<T>> {
+    sequence: bool,
+    rec: &mut Recording<'_, T>,
+) -> Result<(LayerTrace<T>, Option<Array3<T>>)> {
     let w = cell_weights::<T>(model, name, r)?;
-    let carry_state = stateful_carry(model, name, r, x.shape()[0])?;
-    if x.shape()[2] != w.features {
+    let (batch, _, features) = x.dim();
+    let carry_state = stateful_carry(model, name, r, batch)?;
+    if features != w.features {
         return Err(Error::input(
             &model.path,
             format!(
-                "layer '{name}' expects {} features per step; it receives {}",
+                "layer '{name}' expects {} features per step; it receives {features}",
                 w.features,
-                x.shape()[2]
             ),
         ));
     }
@@ -139,13 +184,74 @@ fn run_recurrent<T: Real>(
         carry_state,
     };
     let input = LayerInput {
-        x: x.view().into(),
+        x,
         mask: mask.map(|m| m.view()),
         h0: None,
         c0: None,
     };
-    let mut no_sink = |_: usize, _: &engine::Stores<T>| Ok(());
-    engine::run_layer_using(&w, &spec, input, Record::ALL, None, &mut no_sink, kernels)
+    trace_layer(
+        &w,
+        &spec,
+        input,
+        kernels,
+        sequence.then_some(r.zero_output_for_mask),
+        rec,
+    )
+}
+
+/// Runs `w` through the engine, recording what `rec` and the next layer need (`sequence`: the output
+/// sequence is needed, zeroed at masked steps when `Some(true)`).
+fn trace_layer<T: Real>(
+    w: &CellWeights<T>,
+    spec: &LayerSpec,
+    input: LayerInput<'_, T>,
+    kernels: Kernels,
+    sequence: Option<bool>,
+    rec: &mut Recording<'_, T>,
+) -> Result<(LayerTrace<T>, Option<Array3<T>>)> {
+    let (batch, steps, features) = input.x.dim();
+    let u = w.units;
+    let mut record = rec.keep;
+    if let Some(s) = rec.stream.as_ref() {
+        record = union(record, s.record());
+    }
+    if sequence.is_some() {
+        record = union(record, Record::STATES);
+    }
+    let lean = rec.keep == Record::NONE;
+    let chunk = lean.then_some(engine::STREAM_STEPS);
+    let mut seq_out = sequence.map(|_| Array3::<T>::zeros((batch, steps, u)));
+    let zero_masked = sequence == Some(true);
+    let name = spec.name.as_str();
+    let stream = &mut rec.stream;
+    let mut sink = |t0: usize, st: &engine::Stores<T>| -> Result<()> {
+        if let Some(o) = seq_out.as_mut() {
+            let src = st
+                .out
+                .as_ref()
+                .or(st.h.as_ref())
+                .expect("states are recorded when the output sequence is needed");
+            for k in 0..st.steps() {
+                for b in 0..batch {
+                    let mut dst = o.slice_mut(s![b, t0 + k, ..]);
+                    if zero_masked && st.masked[[k, b]] {
+                        dst.fill(T::zero());
+                    } else {
+                        dst.assign(&src.slice(s![k, b, ..]));
+                    }
+                }
+            }
+        }
+        if let Some(s) = stream.as_mut() {
+            s.block(name, t0, st)?;
+        }
+        Ok(())
+    };
+    let mut l = engine::run_layer_using(w, spec, input, record, chunk, &mut sink, kernels)?;
+    if lean {
+        l.x = Array3::zeros((batch, 0, features));
+    }
+    Ok((l, seq_out))
 }
 
 /// Whether a layer carries its state from one sequence to the next, as `model.predict` runs it.
@@ -169,24 +275,6 @@ fn stateful_carry(model: &SavedModel, name: &str, r: &Recurrent, batch: usize) -
             ),
         )),
     }
-}
-
-/// The layer's return_sequences output in processing order, `(batch, steps, units)`, with zeros at masked
-/// steps when the layer says `zero_output_for_mask`.
-fn sequence_output<T: Real>(l: &LayerTrace<T>, zero_masked: bool) -> Array3<T> {
-    let out = l
-        .out
-        .as_ref()
-        .map(|o| o.view().permuted_axes([1, 0, 2]).to_owned());
-    let mut out = out.unwrap_or_else(|| Array3::zeros((l.sequences(), l.steps(), l.units)));
-    if zero_masked && l.masked.nrows() == l.steps() {
-        for ((t, b), &m) in l.masked.indexed_iter() {
-            if m {
-                out.slice_mut(s![b, t, ..]).fill(T::zero());
-            }
-        }
-    }
-    out
 }
 
 /// `act(x·K + b)` on the last axis of a tensor.
@@ -276,14 +364,24 @@ pub fn run_model_using<T: Real>(
     x: Tensor<T>,
     kernels: Kernels,
 ) -> Result<ModelRun<T>> {
+    run_model_recording(model, x, kernels, &mut Recording::all())
+}
+
+/// [`run_model_using`] recording what `rec` asks for (and streaming it to `rec.stream`).
+pub fn run_model_recording<T: Real>(
+    model: &SavedModel,
+    x: Tensor<T>,
+    kernels: Kernels,
+    rec: &mut Recording<'_, T>,
+) -> Result<ModelRun<T>> {
     let mut value = x;
     let mut mask: Option<Array2<bool>> = None;
     let mut layers = Vec::new();
     for layer in model.compute_layers() {
         let name = layer.name.as_str();
-        let need_seq = |v: &Tensor<T>| -> Result<Array3<T>> {
+        let need_seq = |v: Tensor<T>| -> Result<Array3<T>> {
             match v {
-                Tensor::Seq(a) => Ok(a.clone()),
+                Tensor::Seq(a) => Ok(a),
                 Tensor::Flat(a) => Err(Error::input(
                     &model.path,
                     format!(
@@ -297,7 +395,7 @@ pub fn run_model_using<T: Real>(
         value = match &layer.kind {
             LayerKind::Input | LayerKind::Identity => value,
             LayerKind::Masking { mask_value } => {
-                let x = need_seq(&value)?;
+                let x = need_seq(value)?;
                 let m = engine::mask_from_value(x.view(), T::lit(*mask_value));
                 let mut y = x;
                 for ((b, t), &keep) in m.indexed_iter() {
@@ -309,12 +407,20 @@ pub fn run_model_using<T: Real>(
                 Tensor::Seq(y)
             }
             LayerKind::Recurrent(r) => {
-                let x = need_seq(&value)?;
-                let l = run_recurrent(model, name, r, &x, mask.as_ref(), kernels)?;
-                let v = if r.return_sequences {
-                    Tensor::Seq(sequence_output(&l, r.zero_output_for_mask))
-                } else {
-                    Tensor::Flat(l.last_output.clone())
+                let x = need_seq(value)?;
+                let (l, seq) = run_recurrent(
+                    model,
+                    name,
+                    r,
+                    x.into(),
+                    mask.as_ref(),
+                    kernels,
+                    r.return_sequences,
+                    rec,
+                )?;
+                let v = match seq {
+                    Some(o) => Tensor::Seq(o),
+                    None => Tensor::Flat(l.last_output.clone()),
                 };
                 if !r.return_sequences {
                     mask = None;
@@ -327,12 +433,30 @@ pub fn run_model_using<T: Real>(
                 backward,
                 merge_mode,
             } => {
-                let x = need_seq(&value)?;
+                let x = need_seq(value)?;
                 let mode = merge_mode.clone().unwrap_or_default();
                 let fname = format!("{name}/forward");
                 let bname = format!("{name}/backward");
-                let lf = run_recurrent(model, &fname, forward, &x, mask.as_ref(), kernels)?;
-                let lb = run_recurrent(model, &bname, backward, &x, mask.as_ref(), kernels)?;
+                let (lf, of) = run_recurrent(
+                    model,
+                    &fname,
+                    forward,
+                    x.view().into(),
+                    mask.as_ref(),
+                    kernels,
+                    forward.return_sequences,
+                    rec,
+                )?;
+                let (lb, ob) = run_recurrent(
+                    model,
+                    &bname,
+                    backward,
+                    x.into(),
+                    mask.as_ref(),
+                    kernels,
+                    forward.return_sequences,
+                    rec,
+                )?;
                 let bad_mode = || {
                     Error::input(
                         &model.path,
@@ -341,9 +465,7 @@ pub fn run_model_using<T: Real>(
                         ),
                     )
                 };
-                let v = if forward.return_sequences {
-                    let of = sequence_output(&lf, forward.zero_output_for_mask);
-                    let mut ob = sequence_output(&lb, backward.zero_output_for_mask);
+                let v = if let (Some(of), Some(mut ob)) = (of, ob) {
                     if backward.go_backwards {
                         ob.invert_axis(Axis(1)); // back to time order
                     }
@@ -476,6 +598,17 @@ pub fn run_torch_stack_using<T: Real>(
     x: Array3<T>,
     kernels: Kernels,
 ) -> Result<ModelRun<T>> {
+    run_torch_stack_recording(src, kind, x, kernels, &mut Recording::all())
+}
+
+/// [`run_torch_stack_using`] recording what `rec` asks for (and streaming it to `rec.stream`).
+pub fn run_torch_stack_recording<T: Real>(
+    src: &NamedArrays,
+    kind: CellKind,
+    x: Array3<T>,
+    kernels: Kernels,
+    rec: &mut Recording<'_, T>,
+) -> Result<ModelRun<T>> {
     let names: Vec<&str> = src
         .arrays
         .iter()
@@ -518,16 +651,8 @@ pub fn run_torch_stack_using<T: Real>(
                 h0: None,
                 c0: None,
             };
-            let l = engine::run_layer_using(
-                &w,
-                &spec,
-                li,
-                Record::ALL,
-                None,
-                &mut |_, _| Ok(()),
-                kernels,
-            )?;
-            let mut o = sequence_output(&l, false);
+            let (l, o) = trace_layer(&w, &spec, li, kernels, Some(false), rec)?;
+            let mut o = o.expect("the output sequence was asked for");
             if reverse {
                 o.invert_axis(Axis(1)); // back to time order
             }

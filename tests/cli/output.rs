@@ -566,7 +566,9 @@ fn binary_links_no_font_libraries() {
 
 /// Reads an .npz written by rnntrace with the project's own reader (zip + .npy), keyed by member name.
 /// The metadata member (a unicode string) is checked for presence and JSON content, not decoded as numbers.
-fn npz_members(path: &Path) -> std::collections::HashMap<String, rnntrace::io::RawArray> {
+pub(crate) fn npz_members(
+    path: &Path,
+) -> std::collections::HashMap<String, rnntrace::io::RawArray> {
     use std::io::Read;
     let mut z = zip::ZipArchive::new(std::fs::File::open(path).unwrap()).unwrap();
     let mut out = std::collections::HashMap::new();
