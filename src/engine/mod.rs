@@ -6,8 +6,9 @@ How it is fast:
   of its sequences with no synchronisation (except with carried state, which is sequential by nature);
 - each lane projects its inputs `x·W + b` for 16 steps at a time as one matrix product, then each step
   costs one recurrent product for the lane's whole block of sequences;
-- with float32 and Keras's default activations on a CPU with AVX-512 (or AVX2 and FMA), each step is one
-  fused pass
+- with float32, an LSTM, a GRU with `reset_after=True` or a SimpleRNN, and activations the fused steps
+  compute (sigmoid, tanh, both hard_sigmoids, relu, linear) on a CPU with AVX-512 (or AVX2 and FMA), each
+  step is one fused pass
   ([`crate::cell::fused`]): products, activations and state update per register tile, gates and states
   stored straight into the time-major trace arrays, one array per gate (no projection buffer, no copies);
 - otherwise the portable cells run on `gemm` products and their gates are split into the per-gate arrays;
