@@ -159,6 +159,11 @@ impl Packed {
         Some(p)
     }
 
+    /// Whether the activations are Keras's defaults (sigmoid gates, tanh), compiled as constants.
+    fn is_default(&self) -> bool {
+        (self.rec, self.act) == (Act::Sigmoid, Act::Tanh)
+    }
+
     /// The step this packing is for.
     pub fn kind(&self) -> FusedKind {
         self.kind
@@ -608,6 +613,80 @@ mod x86 {
         }
     }
 
+    /// One kind of tile (one cell's step on a tile of rows), so that each kind's tile loop is its own
+    /// function: all kinds in one function made its frame overflow a 2 MiB thread stack in debug builds.
+    trait TileKind {
+        /// # Safety
+        /// As `step`, inside a function compiled with `S`'s instruction set, on a CPU that has it.
+        unsafe fn tile<S: Simd, const N: usize, const D: bool>(
+            packed: &Packed,
+            p: &StepPtrs,
+            t: &Tile<S>,
+        );
+    }
+
+    struct LstmTile;
+    struct GruTile;
+    struct SimpleTile;
+
+    impl TileKind for LstmTile {
+        #[inline(always)]
+        unsafe fn tile<S: Simd, const N: usize, const D: bool>(
+            packed: &Packed,
+            p: &StepPtrs,
+            t: &Tile<S>,
+        ) {
+            // SAFETY: forwarded.
+            unsafe { lstm::<S, N, D>(packed, p, t) }
+        }
+    }
+
+    impl TileKind for GruTile {
+        #[inline(always)]
+        unsafe fn tile<S: Simd, const N: usize, const D: bool>(
+            packed: &Packed,
+            p: &StepPtrs,
+            t: &Tile<S>,
+        ) {
+            // SAFETY: forwarded.
+            unsafe { gru::<S, N, D>(packed, p, t) }
+        }
+    }
+
+    impl TileKind for SimpleTile {
+        #[inline(always)]
+        unsafe fn tile<S: Simd, const N: usize, const D: bool>(
+            packed: &Packed,
+            p: &StepPtrs,
+            t: &Tile<S>,
+        ) {
+            // SAFETY: forwarded.
+            unsafe { simple::<S, N, D>(packed, p, t) }
+        }
+    }
+
+    /// One kind's step compiled for AVX-512F.
+    ///
+    /// # Safety
+    /// As `step`, on a CPU with AVX-512F, for a packing of kind `K`.
+    #[target_feature(enable = "avx512f")]
+    #[inline(never)]
+    unsafe fn panels_avx512<K: TileKind, const D: bool>(packed: &Packed, p: &StepPtrs) {
+        // SAFETY: forwarded; AVX-512F is enabled here.
+        unsafe { step_panels::<Avx512, 6, D, K>(packed, p) }
+    }
+
+    /// One kind's step compiled for AVX2 and FMA.
+    ///
+    /// # Safety
+    /// As `step`, on a CPU with AVX2 and FMA, for a packing of kind `K`.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline(never)]
+    unsafe fn panels_avx2<K: TileKind, const D: bool>(packed: &Packed, p: &StepPtrs) {
+        // SAFETY: forwarded; AVX2 and FMA are enabled here.
+        unsafe { step_panels::<Avx2, 2, D, K>(packed, p) }
+    }
+
     /// `step` compiled for AVX-512F.
     ///
     /// # Safety
@@ -616,10 +695,13 @@ mod x86 {
     pub(super) unsafe fn step_avx512(packed: &Packed, p: &StepPtrs) {
         // SAFETY: forwarded; AVX-512F is enabled here.
         unsafe {
-            if (packed.rec, packed.act) == (Act::Sigmoid, Act::Tanh) {
-                step_panels::<Avx512, 6, true>(packed, p)
-            } else {
-                step_panels::<Avx512, 6, false>(packed, p)
+            match (packed.kind, packed.is_default()) {
+                (FusedKind::Lstm, true) => panels_avx512::<LstmTile, true>(packed, p),
+                (FusedKind::Lstm, false) => panels_avx512::<LstmTile, false>(packed, p),
+                (FusedKind::GruResetAfter, true) => panels_avx512::<GruTile, true>(packed, p),
+                (FusedKind::GruResetAfter, false) => panels_avx512::<GruTile, false>(packed, p),
+                (FusedKind::Simple, true) => panels_avx512::<SimpleTile, true>(packed, p),
+                (FusedKind::Simple, false) => panels_avx512::<SimpleTile, false>(packed, p),
             }
         }
     }
@@ -632,10 +714,13 @@ mod x86 {
     pub(super) unsafe fn step_avx2(packed: &Packed, p: &StepPtrs) {
         // SAFETY: forwarded; AVX2 and FMA are enabled here.
         unsafe {
-            if (packed.rec, packed.act) == (Act::Sigmoid, Act::Tanh) {
-                step_panels::<Avx2, 2, true>(packed, p)
-            } else {
-                step_panels::<Avx2, 2, false>(packed, p)
+            match (packed.kind, packed.is_default()) {
+                (FusedKind::Lstm, true) => panels_avx2::<LstmTile, true>(packed, p),
+                (FusedKind::Lstm, false) => panels_avx2::<LstmTile, false>(packed, p),
+                (FusedKind::GruResetAfter, true) => panels_avx2::<GruTile, true>(packed, p),
+                (FusedKind::GruResetAfter, false) => panels_avx2::<GruTile, false>(packed, p),
+                (FusedKind::Simple, true) => panels_avx2::<SimpleTile, true>(packed, p),
+                (FusedKind::Simple, false) => panels_avx2::<SimpleTile, false>(packed, p),
             }
         }
     }
@@ -646,7 +731,10 @@ mod x86 {
     /// As `step`: every pointer in `p` valid for the rows it addresses, outputs not overlapping
     /// inputs; and only inside a function compiled with `S`'s instruction set, on a CPU that has it.
     #[inline(always)]
-    unsafe fn step_panels<S: Simd, const MR: usize, const D: bool>(packed: &Packed, p: &StepPtrs) {
+    unsafe fn step_panels<S: Simd, const MR: usize, const D: bool, K: TileKind>(
+        packed: &Packed,
+        p: &StepPtrs,
+    ) {
         let (u, f) = (packed.units, packed.features);
         let lanes = S::LANES;
         assert_eq!(
@@ -670,25 +758,13 @@ mod x86 {
                 let mut r0 = 0;
                 while r0 < p.rows {
                     let t = Tile::<S> { r0, ..t };
-                    match (packed.kind, (p.rows - r0).min(MR)) {
-                        (FusedKind::Lstm, 6) => lstm::<S, 6, D>(packed, p, &t),
-                        (FusedKind::Lstm, 5) => lstm::<S, 5, D>(packed, p, &t),
-                        (FusedKind::Lstm, 4) => lstm::<S, 4, D>(packed, p, &t),
-                        (FusedKind::Lstm, 3) => lstm::<S, 3, D>(packed, p, &t),
-                        (FusedKind::Lstm, 2) => lstm::<S, 2, D>(packed, p, &t),
-                        (FusedKind::Lstm, _) => lstm::<S, 1, D>(packed, p, &t),
-                        (FusedKind::GruResetAfter, 6) => gru::<S, 6, D>(packed, p, &t),
-                        (FusedKind::GruResetAfter, 5) => gru::<S, 5, D>(packed, p, &t),
-                        (FusedKind::GruResetAfter, 4) => gru::<S, 4, D>(packed, p, &t),
-                        (FusedKind::GruResetAfter, 3) => gru::<S, 3, D>(packed, p, &t),
-                        (FusedKind::GruResetAfter, 2) => gru::<S, 2, D>(packed, p, &t),
-                        (FusedKind::GruResetAfter, _) => gru::<S, 1, D>(packed, p, &t),
-                        (FusedKind::Simple, 6) => simple::<S, 6, D>(packed, p, &t),
-                        (FusedKind::Simple, 5) => simple::<S, 5, D>(packed, p, &t),
-                        (FusedKind::Simple, 4) => simple::<S, 4, D>(packed, p, &t),
-                        (FusedKind::Simple, 3) => simple::<S, 3, D>(packed, p, &t),
-                        (FusedKind::Simple, 2) => simple::<S, 2, D>(packed, p, &t),
-                        (FusedKind::Simple, _) => simple::<S, 1, D>(packed, p, &t),
+                    match (p.rows - r0).min(MR) {
+                        6 => K::tile::<S, 6, D>(packed, p, &t),
+                        5 => K::tile::<S, 5, D>(packed, p, &t),
+                        4 => K::tile::<S, 4, D>(packed, p, &t),
+                        3 => K::tile::<S, 3, D>(packed, p, &t),
+                        2 => K::tile::<S, 2, D>(packed, p, &t),
+                        _ => K::tile::<S, 1, D>(packed, p, &t),
                     }
                     r0 += MR;
                 }
@@ -1015,7 +1091,7 @@ mod tests {
     #[test]
     fn packings_exist_only_for_fused_instruction_sets_the_cpu_has() {
         use super::{Kernels, Packed};
-        use crate::cell::Activation::{HardSigmoid, Sigmoid, Tanh};
+        use crate::cell::Activation::{Sigmoid, Softsign, Tanh};
         let w = crate::cell::CellWeights::<f32> {
             kind: crate::cell::CellKind::Lstm,
             units: 3,
@@ -1027,7 +1103,8 @@ mod tests {
             reset_after: true,
         };
         assert!(Packed::new(&w, Tanh, Sigmoid, Kernels::Portable).is_none());
-        assert!(Packed::new(&w, Tanh, HardSigmoid, Kernels::Avx512).is_none());
+        // An activation the fused steps do not compute.
+        assert!(Packed::new(&w, Tanh, Softsign, Kernels::Avx512).is_none());
         let has512 = std::is_x86_feature_detected!("avx512f");
         let has2 = std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
         let best = Packed::new(&w, Tanh, Sigmoid, Kernels::Avx512).map(|p| p.isa());
