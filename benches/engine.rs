@@ -33,6 +33,7 @@ fn weights(kind: CellKind, features: usize, units: usize) -> CellWeights<f32> {
         recurrent_bias: (kind == CellKind::Gru)
             .then(|| Array1::from_shape_fn(g * units, |_| lcg(&mut s))),
         reset_after: kind == CellKind::Gru,
+        projection: None,
     }
 }
 

@@ -13,7 +13,7 @@ seeds_for() {
     npz) echo '*.npz' ;;
     json_weights) echo 'weights*.json dense*.json' ;;
     model) echo '*.keras *.h5' ;;
-    pickle) echo '*.pt *.pth *.pkl' ;;
+    torch_pickle) echo '*.pt *.pth *.pkl' ;;
     safetensors) echo '*.safetensors' ;;
     *) echo "seed-corpus.sh: no seeds known for fuzz target '$1'; add them here" >&2; exit 2 ;;
   esac
@@ -31,5 +31,24 @@ for t in $targets; do
       n=$((n + 1))
     done < <(find fixtures -type f -name "$pat" -size -4M -print0)
   done
+  if [ "$t" = torch_pickle ] && command -v python3 >/dev/null; then
+    # The pickle alone too (each archive's data.pkl member), so the unpickler is fuzzed without the zip layer.
+    n=$((n + $(python3 - "$out/$t" <<'PY'
+import pathlib, sys, zipfile, zlib
+n = 0
+for f in pathlib.Path("fixtures").rglob("*.pt"):
+    try:
+        z = zipfile.ZipFile(f)
+    except zipfile.BadZipFile:
+        continue
+    for m in z.namelist():
+        if m.endswith("/data.pkl"):
+            b = z.read(m)
+            pathlib.Path(sys.argv[1], "seed-pkl-%08x" % zlib.crc32(b)).write_bytes(b)
+            n += 1
+print(n)
+PY
+)))
+  fi
   echo "$t: $n seed files in $out/$t"
 done

@@ -6,6 +6,7 @@ The library is layered so that each part can be used alone:
 - [`weights`] validates them into [`weights::CellWeights`] (one layout, Keras's);
 - [`cell`] and [`engine`] compute, recording everything into a [`trace::Trace`];
 - [`compare`] checks predictions against the framework's;
+- [`explain`] differentiates a recorded forward pass: attributions over time and features, unit analyses;
 - [`render`] turns a trace into tables and JSON.
 
 The command line (the `rnntrace` binary: `src/main.rs`, `src/cli/`, `src/commands/`) is a thin layer over
@@ -16,6 +17,7 @@ pub mod cell;
 pub mod compare;
 pub mod engine;
 pub mod error;
+pub mod explain;
 pub mod io;
 pub mod model;
 pub mod render;

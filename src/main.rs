@@ -11,7 +11,8 @@ mod cli;
 mod commands;
 
 pub(crate) use rnntrace::{
-    Result, cell, compare, engine, error, io, model, render, runner, scaler, trace, weights,
+    Result, cell, compare, engine, error, explain, io, model, render, runner, scaler, trace,
+    weights,
 };
 
 use clap::Parser;
@@ -27,6 +28,7 @@ fn dispatch(cli: Cli) -> Result<Outcome> {
         Command::Run(r) => commands::run::run_model(&r, &env),
         Command::Inspect(i) => commands::inspect::inspect(&i),
         Command::Diagnose(a) => commands::diagnose::diagnose(&a, &env),
+        Command::Explain(a) => commands::explain::explain(&a, &env),
     }
 }
 

@@ -11,11 +11,11 @@ use crate::cell::Kernels;
 use crate::cell::{Activation, Real};
 use crate::engine::{self, LayerInput, LayerSpec};
 use crate::error::{Error, Result};
-use crate::model::{LayerKind, Recurrent, RecurrentCell, SavedModel};
+use crate::model::{LayerKind, Recurrent, RecurrentCell, SavedModel, layers};
 use crate::trace::{LayerTrace, Record};
 use crate::weights::keras::{ResetAfter, from_arrays};
 use crate::weights::{CellKind, CellWeights, NamedArrays};
-use ndarray::{Array2, Array3, ArrayView2, Axis, s};
+use ndarray::{Array1, Array2, Array3, ArrayView2, Axis, s};
 
 /// A value between layers.
 #[derive(Debug, Clone)]
@@ -54,16 +54,22 @@ impl<T: Real> Tensor<T> {
 pub struct ModelRun<T> {
     /// Every recurrent layer (a Bidirectional appears as `name/forward` and `name/backward`).
     pub layers: Vec<LayerTrace<T>>,
-    /// The model's output.
+    /// The model's output (its first, when it has several).
     pub output: Tensor<T>,
+    /// Every output of the model, in the model's order.
+    pub outputs: Vec<Tensor<T>>,
 }
 
 fn act(model: &SavedModel, layer: &str, name: &str) -> Result<Activation> {
     Activation::parse(name).map_err(|e| Error::input(&model.path, format!("layer '{layer}': {e}")))
 }
 
-/// The validated cell weights of one recurrent layer.
-fn cell_weights<T: Real>(model: &SavedModel, layer: &str, r: &Recurrent) -> Result<CellWeights<T>> {
+/// The validated cell weights of one recurrent layer (also what `explain` differentiates).
+pub fn cell_weights<T: Real>(
+    model: &SavedModel,
+    layer: &str,
+    r: &Recurrent,
+) -> Result<CellWeights<T>> {
     let kind = match r.cell {
         RecurrentCell::Lstm => CellKind::Lstm,
         RecurrentCell::Gru => CellKind::Gru,
@@ -80,6 +86,7 @@ fn cell_weights<T: Real>(model: &SavedModel, layer: &str, r: &Recurrent) -> Resu
         path: model.path.clone(),
         positional: false,
         arrays,
+        meta: Default::default(),
     };
     let ra = if r.reset_after {
         ResetAfter::True
@@ -147,7 +154,7 @@ fn union(a: Record, b: Record) -> Record {
 }
 
 /// Runs one recurrent layer (or one direction of a Bidirectional) over `x`; with `sequence`, also returns
-/// its `return_sequences` output in processing order `(batch, steps, units)`, zeros at masked steps when
+/// its `return_sequences` output in processing order `(batch, steps, h_units)`, zeros at masked steps when
 /// `zero_output_for_mask`.
 #[allow(clippy::too_many_arguments)]
 fn run_recurrent<T: Real>(
@@ -156,6 +163,32 @@ fn run_recurrent<T: Real>(
     r: &Recurrent,
     x: ndarray::CowArray<'_, T, ndarray::Ix3>,
     mask: Option<&Array2<bool>>,
+    kernels: Kernels,
+    sequence: bool,
+    rec: &mut Recording<'_, T>,
+) -> Result<(LayerTrace<T>, Option<Array3<T>>)> {
+    run_recurrent_from(
+        model,
+        name,
+        r,
+        x,
+        mask,
+        (None, None),
+        kernels,
+        sequence,
+        rec,
+    )
+}
+
+/// [`run_recurrent`] from given initial states `(h0, c0)` (`initial_state=[h, c]`), zeros where absent.
+#[allow(clippy::too_many_arguments)]
+fn run_recurrent_from<T: Real>(
+    model: &SavedModel,
+    name: &str,
+    r: &Recurrent,
+    x: ndarray::CowArray<'_, T, ndarray::Ix3>,
+    mask: Option<&Array2<bool>>,
+    (h0, c0): (Option<Array2<T>>, Option<Array2<T>>),
     kernels: Kernels,
     sequence: bool,
     rec: &mut Recording<'_, T>,
@@ -186,8 +219,8 @@ fn run_recurrent<T: Real>(
     let input = LayerInput {
         x,
         mask: mask.map(|m| m.view()),
-        h0: None,
-        c0: None,
+        h0,
+        c0,
     };
     trace_layer(
         &w,
@@ -200,7 +233,8 @@ fn run_recurrent<T: Real>(
 }
 
 /// Runs `w` through the engine, recording what `rec` and the next layer need (`sequence`: the output
-/// sequence is needed, zeroed at masked steps when `Some(true)`).
+/// sequence is needed, zeroed at masked steps when `Some(true)`). The sequence is `h_units()` wide (a
+/// projected LSTM's projection width).
 fn trace_layer<T: Real>(
     w: &CellWeights<T>,
     spec: &LayerSpec,
@@ -210,7 +244,7 @@ fn trace_layer<T: Real>(
     rec: &mut Recording<'_, T>,
 ) -> Result<(LayerTrace<T>, Option<Array3<T>>)> {
     let (batch, steps, features) = input.x.dim();
-    let u = w.units;
+    let hw = w.h_units();
     let mut record = rec.keep;
     if let Some(s) = rec.stream.as_ref() {
         record = union(record, s.record());
@@ -220,7 +254,7 @@ fn trace_layer<T: Real>(
     }
     let lean = rec.keep == Record::NONE;
     let chunk = lean.then_some(engine::STREAM_STEPS);
-    let mut seq_out = sequence.map(|_| Array3::<T>::zeros((batch, steps, u)));
+    let mut seq_out = sequence.map(|_| Array3::<T>::zeros((batch, steps, hw)));
     let zero_masked = sequence == Some(true);
     let name = spec.name.as_str();
     let stream = &mut rec.stream;
@@ -339,6 +373,93 @@ fn dense<T: Real>(
     }
 }
 
+/// A Keras activation applied to a tensor (softmax over the last axis).
+fn apply_activation<T: Real>(
+    model: &SavedModel,
+    name: &str,
+    activation: &str,
+    value: Tensor<T>,
+) -> Result<Tensor<T>> {
+    let a = act(model, name, activation)?;
+    Ok(match value {
+        Tensor::Flat(mut v) => {
+            a.apply_rows(v.view_mut());
+            Tensor::Flat(v)
+        }
+        Tensor::Seq(mut v) => {
+            for mut step in v.outer_iter_mut() {
+                a.apply_rows(step.view_mut());
+            }
+            Tensor::Seq(v)
+        }
+    })
+}
+
+/// Applies `f` to a tensor's values in C order (the last axis innermost).
+fn map_data<T: Real>(value: Tensor<T>, f: impl FnOnce(&mut [T])) -> Tensor<T> {
+    match value {
+        Tensor::Flat(a) => {
+            let mut a = a.as_standard_layout().into_owned();
+            if let Some(d) = a.as_slice_mut() {
+                f(d);
+            }
+            Tensor::Flat(a)
+        }
+        Tensor::Seq(a) => {
+            let mut a = a.as_standard_layout().into_owned();
+            if let Some(d) = a.as_slice_mut() {
+                f(d);
+            }
+            Tensor::Seq(a)
+        }
+    }
+}
+
+/// A normalisation's arrays must match the last axis of what it receives.
+fn check_channels<T: Real>(model: &SavedModel, name: &str, v: &Tensor<T>, n: usize) -> Result<()> {
+    let last = v.shape().last().copied().unwrap_or(0);
+    if last == n {
+        Ok(())
+    } else {
+        Err(Error::input(
+            &model.path,
+            format!("layer '{name}' normalises {n} channels; it receives {last}"),
+        ))
+    }
+}
+
+/// The message for an id that is no row of an embedding table.
+pub fn bad_id(name: &str, e: &layers::embedding::BadId, vocab: usize) -> String {
+    format!(
+        "layer '{name}' (Embedding): sequence {}, step {} holds the id {}, which is {}; ids must be \
+         whole numbers in 0..{vocab} (the layer's input_dim is {vocab})",
+        e.sequence,
+        e.step,
+        e.value,
+        if e.value.fract() != 0.0 || !e.value.is_finite() {
+            "not a whole number"
+        } else {
+            "outside the vocabulary"
+        }
+    )
+}
+
+fn array1<T: Real>(a: &crate::io::RawArray) -> Array1<T> {
+    Array1::from(a.data.iter().map(|v| T::lit(*v)).collect::<Vec<_>>())
+}
+
+/// A loaded 2-D array (the loader checked its shape).
+fn array2<T: Real>(a: &crate::io::RawArray) -> Array2<T> {
+    let (r, c) = (a.shape[0], a.shape[1]);
+    Array2::from_shape_fn((r, c), |(i, j)| T::lit(a.data[i * c + j]))
+}
+
+/// A loaded 3-D array (the loader checked its shape).
+fn array3<T: Real>(a: &crate::io::RawArray) -> Array3<T> {
+    let (x, y, z) = (a.shape[0], a.shape[1], a.shape[2]);
+    Array3::from_shape_fn((x, y, z), |(i, j, k)| T::lit(a.data[(i * y + j) * z + k]))
+}
+
 fn merge<T: Real>(mode: &str, f: ArrayView2<'_, T>, b: ArrayView2<'_, T>) -> Option<Array2<T>> {
     Some(match mode {
         "concat" => ndarray::concatenate(Axis(1), &[f, b]).ok()?,
@@ -349,11 +470,601 @@ fn merge<T: Real>(mode: &str, f: ArrayView2<'_, T>, b: ArrayView2<'_, T>) -> Opt
     })
 }
 
+/// The input of a model whose first computing layer is an `Embedding`: token ids `(batch, timesteps)`
+/// (one sequence may be given as `(timesteps,)`), of any integer or float dtype holding whole numbers,
+/// each checked against the vocabulary here so that a bad id is reported against the input file.
+/// `None` for other models.
+pub fn embedding_input(
+    model: &SavedModel,
+    raw: &crate::io::RawArray,
+    input: &std::path::Path,
+) -> Result<Option<Tensor<f64>>> {
+    let Some(layer) = model.compute_layers().next() else {
+        return Ok(None);
+    };
+    let LayerKind::Embedding { embeddings, .. } = &layer.kind else {
+        return Ok(None);
+    };
+    let steps = model.input_shape.get(1).copied().flatten();
+    let (b, t) = match raw.shape.as_slice() {
+        [b, t] => (*b, *t),
+        [t] => (1, *t),
+        _ => {
+            return Err(Error::input(
+                input,
+                format!(
+                    "has shape {}; the model's first layer '{}' (Embedding) takes token ids (batch, timesteps)",
+                    raw.shape_str(),
+                    layer.name
+                ),
+            ));
+        }
+    };
+    if let Some(want) = steps.filter(|&w| w != t) {
+        return Err(Error::input(
+            input,
+            format!("has {t} timesteps per sequence; the model was built for {want}"),
+        ));
+    }
+    let ids = Array2::from_shape_vec((b, t), raw.data.clone())
+        .map_err(|e| Error::input(input, e.to_string()))?;
+    let vocab = embeddings.shape[0];
+    if let Some(((sequence, step), &value)) = ids
+        .indexed_iter()
+        .find(|(_, v)| !(v.is_finite() && v.fract() == 0.0 && **v >= 0.0 && **v < vocab as f64))
+    {
+        let e = layers::embedding::BadId {
+            sequence,
+            step,
+            value,
+        };
+        return Err(Error::input(input, bad_id(&layer.name, &e, vocab)));
+    }
+    Ok(Some(Tensor::Flat(ids)))
+}
+
+/// Computes one layer (not an input, not a merge) on `value`, updating the Keras mask that rides along
+/// and appending the traces of its recurrent layers to `layers`.
+fn apply<T: Real>(
+    model: &SavedModel,
+    layer: &crate::model::Layer,
+    value: Tensor<T>,
+    mask: &mut Option<Array2<bool>>,
+    layers: &mut Vec<LayerTrace<T>>,
+    kernels: Kernels,
+    rec: &mut Recording<'_, T>,
+) -> Result<Tensor<T>> {
+    let name = layer.name.as_str();
+    let need_seq = |v: Tensor<T>| -> Result<Array3<T>> {
+        match v {
+            Tensor::Seq(a) => Ok(a),
+            Tensor::Flat(a) => Err(Error::input(
+                &model.path,
+                format!(
+                    "layer '{name}' ({}) needs a sequence (batch, timesteps, features); it receives shape {:?}",
+                    layer.class_name,
+                    a.shape()
+                ),
+            )),
+        }
+    };
+    let value = match &layer.kind {
+        LayerKind::Input | LayerKind::Identity => value,
+        LayerKind::Masking { mask_value } => {
+            let x = need_seq(value)?;
+            let m = engine::mask_from_value(x.view(), T::lit(*mask_value));
+            let mut y = x;
+            for ((b, t), &keep) in m.indexed_iter() {
+                if !keep {
+                    y.slice_mut(s![b, t, ..]).fill(T::zero());
+                }
+            }
+            *mask = Some(m);
+            Tensor::Seq(y)
+        }
+        LayerKind::Recurrent(r) => {
+            let x = need_seq(value)?;
+            let (l, seq) = run_recurrent(
+                model,
+                name,
+                r,
+                x.into(),
+                mask.as_ref(),
+                kernels,
+                r.return_sequences,
+                rec,
+            )?;
+            let v = match seq {
+                Some(o) => Tensor::Seq(o),
+                None => Tensor::Flat(l.last_output.clone()),
+            };
+            if !r.return_sequences {
+                *mask = None;
+            }
+            layers.push(l);
+            v
+        }
+        LayerKind::Bidirectional {
+            forward,
+            backward,
+            merge_mode,
+        } => {
+            let x = need_seq(value)?;
+            let mode = merge_mode.clone().unwrap_or_default();
+            let fname = format!("{name}/forward");
+            let bname = format!("{name}/backward");
+            let (lf, of) = run_recurrent(
+                model,
+                &fname,
+                forward,
+                x.view().into(),
+                mask.as_ref(),
+                kernels,
+                forward.return_sequences,
+                rec,
+            )?;
+            let (lb, ob) = run_recurrent(
+                model,
+                &bname,
+                backward,
+                x.into(),
+                mask.as_ref(),
+                kernels,
+                forward.return_sequences,
+                rec,
+            )?;
+            let bad_mode = || {
+                Error::input(
+                    &model.path,
+                    format!(
+                        "layer '{name}': merge_mode {mode:?} is not supported (concat, sum, mul, ave)"
+                    ),
+                )
+            };
+            let v = if let (Some(of), Some(mut ob)) = (of, ob) {
+                if backward.go_backwards {
+                    ob.invert_axis(Axis(1)); // back to time order
+                }
+                let (bn, t, _) = of.dim();
+                let mut rows = Vec::with_capacity(bn * t);
+                for bi in 0..bn {
+                    for ti in 0..t {
+                        let m = merge(
+                            &mode,
+                            of.slice(s![bi, ti..ti + 1, ..]),
+                            ob.slice(s![bi, ti..ti + 1, ..]),
+                        )
+                        .ok_or_else(bad_mode)?;
+                        rows.extend(m.iter().copied());
+                    }
+                }
+                let width = rows.len() / (bn * t).max(1);
+                Tensor::Seq(
+                    Array3::from_shape_vec((bn, t, width), rows)
+                        .map_err(|e| Error::input(&model.path, e.to_string()))?,
+                )
+            } else {
+                *mask = None;
+                Tensor::Flat(
+                    merge(&mode, lf.last_output.view(), lb.last_output.view())
+                        .ok_or_else(bad_mode)?,
+                )
+            };
+            layers.push(lf);
+            layers.push(lb);
+            v
+        }
+        LayerKind::Dense {
+            kernel,
+            bias,
+            activation,
+        }
+        | LayerKind::TimeDistributedDense {
+            kernel,
+            bias,
+            activation,
+        } => dense(model, name, &value, kernel, bias.as_ref(), activation)?,
+        LayerKind::Activation { activation } => apply_activation(model, name, activation, value)?,
+        LayerKind::Merge { .. } | LayerKind::Attention { .. } | LayerKind::Dot { .. } => {
+            return Err(Error::input(
+                &model.path,
+                format!(
+                    "layer '{name}' ({}) reads several tensors; it runs only in a Functional graph",
+                    layer.class_name
+                ),
+            ));
+        }
+        LayerKind::Unsupported => {
+            return Err(Error::input(
+                &model.path,
+                format!(
+                    "layer '{name}' ({}): {}",
+                    layer.class_name,
+                    layer.unsupported.as_deref().unwrap_or("not supported")
+                ),
+            ));
+        }
+        LayerKind::Embedding {
+            embeddings,
+            mask_zero,
+        } => {
+            let ids = match &value {
+                Tensor::Flat(a) => a.mapv(T::to_f),
+                Tensor::Seq(a) => {
+                    return Err(Error::input(
+                        &model.path,
+                        format!(
+                            "layer '{name}' (Embedding) takes ids (batch, timesteps); it receives shape {:?}",
+                            a.shape()
+                        ),
+                    ));
+                }
+            };
+            let table = array2::<T>(embeddings);
+            let y = layers::embedding::lookup(table.view(), ids.view())
+                .map_err(|e| Error::input(&model.path, bad_id(name, &e, table.nrows())))?;
+            *mask = mask_zero.then(|| layers::embedding::mask_zero(ids.view()));
+            Tensor::Seq(y)
+        }
+        LayerKind::Conv1D {
+            kernel,
+            bias,
+            spec,
+            activation,
+        } => {
+            let x = need_seq(value)?;
+            let k = array3::<T>(kernel);
+            if x.shape()[2] != k.shape()[1] * spec.groups {
+                return Err(Error::input(
+                    &model.path,
+                    format!(
+                        "layer '{name}' expects {} channels per step; it receives {}",
+                        k.shape()[1] * spec.groups,
+                        x.shape()[2]
+                    ),
+                ));
+            }
+            if spec.out_len(x.shape()[1], k.shape()[0]).is_none() {
+                return Err(Error::input(
+                    &model.path,
+                    format!(
+                        "layer '{name}': its kernel spans more than the {} steps it receives",
+                        x.shape()[1]
+                    ),
+                ));
+            }
+            let b = bias.as_ref().map(array1::<T>);
+            let y = layers::conv::conv1d(x.view(), k.view(), b.as_ref().map(|b| b.view()), spec);
+            *mask = None; // Conv1D does not support masking: Keras drops the mask
+            apply_activation(model, name, activation, Tensor::Seq(y))?
+        }
+        LayerKind::Pool1D(spec) => {
+            let x = need_seq(value)?;
+            if spec.out_len(x.shape()[1]).is_none() {
+                return Err(Error::input(
+                    &model.path,
+                    format!(
+                        "layer '{name}': pool_size {} is longer than the {} steps it receives",
+                        spec.size,
+                        x.shape()[1]
+                    ),
+                ));
+            }
+            *mask = None; // pooling layers drop the mask in Keras
+            Tensor::Seq(layers::pool::pool1d(x.view(), spec))
+        }
+        LayerKind::GlobalPool1D { max, keepdims } => {
+            let x = need_seq(value)?;
+            // GlobalAveragePooling1D averages the kept steps; GlobalMaxPooling1D ignores the mask.
+            let y = layers::pool::global_pool1d(x.view(), mask.as_ref().map(|m| m.view()), *max);
+            *mask = None;
+            if *keepdims {
+                let (b, c) = y.dim();
+                Tensor::Seq(
+                    y.into_shape_with_order((b, 1, c))
+                        .map_err(|e| Error::input(&model.path, e.to_string()))?,
+                )
+            } else {
+                Tensor::Flat(y)
+            }
+        }
+        LayerKind::BatchNorm {
+            gamma,
+            beta,
+            moving_mean,
+            moving_variance,
+            epsilon,
+        } => {
+            let v = |a: &crate::io::RawArray| a.data.iter().map(|x| T::lit(*x)).collect::<Vec<T>>();
+            let (g, b) = (gamma.as_ref().map(v), beta.as_ref().map(v));
+            let (m, var) = (v(moving_mean), v(moving_variance));
+            check_channels(model, name, &value, m.len())?;
+            map_data(value, |d| {
+                layers::norm::batch_norm(d, g.as_deref(), b.as_deref(), &m, &var, T::lit(*epsilon))
+            })
+        }
+        LayerKind::LayerNorm {
+            gamma,
+            beta,
+            epsilon,
+            rms_scaling,
+            channels,
+        } => {
+            let v = |a: &crate::io::RawArray| a.data.iter().map(|x| T::lit(*x)).collect::<Vec<T>>();
+            let (g, b) = (gamma.as_ref().map(v), beta.as_ref().map(v));
+            check_channels(model, name, &value, *channels)?;
+            map_data(value, |d| {
+                layers::norm::layer_norm(
+                    d,
+                    *channels,
+                    g.as_deref(),
+                    b.as_deref(),
+                    T::lit(*epsilon),
+                    *rms_scaling,
+                )
+            })
+        }
+        LayerKind::Relu {
+            negative_slope,
+            max_value,
+            threshold,
+        } => {
+            let (ns, th) = (T::lit(*negative_slope), T::lit(*threshold));
+            let mx = max_value.map(T::lit);
+            map_data(value, |d| {
+                for x in d.iter_mut() {
+                    let y = if *x >= th { *x } else { ns * (*x - th) };
+                    *x = match mx {
+                        Some(m) if y > m => m,
+                        _ => y,
+                    };
+                }
+            })
+        }
+        LayerKind::RepeatVector { n } => {
+            *mask = None;
+            match &value {
+                Tensor::Flat(a) => Tensor::Seq(layers::shape::repeat_vector(a.view(), *n)),
+                Tensor::Seq(a) => {
+                    return Err(Error::input(
+                        &model.path,
+                        format!(
+                            "layer '{name}' (RepeatVector) takes (batch, features); it receives shape {:?}",
+                            a.shape()
+                        ),
+                    ));
+                }
+            }
+        }
+        LayerKind::Permute { swap } => {
+            let x = need_seq(value)?;
+            *mask = None;
+            if *swap {
+                Tensor::Seq(layers::shape::swap_time_features(x.view()))
+            } else {
+                Tensor::Seq(x)
+            }
+        }
+        LayerKind::ZeroPadding1D { left, right } => {
+            let x = need_seq(value)?;
+            *mask = None;
+            Tensor::Seq(layers::shape::zero_pad(x.view(), *left, *right))
+        }
+        LayerKind::Cropping1D { left, right } => {
+            let x = need_seq(value)?;
+            *mask = None;
+            Tensor::Seq(layers::shape::crop(x.view(), *left, *right).ok_or_else(|| {
+                Error::input(
+                    &model.path,
+                    format!(
+                        "layer '{name}' crops {left} + {right} steps from sequences of {}: nothing remains",
+                        x.shape()[1]
+                    ),
+                )
+            })?)
+        }
+        LayerKind::Flatten => {
+            *mask = None;
+            Tensor::Flat(value.rows())
+        }
+        LayerKind::Reshape { target_shape } => {
+            let rows = value.rows();
+            let (bn, n) = rows.dim();
+            let known: i64 = target_shape.iter().filter(|&&d| d > 0).product();
+            let dims: Vec<usize> = target_shape
+                .iter()
+                .map(|&d| {
+                    if d < 0 {
+                        if known > 0 { n / known as usize } else { 0 }
+                    } else {
+                        d as usize
+                    }
+                })
+                .collect();
+            if dims.iter().product::<usize>() != n {
+                return Err(Error::input(
+                    &model.path,
+                    format!(
+                        "layer '{name}': cannot reshape {n} values per sequence to {target_shape:?}"
+                    ),
+                ));
+            }
+            *mask = None;
+            match dims.as_slice() {
+                [_] => Tensor::Flat(rows),
+                [t, f] => Tensor::Seq(
+                    rows.into_shape_with_order((bn, *t, *f))
+                        .map_err(|e| Error::input(&model.path, e.to_string()))?,
+                ),
+                _ => {
+                    return Err(Error::input(
+                        &model.path,
+                        format!(
+                            "layer '{name}': Reshape to {target_shape:?} is not supported (1 or 2 dimensions)"
+                        ),
+                    ));
+                }
+            }
+        }
+    };
+    Ok(value)
+}
+
+/// An `--input` argument: `NAME=FILE` when NAME is one of the model's input layers (a plain path that
+/// happens to contain `=` stays a path), else a path.
+pub fn split_named_input(
+    model: &SavedModel,
+    arg: &std::path::Path,
+) -> (Option<String>, std::path::PathBuf) {
+    let text = arg.to_string_lossy();
+    if let Some((name, file)) = text.split_once('=')
+        && model
+            .layers
+            .iter()
+            .any(|l| matches!(l.kind, LayerKind::Input) && l.name == name)
+    {
+        return (Some(name.to_string()), std::path::PathBuf::from(file));
+    }
+    (None, arg.to_path_buf())
+}
+
+/// The inputs of a Functional graph in the model's input order, from the arrays given (each with the
+/// name it was given as `NAME=FILE`, or none: then in order). Each array is read as its input layer
+/// declares: ids `(batch, timesteps)` for an input that feeds an Embedding (checked against its
+/// vocabulary), `(batch, features)` for a 2-D input, `(batch, timesteps, features)` for a 3-D one (one
+/// sequence may drop the batch axis).
+pub fn assemble_inputs(
+    model: &SavedModel,
+    given: Vec<(Option<String>, crate::io::RawArray, std::path::PathBuf)>,
+) -> Result<Vec<Tensor<f64>>> {
+    let inputs: Vec<usize> = match &model.graph {
+        Some(g) => g.inputs.clone(),
+        None => model
+            .layers
+            .iter()
+            .position(|l| matches!(l.kind, LayerKind::Input))
+            .into_iter()
+            .collect(),
+    };
+    let names: Vec<&str> = inputs
+        .iter()
+        .map(|&i| model.layers[i].name.as_str())
+        .collect();
+    if given.len() != inputs.len() {
+        return Err(Error::usage(format!(
+            "{} has {} input(s) ({}); {} --input given: repeat --input in that order, or use --input NAME=FILE",
+            model.path.display(),
+            inputs.len(),
+            names.join(", "),
+            given.len()
+        )));
+    }
+    let named = given.iter().filter(|g| g.0.is_some()).count();
+    if named != 0 && named != given.len() {
+        return Err(Error::usage(
+            "--input: name every input (NAME=FILE) or none".to_string(),
+        ));
+    }
+    let mut slots: Vec<Option<(crate::io::RawArray, std::path::PathBuf)>> =
+        vec![None; inputs.len()];
+    for (k, (name, raw, path)) in given.into_iter().enumerate() {
+        let at = match &name {
+            Some(n) => names.iter().position(|m| m == n).unwrap_or(k),
+            None => k,
+        };
+        if slots[at].is_some() {
+            return Err(Error::usage(format!(
+                "--input: input '{}' is given twice",
+                names[at]
+            )));
+        }
+        slots[at] = Some((raw, path));
+    }
+    let mut out = Vec::with_capacity(inputs.len());
+    for (k, slot) in slots.into_iter().enumerate() {
+        let (raw, path) =
+            slot.ok_or_else(|| Error::usage(format!("--input: no file for input '{}'", names[k])))?;
+        let layer = &model.layers[inputs[k]];
+        let declared = layer.output_shape.clone().unwrap_or_default();
+        // Does this input feed an Embedding?
+        let embedding = model.graph.as_ref().and_then(|g| {
+            g.calls.iter().enumerate().find_map(|(j, c)| {
+                (c.args.first().is_some_and(|s| s.layer == inputs[k])
+                    && matches!(model.layers[j].kind, LayerKind::Embedding { .. }))
+                .then_some(j)
+            })
+        });
+        let shape_err = |want: String| {
+            Error::input(
+                &path,
+                format!(
+                    "has shape {}; input '{}' of the model takes {want}",
+                    raw.shape_str(),
+                    layer.name
+                ),
+            )
+        };
+        let fits = |want: &[Option<usize>], got: &[usize]| {
+            want.len() == got.len()
+                && want
+                    .iter()
+                    .zip(got)
+                    .skip(1)
+                    .all(|(w, g)| w.is_none_or(|w| w == *g))
+        };
+        let t = if let Some(j) = embedding {
+            let sub = SavedModel {
+                layers: vec![model.layers[j].clone()],
+                graph: None,
+                input_shape: declared.clone(),
+                ..model.clone_header()
+            };
+            match embedding_input(&sub, &raw, &path)? {
+                Some(x) => x,
+                None => unreachable!("an Embedding layer"),
+            }
+        } else {
+            let mut shape = raw.shape.clone();
+            if shape.len() + 1 == declared.len() {
+                shape.insert(0, 1);
+            }
+            if !fits(&declared, &shape) {
+                let want: Vec<String> = declared
+                    .iter()
+                    .skip(1)
+                    .map(|d| d.map_or("any".to_string(), |d| d.to_string()))
+                    .collect();
+                return Err(shape_err(format!("(batch, {})", want.join(", "))));
+            }
+            match shape.as_slice() {
+                [b, f] => Tensor::Flat(
+                    Array2::from_shape_vec((*b, *f), raw.data)
+                        .map_err(|e| Error::input(&path, e.to_string()))?,
+                ),
+                [b, t, f] => Tensor::Seq(
+                    Array3::from_shape_vec((*b, *t, *f), raw.data)
+                        .map_err(|e| Error::input(&path, e.to_string()))?,
+                ),
+                _ => return Err(shape_err("a 2-D or 3-D array".into())),
+            }
+        };
+        out.push(t);
+    }
+    let batch: Vec<usize> = out.iter().map(|t| t.shape()[0]).collect();
+    if batch.iter().any(|&b| b != batch[0]) {
+        return Err(Error::usage(format!(
+            "the inputs hold different numbers of sequences: {batch:?}"
+        )));
+    }
+    Ok(out)
+}
+
 /// The old name of [`run_model`].
 pub use self::run_model as run;
 
 /// Runs every layer of `model` on `x`: a sequence batch, or a flat batch for models whose input is not a
-/// sequence. The best kernels this CPU has run the layers ([`run_model_using`] to choose).
+/// sequence. A Functional model that is a graph runs through [`run_graph`] with `x` as its only input.
+/// The best kernels this CPU has run the layers ([`run_model_using`] to choose).
 pub fn run_model<T: Real>(model: &SavedModel, x: Tensor<T>) -> Result<ModelRun<T>> {
     run_model_using(model, x, Kernels::Avx512)
 }
@@ -374,221 +1085,420 @@ pub fn run_model_recording<T: Real>(
     kernels: Kernels,
     rec: &mut Recording<'_, T>,
 ) -> Result<ModelRun<T>> {
+    if model.graph.is_some() {
+        return run_graph_recording(model, vec![x], kernels, rec);
+    }
     let mut value = x;
     let mut mask: Option<Array2<bool>> = None;
     let mut layers = Vec::new();
     for layer in model.compute_layers() {
-        let name = layer.name.as_str();
-        let need_seq = |v: Tensor<T>| -> Result<Array3<T>> {
-            match v {
-                Tensor::Seq(a) => Ok(a),
-                Tensor::Flat(a) => Err(Error::input(
-                    &model.path,
-                    format!(
-                        "layer '{name}' ({}) needs a sequence (batch, timesteps, features); it receives shape {:?}",
-                        layer.class_name,
-                        a.shape()
-                    ),
-                )),
-            }
-        };
-        value = match &layer.kind {
-            LayerKind::Input | LayerKind::Identity => value,
-            LayerKind::Masking { mask_value } => {
-                let x = need_seq(value)?;
-                let m = engine::mask_from_value(x.view(), T::lit(*mask_value));
-                let mut y = x;
-                for ((b, t), &keep) in m.indexed_iter() {
-                    if !keep {
-                        y.slice_mut(s![b, t, ..]).fill(T::zero());
-                    }
+        value = apply(model, layer, value, &mut mask, &mut layers, kernels, rec)?;
+    }
+    Ok(ModelRun {
+        layers,
+        outputs: vec![value.clone()],
+        output: value,
+    })
+}
+
+/// The names of a model's outputs for messages: `'layer'`, or `'layer' #k` for a layer's k-th output
+/// (a returned state); `'output'` for a model without a graph.
+pub fn output_names(model: &SavedModel, n: usize) -> Vec<String> {
+    match &model.graph {
+        Some(g) => g
+            .outputs
+            .iter()
+            .map(|s| {
+                let name = &model.layers[s.layer].name;
+                if s.tensor == 0 {
+                    format!("'{name}'")
+                } else {
+                    format!("'{name}' #{}", s.tensor)
                 }
-                mask = Some(m);
-                Tensor::Seq(y)
+            })
+            .collect(),
+        None => (0..n).map(|k| format!("#{k}")).collect(),
+    }
+}
+
+/// What layer `i` of a graph is called on, for `inspect`: `lstm, dense #1`, initial states as
+/// `initial_state=[…]`.
+pub fn describe_call(model: &SavedModel, g: &crate::model::config::GraphSpec, i: usize) -> String {
+    let name = |s: &crate::model::config::Source| {
+        let n = &model.layers[s.layer].name;
+        if s.tensor == 0 {
+            n.clone()
+        } else {
+            format!("{n} #{}", s.tensor)
+        }
+    };
+    let call = &g.calls[i];
+    let mut parts: Vec<String> = call.args.iter().map(name).collect();
+    if !call.initial_state.is_empty() {
+        let states: Vec<String> = call.initial_state.iter().map(name).collect();
+        parts.push(format!("initial_state=[{}]", states.join(", ")));
+    }
+    parts.extend(call.flags.iter().map(|f| format!("{f}=True")));
+    parts.join(", ")
+}
+
+/// A value between the layers of a graph, with the Keras mask it carries.
+type Masked<T> = (Tensor<T>, Option<Array2<bool>>);
+
+/// Runs a Functional model's graph ([`SavedModel::graph`]): `inputs` in the model's input order, every
+/// layer in topological order reading the tensors its call names (a recurrent layer's returned states
+/// included, `initial_state` passed on), masks propagated as Keras 3 propagates them (merges: `Add` and
+/// the other elementwise merges keep the OR of their inputs' masks when every input has one,
+/// `Concatenate` the OR with unmasked inputs counting as all-kept). The outputs are the model's, in
+/// order. The best kernels this CPU has run the layers ([`run_graph_using`] to choose).
+pub fn run_graph<T: Real>(model: &SavedModel, inputs: Vec<Tensor<T>>) -> Result<ModelRun<T>> {
+    run_graph_using(model, inputs, Kernels::Avx512)
+}
+
+/// [`run_graph`] with the kernels capped at `kernels`.
+pub fn run_graph_using<T: Real>(
+    model: &SavedModel,
+    inputs: Vec<Tensor<T>>,
+    kernels: Kernels,
+) -> Result<ModelRun<T>> {
+    run_graph_recording(model, inputs, kernels, &mut Recording::all())
+}
+
+/// [`run_graph_using`] recording what `rec` asks for (and streaming it to `rec.stream`).
+pub fn run_graph_recording<T: Real>(
+    model: &SavedModel,
+    inputs: Vec<Tensor<T>>,
+    kernels: Kernels,
+    rec: &mut Recording<'_, T>,
+) -> Result<ModelRun<T>> {
+    let err = |what: String| Error::input(&model.path, what);
+    let g = model
+        .graph
+        .as_ref()
+        .ok_or_else(|| err("is not a Functional graph".into()))?;
+    if inputs.len() != g.inputs.len() {
+        let names: Vec<&str> = g
+            .inputs
+            .iter()
+            .map(|&i| model.layers[i].name.as_str())
+            .collect();
+        return Err(Error::usage(format!(
+            "{} has {} inputs ({}); {} given: repeat --input in the model's order, or use --input NAME=FILE",
+            model.path.display(),
+            names.len(),
+            names.join(", "),
+            inputs.len()
+        )));
+    }
+    let mut values: Vec<Vec<Masked<T>>> = vec![Vec::new(); model.layers.len()];
+    for (&i, x) in g.inputs.iter().zip(inputs) {
+        values[i] = vec![(x, None)];
+    }
+    let mut traces = Vec::new();
+    for (i, layer) in model.layers.iter().enumerate() {
+        let name = layer.name.as_str();
+        if matches!(layer.kind, LayerKind::Input) {
+            if values[i].is_empty() {
+                return Err(err(format!(
+                    "input layer '{name}' is not one of the model's inputs"
+                )));
             }
-            LayerKind::Recurrent(r) => {
-                let x = need_seq(value)?;
-                let (l, seq) = run_recurrent(
+            continue;
+        }
+        let call = &g.calls[i];
+        let get = |s: &crate::model::config::Source, values: &Vec<Vec<Masked<T>>>| {
+            values[s.layer].get(s.tensor).cloned().ok_or_else(|| {
+                err(format!(
+                    "layer '{name}' reads output #{} of layer '{}', which has {} output(s) here",
+                    s.tensor,
+                    model.layers[s.layer].name,
+                    values[s.layer].len()
+                ))
+            })
+        };
+        let args = call
+            .args
+            .iter()
+            .map(|s| get(s, &values))
+            .collect::<Result<Vec<_>>>()?;
+        let states = call
+            .initial_state
+            .iter()
+            .map(|s| get(s, &values))
+            .collect::<Result<Vec<_>>>()?;
+        let outs = match &layer.kind {
+            LayerKind::Merge { op, axis } => vec![merge_tensors(model, name, *op, *axis, args)?],
+            LayerKind::Dot { axes, normalize } => {
+                let dyns: Vec<ndarray::ArrayD<T>> = args
+                    .iter()
+                    .map(|(t, _)| match t {
+                        Tensor::Seq(a) => a.clone().into_dyn(),
+                        Tensor::Flat(a) => a.clone().into_dyn(),
+                    })
+                    .collect();
+                let [x, y] = dyns.as_slice() else {
+                    return Err(err(format!(
+                        "layer '{name}' (Dot) takes two tensors; it has {}",
+                        dyns.len()
+                    )));
+                };
+                let res = |n: usize, a: i64| if a < 0 { n as i64 + a } else { a };
+                let (ax, ay) = (res(x.ndim(), axes.0), res(y.ndim(), axes.1));
+                if ax < 1 || ay < 1 {
+                    return Err(err(format!(
+                        "layer '{name}': axes {axes:?} include the batch axis"
+                    )));
+                }
+                let z =
+                    layers::merge::dot(x.view(), y.view(), ax as usize, ay as usize, *normalize)
+                        .map_err(|e| err(format!("layer '{name}': {e}")))?;
+                // Keras's Dot does not support masks: the output carries none.
+                let t = match z.ndim() {
+                    2 => Tensor::Flat(z.into_dimensionality().map_err(|e| err(e.to_string()))?),
+                    3 => Tensor::Seq(z.into_dimensionality().map_err(|e| err(e.to_string()))?),
+                    n => {
+                        return Err(err(format!(
+                            "layer '{name}': a {n}-D result; rnntrace handles 2-D and 3-D tensors"
+                        )));
+                    }
+                };
+                vec![(t, None)]
+            }
+            LayerKind::Attention {
+                additive,
+                concat,
+                scale,
+                concat_score_weight,
+            } => {
+                if call.flags.iter().any(|f| f == "return_attention_scores") {
+                    return Err(err(format!(
+                        "layer '{name}' returns its attention scores as a second output, which rnntrace does not compute"
+                    )));
+                }
+                let seqs = args
+                    .iter()
+                    .map(|(t, _)| match t {
+                        Tensor::Seq(a) => Ok(a.view()),
+                        Tensor::Flat(_) => Err(err(format!(
+                            "layer '{name}' needs sequences (batch, timesteps, features)"
+                        ))),
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                let (q, v) = match seqs.as_slice() {
+                    [q, v] | [q, v, _] => (*q, *v),
+                    _ => {
+                        return Err(err(format!(
+                            "layer '{name}' is called on {} tensors; expected [query, value] or [query, value, key]",
+                            seqs.len()
+                        )));
+                    }
+                };
+                let k = seqs.get(2).copied().unwrap_or(v);
+                if q.dim().0 != v.dim().0 || q.dim().2 != k.dim().2 || k.dim().1 != v.dim().1 {
+                    return Err(err(format!(
+                        "layer '{name}': query {:?}, value {:?} and key {:?} do not fit",
+                        q.shape(),
+                        v.shape(),
+                        k.shape()
+                    )));
+                }
+                let first = |a: &Option<crate::io::RawArray>| {
+                    a.as_ref().and_then(|a| a.data.first()).map(|v| T::lit(*v))
+                };
+                let score = if *additive {
+                    layers::attention::Score::Additive {
+                        scale: scale
+                            .as_ref()
+                            .map(|a| a.data.iter().map(|v| T::lit(*v)).collect()),
+                    }
+                } else if *concat {
+                    layers::attention::Score::Concat {
+                        scale: first(scale),
+                        weight: first(concat_score_weight).unwrap_or(T::one()),
+                    }
+                } else {
+                    layers::attention::Score::Dot {
+                        scale: first(scale),
+                    }
+                };
+                let q_mask = args[0].1.clone();
+                let y = layers::attention::attention(
+                    q,
+                    v,
+                    k,
+                    &score,
+                    q_mask.as_ref().map(|m| m.view()),
+                    args[1].1.as_ref().map(|m| m.view()),
+                    call.flags.iter().any(|f| f == "use_causal_mask"),
+                );
+                vec![(Tensor::Seq(y), q_mask)]
+            }
+            LayerKind::Recurrent(r) if !states.is_empty() || r.return_state => {
+                let [(x, mask)]: [Masked<T>; 1] = args.try_into().map_err(|a: Vec<_>| {
+                    err(format!(
+                        "layer '{name}' reads {} tensors; expected one sequence",
+                        a.len()
+                    ))
+                })?;
+                let Tensor::Seq(x) = x else {
+                    return Err(err(format!(
+                        "layer '{name}' needs a sequence (batch, timesteps, features)"
+                    )));
+                };
+                let wanted = if r.cell == RecurrentCell::Lstm { 2 } else { 1 };
+                if !states.is_empty() && states.len() != wanted {
+                    return Err(err(format!(
+                        "layer '{name}' is given {} initial states; a {} takes {wanted}",
+                        states.len(),
+                        r.cell.class_name()
+                    )));
+                }
+                let mut flat = states.into_iter().map(|(t, _)| match t {
+                    Tensor::Flat(a) if a.dim() == (x.shape()[0], r.units) => Ok(a),
+                    other => Err(err(format!(
+                        "layer '{name}': an initial state has shape {:?}; expected ({}, {})",
+                        other.shape(),
+                        x.shape()[0],
+                        r.units
+                    ))),
+                });
+                let h0 = flat.next().transpose()?;
+                let c0 = flat.next().transpose()?;
+                let (l, seq) = run_recurrent_from(
                     model,
                     name,
                     r,
                     x.into(),
                     mask.as_ref(),
+                    (h0, c0),
                     kernels,
                     r.return_sequences,
                     rec,
                 )?;
-                let v = match seq {
-                    Some(o) => Tensor::Seq(o),
-                    None => Tensor::Flat(l.last_output.clone()),
+                let mut outs = vec![match seq {
+                    Some(o) => (Tensor::Seq(o), mask),
+                    None => (Tensor::Flat(l.last_output.clone()), None),
+                }];
+                if r.return_state {
+                    outs.push((Tensor::Flat(l.final_h.clone()), None));
+                    if let Some(c) = &l.final_c {
+                        outs.push((Tensor::Flat(c.clone()), None));
+                    }
+                }
+                traces.push(l);
+                outs
+            }
+            _ => {
+                if args.len() != 1 || !states.is_empty() {
+                    return Err(err(format!(
+                        "layer '{name}' ({}) is called on {} tensors; rnntrace runs it on one",
+                        layer.class_name,
+                        args.len() + states.len()
+                    )));
+                }
+                let Some((v, mut m)) = args.into_iter().next() else {
+                    unreachable!("one argument")
                 };
-                if !r.return_sequences {
-                    mask = None;
-                }
-                layers.push(l);
-                v
-            }
-            LayerKind::Bidirectional {
-                forward,
-                backward,
-                merge_mode,
-            } => {
-                let x = need_seq(value)?;
-                let mode = merge_mode.clone().unwrap_or_default();
-                let fname = format!("{name}/forward");
-                let bname = format!("{name}/backward");
-                let (lf, of) = run_recurrent(
-                    model,
-                    &fname,
-                    forward,
-                    x.view().into(),
-                    mask.as_ref(),
-                    kernels,
-                    forward.return_sequences,
-                    rec,
-                )?;
-                let (lb, ob) = run_recurrent(
-                    model,
-                    &bname,
-                    backward,
-                    x.into(),
-                    mask.as_ref(),
-                    kernels,
-                    forward.return_sequences,
-                    rec,
-                )?;
-                let bad_mode = || {
-                    Error::input(
-                        &model.path,
-                        format!(
-                            "layer '{name}': merge_mode {mode:?} is not supported (concat, sum, mul, ave)"
-                        ),
-                    )
-                };
-                let v = if let (Some(of), Some(mut ob)) = (of, ob) {
-                    if backward.go_backwards {
-                        ob.invert_axis(Axis(1)); // back to time order
-                    }
-                    let (bn, t, _) = of.dim();
-                    let mut rows = Vec::with_capacity(bn * t);
-                    for bi in 0..bn {
-                        for ti in 0..t {
-                            let m = merge(
-                                &mode,
-                                of.slice(s![bi, ti..ti + 1, ..]),
-                                ob.slice(s![bi, ti..ti + 1, ..]),
-                            )
-                            .ok_or_else(bad_mode)?;
-                            rows.extend(m.iter().copied());
-                        }
-                    }
-                    let width = rows.len() / (bn * t).max(1);
-                    Tensor::Seq(
-                        Array3::from_shape_vec((bn, t, width), rows)
-                            .map_err(|e| Error::input(&model.path, e.to_string()))?,
-                    )
-                } else {
-                    mask = None;
-                    Tensor::Flat(
-                        merge(&mode, lf.last_output.view(), lb.last_output.view())
-                            .ok_or_else(bad_mode)?,
-                    )
-                };
-                layers.push(lf);
-                layers.push(lb);
-                v
-            }
-            LayerKind::Dense {
-                kernel,
-                bias,
-                activation,
-            }
-            | LayerKind::TimeDistributedDense {
-                kernel,
-                bias,
-                activation,
-            } => dense(model, name, &value, kernel, bias.as_ref(), activation)?,
-            LayerKind::Activation { activation } => {
-                let a = act(model, name, activation)?;
-                match value {
-                    Tensor::Flat(mut v) => {
-                        a.apply_rows(v.view_mut());
-                        Tensor::Flat(v)
-                    }
-                    Tensor::Seq(v) => {
-                        let (bn, t, f) = v.dim();
-                        let mut flat = v
-                            .into_shape_with_order((bn * t, f))
-                            .map_err(|e| Error::input(&model.path, e.to_string()))?;
-                        a.apply_rows(flat.view_mut());
-                        Tensor::Seq(
-                            flat.into_shape_with_order((bn, t, f))
-                                .map_err(|e| Error::input(&model.path, e.to_string()))?,
-                        )
-                    }
-                }
-            }
-            LayerKind::Flatten => {
-                mask = None;
-                Tensor::Flat(value.rows())
-            }
-            LayerKind::Reshape { target_shape } => {
-                let rows = value.rows();
-                let (bn, n) = rows.dim();
-                let known: i64 = target_shape.iter().filter(|&&d| d > 0).product();
-                let dims: Vec<usize> = target_shape
-                    .iter()
-                    .map(|&d| {
-                        if d < 0 {
-                            if known > 0 { n / known as usize } else { 0 }
-                        } else {
-                            d as usize
-                        }
-                    })
-                    .collect();
-                if dims.iter().product::<usize>() != n {
-                    return Err(Error::input(
-                        &model.path,
-                        format!(
-                            "layer '{name}': cannot reshape {n} values per sequence to {target_shape:?}"
-                        ),
-                    ));
-                }
-                mask = None;
-                match dims.as_slice() {
-                    [_] => Tensor::Flat(rows),
-                    [t, f] => Tensor::Seq(
-                        rows.into_shape_with_order((bn, *t, *f))
-                            .map_err(|e| Error::input(&model.path, e.to_string()))?,
-                    ),
-                    _ => {
-                        return Err(Error::input(
-                            &model.path,
-                            format!(
-                                "layer '{name}': Reshape to {target_shape:?} is not supported (1 or 2 dimensions)"
-                            ),
-                        ));
-                    }
-                }
+                let out = apply(model, layer, v, &mut m, &mut traces, kernels, rec)?;
+                vec![(out, m)]
             }
         };
+        values[i] = outs;
     }
+    let outputs =
+        g.outputs
+            .iter()
+            .map(|s| {
+                values[s.layer].get(s.tensor).map(|(t, _)| t.clone()).ok_or_else(|| {
+                err(format!(
+                    "the model's output is output #{} of layer '{}', which it does not have",
+                    s.tensor, model.layers[s.layer].name
+                ))
+            })
+            })
+            .collect::<Result<Vec<_>>>()?;
     Ok(ModelRun {
-        layers,
-        output: value,
+        layers: traces,
+        output: outputs[0].clone(),
+        outputs,
     })
+}
+
+/// A merge layer on its inputs, with Keras 3's output mask.
+fn merge_tensors<T: Real>(
+    model: &SavedModel,
+    name: &str,
+    op: layers::merge::MergeOp,
+    axis: i64,
+    args: Vec<Masked<T>>,
+) -> Result<Masked<T>> {
+    use layers::merge::MergeOp;
+    let err = |what: String| Error::input(&model.path, format!("layer '{name}': {what}"));
+    let rank = args.first().map_or(0, |(t, _)| t.shape().len());
+    let ax = if axis < 0 { rank as i64 + axis } else { axis };
+    if op == MergeOp::Concatenate && (ax <= 0 || ax as usize >= rank) {
+        return Err(err(format!(
+            "axis {axis} is not a non-batch axis of {rank}-D inputs"
+        )));
+    }
+    let arrays: Vec<ndarray::ArrayD<T>> = args
+        .iter()
+        .map(|(t, _)| match t {
+            Tensor::Seq(a) => a.clone().into_dyn(),
+            Tensor::Flat(a) => a.clone().into_dyn(),
+        })
+        .collect();
+    let views: Vec<_> = arrays.iter().map(|a| a.view()).collect();
+    let y = layers::merge::merge(op, &views, ax.max(0) as usize).map_err(err)?;
+    let masks: Vec<Option<&Array2<bool>>> = args.iter().map(|(_, m)| m.as_ref()).collect();
+    let mask = if masks.iter().all(Option::is_none) || rank != 3 {
+        None
+    } else if op == MergeOp::Concatenate {
+        let full = |k: usize| {
+            masks[k].cloned().unwrap_or_else(|| {
+                Array2::from_elem((arrays[k].shape()[0], arrays[k].shape()[1]), true)
+            })
+        };
+        let all: Vec<Array2<bool>> = (0..masks.len()).map(full).collect();
+        if ax == 1 {
+            let v: Vec<_> = all.iter().map(|m| m.view()).collect();
+            ndarray::concatenate(Axis(1), &v).ok()
+        } else {
+            all.into_iter()
+                .reduce(|a, b| ndarray::Zip::from(&a).and(&b).map_collect(|&x, &y| x || y))
+        }
+    } else if masks.iter().any(Option::is_none) {
+        None
+    } else {
+        masks
+            .into_iter()
+            .flatten()
+            .cloned()
+            .reduce(|a, b| ndarray::Zip::from(&a).and(&b).map_collect(|&x, &y| x || y))
+    };
+    let t = match y.ndim() {
+        2 => Tensor::Flat(y.into_dimensionality().map_err(|e| err(e.to_string()))?),
+        3 => Tensor::Seq(y.into_dimensionality().map_err(|e| err(e.to_string()))?),
+        n => {
+            return Err(err(format!(
+                "a {n}-D result; rnntrace handles 2-D and 3-D tensors"
+            )));
+        }
+    };
+    Ok((t, mask))
 }
 
 /// Runs a whole PyTorch `nn.LSTM`/`nn.GRU` state dict: every layer `_l{k}` in order, both directions when
 /// there are `_reverse` weights, each layer's input the concatenation `[forward, backward]` of the previous
 /// layer's outputs in time order, as the module computes. The output is the module's `output`:
-/// (batch, timesteps, directions·hidden).
+/// (batch, timesteps, directions·hidden), or with `head` (an `nn.Linear`) `head(output[:, -1, :])`.
 pub fn run_torch_stack<T: Real>(
     src: &NamedArrays,
     kind: CellKind,
     x: Array3<T>,
+    head: Option<&crate::weights::DenseWeights<f64>>,
 ) -> Result<ModelRun<T>> {
-    run_torch_stack_using(src, kind, x, Kernels::Avx512)
+    run_torch_stack_using(src, kind, x, head, Kernels::Avx512)
 }
 
 /// [`run_torch_stack`] with the kernels capped at `kernels`.
@@ -596,9 +1506,10 @@ pub fn run_torch_stack_using<T: Real>(
     src: &NamedArrays,
     kind: CellKind,
     x: Array3<T>,
+    head: Option<&crate::weights::DenseWeights<f64>>,
     kernels: Kernels,
 ) -> Result<ModelRun<T>> {
-    run_torch_stack_recording(src, kind, x, kernels, &mut Recording::all())
+    run_torch_stack_recording(src, kind, x, head, kernels, &mut Recording::all())
 }
 
 /// [`run_torch_stack_using`] recording what `rec` asks for (and streaming it to `rec.stream`).
@@ -606,6 +1517,7 @@ pub fn run_torch_stack_recording<T: Real>(
     src: &NamedArrays,
     kind: CellKind,
     x: Array3<T>,
+    head: Option<&crate::weights::DenseWeights<f64>>,
     kernels: Kernels,
     rec: &mut Recording<'_, T>,
 ) -> Result<ModelRun<T>> {
@@ -662,8 +1574,31 @@ pub fn run_torch_stack_recording<T: Real>(
         let views: Vec<_> = outs.iter().map(|o| o.view()).collect();
         input = ndarray::concatenate(Axis(2), &views).map_err(|e| src.error(e.to_string()))?;
     }
+    let output = match head {
+        None => Tensor::Seq(input),
+        Some(d) => {
+            // `fc(output[:, -1, :])`: the Linear on the last step of the module's output.
+            let d = d.cast::<T>();
+            let last = input.index_axis(Axis(1), input.shape()[1].saturating_sub(1));
+            if last.ncols() != d.kernel.nrows() {
+                return Err(src.error(format!(
+                    "the nn.Linear head takes {} inputs; the recurrent output has {}",
+                    d.kernel.nrows(),
+                    last.ncols()
+                )));
+            }
+            let mut y = last.dot(&d.kernel);
+            if let Some(b) = &d.bias {
+                for mut row in y.rows_mut() {
+                    row.zip_mut_with(b, |v, &bv| *v = *v + bv);
+                }
+            }
+            Tensor::Flat(y)
+        }
+    };
     Ok(ModelRun {
         layers,
-        output: Tensor::Seq(input),
+        outputs: vec![output.clone()],
+        output,
     })
 }

@@ -24,6 +24,15 @@ pub struct Record {
 }
 
 impl Record {
+    /// What either of two records keeps.
+    pub fn union(self, other: Record) -> Record {
+        Record {
+            gates: self.gates || other.gates,
+            pre: self.pre || other.pre,
+            states: self.states || other.states,
+        }
+    }
+
     /// Everything.
     pub const ALL: Record = Record {
         gates: true,

@@ -1101,6 +1101,7 @@ mod tests {
             bias: None,
             recurrent_bias: None,
             reset_after: true,
+            projection: None,
         };
         assert!(Packed::new(&w, Tanh, Sigmoid, Kernels::Portable).is_none());
         // An activation the fused steps do not compute.

@@ -174,6 +174,9 @@ pub struct CellWeights<T> {
     pub recurrent_bias: Option<Array1<T>>,
     /// GRU only: whether the reset gate is applied after the recurrent product (Keras 3 default).
     pub reset_after: bool,
+    /// LSTM with a projection (PyTorch `proj_size`): (units, proj), `h = (o ⊙ act(c))·P`; the hidden state
+    /// then has `proj` values and `recurrent_kernel` is (proj, 4·units).
+    pub projection: Option<Array2<T>>,
 }
 
 impl<T: Real> CellWeights<T> {
@@ -190,7 +193,13 @@ impl<T: Real> CellWeights<T> {
             bias: self.bias.as_ref().map(c1),
             recurrent_bias: self.recurrent_bias.as_ref().map(c1),
             reset_after: self.reset_after,
+            projection: self.projection.as_ref().map(c),
         }
+    }
+
+    /// Width of the hidden state `h` (and of the layer's output): the projection's when there is one.
+    pub fn h_units(&self) -> usize {
+        self.projection.as_ref().map_or(self.units, |p| p.ncols())
     }
 
     /// The columns of gate block `k` (0-based, in Keras order).

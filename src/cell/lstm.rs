@@ -1,6 +1,7 @@
 /*!
 The Keras LSTM step: `z = x·W + h·U + b`; `i = σr(z_i)`, `f = σr(z_f)`, `c̃ = act(z_c)`, `o = σr(z_o)`;
-`c' = f⊙c + i⊙c̃`; `h' = o⊙act(c')`.
+`c' = f⊙c + i⊙c̃`; `h' = o⊙act(c')`, or with a projection (PyTorch `proj_size`) `h' = (o⊙act(c'))·P`, so
+that `h` has `proj` values while `c` and the gates have `units`.
 */
 
 use super::CellWeights;
@@ -23,7 +24,7 @@ impl<T: Real> LstmCell<'_, T> {
     /// Advances a block of sequences by one step.
     ///
     /// On entry `out.pre` holds this step's input projection `x·W + b` (rows, 4u); the step adds `h·U`
-    /// to it in place. `h`, `c` are the previous state (rows, u). All views are row-major with contiguous
+    /// to it in place. `h`, `c` are the previous state (rows, u), `h` (rows, proj) with a projection. All views are row-major with contiguous
     /// rows (the engine builds them so).
     pub fn step(&self, h: ArrayView2<'_, T>, c: ArrayView2<'_, T>, out: StepOut<'_, T>) {
         let u = self.weights.units;
@@ -70,8 +71,24 @@ impl<T: Real> LstmCell<'_, T> {
             }
             let ac = &mut ac[..u];
             act.apply_into(cn, ac);
-            for j in 0..u {
-                hn[j] = og[j] * ac[j];
+            match &self.weights.projection {
+                None => {
+                    for j in 0..u {
+                        hn[j] = og[j] * ac[j];
+                    }
+                }
+                Some(p) => {
+                    // m = o ⊙ act(c') (kept in the scratch row), then h' = m·P.
+                    for j in 0..u {
+                        ac[j] = og[j] * ac[j];
+                    }
+                    for (k, hk) in hn.iter_mut().enumerate() {
+                        *hk = ac
+                            .iter()
+                            .zip(p.column(k).iter())
+                            .fold(T::zero(), |s, (&m, &w)| s + m * w);
+                    }
+                }
             }
         }
     }

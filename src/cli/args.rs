@@ -9,6 +9,8 @@ use crate::weights::{CellKind, Layout};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
+pub use super::explain::ExplainArgs;
+
 /// Trace LSTM and GRU cells exactly as Keras (and PyTorch) compute them: every gate, every step.
 #[derive(Debug, Parser)]
 #[command(name = "rnntrace", version, about, long_about = None, max_term_width = 100)]
@@ -33,6 +35,9 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Find the conventions (activations, gate order, go_backwards, state, head, …) that explain a framework's output.
     Diagnose(DiagnoseArgs),
+    /// Exact attributions of one output over time and features (gradient, input × gradient, integrated
+    /// gradients, occlusion) and what each unit does (saturation, timescales, dead units).
+    Explain(ExplainArgs),
 }
 
 /// Arguments of `run`.
@@ -45,9 +50,20 @@ pub struct RunArgs {
     /// The cell of a PyTorch state dict given as --model (all its layers and directions are run).
     #[arg(long, value_enum)]
     pub cell: Option<CellArg>,
-    /// Input .npy: (sequences, timesteps, features), or (timesteps, features) for one sequence.
-    #[arg(long, value_name = "X.npy")]
-    pub input: PathBuf,
+    /// The recurrent module of a PyTorch file holding several (`encoder`, `decoder.rnn`).
+    #[arg(long, value_name = "NAME")]
+    pub module: Option<String>,
+    /// With --cell: an nn.Linear head applied to the last step: a file, or the name of a Linear in --model (`fc`).
+    #[arg(long, value_name = "FILE|PREFIX")]
+    pub dense: Option<String>,
+    /// The input (and a 3-D --expected) is time-major (timesteps, sequences, features), as PyTorch's batch_first=False.
+    #[arg(long)]
+    pub time_major: bool,
+    /// Input .npy: (sequences, timesteps, features), or (timesteps, features) for one sequence; token ids
+    /// (sequences, timesteps) for a model that starts with an Embedding. A model with several inputs takes
+    /// --input once per input, in the model's input order, or as --input NAME=FILE.
+    #[arg(long, value_name = "X.npy", required = true)]
+    pub input: Vec<PathBuf>,
     /// Cut a 2-D (rows, features) series into sliding windows of K rows, each predicting row i+K.
     #[arg(long, value_name = "K")]
     pub window: Option<usize>,
@@ -103,9 +119,12 @@ pub struct InspectArgs {
         required_unless_present = "weights"
     )]
     pub model: Option<PathBuf>,
-    /// A weights file (any form `rnntrace lstm|gru --weights` takes); needs --cell.
-    #[arg(long, value_name = "W", requires = "cell")]
+    /// A weights file (any form `rnntrace lstm|gru --weights` takes); needs --cell unless it is a PyTorch file.
+    #[arg(long, value_name = "W")]
     pub weights: Option<PathBuf>,
+    /// The recurrent module of a PyTorch file holding several.
+    #[arg(long, value_name = "NAME")]
+    pub module: Option<String>,
     /// The cell the weights belong to.
     #[arg(long, value_enum)]
     pub cell: Option<CellArg>,
@@ -252,6 +271,12 @@ pub struct CellArgs {
     /// Use the backward direction of a bidirectional PyTorch state dict (`_reverse`); implies --go-backwards.
     #[arg(long)]
     pub reverse: bool,
+    /// The recurrent module of a PyTorch file holding several (`encoder`, `decoder.rnn`).
+    #[arg(long, value_name = "NAME")]
+    pub module: Option<String>,
+    /// The input (and a 3-D --expected) is time-major (timesteps, sequences, features), as PyTorch's batch_first=False.
+    #[arg(long)]
+    pub time_major: bool,
     /// Initial state .npz (or JSON) with arrays `h` and, for LSTM, `c`: (sequences, units) or (units,).
     #[arg(long, value_name = "S.npz")]
     pub initial_state: Option<PathBuf>,
@@ -261,7 +286,7 @@ pub struct CellArgs {
     /// Skip steps whose features all equal V, like a Keras Masking(mask_value=V) layer.
     #[arg(long, value_name = "V", allow_negative_numbers = true)]
     pub mask_value: Option<f64>,
-    /// Dense head applied to the last output: JSON [kernel, bias] or {kernel, bias}, or .npz.
+    /// Dense head applied to the last output: JSON [kernel, bias] or {kernel, bias}, .npz, a file with one nn.Linear, or the name of an nn.Linear in --weights (`fc`).
     #[arg(long, value_name = "D")]
     pub dense: Option<PathBuf>,
     /// Precision of the computation.
@@ -321,8 +346,9 @@ pub struct ConventionArgs {
 #[derive(Debug, Args, Clone)]
 pub struct CheckArgs {
     /// The framework's saved model.predict output (.npy) to compare with; exit 1 if any element is outside tolerance.
+    /// `run` on a model with several outputs: repeat it, once per output in the model's order.
     #[arg(long, value_name = "P.npy")]
-    pub expected: Option<PathBuf>,
+    pub expected: Vec<PathBuf>,
     /// Absolute tolerance for --expected.
     #[arg(long, default_value_t = 1e-5, value_name = "A")]
     pub atol: f64,
@@ -355,6 +381,13 @@ pub struct PlotArgs {
     /// The sequence (0-based) --plot-gates shows.
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub plot_sequence: usize,
+    /// An interactive, self-contained HTML report (heat maps of every gate and state, units, select,
+    /// predictions); --sequences chooses its sequences (default: all that fit).
+    #[arg(long, value_name = "FILE.html")]
+    pub report: Option<PathBuf>,
+    /// The processing steps the report holds, `A..B` (half-open; default: all that fit).
+    #[arg(long, value_name = "A..B", requires = "report")]
+    pub report_steps: Option<String>,
 }
 
 /// How the tables look.

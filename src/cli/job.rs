@@ -23,10 +23,13 @@ use std::path::{Path, PathBuf};
 use super::load::{load_expected, load_initial_state, load_mask, load_targets, shape_input};
 
 /// What the environment asks for, read once per process.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Env {
     /// `RNNTRACE_KERNELS`: the best kernels a run may use.
     pub kernels: Kernels,
+    /// `RNNTRACE_REPORT_MAX_VALUES`: the most per-step values a `--report` embeds, or the usage error a
+    /// bad value gives (only when a report is asked for: see [`report_job`]).
+    pub report_max_values: std::result::Result<usize, String>,
 }
 
 impl Env {
@@ -48,8 +51,78 @@ impl Env {
             },
             Err(std::env::VarError::NotUnicode(v)) => return Err(bad(&v)),
         };
-        Ok(Env { kernels })
+        let report_max_values = match std::env::var("RNNTRACE_REPORT_MAX_VALUES") {
+            Err(std::env::VarError::NotPresent) => Ok(crate::render::report::MAX_VALUES),
+            Ok(v) => v
+                .trim()
+                .parse()
+                .ok()
+                .filter(|&n: &usize| n > 0)
+                .ok_or_else(|| {
+                    format!("RNNTRACE_REPORT_MAX_VALUES={v}: expected a positive number of values")
+                }),
+            Err(std::env::VarError::NotUnicode(v)) => Err(format!(
+                "RNNTRACE_REPORT_MAX_VALUES is {v:?}; expected a positive number of values"
+            )),
+        };
+        Ok(Env {
+            kernels,
+            report_max_values,
+        })
     }
+}
+
+/// `--report FILE.html`, validated: where it goes and what it holds (the title, sequences and names come
+/// from the run).
+#[derive(Debug, Clone)]
+pub struct ReportJob {
+    /// The page.
+    pub path: PathBuf,
+    /// `--report-steps`: the processing steps it holds (`None`: all that fit).
+    pub steps: Option<std::ops::Range<usize>>,
+    /// The most per-step values it embeds (`RNNTRACE_REPORT_MAX_VALUES`).
+    pub max_values: usize,
+}
+
+/// Validates `--report-steps` and `RNNTRACE_REPORT_MAX_VALUES` when a report is asked for (its path is
+/// checked with the other outputs by [`check_outputs`]).
+pub fn report_job(plots: &PlotArgs, env: &Env) -> Result<Option<ReportJob>> {
+    let Some(path) = &plots.report else {
+        return Ok(None);
+    };
+    let steps = match plots.report_steps.as_deref() {
+        None => None,
+        Some(s) => Some(report_steps(s)?),
+    };
+    let max_values = env.report_max_values.clone().map_err(Error::usage)?;
+    Ok(Some(ReportJob {
+        path: path.clone(),
+        steps,
+        max_values,
+    }))
+}
+
+/// `--report-steps A..B` (half-open; `A..=B` inclusive).
+fn report_steps(s: &str) -> Result<std::ops::Range<usize>> {
+    let bad = || {
+        Error::usage(format!(
+            "--report-steps '{s}': expected a range of processing steps like 100..600"
+        ))
+    };
+    let (a, b) = s.split_once("..").ok_or_else(bad)?;
+    let (b, inclusive) = match b.strip_prefix('=') {
+        Some(b) => (b, true),
+        None => (b, false),
+    };
+    let a: usize = a.trim().parse().map_err(|_| bad())?;
+    let b: usize = b.trim().parse().map_err(|_| bad())?;
+    let end = if inclusive { b.saturating_add(1) } else { b };
+    if end <= a {
+        return Err(Error::usage(format!(
+            "--report-steps '{s}': the range is empty"
+        )));
+    }
+    Ok(a..end)
 }
 
 /// A validated single-layer job, values in f64 (cast to the run precision later).
@@ -115,6 +188,8 @@ pub struct OutputConfig {
     pub timings: bool,
     /// Chart targets.
     pub plots: PlotArgs,
+    /// `--report`, validated.
+    pub report: Option<ReportJob>,
 }
 
 /// Validates display flags for a run of `n_features` features.
@@ -216,13 +291,18 @@ pub fn cell_job(kind: CellKind, a: &CellArgs, env: &Env) -> Result<CellJob> {
             "--atol and --rtol must be non-negative numbers",
         ));
     }
+    if a.check.expected.len() > 1 {
+        return Err(Error::usage(
+            "--expected is given more than once; a single layer has one output",
+        ));
+    }
     let inputs: Vec<&Path> = [
         Some(&a.weights),
         Some(&a.input),
         a.initial_state.as_ref(),
         a.mask.as_ref(),
         a.dense.as_ref(),
-        a.check.expected.as_ref(),
+        a.check.expected.first(),
         a.check.targets.as_ref(),
         a.check.inverse_scale.as_ref(),
     ]
@@ -231,6 +311,7 @@ pub fn cell_job(kind: CellKind, a: &CellArgs, env: &Env) -> Result<CellJob> {
     .map(|p| p.as_path())
     .collect();
     check_outputs(&inputs, a.trace.as_deref(), &a.plots)?;
+    let report = report_job(&a.plots, env)?;
     if let Some(t) = a.trace.as_deref() {
         let ext = t
             .extension()
@@ -246,7 +327,8 @@ pub fn cell_job(kind: CellKind, a: &CellArgs, env: &Env) -> Result<CellJob> {
     }
 
     let reset_after = a.convention.reset_after.reading();
-    let src = load_arrays(&a.weights, &["kernel", "recurrent_kernel", "bias"])?;
+    let full = load_arrays(&a.weights, &["kernel", "recurrent_kernel", "bias"])?;
+    let src = crate::weights::pytorch::select_module(full.clone(), a.module.as_deref())?;
     let layout = a.layout.layout();
     let opts = crate::weights::ReadOptions {
         layout,
@@ -255,7 +337,10 @@ pub fn cell_job(kind: CellKind, a: &CellArgs, env: &Env) -> Result<CellJob> {
         reset_after,
     };
     let (weights, _) = crate::weights::read_cell(kind, &src, opts)?;
-    let mut notes = Vec::new();
+    let mut notes = crate::weights::pytorch::notes(&full, false);
+    if a.dense.is_some() {
+        notes.retain(|n| !n.contains("nn.Linear"));
+    }
     if let Some(w) = weight_warning(&a.weights, &weights, a.precision == PrecisionArg::F32) {
         notes.push(format!("warning: {w}"));
     }
@@ -274,7 +359,10 @@ pub fn cell_job(kind: CellKind, a: &CellArgs, env: &Env) -> Result<CellJob> {
         }
     }
 
-    let raw = io::read_npy(&a.input)?;
+    let mut raw = io::read_npy(&a.input)?;
+    if a.time_major {
+        raw = raw.swap_leading_axes();
+    }
     if raw.was_converted() {
         notes.push(format!(
             "note: {}: holds {} values; converted to floating point",
@@ -292,11 +380,16 @@ pub fn cell_job(kind: CellKind, a: &CellArgs, env: &Env) -> Result<CellJob> {
     };
     let (h0, c0) = match &a.initial_state {
         None => (None, None),
+        Some(_) if weights.projection.is_some() => {
+            return Err(Error::usage(
+                "--initial-state: not supported for a proj_size LSTM (h and c differ in width)",
+            ));
+        }
         Some(p) => load_initial_state(p, kind, weights.units, batch, a.convention.carry_state)?,
     };
     let dense = match &a.dense {
         None => None,
-        Some(p) => Some((dense::load(p, weights.units)?, dense_act)),
+        Some(p) => Some((dense::load_head(p, &full, weights.h_units())?, dense_act)),
     };
     if let Some((d, _)) = &dense {
         let vals = d.kernel.iter().chain(d.bias.iter().flat_map(|b| b.iter()));
@@ -313,8 +406,8 @@ pub fn cell_job(kind: CellKind, a: &CellArgs, env: &Env) -> Result<CellJob> {
     let outputs = dense
         .as_ref()
         .map(|(d, _)| d.outputs())
-        .unwrap_or(weights.units);
-    let expected = match &a.check.expected {
+        .unwrap_or(weights.h_units());
+    let expected = match a.check.expected.first() {
         None => None,
         Some(p) => Some(load_expected(
             p,
@@ -322,9 +415,10 @@ pub fn cell_job(kind: CellKind, a: &CellArgs, env: &Env) -> Result<CellJob> {
             steps,
             outputs,
             dense.is_none(),
-            weights.units,
+            weights.h_units(),
             a.check.atol,
             a.check.rtol,
+            a.time_major,
         )?),
     };
     let targets = match &a.check.targets {
@@ -371,6 +465,7 @@ pub fn cell_job(kind: CellKind, a: &CellArgs, env: &Env) -> Result<CellJob> {
             record: a.record.record(a.record_pre),
             timings: a.timings,
             plots: a.plots.clone(),
+            report,
         },
         kernels: env.kernels,
         notes,
@@ -424,20 +519,11 @@ pub fn weight_warning(path: &Path, w: &CellWeights<f64>, f32_run: bool) -> Optio
     None
 }
 
-/// Checks every output a command will write, before any work: none is an input, every folder exists,
-/// chart names end in .png or .svg.
+/// Checks every output a command will write, before any work: none is an input, no two share a path,
+/// every folder exists and can be written, chart names end in .png or .svg, the report's in .html.
 pub fn check_outputs(inputs: &[&Path], trace: Option<&Path>, plots: &PlotArgs) -> Result<()> {
-    for out in [
-        trace,
-        plots.plot.as_deref(),
-        plots.plot_predictions.as_deref(),
-        plots.plot_gates.as_deref(),
-    ] {
-        check_not_input(out, inputs)?;
-        if let Some(p) = out {
-            crate::io::write::check_output(p)?;
-        }
-    }
+    let mut outs: Vec<(&str, &Path)> = Vec::new();
+    outs.extend(trace.map(|p| ("--trace", p)));
     for (flag, p) in [
         ("--plot", &plots.plot),
         ("--plot-predictions", &plots.plot_predictions),
@@ -445,7 +531,46 @@ pub fn check_outputs(inputs: &[&Path], trace: Option<&Path>, plots: &PlotArgs) -
     ] {
         if let Some(p) = p {
             crate::render::plot::image_format(flag, p)?;
+            outs.push((flag, p));
         }
+    }
+    if let Some(r) = &plots.report {
+        check_not_input(Some(r), inputs)?;
+        let html = r
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| e.eq_ignore_ascii_case("html") || e.eq_ignore_ascii_case("htm"));
+        if !html {
+            return Err(Error::usage(format!(
+                "--report {}: the file name must end in .html",
+                r.display()
+            )));
+        }
+        outs.push(("--report", r));
+    }
+    check_output_set(inputs, &outs)
+}
+
+/// Checks a command's outputs, each named by its flag: none is an input, no two name the same file (the
+/// last would silently win), every folder exists and can be written.
+pub fn check_output_set(inputs: &[&Path], outs: &[(&str, &Path)]) -> Result<()> {
+    // The file a path will be: its folder resolved (links, `..`), then its name.
+    let key = |p: &Path| {
+        let dir = crate::io::temp::folder_of(p);
+        std::fs::canonicalize(&dir)
+            .unwrap_or(dir)
+            .join(p.file_name().unwrap_or_default())
+    };
+    for (i, (flag, p)) in outs.iter().enumerate() {
+        check_not_input(Some(p), inputs)?;
+        if let Some((first, q)) = outs[..i].iter().find(|(_, q)| key(q) == key(p)) {
+            return Err(Error::usage(format!(
+                "{first} {} and {flag} {} are the same file; give each output its own path",
+                q.display(),
+                p.display()
+            )));
+        }
+        crate::io::write::check_output(p)?;
     }
     Ok(())
 }

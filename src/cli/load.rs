@@ -125,7 +125,8 @@ pub fn series_input(
     Ok(x)
 }
 
-pub(super) fn load_mask(path: &Path, batch: usize, steps: usize) -> Result<Array2<bool>> {
+/// A mask (sequences, timesteps) of booleans or 0/1; 1-D for a single sequence.
+pub fn load_mask(path: &Path, batch: usize, steps: usize) -> Result<Array2<bool>> {
     let raw = io::read_npy(path)?;
     let shape = match raw.ndim() {
         2 => (raw.shape[0], raw.shape[1]),
@@ -240,8 +241,12 @@ pub(super) fn load_expected(
     units: usize,
     atol: f64,
     rtol: f64,
+    time_major: bool,
 ) -> Result<Expected> {
-    let raw = io::read_npy(path)?;
+    let mut raw = io::read_npy(path)?;
+    if time_major {
+        raw = raw.swap_leading_axes();
+    }
     let s = raw.shape.as_slice();
     let per_prediction =
         s == [batch, outputs] || (outputs == 1 && s == [batch]) || (batch == 1 && s == [outputs]);
@@ -252,6 +257,15 @@ pub(super) fn load_expected(
         } else {
             String::new()
         };
+        if no_dense && !time_major && s == [steps, batch, units] && steps != batch {
+            return Err(Error::input(
+                path,
+                format!(
+                    "expected output has shape {}: (timesteps, sequences, units), time-major as a PyTorch module with batch_first=False returns it; pass --time-major (it reads --input that way too)",
+                    raw.shape_str()
+                ),
+            ));
+        }
         return Err(Error::input(
             path,
             format!(
@@ -338,6 +352,7 @@ pub fn load_data(
         weights.units,
         atol,
         rtol,
+        false,
     )?;
     Ok((x, e))
 }

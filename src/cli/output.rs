@@ -1,12 +1,13 @@
 /*!
-The one writer every command hands its results to: the JSON trace file, the charts, stdout (tables or JSON),
-warnings and progress on stderr, and the verdict as an [`Outcome`]. Commands compute and validate; they
+The one writer every command hands its results to: the JSON trace file, the charts, the HTML report, stdout
+(tables or JSON), warnings and progress on stderr, and the verdict as an [`Outcome`]. Commands compute and validate; they
 write through here (the streamed `.npz` trace is the one exception: it is written block by block while the
 engine runs, by [`crate::render::npz`]).
 */
 
 use crate::cell::Real;
 use crate::cli::args::{FormatArg, PlotArgs};
+use crate::compare::Comparison;
 use crate::error::{Error, Result};
 use crate::io::write::atomic_write;
 use crate::render::{self, Report, plot};
@@ -44,24 +45,63 @@ impl Outcome {
 }
 
 /// Where a finished report goes, besides stdout.
-pub struct Targets<'a> {
+pub struct Targets<'a, T> {
     /// What stdout gets.
     pub format: FormatArg,
     /// `--trace FILE.json` (an `.npz` trace is streamed while the engine runs).
     pub json_trace: Option<&'a Path>,
     /// The charts asked for. `plot_sequence` has been validated by the job.
     pub plots: &'a PlotArgs,
+    /// Charts already built from a streamed run ([`plot::ChartFeed`]); the others come from the report's
+    /// trace.
+    pub streamed: Streamed,
+    /// A model with several outputs (`run`): the report shows the first; the others are named here.
+    pub more_outputs: MoreOutputs,
+    /// `--report FILE.html`.
+    pub html: Option<HtmlReport<'a, T>>,
 }
 
-/// Writes everything a command asked for from one finished report, then returns the verdict: the JSON
-/// trace, the three charts (`--output-names` label the prediction panels), and stdout.
-pub fn write<T: Real>(report: &Report<'_, T>, to: &Targets<'_>) -> Result<Outcome> {
+/// The outputs of a model besides the first, which the report holds.
+#[derive(Default)]
+pub struct MoreOutputs {
+    /// Every output's name, in the model's order; empty when the model has one output.
+    pub names: Vec<String>,
+    /// The `--expected` comparisons of the outputs after the first, each with its output's name.
+    pub compared: Vec<(String, Comparison)>,
+}
+
+/// What `--report` shows: the trace as `--record` kept it (the JSON trace may hold more).
+pub struct HtmlReport<'a, T> {
+    /// Where, and how much.
+    pub job: &'a crate::cli::job::ReportJob,
+    /// The run's trace, holding the gates and states `--record` asked for.
+    pub trace: &'a Trace<T>,
+    /// Whether the pre-activations go in (`--record-pre`).
+    pub include_pre: bool,
+}
+
+/// Charts built while the engine ran, from its blocks, when the trace itself was not kept.
+#[derive(Default)]
+pub struct Streamed {
+    /// `--plot`.
+    pub state_norms: Option<plot::ChartData>,
+    /// `--plot-gates`.
+    pub gates: Option<plot::GateHeatmaps>,
+}
+
+/// Writes everything a command asked for from one finished report, then returns the verdict (a mismatch
+/// when any compared output fails): the JSON trace, the three charts (`--output-names` label the prediction
+/// panels), the HTML report, and stdout.
+pub fn write<T: Real>(report: &Report<'_, T>, to: &Targets<'_, T>) -> Result<Outcome> {
     if let Some(path) = to.json_trace {
         atomic_write(path, |w| render::json::write(report, w))?;
     }
     let p = to.plots;
     if let Some(path) = &p.plot {
-        plot::draw_lines(&plot::state_norms(report.trace, report.window), path)?;
+        match &to.streamed.state_norms {
+            Some(chart) => plot::draw_lines(chart, path)?,
+            None => plot::draw_lines(&plot::state_norms(report.trace, report.window), path)?,
+        }
     }
     if let Some(path) = &p.plot_predictions {
         let mut chart = plot::predictions(
@@ -76,16 +116,73 @@ pub fn write<T: Real>(report: &Report<'_, T>, to: &Targets<'_>) -> Result<Outcom
         plot::draw_lines(&chart, path)?;
     }
     if let Some(path) = &p.plot_gates {
-        plot::draw_heatmaps(&plot::gates(report.trace, p.plot_sequence), path)?;
+        match &to.streamed.gates {
+            Some(maps) => plot::draw_heatmaps(maps, path)?,
+            None => plot::draw_heatmaps(&plot::gates(report.trace, p.plot_sequence), path)?,
+        }
+    }
+    if let Some(html) = &to.html {
+        write_html(report, html)?;
     }
     match to.format {
         FormatArg::Json => write_stdout(|w| render::json::write(report, w))?,
         FormatArg::Table => {
-            let text = render::table::render(report);
+            let mut text = render::table::render(report);
+            let more = &to.more_outputs;
+            if more.names.len() > 1 {
+                text.push_str(&format!(
+                    "note: the model has {} outputs ({}); the predictions shown are the first's\n",
+                    more.names.len(),
+                    more.names.join(", ")
+                ));
+            }
+            if !more.compared.is_empty() {
+                // The report's verdict is the first output's; name it, then the others'.
+                if let (Some(c), Some(first)) = (&report.comparison, more.names.first()) {
+                    let line = render::table::verdict_line(c, report);
+                    text.push_str(&format!("output {first}: {line}\n"));
+                }
+                for (name, c) in &more.compared {
+                    let line = render::table::verdict_line(c, report);
+                    text.push_str(&format!("output {name}: {line}\n"));
+                }
+            }
             write_stdout(|w| w.write_all(text.as_bytes()))?;
         }
     }
-    Ok(Outcome::of(report.comparison.as_ref()))
+    let mut outcome = Outcome::of(report.comparison.as_ref());
+    if to.more_outputs.compared.iter().any(|(_, c)| !c.passed) {
+        outcome = Outcome::Mismatch;
+    }
+    Ok(outcome)
+}
+
+/// Writes the HTML report: `html.trace` with the run's title (or its first layer's name), sequences,
+/// names and verdict.
+fn write_html<T: Real>(report: &Report<'_, T>, html: &HtmlReport<'_, T>) -> Result<()> {
+    let title = match report.title.as_str() {
+        "" => html.trace.layers[0].name.clone(),
+        t => t.to_string(),
+    };
+    let opts = render::report::Options {
+        title,
+        sequences: report.display.sequences.clone(),
+        steps: html.job.steps.clone(),
+        include_pre: html.include_pre,
+        max_values: html.job.max_values,
+        feature_names: report.display.feature_names.clone(),
+        output_names: report.display.output_names.clone(),
+        window: report.window,
+    };
+    let checks = render::report::Checks {
+        expected: report.expected.as_ref(),
+        targets: report.targets.as_ref(),
+        comparison: report.comparison.as_ref(),
+    };
+    render::report::html::write_file(
+        &render::report::build(html.trace, &checks, &opts),
+        &html.job.path,
+    )
 }
 
 /// Writes to stdout; a closed pipe (`rnntrace … | head`) ends the output quietly, a closed stdout

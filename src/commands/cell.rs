@@ -11,7 +11,7 @@ use crate::cli::output::{self, Outcome, Progress, warn_non_finite};
 use crate::compare::{self, Comparison};
 use crate::engine::{self, LayerInput, Stores};
 use crate::error::Result;
-use crate::render::{self, Report};
+use crate::render::{self, Report, plot};
 use crate::trace::{LayerTrace, Record, Trace};
 use crate::weights::{CellKind, CellWeights};
 use ndarray::{Array2, Array3, Axis};
@@ -192,6 +192,11 @@ fn finish<T: Real>(job: &CellJob, layer: LayerTrace<T>) -> Computed<T> {
     }
 }
 
+/// Whether a layer holds the gates and states `r` keeps, and no more (pre-activations: at least).
+fn holds<T: Real>(l: &LayerTrace<T>, r: Record) -> bool {
+    l.gates.is_some() == r.gates && l.h.is_some() == r.states && (!r.pre || l.pre.is_some())
+}
+
 fn is_npz(p: &Path) -> bool {
     p.extension().is_some_and(|e| e.eq_ignore_ascii_case("npz"))
 }
@@ -209,22 +214,34 @@ fn execute_as<T: Real>(job: &CellJob, title: &str, started: Instant) -> Result<O
     let mut write_time = Duration::ZERO;
     let compute_start = Instant::now();
 
+    // Charts fed from the stream when the whole trace is not kept anyway (JSON needs all of it).
+    let p = &out.plots;
+    let wants_json =
+        out.format == FormatArg::Json || out.trace.as_deref().is_some_and(|p| !is_npz(p));
+    // A report needs the whole trace as --record keeps it: recorded by the main run (not streamed), unless
+    // an .npz trace is streamed anyway.
+    let keep_for_report = out.report.is_some() && npz_target.is_none();
+    let mut feed = (!wants_json
+        && !keep_for_report
+        && (p.plot.is_some() || p.plot_gates.is_some()))
+    .then(|| {
+        let (sequences, steps, _) = job.x.dim();
+        plot::ChartFeed::<T>::new(
+            job.weights.kind,
+            sequences,
+            steps,
+            job.weights.units,
+            p.plot.is_some(),
+            p.plot_gates.is_some().then_some(p.plot_sequence),
+        )
+    });
     let (layer, npz) = match npz_target {
-        Some(target) => {
-            let (sequences, steps, _) = job.x.dim();
-            let shape = render::npz::NpzRun {
-                kind: job.weights.kind,
-                sequences,
-                steps,
-                units: job.weights.units,
-                masked: job.mask.is_some() || job.mask_value.is_some(),
-            };
-            let mut npz = render::npz::TraceNpz::<T>::new(target, shape, out.record)?;
+        _ if npz_target.is_none() && feed.is_some() => {
+            let feed = feed.as_mut().expect("a chart feed");
+            let record = feed.record();
             let progress = Progress::new(job.x.shape()[1]);
             let mut sink = |t0: usize, stores: &Stores<T>| -> Result<()> {
-                let t = Instant::now();
-                npz.write_block(stores)?;
-                write_time += t.elapsed();
+                feed.push(t0, stores);
                 progress.set(t0 + stores.steps());
                 Ok(())
             };
@@ -232,22 +249,57 @@ fn execute_as<T: Real>(job: &CellJob, title: &str, started: Instant) -> Result<O
                 job,
                 &weights,
                 inp,
-                out.record,
+                record,
+                Some((engine::STREAM_STEPS, &mut sink)),
+            )?;
+            progress.finish();
+            (layer, None)
+        }
+        Some(target) => {
+            let (sequences, steps, _) = job.x.dim();
+            let shape = render::npz::NpzRun {
+                kind: job.weights.kind,
+                sequences,
+                steps,
+                units: job.weights.units,
+                h_units: job.weights.h_units(),
+                masked: job.mask.is_some() || job.mask_value.is_some(),
+            };
+            let mut npz = render::npz::TraceNpz::<T>::new(target, shape, out.record)?;
+            let progress = Progress::new(job.x.shape()[1]);
+            // The blocks hold what the trace records and what the charts need; each takes its part.
+            let record = match &feed {
+                Some(f) => out.record.union(f.record()),
+                None => out.record,
+            };
+            let mut sink = |t0: usize, stores: &Stores<T>| -> Result<()> {
+                let t = Instant::now();
+                npz.write_block(stores)?;
+                write_time += t.elapsed();
+                if let Some(f) = feed.as_mut() {
+                    f.push(t0, stores);
+                }
+                progress.set(t0 + stores.steps());
+                Ok(())
+            };
+            let layer = run_prepared(
+                job,
+                &weights,
+                inp,
+                record,
                 Some((engine::STREAM_STEPS, &mut sink)),
             )?;
             progress.finish();
             (layer, Some(npz))
         }
         None => {
-            // Tables alone need only the predictions from the main run (the shown sequences are traced
-            // apart); JSON and charts need everything.
-            let p = &out.plots;
-            let full = out.format == FormatArg::Json
-                || out.trace.is_some()
-                || p.plot.is_some()
-                || p.plot_predictions.is_some()
-                || p.plot_gates.is_some();
-            let record = if full { out.record } else { Record::NONE };
+            // Tables and the predictions chart need only the predictions from the main run (the shown
+            // sequences are traced apart); JSON needs everything, the report what --record keeps.
+            let record = if wants_json || keep_for_report {
+                out.record
+            } else {
+                Record::NONE
+            };
             (run_prepared(job, &weights, inp, record, None)?, None)
         }
     };
@@ -259,12 +311,19 @@ fn execute_as<T: Real>(job: &CellJob, title: &str, started: Instant) -> Result<O
     if let Some(npz) = npz {
         npz.finish(job.window, &computed.trace, computed.comparison.as_ref())?;
     }
-    // JSON (file or stdout) and tables need complete per-step records; recompute what was not kept.
-    let p = &out.plots;
-    let wants_plots = p.plot.is_some() || p.plot_predictions.is_some() || p.plot_gates.is_some();
-    let wants_json = wants_plots
-        || out.format == FormatArg::Json
-        || out.trace.as_deref().is_some_and(|p| !is_npz(p));
+    let streamed = match &feed {
+        Some(f) => output::Streamed {
+            state_norms: f.state_norms(&computed.trace.layers[0], job.window),
+            gates: f.gates(&computed.trace.layers[0]),
+        },
+        None => output::Streamed::default(),
+    };
+    // JSON (file or stdout) needs complete per-step records, and so do charts not fed from the stream
+    // when the main run did not keep what they draw; recompute what was not kept.
+    let l0 = &computed.trace.layers[0];
+    let charts_lack = feed.is_none()
+        && ((p.plot.is_some() && l0.h.is_none()) || (p.plot_gates.is_some() && l0.gates.is_none()));
+    let wants_json = wants_json || charts_lack;
     let n = computed.trace.predictions.nrows();
     let full;
     let json_trace: &Trace<T> = if wants_json && !computed.trace.layers[0].is_complete() {
@@ -308,12 +367,35 @@ fn execute_as<T: Real>(job: &CellJob, title: &str, started: Instant) -> Result<O
         display: &out.display,
         title: title.to_string(),
     };
+    // The report shows what --record kept: the main run's trace, or the JSON's when it holds the same; a
+    // streamed .npz run kept nothing in memory, so it is run again.
+    let report_owned;
+    let html_trace = match &out.report {
+        None => None,
+        Some(_) if holds(&computed.trace.layers[0], out.record) => Some(&computed.trace),
+        Some(_) if holds(&json_trace.layers[0], out.record) => Some(json_trace),
+        Some(_) => {
+            report_owned = finish(job, run_engine::<T>(job, None, out.record, None)?).trace;
+            Some(&report_owned)
+        }
+    };
     let outcome = output::write(
         &report,
         &output::Targets {
             format: out.format,
             json_trace: out.trace.as_deref().filter(|p| !is_npz(p)),
             plots: &out.plots,
+            streamed,
+            more_outputs: output::MoreOutputs::default(),
+            html: out
+                .report
+                .as_ref()
+                .zip(html_trace)
+                .map(|(job, trace)| output::HtmlReport {
+                    job,
+                    trace,
+                    include_pre: out.record.pre,
+                }),
         },
     )?;
     write_time += write_start.elapsed();

@@ -8,7 +8,8 @@ use crate::cli::output::{Outcome, write_stdout};
 use crate::error::{Error, Result, shape_str};
 use crate::model::{self, LayerKind, Recurrent};
 use crate::render;
-use crate::weights::{self, CellKind, CellWeights, keras::ResetAfter};
+use crate::runner;
+use crate::weights::{self, CellKind, CellWeights, keras::ResetAfter, pytorch};
 use comfy_table::{Cell, CellAlignment, Table};
 use std::io::IsTerminal;
 
@@ -50,9 +51,32 @@ fn params_of(kind: &LayerKind) -> usize {
             forward, backward, ..
         } => r(forward) + r(backward),
         LayerKind::Dense { kernel, bias, .. }
-        | LayerKind::TimeDistributedDense { kernel, bias, .. } => {
+        | LayerKind::TimeDistributedDense { kernel, bias, .. }
+        | LayerKind::Conv1D { kernel, bias, .. } => {
             kernel.data.len() + bias.as_ref().map_or(0, |b| b.data.len())
         }
+        LayerKind::Embedding { embeddings, .. } => embeddings.data.len(),
+        LayerKind::BatchNorm {
+            gamma,
+            beta,
+            moving_mean,
+            moving_variance,
+            ..
+        } => [
+            gamma.as_ref(),
+            beta.as_ref(),
+            Some(moving_mean),
+            Some(moving_variance),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|a| a.data.len())
+        .sum(),
+        LayerKind::LayerNorm { gamma, beta, .. } => [gamma, beta]
+            .into_iter()
+            .flatten()
+            .map(|a| a.data.len())
+            .sum(),
         _ => 0,
     }
 }
@@ -73,7 +97,7 @@ pub fn inspect(a: &InspectArgs) -> Result<Outcome> {
         let m = model::load(path)?;
         let _ = writeln!(
             out,
-            "{}: {}, saved by Keras {}{}; input shape {}",
+            "{}: {}, saved by Keras {}{}; {}",
             path.display(),
             m.format.describe(),
             m.keras_version,
@@ -82,22 +106,54 @@ pub fn inspect(a: &InspectArgs) -> Result<Outcome> {
             } else {
                 ""
             },
-            shape_opt(&Some(m.input_shape.clone()))
+            match m.graph.as_ref().filter(|g| g.inputs.len() > 1) {
+                Some(g) => format!(
+                    "inputs {}; outputs {}",
+                    g.inputs
+                        .iter()
+                        .map(|&i| format!(
+                            "{} {}",
+                            m.layers[i].name,
+                            shape_opt(&m.layers[i].output_shape)
+                        ))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    runner::output_names(&m, g.outputs.len()).join(", ")
+                ),
+                None => format!("input shape {}", shape_opt(&Some(m.input_shape.clone()))),
+            }
         );
         let mut t = table(color);
-        t.set_header(vec!["Layer", "Class", "Output shape", "Params"]);
+        let mut header = vec!["Layer", "Class", "Output shape", "Params"];
+        if m.graph.is_some() {
+            header.push("Reads"); // a Functional graph: what each layer is called on
+        }
+        t.set_header(header);
         let mut total = 0;
-        for l in &m.layers {
+        for (i, l) in m.layers.iter().enumerate() {
             let p = params_of(&l.kind);
             total += p;
-            t.add_row(vec![
+            let mut row = vec![
                 Cell::new(&l.name),
                 Cell::new(&l.class_name),
                 Cell::new(shape_opt(&l.output_shape)),
                 right(p),
-            ]);
+            ];
+            if let Some(g) = &m.graph {
+                row.push(Cell::new(runner::describe_call(&m, g, i)));
+            }
+            t.add_row(row);
         }
         let _ = writeln!(out, "{t}\nTotal params: {total}");
+        for l in &m.layers {
+            if let Some(why) = &l.unsupported {
+                let _ = writeln!(
+                    out,
+                    "`run` cannot compute layer '{}' ({}): {why}",
+                    l.name, l.class_name
+                );
+            }
+        }
         for l in &m.layers {
             match &l.kind {
                 LayerKind::Recurrent(r) => recurrent_blocks(&mut out, &l.name, r, color)?,
@@ -119,9 +175,35 @@ pub fn inspect(a: &InspectArgs) -> Result<Outcome> {
                 _ => {}
             }
         }
-    } else if let (Some(wpath), Some(cell)) = (&a.weights, a.cell) {
-        let kind = cell.kind();
-        let src = weights::load_arrays(wpath, &["kernel", "recurrent_kernel", "bias"])?;
+    } else if let Some(wpath) = &a.weights {
+        let full = weights::load_arrays(wpath, &["kernel", "recurrent_kernel", "bias"])?;
+        let torch = pytorch::looks_like(&full);
+        if torch {
+            out.push_str(&pytorch::summary(&full));
+        }
+        if torch && a.module.is_none() && pytorch::recurrent_modules(&full).len() > 1 {
+            out.push_str("(--module NAME shows one module's gate blocks)\n");
+            write_stdout(|w| w.write_all(out.as_bytes()))?;
+            return Ok(Outcome::Success);
+        }
+        let src = pytorch::select_module(full, a.module.as_deref())?;
+        let inferred = pytorch::recurrent_modules(&src)
+            .first()
+            .and_then(|m| m.kind);
+        let kind = match (a.cell, inferred) {
+            (Some(cell), _) => cell.kind(),
+            (None, Some(k @ (CellKind::Lstm | CellKind::Gru))) => k,
+            (None, _) if torch => {
+                write_stdout(|w| w.write_all(out.as_bytes()))?;
+                return Ok(Outcome::Success);
+            }
+            (None, _) => {
+                return Err(Error::usage(format!(
+                    "inspect --weights {}: say which cell the weights belong to with --cell lstm|gru",
+                    wpath.display()
+                )));
+            }
+        };
         let layout = a.layout.layout();
         let opts = weights::ReadOptions {
             layout,
@@ -175,6 +257,7 @@ fn recurrent_blocks(out: &mut String, name: &str, r: &Recurrent, color: bool) ->
         path: name.into(),
         positional: false,
         arrays,
+        meta: Default::default(),
     };
     let ra = if kind.has_reset_after() && !r.reset_after {
         ResetAfter::False

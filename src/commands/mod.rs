@@ -6,5 +6,6 @@ hands its results to [`crate::cli::output`].
 pub mod cell;
 pub mod demo;
 pub mod diagnose;
+pub mod explain;
 pub mod inspect;
 pub mod run;

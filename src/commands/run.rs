@@ -18,21 +18,30 @@ use crate::render::Report;
 use crate::render::npz::{ModelNpz, NpzLayer, NpzRun};
 use crate::runner::{self, LayerSink, Recording, Tensor};
 use crate::trace::{LayerTrace, Record, Trace};
-use crate::weights::{CellKind, NamedArrays};
+use crate::weights::{CellKind, DenseWeights, NamedArrays, pytorch};
 use ndarray::{Array2, Axis};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// `rnntrace run --model …`.
 pub fn run_model(a: &RunArgs, env: &Env) -> Result<Outcome> {
     let started = Instant::now();
-    let mut inputs: Vec<&Path> = vec![&a.model, &a.input];
+    // An `--input NAME=FILE` protects FILE too (whether NAME is an input is known only once loaded).
+    let named: Vec<PathBuf> = a
+        .input
+        .iter()
+        .filter_map(|p| p.to_str()?.split_once('=').map(|(_, f)| PathBuf::from(f)))
+        .collect();
+    let mut inputs: Vec<&Path> = vec![&a.model];
+    inputs.extend(a.input.iter().chain(&named).map(|p| p.as_path()));
+    inputs.extend(a.check.expected.iter().map(|p| p.as_path()));
     inputs.extend(
-        [&a.check.expected, &a.check.targets, &a.check.inverse_scale]
+        [&a.check.targets, &a.check.inverse_scale]
             .into_iter()
             .flatten()
             .map(|p| p.as_path()),
     );
+    inputs.extend(a.dense.as_deref().map(Path::new));
     job::check_outputs(&inputs, a.trace.as_deref(), &a.plots)?;
     if let Some(t) = a.trace.as_ref().filter(|t| !is_json(t) && !is_npz(t)) {
         return Err(Error::usage(format!(
@@ -43,8 +52,44 @@ pub fn run_model(a: &RunArgs, env: &Env) -> Result<Outcome> {
     if let Some(cell) = a.cell {
         return run_torch(a, cell, env, started);
     }
+    for (flag, given) in [
+        ("--dense", a.dense.is_some()),
+        ("--module", a.module.is_some()),
+        ("--time-major", a.time_major),
+    ] {
+        if given {
+            return Err(Error::usage(format!(
+                "{flag} applies to PyTorch files run with --cell lstm|gru; a saved Keras model carries its own layers"
+            )));
+        }
+    }
     let model = model::load(&a.model)?;
-    let raw = io::read_npy(&a.input)?;
+    model.check_runnable()?;
+    if a.input.len() > 1 || model.graph.as_ref().is_some_and(|g| g.inputs.len() > 1) {
+        if a.window.is_some() {
+            return Err(Error::usage(
+                "--window cuts one series; it does not apply to a model with several inputs",
+            ));
+        }
+        let mut given = Vec::with_capacity(a.input.len());
+        for arg in &a.input {
+            let (name, path) = runner::split_named_input(&model, arg);
+            given.push((name, io::read_npy(&path)?, path));
+        }
+        let xs = runner::assemble_inputs(&model, given)?;
+        return match a.precision {
+            PrecisionArg::F32 => run_as::<f32>(a, &model, xs, None, env, started),
+            PrecisionArg::F64 => run_as::<f64>(a, &model, xs, None, env, started),
+        };
+    }
+    let input = runner::split_named_input(&model, &a.input[0]).1;
+    let raw = io::read_npy(&input)?;
+    if let Some(x) = runner::embedding_input(&model, &raw, &input)? {
+        return match a.precision {
+            PrecisionArg::F32 => run_as::<f32>(a, &model, vec![x], None, env, started),
+            PrecisionArg::F64 => run_as::<f64>(a, &model, vec![x], None, env, started),
+        };
+    }
     // The model's own input shape decides what the input is; without one, the first layer that says.
     let declared = model.input_shape.last().copied().flatten();
     let first_layer = model.compute_layers().find_map(|l| match &l.kind {
@@ -53,6 +98,7 @@ pub fn run_model(a: &RunArgs, env: &Env) -> Result<Outcome> {
         LayerKind::Dense { kernel, .. } | LayerKind::TimeDistributedDense { kernel, .. } => {
             kernel.shape.first().copied()
         }
+        LayerKind::Conv1D { kernel, spec, .. } => kernel.shape.get(1).map(|c| c * spec.groups),
         _ => None,
     });
     let f = declared
@@ -65,7 +111,7 @@ pub fn run_model(a: &RunArgs, env: &Env) -> Result<Outcome> {
             [w] if *w == f => 1,
             _ => {
                 return Err(Error::input(
-                    &a.input,
+                    &input,
                     format!(
                         "has shape {}; the model takes (batch, {f})",
                         raw.shape_str()
@@ -75,16 +121,10 @@ pub fn run_model(a: &RunArgs, env: &Env) -> Result<Outcome> {
         };
         Tensor::Flat(
             ndarray::Array2::from_shape_vec((rows, f), raw.data.clone())
-                .map_err(|e| Error::input(&a.input, e.to_string()))?,
+                .map_err(|e| Error::input(&input, e.to_string()))?,
         )
     } else {
-        let x = series_input(
-            &raw,
-            &a.input,
-            a.window,
-            f,
-            &format!("the model expects {f}"),
-        )?;
+        let x = series_input(&raw, &input, a.window, f, &format!("the model expects {f}"))?;
         if let Some(want) = model
             .input_shape
             .get(1)
@@ -93,7 +133,7 @@ pub fn run_model(a: &RunArgs, env: &Env) -> Result<Outcome> {
             .filter(|&w| w != x.shape()[1] && a.window.is_none())
         {
             return Err(Error::input(
-                &a.input,
+                &input,
                 format!(
                     "has {} timesteps per sequence; the model was built for {want}",
                     x.shape()[1]
@@ -103,19 +143,53 @@ pub fn run_model(a: &RunArgs, env: &Env) -> Result<Outcome> {
         Tensor::Seq(x)
     };
     match a.precision {
-        PrecisionArg::F32 => run_as::<f32>(a, &model, x, None, env, started),
-        PrecisionArg::F64 => run_as::<f64>(a, &model, x, None, env, started),
+        PrecisionArg::F32 => run_as::<f32>(a, &model, vec![x], None, env, started),
+        PrecisionArg::F64 => run_as::<f64>(a, &model, vec![x], None, env, started),
     }
 }
 
 /// `run --model state.npz --cell lstm|gru`: a whole PyTorch module from its state dict.
 fn run_torch(a: &RunArgs, cell: CellArg, env: &Env, started: Instant) -> Result<Outcome> {
     let kind = cell.kind();
-    let src = crate::weights::load_arrays(&a.model, &[])?;
-    let first = crate::weights::pytorch::from_state_dict(kind, &src, 0, false)?;
-    let raw = io::read_npy(&a.input)?;
+    let full = crate::weights::load_arrays(&a.model, &[])?;
+    let src = pytorch::select_module(full.clone(), a.module.as_deref())?;
+    let first = pytorch::from_state_dict(kind, &src, 0, false)?;
+    let module = pytorch::recurrent_modules(&src);
+    let width = module.first().map_or(first.units, |m| {
+        (if m.proj > 0 { m.proj } else { m.hidden }) * if m.bidirectional { 2 } else { 1 }
+    });
+    let head = match &a.dense {
+        None => None,
+        Some(d) => Some(crate::weights::dense::load_head(
+            Path::new(d),
+            &full,
+            width,
+        )?),
+    };
+    for note in pytorch::notes(&full, true) {
+        if head.is_none() || !note.contains("nn.Linear") {
+            eprintln!("rnntrace: {note}");
+        }
+    }
+    let [input] = a.input.as_slice() else {
+        return Err(Error::usage("a PyTorch state dict takes one --input"));
+    };
+    let mut raw = io::read_npy(input)?;
+    if a.time_major {
+        raw = raw.swap_leading_axes();
+    } else if src.meta.batch_first.iter().any(|(p, b)| {
+        !*b && a
+            .module
+            .as_deref()
+            .is_none_or(|m| p.trim_end_matches('.').starts_with(m))
+    }) {
+        eprintln!(
+            "rnntrace: note: {}: the module was built with batch_first=False, so PyTorch feeds it (timesteps, sequences, features); if --input is saved that way, pass --time-major",
+            a.model.display()
+        );
+    }
     let f = first.features;
-    let x = series_input(&raw, &a.input, a.window, f, &format!("layer 0 expects {f}"))?;
+    let x = series_input(&raw, input, a.window, f, &format!("layer 0 expects {f}"))?;
     let model = SavedModel {
         path: a.model.clone(),
         format: model::ModelFormat::LegacyH5,
@@ -123,13 +197,24 @@ fn run_torch(a: &RunArgs, cell: CellArg, env: &Env, started: Instant) -> Result<
         keras2: false,
         input_shape: Vec::new(),
         layers: Vec::new(),
+        graph: None,
     };
-    let x = Tensor::Seq(x);
-    match a.precision {
-        PrecisionArg::F32 => run_as::<f32>(a, &model, x, Some((&src, kind)), env, started),
-        PrecisionArg::F64 => run_as::<f64>(a, &model, x, Some((&src, kind)), env, started),
+    let x = vec![Tensor::Seq(x)];
+    let torch = Some((&src, kind, head.as_ref()));
+    let outcome = match a.precision {
+        PrecisionArg::F32 => run_as::<f32>(a, &model, x, torch, env, started),
+        PrecisionArg::F64 => run_as::<f64>(a, &model, x, torch, env, started),
+    }?;
+    if matches!(outcome, Outcome::Mismatch) && !a.time_major && raw.ndim() == 3 {
+        eprintln!(
+            "rnntrace: note: if --input and --expected are time-major (timesteps, sequences, …), as a PyTorch module with batch_first=False takes and returns them, pass --time-major"
+        );
     }
+    Ok(outcome)
 }
+
+/// A PyTorch state dict run as a whole stack, with its optional nn.Linear head.
+type TorchStack<'a> = (&'a NamedArrays, CellKind, Option<&'a DenseWeights<f64>>);
 
 /// Names of the outputs from `--output-names` (empty when not given).
 fn output_names(a: &RunArgs) -> Vec<String> {
@@ -161,20 +246,38 @@ fn is_npz(p: &Path) -> bool {
     p.extension().is_some_and(|e| e.eq_ignore_ascii_case("npz"))
 }
 
-/// Runs the Keras model or the PyTorch stack on `x`, recording what `rec` asks for.
+/// Runs the model on its inputs (one per model input, in the model's order): a Functional graph, the
+/// PyTorch stack, or the layers in order; recording what `rec` asks for.
 fn go<T: Real>(
     model: &SavedModel,
-    torch: Option<(&NamedArrays, CellKind)>,
-    x: Tensor<T>,
+    torch: Option<TorchStack>,
+    xs: Vec<Tensor<T>>,
     env: &Env,
     rec: &mut Recording<'_, T>,
 ) -> Result<runner::ModelRun<T>> {
+    if model.graph.is_some() {
+        return runner::run_graph_recording::<T>(model, xs, env.kernels, rec);
+    }
+    // Without a graph a model has one input (run_model and assemble_inputs checked the count).
+    let Some(x) = xs.into_iter().next() else {
+        return Err(Error::usage("--input: no input given"));
+    };
     match (torch, x) {
-        (Some((src, kind)), Tensor::Seq(x)) => {
-            runner::run_torch_stack_recording::<T>(src, kind, x, env.kernels, rec)
+        (Some((src, kind, head)), Tensor::Seq(x)) => {
+            runner::run_torch_stack_recording::<T>(src, kind, x, head, env.kernels, rec)
         }
         (_, x) => runner::run_model_recording::<T>(model, x, env.kernels, rec),
     }
+}
+
+/// The sequences `rows` of every input.
+fn select_rows<T: Real>(xs: &[Tensor<T>], rows: &[usize]) -> Vec<Tensor<T>> {
+    xs.iter()
+        .map(|x| match x {
+            Tensor::Seq(v) => Tensor::Seq(v.select(Axis(0), rows)),
+            Tensor::Flat(v) => Tensor::Flat(v.select(Axis(0), rows)),
+        })
+        .collect()
 }
 
 /// What a run on one sequence says about the model: its recurrent layers (traced names, shapes, whether
@@ -201,15 +304,12 @@ impl<T: Real> LayerSink<T> for MaskProbe {
 
 fn probe<T: Real>(
     model: &SavedModel,
-    torch: Option<(&NamedArrays, CellKind)>,
-    x: &Tensor<T>,
+    torch: Option<TorchStack>,
+    xs: &[Tensor<T>],
     env: &Env,
     sequences: usize,
 ) -> Result<Probe> {
-    let first = match x {
-        Tensor::Seq(v) => Tensor::Seq(v.slice(ndarray::s![0..1, .., ..]).to_owned()),
-        Tensor::Flat(v) => Tensor::Flat(v.slice(ndarray::s![0..1, ..]).to_owned()),
-    };
+    let first = select_rows(xs, &[0]);
     let mut masks = MaskProbe(Vec::new());
     let run = go(
         model,
@@ -231,6 +331,7 @@ fn probe<T: Real>(
                 sequences,
                 steps: l.steps(),
                 units: l.units,
+                h_units: l.final_h.ncols(),
                 masked: masks.0.iter().any(|(n, m)| *n == l.name && *m),
             },
         })
@@ -294,7 +395,7 @@ impl<T: Real> LayerSink<T> for NpzSink<T> {
 
 /// Whether a recurrent layer of the model is stateful (a subset of the sequences cannot run on its own).
 fn any_stateful(model: &SavedModel) -> bool {
-    model.compute_layers().any(|l| match &l.kind {
+    model.layers.iter().any(|l| match &l.kind {
         LayerKind::Recurrent(r) => r.stateful,
         LayerKind::Bidirectional {
             forward, backward, ..
@@ -303,42 +404,65 @@ fn any_stateful(model: &SavedModel) -> bool {
     })
 }
 
+/// Runs the model on `xs` (one tensor per model input, in the model's order; a PyTorch stack takes one),
+/// compares every output given an `--expected`, and writes the report (the first output's predictions).
 fn run_as<T: Real>(
     a: &RunArgs,
     model: &SavedModel,
-    x: Tensor<f64>,
-    torch: Option<(&NamedArrays, CellKind)>,
+    xs: Vec<Tensor<f64>>,
+    torch: Option<TorchStack>,
     env: &Env,
     started: Instant,
 ) -> Result<Outcome> {
-    let shape = x.shape();
-    let n = shape[0];
+    let shape = xs.first().map(|x| x.shape()).unwrap_or_default();
+    let n = shape.first().copied().unwrap_or(0);
     let features = *shape.last().unwrap_or(&0);
     // Everything that can be checked from the command line and the input, before computing.
     let mut display = job::display_options(&a.display, features)?;
     display.check_sequences(n)?;
     job::check_plot_sequence(&a.plots, n)?;
+    let html = job::report_job(&a.plots, env)?;
     display.output_names = output_names(a);
-    let x = match x {
-        Tensor::Seq(v) => Tensor::Seq(v.mapv(T::lit)),
-        Tensor::Flat(v) => Tensor::Flat(v.mapv(T::lit)),
-    };
+    let model_outputs = model.graph.as_ref().map_or(1, |g| g.outputs.len());
+    let names = runner::output_names(model, model_outputs);
+    if !a.check.expected.is_empty() && a.check.expected.len() != model_outputs {
+        return Err(Error::usage(format!(
+            "{} --expected file(s) given; the model has {model_outputs} output(s) ({}): give one per output, in that order",
+            a.check.expected.len(),
+            names.join(", ")
+        )));
+    }
+    let npz_target = a.trace.as_deref().filter(|p| is_npz(p));
+    if let (Some(t), true) = (npz_target, xs.len() > 1) {
+        return Err(Error::usage(format!(
+            "--trace {}: an .npz trace holds one input; this model takes {} inputs: write the trace as FILE.json",
+            t.display(),
+            xs.len()
+        )));
+    }
+    let xs: Vec<Tensor<T>> = xs
+        .into_iter()
+        .map(|x| match x {
+            Tensor::Seq(v) => Tensor::Seq(v.mapv(T::lit)),
+            Tensor::Flat(v) => Tensor::Flat(v.mapv(T::lit)),
+        })
+        .collect();
     let load_s = started.elapsed();
     let compute_start = Instant::now();
-    let npz_target = a.trace.as_deref().filter(|p| is_npz(p));
     let wanted = wanted_layers(a);
     let probed = if wanted.is_some() || !display.output_names.is_empty() || npz_target.is_some() {
-        let p = probe(model, torch, &x, env, n)?;
+        let p = probe(model, torch, &xs, env, n)?;
         check_probe(a, &p)?;
         Some(p)
     } else {
         None
     };
-    // Memory holds only what is shown: JSON and charts every step of every layer, tables the shown
-    // sequences (run again below), --quiet nothing but what the next layer needs.
+    // Memory holds only what is shown: JSON, the HTML report and charts every step of every layer, tables
+    // the shown sequences (run again below), --quiet nothing but what the next layer needs.
     let p = &a.plots;
     let full = a.format == FormatArg::Json
         || a.trace.as_deref().is_some_and(is_json)
+        || html.is_some()
         || p.plot.is_some()
         || p.plot_predictions.is_some()
         || p.plot_gates.is_some();
@@ -348,26 +472,24 @@ fn run_as<T: Real>(
     } else {
         Vec::new()
     };
-    let detail_x = (!full && !rows.is_empty() && !any_stateful(model)).then(|| match &x {
-        Tensor::Seq(v) => Tensor::Seq(v.select(Axis(0), &rows)),
-        Tensor::Flat(v) => Tensor::Flat(v.select(Axis(0), &rows)),
-    });
+    let detail_x =
+        (!full && !rows.is_empty() && !any_stateful(model)).then(|| select_rows(&xs, &rows));
     let detail_full = !full && !rows.is_empty() && detail_x.is_none();
     let mut sink = match (npz_target, &probed) {
         (Some(target), Some(p)) => {
             let record = a.record.record(a.record_pre);
-            let (xs, xv) = match &x {
+            let (xshape, xv) = match &xs[0] {
                 Tensor::Seq(v) => (v.shape().to_vec(), v.as_standard_layout().into_owned()),
                 Tensor::Flat(v) => (
                     v.shape().to_vec(),
                     v.as_standard_layout()
                         .into_owned()
                         .into_shape_with_order((v.nrows(), v.ncols(), 1))
-                        .map_err(|e| Error::input(&a.input, e.to_string()))?,
+                        .map_err(|e| Error::input(&a.model, e.to_string()))?,
                 ),
             };
             let values = xv.as_slice().unwrap_or_default();
-            let npz = ModelNpz::<T>::new(target, &p.layers, record, &xs, values)?;
+            let npz = ModelNpz::<T>::new(target, &p.layers, record, &xshape, values)?;
             let mut offsets = Vec::new();
             let mut total = 0;
             for l in &p.layers {
@@ -384,11 +506,11 @@ fn run_as<T: Real>(
         }
         _ => None,
     };
-    let keep_x = detail_full.then(|| x.clone());
+    let keep_x = detail_full.then(|| xs.clone());
     let run = go(
         model,
         torch,
-        x,
+        xs,
         env,
         &mut Recording {
             keep,
@@ -405,24 +527,41 @@ fn run_as<T: Real>(
     if let Some(p) = &a.check.inverse_scale {
         display.scaler = Some(crate::scaler::Scaler::load(p, outputs)?);
     }
-    let (expected, comparison) = match &a.check.expected {
+    // The report's comparison is the first output's; the others' are compared here, each named.
+    let mut more = output::MoreOutputs::default();
+    if run.outputs.len() > 1 {
+        more.names = names.clone();
+    }
+    for ((p, out), name) in a
+        .check
+        .expected
+        .iter()
+        .zip(&run.outputs)
+        .zip(&names)
+        .skip(1)
+    {
+        let (c, _) = compare_output(
+            p,
+            &out.shape(),
+            &out.rows(),
+            a.check.atol,
+            a.check.rtol,
+            a.time_major,
+        )?;
+        more.compared.push((name.clone(), c));
+    }
+    let (expected, comparison) = match a.check.expected.first() {
         None => (None, None),
         Some(p) => {
-            let e = io::read_npy(p)?;
-            let squeeze = |s: &[usize]| s.iter().copied().filter(|&d| d != 1).collect::<Vec<_>>();
-            if e.shape != out_shape && squeeze(&e.shape) != squeeze(&out_shape) {
-                return Err(Error::input(
-                    p,
-                    format!(
-                        "expected output has shape {}; the model's output has shape {}",
-                        e.shape_str(),
-                        shape_str(&out_shape)
-                    ),
-                ));
-            }
-            let ours: Vec<f64> = predictions.iter().map(|v| v.to_f()).collect();
-            let c = compare::compare(&ours, &e.data, &out_shape, a.check.atol, a.check.rtol);
-            let exp = Array2::from_shape_vec((n, outputs), e.data.clone())
+            let (c, e) = compare_output(
+                p,
+                &out_shape,
+                &predictions,
+                a.check.atol,
+                a.check.rtol,
+                a.time_major,
+            )?;
+            let exp = Array2::from_shape_vec((n, outputs), e)
                 .map_err(|err| Error::input(p, err.to_string()))?;
             (Some(exp), Some(c))
         }
@@ -490,7 +629,7 @@ fn run_as<T: Real>(
     };
     let subsets: Vec<&LayerTrace<T>> = detail_layers.iter().filter(chosen).collect();
     let title = match torch {
-        Some((_, kind)) => format!(
+        Some((_, kind, _)) => format!(
             "{} (PyTorch {} state dict, whole stack)",
             a.model.display(),
             kind.display_name()
@@ -519,6 +658,13 @@ fn run_as<T: Real>(
             format: a.format,
             json_trace: a.trace.as_deref().filter(|p| is_json(p)),
             plots: &a.plots,
+            streamed: output::Streamed::default(),
+            more_outputs: more,
+            html: html.as_ref().map(|job| output::HtmlReport {
+                job,
+                trace: &trace,
+                include_pre: false,
+            }),
         },
     )?;
     write_time += write_start.elapsed();
@@ -535,4 +681,46 @@ fn run_as<T: Real>(
         );
     }
     Ok(outcome)
+}
+
+/// Compares one model output with an expected `.npy` (shapes may differ by axes of length 1); the
+/// comparison and the expected values.
+fn compare_output<T: Real>(
+    p: &Path,
+    out_shape: &[usize],
+    ours: &Array2<T>,
+    atol: f64,
+    rtol: f64,
+    time_major: bool,
+) -> Result<(compare::Comparison, Vec<f64>)> {
+    let mut e = io::read_npy(p)?;
+    if time_major {
+        e = e.swap_leading_axes();
+    }
+    let squeeze = |s: &[usize]| s.iter().copied().filter(|&d| d != 1).collect::<Vec<_>>();
+    if e.shape != out_shape && squeeze(&e.shape) != squeeze(out_shape) {
+        if !time_major && e.swap_leading_axes().shape == out_shape {
+            return Err(Error::input(
+                p,
+                format!(
+                    "expected output has shape {}: time-major (timesteps, sequences, …), as a PyTorch module with batch_first=False returns it; the model's output has shape {}; pass --time-major (it reads --input that way too)",
+                    e.shape_str(),
+                    shape_str(out_shape)
+                ),
+            ));
+        }
+        return Err(Error::input(
+            p,
+            format!(
+                "expected output has shape {}; the model's output has shape {}",
+                e.shape_str(),
+                shape_str(out_shape)
+            ),
+        ));
+    }
+    let ours: Vec<f64> = ours.iter().map(|v| v.to_f()).collect();
+    Ok((
+        compare::compare(&ours, &e.data, out_shape, atol, rtol),
+        e.data,
+    ))
 }

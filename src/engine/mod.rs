@@ -130,13 +130,15 @@ pub fn run_layer_using<T: Real>(
 ) -> crate::Result<LayerTrace<T>> {
     let (batch, steps, features) = input.x.dim();
     let u = weights.units;
+    // The hidden state's width: `u`, or the projection's with PyTorch `proj_size`.
+    let hw = weights.h_units();
     let blocks = weights.kind.blocks();
     // Callers validate shapes (the loaders and the command line's job layer do); these checks keep a library caller's mistake a
     // panic, never an out-of-bounds read by the fused kernels.
     assert_eq!(features, weights.features, "input features vs weights");
-    for (what, s) in [("h0", input.h0.as_ref()), ("c0", input.c0.as_ref())] {
+    for (what, s, w) in [("h0", input.h0.as_ref(), hw), ("c0", input.c0.as_ref(), u)] {
         if let Some(s) = s {
-            assert_eq!(s.dim(), (batch, u), "{what} shape vs (sequences, units)");
+            assert_eq!(s.dim(), (batch, w), "{what} shape vs (sequences, units)");
         }
     }
     if let Some(m) = &input.mask {
@@ -163,7 +165,7 @@ pub fn run_layer_using<T: Real>(
     let h0 = input
         .h0
         .clone()
-        .unwrap_or_else(|| Array2::zeros((batch, u)));
+        .unwrap_or_else(|| Array2::zeros((batch, hw)));
     let c0 = lstm.then(|| {
         input
             .c0
@@ -187,9 +189,9 @@ pub fn run_layer_using<T: Real>(
 
     let mut trace_h0 = h0.clone();
     let mut trace_c0 = c0.clone();
-    let mut stores = Stores::new(chunk, batch, blocks, u, lstm, masking, record);
-    let mut last_output = Array2::zeros((batch, u));
-    let mut final_h = Array2::zeros((batch, u));
+    let mut stores = Stores::new(chunk, batch, blocks, (u, hw), lstm, masking, record);
+    let mut last_output = Array2::zeros((batch, hw));
+    let mut final_h = Array2::zeros((batch, hw));
     let mut final_c = Array2::zeros((batch, u));
 
     if spec.carry_state {
@@ -238,7 +240,7 @@ pub fn run_layer_using<T: Real>(
         while t0 < steps {
             let t1 = (t0 + chunk).min(steps);
             if t1 - t0 < stores.steps() {
-                stores = Stores::new(t1 - t0, batch, blocks, u, lstm, masking, record);
+                stores = Stores::new(t1 - t0, batch, blocks, (u, hw), lstm, masking, record);
             }
             // The block's arrays are reused: every value is written again except the masked flags,
             // which are only ever set.
@@ -309,6 +311,10 @@ pub fn run_layer_using<T: Real>(
 /// The fused kernels' packing of `w`, when they can run it (float32, default activations, a CPU with
 /// the instruction set, allowed by `allowed`).
 fn packed_for<T: Real>(w: &CellWeights<T>, spec: &LayerSpec, allowed: Kernels) -> Option<Packed> {
+    // The fused kernels know no projection: a `proj_size` LSTM runs the portable cell.
+    if w.projection.is_some() {
+        return None;
+    }
     let w32 = (w as &dyn std::any::Any).downcast_ref::<CellWeights<f32>>()?;
     Packed::new(w32, spec.activation, spec.recurrent_activation, allowed)
 }

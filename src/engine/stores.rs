@@ -29,12 +29,12 @@ impl<T: Real> Stores<T> {
         steps: usize,
         batch: usize,
         blocks: usize,
-        u: usize,
+        (u, hw): (usize, usize),
         lstm: bool,
         masking: bool,
         record: Record,
     ) -> Stores<T> {
-        let z = |on: bool| on.then(|| aligned_zeros(ndarray::Ix3(steps, batch, u)));
+        let z = |on: bool, w: usize| on.then(|| aligned_zeros(ndarray::Ix3(steps, batch, w)));
         let per_gate = |on: bool| {
             (0..if on { blocks } else { 0 })
                 .map(|_| aligned_zeros(ndarray::Ix3(steps, batch, u)))
@@ -43,9 +43,9 @@ impl<T: Real> Stores<T> {
         Stores {
             pre: per_gate(record.pre),
             gates: per_gate(record.gates),
-            h: z(record.states),
-            c: z(record.states && lstm),
-            out: z(record.states && masking),
+            h: z(record.states, hw),
+            c: z(record.states && lstm, u),
+            out: z(record.states && masking, hw),
             masked: Array2::from_elem((steps, batch), false),
         }
     }

@@ -26,6 +26,7 @@ fn weights(kind: CellKind, f: usize, u: usize, bias: bool, seed: usize) -> CellW
         recurrent_bias: (bias && kind.has_reset_after())
             .then(|| ndarray::Array1::from_shape_fn(g * u, |i| val(seed + 9_000 + i, 0.3))),
         reset_after: true,
+        projection: None,
     }
 }
 

@@ -1,5 +1,6 @@
 /*!
-Readers for the array containers users bring: `.npy`, `.npz` and JSON nested lists.
+Readers for the array containers users bring: `.npy`, `.npz`, JSON nested lists, PyTorch `torch.save`
+archives ([`pickle`]) and safetensors files.
 
 Each reader turns bytes into a [`RawArray`]: a shape and `f64` values in C order (every `f32` is exact in
 `f64`). Readers check everything a hostile file could lie about (header sizes, element counts against the
@@ -11,6 +12,8 @@ pub mod json;
 pub mod npy;
 pub mod npz;
 pub mod npz_writer;
+pub mod pickle;
+pub mod safetensors;
 pub mod stdio;
 pub mod temp;
 pub mod write;
@@ -48,6 +51,31 @@ impl RawArray {
     /// Number of dimensions.
     pub fn ndim(&self) -> usize {
         self.shape.len()
+    }
+
+    /// The array with its first two axes swapped: time-major (timesteps, sequences, …) data, as PyTorch's
+    /// `batch_first=False` modules take and return it, read as (sequences, timesteps, …). Arrays of fewer than
+    /// 3 dimensions are returned as they are.
+    pub fn swap_leading_axes(&self) -> RawArray {
+        if self.shape.len() < 3 {
+            return self.clone();
+        }
+        let (a, b) = (self.shape[0], self.shape[1]);
+        let inner: usize = self.shape[2..].iter().product();
+        let mut data = Vec::with_capacity(self.data.len());
+        for j in 0..b {
+            for i in 0..a {
+                let at = (i * b + j) * inner;
+                data.extend_from_slice(&self.data[at..at + inner]);
+            }
+        }
+        let mut shape = self.shape.clone();
+        shape.swap(0, 1);
+        RawArray {
+            shape,
+            data,
+            dtype: self.dtype.clone(),
+        }
     }
 
     /// True when the values came from an integer or boolean array and were converted.
@@ -187,6 +215,35 @@ mod props {
             let _ = npz::parse(&bytes);
             if bytes.len() >= 2 { bytes[0] = b'P'; bytes[1] = b'K'; }
             let _ = npz::parse(&bytes);
+        }
+
+        #[test]
+        fn pickle_never_panics_on_any_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            if let Ok(p) = super::pickle::unpickle(&bytes) {
+                let _ = super::pickle::find_tensors(&p);
+            }
+        }
+
+        #[test]
+        fn torch_archives_never_panic_when_corrupted(flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8),
+                                                     cut in any::<usize>()) {
+            let mut bytes = include_bytes!("../../fixtures/torch_files/lstm_whole.pt").to_vec();
+            for (i, b) in flips {
+                let n = bytes.len();
+                bytes[i % n] ^= b;
+            }
+            let _ = super::pickle::parse_torch_zip(&bytes);
+            let _ = super::pickle::parse_torch_zip(&bytes[..cut % bytes.len()]);
+        }
+
+        #[test]
+        fn safetensors_never_panics_when_corrupted(flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8)) {
+            let mut bytes = include_bytes!("../../fixtures/torch_files/lstm_sd.safetensors").to_vec();
+            for (i, b) in flips {
+                let n = bytes.len();
+                bytes[i % n] ^= b;
+            }
+            let _ = super::safetensors::parse(&bytes);
         }
 
         #[test]

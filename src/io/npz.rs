@@ -16,6 +16,11 @@ pub const MAX_MEMBER_BYTES: u64 = 1 << 30;
 /// Nor the members together past this many (2 GiB).
 pub const MAX_TOTAL_BYTES: u64 = 2 << 30;
 
+/// True when `bytes` open as a zip archive at all.
+pub fn opens(bytes: &[u8]) -> bool {
+    zip::ZipArchive::new(Cursor::new(bytes)).is_ok()
+}
+
 /// Parses an `.npz` held in memory into `(name without .npy, array)` pairs in archive order.
 pub fn parse(bytes: &[u8]) -> Result<Vec<(String, RawArray)>, String> {
     if bytes.is_empty() {

@@ -12,6 +12,7 @@ load time; only once every array of a layer has the shape its configuration impl
 
 use super::config::{LayerSpec, ModelSpec, activation_name, shape_list};
 use super::h5::ArrayInfo;
+use super::layers::{Padding, conv::Conv1d, pool::Pool1d};
 use super::{Layer, LayerKind, Recurrent, RecurrentCell, SUPPORTED_CLASSES};
 use crate::error::shape_str;
 use crate::io::RawArray;
@@ -83,31 +84,119 @@ pub struct Built {
     pub layers: Vec<Layer>,
 }
 
-/// Checks every class first (so an unsupported layer is named before any weight is read), then builds
-/// each layer in order.
+/// Builds each layer in data-flow order. A layer `run` cannot compute (see [`unsupported_reason`]) is
+/// kept as [`LayerKind::Unsupported`] with its reason, its weights unread and its output shape unknown, so
+/// that `inspect` still shows the whole model; `run` refuses it by name
+/// ([`super::SavedModel::check_runnable`]).
 pub fn build(
     spec: &ModelSpec,
     source: &mut dyn WeightSource,
     keras2: bool,
 ) -> Result<Built, String> {
-    for l in &spec.layers {
-        check_supported(l)?;
-    }
     let mut cur: Option<Vec<Option<usize>>> = declared_input_shape(spec);
     let declared = cur.clone();
+    let graph = spec.graph.as_ref();
+    // Per built layer, the shape of each of its outputs (main output first, then returned states).
+    let mut shapes: Vec<Vec<Option<Shape>>> = Vec::with_capacity(spec.layers.len());
     let mut layers = Vec::with_capacity(spec.layers.len());
-    for l in &spec.layers {
+    for (i, l) in spec.layers.iter().enumerate() {
         let label = format!("layer '{}' ({})", l.name, l.class_name);
-        let (kind, out) =
+        let inputs: Vec<Option<Shape>> = match graph {
+            Some(g) => g.calls[i]
+                .args
+                .iter()
+                .map(|s| {
+                    shapes
+                        .get(s.layer)
+                        .and_then(|o| o.get(s.tensor))
+                        .cloned()
+                        .flatten()
+                })
+                .collect(),
+            None => vec![cur.clone()],
+        };
+        if graph.is_some() {
+            cur = inputs.first().cloned().flatten();
+        }
+        if let Some(why) = unsupported_reason(l) {
+            cur = None;
+            shapes.push(vec![None]);
+            layers.push(Layer {
+                name: l.name.clone(),
+                class_name: l.class_name.clone(),
+                kind: LayerKind::Unsupported,
+                output_shape: None,
+                unsupported: Some(why),
+            });
+            continue;
+        }
+        let (kind, mut out) =
             build_one(l, source, keras2, cur.as_deref()).map_err(|e| format!("{label}: {e}"))?;
+        if let LayerKind::Merge { op, axis } = &kind {
+            out = merge_shape(*op, *axis, &inputs).map_err(|e| format!("{label}: {e}"))?;
+        }
+        if let LayerKind::Dot { axes, .. } = &kind
+            && let [Some(x), Some(y)] = inputs.as_slice()
+        {
+            let res = |s: &Shape, a: i64| if a < 0 { s.len() as i64 + a } else { a };
+            let (ax, ay) = (res(x, axes.0), res(y, axes.1));
+            let mut o: Shape = vec![x[0]];
+            o.extend(
+                x.iter()
+                    .enumerate()
+                    .filter(|&(i, _)| i != 0 && i as i64 != ax)
+                    .map(|(_, d)| *d),
+            );
+            o.extend(
+                y.iter()
+                    .enumerate()
+                    .filter(|&(i, _)| i != 0 && i as i64 != ay)
+                    .map(|(_, d)| *d),
+            );
+            if o.len() == 1 {
+                o.push(Some(1));
+            }
+            out = Some(o);
+        }
+        if let LayerKind::Attention { .. } = &kind {
+            // (batch, Tq, value features)
+            out = match (
+                inputs.first().cloned().flatten(),
+                inputs.get(1).cloned().flatten(),
+            ) {
+                (Some(mut q), Some(v)) if q.len() == 3 && v.len() == 3 => {
+                    q[2] = v[2];
+                    Some(q)
+                }
+                _ => None,
+            };
+        }
+        let mut outs = vec![out.clone()];
+        if let LayerKind::Recurrent(r) = &kind
+            && r.return_state
+        {
+            let state = cur.as_ref().map(|s| vec![s[0], Some(r.units)]);
+            let n = if r.cell == RecurrentCell::Lstm { 2 } else { 1 };
+            outs.extend(std::iter::repeat_n(state, n));
+        }
+        shapes.push(outs);
         cur = out.clone();
         layers.push(Layer {
             name: l.name.clone(),
             class_name: l.class_name.clone(),
             kind,
             output_shape: out,
+            unsupported: policy_refusal(l),
         });
     }
+    let declared = match graph {
+        Some(g) => g
+            .inputs
+            .first()
+            .and_then(|&i| layers.get(i))
+            .and_then(|l| l.output_shape.clone()),
+        None => declared,
+    };
     let input_shape = declared.unwrap_or_else(|| inferred_input_shape(&layers));
     // Without a declared input shape the first layers' output shapes could not be computed before the
     // first weighted layer; fill them in now that the input is known.
@@ -132,42 +221,200 @@ pub fn build(
     })
 }
 
-fn check_supported(l: &LayerSpec) -> Result<(), String> {
-    let ok = match l.class_name.as_str() {
-        "InputLayer" | "Dense" | "Masking" | "Activation" | "Flatten" | "Reshape" => true,
-        c if RecurrentCell::from_class_name(c).is_some() || IDENTITY_CLASSES.contains(&c) => true,
+/// A merge layer's output shape from its inputs' shapes (`None` when one is unknown).
+fn merge_shape(
+    op: super::layers::merge::MergeOp,
+    axis: i64,
+    inputs: &[Option<Shape>],
+) -> Result<Option<Shape>, String> {
+    use super::layers::merge::MergeOp;
+    let Some(known) = inputs.iter().cloned().collect::<Option<Vec<Shape>>>() else {
+        return Ok(None);
+    };
+    let first = known.first().ok_or("has no inputs")?;
+    if known.iter().any(|s| s.len() != first.len()) {
+        let all: Vec<String> = known.iter().map(|s| show_shape(s)).collect();
+        return Err(format!(
+            "merges tensors of different ranks: {}",
+            all.join(", ")
+        ));
+    }
+    if op != MergeOp::Concatenate {
+        return Ok(Some(first.clone()));
+    }
+    let rank = first.len() as i64;
+    let ax = if axis < 0 { rank + axis } else { axis };
+    if ax <= 0 || ax >= rank {
+        return Err(format!(
+            "axis {axis} is not a non-batch axis of its {rank}-D inputs"
+        ));
+    }
+    let ax = ax as usize;
+    let mut out = first.clone();
+    out[ax] = known
+        .iter()
+        .map(|s| s[ax])
+        .try_fold(0usize, |acc, d| d.map(|d| acc + d));
+    Ok(Some(out))
+}
+
+/// What a user can do about a layer whose computation is Python code.
+const CODE_WAY_FORWARD: &str = "its computation is Python code, which a saved model does not hold (and \
+rnntrace would never execute); rebuild the model with built-in layers, or trace the recurrent layers \
+alone: save keras.Model(model.input, model.get_layer(NAME).output) without this layer, or export a \
+layer's weights with examples/export_keras.py and run `rnntrace lstm|gru`";
+
+/// Why `run` cannot compute a layer (class, wrapped class or option), with the way forward; `None` when
+/// it can.
+pub fn unsupported_reason(l: &LayerSpec) -> Option<String> {
+    let cfg = &l.config;
+    let channels_first =
+        || cfg.get("data_format").and_then(Value::as_str) == Some("channels_first");
+    match l.class_name.as_str() {
+        "InputLayer" | "Dense" | "Masking" | "Activation" | "Reshape" | "Embedding" | "ReLU"
+        | "LeakyReLU" | "RepeatVector" | "ZeroPadding1D" | "Cropping1D" | "Concatenate" | "Add"
+        | "Subtract" | "Multiply" | "Average" | "Maximum" | "Minimum" => None,
+        "RNN" if cell_class(&inner_class(l, "cell")).is_some() => None,
+        "Attention" | "AdditiveAttention" | "Dot" => None,
+        c if RecurrentCell::from_class_name(c).is_some() || IDENTITY_CLASSES.contains(&c) => None,
+        "Flatten"
+        | "Conv1D"
+        | "MaxPooling1D"
+        | "AveragePooling1D"
+        | "GlobalAveragePooling1D"
+        | "GlobalMaxPooling1D"
+            if channels_first() =>
+        {
+            Some(
+                "data_format='channels_first' is not supported; rnntrace computes channels_last \
+                  (batch, timesteps, channels)"
+                    .into(),
+            )
+        }
+        "Flatten"
+        | "Conv1D"
+        | "MaxPooling1D"
+        | "AveragePooling1D"
+        | "GlobalAveragePooling1D"
+        | "GlobalMaxPooling1D" => None,
+        "BatchNormalization" | "LayerNormalization" | "Softmax" => {
+            let last = match cfg.get("axis") {
+                None | Some(Value::Null) => true,
+                Some(Value::Number(n)) => n.as_i64() == Some(-1),
+                Some(Value::Array(a)) => a.len() == 1 && a[0].as_i64() == Some(-1),
+                _ => false,
+            };
+            // tf-keras records a built layer's axis as a positive list ([2]); build_one checks it
+            // against the input's rank.
+            let positive_single = matches!(cfg.get("axis"), Some(Value::Array(a))
+                if a.len() == 1 && a[0].as_i64().is_some_and(|v| v > 0))
+                || cfg
+                    .get("axis")
+                    .and_then(Value::as_i64)
+                    .is_some_and(|v| v > 0);
+            if last || positive_single {
+                None
+            } else {
+                Some(format!(
+                    "axis {} is not supported; rnntrace normalises over the last axis only",
+                    cfg.get("axis").map(Value::to_string).unwrap_or_default()
+                ))
+            }
+        }
+        "Permute" => {
+            let dims: Option<Vec<i64>> = cfg
+                .get("dims")
+                .and_then(Value::as_array)
+                .and_then(|a| a.iter().map(Value::as_i64).collect());
+            match dims.as_deref() {
+                Some([1, 2] | [2, 1]) => None,
+                _ => Some(format!(
+                    "dims {} is not supported; rnntrace permutes sequences (dims (2, 1) or (1, 2))",
+                    cfg.get("dims").map(Value::to_string).unwrap_or_default()
+                )),
+            }
+        }
         "Bidirectional" => {
             let inner = inner_class(l, "layer");
-            if RecurrentCell::from_class_name(&inner).is_none() {
-                return Err(format!(
-                    "layer '{}' (Bidirectional({inner})) is not supported; Bidirectional must wrap an \
-                     LSTM, GRU or SimpleRNN",
-                    l.name
-                ));
-            }
-            true
+            RecurrentCell::from_class_name(&inner).is_none().then(|| {
+                format!("Bidirectional({inner}) is not supported; Bidirectional must wrap an LSTM, GRU or SimpleRNN")
+            })
         }
         "TimeDistributed" => {
             let inner = inner_class(l, "layer");
-            if inner != "Dense" {
-                return Err(format!(
-                    "layer '{}' (TimeDistributed({inner})) is not supported; TimeDistributed must wrap \
-                     a Dense layer",
-                    l.name
-                ));
-            }
-            true
+            (inner != "Dense").then(|| {
+                format!("TimeDistributed({inner}) is not supported; TimeDistributed must wrap a Dense layer")
+            })
         }
-        _ => false,
-    };
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "layer '{}' ({}) is not supported; supported: {SUPPORTED_CLASSES}",
-            l.name, l.class_name
-        ))
+        "RNN" => {
+            let cell = inner_class(l, "cell");
+            cell_class(&cell).is_none().then(|| {
+                if cell == "StackedRNNCells" {
+                    "RNN([cells]) (StackedRNNCells) is not supported yet; the same model with one \
+                     recurrent layer per cell (return_sequences=True on all but the last) computes the \
+                     same numbers and runs"
+                        .to_string()
+                } else {
+                    format!(
+                        "RNN({cell}) is not supported; RNN must wrap an LSTMCell, GRUCell or SimpleRNNCell"
+                    )
+                }
+            })
+        }
+        "Lambda" => Some(format!("a Lambda layer: {CODE_WAY_FORWARD}")),
+        "TFOpLambda" | "SlicingOpLambda" => Some(format!(
+            "a TensorFlow operation recorded by tf-keras: {CODE_WAY_FORWARD}"
+        )),
+        other => {
+            let custom = l.registered_name.as_deref().filter(|r| r.contains('>'));
+            Some(match custom {
+                Some(r) => {
+                    format!("a custom layer class (registered as '{r}'): {CODE_WAY_FORWARD}")
+                }
+                None => format!(
+                    "{other} is not a layer rnntrace computes; supported: {SUPPORTED_CLASSES}. If it is \
+                     a custom class, {CODE_WAY_FORWARD}"
+                ),
+            })
+        }
     }
+}
+
+/// A dtype policy other than float32 (`mixed_float16`, `float16`, `bfloat16`, `float64`, …), refused:
+/// rnntrace computes in float32 or float64, and a float16 model's numbers must not be silently replaced
+/// by float32 ones.
+fn policy_refusal(l: &LayerSpec) -> Option<String> {
+    if l.class_name == "InputLayer" {
+        return None; // its dtype is the input tensor's (int32 ids, float32 values), not a policy
+    }
+    let name = dtype_policy(&l.config)?;
+    (name != "float32").then(|| {
+        format!(
+            "its dtype policy is '{name}', which rnntrace does not emulate (it computes in float32 or \
+             float64, and will not pass float32 numbers off as {name} ones); to trace the model, rebuild \
+             it under keras.mixed_precision.set_global_policy(\"float32\"), copy the weights with \
+             set_weights(old.get_weights()) and save it again"
+        )
+    })
+}
+
+/// A layer's dtype policy name: Keras 3 `{"class_name": "DTypePolicy", "config": {"name": …}}`, tf-keras
+/// `{"class_name": "Policy", "config": {"name": …}}`, or a plain dtype string.
+pub fn dtype_policy(cfg: &Map<String, Value>) -> Option<String> {
+    match cfg.get("dtype")? {
+        Value::String(s) => Some(s.clone()),
+        Value::Object(m) => m
+            .get("config")
+            .and_then(|c| c.get("name"))
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        _ => None,
+    }
+}
+
+/// The recurrent cell of a built-in cell class (`LSTMCell`, `GRUCell`, `SimpleRNNCell`).
+fn cell_class(class: &str) -> Option<RecurrentCell> {
+    RecurrentCell::from_class_name(class.strip_suffix("Cell")?)
 }
 
 fn inner_class(l: &LayerSpec, key: &str) -> String {
@@ -207,6 +454,10 @@ fn inferred_input_shape(layers: &[Layer]) -> Vec<Option<usize>> {
             LayerKind::Dense { kernel, .. } => return vec![None, kernel.shape.first().copied()],
             LayerKind::TimeDistributedDense { kernel, .. } => {
                 return vec![None, None, kernel.shape.first().copied()];
+            }
+            LayerKind::Embedding { .. } => return vec![None, None],
+            LayerKind::Conv1D { kernel, spec, .. } => {
+                return vec![None, None, kernel.shape.get(1).map(|c| c * spec.groups)];
             }
             LayerKind::Input | LayerKind::Identity | LayerKind::Masking { .. } => continue,
             _ => break,
@@ -282,6 +533,454 @@ fn build_one(
             }
             let out = input.map(|s| reshape_out(s, &target_shape)).transpose()?;
             Ok((LayerKind::Reshape { target_shape }, out))
+        }
+        c if super::layers::merge::MergeOp::from_class_name(c).is_some() => {
+            let op = super::layers::merge::MergeOp::from_class_name(c).ok_or("not a merge")?;
+            let axis = l.config.get("axis").and_then(Value::as_i64).unwrap_or(-1);
+            Ok((LayerKind::Merge { op, axis }, same))
+        }
+        "RNN" => {
+            // RNN(cell): the cell's own configuration, plus the layer's sequence options.
+            let class = inner_class(l, "cell");
+            let cell =
+                cell_class(&class).ok_or_else(|| format!("RNN({class}) is not supported"))?;
+            let mut cfg = sub_config(&l.config, "cell")?.clone();
+            for key in [
+                "return_sequences",
+                "return_state",
+                "go_backwards",
+                "stateful",
+                "zero_output_for_mask",
+                "time_major",
+            ] {
+                if let Some(v) = l.config.get(key) {
+                    cfg.insert(key.into(), v.clone());
+                }
+            }
+            let arrays = source.arrays(l, Part::Cell)?;
+            let (r, out) = recurrent(cell, &cfg, arrays, input, keras2, source)?;
+            Ok((LayerKind::Recurrent(r), out))
+        }
+        "Dot" => {
+            let axes = match l.config.get("axes") {
+                Some(Value::Number(n)) => n.as_i64().map(|a| (a, a)),
+                Some(Value::Array(a)) if a.len() == 2 => a[0].as_i64().zip(a[1].as_i64()),
+                _ => None,
+            }
+            .ok_or("axes is not an integer or a pair of integers")?;
+            Ok((
+                LayerKind::Dot {
+                    axes,
+                    normalize: get_bool(&l.config, "normalize", false)?,
+                },
+                None,
+            ))
+        }
+        "Attention" | "AdditiveAttention" => {
+            let additive = l.class_name == "AdditiveAttention";
+            let use_scale = get_bool(&l.config, "use_scale", additive)?;
+            let concat = match l.config.get("score_mode").and_then(Value::as_str) {
+                None | Some("dot") => false,
+                Some("concat") if !additive => true,
+                Some(other) => return Err(format!("score_mode '{other}' is not dot or concat")),
+            };
+            let mut names = Vec::new();
+            if use_scale {
+                names.push("scale");
+            }
+            if concat {
+                names.push("concat_score_weight");
+            }
+            // A layer without weights has no group in a Keras 3 weights file.
+            let arrays = if names.is_empty() {
+                Vec::new()
+            } else {
+                let arrays = source.arrays(l, Part::Own)?;
+                check_count(&arrays, names.len(), &names.join(", "))?;
+                arrays
+            };
+            let dim = input.and_then(|s| s.last().copied().flatten());
+            let mut it = arrays.iter();
+            let scale = if use_scale { it.next() } else { None };
+            let weight = if concat { it.next() } else { None };
+            if let Some(a) = scale {
+                let ok = if additive {
+                    a.shape.len() == 1 && dim.is_none_or(|d| a.shape[0] == d)
+                } else {
+                    a.shape.iter().product::<usize>() == 1
+                };
+                if !ok {
+                    return Err(format!("scale {} does not fit the layer", describe(a)));
+                }
+            }
+            if let Some(a) = weight
+                && a.shape.iter().product::<usize>() != 1
+            {
+                return Err(format!(
+                    "concat_score_weight {} is not a scalar",
+                    describe(a)
+                ));
+            }
+            Ok((
+                LayerKind::Attention {
+                    additive,
+                    concat,
+                    scale: scale.map(|a| source.read(a)).transpose()?,
+                    concat_score_weight: weight.map(|a| source.read(a)).transpose()?,
+                },
+                same,
+            ))
+        }
+        "Softmax" => Ok((
+            LayerKind::Activation {
+                activation: "softmax".into(),
+            },
+            same,
+        )),
+        "ReLU" | "LeakyReLU" => {
+            let num = |k: &str| -> Result<Option<f64>, String> {
+                match l.config.get(k) {
+                    None | Some(Value::Null) => Ok(None),
+                    Some(v) => v
+                        .as_f64()
+                        .map(Some)
+                        .ok_or_else(|| format!("{k} is {v}; expected a number")),
+                }
+            };
+            let (negative_slope, max_value, threshold) = if l.class_name == "ReLU" {
+                (
+                    num("negative_slope")?.unwrap_or(0.0),
+                    num("max_value")?,
+                    num("threshold")?.unwrap_or(0.0),
+                )
+            } else {
+                // Keras 3 names the slope negative_slope (default 0.3), tf-keras alpha.
+                let slope = num("negative_slope")?.or(num("alpha")?).unwrap_or(0.3);
+                (slope, None, 0.0)
+            };
+            Ok((
+                LayerKind::Relu {
+                    negative_slope,
+                    max_value,
+                    threshold,
+                },
+                same,
+            ))
+        }
+        "Embedding" => {
+            let arrays = source.arrays(l, Part::Own)?;
+            check_count(&arrays, 1, "embeddings")?;
+            let e = &arrays[0];
+            let input_dim = get_usize(&l.config, "input_dim")?;
+            let output_dim = get_usize(&l.config, "output_dim")?;
+            if e.shape.len() != 2
+                || input_dim.is_some_and(|d| d != e.shape[0])
+                || output_dim.is_some_and(|d| d != e.shape[1])
+            {
+                return Err(format!(
+                    "embeddings {} do not fit input_dim {} and output_dim {}",
+                    describe(e),
+                    opt(input_dim),
+                    opt(output_dim)
+                ));
+            }
+            if let Some(s) = input
+                && s.len() != 2
+            {
+                return Err(format!(
+                    "takes ids (batch, timesteps); it receives {}",
+                    show_shape(s)
+                ));
+            }
+            let out = input.map(|s| vec![s[0], s[1], Some(e.shape[1])]);
+            Ok((
+                LayerKind::Embedding {
+                    embeddings: source.read(e)?,
+                    mask_zero: get_bool(&l.config, "mask_zero", false)?,
+                },
+                out,
+            ))
+        }
+        "Conv1D" => {
+            let use_bias = get_bool(&l.config, "use_bias", true)?;
+            let what = if use_bias {
+                "kernel, bias"
+            } else {
+                "kernel (use_bias=False)"
+            };
+            let arrays = source.arrays(l, Part::Own)?;
+            check_count(&arrays, if use_bias { 2 } else { 1 }, what)?;
+            let k = &arrays[0];
+            let groups = get_usize(&l.config, "groups")?.unwrap_or(1).max(1);
+            let spec = Conv1d {
+                strides: get_int_or_single(&l.config, "strides")?.unwrap_or(1),
+                dilation: get_int_or_single(&l.config, "dilation_rate")?.unwrap_or(1),
+                padding: get_padding(&l.config, true)?,
+                groups,
+            };
+            if spec.strides > 1 && spec.dilation > 1 {
+                return Err(
+                    "strides > 1 together with dilation_rate > 1 is not a valid Conv1D".into(),
+                );
+            }
+            if k.shape.len() != 3 || k.shape[2] % groups != 0 {
+                return Err(format!(
+                    "kernel {} is not (kernel_size, channels / groups, filters) with groups={groups}",
+                    describe(k)
+                ));
+            }
+            if let Some(f) = get_usize(&l.config, "filters")?
+                && f != k.shape[2]
+            {
+                return Err(format!(
+                    "kernel {} has {} filters, but the layer has filters={f}",
+                    describe(k),
+                    k.shape[2]
+                ));
+            }
+            let channels = k.shape[1] * groups;
+            if let Some(s) = input {
+                if s.len() != 3 {
+                    return Err(format!(
+                        "needs a 3-D input (batch, timesteps, channels); it receives {}",
+                        show_shape(s)
+                    ));
+                }
+                if let Some(c) = s[2]
+                    && c != channels
+                {
+                    return Err(format!(
+                        "kernel {} reads {channels} channels (groups={groups}), but the layer receives {c}",
+                        describe(k)
+                    ));
+                }
+            }
+            if let Some(b) = arrays.get(1)
+                && b.shape != [k.shape[2]]
+            {
+                return Err(format!(
+                    "bias {} does not fit {} filters",
+                    describe(b),
+                    k.shape[2]
+                ));
+            }
+            let taps = k.shape[0];
+            let out = match input {
+                Some(s) => {
+                    let t = match s[1] {
+                        Some(t) => Some(spec.out_len(t, taps).ok_or_else(|| {
+                            format!("its kernel spans more than the {t} input steps")
+                        })?),
+                        None => None,
+                    };
+                    Some(vec![s[0], t, Some(k.shape[2])])
+                }
+                None => None,
+            };
+            Ok((
+                LayerKind::Conv1D {
+                    kernel: source.read(k)?,
+                    bias: arrays.get(1).map(|b| source.read(b)).transpose()?,
+                    spec,
+                    activation: act(l.config.get("activation"))?,
+                },
+                out,
+            ))
+        }
+        "MaxPooling1D" | "AveragePooling1D" => {
+            let size = get_int_or_single(&l.config, "pool_size")?.unwrap_or(2);
+            let spec = Pool1d {
+                size,
+                strides: get_int_or_single(&l.config, "strides")?.unwrap_or(size),
+                padding: get_padding(&l.config, false)?,
+                max: l.class_name == "MaxPooling1D",
+            };
+            let out = match input {
+                Some(s) if s.len() != 3 => {
+                    return Err(format!(
+                        "needs a 3-D input (batch, timesteps, channels); it receives {}",
+                        show_shape(s)
+                    ));
+                }
+                Some(s) => {
+                    let t = match s[1] {
+                        Some(t) => Some(spec.out_len(t).ok_or_else(|| {
+                            format!("its pool_size {size} is longer than the {t} input steps")
+                        })?),
+                        None => None,
+                    };
+                    Some(vec![s[0], t, s[2]])
+                }
+                None => None,
+            };
+            Ok((LayerKind::Pool1D(spec), out))
+        }
+        "GlobalAveragePooling1D" | "GlobalMaxPooling1D" => {
+            let keepdims = get_bool(&l.config, "keepdims", false)?;
+            let out = match input {
+                Some(s) if s.len() != 3 => {
+                    return Err(format!(
+                        "needs a 3-D input (batch, timesteps, channels); it receives {}",
+                        show_shape(s)
+                    ));
+                }
+                Some(s) if keepdims => Some(vec![s[0], Some(1), s[2]]),
+                Some(s) => Some(vec![s[0], s[2]]),
+                None => None,
+            };
+            Ok((
+                LayerKind::GlobalPool1D {
+                    max: l.class_name == "GlobalMaxPooling1D",
+                    keepdims,
+                },
+                out,
+            ))
+        }
+        "BatchNormalization" | "LayerNormalization" => {
+            check_last_axis(&l.config, input)?;
+            let bn = l.class_name == "BatchNormalization";
+            // Keras 3's LayerNormalization(rms_scaling=True) always has gamma and never beta.
+            let rms = !bn && get_bool(&l.config, "rms_scaling", false)?;
+            let scale = get_bool(&l.config, "scale", true)? || rms;
+            let center = get_bool(&l.config, "center", true)? && !rms;
+            let mut names: Vec<&str> = Vec::new();
+            if scale {
+                names.push("gamma");
+            }
+            if center {
+                names.push("beta");
+            }
+            if bn {
+                names.extend(["moving_mean", "moving_variance"]);
+            }
+            let what = names.join(", ");
+            // A LayerNormalization without gamma and beta has no group in a Keras 3 weights file.
+            let arrays = if names.is_empty() {
+                Vec::new()
+            } else {
+                let arrays = source.arrays(l, Part::Own)?;
+                check_count(&arrays, names.len(), &what)?;
+                arrays
+            };
+            let channels = match arrays.first() {
+                Some(a) => a.shape.iter().product::<usize>(),
+                None => input
+                    .and_then(|s| s.last().copied().flatten())
+                    .ok_or("needs a known number of channels")?,
+            };
+            for a in &arrays {
+                if a.shape != [channels] {
+                    return Err(format!(
+                        "{} is not ({channels},) like the layer's other arrays ({what})",
+                        describe(a)
+                    ));
+                }
+            }
+            if let Some(Some(c)) = input.and_then(|s| s.last().copied())
+                && c != channels
+            {
+                return Err(format!(
+                    "its arrays are for {channels} channels, but the layer receives {c}"
+                ));
+            }
+            let mut read = Vec::with_capacity(arrays.len());
+            for a in &arrays {
+                read.push(Some(source.read(a)?));
+            }
+            let mut it = read.into_iter();
+            let gamma = if scale { it.next().flatten() } else { None };
+            let beta = if center { it.next().flatten() } else { None };
+            let epsilon = match l.config.get("epsilon") {
+                None | Some(Value::Null) => 1e-3,
+                Some(v) => v.as_f64().ok_or("epsilon is not a number")?,
+            };
+            let kind = if bn {
+                LayerKind::BatchNorm {
+                    gamma,
+                    beta,
+                    moving_mean: it.next().flatten().ok_or("moving_mean is missing")?,
+                    moving_variance: it.next().flatten().ok_or("moving_variance is missing")?,
+                    epsilon,
+                }
+            } else {
+                LayerKind::LayerNorm {
+                    gamma,
+                    beta,
+                    epsilon,
+                    rms_scaling: get_bool(&l.config, "rms_scaling", false)?,
+                    channels,
+                }
+            };
+            Ok((kind, same))
+        }
+        "RepeatVector" => {
+            let n = get_usize(&l.config, "n")?.ok_or("n is missing")?;
+            let out = match input {
+                Some(s) if s.len() != 2 => {
+                    return Err(format!(
+                        "needs a 2-D input (batch, features); it receives {}",
+                        show_shape(s)
+                    ));
+                }
+                Some(s) => Some(vec![s[0], Some(n), s[1]]),
+                None => None,
+            };
+            Ok((LayerKind::RepeatVector { n }, out))
+        }
+        "Permute" => {
+            let swap = l
+                .config
+                .get("dims")
+                .and_then(|d| d.get(0))
+                .and_then(Value::as_i64)
+                == Some(2);
+            let out = match input {
+                Some(s) if s.len() != 3 => {
+                    return Err(format!(
+                        "permutes a sequence (batch, timesteps, features); it receives {}",
+                        show_shape(s)
+                    ));
+                }
+                Some(s) if swap => Some(vec![s[0], s[2], s[1]]),
+                _ => same,
+            };
+            Ok((LayerKind::Permute { swap }, out))
+        }
+        "ZeroPadding1D" | "Cropping1D" => {
+            let key = if l.class_name == "ZeroPadding1D" {
+                "padding"
+            } else {
+                "cropping"
+            };
+            let (left, right) = get_pair(&l.config, key)?;
+            let out = match input {
+                Some(s) if s.len() != 3 => {
+                    return Err(format!(
+                        "needs a 3-D input (batch, timesteps, features); it receives {}",
+                        show_shape(s)
+                    ));
+                }
+                Some(s) => {
+                    let t = match s[1] {
+                        Some(t) if key == "padding" => Some(t + left + right),
+                        Some(t) if left + right < t => Some(t - left - right),
+                        Some(t) => {
+                            return Err(format!(
+                                "crops {left} + {right} steps from sequences of {t}: nothing remains"
+                            ));
+                        }
+                        None => None,
+                    };
+                    Some(vec![s[0], t, s[2]])
+                }
+                None => None,
+            };
+            let kind = if key == "padding" {
+                LayerKind::ZeroPadding1D { left, right }
+            } else {
+                LayerKind::Cropping1D { left, right }
+            };
+            Ok((kind, out))
         }
         "Dense" => {
             let arrays = source.arrays(l, Part::Own)?;
@@ -410,6 +1109,94 @@ fn build_one(
             let (r, out) = recurrent(cell, &l.config, arrays, input, keras2, source)?;
             Ok((LayerKind::Recurrent(r), out))
         }
+    }
+}
+
+fn opt(v: Option<usize>) -> String {
+    v.map_or("?".into(), |v| v.to_string())
+}
+
+/// A non-negative integer option (`None` when absent or null).
+fn get_usize(cfg: &Map<String, Value>, key: &str) -> Result<Option<usize>, String> {
+    match cfg.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .and_then(|u| usize::try_from(u).ok())
+            .map(Some)
+            .ok_or_else(|| format!("{key} is {v}; expected a non-negative integer")),
+    }
+}
+
+/// An option given as an integer or a one-element list (`kernel_size`, `strides`, `pool_size`), at
+/// least 1.
+fn get_int_or_single(cfg: &Map<String, Value>, key: &str) -> Result<Option<usize>, String> {
+    let v = match cfg.get(key) {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Array(a)) if a.len() == 1 => &a[0],
+        Some(v) => v,
+    };
+    v.as_u64()
+        .and_then(|u| usize::try_from(u).ok())
+        .filter(|&u| u >= 1)
+        .map(Some)
+        .ok_or_else(|| format!("{key} is {v}; expected a positive integer"))
+}
+
+/// `(left, right)` from an integer (both sides) or a two-element list.
+fn get_pair(cfg: &Map<String, Value>, key: &str) -> Result<(usize, usize), String> {
+    let n = |v: &Value| v.as_u64().and_then(|u| usize::try_from(u).ok());
+    match cfg.get(key) {
+        None | Some(Value::Null) => Ok((1, 1)),
+        Some(Value::Array(a)) if a.len() == 2 => match (n(&a[0]), n(&a[1])) {
+            (Some(l), Some(r)) => Ok((l, r)),
+            _ => Err(format!(
+                "{key} is {}; expected two non-negative integers",
+                Value::Array(a.clone())
+            )),
+        },
+        Some(v) => n(v)
+            .map(|x| (x, x))
+            .ok_or_else(|| format!("{key} is {v}; expected an integer or two")),
+    }
+}
+
+/// `padding`: valid, same, or (Conv1D only) causal.
+fn get_padding(cfg: &Map<String, Value>, causal_ok: bool) -> Result<Padding, String> {
+    let name = cfg
+        .get("padding")
+        .and_then(Value::as_str)
+        .unwrap_or("valid");
+    match Padding::parse(name) {
+        Some(Padding::Causal) if !causal_ok => {
+            Err("padding 'causal' is only valid for Conv1D".into())
+        }
+        Some(p) => Ok(p),
+        None => Err(format!(
+            "padding '{name}' is not one of valid, same{}",
+            if causal_ok { ", causal" } else { "" }
+        )),
+    }
+}
+
+/// A normalisation's `axis` must be the input's last (`-1`, or tf-keras's resolved positive index).
+fn check_last_axis(
+    cfg: &Map<String, Value>,
+    input: Option<&[Option<usize>]>,
+) -> Result<(), String> {
+    let axis = match cfg.get("axis") {
+        None | Some(Value::Null) => return Ok(()),
+        Some(Value::Array(a)) if a.len() == 1 => a[0].as_i64(),
+        Some(v) => v.as_i64(),
+    }
+    .ok_or("axis is not an integer or a one-element list")?;
+    match (axis, input) {
+        (-1, _) | (_, None) => Ok(()),
+        (a, Some(s)) if a > 0 && a as usize == s.len() - 1 => Ok(()),
+        (a, Some(s)) => Err(format!(
+            "axis {a} is not the last axis of its {}-D input; rnntrace normalises over the last axis only",
+            s.len()
+        )),
     }
 }
 

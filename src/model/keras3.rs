@@ -99,6 +99,7 @@ pub fn load(path: &Path, file: File, len: u64) -> Result<SavedModel> {
         keras2,
         input_shape: built.input_shape,
         layers: built.layers,
+        graph: spec.graph,
     })
 }
 

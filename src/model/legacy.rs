@@ -89,6 +89,7 @@ pub fn load(path: &Path, file: File) -> Result<SavedModel> {
         keras2,
         input_shape: built.input_shape,
         layers: built.layers,
+        graph: spec.graph,
     })
 }
 

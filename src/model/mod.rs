@@ -25,6 +25,7 @@ pub mod build;
 pub mod config;
 pub mod h5;
 pub mod keras3;
+pub mod layers;
 pub mod legacy;
 
 #[cfg(test)]
@@ -79,14 +80,47 @@ pub struct SavedModel {
     /// [`LayerKind::Input`]) when the file's configuration lists one, which Keras 2 and 3 do for every
     /// model built with `keras.Input`.
     pub layers: Vec<Layer>,
+    /// A Functional model that is not a linear chain (several inputs or outputs, branches, merges,
+    /// returned states): which tensors each layer reads, indexed like `layers` (then in a topological
+    /// order). `None` for a chain, run in `layers` order.
+    pub graph: Option<config::GraphSpec>,
 }
 
 impl SavedModel {
+    /// The same file, format and version, with no layers (for building a sub-model).
+    pub fn clone_header(&self) -> SavedModel {
+        SavedModel {
+            path: self.path.clone(),
+            format: self.format,
+            keras_version: self.keras_version.clone(),
+            keras2: self.keras2,
+            input_shape: Vec::new(),
+            layers: Vec::new(),
+            graph: None,
+        }
+    }
+
     /// The layers that compute something: every layer but the input layers.
     pub fn compute_layers(&self) -> impl Iterator<Item = &Layer> {
         self.layers
             .iter()
             .filter(|l| !matches!(l.kind, LayerKind::Input))
+    }
+
+    /// Refuses a model with a layer `run` cannot compute: an [`Error::Input`] naming the first such layer
+    /// and the way forward.
+    pub fn check_runnable(&self) -> Result<()> {
+        match self
+            .layers
+            .iter()
+            .find_map(|l| l.unsupported.as_ref().map(|why| (l, why)))
+        {
+            Some((l, why)) => Err(Error::input(
+                &self.path,
+                format!("layer '{}' ({}): {why}", l.name, l.class_name),
+            )),
+            None => Ok(()),
+        }
     }
 
     /// The output shape of the last layer (batch dimension first), when known.
@@ -108,6 +142,9 @@ pub struct Layer {
     /// it cannot be known (a `Bidirectional` with `merge_mode=None` returns two tensors, and everything
     /// after it).
     pub output_shape: Option<Vec<Option<usize>>>,
+    /// Why `run` cannot compute this layer (a `Lambda`, a custom class, a dtype policy other than
+    /// float32), with the way forward; `None` when it can. `inspect` shows such a layer all the same.
+    pub unsupported: Option<String>,
 }
 
 /// What a layer computes. Weights are in Keras's layout (kernel `(in, gates·units)`, row-vector math).
@@ -168,6 +205,122 @@ pub enum LayerKind {
         /// As in the config, batch dimension excluded.
         target_shape: Vec<i64>,
     },
+    /// `Embedding`: integer ids `(batch, timesteps)` to rows of `embeddings` `(input_dim, output_dim)`.
+    Embedding {
+        /// `(input_dim, output_dim)`.
+        embeddings: RawArray,
+        /// Id 0 is padding: the layer's mask is `ids != 0`.
+        mask_zero: bool,
+    },
+    /// `Conv1D` (see [`layers::conv`]), then `activation`.
+    Conv1D {
+        /// `(kernel_size, channels / groups, filters)`.
+        kernel: RawArray,
+        /// `(filters,)`, absent for `use_bias=False`.
+        bias: Option<RawArray>,
+        /// Strides, dilation, padding, groups.
+        spec: layers::conv::Conv1d,
+        /// Keras activation name.
+        activation: String,
+    },
+    /// `MaxPooling1D` / `AveragePooling1D`.
+    Pool1D(layers::pool::Pool1d),
+    /// `GlobalAveragePooling1D` (mask-aware) / `GlobalMaxPooling1D`.
+    GlobalPool1D {
+        /// Max instead of mean.
+        max: bool,
+        /// `keepdims=True`: `(batch, 1, channels)` instead of `(batch, channels)`.
+        keepdims: bool,
+    },
+    /// `BatchNormalization` at inference, over the last axis.
+    BatchNorm {
+        /// `(channels,)`, absent for `scale=False`.
+        gamma: Option<RawArray>,
+        /// `(channels,)`, absent for `center=False`.
+        beta: Option<RawArray>,
+        /// `(channels,)`.
+        moving_mean: RawArray,
+        /// `(channels,)`.
+        moving_variance: RawArray,
+        /// Added to the variance.
+        epsilon: f64,
+    },
+    /// `LayerNormalization` over the last axis.
+    LayerNorm {
+        /// `(channels,)`, absent for `scale=False`.
+        gamma: Option<RawArray>,
+        /// `(channels,)`, absent for `center=False`.
+        beta: Option<RawArray>,
+        /// Added to the variance.
+        epsilon: f64,
+        /// `rms_scaling=True`: `x / sqrt(var + eps) · gamma` (Keras 3.15's definition).
+        rms_scaling: bool,
+        /// The number of channels.
+        channels: usize,
+    },
+    /// `ReLU(max_value, negative_slope, threshold)` and `LeakyReLU(negative_slope)`:
+    /// `x ≥ threshold ? min(x, max_value) : negative_slope · (x − threshold)`.
+    Relu {
+        /// Slope below the threshold.
+        negative_slope: f64,
+        /// Upper clip, if any.
+        max_value: Option<f64>,
+        /// Where the slope changes.
+        threshold: f64,
+    },
+    /// `RepeatVector(n)`: `(batch, features)` to `(batch, n, features)`.
+    RepeatVector {
+        /// Repetitions.
+        n: usize,
+    },
+    /// `Permute(dims)` on a sequence: `(2, 1)` swaps time and features; `(1, 2)` changes nothing.
+    Permute {
+        /// True for `(2, 1)`.
+        swap: bool,
+    },
+    /// `ZeroPadding1D((left, right))`.
+    ZeroPadding1D {
+        /// Zero steps before.
+        left: usize,
+        /// Zero steps after.
+        right: usize,
+    },
+    /// `Cropping1D((left, right))`.
+    Cropping1D {
+        /// Steps dropped at the start.
+        left: usize,
+        /// Steps dropped at the end.
+        right: usize,
+    },
+    /// `Concatenate(axis)`, `Add`, `Subtract`, `Multiply`, `Average`, `Maximum`, `Minimum` over the
+    /// layer's input tensors (see [`layers::merge`]).
+    Merge {
+        /// Which operation.
+        op: layers::merge::MergeOp,
+        /// `Concatenate`'s axis as configured (-1: the last); unused by the others.
+        axis: i64,
+    },
+    /// `Attention` (`score_mode` dot or concat) or `AdditiveAttention` (see [`layers::attention`]) on
+    /// `[query, value]` or `[query, value, key]`.
+    Attention {
+        /// True for `AdditiveAttention`.
+        additive: bool,
+        /// `concat` (Attention's `score_mode="concat"`) instead of dot products.
+        concat: bool,
+        /// `scale` (`use_scale=True`): a scalar, or `(dim,)` for AdditiveAttention.
+        scale: Option<RawArray>,
+        /// `concat_score_weight` (score_mode concat).
+        concat_score_weight: Option<RawArray>,
+    },
+    /// `Dot(axes, normalize)` of two tensors (see [`layers::merge::dot`]).
+    Dot {
+        /// The contracted axis of each input as configured (negative: from the end).
+        axes: (i64, i64),
+        /// L2-normalise along the axes first (cosine proximity).
+        normalize: bool,
+    },
+    /// A layer `run` cannot compute ([`Layer::unsupported`] says why); its weights are not read.
+    Unsupported,
 }
 
 /// Which recurrent cell a layer uses.
@@ -249,10 +402,14 @@ pub struct Recurrent {
     pub bias: Option<RawArray>,
 }
 
-/// Every layer class [`load`] accepts, for messages.
+/// Every layer class `run` computes, for messages.
 pub const SUPPORTED_CLASSES: &str = "InputLayer, LSTM, GRU, SimpleRNN, Bidirectional, Dense, \
 TimeDistributed(Dense), Dropout, SpatialDropout1D, GaussianNoise, GaussianDropout, AlphaDropout, \
-ActivityRegularization, Masking, Activation, Flatten, Reshape";
+ActivityRegularization, Masking, Activation, ReLU, LeakyReLU, Softmax, Flatten, Reshape, Embedding, \
+Conv1D, MaxPooling1D, AveragePooling1D, GlobalAveragePooling1D, GlobalMaxPooling1D, BatchNormalization, \
+LayerNormalization, RepeatVector, Permute, ZeroPadding1D, Cropping1D, Concatenate, Add, Subtract, \
+Multiply, Average, Maximum, Minimum, Dot, Attention, AdditiveAttention, \
+RNN(LSTMCell|GRUCell|SimpleRNNCell)";
 
 /// No JSON member of a `.keras` archive is read past this many bytes (64 MiB).
 pub const MAX_JSON_BYTES: u64 = 64 << 20;
@@ -394,12 +551,12 @@ fn escape_model(m: &mut SavedModel) {
             }
             LayerKind::Dense { activation, .. }
             | LayerKind::TimeDistributedDense { activation, .. }
+            | LayerKind::Conv1D { activation, .. }
             | LayerKind::Activation { activation } => esc(activation),
-            LayerKind::Input
-            | LayerKind::Identity
-            | LayerKind::Masking { .. }
-            | LayerKind::Flatten
-            | LayerKind::Reshape { .. } => {}
+            _ => {}
+        }
+        if let Some(why) = &mut l.unsupported {
+            esc(why);
         }
     }
 }

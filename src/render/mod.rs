@@ -3,10 +3,14 @@ Renderers: each turns a finished [`Report`] into bytes (tables, JSON) or a pictu
 computes anything the engine did not record.
 */
 
+pub mod explain_data;
+pub mod explain_plot;
+pub mod explain_table;
 pub mod json;
 pub mod npz;
 pub mod number;
 pub mod plot;
+pub mod report;
 pub mod table;
 
 use crate::compare::Comparison;

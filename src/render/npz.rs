@@ -16,6 +16,9 @@ Per-step arrays are **time-major**, `(steps, sequences, units)` with steps in pr
 | `predictions` | (B, outputs) | always |
 | `last_output`, `initial_state/h`, `final_state/h` (and `/c`) | (B, U) | always |
 | `metadata` | () unicode | always: `json.loads(np.load(p)["metadata"][()])` |
+
+A `proj_size` LSTM's `state/h`, `output`, `last_output`, `initial_state/h` and `final_state/h` have the
+projection's width P, not U.
 */
 
 use crate::cell::CellKind;
@@ -37,6 +40,8 @@ pub struct NpzRun {
     pub steps: usize,
     /// Units of the layer.
     pub units: usize,
+    /// Width of `h` and the output: `units`, or a `proj_size` LSTM's projection width.
+    pub h_units: usize,
     /// Whether steps may be masked (a mask or a mask value was given).
     pub masked: bool,
 }
@@ -69,6 +74,8 @@ impl Members {
     ) -> Result<Members> {
         let (b, t, u) = (run.sequences, run.steps, run.units);
         let shape = [t, b, u];
+        // h and the output have the projection's width for a proj_size LSTM.
+        let h_shape = [t, b, run.h_units];
         let names = run.kind.gate_names();
         let mut gates = Vec::new();
         let mut pre = Vec::new();
@@ -95,7 +102,7 @@ impl Members {
         let masking = run.masked;
         let (mut h, mut c, mut out) = (None, None, None);
         if record.states {
-            h = Some(stream.declare(&format!("{prefix}state/h"), T::DESCR, &shape, T::BYTES)?);
+            h = Some(stream.declare(&format!("{prefix}state/h"), T::DESCR, &h_shape, T::BYTES)?);
             if run.kind.has_cell_state() {
                 c = Some(stream.declare(
                     &format!("{prefix}state/c"),
@@ -105,8 +112,12 @@ impl Members {
                 )?);
             }
             if masking {
-                out =
-                    Some(stream.declare(&format!("{prefix}output"), T::DESCR, &shape, T::BYTES)?);
+                out = Some(stream.declare(
+                    &format!("{prefix}output"),
+                    T::DESCR,
+                    &h_shape,
+                    T::BYTES,
+                )?);
             }
         }
         let masked = if masking {

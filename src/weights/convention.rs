@@ -386,6 +386,7 @@ impl Stored {
             bias,
             recurrent_bias,
             reset_after: gru && reading.reset_after,
+            projection: None,
         }
     }
 }
@@ -418,6 +419,7 @@ mod tests {
             path: PathBuf::from("w.json"),
             positional: true,
             arrays: list.into_iter().map(|a| (String::new(), a)).collect(),
+            meta: Default::default(),
         }
     }
 

@@ -33,9 +33,60 @@ impl<T: Real> DenseWeights<T> {
     }
 }
 
+/// Loads a Dense head named by `spec`: a file (as [`load`] reads it), or the name of an `nn.Linear` held
+/// in the weights file `weights` (`fc` for `fc.weight`/`fc.bias`), or that same file when it holds one Linear.
+pub fn load_head(
+    spec: &Path,
+    weights: &super::NamedArrays,
+    inputs: usize,
+) -> Result<DenseWeights<f64>> {
+    let lin = super::pytorch::linear_layers(weights);
+    let name = spec.to_string_lossy();
+    if spec == weights.path {
+        return match lin.as_slice() {
+            [one] => super::pytorch::linear(weights, &one.name, inputs),
+            _ => Err(weights.error(format!(
+                "--dense names the weights file itself; it holds {} nn.Linear layers ({}); name one: --dense NAME",
+                lin.len(),
+                lin.iter().map(|l| l.name.as_str()).collect::<Vec<_>>().join(", ")
+            ))),
+        };
+    }
+    if !spec.exists()
+        && (lin.iter().any(|l| l.name == name) || weights.get(&format!("{name}.weight")).is_some())
+    {
+        return super::pytorch::linear(weights, &name, inputs);
+    }
+    if !spec.exists() && !lin.is_empty() {
+        return Err(crate::Error::usage(format!(
+            "--dense {name}: no such file, nor an nn.Linear of {} (it holds: {})",
+            weights.path.display(),
+            lin.iter()
+                .map(|l| l.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    load(spec, inputs)
+}
+
 /// Loads a Dense head from JSON (`[kernel, bias]` or `{kernel, bias}`) or `.npz`, checking it takes `inputs` values.
 pub fn load(path: &Path, inputs: usize) -> Result<DenseWeights<f64>> {
     let src = load_arrays(path, &["kernel", "bias"])?;
+    if src.get("weight").is_none() && src.get("kernel").is_none() && !src.positional {
+        let lin = super::pytorch::linear_layers(&src);
+        match lin.as_slice() {
+            [one] => return super::pytorch::linear(&src, &one.name, inputs),
+            [] => {}
+            many => {
+                return Err(src.error(format!(
+                    "holds {} nn.Linear layers ({}); name one with --dense NAME and the file as the weights, or save one Linear's state_dict()",
+                    many.len(),
+                    many.iter().map(|l| l.name.as_str()).collect::<Vec<_>>().join(", ")
+                )));
+            }
+        }
+    }
     if let Some(w) = src.get("weight") {
         // PyTorch nn.Linear: weight (out, in), y = x·Wᵀ + b.
         if w.ndim() != 2 || w.shape[1] != inputs {

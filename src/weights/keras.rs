@@ -150,6 +150,7 @@ pub fn from_arrays(
         bias,
         recurrent_bias,
         reset_after,
+        projection: None,
     })
 }
 

@@ -17,7 +17,7 @@ pub mod sources;
 
 pub use crate::cell::{CellKind, CellWeights};
 pub use dense::DenseWeights;
-pub use sources::{NamedArrays, load_arrays};
+pub use sources::{NamedArrays, SourceMeta, load_arrays};
 
 /// The layout a weights file is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -112,6 +112,7 @@ pub fn from_onnx(
         bias,
         recurrent_bias,
         reset_after,
+        projection: None,
     })
 }
 

@@ -2,7 +2,8 @@
 Reading a weights file, whatever its container, into arrays that are either named or positional.
 
 Containers: a JSON list (`get_weights()` order) or object, an `.npz` (named, or `arr_0…` from
-`np.savez(p, *arrays)`), or a directory of `.npy` files. The container is recognised by its content, not
+`np.savez(p, *arrays)`), a directory of `.npy` files, a PyTorch `torch.save` archive (`.pt`/`.pth`: a state
+dict, a checkpoint dict, or a whole pickled module, read by [`crate::io::pickle`]) or a safetensors file. The container is recognised by its content, not
 only its extension, so a misnamed file still gets a precise message.
 */
 
@@ -19,6 +20,19 @@ pub struct NamedArrays {
     pub positional: bool,
     /// The arrays in file order; names are empty when `positional`.
     pub arrays: Vec<(String, RawArray)>,
+    /// What the container said about itself beyond the arrays (PyTorch files).
+    pub meta: SourceMeta,
+}
+
+/// Facts a PyTorch file records besides its tensors.
+#[derive(Debug, Clone, Default)]
+pub struct SourceMeta {
+    /// The class of a whole pickled module (`__main__.Net`), when the file is one.
+    pub module_class: Option<String>,
+    /// `batch_first` of each recurrent module of a whole pickled module, by attribute prefix (`rnn.`).
+    pub batch_first: Vec<(String, bool)>,
+    /// The container, for messages: `PyTorch archive`, `safetensors`, …
+    pub container: Option<&'static str>,
 }
 
 impl NamedArrays {
@@ -57,16 +71,30 @@ fn is_keras_archive(bytes: &[u8]) -> bool {
 enum Container {
     Json,
     Npz,
+    Torch,
+    TorchLegacy,
+    Pickle,
+    Safetensors,
     Npy,
     Hdf5,
     Unknown,
 }
 
-fn sniff(bytes: &[u8]) -> Container {
+fn sniff(bytes: &[u8], torch_ext: bool) -> Container {
     let text = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     let first = text.iter().find(|b| !b.is_ascii_whitespace());
     if bytes.starts_with(b"PK") {
-        Container::Npz
+        if io::pickle::is_torch_zip(bytes) || (torch_ext && !io::npz::opens(bytes)) {
+            Container::Torch
+        } else {
+            Container::Npz
+        }
+    } else if bytes.starts_with(io::pickle::LEGACY_MAGIC) {
+        Container::TorchLegacy
+    } else if bytes.len() > 2 && bytes[0] == 0x80 && (2..=5).contains(&bytes[1]) {
+        Container::Pickle
+    } else if io::safetensors::looks_like(bytes) {
+        Container::Safetensors
     } else if bytes.starts_with(b"\x93NUMPY") {
         Container::Npy
     } else if bytes.starts_with(b"\x89HDF\r\n\x1a\n") {
@@ -92,14 +120,18 @@ pub fn load_arrays(path: &Path, expected: &[&str]) -> Result<NamedArrays> {
         ));
     }
     let err = |what: String| Error::input(path, what);
-    match sniff(&bytes) {
+    let torch_ext = path.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+        ["pt", "pth", "bin", "ckpt", "tar"].contains(&e.to_ascii_lowercase().as_str())
+    });
+    match sniff(&bytes, torch_ext) {
         Container::Json => match json::parse(&bytes).map_err(err)? {
             json::Document::List(arrays) => Ok(NamedArrays {
                 path: path.to_path_buf(),
                 positional: true,
                 arrays: arrays.into_iter().map(|a| (String::new(), a)).collect(),
+                meta: SourceMeta::default(),
             }),
-            json::Document::Named(arrays) => Ok(NamedArrays { path: path.to_path_buf(), positional: false, arrays }),
+            json::Document::Named(arrays) => Ok(NamedArrays { path: path.to_path_buf(), positional: false, arrays, meta: SourceMeta::default() }),
         },
         Container::Npz => {
             if is_keras_archive(&bytes) {
@@ -107,7 +139,35 @@ pub fn load_arrays(path: &Path, expected: &[&str]) -> Result<NamedArrays> {
             }
             let arrays = io::npz::parse(&bytes).map_err(err)?;
             let positional = arrays.iter().enumerate().all(|(i, (n, _))| *n == format!("arr_{i}"));
-            Ok(NamedArrays { path: path.to_path_buf(), positional, arrays })
+            Ok(NamedArrays { path: path.to_path_buf(), positional, arrays, meta: SourceMeta::default() })
+        }
+        Container::Torch => {
+            let t = io::pickle::parse_torch_zip(&bytes).map_err(err)?;
+            Ok(NamedArrays {
+                path: path.to_path_buf(),
+                positional: false,
+                arrays: t.tensors,
+                meta: SourceMeta {
+                    module_class: t.module_class,
+                    batch_first: t.batch_first,
+                    container: Some("PyTorch archive"),
+                },
+            })
+        }
+        Container::TorchLegacy => Err(err(
+            "is a PyTorch file in the legacy (pre-1.6, non-zip) torch.save format, which rnntrace does not read; re-save it in the zip format: torch.save(torch.load(OLD, weights_only=True), NEW)".into(),
+        )),
+        Container::Pickle => Err(err(
+            "is a bare Python pickle, not a torch.save zip archive (rnntrace never unpickles arbitrary files); save the weights with torch.save(model.state_dict(), PATH) or safetensors".into(),
+        )),
+        Container::Safetensors => {
+            let arrays = io::safetensors::parse(&bytes).map_err(err)?;
+            Ok(NamedArrays {
+                path: path.to_path_buf(),
+                positional: false,
+                arrays,
+                meta: SourceMeta { container: Some("safetensors"), ..SourceMeta::default() },
+            })
         }
         Container::Npy => Err(err(format!(
             "is a single .npy array; expected several arrays ({}): a JSON list, an .npz archive or a directory of .npy files",
@@ -117,7 +177,7 @@ pub fn load_arrays(path: &Path, expected: &[&str]) -> Result<NamedArrays> {
             "is an HDF5 file (a saved model? run it with `rnntrace run --model`); expected loose weight arrays: a JSON list, an .npz archive or a directory of .npy files".into(),
         )),
         Container::Unknown => Err(err(
-            "is neither JSON, an .npz archive nor a directory of .npy files (unrecognised content)".into(),
+            "is neither JSON, an .npz archive, a PyTorch .pt/.pth archive, a safetensors file nor a directory of .npy files (unrecognised content)".into(),
         )),
     }
 }
@@ -158,5 +218,6 @@ fn load_dir(path: &Path, expected: &[&str]) -> Result<NamedArrays> {
         path: path.to_path_buf(),
         positional: false,
         arrays,
+        meta: SourceMeta::default(),
     })
 }

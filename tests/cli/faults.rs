@@ -293,3 +293,130 @@ fn fuzzing_from_a_fresh_clone_started_from_nothing() {
         assert!(n > 0, "fuzz target {t} gets no seed files from fixtures/");
     }
 }
+
+/// Runs the binary to the end and returns (exit code, peak resident memory in MB) of that one process.
+#[allow(clippy::zombie_processes)] // reaped by wait4, which also gives its rusage
+fn peak_mb(cmd: &mut Command) -> (i32, f64) {
+    let child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut status = 0;
+    // SAFETY: a zeroed rusage is a valid out-parameter; wait4 reaps exactly this child.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    assert_eq!(r, child.id() as i32);
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        -1
+    };
+    (code, usage.ru_maxrss as f64 / 1024.0)
+}
+
+#[test]
+fn charts_held_the_whole_trace_in_memory() {
+    // 384 sequences × 1,500 steps of the 16-unit weather LSTM: the whole trace (gates and states) took
+    // ~270 MB here before charts were fed from the stream; the charts need the norms (9 MB) and one
+    // sequence's gates.
+    let (b, t, f) = (384usize, 1500usize, 3usize);
+    let payload: Vec<u8> = (0..b * t * f)
+        .flat_map(|i| (((i * 7919) % 1000) as f32 / 1000.0).to_le_bytes())
+        .collect();
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("x.npy"),
+        npy_bytes("<f4", &[b, t, f], &payload),
+    )
+    .unwrap();
+    let (code, mb) = peak_mb(
+        Command::new(bin())
+            .current_dir(tmp.path())
+            .arg("lstm")
+            .arg("--weights")
+            .arg(case_dir("lstm_weather_seed").join("weights.json"))
+            .args(["--input", "x.npy", "--quiet", "--plot", "n.png"])
+            .args(["--plot-gates", "g.png", "--plot-sequence", "300"]),
+    );
+    assert_eq!(code, 0);
+    assert!(mb < 150.0, "peak {mb:.0} MB for two charts");
+    assert!(tmp.path().join("n.png").exists() && tmp.path().join("g.png").exists());
+}
+
+#[test]
+fn streamed_charts_are_the_charts_of_the_trace() {
+    // The same charts, drawn from the streamed blocks (charts alone, or beside an .npz trace) and from
+    // the whole trace (a JSON trace keeps it): byte for byte the same pictures.
+    let c = case_dir("gru_weather_seed");
+    let tmp = tempfile::tempdir().unwrap();
+    for (tag, extra) in [
+        ("stream", vec![]),
+        ("npz", vec!["--trace", "t.npz"]),
+        ("json", vec!["--trace", "t.json"]),
+    ] {
+        let norms = format!("{tag}-n.png");
+        let gates = format!("{tag}-g.png");
+        let (code, _, err) = run(rnntrace()
+            .current_dir(tmp.path())
+            .arg("gru")
+            .arg("--weights")
+            .arg(c.join("weights.json"))
+            .arg("--input")
+            .arg(c.join("input.npy"))
+            .args([
+                "--window",
+                "2",
+                "--quiet",
+                "--plot",
+                &norms,
+                "--plot-gates",
+                &gates,
+            ])
+            .args(["--plot-sequence", "5"])
+            .args(extra));
+        assert_eq!(code, 0, "{tag}: {err}");
+    }
+    for chart in ["n", "g"] {
+        let read =
+            |tag: &str| std::fs::read(tmp.path().join(format!("{tag}-{chart}.png"))).unwrap();
+        assert!(
+            read("stream") == read("json"),
+            "{chart}: streamed chart differs from the trace's"
+        );
+        assert!(
+            read("npz") == read("json"),
+            "{chart}: chart beside .npz differs from the trace's"
+        );
+    }
+}
+
+#[test]
+fn two_outputs_on_one_path_were_accepted_and_the_last_won() {
+    let c = case_dir("lstm_weather_seed");
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::create_dir(tmp.path().join("sub")).unwrap();
+    for (a, b) in [
+        (["--plot", "x.png"], ["--plot-gates", "x.png"]),
+        (["--plot", "x.png"], ["--plot-predictions", "sub/../x.png"]),
+    ] {
+        let (code, out, err) = run(rnntrace()
+            .current_dir(tmp.path())
+            .arg("lstm")
+            .arg("--weights")
+            .arg(c.join("weights.json"))
+            .arg("--input")
+            .arg(c.join("input.npy"))
+            .args(["--window", "2"])
+            .args(a)
+            .args(b));
+        assert_eq!(code, 2, "{a:?} {b:?}: {err}");
+        assert!(
+            err.contains("same file") && err.contains(a[0]) && err.contains(b[0]),
+            "{err}"
+        );
+        assert!(out.is_empty());
+        let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().flatten().collect();
+        assert_eq!(left.len(), 1, "nothing written: {left:?}");
+    }
+}

@@ -5,10 +5,14 @@
 
 mod diagnose;
 mod errors;
+mod explain;
 mod faults;
 mod golden;
 mod models;
 mod output;
+mod real_models;
+mod report;
+mod torch_files;
 
 use assert_cmd::Command;
 use std::path::{Path, PathBuf};

@@ -185,27 +185,10 @@ fn layers_flag_picks_the_tables() {
 }
 
 #[test]
-fn unsupported_layers_are_named() {
-    let dir = model_dir("unsupported_conv1d");
-    let (code, _, err) = run(rnntrace().current_dir(&dir).args([
-        "run",
-        "--model",
-        "model.keras",
-        "--input",
-        "input.npy",
-    ]));
-    assert_eq!(code, 2);
-    assert!(err.contains("'conv1d' (Conv1D) is not supported"), "{err}");
-    let dir = model_dir("functional_branching");
-    let (code, _, err) = run(rnntrace().current_dir(&dir).args([
-        "run",
-        "--model",
-        "model.keras",
-        "--input",
-        "input.npy",
-    ]));
-    assert_eq!(code, 2);
-    assert!(err.contains("linear chain"), "{err}");
+fn conv1d_and_branching_once_refused_now_run() {
+    // Named when Conv1D and branching graphs were refused; both now reproduce model.predict.
+    passes("unsupported_conv1d");
+    passes("functional_branching");
 }
 
 #[test]
@@ -410,6 +393,8 @@ fn run_npz_trace_holds_every_layer_and_matches_the_json_trace() {
         "gru_lstm_stack",
         "simple_rnn",
         "stateful_lstm",
+        // A Functional graph: its recurrent layers stream through run_graph.
+        "functional_branching",
     ] {
         let dir = model_dir(name);
         let file = model_file(name);

@@ -112,6 +112,11 @@ fn load(a: &DiagnoseArgs, kernels: Kernels) -> Result<Search> {
             Err(Error::usage(
                 "PyTorch's GRU is reset_after=True; --reset-after false does not apply",
             ))
+        } else if src.arrays.iter().any(|(n, _)| n.contains("weight_hr_l")) {
+            return Err(Error::input(
+                &src.path,
+                "holds a proj_size LSTM (weight_hr_l0); diagnose does not model projections: trace it with `rnntrace lstm` or `run --cell lstm`",
+            ));
         } else {
             pytorch::from_state_dict(kind, &src, 0, false)
         }

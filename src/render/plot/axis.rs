@@ -49,12 +49,12 @@ impl Ranged for TickAxis {
         self.lo..self.hi
     }
 }
-pub(super) type DrawResult = std::result::Result<(), String>;
+pub(crate) type DrawResult = std::result::Result<(), String>;
 
 // ── shared pieces ──
 
 /// Draws the heading and sub-heading; returns the y below them.
-pub(super) fn heading<DB: DrawingBackend>(
+pub(crate) fn heading<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
     width: u32,
     title: &str,

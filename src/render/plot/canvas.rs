@@ -8,7 +8,7 @@ use super::*;
 
 // ───────────────────────────────────────── drawing ─────────────────────────────────────────
 
-pub(super) const PALETTE: [RGBColor; 10] = [
+pub(crate) const PALETTE: [RGBColor; 10] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),
@@ -21,8 +21,8 @@ pub(super) const PALETTE: [RGBColor; 10] = [
     RGBColor(23, 190, 207),
 ];
 pub(super) const INK: RGBColor = RGBColor(30, 30, 30);
-pub(super) const DIM: RGBColor = RGBColor(90, 90, 90);
-pub(super) const GRID: RGBColor = RGBColor(225, 225, 225);
+pub(crate) const DIM: RGBColor = RGBColor(90, 90, 90);
+pub(crate) const GRID: RGBColor = RGBColor(225, 225, 225);
 pub(super) const NON_FINITE: RGBColor = RGBColor(150, 150, 150);
 pub(super) const WHITE: RGBColor = RGBColor(255, 255, 255);
 
@@ -45,7 +45,7 @@ pub(super) fn ensure_font() -> std::result::Result<(), String> {
 pub(super) const SIZE_PER_EM: f64 = 1.24;
 
 /// Text `em` pixels per em, in both formats.
-pub(super) fn font(em: f64) -> TextStyle<'static> {
+pub(crate) fn font(em: f64) -> TextStyle<'static> {
     TextStyle::from(FontDesc::new(
         FontFamily::SansSerif,
         em * SIZE_PER_EM,
@@ -110,7 +110,7 @@ impl TextLayout {
 /// The bitmap backend with its text drawn here rather than by plotters: plotters 0.3.7's ab_glyph
 /// renderer drops each glyph's side bearing (uneven letter spacing) and cannot place combining marks.
 /// Everything else is passed through.
-pub(super) struct Canvas<'a> {
+pub(crate) struct Canvas<'a> {
     pub(super) inner: BitMapBackend<'a>,
     pub(super) font: &'static FontRef<'static>,
 }
@@ -259,6 +259,6 @@ impl<'a> DrawingBackend for Canvas<'a> {
     }
 }
 
-pub(super) fn err<E: std::fmt::Display>(e: E) -> String {
+pub(crate) fn err<E: std::fmt::Display>(e: E) -> String {
     e.to_string()
 }

@@ -117,13 +117,27 @@ pub fn state_norms<T: Real>(trace: &Trace<T>, window: Option<usize>) -> ChartDat
     let Some(h) = &l.h else {
         return empty_chart("State norms", "the states were not recorded in this run");
     };
-    let mut states: Vec<(&str, &Array3<T>)> = Vec::new();
+    let mut norms = Vec::new();
     if let Some(c) = &l.c {
-        states.push(("cell state ‖c_t‖", c));
+        norms.push(norms_of(c));
     }
-    states.push(("hidden state ‖h_t‖", h));
-    // (sequences, steps) per state.
-    let norms: Vec<Array2<f64>> = states.iter().map(|(_, a)| norms_of(a)).collect();
+    norms.push(norms_of(h));
+    state_norms_chart(l, &norms, window)
+}
+
+/// The state-norm chart of layer `l` from its norms, (sequences, steps) per state: ‖c_t‖ then ‖h_t‖ for an
+/// LSTM, ‖h_t‖ alone otherwise. `l` gives the layer's facts only (its per-step arrays may be absent: the
+/// norms can come from a streamed run, see [`super::feed`]).
+pub(super) fn state_norms_chart<T: Real>(
+    l: &LayerTrace<T>,
+    norms: &[Array2<f64>],
+    window: Option<usize>,
+) -> ChartData {
+    let labels: &[&str] = if norms.len() == 2 {
+        &["cell state ‖c_t‖", "hidden state ‖h_t‖"]
+    } else {
+        &["hidden state ‖h_t‖"]
+    };
     let (n, steps) = norms.last().map(|a| a.dim()).unwrap_or((0, 0));
     if norms.iter().any(|a| a.dim() != (n, steps)) {
         return empty_chart(
@@ -142,7 +156,7 @@ pub fn state_norms<T: Real>(trace: &Trace<T>, window: Option<usize>) -> ChartDat
         subtitle: String::new(),
         x_label: "processing step".into(),
         y_label: "L2 norm".into(),
-        panels: states.iter().map(|(t, _)| t.to_string()).collect(),
+        panels: labels.iter().map(|t| t.to_string()).collect(),
         series: Vec::new(),
         separators: Vec::new(),
     };
@@ -391,13 +405,31 @@ pub fn gates<T: Real>(trace: &Trace<T>, sequence: usize) -> GateHeatmaps {
             panels: Vec::new(),
         };
     };
+    let masked: Vec<bool> = (0..l.masked.nrows())
+        .map(|t| l.masked.get([t, b]).copied().unwrap_or(false))
+        .collect();
+    gates_chart(l, recorded, b, b, &masked)
+}
+
+/// The gate heat maps of sequence `sequence` of layer `l` (of `l.sequences()`), whose gates are column
+/// `col` of `recorded` (steps, columns, blocks·units) and whose masked steps are `masked[t]`. `l` gives the
+/// layer's facts; `recorded` may hold that one sequence only (from a streamed run, see [`super::feed`]).
+pub(super) fn gates_chart<T: Real>(
+    l: &LayerTrace<T>,
+    recorded: &Array3<T>,
+    col: usize,
+    sequence: usize,
+    masked: &[bool],
+) -> GateHeatmaps {
+    let n = l.sequences();
+    let b = sequence;
     let steps = if n == 0 {
         0
     } else {
         l.steps().min(recorded.shape()[0])
     };
     let masked_steps: Vec<usize> = (0..steps)
-        .filter(|&t| l.masked.get([t, b]).copied().unwrap_or(false))
+        .filter(|&t| masked.get(t).copied().unwrap_or(false))
         .map(|t| t + 1)
         .collect();
     let panels = l
@@ -405,7 +437,7 @@ pub fn gates<T: Real>(trace: &Trace<T>, sequence: usize) -> GateHeatmaps {
         .gate_names()
         .iter()
         .enumerate()
-        .map(|(k, g)| heatmap(l, recorded, b, steps, k, g))
+        .map(|(k, g)| heatmap(l, recorded, col, steps, k, g))
         .collect();
     let kind = l.kind.name().to_uppercase();
     let mut notes = vec![format!(

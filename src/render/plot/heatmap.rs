@@ -46,7 +46,7 @@ pub(super) const VIRIDIS: [(u8, u8, u8); 9] = [
     (253, 231, 37),
 ];
 /// Blue–white–red (ColorBrewer RdBu, reversed).
-pub(super) const RDBU: [(u8, u8, u8); 11] = [
+pub(crate) const RDBU: [(u8, u8, u8); 11] = [
     (5, 48, 97),
     (33, 102, 172),
     (67, 147, 195),
@@ -60,7 +60,7 @@ pub(super) const RDBU: [(u8, u8, u8); 11] = [
     (103, 0, 31),
 ];
 
-pub(super) fn colormap(map: &[(u8, u8, u8)], t: f64) -> RGBColor {
+pub(crate) fn colormap(map: &[(u8, u8, u8)], t: f64) -> RGBColor {
     let t = if t.is_nan() { 0.0 } else { t.clamp(0.0, 1.0) };
     let f = t * (map.len() - 1) as f64;
     let i = (f.floor() as usize).min(map.len() - 2);

@@ -16,12 +16,18 @@ font, `axis.rs` the tick maths, `lines.rs` and `heatmap.rs` draw the two kinds o
 mod axis;
 mod canvas;
 pub mod data;
+pub mod feed;
 mod heatmap;
 mod lines;
 
 #[allow(unused_imports)]
 use self::{axis::*, canvas::*, data::*, heatmap::*, lines::*};
 pub use data::{ChartData, GateHeatmaps, Heatmap, Marker, Series, gates, predictions, state_norms};
+pub use feed::ChartFeed;
+// The drawing pieces `explain`'s charts ([`crate::render::explain_plot`]) share with these.
+pub(crate) use self::axis::{DrawResult, heading};
+pub(crate) use self::canvas::{DIM, GRID, PALETTE, err, font};
+pub(crate) use self::heatmap::{RDBU, colormap};
 
 use crate::cell::{Activation, Real};
 use crate::error::{Error, Result};
@@ -85,7 +91,7 @@ pub fn image_format(flag: &str, path: &Path) -> Result<ImageFormat> {
 }
 
 /// Renders with `png` or `svg` (chosen by `path`'s extension) into memory, then writes atomically.
-fn render(
+pub(crate) fn render(
     path: &Path,
     (w, h): (u32, u32),
     png: impl FnOnce(&DrawingArea<Canvas<'_>, Shift>) -> DrawResult,

@@ -1,0 +1,619 @@
+/*!
+`rnntrace explain`: validates the command line, builds the [`Network`] the explainer differentiates (from
+one layer's weights through [`job::cell_job`], exactly as `lstm`/`gru` read them, or from a saved Keras
+model through [`crate::model`]), runs [`crate::explain::explain`] at the asked precision with the kernels
+[`Env`] allows, and hands the result to the renderers (tables, JSON, `.npz`, charts) through
+[`write_stdout`] and the renderers' atomic writers.
+*/
+
+use crate::cell::{Activation, Kernels, Real};
+use crate::cli::args::{
+    CellArgs, CheckArgs, ColorArg, DisplayArgs, FormatArg, PlotArgs, PrecisionArg, RecordArg,
+    ResetAfterArg,
+};
+use crate::cli::explain::{ExplainArgs, ExplainCell};
+use crate::cli::job::{self, Env};
+use crate::cli::load::{load_mask, series_input};
+use crate::cli::output::{Outcome, write_stdout};
+use crate::engine::LayerSpec;
+use crate::error::{Error, Result, shape_str};
+use crate::explain::{
+    self, IgRule, InitialState, Merge, Methods, Network, Op, RecurrentOp, Request,
+};
+use crate::io;
+use crate::model::{self, LayerKind, Recurrent};
+use crate::render::explain_data;
+use crate::render::explain_plot;
+use crate::render::explain_table::{self, ExplainReport};
+use crate::weights::{CellKind, DenseWeights};
+use ndarray::{Array2, Array3, s};
+use std::path::{Path, PathBuf};
+
+/// What is explained, in float64 as read (cast to the run precision later).
+struct Problem {
+    net: Network<f64>,
+    x: Array3<f64>,
+    mask: Option<Array2<bool>>,
+    init: InitialState<f64>,
+    /// For headings: the model file or the cell.
+    title: String,
+    notes: Vec<String>,
+}
+
+/// `rnntrace explain …`.
+pub fn explain(a: &ExplainArgs, env: &Env) -> Result<Outcome> {
+    let methods =
+        Methods::parse(&a.methods).map_err(|e| Error::usage(format!("--methods: {e}")))?;
+    let rule = explain::methods::RULES
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(a.ig_method.trim()))
+        .map(|(_, r)| *r)
+        .ok_or_else(|| {
+            Error::usage(format!(
+                "--ig-method: unknown rule '{}'; valid: {}",
+                a.ig_method,
+                explain::methods::RULES
+                    .iter()
+                    .map(|(n, _)| *n)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })?;
+    let min_steps = if rule == IgRule::RiemannTrapezoid {
+        2
+    } else {
+        1
+    };
+    if a.ig_steps < min_steps {
+        return Err(Error::usage(format!(
+            "--ig-steps {}: {} needs at least {min_steps}",
+            a.ig_steps,
+            rule.name()
+        )));
+    }
+    let mut inputs: Vec<&Path> = vec![&a.input];
+    inputs.extend(
+        [&a.model, &a.weights, &a.initial_state, &a.mask, &a.dense]
+            .into_iter()
+            .flatten()
+            .map(|p| p.as_path()),
+    );
+    let baseline_file = match a.baseline.as_str() {
+        "zeros" | "mean" => None,
+        f => Some(PathBuf::from(f)),
+    };
+    if let Some(b) = &baseline_file {
+        inputs.push(b);
+    }
+    if a.convention.carry_state {
+        return Err(Error::usage(
+            "--carry-state: explain treats every sequence independently (each starts from --initial-state or zeros)",
+        ));
+    }
+    let outs: Vec<(&str, &Path)> = [
+        ("--save", &a.save),
+        ("--plot", &a.plot),
+        ("--plot-units", &a.plot_units),
+    ]
+    .into_iter()
+    .filter_map(|(flag, p)| p.as_deref().map(|p| (flag, p)))
+    .collect();
+    job::check_output_set(&inputs, &outs)?;
+    if let Some(p) = &a.save
+        && !p.extension().is_some_and(|e| e.eq_ignore_ascii_case("npz"))
+    {
+        return Err(Error::usage(format!(
+            "--save {}: the file name must end in .npz",
+            p.display()
+        )));
+    }
+    for (flag, p) in [("--plot", &a.plot), ("--plot-units", &a.plot_units)] {
+        if let Some(p) = p {
+            crate::render::plot::image_format(flag, p)?;
+        }
+    }
+    let problem = match (&a.model, &a.weights) {
+        (Some(m), _) => from_model(a, m, env.kernels)?,
+        (None, Some(w)) => from_weights(a, w, env)?,
+        (None, None) => return Err(Error::usage("give --model or --weights with --cell")),
+    };
+    for n in &problem.notes {
+        eprintln!("{n}");
+    }
+    match a.precision {
+        PrecisionArg::F32 => run_as::<f32>(a, &problem, methods, rule, baseline_file.as_deref()),
+        PrecisionArg::F64 => run_as::<f64>(a, &problem, methods, rule, baseline_file.as_deref()),
+    }
+}
+
+fn from_weights(a: &ExplainArgs, w: &Path, env: &Env) -> Result<Problem> {
+    let kind = match a.cell {
+        Some(ExplainCell::Lstm) => CellKind::Lstm,
+        Some(ExplainCell::Gru) => CellKind::Gru,
+        Some(ExplainCell::SimpleRnn) => CellKind::SimpleRnn,
+        None => return Err(Error::usage("--weights needs --cell lstm|gru|simple_rnn")),
+    };
+    // The single-layer flags are validated exactly as `rnntrace lstm|gru` validates them.
+    let cell_args = CellArgs {
+        weights: w.to_path_buf(),
+        input: a.input.clone(),
+        window: None,
+        convention: a.convention.clone(),
+        layout: a.layout,
+        layer: a.layer,
+        reverse: a.reverse,
+        module: a.module.clone(),
+        time_major: false,
+        initial_state: a.initial_state.clone(),
+        mask: a.mask.clone(),
+        mask_value: a.mask_value,
+        dense: a.dense.clone(),
+        precision: a.precision,
+        format: a.format,
+        trace: None,
+        record: RecordArg::All,
+        record_pre: true,
+        timings: false,
+        name: None,
+        check: CheckArgs {
+            expected: Vec::new(),
+            atol: 1e-5,
+            rtol: 1e-5,
+            targets: None,
+            inverse_scale: None,
+            output_names: None,
+        },
+        display: DisplayArgs {
+            feature_names: a.feature_names.clone(),
+            sequences: None,
+            max_steps: 50,
+            max_units: 8,
+            color: ColorArg::Never,
+            quiet: a.quiet,
+        },
+        plots: PlotArgs::default(),
+    };
+    let job = job::cell_job(kind, &cell_args, env)?;
+    if let Some(p) = &job.weights.projection {
+        // h = (o ⊙ act(c)) · W_hr: the backward pass in crate::explain does not differentiate the projection.
+        return Err(Error::input(
+            w,
+            format!(
+                "is a PyTorch LSTM with proj_size={} (h has {} values, c has {}); explain does not differentiate through the projection: trace it with `rnntrace lstm` instead",
+                p.ncols(),
+                job.weights.h_units(),
+                job.weights.units
+            ),
+        ));
+    }
+    let mut ops = Vec::new();
+    if let Some(v) = job.mask_value {
+        ops.push(Op::Masking { value: v });
+    }
+    ops.push(Op::Recurrent(RecurrentOp {
+        weights: job.weights.clone(),
+        spec: job.spec.clone(),
+        return_sequences: false,
+        zero_output_for_mask: false,
+    }));
+    if let Some((d, act)) = &job.dense {
+        ops.push(Op::Dense {
+            weights: d.clone(),
+            activation: *act,
+        });
+    }
+    Ok(Problem {
+        net: Network {
+            ops,
+            kernels: job.kernels,
+        },
+        x: job.x.clone(),
+        mask: job.mask.clone(),
+        init: InitialState {
+            h0: job.h0.clone(),
+            c0: job.c0.clone(),
+        },
+        title: format!("{} {}", kind.display_name(), w.display()),
+        notes: job.notes.clone(),
+    })
+}
+
+fn parse_act(path: &Path, layer: &str, name: &str) -> Result<Activation> {
+    Activation::parse(name).map_err(|e| Error::input(path, format!("layer '{layer}': {e}")))
+}
+
+fn rec_op(m: &model::SavedModel, name: &str, r: &Recurrent) -> Result<RecurrentOp<f64>> {
+    if r.stateful && m.input_shape.first().copied().flatten() == Some(1) {
+        return Err(Error::input(
+            &m.path,
+            format!(
+                "layer '{name}' is stateful with batch size 1 (each sequence starts from the previous one's state); explain treats sequences independently"
+            ),
+        ));
+    }
+    let weights = crate::runner::cell_weights::<f64>(m, name, r)?;
+    Ok(RecurrentOp {
+        weights,
+        spec: LayerSpec {
+            name: name.to_string(),
+            activation: parse_act(&m.path, name, &r.activation)?,
+            recurrent_activation: if r.recurrent_activation.is_empty() {
+                Activation::Sigmoid
+            } else {
+                parse_act(&m.path, name, &r.recurrent_activation)?
+            },
+            go_backwards: r.go_backwards,
+            carry_state: false,
+        },
+        return_sequences: r.return_sequences,
+        zero_output_for_mask: r.zero_output_for_mask,
+    })
+}
+
+fn dense_op(
+    m: &model::SavedModel,
+    name: &str,
+    k: &io::RawArray,
+    b: Option<&io::RawArray>,
+    act: &str,
+) -> Result<Op<f64>> {
+    let [i, o] = k.shape[..] else {
+        return Err(Error::input(
+            &m.path,
+            format!(
+                "layer '{name}': kernel has shape {}; expected 2-D",
+                k.shape_str()
+            ),
+        ));
+    };
+    Ok(Op::Dense {
+        weights: DenseWeights {
+            kernel: Array2::from_shape_vec((i, o), k.data.clone())
+                .map_err(|e| Error::input(&m.path, e.to_string()))?,
+            bias: b.map(|b| ndarray::Array1::from(b.data.clone())),
+        },
+        activation: parse_act(&m.path, name, act)?,
+    })
+}
+
+fn from_model(a: &ExplainArgs, path: &Path, kernels: Kernels) -> Result<Problem> {
+    let c = &a.convention;
+    for (flag, set) in [
+        ("--initial-state", a.initial_state.is_some()),
+        ("--dense", a.dense.is_some()),
+        ("--go-backwards", c.go_backwards),
+        ("--reverse", a.reverse),
+        ("--mask-value", a.mask_value.is_some()),
+        ("--module", a.module.is_some()),
+        ("--activation", c.activation != "tanh"),
+        (
+            "--recurrent-activation",
+            c.recurrent_activation != "sigmoid",
+        ),
+        ("--reset-after", c.reset_after != ResetAfterArg::Auto),
+        ("--dense-activation", c.dense_activation != "linear"),
+    ] {
+        if set {
+            return Err(Error::usage(format!(
+                "{flag} applies to --weights; a saved model carries its own configuration"
+            )));
+        }
+    }
+    let m = model::load(path)?;
+    // A layer `run` cannot compute (a Lambda, a custom class, a float16 policy) cannot be explained either.
+    m.check_runnable()?;
+    if m.graph.is_some() {
+        return Err(Error::input(
+            path,
+            "is a functional graph (several inputs or outputs, branches, merges or returned states); explain differentiates a chain of layers; `rnntrace run` computes the whole model",
+        ));
+    }
+    let mut ops = Vec::new();
+    let mut features = None;
+    for layer in m.compute_layers() {
+        let name = layer.name.as_str();
+        let op = match &layer.kind {
+            LayerKind::Input | LayerKind::Identity => continue,
+            LayerKind::Masking { mask_value } => Op::Masking { value: *mask_value },
+            LayerKind::Recurrent(r) => {
+                features.get_or_insert(r.features);
+                Op::Recurrent(rec_op(&m, name, r)?)
+            }
+            LayerKind::Bidirectional {
+                forward,
+                backward,
+                merge_mode,
+            } => {
+                features.get_or_insert(forward.features);
+                let mode = merge_mode.clone().unwrap_or_default();
+                let merge = Merge::parse(&mode).ok_or_else(|| {
+                    Error::input(
+                        path,
+                        format!(
+                            "layer '{name}': merge_mode {mode:?} gives two outputs; explain needs one (concat, sum, mul, ave)"
+                        ),
+                    )
+                })?;
+                Op::Bidirectional {
+                    forward: rec_op(&m, &format!("{name}/forward"), forward)?,
+                    backward: rec_op(&m, &format!("{name}/backward"), backward)?,
+                    merge,
+                }
+            }
+            LayerKind::Dense {
+                kernel,
+                bias,
+                activation,
+            }
+            | LayerKind::TimeDistributedDense {
+                kernel,
+                bias,
+                activation,
+            } => dense_op(&m, name, kernel, bias.as_ref(), activation)?,
+            LayerKind::Activation { activation } => {
+                Op::Activation(parse_act(path, name, activation)?)
+            }
+            LayerKind::Flatten => Op::Flatten,
+            _ => {
+                return Err(Error::input(
+                    path,
+                    format!(
+                        "layer '{name}' ({}): explain differentiates Masking, LSTM, GRU, SimpleRNN, Bidirectional, Dense, TimeDistributed(Dense), Activation, Flatten and inference no-ops; `rnntrace run` computes the whole model",
+                        layer.class_name
+                    ),
+                ));
+            }
+        };
+        ops.push(op);
+    }
+    if !ops
+        .iter()
+        .any(|o| matches!(o, Op::Recurrent(_) | Op::Bidirectional { .. }))
+    {
+        return Err(Error::input(path, "holds no recurrent layer to explain"));
+    }
+    if m.input_shape.len() != 3 {
+        return Err(Error::input(
+            path,
+            "takes no sequence input (batch, timesteps, features); explain attributes over timesteps",
+        ));
+    }
+    let f = m
+        .input_shape
+        .last()
+        .copied()
+        .flatten()
+        .or(features)
+        .unwrap_or(0);
+    let raw = io::read_npy(&a.input)?;
+    let x = series_input(&raw, &a.input, None, f, &format!("the model expects {f}"))?;
+    if let Some(want) = m
+        .input_shape
+        .get(1)
+        .copied()
+        .flatten()
+        .filter(|&w| w != x.shape()[1])
+    {
+        return Err(Error::input(
+            &a.input,
+            format!(
+                "has {} timesteps per sequence; the model was built for {want}",
+                x.shape()[1]
+            ),
+        ));
+    }
+    let mask = match &a.mask {
+        None => None,
+        Some(p) => Some(load_mask(p, x.dim().0, x.dim().1)?),
+    };
+    Ok(Problem {
+        net: Network { ops, kernels },
+        x,
+        mask,
+        init: InitialState::default(),
+        title: path.display().to_string(),
+        notes: Vec::new(),
+    })
+}
+
+fn cast_net<T: Real>(n: &Network<f64>) -> Network<T> {
+    let rec = |r: &RecurrentOp<f64>| RecurrentOp {
+        weights: r.weights.cast::<T>(),
+        spec: r.spec.clone(),
+        return_sequences: r.return_sequences,
+        zero_output_for_mask: r.zero_output_for_mask,
+    };
+    Network {
+        kernels: n.kernels,
+        ops: n
+            .ops
+            .iter()
+            .map(|o| match o {
+                Op::Masking { value } => Op::Masking {
+                    value: T::lit(*value),
+                },
+                Op::Recurrent(r) => Op::Recurrent(rec(r)),
+                Op::Bidirectional {
+                    forward,
+                    backward,
+                    merge,
+                } => Op::Bidirectional {
+                    forward: rec(forward),
+                    backward: rec(backward),
+                    merge: *merge,
+                },
+                Op::Dense {
+                    weights,
+                    activation,
+                } => Op::Dense {
+                    weights: weights.cast::<T>(),
+                    activation: *activation,
+                },
+                Op::Activation(a) => Op::Activation(*a),
+                Op::Flatten => Op::Flatten,
+            })
+            .collect(),
+    }
+}
+
+/// The baseline, shaped like `x`.
+fn baseline<T: Real>(
+    spec: &str,
+    file: Option<&Path>,
+    x: &Array3<T>,
+    mask: Option<&Array2<bool>>,
+) -> Result<Array3<T>> {
+    let (b, t, f) = x.dim();
+    match (spec, file) {
+        ("zeros", _) => Ok(Array3::zeros((b, t, f))),
+        ("mean", _) => {
+            // Each feature's mean over every unmasked step of every sequence.
+            let mut sum = vec![0f64; f];
+            let mut n = 0usize;
+            for bi in 0..b {
+                for ti in 0..t {
+                    if mask.is_some_and(|m| !m[[bi, ti]]) {
+                        continue;
+                    }
+                    n += 1;
+                    for (j, v) in x.slice(s![bi, ti, ..]).iter().enumerate() {
+                        sum[j] += v.to_f();
+                    }
+                }
+            }
+            let n = n.max(1) as f64;
+            Ok(Array3::from_shape_fn((b, t, f), |(_, _, j)| {
+                T::lit(sum[j] / n)
+            }))
+        }
+        (_, Some(p)) => {
+            let raw = io::read_npy(p)?;
+            let cast = |v: &Vec<f64>| v.iter().map(|&v| T::lit(v)).collect::<Vec<_>>();
+            match raw.shape.as_slice() {
+                [bb, tt, ff] if (*bb, *tt, *ff) == (b, t, f) => {
+                    Ok(Array3::from_shape_vec((b, t, f), cast(&raw.data)).expect("shape checked"))
+                }
+                [tt, ff] if (*tt, *ff) == (t, f) => {
+                    let one =
+                        Array2::from_shape_vec((t, f), cast(&raw.data)).expect("shape checked");
+                    Ok(one
+                        .broadcast((b, t, f))
+                        .expect("broadcast over sequences")
+                        .to_owned())
+                }
+                _ => Err(Error::usage(format!(
+                    "--baseline {}: has shape {}; expected the input's shape {} or one sequence {}",
+                    p.display(),
+                    raw.shape_str(),
+                    shape_str(&[b, t, f]),
+                    shape_str(&[t, f])
+                ))),
+            }
+        }
+        _ => unreachable!("file is set for anything but zeros and mean"),
+    }
+}
+
+fn run_as<T: Real>(
+    a: &ExplainArgs,
+    p: &Problem,
+    methods: Methods,
+    rule: IgRule,
+    baseline_file: Option<&Path>,
+) -> Result<Outcome> {
+    let net = cast_net::<T>(&p.net);
+    let x = p.x.mapv(|v| T::lit(v));
+    let init = InitialState {
+        h0: p.init.h0.as_ref().map(|h| h.mapv(|v| T::lit(v))),
+        c0: p.init.c0.as_ref().map(|c| c.mapv(|v| T::lit(v))),
+    };
+    let (b, _, f) = x.dim();
+    // How many outputs the model has: one sequence through it.
+    let probe = net.forward(
+        x.slice(s![0..1, .., ..]).to_owned(),
+        p.mask.as_ref().map(|m| m.slice(s![0..1, ..]).to_owned()),
+        &InitialState {
+            h0: init.h0.as_ref().map(|h| h.slice(s![0..1, ..]).to_owned()),
+            c0: init.c0.as_ref().map(|c| c.slice(s![0..1, ..]).to_owned()),
+        },
+        crate::trace::Record::STATES,
+    );
+    let outputs = probe.output_rows().ncols();
+    if a.output >= outputs {
+        return Err(Error::usage(format!(
+            "--output {} is out of range: the model has {outputs} output{} (--output 0..{})",
+            a.output,
+            if outputs == 1 { "" } else { "s" },
+            outputs.saturating_sub(1)
+        )));
+    }
+    if a.sequence >= b {
+        return Err(Error::usage(format!(
+            "--sequence {} is out of range: the input holds {b} sequence{} (0..{})",
+            a.sequence,
+            if b == 1 { "" } else { "s" },
+            b - 1
+        )));
+    }
+    let feature_names: Vec<String> = match &a.feature_names {
+        Some(n) => {
+            let v: Vec<String> = n.split(',').map(|s| s.trim().to_string()).collect();
+            if v.len() != f {
+                return Err(Error::usage(format!(
+                    "--feature-names gives {} names; the input has {f} features",
+                    v.len()
+                )));
+            }
+            v
+        }
+        None => (0..f).map(|j| format!("x{j}")).collect(),
+    };
+    let base = baseline(&a.baseline, baseline_file, &x, p.mask.as_ref())?;
+    let req = Request {
+        output: a.output,
+        methods,
+        baseline: base,
+        ig_steps: a.ig_steps,
+        ig_rule: rule,
+        pass_budget: 512 << 20,
+    };
+    let e = explain::explain(&net, &x, p.mask.as_ref(), &init, &req);
+    let report = ExplainReport {
+        e: &e,
+        x: &x,
+        mask: p.mask.as_ref(),
+        output: a.output,
+        methods,
+        feature_names,
+        sequence: a.sequence,
+        top: a.top,
+        title: p.title.clone(),
+        ig: (rule, a.ig_steps),
+        precision: T::NAME,
+    };
+    if let Some(path) = &a.save {
+        explain_data::save_npz(&report, path)?;
+    }
+    if let Some(path) = &a.plot {
+        explain_plot::draw_attributions(&explain_plot::attribution_chart(&report), path)?;
+    }
+    if let Some(path) = &a.plot_units {
+        explain_plot::draw_units(&e.units, path)?;
+    }
+    if !a.quiet {
+        match a.format {
+            FormatArg::Json => {
+                let v = explain_data::json(&report);
+                write_stdout(|w| {
+                    serde_json::to_writer(&mut *w, &v).map_err(std::io::Error::other)?;
+                    writeln!(w)
+                })?;
+            }
+            FormatArg::Table => {
+                let text = explain_table::render(&report);
+                write_stdout(|w| w.write_all(text.as_bytes()))?;
+            }
+        }
+    }
+    Ok(Outcome::Success)
+}

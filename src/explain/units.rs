@@ -1,0 +1,197 @@
+/*!
+What each unit does, from the recorded forward pass: gate saturation (Karpathy, Johnson & Fei-Fei 2015,
+"Visualizing and understanding recurrent networks", figure 3), memory timescales and dead units.
+
+- Saturation: for every gate with a sigmoid-like activation (LSTM i, f, o; GRU z, r), per unit, the share of
+  all unmasked steps of all sequences where the gate is below 0.1 (left) and above 0.9 (right).
+- Timescale: the gate that keeps the old state (LSTM f; Keras GRU z, since `h = z⊙h_prev + (1−z)⊙h̃`), per
+  unit, `T = −1/ln(mean gate)`: over the data (unmasked steps), and from the bias alone (`σr(b)`; a
+  `reset_after` GRU adds its input and recurrent biases). A gate that is always 1 gives `T = ∞`.
+- Dead: units whose |h| stays below 1e-3 at every step of every sequence.
+*/
+
+use crate::cell::{Activation, Real};
+use crate::trace::LayerTrace;
+use crate::weights::{CellKind, CellWeights};
+
+/// Below this a gate is left-saturated.
+pub const LEFT: f64 = 0.1;
+/// Above this a gate is right-saturated.
+pub const RIGHT: f64 = 0.9;
+/// A unit whose |h| stays below this everywhere is dead.
+pub const DEAD: f64 = 1e-3;
+
+/// Saturation shares of one gate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Saturation {
+    /// Gate letter: `i`, `f`, `o`, `z`, `r`.
+    pub gate: &'static str,
+    /// Per unit, share of steps with gate < 0.1.
+    pub left: Vec<f64>,
+    /// Per unit, share of steps with gate > 0.9.
+    pub right: Vec<f64>,
+}
+
+/// Memory timescales per unit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Timescale {
+    /// The keeping gate (`f` or `z`).
+    pub gate: &'static str,
+    /// Mean of the gate over the data, per unit.
+    pub mean_gate: Vec<f64>,
+    /// `−1/ln(mean gate)` per unit.
+    pub data: Vec<f64>,
+    /// `−1/ln(σr(bias))` per unit; `None` when the layer has no bias.
+    pub bias: Option<Vec<f64>>,
+}
+
+/// The unit analysis of one recurrent layer (one direction of a Bidirectional).
+#[derive(Debug, Clone, PartialEq)]
+pub struct UnitReport {
+    /// The layer's name.
+    pub layer: String,
+    /// Its cell.
+    pub kind: CellKind,
+    /// Number of units.
+    pub units: usize,
+    /// Gates with a sigmoid-like activation, in gate order.
+    pub saturation: Vec<Saturation>,
+    /// `None` for SimpleRNN (no gate) and for gates that are not sigmoid-like.
+    pub timescale: Option<Timescale>,
+    /// Dead units, ascending.
+    pub dead: Vec<usize>,
+}
+
+/// True for the activations whose range is [0, 1] and whose thresholds 0.1/0.9 mean saturation.
+pub fn sigmoid_like(a: Activation) -> bool {
+    matches!(
+        a,
+        Activation::Sigmoid | Activation::HardSigmoid | Activation::HardSigmoidKeras2
+    )
+}
+
+/// The gates analysed for a cell: (letter, block index).
+fn gates(kind: CellKind) -> &'static [(&'static str, usize)] {
+    match kind {
+        CellKind::Lstm => &[("i", 0), ("f", 1), ("o", 3)],
+        CellKind::Gru => &[("z", 0), ("r", 1)],
+        CellKind::SimpleRnn => &[],
+    }
+}
+
+fn timescale_of(mean: f64) -> f64 {
+    -1.0 / mean.ln()
+}
+
+/// Analyses one layer's trace (recorded with gates and states).
+pub fn analyse<T: Real>(tr: &LayerTrace<T>, w: &CellWeights<T>) -> UnitReport {
+    let u = tr.units;
+    let steps = tr.steps();
+    let b = tr.sequences();
+    let used = |t: usize, s: usize| !(tr.masked.nrows() == steps && tr.masked[[t, s]]);
+    let count = (0..steps)
+        .flat_map(|t| (0..b).map(move |s| (t, s)))
+        .filter(|&(t, s)| used(t, s))
+        .count();
+    let ra = tr.recurrent_activation;
+    let mut saturation = Vec::new();
+    let mut means: Vec<(&'static str, Vec<f64>)> = Vec::new();
+    if sigmoid_like(ra)
+        && let Some(g) = tr.gates.as_ref()
+    {
+        {
+            for &(letter, k) in gates(tr.kind) {
+                let (mut left, mut right, mut sum) =
+                    (vec![0usize; u], vec![0usize; u], vec![0f64; u]);
+                for t in 0..steps {
+                    let block = g.index_axis(ndarray::Axis(0), t);
+                    for (s, row) in block.outer_iter().enumerate() {
+                        if !used(t, s) {
+                            continue;
+                        }
+                        let row = row.slice_move(ndarray::s![k * u..(k + 1) * u]);
+                        for (j, &v) in row.iter().enumerate() {
+                            let v = v.to_f();
+                            left[j] += (v < LEFT) as usize;
+                            right[j] += (v > RIGHT) as usize;
+                            sum[j] += v;
+                        }
+                    }
+                }
+                let share = |c: Vec<usize>| -> Vec<f64> {
+                    c.into_iter()
+                        .map(|c| {
+                            if count == 0 {
+                                0.0
+                            } else {
+                                c as f64 / count as f64
+                            }
+                        })
+                        .collect()
+                };
+                saturation.push(Saturation {
+                    gate: letter,
+                    left: share(left),
+                    right: share(right),
+                });
+                means.push((
+                    letter,
+                    sum.into_iter()
+                        .map(|s| {
+                            if count == 0 {
+                                f64::NAN
+                            } else {
+                                s / count as f64
+                            }
+                        })
+                        .collect(),
+                ));
+            }
+        }
+    }
+    let keep = match tr.kind {
+        CellKind::Lstm => Some(("f", 1)),
+        CellKind::Gru => Some(("z", 0)),
+        CellKind::SimpleRnn => None,
+    };
+    let timescale = keep.and_then(|(letter, k)| {
+        let mean = means.iter().find(|(l, _)| *l == letter)?.1.clone();
+        let bias = w.bias.as_ref().map(|bias| {
+            (0..u)
+                .map(|j| {
+                    let mut v = bias[k * u + j];
+                    if let Some(rb) = &w.recurrent_bias {
+                        v = v + rb[k * u + j];
+                    }
+                    timescale_of(ra.scalar(v).to_f())
+                })
+                .collect()
+        });
+        Some(Timescale {
+            gate: letter,
+            data: mean.iter().map(|&m| timescale_of(m)).collect(),
+            mean_gate: mean,
+            bias,
+        })
+    });
+    let dead = match tr.h.as_ref() {
+        None => Vec::new(),
+        Some(h) => {
+            let mut alive = vec![false; u];
+            for row in h.rows() {
+                for (a, v) in alive.iter_mut().zip(row) {
+                    *a |= v.to_f().abs() >= DEAD || v.is_nan();
+                }
+            }
+            (0..u).filter(|&j| !alive[j]).collect()
+        }
+    };
+    UnitReport {
+        layer: tr.name.clone(),
+        kind: tr.kind,
+        units: u,
+        saturation,
+        timescale,
+        dead,
+    }
+}

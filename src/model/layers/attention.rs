@@ -1,0 +1,128 @@
+/*!
+`Attention` (Luong: dot-product, or `score_mode="concat"`) and `AdditiveAttention` (Bahdanau) over
+`(batch, Tq, dim)` queries and `(batch, Tv, dim)` values/keys, as Keras 3 computes them:
+
+- scores `(batch, Tq, Tv)`: dot `q·kᵀ` (times `scale` with `use_scale`); concat
+  `concat_score_weight · Σ tanh(scale·(q + k))`; additive `Σ scale ⊙ tanh(q + k)` (`scale` a `(dim,)`
+  vector with `use_scale`, else 1);
+- where the value mask (and, with `use_causal_mask`, the causal mask `j ≤ i`) says a key is padding, the
+  score is lowered by 1e9 (Keras's float32 value);
+- `softmax` over the keys, times the values; rows whose query is masked are zero.
+*/
+
+use crate::cell::Real;
+use ndarray::{Array2, Array3, ArrayView2, ArrayView3};
+
+/// How scores are computed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Score<T> {
+    /// `q·kᵀ`, times `scale` when present.
+    Dot {
+        /// The learned scalar (`use_scale=True`).
+        scale: Option<T>,
+    },
+    /// `weight · Σ tanh(scale·(q + k))`.
+    Concat {
+        /// The learned scalar (`use_scale=True`).
+        scale: Option<T>,
+        /// `concat_score_weight`.
+        weight: T,
+    },
+    /// `Σ scale ⊙ tanh(q + k)` (AdditiveAttention).
+    Additive {
+        /// The learned `(dim,)` vector (`use_scale=True`).
+        scale: Option<Vec<T>>,
+    },
+}
+
+/// The attention output `(batch, Tq, value_dim)`.
+pub fn attention<T: Real>(
+    q: ArrayView3<'_, T>,
+    v: ArrayView3<'_, T>,
+    k: ArrayView3<'_, T>,
+    score: &Score<T>,
+    q_mask: Option<ArrayView2<'_, bool>>,
+    v_mask: Option<ArrayView2<'_, bool>>,
+    causal: bool,
+) -> Array3<T> {
+    let (batch, tq, dim) = q.dim();
+    let tv = k.dim().1;
+    let vdim = v.dim().2;
+    let mut out = Array3::zeros((batch, tq, vdim));
+    let big = T::lit(1.0e9);
+    for b in 0..batch {
+        let mut s = Array2::<T>::zeros((tq, tv));
+        for i in 0..tq {
+            for j in 0..tv {
+                let mut acc = T::zero();
+                match score {
+                    Score::Dot { .. } => {
+                        for d in 0..dim {
+                            acc = acc + q[[b, i, d]] * k[[b, j, d]];
+                        }
+                    }
+                    Score::Concat { scale, .. } => {
+                        for d in 0..dim {
+                            let x = q[[b, i, d]] + k[[b, j, d]];
+                            acc = acc + scale.map_or(x, |s| s * x).tanh();
+                        }
+                    }
+                    Score::Additive { scale } => {
+                        for d in 0..dim {
+                            let t = (q[[b, i, d]] + k[[b, j, d]]).tanh();
+                            acc = acc + scale.as_ref().map_or(t, |s| s[d] * t);
+                        }
+                    }
+                }
+                acc = match score {
+                    Score::Dot { scale: Some(s) } => acc * *s,
+                    Score::Concat { weight, .. } => *weight * acc,
+                    _ => acc,
+                };
+                let padded = v_mask.is_some_and(|m| !m[[b, j]]) || (causal && j > i);
+                s[[i, j]] = if padded { acc - big } else { acc };
+            }
+        }
+        for i in 0..tq {
+            let row = s.row(i);
+            let max = row.iter().copied().fold(T::neg_infinity(), T::max);
+            let e: Vec<T> = row.iter().map(|&x| (x - max).exp()).collect();
+            let sum = e.iter().fold(T::zero(), |a, &x| a + x);
+            if q_mask.is_some_and(|m| !m[[b, i]]) {
+                continue; // a masked query's row is zero
+            }
+            for d in 0..vdim {
+                let mut acc = T::zero();
+                for (j, w) in e.iter().enumerate() {
+                    acc = acc + (*w / sum) * v[[b, j, d]];
+                }
+                out[[b, i, d]] = acc;
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn causal_first_query_sees_only_the_first_value() {
+        let q = Array3::from_shape_vec((1, 2, 1), vec![1.0f64, 1.0]).unwrap();
+        let v = Array3::from_shape_vec((1, 2, 1), vec![3.0, 5.0]).unwrap();
+        let out = attention(
+            q.view(),
+            v.view(),
+            v.view(),
+            &Score::Dot { scale: None },
+            None,
+            None,
+            true,
+        );
+        assert_eq!(out[[0, 0, 0]], 3.0);
+        // second query: softmax([3, 5]) weights
+        let w = 1.0 / (1.0 + (2.0f64).exp());
+        assert!((out[[0, 1, 0]] - (3.0 * w + 5.0 * (1.0 - w))).abs() < 1e-12);
+    }
+}

@@ -1,0 +1,231 @@
+/*!
+`rnntrace explain` as text: the predictions, the top contributions of the shown sequence (step, feature,
+value per method), its per-step totals (with occlusion), completeness, the initial-state term, and one unit
+table per recurrent layer sorted by timescale (longest memory first).
+*/
+
+use super::number::fmt;
+use crate::cell::Real;
+use crate::explain::{Explanation, IgRule, Methods};
+use comfy_table::{Cell, CellAlignment, Table};
+use ndarray::{Array2, Array3, ArrayView2, s};
+use std::fmt::Write;
+
+/// What the explain renderers show.
+#[derive(Debug, Clone)]
+pub struct ExplainReport<'a, T> {
+    /// The result.
+    pub e: &'a Explanation<T>,
+    /// The input, (sequences, timesteps, features).
+    pub x: &'a Array3<T>,
+    /// The mask, when one was given (true = used).
+    pub mask: Option<&'a Array2<bool>>,
+    /// The explained output.
+    pub output: usize,
+    /// The methods run.
+    pub methods: Methods,
+    /// One name per feature.
+    pub feature_names: Vec<String>,
+    /// The sequence tables and the heat map show.
+    pub sequence: usize,
+    /// Rows of the top-contributions table.
+    pub top: usize,
+    /// The model file or cell, for the heading.
+    pub title: String,
+    /// Integrated gradients' rule and steps.
+    pub ig: (IgRule, usize),
+    /// `float32` or `float64`.
+    pub precision: &'static str,
+}
+
+fn table() -> Table {
+    let mut t = Table::new();
+    t.load_style(comfy_table::presets::UTF8_FULL_CONDENSED);
+    t.force_no_tty();
+    t
+}
+
+fn right(s: String) -> Cell {
+    Cell::new(s).set_alignment(CellAlignment::Right)
+}
+
+/// The (T, F) attribution maps of sequence `seq`, per method, in method order.
+pub fn maps<'a, T: Real>(
+    e: &'a Explanation<T>,
+    seq: usize,
+) -> Vec<(&'static str, ArrayView2<'a, T>)> {
+    [
+        ("gradient", &e.gradient),
+        ("input_x_gradient", &e.input_x_gradient),
+        ("integrated_gradients", &e.integrated_gradients),
+    ]
+    .into_iter()
+    .filter_map(|(n, a)| a.as_ref().map(|a| (n, a.slice(s![seq, .., ..]))))
+    .collect()
+}
+
+/// The whole text output.
+pub fn render<T: Real>(r: &ExplainReport<'_, T>) -> String {
+    let e = r.e;
+    let seq = r.sequence;
+    let mut out = String::new();
+    let (b, t, _) = r.x.dim();
+    let _ = writeln!(
+        out,
+        "explain {}: output {} of {}, {b} sequence{} × {t} steps, {}",
+        r.title,
+        r.output,
+        e.outputs,
+        if b == 1 { "" } else { "s" },
+        r.precision
+    );
+    let _ = writeln!(
+        out,
+        "sequence {seq}: prediction {}   baseline prediction {}   difference {}",
+        fmt(e.prediction[seq].to_f()),
+        fmt(e.baseline_prediction[seq].to_f()),
+        fmt(e.prediction[seq].to_f() - e.baseline_prediction[seq].to_f())
+    );
+    let masked = |ti: usize| r.mask.is_some_and(|m| !m[[seq, ti]]);
+    let maps = maps(e, seq);
+    for (name, m) in &maps {
+        let mut cells: Vec<(usize, usize, f64)> = m
+            .indexed_iter()
+            .map(|((ti, j), v)| (ti, j, v.to_f()))
+            .collect();
+        cells.sort_by(|a, b| b.2.abs().total_cmp(&a.2.abs()));
+        let mut tb = table();
+        tb.set_header(vec!["rank", "step", "feature", name]);
+        for (k, (ti, j, v)) in cells.iter().take(r.top).enumerate() {
+            tb.add_row(vec![
+                right(k.to_string()),
+                right(ti.to_string()),
+                Cell::new(&r.feature_names[*j]),
+                right(fmt(*v)),
+            ]);
+        }
+        let _ = writeln!(
+            out,
+            "\ntop {} contributions ({name}), sequence {seq}:\n{tb}",
+            r.top.min(cells.len())
+        );
+    }
+    if !maps.is_empty() || e.occlusion.is_some() {
+        let mut tb = table();
+        let mut head = vec!["step".to_string()];
+        head.extend(maps.iter().map(|(n, _)| format!("Σ {n}")));
+        if e.occlusion.is_some() {
+            head.push("occlusion".into());
+        }
+        tb.set_header(head);
+        for ti in 0..t {
+            let mut row = vec![right(format!(
+                "{ti}{}",
+                if masked(ti) { " (masked)" } else { "" }
+            ))];
+            for (_, m) in &maps {
+                row.push(right(fmt(m.row(ti).iter().map(|v| v.to_f()).sum())));
+            }
+            if let Some(o) = &e.occlusion {
+                row.push(right(fmt(o[[seq, ti]].to_f())));
+            }
+            tb.add_row(row);
+        }
+        let _ = writeln!(out, "\nper-step totals, sequence {seq}:\n{tb}");
+    }
+    if let Some(c) = &e.completeness {
+        let d = e.prediction[seq].to_f() - e.baseline_prediction[seq].to_f();
+        let sum = c[seq].to_f() + d;
+        let worst = c
+            .iter()
+            .zip(e.prediction.iter().zip(&e.baseline_prediction))
+            .map(|(c, (p, q))| c.to_f().abs() / (p.to_f() - q.to_f()).abs().max(1e-12))
+            .fold(0.0f64, f64::max);
+        let _ = writeln!(
+            out,
+            "\nintegrated gradients ({}, {} steps): Σ attributions {} vs f(x) − f(baseline) {}: gap {} ({:.3}% ; worst over sequences {:.3}%)",
+            r.ig.0.name(),
+            r.ig.1,
+            fmt(sum),
+            fmt(d),
+            fmt(c[seq].to_f()),
+            100.0 * c[seq].to_f().abs() / d.abs().max(1e-12),
+            100.0 * worst
+        );
+        if worst > 0.01 {
+            let _ = writeln!(
+                out,
+                "note: a gap over 1% means more --ig-steps (kinked activations converge slowly), or a model that jumps at the baseline (Masking whose mask_value the baseline equals: every baseline step is masked, no point on the path is)"
+            );
+        }
+    }
+    if let Some((h, c)) = &e.initial_state_gradient {
+        let norm = |a: ArrayView2<'_, T>| a.iter().map(|v| v.to_f() * v.to_f()).sum::<f64>().sqrt();
+        let _ = writeln!(
+            out,
+            "\ninitial state term, sequence {seq}: |∂y/∂h0| = {}{}",
+            fmt(norm(h.slice(s![seq..seq + 1, ..]))),
+            c.as_ref()
+                .map(|c| format!("   |∂y/∂c0| = {}", fmt(norm(c.slice(s![seq..seq + 1, ..])))))
+                .unwrap_or_default()
+        );
+    }
+    for u in &e.units {
+        let mut tb = table();
+        let mut head = vec!["unit".to_string()];
+        let ts = u.timescale.as_ref();
+        if let Some(ts) = ts {
+            head.push(format!("T data (mean {})", ts.gate));
+            head.push("T bias".into());
+        }
+        for sat in &u.saturation {
+            head.push(format!("{} <0.1", sat.gate));
+            head.push(format!("{} >0.9", sat.gate));
+        }
+        head.push("dead".into());
+        tb.set_header(head);
+        let mut order: Vec<usize> = (0..u.units).collect();
+        if let Some(ts) = ts {
+            order.sort_by(|&a, &b| {
+                let key = |j: usize| {
+                    if ts.data[j].is_nan() {
+                        f64::NEG_INFINITY
+                    } else {
+                        ts.data[j]
+                    }
+                };
+                key(b).total_cmp(&key(a))
+            });
+        }
+        for j in order {
+            let mut row = vec![right(j.to_string())];
+            if let Some(ts) = ts {
+                row.push(right(format!(
+                    "{} ({})",
+                    fmt(ts.data[j]),
+                    fmt(ts.mean_gate[j])
+                )));
+                row.push(right(
+                    ts.bias
+                        .as_ref()
+                        .map(|b| fmt(b[j]))
+                        .unwrap_or_else(|| "-".into()),
+                ));
+            }
+            for sat in &u.saturation {
+                row.push(right(format!("{:.1}%", 100.0 * sat.left[j])));
+                row.push(right(format!("{:.1}%", 100.0 * sat.right[j])));
+            }
+            row.push(Cell::new(if u.dead.contains(&j) { "dead" } else { "" }));
+            tb.add_row(row);
+        }
+        let _ = writeln!(
+            out,
+            "\nunits of {} ({}, {} units; saturation over unmasked steps of all sequences, sorted by timescale):\n{tb}",
+            u.layer,
+            u.kind.display_name(),
+            u.units
+        );
+    }
+    out
+}

@@ -1,0 +1,495 @@
+//! `run --model` on the layers around the recurrent cells (issue 12): Embedding (masks included),
+//! Conv1D, pooling, normalisation, RepeatVector, Permute, padding and cropping, and small versions of the
+//! keras.io examples, each written by real Keras 3.15 / tf-keras 2.21 (fixtures/generate_real_models.py).
+//! Tolerance 1e-5 (atol and rtol, rnntrace's default), as for the other float32 models (golden.rs): the
+//! largest differences seen are below 5e-7 (LayerNormalization's rsqrt).
+
+use crate::{fixtures, rnntrace, run};
+use std::path::PathBuf;
+
+fn dir(name: &str) -> PathBuf {
+    fixtures().join("real_models").join(name)
+}
+
+fn model_file(name: &str) -> &'static str {
+    if dir(name).join("model.keras").exists() {
+        "model.keras"
+    } else {
+        "model.h5"
+    }
+}
+
+/// `run --model … --input input.npy --expected expected.npy`: rnntrace's own verdict against
+/// model.predict, and the largest error it reports.
+fn passes(name: &str) {
+    let (code, out, err) = run(rnntrace().current_dir(dir(name)).args([
+        "run",
+        "--model",
+        model_file(name),
+        "--input",
+        "input.npy",
+        "--expected",
+        "expected.npy",
+        "-q",
+    ]));
+    assert_eq!(code, 0, "{name}: {out}{err}");
+    assert!(out.starts_with("PASS"), "{name}: {out}");
+}
+
+/// The fixtures with a test of their own below (several inputs or outputs, refusals, other input files).
+const TESTED_BY_NAME: &[&str] = &[
+    "lambda_layer",
+    "mixed_float16",
+    "two_input_concat",
+    "tf_keras_two_input",
+    "encoder_decoder",
+    "tf_keras_encoder_decoder",
+    "rnn_stacked_cells",
+    "luong_dot_attention",
+    "two_outputs",
+    "attention_value_mask",
+];
+
+/// One test per fixture that runs on `input.npy` (a failure names its fixture); and a check that every
+/// fixture directory is listed here or in [`TESTED_BY_NAME`], so none is silently skipped.
+macro_rules! real_model_cases {
+    ($($case:ident),* $(,)?) => {
+        mod passes_against_keras {
+            $(#[test] fn $case() { super::passes(stringify!($case)); })*
+        }
+
+        #[test]
+        fn every_real_model_fixture_is_tested() {
+            let listed = [$(stringify!($case)),*];
+            let mut dirs: Vec<String> = std::fs::read_dir(fixtures().join("real_models"))
+                .unwrap()
+                .map(|e| e.unwrap())
+                .filter(|e| e.path().is_dir())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect();
+            dirs.sort();
+            assert!(dirs.len() >= 50, "fixtures missing: {dirs:?}");
+            for d in &dirs {
+                assert!(
+                    listed.contains(&d.as_str()) || TESTED_BY_NAME.contains(&d.as_str()),
+                    "fixture real_models/{d} has no test"
+                );
+            }
+            for d in TESTED_BY_NAME {
+                assert!(dirs.iter().any(|x| x == d), "real_models/{d} is missing");
+            }
+        }
+    };
+}
+
+real_model_cases!(
+    embedding_lstm,
+    embedding_mask_gru,
+    embedding_mask_float_ids,
+    imdb_bidirectional,
+    imdb_bidirectional_mask,
+    embedding_mask_through_dense,
+    embedding_mask_gap,
+    embedding_mask_gmp,
+    embedding_mask_conv_drops,
+    embedding_h5,
+    tf_keras_embedding,
+    functional_embedding_mask,
+    conv1d_valid,
+    conv1d_same_strides,
+    conv1d_causal_dilation,
+    conv1d_groups_nobias,
+    conv1d_h5,
+    tf_keras_conv1d,
+    maxpool_avgpool,
+    avgpool_same_stride1,
+    conv_timeseries,
+    batchnorm_lstm,
+    layernorm_gru,
+    addition_seq2seq,
+    permute_pad_crop,
+    // Functional graphs: returned states, merges, masks through merges, one input; RNN(cell).
+    rnn_lstm_cell,
+    rnn_simple_cell_h5,
+    lstm_return_state,
+    rs_return_state,
+    merges,
+    masked_merge,
+    gru_state_into_gru,
+    // Attention: self-attention; masked queries and keys; causal with a key and score_mode concat;
+    // AdditiveAttention with and without scale.
+    attention_unmasked,
+    attention_masked_dot,
+    attention_causal_concat,
+    additive_attention,
+    additive_attention_noscale,
+    // Options and graphs beyond the first fixtures: rms_scaling, an even kernel with same padding and
+    // dilation, pooling strides beyond the window, GAP keepdims, BatchNormalization on 2-D; a Masking
+    // mask through a graph.
+    layernorm_rms,
+    conv_even_same,
+    masking_graph,
+);
+
+/// Runs `run` on a case with another input file; returns (exit code, stderr).
+fn run_with_input(name: &str, input: &str) -> (i32, String) {
+    let (code, _, err) = run(rnntrace().current_dir(dir(name)).args([
+        "run",
+        "--model",
+        model_file(name),
+        "--input",
+        input,
+    ]));
+    (code, err)
+}
+
+#[test]
+fn out_of_range_and_fractional_ids_are_named() {
+    let (code, err) = run_with_input("embedding_mask_gru", "input_out_of_range.npy");
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("input_out_of_range.npy")
+            && err.contains("sequence 1, step 2 holds the id 25, which is outside the vocabulary")
+            && err.contains("0..20"),
+        "{err}"
+    );
+    let (code, err) = run_with_input("embedding_mask_gru", "input_fractional.npy");
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("sequence 0, step 1 holds the id 2.5, which is not a whole number"),
+        "{err}"
+    );
+}
+
+#[test]
+fn lambda_is_refused_by_name_with_the_way_forward() {
+    let (code, err) = run_with_input("lambda_layer", "input.npy");
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("layer 'lambda' (Lambda): a Lambda layer: its computation is Python code")
+            && err.contains("examples/export_keras.py"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+#[test]
+fn mixed_float16_is_refused_never_run_in_float32() {
+    let (code, err) = run_with_input("mixed_float16", "input.npy");
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("layer 'lstm' (LSTM): its dtype policy is 'mixed_float16', which rnntrace does not emulate")
+            && err.contains("set_global_policy(\"float32\")"),
+        "{err}"
+    );
+}
+
+#[test]
+fn inspect_shows_the_whole_model_and_marks_what_run_cannot_compute() {
+    let (code, out, err) = run(rnntrace().current_dir(dir("lambda_layer")).args([
+        "inspect",
+        "--model",
+        "model.keras",
+        "--color",
+        "never",
+    ]));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("lambda") && out.contains("lstm"), "{out}");
+    assert!(
+        out.contains("`run` cannot compute layer 'lambda' (Lambda)"),
+        "{out}"
+    );
+    let (code, out, err) = run(rnntrace().current_dir(dir("mixed_float16")).args([
+        "inspect",
+        "--model",
+        "model.keras",
+        "--color",
+        "never",
+    ]));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(
+            "`run` cannot compute layer 'lstm' (LSTM): its dtype policy is 'mixed_float16'"
+        ),
+        "{out}"
+    );
+}
+
+#[test]
+fn inspect_counts_the_new_layers_parameters() {
+    // Embedding(20, 4) = 80, GRU(3) on 4 features (reset_after) = 3·(4·3 + 3·3 + 2·3) = 81, Dense(1) = 4:
+    // Keras's model.count_params() is 165.
+    let (code, out, err) = run(rnntrace().current_dir(dir("embedding_mask_gru")).args([
+        "inspect",
+        "--model",
+        "model.keras",
+        "--color",
+        "never",
+    ]));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("Total params: 165"), "{out}");
+}
+
+/// `run` with several `--input` arguments (as given) against expected.npy.
+fn passes_with(name: &str, inputs: &[&str]) {
+    let mut args = vec!["run", "--model", model_file(name)];
+    for i in inputs {
+        args.extend(["--input", i]);
+    }
+    args.extend(["--expected", "expected.npy", "-q"]);
+    let (code, out, err) = run(rnntrace().current_dir(dir(name)).args(&args));
+    assert_eq!(code, 0, "{name}: {out}{err}");
+    assert!(out.starts_with("PASS"), "{name}: {out}");
+}
+
+#[test]
+fn two_inputs_in_order() {
+    passes_with("two_input_concat", &["input_seq.npy", "input_static.npy"]);
+    passes_with("tf_keras_two_input", &["input_seq.npy", "input_static.npy"]);
+}
+
+#[test]
+fn two_inputs_by_name_in_any_order() {
+    passes_with(
+        "two_input_concat",
+        &["static=input_static.npy", "seq=input_seq.npy"],
+    );
+}
+
+#[test]
+fn encoder_decoder_passes_states_as_initial_state() {
+    passes_with(
+        "encoder_decoder",
+        &["input_encoder_in.npy", "input_decoder_in.npy"],
+    );
+    passes_with(
+        "tf_keras_encoder_decoder",
+        &["input_encoder_in.npy", "input_decoder_in.npy"],
+    );
+}
+
+/// An `.npz` trace holds one input array: a model with several inputs is refused before anything runs
+/// (exit 2, one line naming the file and the fix), and no file is left behind.
+#[test]
+fn npz_trace_of_a_several_input_model_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let npz = tmp.path().join("t.npz");
+    let (code, out, err) = run(rnntrace().current_dir(dir("encoder_decoder")).args([
+        "run",
+        "--model",
+        "model.keras",
+        "--input",
+        "input_encoder_in.npy",
+        "--input",
+        "input_decoder_in.npy",
+        "--trace",
+        npz.to_str().unwrap(),
+    ]));
+    assert_eq!(code, 2, "{out}{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("t.npz") && err.contains("2 inputs") && err.contains("FILE.json"),
+        "{err}"
+    );
+    assert!(!npz.exists());
+}
+
+#[test]
+fn a_missing_or_misshapen_input_is_named() {
+    let (code, _, err) = run(rnntrace().current_dir(dir("two_input_concat")).args([
+        "run",
+        "--model",
+        "model.keras",
+        "--input",
+        "input_seq.npy",
+    ]));
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("has 2 input(s) (seq, static); 1 --input given"),
+        "{err}"
+    );
+    // Swapped without names: the static features do not fit the sequence input.
+    let (code, _, err) = run(rnntrace().current_dir(dir("two_input_concat")).args([
+        "run",
+        "--model",
+        "model.keras",
+        "--input",
+        "input_static.npy",
+        "--input",
+        "input_seq.npy",
+    ]));
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("input_static.npy")
+            && err.contains("input 'seq' of the model takes (batch, 6, 3)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn stacked_cells_are_refused_with_the_equivalent_model() {
+    let (code, err) = run_with_input("rnn_stacked_cells", "input.npy");
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("layer 'rnn' (RNN): RNN([cells]) (StackedRNNCells) is not supported yet")
+            && err.contains("one recurrent layer per cell"),
+        "{err}"
+    );
+}
+
+#[test]
+fn luong_attention_with_dot_layers() {
+    passes_with(
+        "luong_dot_attention",
+        &["input_encoder_in.npy", "input_decoder_in.npy"],
+    );
+}
+
+/// `run` on the two-output model with the given `--expected` files; (exit code, stdout, stderr).
+fn two_outputs_with(expected: &[&str]) -> (i32, String, String) {
+    let mut args = vec![
+        "run",
+        "--model",
+        "model.keras",
+        "--input",
+        "input.npy",
+        "-q",
+    ];
+    for e in expected {
+        args.extend(["--expected", e]);
+    }
+    run(rnntrace().current_dir(dir("two_outputs")).args(&args))
+}
+
+#[test]
+fn several_outputs_are_each_compared_and_named() {
+    let (code, out, err) = two_outputs_with(&["expected_0.npy", "expected_1.npy"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("output 'tags': PASS"), "{out}");
+    assert!(out.contains("output 'label': PASS"), "{out}");
+    // A wrong count names the outputs; a swapped order names the file whose shape does not fit.
+    let (code, _, err) = two_outputs_with(&["expected_0.npy"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("the model has 2 output(s) ('tags', 'label'): give one per output"),
+        "{err}"
+    );
+    let (code, _, err) = two_outputs_with(&["expected_1.npy", "expected_0.npy"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("expected_0.npy: expected output has shape (4, 6, 2); the model's output has shape (4, 1)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_wrong_second_output_fails_the_run_and_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bad = tmp.path().join("label_off.npy");
+    let (shape, mut values) = crate::npy(&dir("two_outputs").join("expected_1.npy"));
+    values[2] += 0.01;
+    let payload: Vec<u8> = values
+        .iter()
+        .flat_map(|v| (*v as f32).to_le_bytes())
+        .collect();
+    std::fs::write(&bad, crate::npy_bytes("<f4", &shape, &payload)).unwrap();
+    let (code, out, err) = two_outputs_with(&["expected_0.npy", bad.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("output 'tags': PASS"), "{out}");
+    assert!(
+        out.contains("output 'label': FAIL: 1 of 4 values differ"),
+        "{out}"
+    );
+}
+
+#[test]
+fn attention_with_masked_values_and_two_inputs() {
+    passes_with(
+        "attention_value_mask",
+        &["input_query.npy", "input_ids.npy"],
+    );
+}
+
+#[test]
+fn inspect_shows_a_graph_inputs_and_what_each_layer_reads() {
+    let (code, out, err) = run(rnntrace().current_dir(dir("encoder_decoder")).args([
+        "inspect",
+        "--model",
+        "model.keras",
+        "--color",
+        "never",
+    ]));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("inputs encoder_in (None, 5, 3), decoder_in (None, 4, 2); outputs 'dense'"),
+        "{out}"
+    );
+    assert!(
+        out.contains("decoder_in, initial_state=[lstm #1, lstm #2]"),
+        "{out}"
+    );
+}
+
+#[test]
+fn layers_and_output_names_are_checked_on_a_model_with_two_inputs() {
+    // `run` learns the layer names and the output count from a run on one sequence of every input.
+    let with = |extra: &[&str]| {
+        let mut args = vec![
+            "run",
+            "--model",
+            "model.keras",
+            "--input",
+            "input_encoder_in.npy",
+            "--input",
+            "input_decoder_in.npy",
+            "--expected",
+            "expected.npy",
+            "-q",
+        ];
+        args.extend(extra);
+        run(rnntrace().current_dir(dir("encoder_decoder")).args(&args))
+    };
+    let (code, out, err) = with(&["--layers", "lstm_1"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with("PASS"), "{out}");
+    let (code, _, err) = with(&["--layers", "nope"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--layers: no recurrent layer named 'nope'; the model has: lstm, lstm_1"),
+        "{err}"
+    );
+    let (code, _, err) = with(&["--output-names", "a,b"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--output-names gives 2 names; the model has 12 outputs per sequence"),
+        "{err}"
+    );
+}
+
+#[test]
+fn an_output_over_a_named_input_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    for f in ["model.keras", "input_static.npy"] {
+        std::fs::copy(dir("two_input_concat").join(f), tmp.path().join(f)).unwrap();
+    }
+    let seq = tmp.path().join("seq.png");
+    std::fs::copy(dir("two_input_concat").join("input_seq.npy"), &seq).unwrap();
+    let before = std::fs::read(&seq).unwrap();
+    let (code, _, err) = run(rnntrace().current_dir(tmp.path()).args([
+        "run",
+        "--model",
+        "model.keras",
+        "--input",
+        "seq=seq.png",
+        "--input",
+        "static=input_static.npy",
+        "--plot",
+        "seq.png",
+    ]));
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("seq.png: is an input of this run; refusing to write over it"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&seq).unwrap(), before);
+}
