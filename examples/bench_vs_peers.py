@@ -1,7 +1,7 @@
 """rnntrace against PyTorch, Keras and a numpy loop, on the same case, in one run.
 
     pip install tensorflow-cpu==2.21.0 torch numpy
-    cargo build --release
+    cargo build --release    # and GNU time at /usr/bin/time (peak memory)
     python examples/bench_vs_peers.py [--batch 512 --steps 100 --features 32 --units 128] [--repeats 7]
 
 For LSTM and GRU it builds one Keras layer with random weights, writes its weights (.npz) and a random input,
@@ -14,7 +14,10 @@ then times (median of --repeats warm runs, 2 threads everywhere):
     (the whole command: reading the input, computing, writing the full trace);
   - the same with RNNTRACE_KERNELS=avx2 (the fused steps compiled for AVX2) and RNNTRACE_KERNELS=portable
     (the portable kernels: gemm products and separate activation passes);
-  - rnntrace --record none (predictions only).
+  - rnntrace --record none (predictions only);
+  - the whole model (the layer -> Dense(1), saved as model.keras) with `rnntrace run --model`: with the full
+    .npz trace of every layer, and with --quiet --expected only, side by side with that model's
+    model.predict in the same run; peak memory (max RSS) of each rnntrace process.
 It checks rnntrace's predictions against Keras's (--expected, 1e-5) and prints a table with ratios, then a
 scaling table (rnntrace compute_s as batch, timesteps and units double).
 """
@@ -72,15 +75,29 @@ def rnntrace(args, repeats, env=None):
         for i, a in enumerate(args):
             if a == "--trace" and os.path.exists(args[i + 1]):
                 os.remove(args[i + 1])  # time writing the trace, not unlinking the previous run's
-        out = subprocess.run([BIN, *args, "--timings"], capture_output=True, text=True,
-                             env={**os.environ, **(env or {})})
-        if out.returncode not in (0,):
+        # Peak memory from GNU time (a small parent): a child forked from this Python process would report
+        # Python's own resident memory (TensorFlow loaded) as its high-water mark.
+        fd, rss_file = tempfile.mkstemp()
+        os.close(fd)
+        t = time.perf_counter()
+        out = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", rss_file, BIN, *args, "--timings"],
+                             capture_output=True, text=True, env={**os.environ, **(env or {})})
+        wall = time.perf_counter() - t
+        if out.returncode != 0:
             sys.exit(f"rnntrace failed ({out.returncode}): {out.stderr}")
-        return json.loads(out.stderr.strip().splitlines()[-1])
+        with open(rss_file) as f:
+            maxrss_kb = float(f.read().split()[-1])
+        os.remove(rss_file)
+        err = out.stderr
+        r = json.loads(err.strip().splitlines()[-1])
+        r["wall_s"] = wall  # the whole process as the caller sees it (start-up and exit included)
+        r["maxrss_mb"] = maxrss_kb / 1024
+        return r
     once()
     runs = [once() for _ in range(repeats)]
     med = {k: float(np.median([r[k] for r in runs])) for k in runs[0] if k.endswith("_s")}
     med["kernels"] = runs[0].get("kernels", "?")
+    med["maxrss_mb"] = max(r["maxrss_mb"] for r in runs)
     return med
 
 
@@ -147,12 +164,24 @@ def main():
 
         base = [cell, "--weights", wpath, "--input", os.path.join(tmp, "x.npy"), "--quiet"]
         trace = os.path.join(tmp, f"{cell}_trace.npz")
+        # The whole model: this layer -> Dense(1), saved as .keras, against its own model.predict.
+        whole = keras.Sequential([keras.Input((T, F)), layer, keras.layers.Dense(1)])
+        mpath = os.path.join(tmp, f"{cell}_model.keras")
+        whole.save(mpath)
+        mexp = os.path.join(tmp, f"{cell}_model_expected.npy")
+        np.save(mexp, whole.predict(x, batch_size=B, verbose=0))
+        t_keras_model = median_time(lambda: whole.predict(x, batch_size=B, verbose=0), a.repeats)
+        mbase = ["run", "--model", mpath, "--input", os.path.join(tmp, "x.npy"), "--expected", mexp, "--quiet"]
+        mtrace = os.path.join(tmp, f"{cell}_model_trace.npz")
+        run_full = rnntrace(mbase + ["--trace", mtrace], a.repeats)
+        run_quiet = rnntrace(mbase, a.repeats)
         full = rnntrace(base + ["--record", "all", "--trace", trace, "--expected", os.path.join(tmp, f"{cell}_expected.npy")], a.repeats)
         none = rnntrace(base + ["--record", "none"], a.repeats)
         portable = rnntrace(base + ["--record", "all", "--trace", trace], a.repeats, {"RNNTRACE_KERNELS": "portable"})
         avx2 = rnntrace(base + ["--record", "all", "--trace", trace], a.repeats, {"RNNTRACE_KERNELS": "avx2"})
         gflop = 2 * B * T * (F + U) * (4 if cell == "lstm" else 3) * U / 1e9
-        rows.append((cell, t_torch, t_keras, t_numpy, full, none, gflop, os.path.getsize(trace), portable, t_torch_min, avx2))
+        rows.append((cell, t_torch, t_keras, t_numpy, full, none, gflop, os.path.getsize(trace), portable, t_torch_min, avx2,
+                     t_keras_model, run_full, run_quiet, os.path.getsize(mtrace)))
 
     print(f"\ncase: {B} sequences x {T} steps x {F} features -> {U} units, float32, 2 threads; median of {a.repeats} warm runs\n")
     print("| | LSTM | GRU |")
@@ -169,6 +198,12 @@ def main():
     line("rnntrace compute, predictions only (--record none)", lambda r: f"{r[5]['compute_s']:.3f} s")
     line("rnntrace whole command: read, compute, write full .npz trace", lambda r: f"{r[4]['total_s']:.3f} s ({r[4]['total_s'] / r[2]:.2f}x Keras predict)")
     line("trace size", lambda r: f"{r[7] / 1e6:.0f} MB")
+    line("peak memory (max RSS), whole command with the .npz trace", lambda r: f"{r[4]['maxrss_mb']:.0f} MB")
+    line("**whole model** (the layer -> Dense(1), model.keras): Keras model.predict", lambda r: f"{r[11]:.3f} s")
+    line("rnntrace run --model --expected --trace FILE.npz --quiet: whole process (load, compute, write)", lambda r: f"**{r[12]['wall_s']:.3f} s** ({r[12]['wall_s'] / r[11]:.2f}x Keras predict; load {r[12]['load_s']:.3f}, compute {r[12]['compute_s']:.3f}, write {r[12]['write_s']:.3f})")
+    line("rnntrace run --model --expected --quiet: whole process", lambda r: f"{r[13]['wall_s']:.3f} s ({r[13]['wall_s'] / r[11]:.2f}x Keras predict; compute {r[13]['compute_s']:.3f})")
+    line("run --model peak memory (max RSS): with the .npz trace / without", lambda r: f"{r[12]['maxrss_mb']:.0f} MB / {r[13]['maxrss_mb']:.0f} MB")
+    line("run --model trace size", lambda r: f"{r[14] / 1e6:.0f} MB")
     line("matrix-product FLOPs", lambda r: f"{r[6]:.1f} GFLOP ({r[6] / r[4]['compute_s']:.0f} GFLOP/s)")
     if a.no_scaling:
         return

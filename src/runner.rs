@@ -113,37 +113,95 @@ fn strip_path(e: &Error) -> String {
     }
 }
 
-/// Runs one recurrent layer (or one direction of a Bidirectional) over `x`.
+/// What a model run records of its recurrent layers.
+///
+/// Every layer records what the next one needs (a `return_sequences` layer's output sequence, streamed into
+/// the next layer's input block by block), what `keep` asks for in memory, and what the stream asks for.
+pub struct Recording<'a, T> {
+    /// What the returned traces hold. With [`Record::NONE`] each layer runs streamed
+    /// ([`engine::STREAM_STEPS`] steps at a time), its trace holds only final states and outputs, and its
+    /// input is not kept either (`x` has 0 timesteps); anything else keeps every step in memory.
+    pub keep: Record,
+    /// Receives every block of every recurrent layer as it is computed (an `.npz` trace).
+    pub stream: Option<&'a mut dyn LayerSink<T>>,
+}
+
+impl<T> Recording<'_, T> {
+    /// Everything in memory, nothing streamed: what [`run_model`] does.
+    pub fn all() -> Recording<'static, T> {
+        Recording {
+            keep: Record::ALL,
+            stream: None,
+        }
+    }
+}
+
+/// Receives the recorded steps of every recurrent layer of a model run.
+pub trait LayerSink<T> {
+    /// What to record of every layer for this sink.
+    fn record(&self) -> Record;
+    /// One block of steps of layer `layer` (its traced name: a Bidirectional's `name/forward`), the first
+    /// being processing step `t0`.
+    fn block(&mut self, layer: &str, t0: usize, stores: &engine::Stores<T>) -> Result<()>;
+}
+
+fn union(a: Record, b: Record) -> Record {
+    Record {
+        gates: a.gates || b.gates,
+        pre: a.pre || b.pre,
+        states: a.states || b.states,
+    }
+}
+
+/// Runs one recurrent layer (or one direction of a Bidirectional) over `x`; with `sequence`, also returns
+/// its `return_sequences` output in processing order `(batch, steps, h_units)`, zeros at masked steps when
+/// `zero_output_for_mask`.
+#[allow(clippy::too_many_arguments)]
 fn run_recurrent<T: Real>(
     model: &SavedModel,
     name: &str,
     r: &Recurrent,
-    x: &Array3<T>,
+    x: ndarray::CowArray<'_, T, ndarray::Ix3>,
     mask: Option<&Array2<bool>>,
     kernels: Kernels,
-) -> Result<LayerTrace<T>> {
-    run_recurrent_from(model, name, r, x, mask, (None, None), kernels)
+    sequence: bool,
+    rec: &mut Recording<'_, T>,
+) -> Result<(LayerTrace<T>, Option<Array3<T>>)> {
+    run_recurrent_from(
+        model,
+        name,
+        r,
+        x,
+        mask,
+        (None, None),
+        kernels,
+        sequence,
+        rec,
+    )
 }
 
 /// [`run_recurrent`] from given initial states `(h0, c0)` (`initial_state=[h, c]`), zeros where absent.
+#[allow(clippy::too_many_arguments)]
 fn run_recurrent_from<T: Real>(
     model: &SavedModel,
     name: &str,
     r: &Recurrent,
-    x: &Array3<T>,
+    x: ndarray::CowArray<'_, T, ndarray::Ix3>,
     mask: Option<&Array2<bool>>,
     (h0, c0): (Option<Array2<T>>, Option<Array2<T>>),
     kernels: Kernels,
-) -> Result<LayerTrace<T>> {
+    sequence: bool,
+    rec: &mut Recording<'_, T>,
+) -> Result<(LayerTrace<T>, Option<Array3<T>>)> {
     let w = cell_weights::<T>(model, name, r)?;
-    let carry_state = stateful_carry(model, name, r, x.shape()[0])?;
-    if x.shape()[2] != w.features {
+    let (batch, _, features) = x.dim();
+    let carry_state = stateful_carry(model, name, r, batch)?;
+    if features != w.features {
         return Err(Error::input(
             &model.path,
             format!(
-                "layer '{name}' expects {} features per step; it receives {}",
+                "layer '{name}' expects {} features per step; it receives {features}",
                 w.features,
-                x.shape()[2]
             ),
         ));
     }
@@ -159,13 +217,75 @@ fn run_recurrent_from<T: Real>(
         carry_state,
     };
     let input = LayerInput {
-        x: x.view().into(),
+        x,
         mask: mask.map(|m| m.view()),
         h0,
         c0,
     };
-    let mut no_sink = |_: usize, _: &engine::Stores<T>| Ok(());
-    engine::run_layer_using(&w, &spec, input, Record::ALL, None, &mut no_sink, kernels)
+    trace_layer(
+        &w,
+        &spec,
+        input,
+        kernels,
+        sequence.then_some(r.zero_output_for_mask),
+        rec,
+    )
+}
+
+/// Runs `w` through the engine, recording what `rec` and the next layer need (`sequence`: the output
+/// sequence is needed, zeroed at masked steps when `Some(true)`). The sequence is `h_units()` wide (a
+/// projected LSTM's projection width).
+fn trace_layer<T: Real>(
+    w: &CellWeights<T>,
+    spec: &LayerSpec,
+    input: LayerInput<'_, T>,
+    kernels: Kernels,
+    sequence: Option<bool>,
+    rec: &mut Recording<'_, T>,
+) -> Result<(LayerTrace<T>, Option<Array3<T>>)> {
+    let (batch, steps, features) = input.x.dim();
+    let hw = w.h_units();
+    let mut record = rec.keep;
+    if let Some(s) = rec.stream.as_ref() {
+        record = union(record, s.record());
+    }
+    if sequence.is_some() {
+        record = union(record, Record::STATES);
+    }
+    let lean = rec.keep == Record::NONE;
+    let chunk = lean.then_some(engine::STREAM_STEPS);
+    let mut seq_out = sequence.map(|_| Array3::<T>::zeros((batch, steps, hw)));
+    let zero_masked = sequence == Some(true);
+    let name = spec.name.as_str();
+    let stream = &mut rec.stream;
+    let mut sink = |t0: usize, st: &engine::Stores<T>| -> Result<()> {
+        if let Some(o) = seq_out.as_mut() {
+            let src = st
+                .out
+                .as_ref()
+                .or(st.h.as_ref())
+                .expect("states are recorded when the output sequence is needed");
+            for k in 0..st.steps() {
+                for b in 0..batch {
+                    let mut dst = o.slice_mut(s![b, t0 + k, ..]);
+                    if zero_masked && st.masked[[k, b]] {
+                        dst.fill(T::zero());
+                    } else {
+                        dst.assign(&src.slice(s![k, b, ..]));
+                    }
+                }
+            }
+        }
+        if let Some(s) = stream.as_mut() {
+            s.block(name, t0, st)?;
+        }
+        Ok(())
+    };
+    let mut l = engine::run_layer_using(w, spec, input, record, chunk, &mut sink, kernels)?;
+    if lean {
+        l.x = Array3::zeros((batch, 0, features));
+    }
+    Ok((l, seq_out))
 }
 
 /// What an `RNN([cells])` computed: one trace per cell, the layer's output (the last cell's) with its mask,
@@ -185,10 +305,10 @@ fn run_stacked<T: Real>(
     model: &SavedModel,
     name: &str,
     cells: &[Recurrent],
-    x: &Array3<T>,
-    mask: Option<&Array2<bool>>,
+    (x, mask): (&Array3<T>, Option<&Array2<bool>>),
     initial: Vec<Array2<T>>,
     kernels: Kernels,
+    rec: &mut Recording<'_, T>,
 ) -> Result<StackedRun<T>> {
     let n_states = |r: &Recurrent| if r.cell == RecurrentCell::Lstm { 2 } else { 1 };
     let wanted: usize = cells.iter().map(n_states).sum();
@@ -209,6 +329,7 @@ fn run_stacked<T: Real>(
     };
     let mut initial = initial.into_iter();
     let mut seq = x.clone();
+    let mut top_sequence = None;
     let mut traces = Vec::with_capacity(cells.len());
     let mut states = Vec::with_capacity(wanted);
     for (i, r) in cells.iter().enumerate() {
@@ -231,27 +352,39 @@ fn run_stacked<T: Real>(
         } else {
             None
         };
-        let l = run_recurrent_from(model, &cell_name, r, &seq, mask, (h0, c0), kernels)?;
+        let inner = i + 1 < cells.len();
+        let (l, out) = run_recurrent_from(
+            model,
+            &cell_name,
+            r,
+            seq.view().into(),
+            mask,
+            (h0, c0),
+            kernels,
+            inner || last.return_sequences,
+            rec,
+        )?;
         states.push(l.final_h.clone());
         if let Some(c) = &l.final_c {
             states.push(c.clone());
         }
-        if i + 1 < cells.len() {
+        match out {
             // What cell i+1 reads at each step is cell i's output at that step (masked steps are skipped
             // by cell i+1 too, so what they hold does not matter); back to time order for a backward layer.
-            let mut next = sequence_output(&l, false);
-            if r.go_backwards {
-                next.invert_axis(Axis(1));
+            Some(mut next) if inner => {
+                if r.go_backwards {
+                    next.invert_axis(Axis(1));
+                }
+                seq = next;
             }
-            seq = next;
+            out => top_sequence = out,
         }
         traces.push(l);
     }
     let top = traces.last().ok_or_else(|| bad("holds no cells".into()))?;
-    let output = if last.return_sequences {
-        Tensor::Seq(sequence_output(top, last.zero_output_for_mask))
-    } else {
-        Tensor::Flat(top.last_output.clone())
+    let output = match top_sequence {
+        Some(o) if last.return_sequences => Tensor::Seq(o),
+        _ => Tensor::Flat(top.last_output.clone()),
     };
     Ok(StackedRun {
         traces,
@@ -281,24 +414,6 @@ fn stateful_carry(model: &SavedModel, name: &str, r: &Recurrent, batch: usize) -
             ),
         )),
     }
-}
-
-/// The layer's return_sequences output in processing order, `(batch, steps, units)`, with zeros at masked
-/// steps when the layer says `zero_output_for_mask`.
-fn sequence_output<T: Real>(l: &LayerTrace<T>, zero_masked: bool) -> Array3<T> {
-    let out = l
-        .out
-        .as_ref()
-        .map(|o| o.view().permuted_axes([1, 0, 2]).to_owned());
-    let mut out = out.unwrap_or_else(|| Array3::zeros((l.sequences(), l.steps(), l.units)));
-    if zero_masked && l.masked.nrows() == l.steps() {
-        for ((t, b), &m) in l.masked.indexed_iter() {
-            if m {
-                out.slice_mut(s![b, t, ..]).fill(T::zero());
-            }
-        }
-    }
-    out
 }
 
 /// `act(x·K + b)` on the last axis of a tensor.
@@ -522,11 +637,12 @@ fn apply<T: Real>(
     mask: &mut Option<Array2<bool>>,
     layers: &mut Vec<LayerTrace<T>>,
     kernels: Kernels,
+    rec: &mut Recording<'_, T>,
 ) -> Result<Tensor<T>> {
     let name = layer.name.as_str();
-    let need_seq = |v: &Tensor<T>| -> Result<Array3<T>> {
+    let need_seq = |v: Tensor<T>| -> Result<Array3<T>> {
         match v {
-            Tensor::Seq(a) => Ok(a.clone()),
+            Tensor::Seq(a) => Ok(a),
             Tensor::Flat(a) => Err(Error::input(
                 &model.path,
                 format!(
@@ -540,7 +656,7 @@ fn apply<T: Real>(
     let value = match &layer.kind {
         LayerKind::Input | LayerKind::Identity => value,
         LayerKind::Masking { mask_value } => {
-            let x = need_seq(&value)?;
+            let x = need_seq(value)?;
             let m = engine::mask_from_value(x.view(), T::lit(*mask_value));
             let mut y = x;
             for ((b, t), &keep) in m.indexed_iter() {
@@ -552,12 +668,20 @@ fn apply<T: Real>(
             Tensor::Seq(y)
         }
         LayerKind::Recurrent(r) => {
-            let x = need_seq(&value)?;
-            let l = run_recurrent(model, name, r, &x, mask.as_ref(), kernels)?;
-            let v = if r.return_sequences {
-                Tensor::Seq(sequence_output(&l, r.zero_output_for_mask))
-            } else {
-                Tensor::Flat(l.last_output.clone())
+            let x = need_seq(value)?;
+            let (l, seq) = run_recurrent(
+                model,
+                name,
+                r,
+                x.into(),
+                mask.as_ref(),
+                kernels,
+                r.return_sequences,
+                rec,
+            )?;
+            let v = match seq {
+                Some(o) => Tensor::Seq(o),
+                None => Tensor::Flat(l.last_output.clone()),
             };
             if !r.return_sequences {
                 *mask = None;
@@ -566,8 +690,16 @@ fn apply<T: Real>(
             v
         }
         LayerKind::StackedRecurrent(cells) => {
-            let x = need_seq(&value)?;
-            let run = run_stacked(model, name, cells, &x, mask.as_ref(), Vec::new(), kernels)?;
+            let x = need_seq(value)?;
+            let run = run_stacked(
+                model,
+                name,
+                cells,
+                (&x, mask.as_ref()),
+                Vec::new(),
+                kernels,
+                rec,
+            )?;
             if !cells.last().is_some_and(|r| r.return_sequences) {
                 *mask = None;
             }
@@ -579,12 +711,30 @@ fn apply<T: Real>(
             backward,
             merge_mode,
         } => {
-            let x = need_seq(&value)?;
+            let x = need_seq(value)?;
             let mode = merge_mode.clone().unwrap_or_default();
             let fname = format!("{name}/forward");
             let bname = format!("{name}/backward");
-            let lf = run_recurrent(model, &fname, forward, &x, mask.as_ref(), kernels)?;
-            let lb = run_recurrent(model, &bname, backward, &x, mask.as_ref(), kernels)?;
+            let (lf, of) = run_recurrent(
+                model,
+                &fname,
+                forward,
+                x.view().into(),
+                mask.as_ref(),
+                kernels,
+                forward.return_sequences,
+                rec,
+            )?;
+            let (lb, ob) = run_recurrent(
+                model,
+                &bname,
+                backward,
+                x.into(),
+                mask.as_ref(),
+                kernels,
+                forward.return_sequences,
+                rec,
+            )?;
             let bad_mode = || {
                 Error::input(
                     &model.path,
@@ -593,9 +743,7 @@ fn apply<T: Real>(
                     ),
                 )
             };
-            let v = if forward.return_sequences {
-                let of = sequence_output(&lf, forward.zero_output_for_mask);
-                let mut ob = sequence_output(&lb, backward.zero_output_for_mask);
+            let v = if let (Some(of), Some(mut ob)) = (of, ob) {
                 if backward.go_backwards {
                     ob.invert_axis(Axis(1)); // back to time order
                 }
@@ -686,7 +834,7 @@ fn apply<T: Real>(
             spec,
             activation,
         } => {
-            let x = need_seq(&value)?;
+            let x = need_seq(value)?;
             let k = array3::<T>(kernel);
             if x.shape()[2] != k.shape()[1] * spec.groups {
                 return Err(Error::input(
@@ -713,7 +861,7 @@ fn apply<T: Real>(
             apply_activation(model, name, activation, Tensor::Seq(y))?
         }
         LayerKind::Pool1D(spec) => {
-            let x = need_seq(&value)?;
+            let x = need_seq(value)?;
             if spec.out_len(x.shape()[1]).is_none() {
                 return Err(Error::input(
                     &model.path,
@@ -728,7 +876,7 @@ fn apply<T: Real>(
             Tensor::Seq(layers::pool::pool1d(x.view(), spec))
         }
         LayerKind::GlobalPool1D { max, keepdims } => {
-            let x = need_seq(&value)?;
+            let x = need_seq(value)?;
             // GlobalAveragePooling1D averages the kept steps; GlobalMaxPooling1D ignores the mask.
             let y = layers::pool::global_pool1d(x.view(), mask.as_ref().map(|m| m.view()), *max);
             *mask = None;
@@ -811,7 +959,7 @@ fn apply<T: Real>(
             }
         }
         LayerKind::Permute { swap } => {
-            let x = need_seq(&value)?;
+            let x = need_seq(value)?;
             *mask = None;
             if *swap {
                 Tensor::Seq(layers::shape::swap_time_features(x.view()))
@@ -820,12 +968,12 @@ fn apply<T: Real>(
             }
         }
         LayerKind::ZeroPadding1D { left, right } => {
-            let x = need_seq(&value)?;
+            let x = need_seq(value)?;
             *mask = None;
             Tensor::Seq(layers::shape::zero_pad(x.view(), *left, *right))
         }
         LayerKind::Cropping1D { left, right } => {
-            let x = need_seq(&value)?;
+            let x = need_seq(value)?;
             *mask = None;
             Tensor::Seq(layers::shape::crop(x.view(), *left, *right).ok_or_else(|| {
                 Error::input(
@@ -1049,14 +1197,24 @@ pub fn run_model_using<T: Real>(
     x: Tensor<T>,
     kernels: Kernels,
 ) -> Result<ModelRun<T>> {
+    run_model_recording(model, x, kernels, &mut Recording::all())
+}
+
+/// [`run_model_using`] recording what `rec` asks for (and streaming it to `rec.stream`).
+pub fn run_model_recording<T: Real>(
+    model: &SavedModel,
+    x: Tensor<T>,
+    kernels: Kernels,
+    rec: &mut Recording<'_, T>,
+) -> Result<ModelRun<T>> {
     if model.graph.is_some() {
-        return run_graph_using(model, vec![x], kernels);
+        return run_graph_recording(model, vec![x], kernels, rec);
     }
     let mut value = x;
     let mut mask: Option<Array2<bool>> = None;
     let mut layers = Vec::new();
     for layer in model.compute_layers() {
-        value = apply(model, layer, value, &mut mask, &mut layers, kernels)?;
+        value = apply(model, layer, value, &mut mask, &mut layers, kernels, rec)?;
     }
     Ok(ModelRun {
         layers,
@@ -1124,6 +1282,16 @@ pub fn run_graph_using<T: Real>(
     model: &SavedModel,
     inputs: Vec<Tensor<T>>,
     kernels: Kernels,
+) -> Result<ModelRun<T>> {
+    run_graph_recording(model, inputs, kernels, &mut Recording::all())
+}
+
+/// [`run_graph_using`] recording what `rec` asks for (and streaming it to `rec.stream`).
+pub fn run_graph_recording<T: Real>(
+    model: &SavedModel,
+    inputs: Vec<Tensor<T>>,
+    kernels: Kernels,
+    rec: &mut Recording<'_, T>,
 ) -> Result<ModelRun<T>> {
     let err = |what: String| Error::input(&model.path, what);
     let g = model
@@ -1311,7 +1479,15 @@ pub fn run_graph_using<T: Real>(
                         ))),
                     })
                     .collect::<Result<Vec<_>>>()?;
-                let run = run_stacked(model, name, cells, &x, mask.as_ref(), initial, kernels)?;
+                let run = run_stacked(
+                    model,
+                    name,
+                    cells,
+                    (&x, mask.as_ref()),
+                    initial,
+                    kernels,
+                    rec,
+                )?;
                 let keep_mask = cells.last().is_some_and(|r| r.return_sequences);
                 let mut outs = vec![(run.output, if keep_mask { mask } else { None })];
                 if cells.iter().any(|r| r.return_state) {
@@ -1351,14 +1527,20 @@ pub fn run_graph_using<T: Real>(
                 });
                 let h0 = flat.next().transpose()?;
                 let c0 = flat.next().transpose()?;
-                let l = run_recurrent_from(model, name, r, &x, mask.as_ref(), (h0, c0), kernels)?;
-                let mut outs = vec![if r.return_sequences {
-                    (
-                        Tensor::Seq(sequence_output(&l, r.zero_output_for_mask)),
-                        mask,
-                    )
-                } else {
-                    (Tensor::Flat(l.last_output.clone()), None)
+                let (l, seq) = run_recurrent_from(
+                    model,
+                    name,
+                    r,
+                    x.into(),
+                    mask.as_ref(),
+                    (h0, c0),
+                    kernels,
+                    r.return_sequences,
+                    rec,
+                )?;
+                let mut outs = vec![match seq {
+                    Some(o) => (Tensor::Seq(o), mask),
+                    None => (Tensor::Flat(l.last_output.clone()), None),
                 }];
                 if r.return_state {
                     outs.push((Tensor::Flat(l.final_h.clone()), None));
@@ -1380,7 +1562,7 @@ pub fn run_graph_using<T: Real>(
                 let Some((v, mut m)) = args.into_iter().next() else {
                     unreachable!("one argument")
                 };
-                let out = apply(model, layer, v, &mut m, &mut traces, kernels)?;
+                let out = apply(model, layer, v, &mut m, &mut traces, kernels, rec)?;
                 vec![(out, m)]
             }
         };
@@ -1490,6 +1672,18 @@ pub fn run_torch_stack_using<T: Real>(
     head: Option<&crate::weights::DenseWeights<f64>>,
     kernels: Kernels,
 ) -> Result<ModelRun<T>> {
+    run_torch_stack_recording(src, kind, x, head, kernels, &mut Recording::all())
+}
+
+/// [`run_torch_stack_using`] recording what `rec` asks for (and streaming it to `rec.stream`).
+pub fn run_torch_stack_recording<T: Real>(
+    src: &NamedArrays,
+    kind: CellKind,
+    x: Array3<T>,
+    head: Option<&crate::weights::DenseWeights<f64>>,
+    kernels: Kernels,
+    rec: &mut Recording<'_, T>,
+) -> Result<ModelRun<T>> {
     let names: Vec<&str> = src
         .arrays
         .iter()
@@ -1532,16 +1726,8 @@ pub fn run_torch_stack_using<T: Real>(
                 h0: None,
                 c0: None,
             };
-            let l = engine::run_layer_using(
-                &w,
-                &spec,
-                li,
-                Record::ALL,
-                None,
-                &mut |_, _| Ok(()),
-                kernels,
-            )?;
-            let mut o = sequence_output(&l, false);
+            let (l, o) = trace_layer(&w, &spec, li, kernels, Some(false), rec)?;
+            let mut o = o.expect("the output sequence was asked for");
             if reverse {
                 o.invert_axis(Axis(1)); // back to time order
             }

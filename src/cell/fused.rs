@@ -1,7 +1,11 @@
 /*!
-Fused steps for the cells as Keras builds them by default (float32, `sigmoid` gates, `tanh` activation):
-the LSTM, and the GRU with `reset_after=True`; written once over a small vector abstraction (`Simd`) and
-compiled for AVX-512 (16 lanes) and for AVX2 with FMA (8 lanes), chosen at run time.
+Fused steps for float32: the LSTM, the GRU with `reset_after=True` and the SimpleRNN, with the activations
+`sigmoid`, `tanh`, `hard_sigmoid` (Keras 3's `relu6(x + 3) / 6`), `hard_sigmoid_keras2`
+(`clip(0.2x + 0.5, 0, 1)`), `relu` and `linear`; written once over a small vector abstraction (`Simd`) and
+compiled for AVX-512 (16 lanes) and for AVX2 with FMA (8 lanes), chosen at run time. Keras's defaults
+(`sigmoid` gates, `tanh`) are compiled as constants; other activations are chosen per vector by a match the
+branch predictor settles. (The GRU with `reset_after=False` needs the whole reset gate before its recurrent
+product, a second pass per step: it runs on the portable cells.)
 
 One step is one pass over register tiles of `MR` sequences × one vector of units (AVX-512: 6 × 16, using
 24 of the 32 vector registers for accumulators; AVX2: 2 × 8, 8 of 16). For a tile, every gate's
@@ -38,6 +42,33 @@ pub enum FusedKind {
     Lstm,
     /// GRU with `reset_after=True`, gates z, r, h.
     GruResetAfter,
+    /// SimpleRNN, one block: `h = act(x·W + h·U + b)`.
+    Simple,
+}
+
+/// The activations the fused steps compute (see [`Activation`] for the definitions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Act {
+    Sigmoid,
+    Tanh,
+    HardSigmoid,
+    HardSigmoidKeras2,
+    Relu,
+    Linear,
+}
+
+impl Act {
+    fn of(a: Activation) -> Option<Act> {
+        Some(match a {
+            Activation::Sigmoid => Act::Sigmoid,
+            Activation::Tanh => Act::Tanh,
+            Activation::HardSigmoid => Act::HardSigmoid,
+            Activation::HardSigmoidKeras2 => Act::HardSigmoidKeras2,
+            Activation::Relu => Act::Relu,
+            Activation::Linear => Act::Linear,
+            _ => return None,
+        })
+    }
 }
 
 impl FusedKind {
@@ -46,6 +77,7 @@ impl FusedKind {
         match self {
             FusedKind::Lstm => 4,
             FusedKind::GruResetAfter => 3,
+            FusedKind::Simple => 1,
         }
     }
 }
@@ -58,14 +90,16 @@ pub fn fused_kind(
     recurrent_activation: Activation,
     allowed: Kernels,
 ) -> Option<(FusedKind, Kernels)> {
-    if activation != Activation::Tanh || recurrent_activation != Activation::Sigmoid {
-        return None;
-    }
+    Act::of(activation)?;
     let kind = match w.kind {
         CellKind::Lstm => FusedKind::Lstm,
         CellKind::Gru if w.reset_after => FusedKind::GruResetAfter,
-        _ => return None,
+        CellKind::SimpleRnn => FusedKind::Simple,
+        CellKind::Gru => return None,
     };
+    if kind != FusedKind::Simple {
+        Act::of(recurrent_activation)?;
+    }
     #[cfg(target_arch = "x86_64")]
     {
         let avx512 = std::is_x86_feature_detected!("avx512f");
@@ -94,6 +128,10 @@ pub fn fused_kind(
 pub struct Packed {
     kind: FusedKind,
     isa: Kernels,
+    /// `activation` (candidate, cell output; SimpleRNN's only one).
+    act: Act,
+    /// `recurrent_activation` (gates).
+    rec: Act,
     units: usize,
     features: usize,
     panels: usize,
@@ -115,7 +153,15 @@ impl Packed {
         isa: Kernels,
     ) -> Option<Packed> {
         let (kind, isa) = fused_kind(w, activation, recurrent_activation, isa)?;
-        Some(Packed::build(w, kind, isa))
+        let mut p = Packed::build(w, kind, isa);
+        p.act = Act::of(activation)?;
+        p.rec = Act::of(recurrent_activation).unwrap_or(Act::Sigmoid);
+        Some(p)
+    }
+
+    /// Whether the activations are Keras's defaults (sigmoid gates, tanh), compiled as constants.
+    fn is_default(&self) -> bool {
+        (self.rec, self.act) == (Act::Sigmoid, Act::Tanh)
     }
 
     /// The step this packing is for.
@@ -168,6 +214,7 @@ impl Packed {
                 let slots = match kind {
                     FusedKind::Lstm => [b(0), b(1), b(2), b(3)],
                     FusedKind::GruResetAfter => [b(0) + rb(0), b(1) + rb(1), b(2), rb(2)],
+                    FusedKind::Simple => [b(0), 0.0, 0.0, 0.0],
                 };
                 for (s, v) in slots.into_iter().enumerate() {
                     init[p * 4 * lanes + s * lanes + j] = v;
@@ -177,6 +224,8 @@ impl Packed {
         Packed {
             kind,
             isa,
+            act: Act::Tanh,
+            rec: Act::Sigmoid,
             units: u,
             features: f,
             panels,
@@ -276,7 +325,7 @@ trait Simd {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{FusedKind, Packed, Simd, StepPtrs};
+    use super::{Act, FusedKind, Packed, Simd, StepPtrs};
     use std::arch::x86_64::*;
 
     /// AVX-512F: 16 lanes, mask registers.
@@ -525,6 +574,119 @@ mod x86 {
         }
     }
 
+    /// `a` per lane. Called with constants on the default path (the match folds away).
+    ///
+    /// # Safety
+    /// Only inside a function compiled with `S`'s instruction set, on a CPU that has it.
+    #[inline(always)]
+    unsafe fn apply<S: Simd>(a: Act, x: S::V) -> S::V {
+        // max/min return their second operand when either is NaN: NaN propagates as in the portable cells.
+        unsafe {
+            match a {
+                Act::Sigmoid => sigmoid::<S>(x),
+                Act::Tanh => tanh::<S>(x),
+                Act::HardSigmoid => S::mul(
+                    S::min(
+                        S::splat(6.0),
+                        S::max(S::splat(0.0), S::add(x, S::splat(3.0))),
+                    ),
+                    S::splat(1.0 / 6.0),
+                ),
+                Act::HardSigmoidKeras2 => S::min(
+                    S::splat(1.0),
+                    S::max(S::splat(0.0), S::fmadd(x, S::splat(0.2), S::splat(0.5))),
+                ),
+                Act::Relu => S::max(S::splat(0.0), x),
+                Act::Linear => x,
+            }
+        }
+    }
+
+    /// The activations a tile applies: `(recurrent_activation, activation)`; Keras's defaults as
+    /// constants when `D`.
+    #[inline(always)]
+    fn acts<const D: bool>(packed: &Packed) -> (Act, Act) {
+        if D {
+            (Act::Sigmoid, Act::Tanh)
+        } else {
+            (packed.rec, packed.act)
+        }
+    }
+
+    /// One kind of tile (one cell's step on a tile of rows), so that each kind's tile loop is its own
+    /// function: all kinds in one function made its frame overflow a 2 MiB thread stack in debug builds.
+    trait TileKind {
+        /// # Safety
+        /// As `step`, inside a function compiled with `S`'s instruction set, on a CPU that has it.
+        unsafe fn tile<S: Simd, const N: usize, const D: bool>(
+            packed: &Packed,
+            p: &StepPtrs,
+            t: &Tile<S>,
+        );
+    }
+
+    struct LstmTile;
+    struct GruTile;
+    struct SimpleTile;
+
+    impl TileKind for LstmTile {
+        #[inline(always)]
+        unsafe fn tile<S: Simd, const N: usize, const D: bool>(
+            packed: &Packed,
+            p: &StepPtrs,
+            t: &Tile<S>,
+        ) {
+            // SAFETY: forwarded.
+            unsafe { lstm::<S, N, D>(packed, p, t) }
+        }
+    }
+
+    impl TileKind for GruTile {
+        #[inline(always)]
+        unsafe fn tile<S: Simd, const N: usize, const D: bool>(
+            packed: &Packed,
+            p: &StepPtrs,
+            t: &Tile<S>,
+        ) {
+            // SAFETY: forwarded.
+            unsafe { gru::<S, N, D>(packed, p, t) }
+        }
+    }
+
+    impl TileKind for SimpleTile {
+        #[inline(always)]
+        unsafe fn tile<S: Simd, const N: usize, const D: bool>(
+            packed: &Packed,
+            p: &StepPtrs,
+            t: &Tile<S>,
+        ) {
+            // SAFETY: forwarded.
+            unsafe { simple::<S, N, D>(packed, p, t) }
+        }
+    }
+
+    /// One kind's step compiled for AVX-512F.
+    ///
+    /// # Safety
+    /// As `step`, on a CPU with AVX-512F, for a packing of kind `K`.
+    #[target_feature(enable = "avx512f")]
+    #[inline(never)]
+    unsafe fn panels_avx512<K: TileKind, const D: bool>(packed: &Packed, p: &StepPtrs) {
+        // SAFETY: forwarded; AVX-512F is enabled here.
+        unsafe { step_panels::<Avx512, 6, D, K>(packed, p) }
+    }
+
+    /// One kind's step compiled for AVX2 and FMA.
+    ///
+    /// # Safety
+    /// As `step`, on a CPU with AVX2 and FMA, for a packing of kind `K`.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline(never)]
+    unsafe fn panels_avx2<K: TileKind, const D: bool>(packed: &Packed, p: &StepPtrs) {
+        // SAFETY: forwarded; AVX2 and FMA are enabled here.
+        unsafe { step_panels::<Avx2, 2, D, K>(packed, p) }
+    }
+
     /// `step` compiled for AVX-512F.
     ///
     /// # Safety
@@ -532,7 +694,16 @@ mod x86 {
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn step_avx512(packed: &Packed, p: &StepPtrs) {
         // SAFETY: forwarded; AVX-512F is enabled here.
-        unsafe { step_panels::<Avx512, 6>(packed, p) }
+        unsafe {
+            match (packed.kind, packed.is_default()) {
+                (FusedKind::Lstm, true) => panels_avx512::<LstmTile, true>(packed, p),
+                (FusedKind::Lstm, false) => panels_avx512::<LstmTile, false>(packed, p),
+                (FusedKind::GruResetAfter, true) => panels_avx512::<GruTile, true>(packed, p),
+                (FusedKind::GruResetAfter, false) => panels_avx512::<GruTile, false>(packed, p),
+                (FusedKind::Simple, true) => panels_avx512::<SimpleTile, true>(packed, p),
+                (FusedKind::Simple, false) => panels_avx512::<SimpleTile, false>(packed, p),
+            }
+        }
     }
 
     /// `step` compiled for AVX2 and FMA.
@@ -542,7 +713,16 @@ mod x86 {
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn step_avx2(packed: &Packed, p: &StepPtrs) {
         // SAFETY: forwarded; AVX2 and FMA are enabled here.
-        unsafe { step_panels::<Avx2, 2>(packed, p) }
+        unsafe {
+            match (packed.kind, packed.is_default()) {
+                (FusedKind::Lstm, true) => panels_avx2::<LstmTile, true>(packed, p),
+                (FusedKind::Lstm, false) => panels_avx2::<LstmTile, false>(packed, p),
+                (FusedKind::GruResetAfter, true) => panels_avx2::<GruTile, true>(packed, p),
+                (FusedKind::GruResetAfter, false) => panels_avx2::<GruTile, false>(packed, p),
+                (FusedKind::Simple, true) => panels_avx2::<SimpleTile, true>(packed, p),
+                (FusedKind::Simple, false) => panels_avx2::<SimpleTile, false>(packed, p),
+            }
+        }
     }
 
     /// The step: panels of `S::LANES` units, tiles of up to `MR` rows.
@@ -551,7 +731,10 @@ mod x86 {
     /// As `step`: every pointer in `p` valid for the rows it addresses, outputs not overlapping
     /// inputs; and only inside a function compiled with `S`'s instruction set, on a CPU that has it.
     #[inline(always)]
-    unsafe fn step_panels<S: Simd, const MR: usize>(packed: &Packed, p: &StepPtrs) {
+    unsafe fn step_panels<S: Simd, const MR: usize, const D: bool, K: TileKind>(
+        packed: &Packed,
+        p: &StepPtrs,
+    ) {
         let (u, f) = (packed.units, packed.features);
         let lanes = S::LANES;
         assert_eq!(
@@ -575,19 +758,13 @@ mod x86 {
                 let mut r0 = 0;
                 while r0 < p.rows {
                     let t = Tile::<S> { r0, ..t };
-                    match (packed.kind, (p.rows - r0).min(MR)) {
-                        (FusedKind::Lstm, 6) => lstm::<S, 6>(packed, p, &t),
-                        (FusedKind::Lstm, 5) => lstm::<S, 5>(packed, p, &t),
-                        (FusedKind::Lstm, 4) => lstm::<S, 4>(packed, p, &t),
-                        (FusedKind::Lstm, 3) => lstm::<S, 3>(packed, p, &t),
-                        (FusedKind::Lstm, 2) => lstm::<S, 2>(packed, p, &t),
-                        (FusedKind::Lstm, _) => lstm::<S, 1>(packed, p, &t),
-                        (FusedKind::GruResetAfter, 6) => gru::<S, 6>(packed, p, &t),
-                        (FusedKind::GruResetAfter, 5) => gru::<S, 5>(packed, p, &t),
-                        (FusedKind::GruResetAfter, 4) => gru::<S, 4>(packed, p, &t),
-                        (FusedKind::GruResetAfter, 3) => gru::<S, 3>(packed, p, &t),
-                        (FusedKind::GruResetAfter, 2) => gru::<S, 2>(packed, p, &t),
-                        (FusedKind::GruResetAfter, _) => gru::<S, 1>(packed, p, &t),
+                    match (p.rows - r0).min(MR) {
+                        6 => K::tile::<S, 6, D>(packed, p, &t),
+                        5 => K::tile::<S, 5, D>(packed, p, &t),
+                        4 => K::tile::<S, 4, D>(packed, p, &t),
+                        3 => K::tile::<S, 3, D>(packed, p, &t),
+                        2 => K::tile::<S, 2, D>(packed, p, &t),
+                        _ => K::tile::<S, 1, D>(packed, p, &t),
                     }
                     r0 += MR;
                 }
@@ -689,9 +866,14 @@ mod x86 {
     /// As `step`: every pointer in `p` valid for the rows it addresses, outputs not overlapping
     /// inputs; and only inside a function compiled with `S`'s instruction set, on a CPU that has it.
     #[inline(always)]
-    unsafe fn lstm<S: Simd, const N: usize>(packed: &Packed, p: &StepPtrs, t: &Tile<S>) {
+    unsafe fn lstm<S: Simd, const N: usize, const D: bool>(
+        packed: &Packed,
+        p: &StepPtrs,
+        t: &Tile<S>,
+    ) {
         unsafe {
             let u = packed.units;
+            let (ga, ca) = acts::<D>(packed);
             let acc = accumulate::<S, N, 4>(packed, p, t, ([0, 1, 2, 3], [0, 1, 2, 3]));
             for (r, a) in acc.iter().enumerate() {
                 let row = t.r0 + r;
@@ -700,13 +882,13 @@ mod x86 {
                         store::<S>(p.pre[k], row, t, u, *v);
                     }
                 }
-                let i = sigmoid::<S>(a[0]);
-                let fg = sigmoid::<S>(a[1]);
-                let cand = tanh::<S>(a[2]);
-                let o = sigmoid::<S>(a[3]);
+                let i = apply::<S>(ga, a[0]);
+                let fg = apply::<S>(ga, a[1]);
+                let cand = apply::<S>(ca, a[2]);
+                let o = apply::<S>(ga, a[3]);
                 let c_old = load::<S>(p.c_prev, row, t, u);
                 let c = S::add(S::mul(fg, c_old), S::mul(i, cand));
-                let h = S::mul(o, tanh::<S>(c));
+                let h = S::mul(o, apply::<S>(ca, c));
                 if !p.gates[0].is_null() {
                     for (k, v) in [i, fg, cand, o].into_iter().enumerate() {
                         store::<S>(p.gates[k], row, t, u, v);
@@ -724,17 +906,22 @@ mod x86 {
     /// As `step`: every pointer in `p` valid for the rows it addresses, outputs not overlapping
     /// inputs; and only inside a function compiled with `S`'s instruction set, on a CPU that has it.
     #[inline(always)]
-    unsafe fn gru<S: Simd, const N: usize>(packed: &Packed, p: &StepPtrs, t: &Tile<S>) {
+    unsafe fn gru<S: Simd, const N: usize, const D: bool>(
+        packed: &Packed,
+        p: &StepPtrs,
+        t: &Tile<S>,
+    ) {
         unsafe {
             let u = packed.units;
+            let (ga, ca) = acts::<D>(packed);
             // Accumulators: z, r, the candidate's input part, its recurrent part.
             let acc = accumulate::<S, N, 3>(packed, p, t, ([0, 1, 2], [0, 1, 3]));
             for (r, a) in acc.iter().enumerate() {
                 let row = t.r0 + r;
-                let z = sigmoid::<S>(a[0]);
-                let rg = sigmoid::<S>(a[1]);
+                let z = apply::<S>(ga, a[0]);
+                let rg = apply::<S>(ga, a[1]);
                 let pre_h = S::add(a[2], S::mul(rg, a[3]));
-                let cand = tanh::<S>(pre_h);
+                let cand = apply::<S>(ca, pre_h);
                 let h_old = load::<S>(p.h_prev, row, t, u);
                 let h = S::add(S::mul(z, h_old), S::mul(S::sub(S::splat(1.0), z), cand));
                 if !p.pre[0].is_null() {
@@ -746,6 +933,35 @@ mod x86 {
                     for (k, v) in [z, rg, cand].into_iter().enumerate() {
                         store::<S>(p.gates[k], row, t, u, v);
                     }
+                }
+                store::<S>(p.h_new, row, t, u, h);
+            }
+        }
+    }
+
+    /// One SimpleRNN tile: `h = act(x·W + h·U + b)` for `N` rows (its one gate is the new state).
+    ///
+    /// # Safety
+    /// As `step`: every pointer in `p` valid for the rows it addresses, outputs not overlapping
+    /// inputs; and only inside a function compiled with `S`'s instruction set, on a CPU that has it.
+    #[inline(always)]
+    unsafe fn simple<S: Simd, const N: usize, const D: bool>(
+        packed: &Packed,
+        p: &StepPtrs,
+        t: &Tile<S>,
+    ) {
+        unsafe {
+            let u = packed.units;
+            let (_, ca) = acts::<D>(packed);
+            let acc = accumulate::<S, N, 1>(packed, p, t, ([0], [0]));
+            for (r, a) in acc.iter().enumerate() {
+                let row = t.r0 + r;
+                let h = apply::<S>(ca, a[0]);
+                if !p.pre[0].is_null() {
+                    store::<S>(p.pre[0], row, t, u, a[0]);
+                }
+                if !p.gates[0].is_null() {
+                    store::<S>(p.gates[0], row, t, u, h);
                 }
                 store::<S>(p.h_new, row, t, u, h);
             }
@@ -875,7 +1091,7 @@ mod tests {
     #[test]
     fn packings_exist_only_for_fused_instruction_sets_the_cpu_has() {
         use super::{Kernels, Packed};
-        use crate::cell::Activation::{HardSigmoid, Sigmoid, Tanh};
+        use crate::cell::Activation::{Sigmoid, Softsign, Tanh};
         let w = crate::cell::CellWeights::<f32> {
             kind: crate::cell::CellKind::Lstm,
             units: 3,
@@ -888,7 +1104,8 @@ mod tests {
             projection: None,
         };
         assert!(Packed::new(&w, Tanh, Sigmoid, Kernels::Portable).is_none());
-        assert!(Packed::new(&w, Tanh, HardSigmoid, Kernels::Avx512).is_none());
+        // An activation the fused steps do not compute.
+        assert!(Packed::new(&w, Tanh, Softsign, Kernels::Avx512).is_none());
         let has512 = std::is_x86_feature_detected!("avx512f");
         let has2 = std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
         let best = Packed::new(&w, Tanh, Sigmoid, Kernels::Avx512).map(|p| p.isa());

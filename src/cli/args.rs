@@ -149,15 +149,36 @@ pub struct RunArgs {
     /// What stdout gets.
     #[arg(help_heading = "Output", long, value_enum, default_value_t = FormatArg::Table)]
     pub format: FormatArg,
-    /// Also write the JSON trace to this file.
-    #[arg(help_heading = "Output", long, value_name = "FILE.json")]
+    /// Also write the trace of every recurrent layer to this file: FILE.json (the JSON schema) or FILE.npz (NumPy arrays under each layer's name, streamed to disk).
+    #[arg(help_heading = "Output", long, value_name = "FILE")]
     pub trace: Option<PathBuf>,
+    /// What an .npz trace keeps of every step: gates and states, states only, or nothing but the final states and outputs.
+    #[arg(help_heading = "Output", long, value_enum, default_value_t = RecordArg::All)]
+    pub record: RecordArg,
+    /// Also keep the pre-activations in an .npz trace (the JSON trace always has them).
+    #[arg(help_heading = "Output", long)]
+    pub record_pre: bool,
+    /// Print one JSON line of timings on stderr: load_s, compute_s, write_s, total_s.
+    #[arg(help_heading = "Output", long)]
+    pub timings: bool,
     #[command(flatten)]
     pub check: CheckArgs,
     #[command(flatten)]
     pub display: DisplayArgs,
     #[command(flatten)]
     pub plots: PlotArgs,
+}
+
+impl RecordArg {
+    /// What to record, `--record-pre` adding the pre-activations to `all`.
+    pub fn record(self, pre: bool) -> crate::trace::Record {
+        match self {
+            RecordArg::All if pre => crate::trace::Record::ALL,
+            RecordArg::All => crate::trace::Record::GATES,
+            RecordArg::States => crate::trace::Record::STATES,
+            RecordArg::None => crate::trace::Record::NONE,
+        }
+    }
 }
 
 /// Arguments of `inspect`.

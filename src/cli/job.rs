@@ -522,12 +522,7 @@ pub fn cell_job(kind: CellKind, a: &CellArgs, env: &Env) -> Result<CellJob> {
             format: a.format,
             trace: a.trace.clone(),
             display,
-            record: match a.record {
-                crate::cli::args::RecordArg::All if a.record_pre => crate::trace::Record::ALL,
-                crate::cli::args::RecordArg::All => crate::trace::Record::GATES,
-                crate::cli::args::RecordArg::States => crate::trace::Record::STATES,
-                crate::cli::args::RecordArg::None => crate::trace::Record::NONE,
-            },
+            record: a.record.record(a.record_pre),
             timings: a.timings,
             plots: a.plots.clone(),
             report,

@@ -207,11 +207,6 @@ fn is_npz(p: &Path) -> bool {
     p.extension().is_some_and(|e| e.eq_ignore_ascii_case("npz"))
 }
 
-/// Steps recorded per block when streaming to .npz. Each block is computed by every core, then written;
-/// 4 measured fastest for the 512 × 100 × 128 case (1 and 2 pay the cores' synchronisation per block,
-/// 8 no longer keeps a core's block in its 2 MiB L2), and memory stays at one block.
-const STREAM_STEPS: usize = 4;
-
 fn execute_as<T: Real>(job: &CellJob, title: &str, started: Instant) -> Result<Outcome> {
     for note in &job.notes {
         eprintln!("rnntrace: {note}");
@@ -258,7 +253,13 @@ fn execute_as<T: Real>(job: &CellJob, title: &str, started: Instant) -> Result<O
                 progress.set(t0 + stores.steps());
                 Ok(())
             };
-            let layer = run_prepared(job, &weights, inp, record, Some((STREAM_STEPS, &mut sink)))?;
+            let layer = run_prepared(
+                job,
+                &weights,
+                inp,
+                record,
+                Some((engine::STREAM_STEPS, &mut sink)),
+            )?;
             progress.finish();
             (layer, None)
         }
@@ -289,7 +290,13 @@ fn execute_as<T: Real>(job: &CellJob, title: &str, started: Instant) -> Result<O
                 progress.set(t0 + stores.steps());
                 Ok(())
             };
-            let layer = run_prepared(job, &weights, inp, record, Some((STREAM_STEPS, &mut sink)))?;
+            let layer = run_prepared(
+                job,
+                &weights,
+                inp,
+                record,
+                Some((engine::STREAM_STEPS, &mut sink)),
+            )?;
             progress.finish();
             (layer, Some(npz))
         }

@@ -8,20 +8,24 @@ use crate::cell::{Activation, Real};
 use crate::cli::args::{CellArg, FormatArg, PrecisionArg, RunArgs};
 use crate::cli::job::{self, Env};
 use crate::cli::load::{load_targets, series_input};
-use crate::cli::output::{self, Outcome};
+use crate::cli::output::{self, Outcome, Progress};
 use crate::compare;
+use crate::engine::Stores;
 use crate::error::{Error, Result, shape_str};
 use crate::io;
 use crate::model::{self, LayerKind, SavedModel};
 use crate::render::Report;
-use crate::runner::{self, Tensor};
-use crate::trace::{LayerTrace, Trace};
+use crate::render::npz::{ModelNpz, NpzLayer, NpzRun};
+use crate::runner::{self, LayerSink, Recording, Tensor};
+use crate::trace::{LayerTrace, Record, Trace};
 use crate::weights::{CellKind, DenseWeights, NamedArrays, pytorch};
-use ndarray::Array2;
+use ndarray::{Array2, Axis};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// `rnntrace run --model …`.
 pub fn run_model(a: &RunArgs, env: &Env) -> Result<Outcome> {
+    let started = Instant::now();
     // An `--input NAME=FILE` protects FILE too (whether NAME is an input is known only once loaded).
     let named: Vec<PathBuf> = a
         .input
@@ -39,17 +43,14 @@ pub fn run_model(a: &RunArgs, env: &Env) -> Result<Outcome> {
     );
     inputs.extend(a.dense.as_deref().map(Path::new));
     job::check_outputs(&inputs, a.trace.as_deref(), &a.plots)?;
-    if let Some(t) = a.trace.as_ref().filter(|t| {
-        !t.extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("json"))
-    }) {
+    if let Some(t) = a.trace.as_ref().filter(|t| !is_json(t) && !is_npz(t)) {
         return Err(Error::usage(format!(
-            "--trace {}: `run` writes JSON traces (FILE.json); .npz traces are for single layers (rnntrace lstm|gru)",
+            "--trace {}: the trace is written as FILE.json (the JSON schema) or FILE.npz (NumPy arrays); give one of those extensions",
             t.display()
         )));
     }
     if let Some(cell) = a.cell {
-        return run_torch(a, cell, env);
+        return run_torch(a, cell, env, started);
     }
     let weights_file = a.model.extension().is_some_and(|e| {
         ["json", "npz", "npy"]
@@ -90,16 +91,16 @@ pub fn run_model(a: &RunArgs, env: &Env) -> Result<Outcome> {
         }
         let xs = runner::assemble_inputs(&model, given)?;
         return match a.precision {
-            PrecisionArg::F32 => run_as::<f32>(a, &model, xs, None, env),
-            PrecisionArg::F64 => run_as::<f64>(a, &model, xs, None, env),
+            PrecisionArg::F32 => run_as::<f32>(a, &model, xs, None, env, started),
+            PrecisionArg::F64 => run_as::<f64>(a, &model, xs, None, env, started),
         };
     }
     let input = runner::split_named_input(&model, &a.input[0]).1;
     let raw = io::read_npy(&input)?;
     if let Some(x) = runner::embedding_input(&model, &raw, &input)? {
         return match a.precision {
-            PrecisionArg::F32 => run_as::<f32>(a, &model, vec![x], None, env),
-            PrecisionArg::F64 => run_as::<f64>(a, &model, vec![x], None, env),
+            PrecisionArg::F32 => run_as::<f32>(a, &model, vec![x], None, env, started),
+            PrecisionArg::F64 => run_as::<f64>(a, &model, vec![x], None, env, started),
         };
     }
     // The model's own input shape decides what the input is; without one, the first layer that says.
@@ -156,13 +157,13 @@ pub fn run_model(a: &RunArgs, env: &Env) -> Result<Outcome> {
         Tensor::Seq(x)
     };
     match a.precision {
-        PrecisionArg::F32 => run_as::<f32>(a, &model, vec![x], None, env),
-        PrecisionArg::F64 => run_as::<f64>(a, &model, vec![x], None, env),
+        PrecisionArg::F32 => run_as::<f32>(a, &model, vec![x], None, env, started),
+        PrecisionArg::F64 => run_as::<f64>(a, &model, vec![x], None, env, started),
     }
 }
 
 /// `run --model state.npz --cell lstm|gru`: a whole PyTorch module from its state dict.
-fn run_torch(a: &RunArgs, cell: CellArg, env: &Env) -> Result<Outcome> {
+fn run_torch(a: &RunArgs, cell: CellArg, env: &Env, started: Instant) -> Result<Outcome> {
     let kind = cell.kind();
     let full = crate::weights::load_arrays(&a.model, &[])?;
     let src = pytorch::select_module(full.clone(), a.module.as_deref())?;
@@ -215,8 +216,8 @@ fn run_torch(a: &RunArgs, cell: CellArg, env: &Env) -> Result<Outcome> {
     let x = vec![Tensor::Seq(x)];
     let torch = Some((&src, kind, head.as_ref()));
     let outcome = match a.precision {
-        PrecisionArg::F32 => run_as::<f32>(a, &model, x, torch, env),
-        PrecisionArg::F64 => run_as::<f64>(a, &model, x, torch, env),
+        PrecisionArg::F32 => run_as::<f32>(a, &model, x, torch, env, started),
+        PrecisionArg::F64 => run_as::<f64>(a, &model, x, torch, env, started),
     }?;
     if matches!(outcome, Outcome::Mismatch) && !a.time_major && raw.ndim() == 3 {
         eprintln!(
@@ -250,45 +251,115 @@ fn names_layer(wanted: &str, name: &str) -> bool {
     wanted == name || name.split('/').next() == Some(wanted)
 }
 
-/// Runs the model on its inputs (one per model input, in the model's order), first on one sequence to check
-/// what depends on the model (the layers `--layers` names, the number of outputs `--output-names` labels)
-/// before the whole batch is computed or anything written.
-fn compute<T: Real>(
-    a: &RunArgs,
+fn is_json(p: &Path) -> bool {
+    p.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("json"))
+}
+
+fn is_npz(p: &Path) -> bool {
+    p.extension().is_some_and(|e| e.eq_ignore_ascii_case("npz"))
+}
+
+/// Runs the model on its inputs (one per model input, in the model's order): a Functional graph, the
+/// PyTorch stack, or the layers in order; recording what `rec` asks for.
+fn go<T: Real>(
     model: &SavedModel,
-    xs: Vec<Tensor<T>>,
     torch: Option<TorchStack>,
+    xs: Vec<Tensor<T>>,
     env: &Env,
+    rec: &mut Recording<'_, T>,
 ) -> Result<runner::ModelRun<T>> {
-    let go = |xs: Vec<Tensor<T>>| {
-        if model.graph.is_some() {
-            return runner::run_graph_using::<T>(model, xs, env.kernels);
-        }
-        // Without a graph a model has one input (run_model and assemble_inputs checked the count).
-        let Some(x) = xs.into_iter().next() else {
-            return Err(Error::usage("--input: no input given"));
-        };
-        match (torch, x) {
-            (Some((src, kind, head)), Tensor::Seq(x)) => {
-                runner::run_torch_stack_using::<T>(src, kind, x, head, env.kernels)
-            }
-            (_, x) => runner::run_model_using::<T>(model, x, env.kernels),
-        }
-    };
-    let wanted = wanted_layers(a);
-    let names = output_names(a);
-    if wanted.is_none() && names.is_empty() {
-        return go(xs);
+    if model.graph.is_some() {
+        return runner::run_graph_recording::<T>(model, xs, env.kernels, rec);
     }
-    let first = xs
-        .iter()
+    // Without a graph a model has one input (run_model and assemble_inputs checked the count).
+    let Some(x) = xs.into_iter().next() else {
+        return Err(Error::usage("--input: no input given"));
+    };
+    match (torch, x) {
+        (Some((src, kind, head)), Tensor::Seq(x)) => {
+            runner::run_torch_stack_recording::<T>(src, kind, x, head, env.kernels, rec)
+        }
+        (_, x) => runner::run_model_recording::<T>(model, x, env.kernels, rec),
+    }
+}
+
+/// The sequences `rows` of every input.
+fn select_rows<T: Real>(xs: &[Tensor<T>], rows: &[usize]) -> Vec<Tensor<T>> {
+    xs.iter()
         .map(|x| match x {
-            Tensor::Seq(v) => Tensor::Seq(v.slice(ndarray::s![0..1, .., ..]).to_owned()),
-            Tensor::Flat(v) => Tensor::Flat(v.slice(ndarray::s![0..1, ..]).to_owned()),
+            Tensor::Seq(v) => Tensor::Seq(v.select(Axis(0), rows)),
+            Tensor::Flat(v) => Tensor::Flat(v.select(Axis(0), rows)),
+        })
+        .collect()
+}
+
+/// What a run on one sequence says about the model: its recurrent layers (traced names, shapes, whether
+/// masked) and its outputs per sequence.
+struct Probe {
+    layers: Vec<NpzLayer>,
+    outputs: usize,
+}
+
+/// Notes which layers see a mask: their blocks carry an output array (recorded with states only then).
+struct MaskProbe(Vec<(String, bool)>);
+
+impl<T: Real> LayerSink<T> for MaskProbe {
+    fn record(&self) -> Record {
+        Record::STATES
+    }
+    fn block(&mut self, layer: &str, _: usize, s: &Stores<T>) -> Result<()> {
+        if !self.0.iter().any(|(n, _)| n == layer) {
+            self.0.push((layer.to_string(), s.out.is_some()));
+        }
+        Ok(())
+    }
+}
+
+fn probe<T: Real>(
+    model: &SavedModel,
+    torch: Option<TorchStack>,
+    xs: &[Tensor<T>],
+    env: &Env,
+    sequences: usize,
+) -> Result<Probe> {
+    let first = select_rows(xs, &[0]);
+    let mut masks = MaskProbe(Vec::new());
+    let run = go(
+        model,
+        torch,
+        first,
+        env,
+        &mut Recording {
+            keep: Record::NONE,
+            stream: Some(&mut masks),
+        },
+    )?;
+    let layers = run
+        .layers
+        .iter()
+        .map(|l| NpzLayer {
+            name: l.name.clone(),
+            run: NpzRun {
+                kind: l.kind,
+                sequences,
+                steps: l.steps(),
+                units: l.units,
+                h_units: l.final_h.ncols(),
+                masked: masks.0.iter().any(|(n, m)| *n == l.name && *m),
+            },
         })
         .collect();
-    let probe = go(first)?;
-    if let Some(w) = &wanted {
+    Ok(Probe {
+        layers,
+        outputs: run.output.rows().ncols(),
+    })
+}
+
+/// Checks what depends on the model (the layers `--layers` names, the number of outputs `--output-names`
+/// labels) from a probe, before the whole batch is computed or anything written.
+fn check_probe(a: &RunArgs, probe: &Probe) -> Result<()> {
+    if let Some(w) = &wanted_layers(a) {
         let traced: Vec<&str> = probe.layers.iter().map(|l| l.name.as_str()).collect();
         if let Some(name) = w.iter().find(|n| !traced.iter().any(|t| names_layer(n, t))) {
             return Err(Error::usage(format!(
@@ -297,14 +368,54 @@ fn compute<T: Real>(
             )));
         }
     }
-    let outputs = probe.output.rows().ncols();
-    if !names.is_empty() && names.len() != outputs {
+    let names = output_names(a);
+    if !names.is_empty() && names.len() != probe.outputs {
         return Err(Error::usage(format!(
-            "--output-names gives {} names; the model has {outputs} outputs per sequence",
-            names.len()
+            "--output-names gives {} names; the model has {} outputs per sequence",
+            names.len(),
+            probe.outputs
         )));
     }
-    go(xs)
+    Ok(())
+}
+
+/// Streams every layer's blocks into the model's `.npz` trace, moving the progress bar.
+struct NpzSink<T> {
+    npz: ModelNpz<T>,
+    record: Record,
+    /// Each layer's first position on the progress bar.
+    offsets: Vec<(String, usize)>,
+    progress: Progress,
+    write_time: Duration,
+}
+
+impl<T: Real> LayerSink<T> for NpzSink<T> {
+    fn record(&self) -> Record {
+        self.record
+    }
+    fn block(&mut self, layer: &str, t0: usize, s: &Stores<T>) -> Result<()> {
+        let t = Instant::now();
+        self.npz.write_block(layer, s)?;
+        self.write_time += t.elapsed();
+        let offset = self
+            .offsets
+            .iter()
+            .find(|(n, _)| n == layer)
+            .map_or(0, |(_, o)| *o);
+        self.progress.set(offset + t0 + s.steps());
+        Ok(())
+    }
+}
+
+/// Whether a recurrent layer of the model is stateful (a subset of the sequences cannot run on its own).
+fn any_stateful(model: &SavedModel) -> bool {
+    model.layers.iter().any(|l| match &l.kind {
+        LayerKind::Recurrent(r) => r.stateful,
+        LayerKind::Bidirectional {
+            forward, backward, ..
+        } => forward.stateful || backward.stateful,
+        _ => false,
+    })
 }
 
 /// Runs the model on `xs` (one tensor per model input, in the model's order; a PyTorch stack takes one),
@@ -315,6 +426,7 @@ fn run_as<T: Real>(
     xs: Vec<Tensor<f64>>,
     torch: Option<TorchStack>,
     env: &Env,
+    started: Instant,
 ) -> Result<Outcome> {
     let shape = xs.first().map(|x| x.shape()).unwrap_or_default();
     let n = shape.first().copied().unwrap_or(0);
@@ -337,14 +449,95 @@ fn run_as<T: Real>(
             names.join(", ")
         )));
     }
-    let xs = xs
+    let npz_target = a.trace.as_deref().filter(|p| is_npz(p));
+    if let (Some(t), true) = (npz_target, xs.len() > 1) {
+        return Err(Error::usage(format!(
+            "--trace {}: an .npz trace holds one input; this model takes {} inputs: write the trace as FILE.json",
+            t.display(),
+            xs.len()
+        )));
+    }
+    let xs: Vec<Tensor<T>> = xs
         .into_iter()
         .map(|x| match x {
             Tensor::Seq(v) => Tensor::Seq(v.mapv(T::lit)),
             Tensor::Flat(v) => Tensor::Flat(v.mapv(T::lit)),
         })
         .collect();
-    let run = compute(a, model, xs, torch, env)?;
+    let load_s = started.elapsed();
+    let compute_start = Instant::now();
+    let wanted = wanted_layers(a);
+    let probed = if wanted.is_some() || !display.output_names.is_empty() || npz_target.is_some() {
+        let p = probe(model, torch, &xs, env, n)?;
+        check_probe(a, &p)?;
+        Some(p)
+    } else {
+        None
+    };
+    // Memory holds only what is shown: JSON, the HTML report and charts every step of every layer, tables
+    // the shown sequences (run again below), --quiet nothing but what the next layer needs.
+    let p = &a.plots;
+    let full = a.format == FormatArg::Json
+        || a.trace.as_deref().is_some_and(is_json)
+        || html.is_some()
+        || p.plot.is_some()
+        || p.plot_predictions.is_some()
+        || p.plot_gates.is_some();
+    let keep = if full { Record::ALL } else { Record::NONE };
+    let rows = if a.format == FormatArg::Table {
+        display.shown_sequences(n)
+    } else {
+        Vec::new()
+    };
+    let detail_x =
+        (!full && !rows.is_empty() && !any_stateful(model)).then(|| select_rows(&xs, &rows));
+    let detail_full = !full && !rows.is_empty() && detail_x.is_none();
+    let mut sink = match (npz_target, &probed) {
+        (Some(target), Some(p)) => {
+            let record = a.record.record(a.record_pre);
+            let (xshape, xv) = match &xs[0] {
+                Tensor::Seq(v) => (v.shape().to_vec(), v.as_standard_layout().into_owned()),
+                Tensor::Flat(v) => (
+                    v.shape().to_vec(),
+                    v.as_standard_layout()
+                        .into_owned()
+                        .into_shape_with_order((v.nrows(), v.ncols(), 1))
+                        .map_err(|e| Error::input(&a.model, e.to_string()))?,
+                ),
+            };
+            let values = xv.as_slice().unwrap_or_default();
+            let npz = ModelNpz::<T>::new(target, &p.layers, record, &xshape, values)?;
+            let mut offsets = Vec::new();
+            let mut total = 0;
+            for l in &p.layers {
+                offsets.push((l.name.clone(), total));
+                total += l.run.steps;
+            }
+            Some(NpzSink {
+                npz,
+                record,
+                offsets,
+                progress: Progress::new(total),
+                write_time: Duration::ZERO,
+            })
+        }
+        _ => None,
+    };
+    let keep_x = detail_full.then(|| xs.clone());
+    let run = go(
+        model,
+        torch,
+        xs,
+        env,
+        &mut Recording {
+            keep,
+            stream: sink.as_mut().map(|s| s as &mut dyn LayerSink<T>),
+        },
+    )?;
+    if let Some(s) = &sink {
+        s.progress.finish();
+    }
+    let mut write_time = sink.as_ref().map_or(Duration::ZERO, |s| s.write_time);
     let out_shape = run.output.shape();
     let predictions = run.output.rows();
     let outputs = predictions.ncols();
@@ -402,6 +595,8 @@ fn run_as<T: Real>(
     if run.layers.is_empty() {
         return Err(Error::input(&a.model, "has no recurrent layer to trace"));
     }
+    let kernels: Vec<&str> = run.layers.iter().map(|l| l.kernels.name()).collect();
+    let kernels = kernels.join(",");
     let trace = Trace {
         layers: run.layers,
         predictions,
@@ -427,23 +622,49 @@ fn run_as<T: Real>(
                 })?,
         ),
     };
+    let compute_s = compute_start.elapsed().saturating_sub(write_time);
+    let write_start = Instant::now();
+    if let Some(s) = sink {
+        s.npz.finish(
+            &trace.layers,
+            &out_shape,
+            &trace,
+            serde_json::json!({
+                "model": a.model.display().to_string(),
+                "dense_activation": trace.dense_activation.map(|a| a.name()),
+                "comparison": comparison,
+                "window": a.window,
+            }),
+        )?;
+    }
     // Per-step tables: the chosen layers, for the shown sequences.
-    let wanted = wanted_layers(a);
-    let rows = if a.format == FormatArg::Table {
-        display.shown_sequences(n)
-    } else {
-        Vec::new()
+    let chosen = |l: &&LayerTrace<T>| {
+        wanted
+            .as_ref()
+            .is_none_or(|w| w.iter().any(|n| names_layer(n, &l.name)))
     };
-    let subsets: Vec<LayerTrace<T>> = trace
-        .layers
-        .iter()
-        .filter(|l| {
-            wanted
-                .as_ref()
-                .is_none_or(|w| w.iter().any(|n| names_layer(n, &l.name)))
-        })
-        .map(|l| l.select_sequences(&rows))
-        .collect();
+    let detail_layers: Vec<LayerTrace<T>> = if let Some(dx) = detail_x {
+        go(model, torch, dx, env, &mut Recording::all())?.layers
+    } else if detail_full {
+        let all = go(
+            model,
+            torch,
+            keep_x.expect("kept for the detail run"),
+            env,
+            &mut Recording::all(),
+        )?;
+        all.layers
+            .iter()
+            .map(|l| l.select_sequences(&rows))
+            .collect()
+    } else {
+        trace
+            .layers
+            .iter()
+            .map(|l| l.select_sequences(&rows))
+            .collect()
+    };
+    let subsets: Vec<&LayerTrace<T>> = detail_layers.iter().filter(chosen).collect();
     let title = match torch {
         Some((_, kind, _)) => format!(
             "{} (PyTorch {} state dict, whole stack)",
@@ -459,7 +680,7 @@ fn run_as<T: Real>(
     };
     let report = Report {
         trace: &trace,
-        detail: subsets.iter().collect(),
+        detail: subsets,
         detail_rows: rows,
         expected,
         comparison,
@@ -468,11 +689,11 @@ fn run_as<T: Real>(
         display: &display,
         title,
     };
-    output::write(
+    let outcome = output::write(
         &report,
         &output::Targets {
             format: a.format,
-            json_trace: a.trace.as_deref(),
+            json_trace: a.trace.as_deref().filter(|p| is_json(p)),
             plots: &a.plots,
             plot_layer,
             streamed: output::Streamed::default(),
@@ -483,7 +704,21 @@ fn run_as<T: Real>(
                 include_pre: false,
             }),
         },
-    )
+    )?;
+    write_time += write_start.elapsed();
+    if a.timings {
+        eprintln!(
+            "{}",
+            serde_json::json!({
+                "load_s": load_s.as_secs_f64(),
+                "compute_s": compute_s.as_secs_f64(),
+                "write_s": write_time.as_secs_f64(),
+                "total_s": started.elapsed().as_secs_f64(),
+                "kernels": kernels,
+            })
+        );
+    }
+    Ok(outcome)
 }
 
 /// Compares one model output with an expected `.npy` (shapes may differ by axes of length 1); the

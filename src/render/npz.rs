@@ -51,29 +51,27 @@ pub struct NpzRun {
 /// member): no copy, no second buffer, and memory stays at one block whatever the number of steps.
 pub struct TraceNpz<T> {
     stream: NpzStream,
+    members: Members,
+    _t: std::marker::PhantomData<T>,
+}
+
+/// The streamed members of one layer, under a prefix (`""` for a single layer, `"<layer>/"` in a model's).
+struct Members {
     gates: Vec<ArrayId>,
     pre: Vec<ArrayId>,
     h: Option<ArrayId>,
     c: Option<ArrayId>,
     out: Option<ArrayId>,
     masked: Option<ArrayId>,
-    _t: std::marker::PhantomData<T>,
 }
 
-fn bytes_of<T: Real>(values: &[T]) -> &[u8] {
-    // Little-endian targets store floats exactly as `<f4`/`<f8` expect.
-    #[cfg(target_endian = "little")]
-    {
-        T::as_bytes(values)
-    }
-    #[cfg(not(target_endian = "little"))]
-    compile_error!("the .npz writer assumes a little-endian target")
-}
-
-impl<T: Real> TraceNpz<T> {
-    /// Declares the streamed members of a run shaped `run`, recording `record`.
-    pub fn new(target: &Path, run: NpzRun, record: Record) -> Result<TraceNpz<T>> {
-        let mut stream = NpzStream::new(target)?;
+impl Members {
+    fn declare<T: Real>(
+        stream: &mut NpzStream,
+        prefix: &str,
+        run: NpzRun,
+        record: Record,
+    ) -> Result<Members> {
         let (b, t, u) = (run.sequences, run.steps, run.units);
         let shape = [t, b, u];
         // h and the output have the projection's width for a proj_size LSTM.
@@ -83,44 +81,62 @@ impl<T: Real> TraceNpz<T> {
         let mut pre = Vec::new();
         if record.gates {
             for g in names {
-                gates.push(stream.declare(&format!("gates/{g}"), T::DESCR, &shape, T::BYTES)?);
+                gates.push(stream.declare(
+                    &format!("{prefix}gates/{g}"),
+                    T::DESCR,
+                    &shape,
+                    T::BYTES,
+                )?);
             }
         }
         if record.pre {
             for g in names {
-                pre.push(stream.declare(&format!("pre/{g}"), T::DESCR, &shape, T::BYTES)?);
+                pre.push(stream.declare(
+                    &format!("{prefix}pre/{g}"),
+                    T::DESCR,
+                    &shape,
+                    T::BYTES,
+                )?);
             }
         }
         let masking = run.masked;
         let (mut h, mut c, mut out) = (None, None, None);
         if record.states {
-            h = Some(stream.declare("state/h", T::DESCR, &h_shape, T::BYTES)?);
+            h = Some(stream.declare(&format!("{prefix}state/h"), T::DESCR, &h_shape, T::BYTES)?);
             if run.kind.has_cell_state() {
-                c = Some(stream.declare("state/c", T::DESCR, &shape, T::BYTES)?);
+                c = Some(stream.declare(
+                    &format!("{prefix}state/c"),
+                    T::DESCR,
+                    &shape,
+                    T::BYTES,
+                )?);
             }
             if masking {
-                out = Some(stream.declare("output", T::DESCR, &h_shape, T::BYTES)?);
+                out = Some(stream.declare(
+                    &format!("{prefix}output"),
+                    T::DESCR,
+                    &h_shape,
+                    T::BYTES,
+                )?);
             }
         }
         let masked = if masking {
-            Some(stream.declare("masked", "|b1", &[t, b], 1)?)
+            Some(stream.declare(&format!("{prefix}masked"), "|b1", &[t, b], 1)?)
         } else {
             None
         };
-        Ok(TraceNpz {
-            stream,
+        Ok(Members {
             gates,
             pre,
             h,
             c,
             out,
             masked,
-            _t: std::marker::PhantomData,
         })
     }
 
     /// Appends one block of steps.
-    pub fn write_block(&mut self, s: &Stores<T>) -> Result<()> {
+    fn write_block<T: Real>(&self, stream: &mut NpzStream, s: &Stores<T>) -> Result<()> {
         let mut owned: Vec<(ArrayId, Vec<u8>)> = Vec::new();
         let mut parts: Vec<(ArrayId, &[u8])> = Vec::new();
         let arrays = (self.gates.iter().zip(&s.gates))
@@ -142,7 +158,91 @@ impl<T: Real> TraceNpz<T> {
             owned.push((id, s.masked.iter().map(|&m| m as u8).collect()));
         }
         parts.extend(owned.iter().map(|(id, b)| (*id, b.as_slice())));
-        self.stream.append_all(&parts)
+        stream.append_all(&parts)
+    }
+}
+
+/// Adds a layer's small arrays under `prefix`: the last output, initial and final states, and the input
+/// row each step read.
+fn add_layer_ends<T: Real>(stream: &mut NpzStream, prefix: &str, l: &LayerTrace<T>) -> Result<()> {
+    let mut add = |name: &str, a: &ndarray::Array2<T>| {
+        let v: Vec<T> = a.iter().copied().collect();
+        stream.add(
+            &format!("{prefix}{name}"),
+            T::DESCR,
+            a.shape(),
+            bytes_of(&v),
+        )
+    };
+    add("last_output", &l.last_output)?;
+    add("initial_state/h", &l.h0)?;
+    add("final_state/h", &l.final_h)?;
+    if let (Some(c0), Some(fc)) = (&l.c0, &l.final_c) {
+        add("initial_state/c", c0)?;
+        add("final_state/c", fc)?;
+    }
+    let idx: Vec<u8> = l
+        .input_index
+        .iter()
+        .flat_map(|&i| (i as i64).to_le_bytes())
+        .collect();
+    stream.add(
+        &format!("{prefix}input_index"),
+        "<i8",
+        &[l.input_index.len()],
+        &idx,
+    )
+}
+
+/// A layer's conventions as the metadata states them.
+fn layer_meta<T: Real>(l: &LayerTrace<T>) -> serde_json::Value {
+    serde_json::json!({
+        "name": l.name, "cell": l.kind.name(), "units": l.units, "features": l.features,
+        "activation": l.activation.name(), "recurrent_activation": l.recurrent_activation.name(),
+        "reset_after": l.reset_after, "go_backwards": l.go_backwards, "carry_state": l.carry_state,
+        "gates": l.kind.gate_names(), "kernels": l.kernels.name(),
+    })
+}
+
+/// Adds `metadata`: a 0-d unicode array (UTF-32 code units).
+fn add_metadata(stream: &mut NpzStream, meta: &str) -> Result<()> {
+    let chars: Vec<u8> = meta
+        .chars()
+        .flat_map(|ch| (ch as u32).to_le_bytes())
+        .collect();
+    stream.add(
+        "metadata",
+        &format!("<U{}", meta.chars().count()),
+        &[],
+        &chars,
+    )
+}
+
+fn bytes_of<T: Real>(values: &[T]) -> &[u8] {
+    // Little-endian targets store floats exactly as `<f4`/`<f8` expect.
+    #[cfg(target_endian = "little")]
+    {
+        T::as_bytes(values)
+    }
+    #[cfg(not(target_endian = "little"))]
+    compile_error!("the .npz writer assumes a little-endian target")
+}
+
+impl<T: Real> TraceNpz<T> {
+    /// Declares the streamed members of a run shaped `run`, recording `record`.
+    pub fn new(target: &Path, run: NpzRun, record: Record) -> Result<TraceNpz<T>> {
+        let mut stream = NpzStream::new(target)?;
+        let members = Members::declare::<T>(&mut stream, "", run, record)?;
+        Ok(TraceNpz {
+            stream,
+            members,
+            _t: std::marker::PhantomData,
+        })
+    }
+
+    /// Appends one block of steps.
+    pub fn write_block(&mut self, s: &Stores<T>) -> Result<()> {
+        self.members.write_block(&mut self.stream, s)
     }
 
     /// Adds the small arrays and the metadata, and renames the archive into place.
@@ -161,62 +261,115 @@ impl<T: Real> TraceNpz<T> {
                 stream.add("input", T::DESCR, l.x.shape(), bytes_of(&x))?
             }
         }
-        let mut add = |name: &str, a: Vec<T>, shape: &[usize]| {
-            stream.add(name, T::DESCR, shape, bytes_of(&a))
-        };
-        add(
+        let p: Vec<T> = trace.predictions.iter().copied().collect();
+        stream.add(
             "predictions",
-            trace.predictions.iter().copied().collect(),
+            T::DESCR,
             trace.predictions.shape(),
+            bytes_of(&p),
         )?;
-        add(
-            "last_output",
-            l.last_output.iter().copied().collect(),
-            l.last_output.shape(),
-        )?;
-        add(
-            "initial_state/h",
-            l.h0.iter().copied().collect(),
-            l.h0.shape(),
-        )?;
-        add(
-            "final_state/h",
-            l.final_h.iter().copied().collect(),
-            l.final_h.shape(),
-        )?;
-        if let (Some(c0), Some(fc)) = (&l.c0, &l.final_c) {
-            add("initial_state/c", c0.iter().copied().collect(), c0.shape())?;
-            add("final_state/c", fc.iter().copied().collect(), fc.shape())?;
-        }
-        let idx: Vec<u8> = l
-            .input_index
-            .iter()
-            .flat_map(|&i| (i as i64).to_le_bytes())
-            .collect();
-        stream.add("input_index", "<i8", &[l.input_index.len()], &idx)?;
-        let meta = serde_json::json!({
+        add_layer_ends(&mut stream, "", l)?;
+        let mut meta = layer_meta(l);
+        let extra = serde_json::json!({
             "format": "rnntrace-npz/1",
             "layout": "per-step arrays are time-major: (steps, sequences, units), steps in processing order",
-            "name": l.name, "cell": l.kind.name(), "units": l.units, "features": l.features,
-            "activation": l.activation.name(), "recurrent_activation": l.recurrent_activation.name(),
-            "reset_after": l.reset_after, "go_backwards": l.go_backwards, "carry_state": l.carry_state,
-            "precision": T::NAME, "gates": l.kind.gate_names(), "kernels": l.kernels.name(),
+            "precision": T::NAME,
             "dense_activation": trace.dense_activation.map(|a| a.name()),
             "comparison": comparison,
             "window": window,
+        });
+        if let (Some(m), serde_json::Value::Object(e)) = (meta.as_object_mut(), extra) {
+            m.extend(e);
+        }
+        add_metadata(&mut stream, &meta.to_string())?;
+        stream.finish()
+    }
+}
+
+/// A recurrent layer of a model, as [`ModelNpz::new`] declares its members.
+#[derive(Debug, Clone)]
+pub struct NpzLayer {
+    /// The traced name (a Bidirectional's directions: `name/forward`, `name/backward`).
+    pub name: String,
+    /// Its shape.
+    pub run: NpzRun,
+}
+
+/// A whole model's `.npz` trace (`run --trace FILE.npz`): every recurrent layer's members as a single
+/// layer's, under `<layer>/` (`lstm/gates/i`, `bi/forward/state/h`, …), streamed as each layer runs;
+/// then the model's `input`, `output` (its whole output tensor), `predictions` (per sequence, flattened)
+/// and `metadata` (with `layers`, one entry per recurrent layer in order).
+pub struct ModelNpz<T> {
+    stream: NpzStream,
+    layers: Vec<(String, Members)>,
+    _t: std::marker::PhantomData<T>,
+}
+
+impl<T: Real> ModelNpz<T> {
+    /// Declares every layer's streamed members, then writes the model's input (`shape`, C-order values).
+    pub fn new(
+        target: &Path,
+        layers: &[NpzLayer],
+        record: Record,
+        input_shape: &[usize],
+        input: &[T],
+    ) -> Result<ModelNpz<T>> {
+        let mut stream = NpzStream::new(target)?;
+        let mut declared = Vec::with_capacity(layers.len());
+        for l in layers {
+            let m = Members::declare::<T>(&mut stream, &format!("{}/", l.name), l.run, record)?;
+            declared.push((l.name.clone(), m));
+        }
+        stream.add("input", T::DESCR, input_shape, bytes_of(input))?;
+        Ok(ModelNpz {
+            stream,
+            layers: declared,
+            _t: std::marker::PhantomData,
         })
-        .to_string();
-        // A 0-d unicode array (UTF-32 code units).
-        let chars: Vec<u8> = meta
-            .chars()
-            .flat_map(|ch| (ch as u32).to_le_bytes())
-            .collect();
+    }
+
+    /// Appends one block of steps of layer `name`.
+    pub fn write_block(&mut self, name: &str, s: &Stores<T>) -> Result<()> {
+        match self.layers.iter().find(|(n, _)| n == name) {
+            Some((_, m)) => m.write_block(&mut self.stream, s),
+            None => Err(crate::error::Error::output(
+                "<trace>",
+                format!("internal: layer {name} was not declared"),
+            )),
+        }
+    }
+
+    /// Adds each layer's small arrays, the model's output and predictions, and `metadata` (`meta`'s
+    /// fields plus `format`, `layout`, `precision` and `layers`), and renames the archive into place.
+    pub fn finish(
+        self,
+        layers: &[LayerTrace<T>],
+        output_shape: &[usize],
+        trace: &Trace<T>,
+        meta: serde_json::Value,
+    ) -> Result<()> {
+        let mut stream = self.stream;
+        for l in layers {
+            add_layer_ends(&mut stream, &format!("{}/", l.name), l)?;
+        }
+        let p: Vec<T> = trace.predictions.iter().copied().collect();
+        stream.add("output", T::DESCR, output_shape, bytes_of(&p))?;
         stream.add(
-            "metadata",
-            &format!("<U{}", meta.chars().count()),
-            &[],
-            &chars,
+            "predictions",
+            T::DESCR,
+            trace.predictions.shape(),
+            bytes_of(&p),
         )?;
+        let mut m = serde_json::json!({
+            "format": "rnntrace-npz/1",
+            "layout": "per-step arrays are time-major: (steps, sequences, units), steps in processing order; each recurrent layer's under its name",
+            "precision": T::NAME,
+            "layers": layers.iter().map(layer_meta).collect::<Vec<_>>(),
+        });
+        if let (Some(m), serde_json::Value::Object(e)) = (m.as_object_mut(), meta) {
+            m.extend(e);
+        }
+        add_metadata(&mut stream, &m.to_string())?;
         stream.finish()
     }
 }

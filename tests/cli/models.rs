@@ -379,3 +379,171 @@ fn run_checks_model_dependent_flags_before_writing() {
         );
     }
 }
+
+/// `run --trace FILE.npz` writes every recurrent layer under its traced name (a Bidirectional's directions
+/// as `name/forward/…`, `name/backward/…`), streamed: every gate, pre-activation, state, output and mask
+/// flag of every step equals the JSON trace of the same run (1e-6: the same float32 numbers, printed in
+/// JSON with enough digits to round-trip), the model's input is the input file, its output is Keras's
+/// model.predict (1e-5, as `passes`), and the members are the documented ones.
+#[test]
+fn run_npz_trace_holds_every_layer_and_matches_the_json_trace() {
+    let tmp = tempfile::tempdir().unwrap();
+    for name in [
+        "bidir_lstm_concat",
+        "dropout_masking",
+        "gru_lstm_stack",
+        "simple_rnn",
+        "stateful_lstm",
+        // A Functional graph: its recurrent layers stream through run_graph.
+        "functional_branching",
+    ] {
+        let dir = model_dir(name);
+        let file = model_file(name);
+        let npz = tmp.path().join(format!("{name}.npz"));
+        let (code, out, err) = run(rnntrace().current_dir(&dir).args([
+            "run",
+            "--model",
+            &file,
+            "--input",
+            "input.npy",
+            "--expected",
+            "expected.npy",
+            "--quiet",
+            "--record-pre",
+            "--trace",
+            npz.to_str().unwrap(),
+        ]));
+        assert_eq!(code, 0, "{name}: {out}{err}");
+        let m = crate::output::npz_members(&npz);
+        let t = run_json(&dir, &file);
+        let (xs, x) = npy(&dir.join("input.npy"));
+        assert_eq!(m["input"].shape, xs, "{name}: input");
+        for (a, b) in m["input"].data.iter().zip(&x) {
+            assert!((a - b).abs() < 1e-6, "{name}: input {a} vs {b}");
+        }
+        let (es, e) = npy(&dir.join("expected.npy"));
+        assert_eq!(
+            m["output"].data.len(),
+            es.iter().product::<usize>(),
+            "{name}: output"
+        );
+        for (a, b) in m["output"].data.iter().zip(&e) {
+            assert!(
+                (a - b).abs() <= 1e-5 + 1e-5 * b.abs(),
+                "{name}: output {a} vs {b}"
+            );
+        }
+        assert!(m.contains_key("predictions") && m.contains_key("metadata"));
+        let layers = t["layers"].as_array().unwrap();
+        assert!(!layers.is_empty());
+        for l in layers {
+            let lname = l["name"].as_str().unwrap();
+            let u = l["units"].as_u64().unwrap() as usize;
+            let seqs = l["sequences"].as_array().unwrap();
+            let b = seqs.len();
+            let gates: Vec<&str> = match l["cell"].as_str().unwrap() {
+                "lstm" => vec!["i", "f", "c", "o"],
+                "gru" => vec!["z", "r", "h"],
+                _ => vec!["h"],
+            };
+            let member = |k: &str| {
+                let key = format!("{lname}/{k}");
+                m.get(&key).unwrap_or_else(|| {
+                    let mut have: Vec<_> = m.keys().collect();
+                    have.sort();
+                    panic!("{name}: member {key} missing; have {have:?}")
+                })
+            };
+            let steps = seqs[0]["steps"].as_array().unwrap().len();
+            for k in [
+                "last_output",
+                "initial_state/h",
+                "final_state/h",
+                "input_index",
+            ] {
+                member(k);
+            }
+            for (s, seq) in seqs.iter().enumerate() {
+                for (k, step) in seq["steps"].as_array().unwrap().iter().enumerate() {
+                    let mut fields: Vec<(String, &Value)> = Vec::new();
+                    for g in &gates {
+                        fields.push((format!("gates/{g}"), &step["gates"][g]));
+                        fields.push((format!("pre/{g}"), &step["pre"][g]));
+                    }
+                    fields.push(("state/h".into(), &step["state"]["h"]));
+                    if l["cell"] == "lstm" {
+                        fields.push(("state/c".into(), &step["state"]["c"]));
+                    }
+                    let masked = m.contains_key(&format!("{lname}/masked"));
+                    if masked {
+                        fields.push(("output".into(), &step["output"]));
+                        assert_eq!(
+                            member("masked").data[k * b + s] != 0.0,
+                            step["masked"].as_bool().unwrap(),
+                            "{name}: {lname}/masked[{k}, {s}]"
+                        );
+                    }
+                    for (f, v) in fields {
+                        let a = member(&f);
+                        assert_eq!(a.shape, vec![steps, b, u], "{name}: {lname}/{f}");
+                        for (j, v) in v.as_array().unwrap().iter().enumerate() {
+                            let got = a.data[(k * b + s) * u + j];
+                            assert!(
+                                (got - v.as_f64().unwrap()).abs() < 1e-6,
+                                "{name}: {lname}/{f}[{k}, {s}, {j}]: {got} vs {v}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `--record states` keeps states and no gates; `--record none` only the ends; without `--record-pre` no
+/// pre-activations; the JSON-only trace extension is gone, and any other extension is refused (exit 2).
+#[test]
+fn run_npz_record_modes_and_bad_trace_extension() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = model_dir("gru_lstm_stack");
+    let file = model_file("gru_lstm_stack");
+    for (mode, gates, states) in [
+        ("all", true, true),
+        ("states", false, true),
+        ("none", false, false),
+    ] {
+        let npz = tmp.path().join(format!("{mode}.npz"));
+        let (code, _, err) = run(rnntrace().current_dir(&dir).args([
+            "run",
+            "--model",
+            &file,
+            "--input",
+            "input.npy",
+            "-q",
+            "--record",
+            mode,
+            "--trace",
+            npz.to_str().unwrap(),
+        ]));
+        assert_eq!(code, 0, "{mode}: {err}");
+        let m = crate::output::npz_members(&npz);
+        let count = |pat: &str| m.keys().filter(|k| k.contains(pat)).count();
+        assert_eq!(count("/gates/") > 0, gates, "{mode}: {:?}", m.keys());
+        assert_eq!(count("/state/") > 0, states, "{mode}");
+        assert_eq!(count("/pre/"), 0, "{mode}");
+        assert!(count("/final_state/h") >= 2, "{mode}: both layers' ends");
+    }
+    let bad = tmp.path().join("t.csv");
+    let (code, _, err) = run(rnntrace().current_dir(&dir).args([
+        "run",
+        "--model",
+        &file,
+        "--input",
+        "input.npy",
+        "--trace",
+        bad.to_str().unwrap(),
+    ]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("FILE.npz"), "{err}");
+    assert!(!bad.exists());
+}

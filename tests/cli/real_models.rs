@@ -276,6 +276,32 @@ fn encoder_decoder_passes_states_as_initial_state() {
     );
 }
 
+/// An `.npz` trace holds one input array: a model with several inputs is refused before anything runs
+/// (exit 2, one line naming the file and the fix), and no file is left behind.
+#[test]
+fn npz_trace_of_a_several_input_model_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let npz = tmp.path().join("t.npz");
+    let (code, out, err) = run(rnntrace().current_dir(dir("encoder_decoder")).args([
+        "run",
+        "--model",
+        "model.keras",
+        "--input",
+        "input_encoder_in.npy",
+        "--input",
+        "input_decoder_in.npy",
+        "--trace",
+        npz.to_str().unwrap(),
+    ]));
+    assert_eq!(code, 2, "{out}{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("t.npz") && err.contains("2 inputs") && err.contains("FILE.json"),
+        "{err}"
+    );
+    assert!(!npz.exists());
+}
+
 #[test]
 fn a_missing_or_misshapen_input_is_named() {
     let (code, _, err) = run(rnntrace().current_dir(dir("two_input_concat")).args([

@@ -435,3 +435,52 @@ fn proj_size_lstm_records_the_projected_h() {
         }
     }
 }
+
+/// `run --cell lstm --trace FILE.npz` on a bidirectional `proj_size` stack: every layer and direction
+/// streamed, `h` as wide as the projection (`c` as the hidden size), the last layer's `h` the module's
+/// output (within 1e-5: float32 against PyTorch's float32).
+#[test]
+fn run_npz_trace_of_a_projected_stack_has_projection_wide_h() {
+    let tmp = tempfile::tempdir().unwrap();
+    let trace = tmp.path().join("t.npz");
+    let (code, out, err) = run(rnntrace()
+        .current_dir(dir())
+        .args([
+            "run",
+            "--model",
+            "lstm_proj_bi.pt",
+            "--cell",
+            "lstm",
+            "--input",
+            "lstm_proj_bi.x.npy",
+            "--expected",
+            "lstm_proj_bi.out.npy",
+            "--atol",
+            "1e-5",
+            "-q",
+            "--trace",
+        ])
+        .arg(&trace));
+    assert_eq!(code, 0, "{out}{err}");
+    let m = crate::output::npz_members(&trace);
+    let (shape, want) = crate::npy(&dir().join("lstm_proj_bi.out.npy"));
+    let (b, t, w) = (shape[0], shape[1], shape[2]);
+    let p = w / 2;
+    for l in ["l0", "l0_reverse", "l1", "l1_reverse"] {
+        let h = &m[&format!("{l}/state/h")];
+        assert_eq!(h.shape, vec![t, b, p], "{l}/state/h");
+        let c = &m[&format!("{l}/state/c")];
+        assert_eq!(c.shape[..2], [t, b], "{l}/state/c");
+        assert!(c.shape[2] > p, "{l}/state/c is the hidden width");
+    }
+    // The forward direction of the last layer is the first half of the output.
+    let h = &m["l1/state/h"];
+    for bi in 0..b {
+        for ti in 0..t {
+            for j in 0..p {
+                let d = (h.data[(ti * b + bi) * p + j] - want[(bi * t + ti) * w + j]).abs();
+                assert!(d < 1e-5, "h[{ti},{bi},{j}] off by {d}");
+            }
+        }
+    }
+}
