@@ -98,6 +98,10 @@ pub struct ExplainArgs {
     /// Unit saturation scatter and timescale histogram (.png or .svg).
     #[arg(long, value_name = "FILE")]
     pub plot_units: Option<PathBuf>,
+    /// An interactive, self-contained HTML report of the explained run: every gate and state of every
+    /// recurrent layer, the unit list sortable by attribution, and the attributions and unit analyses.
+    #[arg(long, value_name = "FILE.html")]
+    pub report: Option<PathBuf>,
     /// Which sequence the tables and the heat map show (0-based).
     #[arg(long, default_value_t = 0, value_name = "N")]
     pub sequence: usize,

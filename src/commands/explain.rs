@@ -94,6 +94,7 @@ pub fn explain(a: &ExplainArgs, env: &Env) -> Result<Outcome> {
         ("--save", &a.save),
         ("--plot", &a.plot),
         ("--plot-units", &a.plot_units),
+        ("--report", &a.report),
     ]
     .into_iter()
     .filter_map(|(flag, p)| p.as_deref().map(|p| (flag, p)))
@@ -107,6 +108,21 @@ pub fn explain(a: &ExplainArgs, env: &Env) -> Result<Outcome> {
             p.display()
         )));
     }
+    if let Some(p) = &a.report
+        && !p
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| e.eq_ignore_ascii_case("html") || e.eq_ignore_ascii_case("htm"))
+    {
+        return Err(Error::usage(format!(
+            "--report {}: the file name must end in .html",
+            p.display()
+        )));
+    }
+    let max_values = match &a.report {
+        Some(_) => env.report_max_values.clone().map_err(Error::usage)?,
+        None => 0,
+    };
     for (flag, p) in [("--plot", &a.plot), ("--plot-units", &a.plot_units)] {
         if let Some(p) = p {
             crate::render::plot::image_format(flag, p)?;
@@ -121,8 +137,22 @@ pub fn explain(a: &ExplainArgs, env: &Env) -> Result<Outcome> {
         eprintln!("{n}");
     }
     match a.precision {
-        PrecisionArg::F32 => run_as::<f32>(a, &problem, methods, rule, baseline_file.as_deref()),
-        PrecisionArg::F64 => run_as::<f64>(a, &problem, methods, rule, baseline_file.as_deref()),
+        PrecisionArg::F32 => run_as::<f32>(
+            a,
+            &problem,
+            methods,
+            rule,
+            baseline_file.as_deref(),
+            max_values,
+        ),
+        PrecisionArg::F64 => run_as::<f64>(
+            a,
+            &problem,
+            methods,
+            rule,
+            baseline_file.as_deref(),
+            max_values,
+        ),
     }
 }
 
@@ -520,6 +550,7 @@ fn run_as<T: Real>(
     methods: Methods,
     rule: IgRule,
     baseline_file: Option<&Path>,
+    max_values: usize,
 ) -> Result<Outcome> {
     let net = cast_net::<T>(&p.net);
     let x = p.x.mapv(|v| T::lit(v));
@@ -600,6 +631,9 @@ fn run_as<T: Real>(
     if let Some(path) = &a.plot_units {
         explain_plot::draw_units(&e.units, path)?;
     }
+    if let Some(path) = &a.report {
+        write_report(&net, &x, p, &init, &report, path, max_values)?;
+    }
     if !a.quiet {
         match a.format {
             FormatArg::Json => {
@@ -616,4 +650,35 @@ fn run_as<T: Real>(
         }
     }
     Ok(Outcome::Success)
+}
+
+/// `--report FILE.html`: the forward pass explain differentiated, recorded again with every gate and
+/// state, as a report whose explain section holds the attributions and unit analyses.
+fn write_report<T: Real>(
+    net: &Network<T>,
+    x: &Array3<T>,
+    p: &Problem,
+    init: &InitialState<T>,
+    r: &ExplainReport<'_, T>,
+    path: &Path,
+    max_values: usize,
+) -> Result<()> {
+    use crate::render::report;
+    let fwd = net.forward(x.clone(), p.mask.clone(), init, crate::trace::Record::ALL);
+    let units = explain::units::head_contributions(net, &fwd, r.output);
+    let trace = crate::trace::Trace {
+        layers: fwd.traces().into_iter().cloned().collect(),
+        predictions: fwd.output_rows(),
+        dense_activation: None,
+    };
+    let opts = report::Options {
+        title: format!("explain {}", p.title),
+        include_pre: true,
+        max_values,
+        feature_names: r.feature_names.clone(),
+        ..report::Options::default()
+    };
+    let mut data = report::build(&trace, &report::Checks::default(), &opts);
+    data.explain = Some(explain_data::report_section(r, units));
+    report::html::write_file(&data, path)
 }
