@@ -73,10 +73,17 @@ pub fn explain(a: &ExplainArgs, env: &Env) -> Result<Outcome> {
     }
     let mut inputs: Vec<&Path> = vec![&a.input];
     inputs.extend(
-        [&a.model, &a.weights, &a.initial_state, &a.mask, &a.dense]
-            .into_iter()
-            .flatten()
-            .map(|p| p.as_path()),
+        [
+            &a.model,
+            &a.weights,
+            &a.initial_state,
+            &a.mask,
+            &a.dense,
+            &a.tokens,
+        ]
+        .into_iter()
+        .flatten()
+        .map(|p| p.as_path()),
     );
     let baseline_file = match a.baseline.as_str() {
         "zeros" | "mean" => None,
@@ -123,6 +130,7 @@ pub fn explain(a: &ExplainArgs, env: &Env) -> Result<Outcome> {
         Some(_) => env.report_max_values.clone().map_err(Error::usage)?,
         None => 0,
     };
+    let vocab = a.tokens.as_deref().map(job::read_vocab).transpose()?;
     for (flag, p) in [("--plot", &a.plot), ("--plot-units", &a.plot_units)] {
         if let Some(p) = p {
             crate::render::plot::image_format(flag, p)?;
@@ -143,7 +151,7 @@ pub fn explain(a: &ExplainArgs, env: &Env) -> Result<Outcome> {
             methods,
             rule,
             baseline_file.as_deref(),
-            max_values,
+            (max_values, vocab.as_deref()),
         ),
         PrecisionArg::F64 => run_as::<f64>(
             a,
@@ -151,7 +159,7 @@ pub fn explain(a: &ExplainArgs, env: &Env) -> Result<Outcome> {
             methods,
             rule,
             baseline_file.as_deref(),
-            max_values,
+            (max_values, vocab.as_deref()),
         ),
     }
 }
@@ -550,7 +558,7 @@ fn run_as<T: Real>(
     methods: Methods,
     rule: IgRule,
     baseline_file: Option<&Path>,
-    max_values: usize,
+    (max_values, vocab): (usize, Option<&[Option<String>]>),
 ) -> Result<Outcome> {
     let net = cast_net::<T>(&p.net);
     let x = p.x.mapv(|v| T::lit(v));
@@ -632,7 +640,7 @@ fn run_as<T: Real>(
         explain_plot::draw_units(&e.units, path)?;
     }
     if let Some(path) = &a.report {
-        write_report(&net, &x, p, &init, &report, path, max_values)?;
+        write_report(&net, &x, p, &init, &report, path, (max_values, vocab))?;
     }
     if !a.quiet {
         match a.format {
@@ -661,7 +669,7 @@ fn write_report<T: Real>(
     init: &InitialState<T>,
     r: &ExplainReport<'_, T>,
     path: &Path,
-    max_values: usize,
+    (max_values, vocab): (usize, Option<&[Option<String>]>),
 ) -> Result<()> {
     use crate::render::report;
     let fwd = net.forward(x.clone(), p.mask.clone(), init, crate::trace::Record::ALL);
@@ -680,5 +688,25 @@ fn write_report<T: Real>(
     };
     let mut data = report::build(&trace, &report::Checks::default(), &opts);
     data.explain = Some(explain_data::report_section(r, units));
+    if let Some(vocab) = vocab {
+        if x.dim().2 == 1 {
+            data.tokens = Some(
+                data.sequences
+                    .iter()
+                    .map(|&b| {
+                        x.slice(s![b, .., 0])
+                            .iter()
+                            .map(|v| crate::cli::output::token_of(vocab, v.to_f()))
+                            .collect()
+                    })
+                    .collect(),
+            );
+        } else {
+            data.notes.push(format!(
+                "--tokens: not shown, the input has {} features per step, not one token id",
+                x.dim().2
+            ));
+        }
+    }
     report::html::write_file(&data, path)
 }

@@ -1267,3 +1267,87 @@ fn explain_report_holds_the_trace_attributions_and_unit_analyses() {
     );
     page.assert_clean();
 }
+
+/// `--tokens vocab.json` on a run of an Embedding model: the input track shows each step's token, from a
+/// Keras `word_index` object (index 0, padding, has no entry and shows as `#0`) or a plain list.
+#[test]
+fn tokens_show_each_steps_token_and_bad_vocabularies_are_refused() {
+    let dir = fixtures().join("real_models").join("embedding_lstm");
+    let (shape, ids) = crate::npy(&dir.join("input.npy"));
+    let t = shape[1];
+    let tmp = tempfile::tempdir().unwrap();
+    let word = |i: usize| format!("<w{i}>");
+    let object: serde_json::Map<String, Value> =
+        (1..20).map(|i| (word(i), Value::from(i))).collect();
+    let list: Vec<String> = (0..20).map(word).collect();
+    for (name, vocab) in [
+        ("object", Value::Object(object)),
+        ("list", Value::from(list)),
+    ] {
+        let vpath = tmp.path().join(format!("{name}.json"));
+        std::fs::write(&vpath, vocab.to_string()).unwrap();
+        let html = tmp.path().join(format!("{name}.html"));
+        let (code, _, err) = run(rnntrace()
+            .current_dir(&dir)
+            .args([
+                "run",
+                "-q",
+                "--model",
+                "model.keras",
+                "--input",
+                "input.npy",
+                "--tokens",
+            ])
+            .arg(&vpath)
+            .arg("--report")
+            .arg(&html));
+        assert_eq!(code, 0, "{err}");
+        let page = Page::open(&html);
+        assert_eq!(
+            page.js("document.querySelectorAll('canvas.tokens').length"),
+            1
+        );
+        page.js("rnntrace.setSequence(1)");
+        page.js(&format!("rnntrace.setView(0, {t})"));
+        let id = ids[t + 2] as usize;
+        let want = if id == 0 && name == "object" {
+            "#0".to_string()
+        } else {
+            word(id)
+        };
+        let (_, tip) = page.hover_cell(0, "state/h", 2, 0);
+        assert!(
+            tip.contains(&want),
+            "{name}: step 2 of sequence 1 is id {id}: {tip}"
+        );
+        page.assert_clean();
+    }
+    // A vocabulary that is not one: exit 2, one line naming the file, no report.
+    for (name, text) in [
+        ("bad.json", "{\"a\": -1}"),
+        ("num.json", "42"),
+        ("broken.json", "[\"a\", "),
+    ] {
+        let vpath = tmp.path().join(name);
+        std::fs::write(&vpath, text).unwrap();
+        let html = tmp.path().join("bad.html");
+        let (code, _, err) = run(rnntrace()
+            .current_dir(&dir)
+            .args([
+                "run",
+                "-q",
+                "--model",
+                "model.keras",
+                "--input",
+                "input.npy",
+                "--tokens",
+            ])
+            .arg(&vpath)
+            .arg("--report")
+            .arg(&html));
+        assert_eq!(code, 2, "{name}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(err.contains(name) && err.contains("expected"), "{err}");
+        assert!(!html.exists());
+    }
+}
