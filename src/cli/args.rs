@@ -484,6 +484,10 @@ pub struct PlotArgs {
     /// The processing steps the report holds, `A..B` (half-open; default: all that fit).
     #[arg(long, value_name = "A..B", requires = "report")]
     pub report_steps: Option<String>,
+    /// For token-id inputs: the vocabulary, a JSON list (index → token) or object (token → index, as
+    /// Keras's `tokenizer.word_index`), shown as each step's token in the report's input track.
+    #[arg(long, value_name = "vocab.json", requires = "report")]
+    pub tokens: Option<PathBuf>,
 }
 
 /// How the tables look.

@@ -139,6 +139,14 @@ pub struct ExplainArgs {
     /// Unit saturation scatter and timescale histogram (.png or .svg).
     #[arg(help_heading = "Charts", long, value_name = "FILE")]
     pub plot_units: Option<PathBuf>,
+    /// An interactive, self-contained HTML report of the explained run: every gate and state of every
+    /// recurrent layer, the unit list sortable by attribution, and the attributions and unit analyses.
+    #[arg(long, value_name = "FILE.html")]
+    pub report: Option<PathBuf>,
+    /// For a one-feature token-id input: the vocabulary (JSON list index → token, or object token →
+    /// index), shown as each step's token in the report.
+    #[arg(long, value_name = "vocab.json", requires = "report")]
+    pub tokens: Option<PathBuf>,
     /// Which sequence the tables and the heat map show (0-based).
     #[arg(help_heading = "Display", long, default_value_t = 0, value_name = "N")]
     pub sequence: usize,

@@ -108,6 +108,66 @@ pub struct ReportJob {
     pub steps: Option<std::ops::Range<usize>>,
     /// The most per-step values it embeds (`RNNTRACE_REPORT_MAX_VALUES`).
     pub max_values: usize,
+    /// `--tokens`: token of each id (index → token; `None` where the vocabulary has no entry).
+    pub tokens: Option<Vec<Option<String>>>,
+}
+
+/// Reads `--tokens vocab.json`: a list of tokens (index → token) or an object of token → index.
+pub fn read_vocab(path: &Path) -> Result<Vec<Option<String>>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::input(path, format!("cannot be read as text: {e}")))?;
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+        Error::input(
+            path,
+            format!("is not JSON ({e}); expected a list of tokens or an object token → index"),
+        )
+    })?;
+    let bad = |what: String| {
+        Error::input(
+            path,
+            format!(
+                "{what}; expected a list of tokens (index → token) or an object token → index (Keras's tokenizer.word_index)"
+            ),
+        )
+    };
+    match v {
+        serde_json::Value::Array(a) => a
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| match t {
+                serde_json::Value::String(s) => Ok(Some(s)),
+                serde_json::Value::Null => Ok(None),
+                other => Err(bad(format!("entry {i} is {other}, not a string"))),
+            })
+            .collect(),
+        serde_json::Value::Object(o) => {
+            let mut out: Vec<Option<String>> = Vec::new();
+            for (tok, idx) in o {
+                let i = idx.as_u64().filter(|&i| i < 1 << 24).ok_or_else(|| {
+                    bad(format!("token {tok:?} maps to {idx}, not an index 0..2^24"))
+                })? as usize;
+                if out.len() <= i {
+                    out.resize(i + 1, None);
+                }
+                if let Some(prev) = &out[i] {
+                    return Err(bad(format!(
+                        "index {i} is given to both {prev:?} and {tok:?}"
+                    )));
+                }
+                out[i] = Some(tok);
+            }
+            Ok(out)
+        }
+        other => Err(bad(format!(
+            "holds {}",
+            match other {
+                serde_json::Value::String(_) => "a string",
+                serde_json::Value::Number(_) => "a number",
+                serde_json::Value::Bool(_) => "a boolean",
+                _ => "null",
+            }
+        ))),
+    }
 }
 
 /// Validates `--report-steps` and `RNNTRACE_REPORT_MAX_VALUES` when a report is asked for (its path is
@@ -121,10 +181,12 @@ pub fn report_job(plots: &PlotArgs, env: &Env) -> Result<Option<ReportJob>> {
         Some(s) => Some(report_steps(s)?),
     };
     let max_values = env.report_max_values.clone().map_err(Error::usage)?;
+    let tokens = plots.tokens.as_deref().map(read_vocab).transpose()?;
     Ok(Some(ReportJob {
         path: path.clone(),
         steps,
         max_values,
+        tokens,
     }))
 }
 
@@ -582,6 +644,10 @@ pub fn weight_warning(path: &Path, w: &CellWeights<f64>, f32_run: bool) -> Optio
 /// Checks every output a command will write, before any work: none is an input, no two share a path,
 /// every folder exists and can be written, chart names end in .png or .svg, the report's in .html.
 pub fn check_outputs(inputs: &[&Path], trace: Option<&Path>, plots: &PlotArgs) -> Result<()> {
+    // The vocabulary is read too: no output may overwrite it.
+    let mut with_vocab = inputs.to_vec();
+    with_vocab.extend(plots.tokens.as_deref());
+    let inputs = with_vocab.as_slice();
     let mut outs: Vec<(&str, &Path)> = Vec::new();
     outs.extend(trace.map(|p| ("--trace", p)));
     for (flag, p) in [

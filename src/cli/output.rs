@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::io::write::atomic_write;
 use crate::render::{self, Report, plot};
 use crate::trace::Trace;
-use ndarray::Array3;
+use ndarray::{Array2, Array3};
 use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
@@ -80,6 +80,9 @@ pub struct HtmlReport<'a, T> {
     pub trace: &'a Trace<T>,
     /// Whether the pre-activations go in (`--record-pre`).
     pub include_pre: bool,
+    /// The token ids the model read, (sequences, timesteps), when they are not the first layer's input
+    /// (an Embedding model); otherwise a one-feature first-layer input is taken as the ids.
+    pub ids: Option<Array2<f64>>,
 }
 
 /// Charts built while the engine ran, from its blocks, when the trace itself was not kept.
@@ -222,10 +225,37 @@ fn write_html<T: Real>(report: &Report<'_, T>, html: &HtmlReport<'_, T>) -> Resu
         targets: report.targets.as_ref(),
         comparison: report.comparison.as_ref(),
     };
-    render::report::html::write_file(
-        &render::report::build(html.trace, &checks, &opts),
-        &html.job.path,
-    )
+    let mut data = render::report::build(html.trace, &checks, &opts);
+    if let Some(vocab) = &html.job.tokens {
+        let first = &html.trace.layers[0];
+        let ids = html.ids.clone().or_else(|| {
+            (first.features == 1)
+                .then(|| first.x.index_axis(ndarray::Axis(2), 0).mapv(|v| v.to_f()))
+        });
+        match ids {
+            Some(ids) => {
+                data.tokens = Some(
+                    data.sequences
+                        .iter()
+                        .map(|&b| ids.row(b).iter().map(|&v| token_of(vocab, v)).collect())
+                        .collect(),
+                )
+            }
+            None => data.notes.push(format!(
+                "--tokens: not shown, the input has {} features per step, not one token id",
+                first.features
+            )),
+        }
+    }
+    render::report::html::write_file(&data, &html.job.path)
+}
+
+/// The token of id `v`: the vocabulary's entry, or `#v` for an id it does not name.
+pub fn token_of(vocab: &[Option<String>], v: f64) -> String {
+    let known = (v.is_finite() && v >= 0.0 && v.fract() == 0.0)
+        .then(|| vocab.get(v as usize).cloned().flatten())
+        .flatten();
+    known.unwrap_or_else(|| format!("#{v}"))
 }
 
 /// Writes to stdout; a closed pipe (`rnntrace … | head`) ends the output quietly, a closed stdout

@@ -410,6 +410,7 @@ fn execute_as<T: Real>(job: &CellJob, title: &str, started: Instant) -> Result<O
                     job,
                     trace,
                     include_pre: out.record.pre,
+                    ids: None,
                 }),
         },
     )?;

@@ -73,10 +73,17 @@ pub fn explain(a: &ExplainArgs, env: &Env) -> Result<Outcome> {
     }
     let mut inputs: Vec<&Path> = vec![&a.input];
     inputs.extend(
-        [&a.model, &a.weights, &a.initial_state, &a.mask, &a.dense]
-            .into_iter()
-            .flatten()
-            .map(|p| p.as_path()),
+        [
+            &a.model,
+            &a.weights,
+            &a.initial_state,
+            &a.mask,
+            &a.dense,
+            &a.tokens,
+        ]
+        .into_iter()
+        .flatten()
+        .map(|p| p.as_path()),
     );
     let baseline_file = match a.baseline.as_str() {
         "zeros" | "mean" => None,
@@ -94,6 +101,7 @@ pub fn explain(a: &ExplainArgs, env: &Env) -> Result<Outcome> {
         ("--save", &a.save),
         ("--plot", &a.plot),
         ("--plot-units", &a.plot_units),
+        ("--report", &a.report),
     ]
     .into_iter()
     .filter_map(|(flag, p)| p.as_deref().map(|p| (flag, p)))
@@ -107,6 +115,22 @@ pub fn explain(a: &ExplainArgs, env: &Env) -> Result<Outcome> {
             p.display()
         )));
     }
+    if let Some(p) = &a.report
+        && !p
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| e.eq_ignore_ascii_case("html") || e.eq_ignore_ascii_case("htm"))
+    {
+        return Err(Error::usage(format!(
+            "--report {}: the file name must end in .html",
+            p.display()
+        )));
+    }
+    let max_values = match &a.report {
+        Some(_) => env.report_max_values.clone().map_err(Error::usage)?,
+        None => 0,
+    };
+    let vocab = a.tokens.as_deref().map(job::read_vocab).transpose()?;
     for (flag, p) in [("--plot", &a.plot), ("--plot-units", &a.plot_units)] {
         if let Some(p) = p {
             crate::render::plot::image_format(flag, p)?;
@@ -127,7 +151,7 @@ pub fn explain(a: &ExplainArgs, env: &Env) -> Result<Outcome> {
             methods,
             rule,
             baseline_file.as_deref(),
-            env.columns,
+            (max_values, vocab.as_deref(), env.columns),
         ),
         PrecisionArg::F64 => run_as::<f64>(
             a,
@@ -135,7 +159,7 @@ pub fn explain(a: &ExplainArgs, env: &Env) -> Result<Outcome> {
             methods,
             rule,
             baseline_file.as_deref(),
-            env.columns,
+            (max_values, vocab.as_deref(), env.columns),
         ),
     }
 }
@@ -537,7 +561,7 @@ fn run_as<T: Real>(
     methods: Methods,
     rule: IgRule,
     baseline_file: Option<&Path>,
-    columns: usize,
+    (max_values, vocab, columns): (usize, Option<&[Option<String>]>, usize),
 ) -> Result<Outcome> {
     let net = cast_net::<T>(&p.net);
     let x = p.x.mapv(|v| T::lit(v));
@@ -619,6 +643,9 @@ fn run_as<T: Real>(
     if let Some(path) = &a.plot_units {
         explain_plot::draw_units(&e.units, path)?;
     }
+    if let Some(path) = &a.report {
+        write_report(&net, &x, p, &init, &report, path, (max_values, vocab))?;
+    }
     if !a.quiet {
         match a.format {
             FormatArg::Json => {
@@ -635,4 +662,55 @@ fn run_as<T: Real>(
         }
     }
     Ok(Outcome::Success)
+}
+
+/// `--report FILE.html`: the forward pass explain differentiated, recorded again with every gate and
+/// state, as a report whose explain section holds the attributions and unit analyses.
+fn write_report<T: Real>(
+    net: &Network<T>,
+    x: &Array3<T>,
+    p: &Problem,
+    init: &InitialState<T>,
+    r: &ExplainReport<'_, T>,
+    path: &Path,
+    (max_values, vocab): (usize, Option<&[Option<String>]>),
+) -> Result<()> {
+    use crate::render::report;
+    let fwd = net.forward(x.clone(), p.mask.clone(), init, crate::trace::Record::ALL);
+    let units = explain::units::head_contributions(net, &fwd, r.output);
+    let trace = crate::trace::Trace {
+        layers: fwd.traces().into_iter().cloned().collect(),
+        predictions: fwd.output_rows(),
+        dense_activation: None,
+    };
+    let opts = report::Options {
+        title: format!("explain {}", p.title),
+        include_pre: true,
+        max_values,
+        feature_names: r.feature_names.clone(),
+        ..report::Options::default()
+    };
+    let mut data = report::build(&trace, &report::Checks::default(), &opts);
+    data.explain = Some(explain_data::report_section(r, units));
+    if let Some(vocab) = vocab {
+        if x.dim().2 == 1 {
+            data.tokens = Some(
+                data.sequences
+                    .iter()
+                    .map(|&b| {
+                        x.slice(s![b, .., 0])
+                            .iter()
+                            .map(|v| crate::cli::output::token_of(vocab, v.to_f()))
+                            .collect()
+                    })
+                    .collect(),
+            );
+        } else {
+            data.notes.push(format!(
+                "--tokens: not shown, the input has {} features per step, not one token id",
+                x.dim().2
+            ));
+        }
+    }
+    report::html::write_file(&data, path)
 }

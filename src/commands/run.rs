@@ -439,6 +439,13 @@ fn run_as<T: Real>(
     }
     job::check_plot_sequence(&a.plots, n)?;
     let html = job::report_job(&a.plots, env)?;
+    // An Embedding model reads token ids (sequences, timesteps): the report's token track shows them.
+    let token_ids = match xs.first() {
+        Some(Tensor::Flat(ids)) if html.as_ref().is_some_and(|h| h.tokens.is_some()) => {
+            Some(ids.clone())
+        }
+        _ => None,
+    };
     display.output_names = output_names(a);
     let model_outputs = model.graph.as_ref().map_or(1, |g| g.outputs.len());
     let names = runner::output_names(model, model_outputs);
@@ -702,6 +709,7 @@ fn run_as<T: Real>(
                 job,
                 trace: &trace,
                 include_pre: false,
+                ids: token_ids.clone(),
             }),
         },
     )?;

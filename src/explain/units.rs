@@ -195,3 +195,45 @@ pub fn analyse<T: Real>(tr: &LayerTrace<T>, w: &CellWeights<T>) -> UnitReport {
         dead,
     }
 }
+
+/// Each unit's share of the explained output's pre-activation, when the last recurrent layer's final
+/// output feeds a Dense head directly (optionally followed by an `Activation`): `h_T[u]·K[u, k]`, the
+/// exact additive decomposition of output `k`'s logit (bias aside), averaged over the sequences.
+/// Returns the layer's name and one value per unit; `None` for any other shape of network (a
+/// Bidirectional last, a sequence output, a deeper head), where no such exact split exists.
+pub fn head_contributions<T: Real>(
+    net: &super::Network<T>,
+    fwd: &super::network::Forward<T>,
+    k: usize,
+) -> Option<(String, Vec<f64>)> {
+    use super::network::Op;
+    let last = net
+        .ops
+        .iter()
+        .rposition(|o| matches!(o, Op::Recurrent(_) | Op::Bidirectional { .. }))?;
+    let Op::Recurrent(r) = &net.ops[last] else {
+        return None;
+    };
+    let kernel = match &net.ops[last + 1..] {
+        [Op::Dense { weights, .. }] | [Op::Dense { weights, .. }, Op::Activation(_)] => {
+            &weights.kernel
+        }
+        _ => return None,
+    };
+    if r.return_sequences || k >= kernel.ncols() {
+        return None;
+    }
+    let tr = *fwd.traces().last()?;
+    let h = &tr.last_output;
+    if h.ncols() != kernel.nrows() || h.nrows() == 0 {
+        return None;
+    }
+    let n = h.nrows() as f64;
+    let values = (0..h.ncols())
+        .map(|u| {
+            let w = kernel[[u, k]].to_f();
+            h.column(u).iter().map(|v| v.to_f() * w).sum::<f64>() / n
+        })
+        .collect();
+    Some((tr.name.clone(), values))
+}

@@ -201,3 +201,202 @@ pub fn save_npz<T: Real>(r: &ExplainReport<'_, T>, path: &Path) -> Result<()> {
     }
     z.finish()
 }
+
+/// Rows of a report table past which the rest is summarised in one line.
+const REPORT_ROWS: usize = 5000;
+
+fn cell(v: f64) -> String {
+    if v.is_finite() {
+        format!("{v:.6e}")
+    } else if v == f64::INFINITY {
+        "∞".into()
+    } else {
+        "—".into()
+    }
+}
+
+fn capped(mut rows: Vec<Vec<String>>, width: usize) -> Vec<Vec<String>> {
+    if rows.len() > REPORT_ROWS {
+        let left = rows.len() - REPORT_ROWS;
+        rows.truncate(REPORT_ROWS);
+        let mut more = vec![String::new(); width];
+        more[0] = format!("… {left} more rows: see --save FILE.npz");
+        rows.push(more);
+    }
+    rows
+}
+
+/// The explain section of an HTML report: per-unit attributions (`units`: the layer and each unit's
+/// share of the explained output's logit, from [`crate::explain::units::head_contributions`]), then
+/// tables: the predictions with completeness, `--sequence`'s attributions per step and per feature for
+/// every method run, and every layer's saturation, timescales and dead units.
+pub fn report_section<T: Real>(
+    r: &ExplainReport<'_, T>,
+    units: Option<(String, Vec<f64>)>,
+) -> crate::render::report::Explain {
+    use crate::render::report::{Analysis, Attribution, Explain};
+    let e = r.e;
+    let seq = r.sequence;
+    let mut analyses = Vec::new();
+    let mut columns = vec![
+        "sequence".to_string(),
+        format!("prediction y{}", r.output),
+        "baseline prediction".into(),
+    ];
+    if e.completeness.is_some() {
+        columns.push("IG completeness (Σ IG − (f(x) − f(b)))".into());
+    }
+    let rows = (0..e.prediction.len())
+        .map(|b| {
+            let mut row = vec![
+                b.to_string(),
+                cell(e.prediction[b].to_f()),
+                cell(e.baseline_prediction[b].to_f()),
+            ];
+            if let Some(c) = &e.completeness {
+                row.push(cell(c[b].to_f()));
+            }
+            row
+        })
+        .collect();
+    let w = columns.len();
+    analyses.push(Analysis {
+        title: format!(
+            "Output {} explained ({}; integrated gradients: {} with {} steps; {})",
+            r.output,
+            r.methods.names().join(", "),
+            r.ig.0.name(),
+            r.ig.1,
+            r.precision
+        ),
+        columns,
+        rows: capped(rows, w),
+    });
+    // Per step and per feature, for the chosen sequence.
+    let maps = super::explain_table::maps(e, seq);
+    let occl = e.occlusion.as_ref().map(|o| o.row(seq));
+    let (t, f) = (r.x.dim().1, r.x.dim().2);
+    let mut columns = vec!["step (input row)".to_string()];
+    columns.extend(maps.iter().map(|(n, _)| format!("{n} (Σ features)")));
+    if occl.is_some() {
+        columns.push("occlusion".into());
+    }
+    if r.mask.is_some() {
+        columns.push("masked".into());
+    }
+    let rows = (0..t)
+        .map(|ti| {
+            let mut row = vec![ti.to_string()];
+            row.extend(
+                maps.iter()
+                    .map(|(_, m)| cell(m.row(ti).iter().map(|v| v.to_f()).sum())),
+            );
+            if let Some(o) = &occl {
+                row.push(cell(o[ti].to_f()));
+            }
+            if let Some(m) = r.mask {
+                row.push(if m[[seq, ti]] { "" } else { "masked" }.into());
+            }
+            row
+        })
+        .collect();
+    let w = columns.len();
+    analyses.push(Analysis {
+        title: format!("Attribution per step, sequence {seq}"),
+        columns,
+        rows: capped(rows, w),
+    });
+    if !maps.is_empty() {
+        let mut columns = vec!["feature".to_string()];
+        columns.extend(maps.iter().map(|(n, _)| format!("{n} (Σ steps)")));
+        let rows = (0..f)
+            .map(|j| {
+                let mut row = vec![r.feature_names.get(j).cloned().unwrap_or_default()];
+                row.extend(
+                    maps.iter()
+                        .map(|(_, m)| cell(m.column(j).iter().map(|v| v.to_f()).sum())),
+                );
+                row
+            })
+            .collect();
+        let w = columns.len();
+        analyses.push(Analysis {
+            title: format!("Attribution per feature, sequence {seq}"),
+            columns,
+            rows: capped(rows, w),
+        });
+    }
+    for u in &e.units {
+        let mut columns = vec!["unit".to_string()];
+        for s in &u.saturation {
+            columns.push(format!("{} < 0.1", s.gate));
+            columns.push(format!("{} > 0.9", s.gate));
+        }
+        if let Some(ts) = &u.timescale {
+            columns.push(format!("timescale from {} (data, steps)", ts.gate));
+            if ts.bias.is_some() {
+                columns.push("timescale (bias, steps)".into());
+            }
+        }
+        columns.push("dead".into());
+        let rows = (0..u.units)
+            .map(|k| {
+                let mut row = vec![k.to_string()];
+                for s in &u.saturation {
+                    row.push(format!("{:.1}%", s.left[k] * 100.0));
+                    row.push(format!("{:.1}%", s.right[k] * 100.0));
+                }
+                if let Some(ts) = &u.timescale {
+                    row.push(cell(ts.data[k]));
+                    if let Some(b) = &ts.bias {
+                        row.push(cell(b[k]));
+                    }
+                }
+                row.push(if u.dead.contains(&k) { "dead" } else { "" }.into());
+                row
+            })
+            .collect();
+        let w = columns.len();
+        analyses.push(Analysis {
+            title: format!(
+                "Units of {}: saturation, timescales, dead ({} dead of {})",
+                u.layer,
+                u.dead.len(),
+                u.units
+            ),
+            columns,
+            rows: capped(rows, w),
+        });
+    }
+    let attributions = match units {
+        Some((layer, values)) => {
+            analyses.insert(
+                1,
+                Analysis {
+                    title: format!(
+                        "Unit attribution ({layer}): h_T[u]·K[u, {}], each unit's share of output {}'s logit, mean over sequences",
+                        r.output, r.output
+                    ),
+                    columns: vec!["unit".into(), "attribution".into()],
+                    rows: capped(
+                        values
+                            .iter()
+                            .enumerate()
+                            .map(|(u, v)| vec![u.to_string(), cell(*v)])
+                            .collect(),
+                        2,
+                    ),
+                },
+            );
+            vec![Attribution {
+                layer,
+                values: values.iter().map(|v| v.is_finite().then_some(*v)).collect(),
+            }]
+        }
+        None => Vec::new(),
+    };
+    Explain {
+        attributions,
+        analyses,
+    }
+}

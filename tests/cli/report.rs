@@ -1138,3 +1138,216 @@ fn projected_lstm_report_shows_h_at_the_projections_width() {
     );
     page.assert_clean();
 }
+
+/// `explain --report`: the explained run's trace (every gate, checked against Keras's saturation shares),
+/// the explain section drawn, and the unit list sorted by each unit's share of the output's logit.
+#[test]
+fn explain_report_holds_the_trace_attributions_and_unit_analyses() {
+    let dir = fixtures().join("explain").join("lstm_backwards_mask");
+    let tmp = tempfile::tempdir().unwrap();
+    let html = tmp.path().join("r.html");
+    let save = tmp.path().join("e.npz");
+    let (code, _, err) = run(rnntrace()
+        .current_dir(&dir)
+        .args([
+            "explain",
+            "-q",
+            "--cell",
+            "lstm",
+            "--weights",
+            "weights.npz",
+            "--go-backwards",
+            "--mask",
+            "mask.npy",
+            "--dense",
+            "dense.npz",
+            "--input",
+            "input.npy",
+            "--save",
+        ])
+        .arg(&save)
+        .arg("--report")
+        .arg(&html));
+    assert_eq!(code, 0, "{err}");
+    let saved = npz(&save);
+    let page = Page::open(&html);
+    assert_eq!(
+        page.js("document.getElementById('explain-panel').hidden"),
+        false
+    );
+    let text = page.js("document.getElementById('explain').innerText");
+    let text = text.as_str().unwrap();
+    for want in [
+        "Attribution per step, sequence 0",
+        "Attribution per feature",
+        "IG completeness",
+        "saturation, timescales, dead",
+        "Unit attribution",
+    ] {
+        assert!(text.contains(want), "{want} missing from: {text}");
+    }
+    assert_ne!(page.pixels(0, "gates/i"), 0, "gates/i not drawn");
+    // Every gate value the report holds, against the saturation shares Keras's gates gave (unmasked steps,
+    // processed backwards: step s reads row T−1−s).
+    let (_, mask) = crate::npy(&dir.join("mask.npy"));
+    let (xs, _) = crate::npy(&dir.join("input.npy"));
+    let (b, t) = (xs[0], xs[1]);
+    let golden: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("saturation.json")).unwrap())
+            .unwrap();
+    let units = 4;
+    for gate in ["i", "f", "o"] {
+        let vals: Vec<Vec<f64>> = serde_json::from_value(page.js(&format!(
+            "(() => {{ const o = []; for (let u = 0; u < {units}; u++) {{ const r = [];
+               for (let b = 0; b < {b}; b++) for (let s = 0; s < {t}; s++)
+                 if ({mask:?}[b * {t} + {t} - 1 - s] !== 0) r.push(rnntrace.value(0, 'gates/{gate}', b, s, u));
+               o.push(r); }} return o; }})()"
+        )))
+        .unwrap();
+        for (u, v) in vals.iter().enumerate() {
+            let n = v.len() as f64;
+            let left = v.iter().filter(|&&g| g < 0.1).count() as f64 / n;
+            let right = v.iter().filter(|&&g| g > 0.9).count() as f64 / n;
+            assert_eq!(
+                left,
+                golden[gate]["left"][u].as_f64().unwrap(),
+                "{gate} unit {u}"
+            );
+            assert_eq!(
+                right,
+                golden[gate]["right"][u].as_f64().unwrap(),
+                "{gate} unit {u}"
+            );
+        }
+    }
+    // The prediction the report shows is the one --save holds.
+    let ours: Vec<Option<f64>> =
+        serde_json::from_value(page.js(
+            "JSON.parse(document.getElementById('rnntrace-meta').textContent).predictions.ours",
+        ))
+        .unwrap();
+    let (_, saved_pred) = &saved["prediction"];
+    assert_eq!(ours.len(), saved_pred.len());
+    for (o, s) in ours.iter().zip(saved_pred) {
+        // Both float32, from the same forward pass.
+        assert!((o.unwrap() - s).abs() <= 1e-6, "{o:?} vs {s}");
+    }
+    // Attribution of unit u: mean over sequences of h_T[u]·K[u, 0], h_T from the report's own state/h.
+    let dense = npz(&dir.join("dense.npz"));
+    let k = &dense["kernel"].1;
+    let attr: Vec<f64> = (0..units)
+        .map(|u| {
+            (0..b)
+                .map(|bi| {
+                    page.js(&format!(
+                        "rnntrace.value(0, 'state/h', {bi}, {}, {u})",
+                        t - 1
+                    ))
+                    .as_f64()
+                    .unwrap()
+                        * k[u]
+                })
+                .sum::<f64>()
+                / b as f64
+        })
+        .collect();
+    let before: Vec<usize> = serde_json::from_value(page.js("rnntrace.unitOrder(0)")).unwrap();
+    page.js("document.querySelector('#sort-buttons button[data-sort=attribution]').click()");
+    let order: Vec<usize> = serde_json::from_value(page.js("rnntrace.unitOrder(0)")).unwrap();
+    let mut want: Vec<usize> = (0..units).collect();
+    want.sort_by(|&a, &b| attr[b].total_cmp(&attr[a]));
+    assert_eq!(order, want, "attributions {attr:?}");
+    assert_ne!(
+        order, before,
+        "sorting by attribution did not reorder the units"
+    );
+    assert_eq!(
+        page.js("document.querySelector('#unit-table tbody tr').dataset.unit"),
+        order[0].to_string()
+    );
+    page.assert_clean();
+}
+
+/// `--tokens vocab.json` on a run of an Embedding model: the input track shows each step's token, from a
+/// Keras `word_index` object (index 0, padding, has no entry and shows as `#0`) or a plain list.
+#[test]
+fn tokens_show_each_steps_token_and_bad_vocabularies_are_refused() {
+    let dir = fixtures().join("real_models").join("embedding_lstm");
+    let (shape, ids) = crate::npy(&dir.join("input.npy"));
+    let t = shape[1];
+    let tmp = tempfile::tempdir().unwrap();
+    let word = |i: usize| format!("<w{i}>");
+    let object: serde_json::Map<String, Value> =
+        (1..20).map(|i| (word(i), Value::from(i))).collect();
+    let list: Vec<String> = (0..20).map(word).collect();
+    for (name, vocab) in [
+        ("object", Value::Object(object)),
+        ("list", Value::from(list)),
+    ] {
+        let vpath = tmp.path().join(format!("{name}.json"));
+        std::fs::write(&vpath, vocab.to_string()).unwrap();
+        let html = tmp.path().join(format!("{name}.html"));
+        let (code, _, err) = run(rnntrace()
+            .current_dir(&dir)
+            .args([
+                "run",
+                "-q",
+                "--model",
+                "model.keras",
+                "--input",
+                "input.npy",
+                "--tokens",
+            ])
+            .arg(&vpath)
+            .arg("--report")
+            .arg(&html));
+        assert_eq!(code, 0, "{err}");
+        let page = Page::open(&html);
+        assert_eq!(
+            page.js("document.querySelectorAll('canvas.tokens').length"),
+            1
+        );
+        page.js("rnntrace.setSequence(1)");
+        page.js(&format!("rnntrace.setView(0, {t})"));
+        let id = ids[t + 2] as usize;
+        let want = if id == 0 && name == "object" {
+            "#0".to_string()
+        } else {
+            word(id)
+        };
+        let (_, tip) = page.hover_cell(0, "state/h", 2, 0);
+        assert!(
+            tip.contains(&want),
+            "{name}: step 2 of sequence 1 is id {id}: {tip}"
+        );
+        page.assert_clean();
+    }
+    // A vocabulary that is not one: exit 2, one line naming the file, no report.
+    for (name, text) in [
+        ("bad.json", "{\"a\": -1}"),
+        ("num.json", "42"),
+        ("broken.json", "[\"a\", "),
+    ] {
+        let vpath = tmp.path().join(name);
+        std::fs::write(&vpath, text).unwrap();
+        let html = tmp.path().join("bad.html");
+        let (code, _, err) = run(rnntrace()
+            .current_dir(&dir)
+            .args([
+                "run",
+                "-q",
+                "--model",
+                "model.keras",
+                "--input",
+                "input.npy",
+                "--tokens",
+            ])
+            .arg(&vpath)
+            .arg("--report")
+            .arg(&html));
+        assert_eq!(code, 2, "{name}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(err.contains(name) && err.contains("expected"), "{err}");
+        assert!(!html.exists());
+    }
+}
