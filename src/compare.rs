@@ -26,6 +26,10 @@ pub struct Comparison {
     pub worst_ours: f64,
     /// The expected value at `worst_index`.
     pub worst_expected: f64,
+    /// Why these tolerances, when they are not the ones given (a float16 model's, e.g.
+    /// `4 float16 ulps at the largest expected value 0.38 (mixed_float16)`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tolerance: Option<String>,
 }
 
 /// Compares two equally long slices laid out with `shape` (C order).
@@ -67,6 +71,7 @@ pub fn compare(
         worst_index: unravel(worst, shape),
         worst_ours: ours.get(worst).copied().unwrap_or(f64::NAN),
         worst_expected: expected.get(worst).copied().unwrap_or(f64::NAN),
+        tolerance: None,
     }
 }
 

@@ -8,7 +8,7 @@ the Keras mask `(batch, timesteps)` riding along until a layer drops it.
 */
 
 use crate::cell::Kernels;
-use crate::cell::{Activation, Real};
+use crate::cell::{Activation, DtypePolicy, Real};
 use crate::engine::{self, LayerInput, LayerSpec};
 use crate::error::{Error, Result};
 use crate::model::{LayerKind, Recurrent, RecurrentCell, SavedModel, layers};
@@ -193,7 +193,20 @@ fn run_recurrent_from<T: Real>(
     sequence: bool,
     rec: &mut Recording<'_, T>,
 ) -> Result<(LayerTrace<T>, Option<Array3<T>>)> {
-    let w = cell_weights::<T>(model, name, r)?;
+    let mut w = cell_weights::<T>(model, name, r)?;
+    // Keras casts the variables, the input and the initial states to the compute type before use.
+    let (x, h0, c0) = match r.policy {
+        None => (x, h0, c0),
+        Some(p) => {
+            round_weights(&mut w, p);
+            let round = |a: Array2<T>| a.mapv(|v| p.round(v));
+            (
+                ndarray::CowArray::from(x.mapv(|v| p.round(v))),
+                h0.map(round),
+                c0.map(round),
+            )
+        }
+    };
     let (batch, _, features) = x.dim();
     let carry_state = stateful_carry(model, name, r, batch)?;
     if features != w.features {
@@ -225,11 +238,54 @@ fn run_recurrent_from<T: Real>(
     trace_layer(
         &w,
         &spec,
+        r.policy,
         input,
         kernels,
         sequence.then_some(r.zero_output_for_mask),
         rec,
     )
+}
+
+/// The weights of a layer under `p` in its compute type: Keras casts each variable once at use.
+fn round_weights<T: Real>(w: &mut CellWeights<T>, p: DtypePolicy) {
+    let r = |v: &mut T| *v = p.round(*v);
+    w.kernel.map_inplace(r);
+    w.recurrent_kernel.map_inplace(r);
+    if let Some(b) = w.bias.as_mut() {
+        b.map_inplace(r);
+    }
+    if let Some(b) = w.recurrent_bias.as_mut() {
+        b.map_inplace(r);
+    }
+    if let Some(pr) = w.projection.as_mut() {
+        pr.map_inplace(r);
+    }
+}
+
+/// Every value of a tensor rounded to `p`'s compute type.
+fn round_tensor<T: Real>(p: DtypePolicy, t: Tensor<T>) -> Tensor<T> {
+    match t {
+        Tensor::Seq(mut a) => {
+            a.mapv_inplace(|v| p.round(v));
+            Tensor::Seq(a)
+        }
+        Tensor::Flat(mut a) => {
+            a.mapv_inplace(|v| p.round(v));
+            Tensor::Flat(a)
+        }
+    }
+}
+
+/// The model's dtype policy for headers and metadata: the policy of its layers that compute below
+/// float32 (`mixed_float16`; several joined with `+` if layers differ), `None` for a float32 model.
+pub fn model_policies(model: &SavedModel) -> Vec<DtypePolicy> {
+    let mut out: Vec<DtypePolicy> = Vec::new();
+    for p in model.layers.iter().filter_map(|l| l.policy) {
+        if !out.contains(&p) {
+            out.push(p);
+        }
+    }
+    out
 }
 
 /// Runs `w` through the engine, recording what `rec` and the next layer need (`sequence`: the output
@@ -238,6 +294,7 @@ fn run_recurrent_from<T: Real>(
 fn trace_layer<T: Real>(
     w: &CellWeights<T>,
     spec: &LayerSpec,
+    policy: Option<DtypePolicy>,
     input: LayerInput<'_, T>,
     kernels: Kernels,
     sequence: Option<bool>,
@@ -281,7 +338,8 @@ fn trace_layer<T: Real>(
         }
         Ok(())
     };
-    let mut l = engine::run_layer_using(w, spec, input, record, chunk, &mut sink, kernels)?;
+    let mut l =
+        engine::run_layer_policy(w, spec, policy, input, record, chunk, &mut sink, kernels)?;
     if lean {
         l.x = Array3::zeros((batch, 0, features));
     }
@@ -424,11 +482,18 @@ fn dense<T: Real>(
     k: &crate::io::RawArray,
     b: Option<&crate::io::RawArray>,
     a: &str,
+    policy: Option<DtypePolicy>,
 ) -> Result<Tensor<T>> {
     let activation = act(model, name, a)?;
+    // Under a policy the kernel and bias are cast to the compute type; `x·K` is rounded as a product,
+    // then `r(· + b)`, then the activation in the compute type (Keras's Dense: matmul, add, activation).
+    let lit = |v: &f64| match policy {
+        Some(p) => p.round(T::lit(*v)),
+        None => T::lit(*v),
+    };
     let kernel = Array2::from_shape_vec(
         (k.shape[0], k.shape[1]),
-        k.data.iter().map(|v| T::lit(*v)).collect(),
+        k.data.iter().map(lit).collect(),
     )
     .map_err(|_| {
         Error::input(
@@ -439,10 +504,27 @@ fn dense<T: Real>(
             ),
         )
     })?;
-    let w = crate::weights::DenseWeights {
-        kernel,
-        bias: b
-            .map(|b| ndarray::Array1::from(b.data.iter().map(|v| T::lit(*v)).collect::<Vec<_>>())),
+    let bias = b.map(|b| ndarray::Array1::from(b.data.iter().map(lit).collect::<Vec<_>>()));
+    let (bias, rounded_bias) = match policy {
+        Some(_) => (None, bias),
+        None => (bias, None),
+    };
+    let w = crate::weights::DenseWeights { kernel, bias };
+    let apply_dense = |x: ArrayView2<'_, T>| -> Array2<T> {
+        match policy {
+            None => engine::dense(&w, activation, x),
+            Some(p) => {
+                let mut y = engine::dense(&w, Activation::Linear, x);
+                y.mapv_inplace(|v| p.matmul(v));
+                if let Some(b) = &rounded_bias {
+                    for mut row in y.rows_mut() {
+                        row.zip_mut_with(b, |v, &bv| *v = p.round(*v + bv));
+                    }
+                }
+                p.activate_rows(activation, y.view_mut());
+                y
+            }
+        }
     };
     let check = |n: usize| {
         if n != w.kernel.nrows() {
@@ -460,7 +542,7 @@ fn dense<T: Real>(
     match x {
         Tensor::Flat(a) => {
             check(a.ncols())?;
-            Ok(Tensor::Flat(engine::dense(&w, activation, a.view())))
+            Ok(Tensor::Flat(apply_dense(a.view())))
         }
         Tensor::Seq(a) => {
             let (bn, t, f) = a.dim();
@@ -468,7 +550,7 @@ fn dense<T: Real>(
             let flat = a
                 .to_shape((bn * t, f))
                 .map_err(|e| Error::input(&model.path, e.to_string()))?;
-            let y = engine::dense(&w, activation, flat.view());
+            let y = apply_dense(flat.view());
             let o = y.ncols();
             Ok(Tensor::Seq(
                 y.into_shape_with_order((bn, t, o))
@@ -484,16 +566,21 @@ fn apply_activation<T: Real>(
     name: &str,
     activation: &str,
     value: Tensor<T>,
+    policy: Option<DtypePolicy>,
 ) -> Result<Tensor<T>> {
     let a = act(model, name, activation)?;
+    let rows = |m: ndarray::ArrayViewMut2<'_, T>| match policy {
+        Some(p) => p.activate_rows(a, m),
+        None => a.apply_rows(m),
+    };
     Ok(match value {
         Tensor::Flat(mut v) => {
-            a.apply_rows(v.view_mut());
+            rows(v.view_mut());
             Tensor::Flat(v)
         }
         Tensor::Seq(mut v) => {
-            for mut step in v.outer_iter_mut() {
-                a.apply_rows(step.view_mut());
+            for step in v.outer_iter_mut() {
+                rows(step);
             }
             Tensor::Seq(v)
         }
@@ -653,11 +740,22 @@ fn apply<T: Real>(
             )),
         }
     };
+    // A layer under a float16/bfloat16 policy casts its (floating) input to the compute type; an
+    // Embedding's input is integer ids.
+    let policy = layer.policy;
+    let value = match policy {
+        Some(p) if !matches!(layer.kind, LayerKind::Embedding { .. }) => round_tensor(p, value),
+        _ => value,
+    };
+    let in_type = |v: f64| match policy {
+        Some(p) => p.round(T::lit(v)),
+        None => T::lit(v),
+    };
     let value = match &layer.kind {
         LayerKind::Input | LayerKind::Identity => value,
         LayerKind::Masking { mask_value } => {
             let x = need_seq(value)?;
-            let m = engine::mask_from_value(x.view(), T::lit(*mask_value));
+            let m = engine::mask_from_value(x.view(), in_type(*mask_value));
             let mut y = x;
             for ((b, t), &keep) in m.indexed_iter() {
                 if !keep {
@@ -785,8 +883,18 @@ fn apply<T: Real>(
             kernel,
             bias,
             activation,
-        } => dense(model, name, &value, kernel, bias.as_ref(), activation)?,
-        LayerKind::Activation { activation } => apply_activation(model, name, activation, value)?,
+        } => dense(
+            model,
+            name,
+            &value,
+            kernel,
+            bias.as_ref(),
+            activation,
+            policy,
+        )?,
+        LayerKind::Activation { activation } => {
+            apply_activation(model, name, activation, value, policy)?
+        }
         LayerKind::Merge { .. } | LayerKind::Attention { .. } | LayerKind::Dot { .. } => {
             return Err(Error::input(
                 &model.path,
@@ -822,7 +930,10 @@ fn apply<T: Real>(
                     ));
                 }
             };
-            let table = array2::<T>(embeddings);
+            let mut table = array2::<T>(embeddings);
+            if let Some(p) = policy {
+                table.mapv_inplace(|v| p.round(v));
+            }
             let y = layers::embedding::lookup(table.view(), ids.view())
                 .map_err(|e| Error::input(&model.path, bad_id(name, &e, table.nrows())))?;
             *mask = mask_zero.then(|| layers::embedding::mask_zero(ids.view()));
@@ -835,7 +946,10 @@ fn apply<T: Real>(
             activation,
         } => {
             let x = need_seq(value)?;
-            let k = array3::<T>(kernel);
+            let mut k = array3::<T>(kernel);
+            if let Some(p) = policy {
+                k.mapv_inplace(|v| p.round(v));
+            }
             if x.shape()[2] != k.shape()[1] * spec.groups {
                 return Err(Error::input(
                     &model.path,
@@ -856,9 +970,25 @@ fn apply<T: Real>(
                 ));
             }
             let b = bias.as_ref().map(array1::<T>);
-            let y = layers::conv::conv1d(x.view(), k.view(), b.as_ref().map(|b| b.view()), spec);
+            let y = match policy {
+                None => {
+                    layers::conv::conv1d(x.view(), k.view(), b.as_ref().map(|b| b.view()), spec)
+                }
+                Some(p) => {
+                    // The convolution's sums rounded as a product's, then r(· + b) (Keras's Conv1D:
+                    // convolution, bias add, activation, each in the compute type).
+                    let mut y = layers::conv::conv1d(x.view(), k.view(), None, spec);
+                    y.mapv_inplace(|v| p.matmul(v));
+                    if let Some(b) = &b {
+                        for mut row in y.rows_mut() {
+                            row.zip_mut_with(b, |v, &bv| *v = p.round(*v + p.round(bv)));
+                        }
+                    }
+                    y
+                }
+            };
             *mask = None; // Conv1D does not support masking: Keras drops the mask
-            apply_activation(model, name, activation, Tensor::Seq(y))?
+            apply_activation(model, name, activation, Tensor::Seq(y), policy)?
         }
         LayerKind::Pool1D(spec) => {
             let x = need_seq(value)?;
@@ -931,8 +1061,8 @@ fn apply<T: Real>(
             max_value,
             threshold,
         } => {
-            let (ns, th) = (T::lit(*negative_slope), T::lit(*threshold));
-            let mx = max_value.map(T::lit);
+            let (ns, th) = (in_type(*negative_slope), in_type(*threshold));
+            let mx = max_value.map(in_type);
             map_data(value, |d| {
                 for x in d.iter_mut() {
                     let y = if *x >= th { *x } else { ns * (*x - th) };
@@ -1029,7 +1159,13 @@ fn apply<T: Real>(
             }
         }
     };
-    Ok(value)
+    // What the layer returns is in its compute type: a no-op for the layers computed op by op above, the
+    // one rounding of the others (pooling, normalisation, which Keras computes in float32 and casts back,
+    // reshaping).
+    Ok(match policy {
+        Some(p) => round_tensor(p, value),
+        None => value,
+    })
 }
 
 /// An `--input` argument: `NAME=FILE` when NAME is one of the model's input layers (a plain path that
@@ -1338,15 +1474,21 @@ pub fn run_graph_recording<T: Real>(
                 ))
             })
         };
+        // A layer under a float16/bfloat16 policy casts its floating inputs to the compute type (an
+        // Embedding's are ids).
+        let cast = |(t, m): Masked<T>| match layer.policy {
+            Some(p) if !matches!(layer.kind, LayerKind::Embedding { .. }) => (round_tensor(p, t), m),
+            _ => (t, m),
+        };
         let args = call
             .args
             .iter()
-            .map(|s| get(s, &values))
+            .map(|s| get(s, &values).map(cast))
             .collect::<Result<Vec<_>>>()?;
         let states = call
             .initial_state
             .iter()
-            .map(|s| get(s, &values))
+            .map(|s| get(s, &values).map(cast))
             .collect::<Result<Vec<_>>>()?;
         let outs = match &layer.kind {
             LayerKind::Merge { op, axis } => vec![merge_tensors(model, name, *op, *axis, args)?],
@@ -1566,7 +1708,13 @@ pub fn run_graph_recording<T: Real>(
                 vec![(out, m)]
             }
         };
-        values[i] = outs;
+        values[i] = match layer.policy {
+            Some(p) => outs
+                .into_iter()
+                .map(|(t, m)| (round_tensor(p, t), m))
+                .collect(),
+            None => outs,
+        };
     }
     let outputs =
         g.outputs
@@ -1726,7 +1874,7 @@ pub fn run_torch_stack_recording<T: Real>(
                 h0: None,
                 c0: None,
             };
-            let (l, o) = trace_layer(&w, &spec, li, kernels, Some(false), rec)?;
+            let (l, o) = trace_layer(&w, &spec, None, li, kernels, Some(false), rec)?;
             let mut o = o.expect("the output sequence was asked for");
             if reverse {
                 o.invert_axis(Axis(1)); // back to time order

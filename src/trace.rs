@@ -110,6 +110,9 @@ pub struct LayerTrace<T> {
     pub final_c: Option<Array2<T>>,
     /// The implementation that computed it.
     pub kernels: Kernels,
+    /// The Keras dtype policy the layer computed under, each op rounded to its compute type
+    /// ([`crate::cell::rounding`]); `None`: in the run's own type (float32 or float64).
+    pub policy: Option<crate::cell::DtypePolicy>,
 }
 
 impl<T: Real> LayerTrace<T> {
@@ -214,6 +217,22 @@ impl<T: Real> LayerTrace<T> {
             final_c: self.final_c.as_ref().map(|c| c.select(Axis(0), rows)),
             ..self.clone()
         }
+    }
+}
+
+/// What layers computed in, for headers and metadata: the dtype policies they computed under
+/// (`mixed_float16`; several joined with `+`), else the run's type (`float32`, `float64`).
+pub fn precision_of<T: Real>(layers: &[LayerTrace<T>]) -> String {
+    let mut names: Vec<&str> = Vec::new();
+    for p in layers.iter().filter_map(|l| l.policy) {
+        if !names.contains(&p.name()) {
+            names.push(p.name());
+        }
+    }
+    if names.is_empty() {
+        T::NAME.to_string()
+    } else {
+        names.join("+")
     }
 }
 

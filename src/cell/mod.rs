@@ -1,6 +1,6 @@
 /*!
 The numeric core: what a cell is ([`kind`]), activations and the LSTM, GRU and SimpleRNN cells, generic
-over `f32` and `f64`.
+over `f32` and `f64`; the same cells under a float16/bfloat16 dtype policy ([`rounding`], [`rounded`]).
 
 A cell is a small config struct plus a `step` that advances a whole batch by one timestep, writing the
 pre-activations, activated gates and new state into caller-owned buffers (no allocation per step). The cells
@@ -13,12 +13,15 @@ pub mod gru;
 pub mod kernels;
 pub mod kind;
 pub mod lstm;
+pub mod rounded;
+pub mod rounding;
 pub mod simple;
 
 pub use activation::Activation;
 pub use gru::GruCell;
 pub use kind::{CellKind, CellWeights, Gate, Kernels};
 pub use lstm::LstmCell;
+pub use rounding::DtypePolicy;
 pub use simple::SimpleRnnCell;
 
 use std::fmt::{Debug, Display};

@@ -443,12 +443,13 @@ pub struct CheckArgs {
         value_name = "P.npy"
     )]
     pub expected: Vec<PathBuf>,
-    /// Absolute tolerance for --expected.
-    #[arg(long, default_value_t = 1e-5, value_name = "A")]
-    pub atol: f64,
-    /// Relative tolerance for --expected.
-    #[arg(long, default_value_t = 1e-5, value_name = "R")]
-    pub rtol: f64,
+    /// Absolute tolerance for --expected [default: 1e-5; `run` on a float16/bfloat16 model: 4 ulps of its
+    /// compute type at the largest expected value].
+    #[arg(long, value_name = "A")]
+    pub atol: Option<f64>,
+    /// Relative tolerance for --expected [default: 1e-5; `run` on a float16/bfloat16 model: 0].
+    #[arg(long, value_name = "R")]
+    pub rtol: Option<f64>,
     /// True values (.npy), shown beside predictions. With --window, the whole series (row i+K is picked).
     #[arg(long, value_name = "Y.npy")]
     pub targets: Option<PathBuf>,
@@ -458,6 +459,21 @@ pub struct CheckArgs {
     /// Comma-separated names of the model's outputs (default y0, y1, …).
     #[arg(long, value_name = "A,B")]
     pub output_names: Option<String>,
+}
+
+impl CheckArgs {
+    /// The tolerance `--atol` and `--rtol` default to (float32 and float64 runs).
+    pub const DEFAULT_TOL: f64 = 1e-5;
+
+    /// `--atol`, or its default.
+    pub fn atol(&self) -> f64 {
+        self.atol.unwrap_or(Self::DEFAULT_TOL)
+    }
+
+    /// `--rtol`, or its default.
+    pub fn rtol(&self) -> f64 {
+        self.rtol.unwrap_or(Self::DEFAULT_TOL)
+    }
 }
 
 /// Charts (the extension picks the format: .png or .svg).

@@ -397,7 +397,7 @@ pub fn cell_job(kind: CellKind, a: &CellArgs, env: &Env) -> Result<CellJob> {
     if a.mask.is_some() && a.mask_value.is_some() {
         return Err(Error::usage("give --mask or --mask-value, not both"));
     }
-    if !(a.check.atol >= 0.0 && a.check.rtol >= 0.0) {
+    if !(a.check.atol() >= 0.0 && a.check.rtol() >= 0.0) {
         return Err(Error::usage(
             "--atol and --rtol must be non-negative numbers",
         ));
@@ -536,8 +536,8 @@ pub fn cell_job(kind: CellKind, a: &CellArgs, env: &Env) -> Result<CellJob> {
             outputs,
             dense.is_none(),
             weights.h_units(),
-            a.check.atol,
-            a.check.rtol,
+            a.check.atol(),
+            a.check.rtol(),
             a.time_major,
         )?),
     };

@@ -195,8 +195,8 @@ fn from_weights(a: &ExplainArgs, w: &Path, env: &Env) -> Result<Problem> {
         name: None,
         check: CheckArgs {
             expected: Vec::new(),
-            atol: 1e-5,
-            rtol: 1e-5,
+            atol: None,
+            rtol: None,
             targets: None,
             inverse_scale: None,
             output_names: None,

@@ -78,6 +78,7 @@ pub fn run_model(a: &RunArgs, env: &Env) -> Result<Outcome> {
     }
     let model = model::load(&a.model)?;
     model.check_runnable()?;
+    check_precision(a, &model)?;
     if a.input.len() > 1 || model.graph.as_ref().is_some_and(|g| g.inputs.len() > 1) {
         if a.window.is_some() {
             return Err(Error::usage(
@@ -159,6 +160,72 @@ pub fn run_model(a: &RunArgs, env: &Env) -> Result<Outcome> {
     match a.precision {
         PrecisionArg::F32 => run_as::<f32>(a, &model, vec![x], None, env, started),
         PrecisionArg::F64 => run_as::<f64>(a, &model, vec![x], None, env, started),
+    }
+}
+
+/// `, dtype policy mixed_float16 (float16 compute, float32 variables)` for a model under a policy.
+fn policy_note(model: &SavedModel) -> String {
+    runner::model_policies(model)
+        .iter()
+        .map(|p| format!(", dtype policy {}", p.describe()))
+        .collect()
+}
+
+/// A model with layers under a float16/bfloat16 dtype policy is computed as TensorFlow computes it: float32
+/// arithmetic, each op rounded to the compute type. `--precision f64` would compute another model (one
+/// that never rounds), whose answer is neither Keras's nor closer to it, so it is refused.
+fn check_precision(a: &RunArgs, model: &SavedModel) -> Result<()> {
+    let Some(layer) = model.layers.iter().find(|l| l.policy.is_some()) else {
+        return Ok(());
+    };
+    let p = layer.policy.expect("found above");
+    if a.precision == PrecisionArg::F64 {
+        return Err(Error::usage(format!(
+            "--precision f64: {} computes under the dtype policy {} (layer '{}' and others): rnntrace \
+             computes it as TensorFlow does, in float32 arithmetic with every op rounded to {}, which is what \
+             --precision f32 (the default) runs; a float64 computation would not be the model's answer",
+            a.model.display(),
+            p.describe(),
+            layer.name,
+            p.compute()
+        )));
+    }
+    Ok(())
+}
+
+/// How many ulps of the compute type, at the largest expected value, a float16/bfloat16 model's output may
+/// differ by. rnntrace rounds every op where TensorFlow does and reproduces the 11 fixtures of
+/// `fixtures/float16_models/` bit for bit or within 1 ulp (see the README); what can still differ is the
+/// order of a product's float32 sum (gemm's blocking, not TensorFlow's), which flips a rounding in the rare
+/// case the sum lies within a float32 ulp of a tie, and such a flip, one ulp at one step, moves the
+/// output by about an ulp. 4 ulps leave room for a few such flips; a float32 answer is off by 100 and more
+/// (the `float32_max_abs_diff` each case records), so the check still tells the emulation from float32.
+pub const POLICY_TOLERANCE_ULPS: f64 = 4.0;
+
+/// The tolerance of a comparison: `--atol`/`--rtol` when given; for a model under a dtype policy
+/// otherwise [`POLICY_TOLERANCE_ULPS`] ulps of its (coarsest) compute type at the largest expected value,
+/// with the reason; else the defaults.
+fn tolerance(a: &RunArgs, model: &SavedModel, expected: &[f64]) -> (f64, f64, Option<String>) {
+    let coarsest = runner::model_policies(model)
+        .into_iter()
+        .min_by_key(|p| p.significand_bits());
+    match coarsest {
+        Some(p) if a.check.atol.is_none() && a.check.rtol.is_none() => {
+            let top = expected
+                .iter()
+                .filter(|v| v.is_finite())
+                .fold(0f64, |m, v| m.max(v.abs()));
+            let atol = POLICY_TOLERANCE_ULPS * p.ulp(top);
+            let why = format!(
+                "a {} model's tolerance: {} {} ulps at the largest expected value {:.3}; give --atol/--rtol to choose",
+                p.name(),
+                POLICY_TOLERANCE_ULPS,
+                p.compute(),
+                top
+            );
+            (atol, 0.0, Some(why))
+        }
+        _ => (a.check.atol(), a.check.rtol(), None),
     }
 }
 
@@ -564,14 +631,7 @@ fn run_as<T: Real>(
         .zip(&names)
         .skip(1)
     {
-        let (c, _) = compare_output(
-            p,
-            &out.shape(),
-            &out.rows(),
-            a.check.atol,
-            a.check.rtol,
-            a.time_major,
-        )?;
+        let (c, _) = compare_output(p, &out.shape(), &out.rows(), &|e| tolerance(a, model, e), a.time_major)?;
         more.compared.push((name.clone(), c));
     }
     let (expected, comparison) = match a.check.expected.first() {
@@ -581,8 +641,7 @@ fn run_as<T: Real>(
                 p,
                 &out_shape,
                 &predictions,
-                a.check.atol,
-                a.check.rtol,
+                &|e| tolerance(a, model, e),
                 a.time_major,
             )?;
             let exp = Array2::from_shape_vec((n, outputs), e)
@@ -602,6 +661,16 @@ fn run_as<T: Real>(
     if run.layers.is_empty() {
         return Err(Error::input(&a.model, "has no recurrent layer to trace"));
     }
+    let policies = runner::model_policies(model);
+    let precision = if policies.is_empty() {
+        T::NAME.to_string()
+    } else {
+        policies
+            .iter()
+            .map(|p| p.describe())
+            .collect::<Vec<_>>()
+            .join(" + ")
+    };
     let kernels: Vec<&str> = run.layers.iter().map(|l| l.kernels.name()).collect();
     let kernels = kernels.join(",");
     let trace = Trace {
@@ -641,6 +710,9 @@ fn run_as<T: Real>(
                 "dense_activation": trace.dense_activation.map(|a| a.name()),
                 "comparison": comparison,
                 "window": a.window,
+                "precision": if policies.is_empty() { T::NAME.to_string() } else {
+                    policies.iter().map(|p| p.name()).collect::<Vec<_>>().join("+")
+                },
             }),
         )?;
     }
@@ -679,10 +751,11 @@ fn run_as<T: Real>(
             kind.display_name()
         ),
         None => format!(
-            "{} ({}, saved by Keras {})",
+            "{} ({}, saved by Keras {}{})",
             a.model.display(),
             model.format.describe(),
-            model.keras_version
+            model.keras_version,
+            policy_note(model)
         ),
     };
     let report = Report {
@@ -723,6 +796,7 @@ fn run_as<T: Real>(
                 "write_s": write_time.as_secs_f64(),
                 "total_s": started.elapsed().as_secs_f64(),
                 "kernels": kernels,
+                "precision": precision,
             })
         );
     }
@@ -735,8 +809,7 @@ fn compare_output<T: Real>(
     p: &Path,
     out_shape: &[usize],
     ours: &Array2<T>,
-    atol: f64,
-    rtol: f64,
+    tolerance: &dyn Fn(&[f64]) -> (f64, f64, Option<String>),
     time_major: bool,
 ) -> Result<(compare::Comparison, Vec<f64>)> {
     let mut e = io::read_npy(p)?;
@@ -765,8 +838,8 @@ fn compare_output<T: Real>(
         ));
     }
     let ours: Vec<f64> = ours.iter().map(|v| v.to_f()).collect();
-    Ok((
-        compare::compare(&ours, &e.data, out_shape, atol, rtol),
-        e.data,
-    ))
+    let (atol, rtol, why) = tolerance(&e.data);
+    let mut c = compare::compare(&ours, &e.data, out_shape, atol, rtol);
+    c.tolerance = why;
+    Ok((c, e.data))
 }

@@ -28,6 +28,8 @@ pub(super) struct LaneCtx<'a, T> {
     pub(super) input_index: &'a [usize],
     /// The packed weights when the fused kernels run (float32 only).
     pub(super) packed: Option<&'a Packed>,
+    /// The dtype policy the layer computes under (`None`: the run's own type).
+    pub(super) policy: Option<DtypePolicy>,
 }
 
 /// A block of sequences advancing together, with its state and scratch buffers (allocated once).
@@ -119,9 +121,10 @@ impl<T: Real> Lane<T> {
                 }
             }
             let mut xp = self.xp.slice_mut(s![0..sn * n, ..]);
-            match &w.bias {
-                Some(b) => xp.rows_mut().into_iter().for_each(|mut row| row.assign(b)),
-                None => xp.fill(T::zero()),
+            match (&w.bias, ctx.policy) {
+                (Some(b), None) => xp.rows_mut().into_iter().for_each(|mut row| row.assign(b)),
+                // Under a policy the product is rounded alone; the cell adds the bias where Keras does.
+                _ => xp.fill(T::zero()),
             }
             matmul(
                 xp.view_mut(),
@@ -129,6 +132,9 @@ impl<T: Real> Lane<T> {
                 w.kernel.view(),
                 true,
             );
+            if let Some(p) = ctx.policy {
+                xp.mapv_inplace(|v| p.matmul(v));
+            }
             for s_ in 0..sn {
                 let k = t + s_ - t0;
                 let ti = ctx.input_index[t + s_];
@@ -141,6 +147,13 @@ impl<T: Real> Lane<T> {
                     scratch: self.scratch.view_mut(),
                 };
                 match w.kind {
+                    _ if ctx.policy.is_some() => RoundedCell {
+                        weights: w,
+                        activation: ctx.spec.activation,
+                        recurrent_activation: ctx.spec.recurrent_activation,
+                        policy: ctx.policy.expect("checked"),
+                    }
+                    .step(self.h.view(), self.c.view(), out),
                     CellKind::Lstm => LstmCell {
                         weights: w,
                         activation: ctx.spec.activation,

@@ -31,7 +31,8 @@ pub use stores::Stores;
 
 use crate::cell::fused::{self, Packed};
 use crate::cell::kernels::matmul;
-use crate::cell::{Activation, GruCell, LstmCell, Real, SimpleRnnCell, StepOut};
+use crate::cell::rounded::RoundedCell;
+use crate::cell::{Activation, DtypePolicy, GruCell, LstmCell, Real, SimpleRnnCell, StepOut};
 use crate::trace::{Kernels, LayerTrace, Record};
 use crate::weights::{CellKind, CellWeights, DenseWeights};
 use ndarray::{
@@ -128,6 +129,25 @@ pub fn run_layer_using<T: Real>(
     sink: &mut Sink<'_, T>,
     kernels: Kernels,
 ) -> crate::Result<LayerTrace<T>> {
+    run_layer_policy(weights, spec, None, input, record, chunk_steps, sink, kernels)
+}
+
+/// [`run_layer_using`] under a Keras dtype policy: with `Some(policy)` every step runs the portable
+/// [`RoundedCell`] (each op rounded to the policy's compute type as TensorFlow rounds it; the fused kernels,
+/// which compute in float32 throughout, never run), the input projection `x·W` rounded as a matrix product
+/// and the bias left to the cell (each cell adds it where Keras does). `weights`, `input.x` and the initial
+/// states must already be in the compute type (the runner rounds them once, as Keras casts them).
+#[allow(clippy::too_many_arguments)]
+pub fn run_layer_policy<T: Real>(
+    weights: &CellWeights<T>,
+    spec: &LayerSpec,
+    policy: Option<DtypePolicy>,
+    input: LayerInput<'_, T>,
+    record: Record,
+    chunk_steps: Option<usize>,
+    sink: &mut Sink<'_, T>,
+    kernels: Kernels,
+) -> crate::Result<LayerTrace<T>> {
     let (batch, steps, features) = input.x.dim();
     let u = weights.units;
     // The hidden state's width: `u`, or the projection's with PyTorch `proj_size`.
@@ -150,7 +170,15 @@ pub fn run_layer_using<T: Real>(
     }
     let lstm = weights.kind.has_cell_state();
     let masking = input.mask.is_some();
-    let packed = packed_for(weights, spec, kernels);
+    assert!(
+        policy.is_none() || weights.projection.is_none(),
+        "a projected LSTM has no dtype policy"
+    );
+    let packed = if policy.is_some() {
+        None
+    } else {
+        packed_for(weights, spec, kernels)
+    };
     // The fused kernels address rows of `x` directly.
     let x = if packed.is_some() && !input.x.is_standard_layout() {
         CowArray::from(input.x.as_standard_layout().into_owned())
@@ -179,6 +207,7 @@ pub fn run_layer_using<T: Real>(
         mask: input.mask,
         input_index: &input_index,
         packed: packed.as_ref(),
+        policy,
     };
     let streaming = chunk_steps.is_some() && !spec.carry_state;
     let chunk = if streaming {
@@ -305,6 +334,7 @@ pub fn run_layer_using<T: Real>(
         final_h,
         final_c: lstm.then_some(final_c),
         kernels: packed.as_ref().map_or(Kernels::Portable, |p| p.isa()),
+        policy,
     })
 }
 

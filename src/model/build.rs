@@ -14,6 +14,7 @@ use super::config::{LayerSpec, ModelSpec, activation_name, shape_list};
 use super::h5::ArrayInfo;
 use super::layers::{Padding, conv::Conv1d, pool::Pool1d};
 use super::{Layer, LayerKind, Recurrent, RecurrentCell, SUPPORTED_CLASSES};
+use crate::cell::DtypePolicy;
 use crate::error::shape_str;
 use crate::io::RawArray;
 use serde_json::{Map, Value};
@@ -129,11 +130,24 @@ pub fn build(
                 kind: LayerKind::Unsupported,
                 output_shape: None,
                 unsupported: Some(why),
+                policy: None,
             });
             continue;
         }
-        let (kind, mut out) =
+        let (mut kind, mut out) =
             build_one(l, source, keras2, cur.as_deref()).map_err(|e| format!("{label}: {e}"))?;
+        let policy = layer_policy(l);
+        match &mut kind {
+            LayerKind::Recurrent(r) => r.policy = policy,
+            LayerKind::StackedRecurrent(cells) => cells.iter_mut().for_each(|r| r.policy = policy),
+            LayerKind::Bidirectional {
+                forward, backward, ..
+            } => {
+                forward.policy = policy;
+                backward.policy = policy;
+            }
+            _ => {}
+        }
         if let LayerKind::Merge { op, axis } = &kind {
             out = merge_shape(*op, *axis, &inputs).map_err(|e| format!("{label}: {e}"))?;
         }
@@ -192,6 +206,7 @@ pub fn build(
             kind,
             output_shape: out,
             unsupported: policy_refusal(l),
+            policy,
         });
     }
     let declared = match graph {
@@ -388,22 +403,33 @@ pub fn unsupported_reason(l: &LayerSpec) -> Option<String> {
     }
 }
 
-/// A dtype policy other than float32 (`mixed_float16`, `float16`, `bfloat16`, `float64`, …), refused:
-/// rnntrace computes in float32 or float64, and a float16 model's numbers must not be silently replaced
-/// by float32 ones.
+/// A dtype policy `run` does not compute, refused by name: float64 (rnntrace computes in float32 or
+/// float64, but a float64 policy's cast points are not emulated), quantized policies (`int8_from_…`,
+/// `float8_from_…`) and any other name. float32 and the four policies of [`DtypePolicy`] are computed.
 fn policy_refusal(l: &LayerSpec) -> Option<String> {
     if l.class_name == "InputLayer" {
         return None; // its dtype is the input tensor's (int32 ids, float32 values), not a policy
     }
     let name = dtype_policy(&l.config)?;
-    (name != "float32").then(|| {
-        format!(
-            "its dtype policy is '{name}', which rnntrace does not emulate (it computes in float32 or \
-             float64, and will not pass float32 numbers off as {name} ones); to trace the model, rebuild \
-             it under keras.mixed_precision.set_global_policy(\"float32\"), copy the weights with \
-             set_weights(old.get_weights()) and save it again"
-        )
-    })
+    if name == "float32" || DtypePolicy::from_name(&name).is_some() {
+        return None;
+    }
+    Some(format!(
+        "its dtype policy is '{name}', which rnntrace does not emulate (it computes float32, and \
+         mixed_float16, float16, mixed_bfloat16 and bfloat16 as TensorFlow rounds them, and will not pass \
+         other numbers off as {name} ones); to trace the model, rebuild it under \
+         keras.mixed_precision.set_global_policy(\"float32\"), copy the weights with \
+         set_weights(old.get_weights()) and save it again"
+    ))
+}
+
+/// The dtype policy a layer computes under, when it is one of [`DtypePolicy`]'s (a wrapper's own policy:
+/// `Bidirectional`, `TimeDistributed` and `RNN` cast their input to it and their inner layer shares it).
+fn layer_policy(l: &LayerSpec) -> Option<DtypePolicy> {
+    if l.class_name == "InputLayer" {
+        return None;
+    }
+    DtypePolicy::from_name(&dtype_policy(&l.config)?)
 }
 
 /// A layer's dtype policy name: Keras 3 `{"class_name": "DTypePolicy", "config": {"name": …}}`, tf-keras
@@ -1442,6 +1468,7 @@ fn recurrent(
         kernel: source.read(&kernel)?,
         recurrent_kernel: source.read(&recurrent_kernel)?,
         bias: bias.map(|b| source.read(&b)).transpose()?,
+        policy: None,
     };
     let out = input.map(|s| {
         if return_sequences {

@@ -145,6 +145,10 @@ pub struct Layer {
     /// Why `run` cannot compute this layer (a `Lambda`, a custom class, a dtype policy other than
     /// float32), with the way forward; `None` when it can. `inspect` shows such a layer all the same.
     pub unsupported: Option<String>,
+    /// The layer's Keras dtype policy when it computes below float32 (`mixed_float16`, `float16`,
+    /// `mixed_bfloat16`, `bfloat16`): `run` rounds its variables, its input and every op's result to the
+    /// compute type as TensorFlow does ([`crate::cell::rounding`]). `None`: float32.
+    pub policy: Option<crate::cell::DtypePolicy>,
 }
 
 /// What a layer computes. Weights are in Keras's layout (kernel `(in, gates·units)`, row-vector math).
@@ -404,6 +408,8 @@ pub struct Recurrent {
     pub recurrent_kernel: RawArray,
     /// `(blocks·units,)`; for a `reset_after` GRU `(2, 3·units)`: row 0 input bias, row 1 recurrent bias.
     pub bias: Option<RawArray>,
+    /// The layer's dtype policy when it computes below float32 (see [`Layer::policy`]).
+    pub policy: Option<crate::cell::DtypePolicy>,
 }
 
 /// Every layer class `run` computes, for messages.

@@ -47,7 +47,7 @@ impl<T: Real> Serialize for Doc<'_, '_, T> {
         let r = self.0;
         let mut m = s.serialize_map(None)?;
         m.serialize_entry("format", FORMAT)?;
-        m.serialize_entry("precision", T::NAME)?;
+        m.serialize_entry("precision", &crate::trace::precision_of(&r.trace.layers))?;
         m.serialize_entry(
             "layers",
             &r.trace.layers.iter().map(Layer).collect::<Vec<_>>(),
@@ -62,7 +62,8 @@ impl<T: Real> Serialize for Doc<'_, '_, T> {
         m.serialize_entry("comparison", &r.comparison.as_ref().map(|c| {
             serde_json::json!({"max_abs_error": finite(c.max_abs_error), "atol": c.atol, "rtol": c.rtol,
                 "mismatches": c.mismatches, "passed": c.passed, "worst_index": c.worst_index,
-                "worst_ours": finite(c.worst_ours), "worst_expected": finite(c.worst_expected)})
+                "worst_ours": finite(c.worst_ours), "worst_expected": finite(c.worst_expected),
+                "tolerance": c.tolerance})
         }))?;
         m.end()
     }
@@ -78,6 +79,10 @@ impl<T: Real> Serialize for Layer<'_, T> {
         let mut m = s.serialize_map(None)?;
         m.serialize_entry("name", &l.name)?;
         m.serialize_entry("cell", l.kind.name())?;
+        if let Some(p) = l.policy {
+            m.serialize_entry("dtype_policy", p.name())?;
+            m.serialize_entry("precision", &p.describe())?;
+        }
         m.serialize_entry("units", &l.units)?;
         m.serialize_entry("features", &l.features)?;
         m.serialize_entry("activation", l.activation.name())?;

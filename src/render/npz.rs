@@ -196,12 +196,16 @@ fn add_layer_ends<T: Real>(stream: &mut NpzStream, prefix: &str, l: &LayerTrace<
 
 /// A layer's conventions as the metadata states them.
 fn layer_meta<T: Real>(l: &LayerTrace<T>) -> serde_json::Value {
-    serde_json::json!({
+    let mut m = serde_json::json!({
         "name": l.name, "cell": l.kind.name(), "units": l.units, "features": l.features,
         "activation": l.activation.name(), "recurrent_activation": l.recurrent_activation.name(),
         "reset_after": l.reset_after, "go_backwards": l.go_backwards, "carry_state": l.carry_state,
         "gates": l.kind.gate_names(), "kernels": l.kernels.name(),
-    })
+    });
+    if let (Some(p), Some(o)) = (l.policy, m.as_object_mut()) {
+        o.insert("dtype_policy".into(), p.name().into());
+    }
+    m
 }
 
 /// Adds `metadata`: a 0-d unicode array (UTF-32 code units).
@@ -363,7 +367,7 @@ impl<T: Real> ModelNpz<T> {
         let mut m = serde_json::json!({
             "format": "rnntrace-npz/1",
             "layout": "per-step arrays are time-major: (steps, sequences, units), steps in processing order; each recurrent layer's under its name",
-            "precision": T::NAME,
+            "precision": crate::trace::precision_of(layers),
             "layers": layers.iter().map(layer_meta).collect::<Vec<_>>(),
         });
         if let (Some(m), serde_json::Value::Object(e)) = (m.as_object_mut(), meta) {

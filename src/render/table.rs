@@ -135,7 +135,11 @@ fn header_line<T: Real>(r: &Report<'_, T>, l: &LayerTrace<T>) -> String {
         "\n{} sequences × {} timesteps, precision {}; sequences, steps, units and rows are numbered from 0",
         l.sequences(),
         l.steps(),
-        T::NAME
+        l.policy.map_or(T::NAME.to_string(), |p| format!(
+            "{}, each op rounded to {} as TensorFlow rounds it",
+            p.describe(),
+            p.compute()
+        ))
     );
     s
 }
@@ -749,9 +753,13 @@ pub fn verdict_line<T: Real>(c: &crate::compare::Comparison, r: &Report<'_, T>) 
     } else {
         "expected"
     };
+    let why = c
+        .tolerance
+        .as_ref()
+        .map_or(String::new(), |t| format!(" ({t})"));
     if c.passed {
         format!(
-            "PASS: all {} values match the {what} within atol {:e} + rtol {:e}; largest error {} at [{at}]",
+            "PASS: all {} values match the {what} within atol {:e} + rtol {:e}{why}; largest error {} at [{at}]",
             c.total,
             c.atol,
             c.rtol,
@@ -759,7 +767,7 @@ pub fn verdict_line<T: Real>(c: &crate::compare::Comparison, r: &Report<'_, T>) 
         )
     } else {
         format!(
-            "FAIL: {} of {} values differ from the {what} beyond atol {:e} + rtol {:e}; largest error {} at [{at}] (ours {}, expected {})",
+            "FAIL: {} of {} values differ from the {what} beyond atol {:e} + rtol {:e}{why}; largest error {} at [{at}] (ours {}, expected {})",
             c.mismatches,
             c.total,
             c.atol,

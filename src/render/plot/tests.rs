@@ -43,6 +43,7 @@ fn trace(kind: CellKind, n: usize, steps: usize, units: usize, carry: bool) -> T
         final_h: last(&h),
         final_c: lstm.then(|| last(&c)),
         kernels: crate::trace::Kernels::Portable,
+        policy: None,
         h: Some(h),
         c: lstm.then_some(c),
     };
