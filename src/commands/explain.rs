@@ -341,8 +341,26 @@ fn from_model(a: &ExplainArgs, path: &Path, kernels: Kernels) -> Result<Problem>
         }
     }
     let m = model::load(path)?;
-    // A layer `run` cannot compute (a Lambda, a custom class, a float16 policy) cannot be explained either.
+    // A layer `run` cannot compute (a Lambda, a custom class) cannot be explained either.
     m.check_runnable()?;
+    // Derivatives of a computation that rounds every op to float16 are not what explain computes.
+    if let Some(l) = m.layers.iter().find(|l| l.policy.is_some()) {
+        let p = l.policy.expect("found above");
+        return Err(Error::input(
+            path,
+            format!(
+                "layer '{}' ({}) computes under the dtype policy {}, every op rounded to {}; explain \
+                 differentiates in float32 or float64, which would explain another model: `rnntrace run` \
+                 computes and traces this one; to explain it, rebuild the model under \
+                 keras.mixed_precision.set_global_policy(\"float32\"), copy the weights with \
+                 set_weights(old.get_weights()) and save it again",
+                l.name,
+                l.class_name,
+                p.describe(),
+                p.compute()
+            ),
+        ));
+    }
     if m.graph.is_some() {
         return Err(Error::input(
             path,

@@ -162,6 +162,26 @@ pub fn inspect(a: &InspectArgs, env: &crate::cli::job::Env) -> Result<Outcome> {
             t.add_row(row);
         }
         let _ = writeln!(out, "{t}\nTotal params: {total}");
+        for p in runner::model_policies(&m) {
+            let names: Vec<&str> = m
+                .layers
+                .iter()
+                .filter(|l| l.policy == Some(p))
+                .map(|l| l.name.as_str())
+                .collect();
+            let _ = writeln!(
+                out,
+                "{}",
+                wrap(format!(
+                    "dtype policy {}: {}; `run` rounds every op of {} to {} as TensorFlow does, the other \
+                     layers compute in float32",
+                    p.describe(),
+                    names.join(", "),
+                    if names.len() == 1 { "it" } else { "these layers" },
+                    p.compute()
+                ))
+            );
+        }
         for l in &m.layers {
             if let Some(why) = &l.unsupported {
                 let _ = writeln!(

@@ -406,7 +406,7 @@ pub fn unsupported_reason(l: &LayerSpec) -> Option<String> {
 /// A dtype policy `run` does not compute, refused by name: float64 (rnntrace computes in float32 or
 /// float64, but a float64 policy's cast points are not emulated), quantized policies (`int8_from_…`,
 /// `float8_from_…`) and any other name. float32 and the four policies of [`DtypePolicy`] are computed.
-fn policy_refusal(l: &LayerSpec) -> Option<String> {
+pub(crate) fn policy_refusal(l: &LayerSpec) -> Option<String> {
     if l.class_name == "InputLayer" {
         return None; // its dtype is the input tensor's (int32 ids, float32 values), not a policy
     }
@@ -425,7 +425,7 @@ fn policy_refusal(l: &LayerSpec) -> Option<String> {
 
 /// The dtype policy a layer computes under, when it is one of [`DtypePolicy`]'s (a wrapper's own policy:
 /// `Bidirectional`, `TimeDistributed` and `RNN` cast their input to it and their inner layer shares it).
-fn layer_policy(l: &LayerSpec) -> Option<DtypePolicy> {
+pub(crate) fn layer_policy(l: &LayerSpec) -> Option<DtypePolicy> {
     if l.class_name == "InputLayer" {
         return None;
     }

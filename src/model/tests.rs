@@ -1046,3 +1046,55 @@ fn stacked_cells_name_an_unsupported_cell_and_their_weight_groups() {
     let why = build::unsupported_reason(&empty).unwrap_or_default();
     assert!(why.contains("holds no cells"), "{why}");
 }
+
+fn with_dtype(dtype: serde_json::Value) -> config::LayerSpec {
+    let config = serde_json::json!({"name": "lstm", "units": 2, "dtype": dtype});
+    config::LayerSpec {
+        name: "lstm".into(),
+        class_name: "LSTM".into(),
+        config: config.as_object().cloned().unwrap_or_default(),
+        weights_key: "lstm".into(),
+        registered_name: None,
+    }
+}
+
+#[test]
+fn dtype_policies_are_read_from_keras3_tf_keras_and_plain_configs() {
+    use crate::cell::DtypePolicy;
+    for (dtype, want) in [
+        (
+            serde_json::json!({"module": "keras", "class_name": "DTypePolicy",
+                "config": {"name": "mixed_float16"}, "registered_name": null}),
+            Some(DtypePolicy::MixedFloat16),
+        ),
+        (
+            serde_json::json!({"class_name": "Policy", "config": {"name": "mixed_bfloat16"}}),
+            Some(DtypePolicy::MixedBfloat16),
+        ),
+        (serde_json::json!("float16"), Some(DtypePolicy::Float16)),
+        (serde_json::json!("bfloat16"), Some(DtypePolicy::Bfloat16)),
+        (serde_json::json!("float32"), None),
+        (
+            serde_json::json!({"class_name": "DTypePolicy", "config": {"name": "float32"}}),
+            None,
+        ),
+    ] {
+        let l = with_dtype(dtype.clone());
+        assert_eq!(build::layer_policy(&l), want, "{dtype}");
+        assert_eq!(build::policy_refusal(&l), None, "{dtype}");
+    }
+}
+
+#[test]
+fn other_dtype_policies_are_refused_by_name() {
+    for name in ["float64", "int8_from_mixed_float16", "float8_from_float32"] {
+        let l = with_dtype(serde_json::json!({"class_name": "DTypePolicy", "config": {"name": name}}));
+        assert_eq!(build::layer_policy(&l), None, "{name}");
+        let why = build::policy_refusal(&l).unwrap_or_default();
+        assert!(
+            why.contains(&format!("its dtype policy is '{name}', which rnntrace does not emulate"))
+                && why.contains("set_global_policy(\"float32\")"),
+            "{why}"
+        );
+    }
+}
