@@ -491,19 +491,16 @@ fn dense<T: Real>(
         Some(p) => p.round(T::lit(*v)),
         None => T::lit(*v),
     };
-    let kernel = Array2::from_shape_vec(
-        (k.shape[0], k.shape[1]),
-        k.data.iter().map(lit).collect(),
-    )
-    .map_err(|_| {
-        Error::input(
-            &model.path,
-            format!(
-                "layer '{name}': kernel has shape {}; expected 2-D",
-                k.shape_str()
-            ),
-        )
-    })?;
+    let kernel = Array2::from_shape_vec((k.shape[0], k.shape[1]), k.data.iter().map(lit).collect())
+        .map_err(|_| {
+            Error::input(
+                &model.path,
+                format!(
+                    "layer '{name}': kernel has shape {}; expected 2-D",
+                    k.shape_str()
+                ),
+            )
+        })?;
     let bias = b.map(|b| ndarray::Array1::from(b.data.iter().map(lit).collect::<Vec<_>>()));
     let (bias, rounded_bias) = match policy {
         Some(_) => (None, bias),
@@ -1477,7 +1474,9 @@ pub fn run_graph_recording<T: Real>(
         // A layer under a float16/bfloat16 policy casts its floating inputs to the compute type (an
         // Embedding's are ids).
         let cast = |(t, m): Masked<T>| match layer.policy {
-            Some(p) if !matches!(layer.kind, LayerKind::Embedding { .. }) => (round_tensor(p, t), m),
+            Some(p) if !matches!(layer.kind, LayerKind::Embedding { .. }) => {
+                (round_tensor(p, t), m)
+            }
             _ => (t, m),
         };
         let args = call

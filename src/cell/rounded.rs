@@ -135,12 +135,7 @@ impl<T: Real> RoundedCell<'_, T> {
             rec.zip_mut_with(&gates.slice(s![.., u..2 * u]), |m, &r| *m = p.round(r * *m));
             add_round(p, pre.slice_mut(hh), scratch.slice(hh));
         } else {
-            product(
-                p,
-                scratch.slice_mut(zr),
-                h,
-                w.recurrent_kernel.slice(zr),
-            );
+            product(p, scratch.slice_mut(zr), h, w.recurrent_kernel.slice(zr));
             add_round(p, pre.slice_mut(zr), scratch.slice(zr));
             self.activate_zr(&pre, &mut gates, u);
             // scratch_h = r(r ⊙ h); then m(scratch_h · U_h) into the candidate's gate slot (overwritten
@@ -171,7 +166,11 @@ impl<T: Real> RoundedCell<'_, T> {
     fn activate_zr(&self, pre: &ArrayViewMut2<'_, T>, gates: &mut ArrayViewMut2<'_, T>, u: usize) {
         for k in 0..2 {
             let blk = s![.., k * u..(k + 1) * u];
-            self.activate(self.recurrent_activation, pre.slice(blk), gates.slice_mut(blk));
+            self.activate(
+                self.recurrent_activation,
+                pre.slice(blk),
+                gates.slice_mut(blk),
+            );
         }
     }
 

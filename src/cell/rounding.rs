@@ -85,20 +85,13 @@ impl DtypePolicy {
 
     /// Bits of the compute type's significand, the implicit one included (11, 8).
     pub fn significand_bits(self) -> i32 {
-        match self.compute() {
-            "float16" => 11,
-            _ => 8,
-        }
+        if self.is_half() { 11 } else { 8 }
     }
 
     /// One unit in the last place of the compute type at magnitude `x` (normal range): the spacing of
     /// representable values in `[2^e, 2^(e+1))` holding `|x|`; at least the spacing at the smallest normal.
     pub fn ulp(self, x: f64) -> f64 {
-        let min_exp = if self.compute() == "float16" {
-            -14
-        } else {
-            -126
-        };
+        let min_exp = if self.is_half() { -14 } else { -126 };
         let e = if x == 0.0 || !x.is_finite() {
             min_exp
         } else {
@@ -111,11 +104,7 @@ impl DtypePolicy {
     /// Correctly rounded from float64 too (see [`to_f32_odd`]).
     #[inline]
     pub fn round<T: Real>(self, x: T) -> T {
-        let v = to_f32_odd(x.to_f());
-        T::lit(match self.compute() {
-            "float16" => f16::from_f32(v).to_f64(),
-            _ => bf16::from_f32(v).to_f64(),
-        })
+        self.round_wide(x.to_f())
     }
 
     /// Rounds every value in place.
@@ -127,9 +116,9 @@ impl DtypePolicy {
     /// for bfloat16 (TensorFlow's CPU bfloat16 matmul drops the low 16 bits of the float32 sum).
     #[inline]
     pub fn matmul<T: Real>(self, x: T) -> T {
-        match self.compute() {
-            "float16" => self.round(x),
-            _ => {
+        match self.is_half() {
+            true => self.round(x),
+            false => {
                 let v = x.to_f() as f32;
                 if v.is_nan() {
                     return x;
@@ -155,49 +144,58 @@ impl DtypePolicy {
         self.round(e / self.round(T::one() + e))
     }
 
-    /// `act` applied to `src` into `dst` as TensorFlow computes it in the compute type (see the module
-    /// documentation); softmax over the whole slice.
-    pub fn activate<T: Real>(self, act: Activation, src: &[T], dst: &mut [T]) {
+    /// `act` applied in place as TensorFlow computes it in the compute type (see the module
+    /// documentation); softmax over the whole slice. Values computed in float64 are rounded from float64
+    /// directly (never through float32 first).
+    pub fn activate<T: Real>(self, act: Activation, xs: &mut [T]) {
         match act {
-            Activation::Sigmoid => {
-                for (d, &s) in dst.iter_mut().zip(src) {
-                    *d = self.sigmoid(s);
-                }
-            }
-            Activation::Tanh => {
-                for (d, &s) in dst.iter_mut().zip(src) {
-                    *d = self.round(T::lit(s.to_f().tanh()));
-                }
-            }
+            Activation::Sigmoid => xs.iter_mut().for_each(|x| *x = self.sigmoid(*x)),
+            Activation::Tanh => xs
+                .iter_mut()
+                .for_each(|x| *x = self.round_wide(x.to_f().tanh())),
             Activation::Softmax => {
-                let wide: Vec<f64> = src.iter().map(|v| v.to_f()).collect();
+                let wide: Vec<f64> = xs.iter().map(|v| v.to_f()).collect();
                 let mut out = vec![0.0; wide.len()];
                 act.apply_into(&wide, &mut out);
-                for (d, o) in dst.iter_mut().zip(out) {
-                    *d = self.round(T::lit(o));
+                for (d, o) in xs.iter_mut().zip(out) {
+                    *d = self.round_wide(o);
                 }
             }
-            _ => {
-                for (d, &s) in dst.iter_mut().zip(src) {
-                    *d = self.round(T::lit(act.scalar(s.to_f())));
-                }
-            }
+            _ => xs
+                .iter_mut()
+                .for_each(|x| *x = self.round_wide(act.scalar(x.to_f()))),
         }
     }
 
     /// [`DtypePolicy::activate`] in place on every row of `m` (softmax row-wise).
     pub fn activate_rows<T: Real>(self, act: Activation, mut m: ndarray::ArrayViewMut2<'_, T>) {
         for mut row in m.rows_mut() {
-            let src: Vec<T> = row.to_vec();
             match row.as_slice_mut() {
-                Some(d) => self.activate(act, &src, d),
+                Some(d) => self.activate(act, d),
                 None => {
-                    let mut d = src.clone();
-                    self.activate(act, &src, &mut d);
+                    let mut d = row.to_vec();
+                    self.activate(act, &mut d);
                     row.assign(&ndarray::ArrayView1::from(&d));
                 }
             }
         }
+    }
+
+    /// A float64 value rounded to nearest in the compute type (correctly: see [`to_f32_odd`]).
+    #[inline]
+    pub fn round_wide<T: Real>(self, v: f64) -> T {
+        let v = to_f32_odd(v);
+        T::lit(if self.is_half() {
+            f16::from_f32(v).to_f64()
+        } else {
+            bf16::from_f32(v).to_f64()
+        })
+    }
+
+    /// Whether the compute type is float16 (else bfloat16).
+    #[inline]
+    fn is_half(self) -> bool {
+        matches!(self, DtypePolicy::MixedFloat16 | DtypePolicy::Float16)
     }
 }
 
@@ -227,7 +225,10 @@ mod tests {
         let p = DtypePolicy::MixedFloat16;
         // 1 + 2^-11 is half-way between 1 and 1 + 2^-10: ties to even (1).
         assert_eq!(p.round(1.0f32 + 2f32.powi(-11)), 1.0);
-        assert_eq!(p.round(1.0f32 + 3.0 * 2f32.powi(-11)), 1.0 + 2.0 * 2f32.powi(-10));
+        assert_eq!(
+            p.round(1.0f32 + 3.0 * 2f32.powi(-11)),
+            1.0 + 2.0 * 2f32.powi(-10)
+        );
         assert!(p.round(70000.0f32).is_infinite());
         assert_eq!(p.matmul(0.1f32), p.round(0.1f32));
     }

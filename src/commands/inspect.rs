@@ -177,7 +177,11 @@ pub fn inspect(a: &InspectArgs, env: &crate::cli::job::Env) -> Result<Outcome> {
                      layers compute in float32",
                     p.describe(),
                     names.join(", "),
-                    if names.len() == 1 { "it" } else { "these layers" },
+                    if names.len() == 1 {
+                        "it"
+                    } else {
+                        "these layers"
+                    },
                     p.compute()
                 ))
             );

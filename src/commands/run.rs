@@ -211,10 +211,13 @@ fn check_precision(a: &RunArgs, model: &SavedModel) -> Result<()> {
 /// in float32.
 pub const POLICY_TOLERANCE_ULPS: f64 = 4.0;
 
+/// A comparison's `(atol, rtol, why)`: why only when it is not what the user gave.
+type Tolerance = (f64, f64, Option<String>);
+
 /// The tolerance of a comparison: `--atol`/`--rtol` when given; for a model under a dtype policy
 /// otherwise [`POLICY_TOLERANCE_ULPS`] ulps of its (coarsest) compute type at the largest expected value,
 /// with the reason; else the defaults.
-fn tolerance(a: &RunArgs, model: &SavedModel, expected: &[f64]) -> (f64, f64, Option<String>) {
+fn tolerance(a: &RunArgs, model: &SavedModel, expected: &[f64]) -> Tolerance {
     let coarsest = runner::model_policies(model)
         .into_iter()
         .min_by_key(|p| p.significand_bits());
@@ -640,7 +643,13 @@ fn run_as<T: Real>(
         .zip(&names)
         .skip(1)
     {
-        let (c, _) = compare_output(p, &out.shape(), &out.rows(), &|e| tolerance(a, model, e), a.time_major)?;
+        let (c, _) = compare_output(
+            p,
+            &out.shape(),
+            &out.rows(),
+            &|e| tolerance(a, model, e),
+            a.time_major,
+        )?;
         more.compared.push((name.clone(), c));
     }
     let (expected, comparison) = match a.check.expected.first() {
@@ -818,7 +827,7 @@ fn compare_output<T: Real>(
     p: &Path,
     out_shape: &[usize],
     ours: &Array2<T>,
-    tolerance: &dyn Fn(&[f64]) -> (f64, f64, Option<String>),
+    tolerance: &dyn Fn(&[f64]) -> Tolerance,
     time_major: bool,
 ) -> Result<(compare::Comparison, Vec<f64>)> {
     let mut e = io::read_npy(p)?;

@@ -146,27 +146,27 @@ impl<T: Real> Lane<T> {
                     c: self.c_next.view_mut(),
                     scratch: self.scratch.view_mut(),
                 };
-                match w.kind {
-                    _ if ctx.policy.is_some() => RoundedCell {
+                match (ctx.policy, w.kind) {
+                    (Some(policy), _) => RoundedCell {
                         weights: w,
                         activation: ctx.spec.activation,
                         recurrent_activation: ctx.spec.recurrent_activation,
-                        policy: ctx.policy.expect("checked"),
+                        policy,
                     }
                     .step(self.h.view(), self.c.view(), out),
-                    CellKind::Lstm => LstmCell {
+                    (None, CellKind::Lstm) => LstmCell {
                         weights: w,
                         activation: ctx.spec.activation,
                         recurrent_activation: ctx.spec.recurrent_activation,
                     }
                     .step(self.h.view(), self.c.view(), out),
-                    CellKind::Gru => GruCell {
+                    (None, CellKind::Gru) => GruCell {
                         weights: w,
                         activation: ctx.spec.activation,
                         recurrent_activation: ctx.spec.recurrent_activation,
                     }
                     .step(self.h.view(), out),
-                    CellKind::SimpleRnn => SimpleRnnCell {
+                    (None, CellKind::SimpleRnn) => SimpleRnnCell {
                         weights: w,
                         activation: ctx.spec.activation,
                     }

@@ -129,7 +129,16 @@ pub fn run_layer_using<T: Real>(
     sink: &mut Sink<'_, T>,
     kernels: Kernels,
 ) -> crate::Result<LayerTrace<T>> {
-    run_layer_policy(weights, spec, None, input, record, chunk_steps, sink, kernels)
+    run_layer_policy(
+        weights,
+        spec,
+        None,
+        input,
+        record,
+        chunk_steps,
+        sink,
+        kernels,
+    )
 }
 
 /// [`run_layer_using`] under a Keras dtype policy: with `Some(policy)` every step runs the portable

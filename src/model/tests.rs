@@ -1088,12 +1088,14 @@ fn dtype_policies_are_read_from_keras3_tf_keras_and_plain_configs() {
 #[test]
 fn other_dtype_policies_are_refused_by_name() {
     for name in ["float64", "int8_from_mixed_float16", "float8_from_float32"] {
-        let l = with_dtype(serde_json::json!({"class_name": "DTypePolicy", "config": {"name": name}}));
+        let l =
+            with_dtype(serde_json::json!({"class_name": "DTypePolicy", "config": {"name": name}}));
         assert_eq!(build::layer_policy(&l), None, "{name}");
         let why = build::policy_refusal(&l).unwrap_or_default();
         assert!(
-            why.contains(&format!("its dtype policy is '{name}', which rnntrace does not emulate"))
-                && why.contains("set_global_policy(\"float32\")"),
+            why.contains(&format!(
+                "its dtype policy is '{name}', which rnntrace does not emulate"
+            )) && why.contains("set_global_policy(\"float32\")"),
             "{why}"
         );
     }

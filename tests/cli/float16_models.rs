@@ -58,16 +58,16 @@ fn computed(name: &str) {
     ];
     let (code, out, err) = run(rnntrace().current_dir(dir(name)).args(args).arg("-q"));
     assert_eq!(code, 0, "{name}: {out}{err}");
-    let why = format!("(a {policy} model's tolerance: 4 {compute} ulps at the largest expected value");
+    let why =
+        format!("(a {policy} model's tolerance: 4 {compute} ulps at the largest expected value");
     assert!(
         out.starts_with("PASS") && out.contains(&why) && out.contains("rtol 0e0"),
         "{name}: {out}"
     );
-    let (code, out, err) =
-        run(rnntrace()
-            .current_dir(dir(name))
-            .args(args)
-            .args(["--format", "json"]));
+    let (code, out, err) = run(rnntrace()
+        .current_dir(dir(name))
+        .args(args)
+        .args(["--format", "json"]));
     assert_eq!(code, 0, "{name}: {err}");
     let j: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(j["precision"], policy, "{name}");
@@ -156,10 +156,26 @@ fn a_float32_answer_would_fail_every_case() {
 #[test]
 fn the_header_says_the_precision() {
     for (name, policy, compute) in [
-        ("mixed_lstm", "mixed_float16 (float16 compute, float32 variables)", "float16"),
-        ("float16_lstm", "float16 (float16 compute, float16 variables)", "float16"),
-        ("bfloat16_lstm", "mixed_bfloat16 (bfloat16 compute, float32 variables)", "bfloat16"),
-        ("tf_keras_mixed_lstm", "mixed_float16 (float16 compute, float32 variables)", "float16"),
+        (
+            "mixed_lstm",
+            "mixed_float16 (float16 compute, float32 variables)",
+            "float16",
+        ),
+        (
+            "float16_lstm",
+            "float16 (float16 compute, float16 variables)",
+            "float16",
+        ),
+        (
+            "bfloat16_lstm",
+            "mixed_bfloat16 (bfloat16 compute, float32 variables)",
+            "bfloat16",
+        ),
+        (
+            "tf_keras_mixed_lstm",
+            "mixed_float16 (float16 compute, float32 variables)",
+            "float16",
+        ),
     ] {
         let (code, out, err) = run(rnntrace().current_dir(dir(name)).args([
             "run",
