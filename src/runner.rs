@@ -1593,6 +1593,7 @@ pub fn run_graph_recording<T: Real>(
                     q_mask.as_ref().map(|m| m.view()),
                     args[1].1.as_ref().map(|m| m.view()),
                     call.flags.iter().any(|f| f == "use_causal_mask"),
+                    layer.policy,
                 );
                 vec![(Tensor::Seq(y), q_mask)]
             }

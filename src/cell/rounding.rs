@@ -153,18 +153,42 @@ impl DtypePolicy {
             Activation::Tanh => xs
                 .iter_mut()
                 .for_each(|x| *x = self.round_wide(x.to_f().tanh())),
-            Activation::Softmax => {
-                let wide: Vec<f64> = xs.iter().map(|v| v.to_f()).collect();
-                let mut out = vec![0.0; wide.len()];
-                act.apply_into(&wide, &mut out);
-                for (d, o) in xs.iter_mut().zip(out) {
-                    *d = self.round_wide(o);
-                }
-            }
+            Activation::Softmax => self.softmax(xs),
             _ => xs
                 .iter_mut()
                 .for_each(|x| *x = self.round_wide(act.scalar(x.to_f()))),
         }
+    }
+
+    /// TensorFlow's CPU softmax in the compute type (Eigen's expression, measured on float16):
+    /// `e_j = r(exp(r(x_j − max)))`; their sum as Eigen's vectorised reduction computes it (8 lanes, each
+    /// summing every 8th value in the compute type, the lanes then added in float32 and rounded, plus the
+    /// values past the last whole packet summed in the compute type); `r(e_j · r(1 / sum))`.
+    pub fn softmax<T: Real>(self, xs: &mut [T]) {
+        const LANES: usize = 8;
+        let max = xs.iter().copied().fold(T::neg_infinity(), T::max);
+        for x in xs.iter_mut() {
+            let shifted = self.round(*x - max);
+            *x = self.round(T::lit((shifted.to_f() as f32).exp() as f64));
+        }
+        let whole = xs.len() / LANES * LANES;
+        let mut lanes = [T::zero(); LANES];
+        for chunk in xs[..whole].chunks_exact(LANES) {
+            for (l, &v) in lanes.iter_mut().zip(chunk) {
+                *l = self.round(*l + v);
+            }
+        }
+        let tail = xs[whole..]
+            .iter()
+            .fold(T::zero(), |a, &v| self.round(a + v));
+        let sum = if whole == 0 {
+            tail
+        } else {
+            let packet = lanes.iter().fold(0f32, |a, v| a + v.to_f() as f32);
+            self.round(tail + self.round(T::lit(packet as f64)))
+        };
+        let inv = self.round(T::one() / sum);
+        xs.iter_mut().for_each(|x| *x = self.round(*x * inv));
     }
 
     /// [`DtypePolicy::activate`] in place on every row of `m` (softmax row-wise).
@@ -264,6 +288,30 @@ mod tests {
         let tie = 1.0 + 2f64.powi(-8);
         assert_eq!(b.round(tie + 2f64.powi(-45)), 1.0 + 2f64.powi(-7));
         assert_eq!(b.round(-(tie + 2f64.powi(-45))), -(1.0 + 2f64.powi(-7)));
+    }
+
+    #[test]
+    fn softmax_sums_in_eight_lanes_and_multiplies_by_the_inverse() {
+        let p = DtypePolicy::MixedFloat16;
+        let mut xs: Vec<f32> = (0..11).map(|i| p.round(0.3 * i as f32 - 1.0)).collect();
+        let src = xs.clone();
+        p.softmax(&mut xs);
+        let e: Vec<f32> = src
+            .iter()
+            .map(|&x| p.round((p.round(x - src[10])).exp()))
+            .collect();
+        let mut lanes = [0f32; 8];
+        for (k, l) in lanes.iter_mut().enumerate() {
+            *l = p.round(*l + e[k]);
+        }
+        let tail = p.round(p.round(e[8] + e[9]) + e[10]);
+        let sum = p.round(tail + p.round(lanes.iter().sum::<f32>()));
+        let inv = p.round(1.0 / sum);
+        for (x, e) in xs.iter().zip(&e) {
+            assert_eq!(*x, p.round(e * inv));
+        }
+        let total: f32 = xs.iter().sum();
+        assert!((total - 1.0).abs() < 4e-3, "{total}");
     }
 
     #[test]

@@ -4,10 +4,9 @@
 //! and `probe_bfloat16_ops.py` measured where), compares with the policy's tolerance (4 ulps of the compute
 //! type at the largest expected value, rtol 0) and says which; the header says the precision.
 //!
-//! Measured: every case but `mixed_attention` reproduces `model.predict` bit for bit (max |diff| 0), and
-//! `mixed_attention` (its softmax computed in float32 and rounded once) within 1.6e-5, while the same
-//! models computed in float32 are off by 4.6e-5 to 2.2e-3 (`float32_max_abs_diff` in each `case.json`).
-//! Each test checks both: the verdict within the stated tolerance, and the measured error.
+//! Measured: every case reproduces `model.predict` bit for bit (max |diff| 0), while the same models
+//! computed in float32 are off by 4.6e-5 to 2.2e-3 (`float32_max_abs_diff` in each `case.json`). Each
+//! test checks both: the verdict within the stated tolerance, and the measured error.
 
 use crate::{fixtures, rnntrace, run};
 use std::path::PathBuf;
@@ -26,15 +25,6 @@ fn model_file(name: &str) -> &'static str {
 
 fn case_info(name: &str) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(dir(name).join("case.json")).unwrap()).unwrap()
-}
-
-/// The largest error each case may show: 0 (bit for bit) except where rnntrace rounds a layer's output
-/// once instead of op by op (Attention's softmax).
-fn measured_bound(name: &str) -> f64 {
-    match name {
-        "mixed_attention" => 2e-5,
-        _ => 0.0,
-    }
 }
 
 /// `run --model … --input input.npy --expected expected.npy`: exit 0, `PASS` within the policy's stated
@@ -80,7 +70,7 @@ fn computed(name: &str) {
     let ulp = 2f64.powi(top.log2().floor() as i32 - (bits - 1));
     assert_eq!(c["atol"].as_f64().unwrap(), 4.0 * ulp, "{name}: {c}");
     let err = c["max_abs_error"].as_f64().unwrap();
-    assert!(err <= measured_bound(name), "{name}: max |diff| {err}");
+    assert_eq!(err, 0.0, "{name}: max |diff| {err} (measured: bit for bit)");
     // Far closer than a float32 computation of the same model.
     assert!(
         err < info["float32_max_abs_diff"].as_f64().unwrap() / 2.0,
@@ -270,31 +260,46 @@ fn precision_f64_is_refused_naming_the_policy() {
     );
 }
 
-/// `--atol`/`--rtol` replace the policy's tolerance: 0 and 0 still pass a bit-exact case, and fail the one
-/// rnntrace rounds once (Attention), exit 1 with the error shown.
+/// `--atol`/`--rtol` replace the policy's tolerance (0 and 0 still pass: bit for bit), and the policy's
+/// tolerance does fail a different model's output (`float16_lstm`'s, same shape), exit 1.
 #[test]
-fn given_tolerances_replace_the_policy_one() {
-    for (name, code_want) in [("mixed_lstm", 0), ("mixed_attention", 1)] {
-        let (code, out, err) = run(rnntrace().current_dir(dir(name)).args([
-            "run",
-            "--model",
-            "model.keras",
-            "--input",
-            "input.npy",
-            "--expected",
-            "expected.npy",
-            "--atol",
-            "0",
-            "--rtol",
-            "0",
-            "-q",
-        ]));
-        assert_eq!(code, code_want, "{name}: {out}{err}");
-        assert!(
-            out.contains("atol 0e0 + rtol 0e0;") && !out.contains("tolerance:"),
-            "{name}: {out}"
-        );
-    }
+fn given_tolerances_replace_the_policy_one_and_a_wrong_output_fails() {
+    let (code, out, err) = run(rnntrace().current_dir(dir("mixed_lstm")).args([
+        "run",
+        "--model",
+        "model.keras",
+        "--input",
+        "input.npy",
+        "--expected",
+        "expected.npy",
+        "--atol",
+        "0",
+        "--rtol",
+        "0",
+        "-q",
+    ]));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("atol 0e0 + rtol 0e0;") && !out.contains("tolerance:"),
+        "{out}"
+    );
+    let other = dir("float16_lstm").join("expected.npy");
+    let (code, out, err) = run(rnntrace().current_dir(dir("mixed_lstm")).args([
+        "run",
+        "--model",
+        "model.keras",
+        "--input",
+        "input.npy",
+        "--expected",
+        other.to_str().unwrap(),
+        "-q",
+    ]));
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.starts_with("FAIL")
+            && out.contains("(a mixed_float16 model's tolerance: 4 float16 ulps"),
+        "{out}"
+    );
 }
 
 /// `explain` differentiates in float32/float64: a float16 model is refused by name, `run` named instead.

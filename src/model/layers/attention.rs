@@ -8,9 +8,15 @@
 - where the value mask (and, with `use_causal_mask`, the causal mask `j ≤ i`) says a key is padding, the
   score is lowered by 1e9 (Keras's float32 value);
 - `softmax` over the keys, times the values; rows whose query is masked are zero.
+
+Under a float16/bfloat16 dtype policy ([`DtypePolicy`]) the dot-product scores are computed as TensorFlow
+does: `q·kᵀ` and the weighted sum of values rounded as products, the scale and the padding offset
+(65504, Keras's float16 value; 1e9 rounded for bfloat16) rounded as elementwise ops, the softmax as
+[`DtypePolicy::softmax`]. The concat and additive scores are computed in the run's type (the caller
+rounds the output once).
 */
 
-use crate::cell::Real;
+use crate::cell::{DtypePolicy, Real};
 use ndarray::{Array2, Array3, ArrayView2, ArrayView3};
 
 /// How scores are computed.
@@ -44,12 +50,21 @@ pub fn attention<T: Real>(
     q_mask: Option<ArrayView2<'_, bool>>,
     v_mask: Option<ArrayView2<'_, bool>>,
     causal: bool,
+    policy: Option<DtypePolicy>,
 ) -> Array3<T> {
     let (batch, tq, dim) = q.dim();
     let tv = k.dim().1;
     let vdim = v.dim().2;
     let mut out = Array3::zeros((batch, tq, vdim));
-    let big = T::lit(1.0e9);
+    // Rounding of the dot-product path under a policy (identity otherwise).
+    let policy = policy.filter(|_| matches!(score, Score::Dot { .. }));
+    let prod = |x: T| policy.map_or(x, |p| p.matmul(x));
+    let elem = |x: T| policy.map_or(x, |p| p.round(x));
+    let big = match policy {
+        Some(p) if p.compute() == "float16" => T::lit(65504.0),
+        Some(p) => p.round(T::lit(1.0e9)),
+        None => T::lit(1.0e9),
+    };
     for b in 0..batch {
         let mut s = Array2::<T>::zeros((tq, tv));
         for i in 0..tq {
@@ -75,28 +90,39 @@ pub fn attention<T: Real>(
                     }
                 }
                 acc = match score {
-                    Score::Dot { scale: Some(s) } => acc * *s,
+                    Score::Dot { scale: Some(s) } => elem(prod(acc) * elem(*s)),
+                    Score::Dot { scale: None } => prod(acc),
                     Score::Concat { weight, .. } => *weight * acc,
                     _ => acc,
                 };
                 let padded = v_mask.is_some_and(|m| !m[[b, j]]) || (causal && j > i);
-                s[[i, j]] = if padded { acc - big } else { acc };
+                s[[i, j]] = if padded { elem(acc - big) } else { acc };
             }
         }
         for i in 0..tq {
             let row = s.row(i);
-            let max = row.iter().copied().fold(T::neg_infinity(), T::max);
-            let e: Vec<T> = row.iter().map(|&x| (x - max).exp()).collect();
-            let sum = e.iter().fold(T::zero(), |a, &x| a + x);
+            let w: Vec<T> = match policy {
+                Some(p) => {
+                    let mut w = row.to_vec();
+                    p.softmax(&mut w);
+                    w
+                }
+                None => {
+                    let max = row.iter().copied().fold(T::neg_infinity(), T::max);
+                    let e: Vec<T> = row.iter().map(|&x| (x - max).exp()).collect();
+                    let sum = e.iter().fold(T::zero(), |a, &x| a + x);
+                    e.iter().map(|&x| x / sum).collect()
+                }
+            };
             if q_mask.is_some_and(|m| !m[[b, i]]) {
                 continue; // a masked query's row is zero
             }
             for d in 0..vdim {
                 let mut acc = T::zero();
-                for (j, w) in e.iter().enumerate() {
-                    acc = acc + (*w / sum) * v[[b, j, d]];
+                for (j, w) in w.iter().enumerate() {
+                    acc = acc + *w * v[[b, j, d]];
                 }
-                out[[b, i, d]] = acc;
+                out[[b, i, d]] = prod(acc);
             }
         }
     }
@@ -119,6 +145,7 @@ mod tests {
             None,
             None,
             true,
+            None,
         );
         assert_eq!(out[[0, 0, 0]], 3.0);
         // second query: softmax([3, 5]) weights
