@@ -5,6 +5,12 @@ as Keras propagates them.
 
 Values flow as a [`Tensor`]: a sequence `(batch, timesteps, features)` or a flat `(batch, features)`, with
 the Keras mask `(batch, timesteps)` riding along until a layer drops it.
+
+A layer under a float16/bfloat16 dtype policy ([`crate::model::Layer::policy`]) casts its input and its
+variables to the compute type and rounds every op where TensorFlow does ([`crate::cell::rounding`]): the
+recurrent layers through the engine's rounded cells, Dense, Conv1D, Embedding, activations and dot-product
+Attention op by op here, every other layer's output rounded once (Keras computes the normalisations in
+float32 and casts back).
 */
 
 use crate::cell::Kernels;

@@ -11,7 +11,8 @@ How it is fast:
   step is one fused pass
   ([`crate::cell::fused`]): products, activations and state update per register tile, gates and states
   stored straight into the time-major trace arrays, one array per gate (no projection buffer, no copies);
-- otherwise the portable cells run on `gemm` products and their gates are split into the per-gate arrays;
+- otherwise the portable cells run on `gemm` products and their gates are split into the per-gate arrays
+  (under a float16/bfloat16 dtype policy always, with every op rounded: [`run_layer_policy`]);
 - nothing is allocated inside the time loop.
 
 With `chunk_steps`, the trace is kept for that many steps at a time and handed to a sink (which streams it

@@ -142,8 +142,8 @@ pub struct Layer {
     /// it cannot be known (a `Bidirectional` with `merge_mode=None` returns two tensors, and everything
     /// after it).
     pub output_shape: Option<Vec<Option<usize>>>,
-    /// Why `run` cannot compute this layer (a `Lambda`, a custom class, a dtype policy other than
-    /// float32), with the way forward; `None` when it can. `inspect` shows such a layer all the same.
+    /// Why `run` cannot compute this layer (a `Lambda`, a custom class, a float64 or quantized dtype
+    /// policy), with the way forward; `None` when it can. `inspect` shows such a layer all the same.
     pub unsupported: Option<String>,
     /// The layer's Keras dtype policy when it computes below float32 (`mixed_float16`, `float16`,
     /// `mixed_bfloat16`, `bfloat16`): `run` rounds its variables, its input and every op's result to the
