@@ -42,6 +42,7 @@ pub enum Score<T> {
 }
 
 /// The attention output `(batch, Tq, value_dim)`.
+#[allow(clippy::too_many_arguments)] // the three tensors, the score, two masks, causality and the policy
 pub fn attention<T: Real>(
     q: ArrayView3<'_, T>,
     v: ArrayView3<'_, T>,
