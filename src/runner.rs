@@ -282,8 +282,8 @@ fn round_tensor<T: Real>(p: DtypePolicy, t: Tensor<T>) -> Tensor<T> {
     }
 }
 
-/// The model's dtype policy for headers and metadata: the policy of its layers that compute below
-/// float32 (`mixed_float16`; several joined with `+` if layers differ), `None` for a float32 model.
+/// The dtype policies the model's layers compute under, below float32, in layer order without repeats
+/// (for headers, metadata and the tolerance); empty for a float32 model.
 pub fn model_policies(model: &SavedModel) -> Vec<DtypePolicy> {
     let mut out: Vec<DtypePolicy> = Vec::new();
     for p in model.layers.iter().filter_map(|l| l.policy) {
