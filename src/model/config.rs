@@ -30,6 +30,9 @@ pub struct LayerSpec {
     pub weights_key: String,
     /// Keras 3's `registered_name` (`package>ClassName` for a custom class), when recorded.
     pub registered_name: Option<String>,
+    /// The layer's name in the file, where its weights are: `name`, except for the second and later calls
+    /// of a shared layer (`name` `encoder@1`, `stored_name` `encoder`).
+    pub stored_name: String,
 }
 
 /// A parsed model configuration.
@@ -141,6 +144,7 @@ pub fn parse(text: &str) -> Result<ModelSpec, String> {
             .unwrap_or_else(|| format!("layer_{i}"));
         layers.push(LayerSpec {
             weights_key: unique_key(&to_snake_case(class), &mut used),
+            stored_name: name.clone(),
             name,
             class_name: class.to_string(),
             config: cfg,
@@ -151,6 +155,18 @@ pub fn parse(text: &str) -> Result<ModelSpec, String> {
         });
     }
     let mut graph = None;
+    // A shared layer's calls become nodes of their own (see [`expand_shared`]).
+    let expanded = match (functional, top) {
+        (true, Some(top)) => expand_shared(raw_layers, &layers, top),
+        _ => None,
+    };
+    let (raw_layers, top): (&[Value], Option<&Map<String, Value>>) = match &expanded {
+        Some((raws, specs, t)) => {
+            layers = specs.clone();
+            (raws.as_slice(), Some(t))
+        }
+        None => (raw_layers, top),
+    };
     let order = if functional {
         let top = top.ok_or("functional model configuration has no layer graph")?;
         match linear_chain(raw_layers, &layers, top) {
@@ -454,6 +470,118 @@ fn dag(
         calls: new_calls,
     };
     Ok((order, graph))
+}
+
+/// A Functional model whose layers are called more than once (a shared layer: a siamese encoder, one Dense
+/// on two branches) as one whose every call is a layer of its own: call k > 0 of layer `name` becomes the
+/// layer `name@k` (Keras's node index k of that layer), reading the same weights (`stored_name` and
+/// `weights_key` are the original's), and every reference to `[name, k, tensor]` (Keras 3's
+/// `keras_history`, Keras 2's inbound entries, the model's input and output lists) is rewritten to
+/// `[name@k, 0, tensor]`. Node indices are the serialized ones, which Keras re-indexes to the calls inside
+/// the model. `None` when no layer is called twice.
+fn expand_shared(
+    raw_layers: &[Value],
+    layers: &[LayerSpec],
+    top: &Map<String, Value>,
+) -> Option<(Vec<Value>, Vec<LayerSpec>, Map<String, Value>)> {
+    let calls = |raw: &Value| {
+        raw.get("inbound_nodes")
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len)
+    };
+    let shared: std::collections::HashSet<&str> = raw_layers
+        .iter()
+        .zip(layers)
+        .filter(|(raw, l)| l.class_name != "InputLayer" && calls(raw) > 1)
+        .map(|(_, l)| l.name.as_str())
+        .collect();
+    if shared.is_empty() {
+        return None;
+    }
+    // `[name, k, tensor, …]` with `name` shared and k > 0 → `[name@k, 0, tensor, …]`.
+    let fix = |v: &mut Value| {
+        if let Some(a) = v.as_array_mut()
+            && let (Some(name), Some(k)) = (
+                a.first().and_then(Value::as_str).map(str::to_string),
+                a.get(1).and_then(Value::as_i64),
+            )
+            && k > 0
+            && a.get(2).is_some_and(Value::is_i64)
+            && shared.contains(name.as_str())
+        {
+            a[0] = Value::String(format!("{name}@{k}"));
+            a[1] = Value::from(0);
+        }
+    };
+    fn walk(v: &mut Value, fix: &dyn Fn(&mut Value), depth: usize) {
+        if depth > 64 {
+            return;
+        }
+        match v {
+            Value::Object(m) => {
+                if m.get("class_name").and_then(Value::as_str) == Some("__keras_tensor__") {
+                    if let Some(h) = m.get_mut("config").and_then(|c| c.get_mut("keras_history")) {
+                        fix(h);
+                    }
+                    return;
+                }
+                for x in m.values_mut() {
+                    walk(x, fix, depth + 1);
+                }
+            }
+            Value::Array(_) => {
+                fix(v);
+                if let Value::Array(a) = v {
+                    for x in a {
+                        walk(x, fix, depth + 1);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut raws = Vec::with_capacity(raw_layers.len());
+    let mut specs = Vec::with_capacity(layers.len());
+    for (raw, l) in raw_layers.iter().zip(layers) {
+        let nodes: Vec<Value> = raw
+            .get("inbound_nodes")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        let copies = if shared.contains(l.name.as_str()) {
+            nodes.len()
+        } else {
+            1
+        };
+        for k in 0..copies {
+            let mut r = raw.clone();
+            let mut spec = l.clone();
+            if shared.contains(l.name.as_str()) {
+                let mut node = nodes[k].clone();
+                walk(&mut node, &fix, 0);
+                if let Some(o) = r.as_object_mut() {
+                    o.insert("inbound_nodes".into(), Value::Array(vec![node]));
+                    if k > 0 {
+                        o.insert("name".into(), Value::String(format!("{}@{k}", l.name)));
+                    }
+                }
+                if k > 0 {
+                    spec.name = format!("{}@{k}", l.name);
+                }
+            } else if let Some(n) = r.get_mut("inbound_nodes") {
+                walk(n, &fix, 0);
+            }
+            raws.push(r);
+            specs.push(spec);
+        }
+    }
+    let mut t = top.clone();
+    for key in ["input_layers", "output_layers"] {
+        if let Some(v) = t.get_mut(key) {
+            walk(v, &fix, 0);
+        }
+    }
+    Some((raws, specs, t))
 }
 
 /// Keras's `naming.to_snake_case`: drop non-word characters, then `_` before capitalised words and

@@ -1025,6 +1025,7 @@ fn stacked_rnn(cells: serde_json::Value) -> config::LayerSpec {
         config: config.as_object().cloned().unwrap_or_default(),
         weights_key: "rnn".into(),
         registered_name: None,
+        stored_name: "rnn".into(),
     }
 }
 
