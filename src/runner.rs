@@ -1455,6 +1455,44 @@ pub fn run_graph_recording<T: Real>(
                 );
                 vec![(Tensor::Seq(y), q_mask)]
             }
+            LayerKind::Bidirectional {
+                forward,
+                backward,
+                merge_mode,
+            } if !states.is_empty() || forward.return_state || merge_mode.is_none() => {
+                let [(x, mask)]: [Masked<T>; 1] = args.try_into().map_err(|a: Vec<_>| {
+                    err(format!(
+                        "layer '{name}' reads {} tensors; expected one sequence",
+                        a.len()
+                    ))
+                })?;
+                let Tensor::Seq(x) = x else {
+                    return Err(err(format!(
+                        "layer '{name}' needs a sequence (batch, timesteps, features)"
+                    )));
+                };
+                let states = states
+                    .into_iter()
+                    .map(|(t, _)| match t {
+                        Tensor::Flat(a) => Ok(a),
+                        other => Err(err(format!(
+                            "layer '{name}': an initial state has shape {:?}; expected (sequences, units)",
+                            other.shape()
+                        ))),
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                let (outs, run) = run_bidirectional(
+                    model,
+                    name,
+                    (forward, backward, merge_mode.as_deref()),
+                    (&x, mask),
+                    states,
+                    kernels,
+                    rec,
+                )?;
+                traces.extend(run);
+                outs
+            }
             LayerKind::StackedRecurrent(cells)
                 if !states.is_empty() || cells.iter().any(|r| r.return_state) =>
             {
@@ -1585,6 +1623,136 @@ pub fn run_graph_recording<T: Real>(
         output: outputs[0].clone(),
         outputs,
     })
+}
+
+/// A `Bidirectional` in a graph, as Keras returns it: `[merged]` (or `[forward, backward]` with
+/// `merge_mode=None`), then with `return_state` the forward copy's final states and the backward copy's
+/// (`[h, c]` each for an LSTM, `[h]` for GRU/SimpleRNN); the sequences carry the input's mask, the states
+/// none. `initial_state` is split as Keras splits it: the first half for the forward copy, the rest for
+/// the backward one. Also the two directions' traces (`name/forward`, `name/backward`).
+#[allow(clippy::type_complexity)]
+fn run_bidirectional<T: Real>(
+    model: &SavedModel,
+    name: &str,
+    (forward, backward, merge_mode): (&Recurrent, &Recurrent, Option<&str>),
+    (x, mask): (&Array3<T>, Option<Array2<bool>>),
+    states: Vec<Array2<T>>,
+    kernels: Kernels,
+    rec: &mut Recording<'_, T>,
+) -> Result<(Vec<Masked<T>>, Vec<LayerTrace<T>>)> {
+    let err = |what: String| Error::input(&model.path, format!("layer '{name}': {what}"));
+    let per = |r: &Recurrent| if r.cell == RecurrentCell::Lstm { 2 } else { 1 };
+    let (nf, nb) = (per(forward), per(backward));
+    if !states.is_empty() && states.len() != nf + nb {
+        return Err(err(format!(
+            "is given {} initial states; a Bidirectional({}) takes {} (forward's, then backward's)",
+            states.len(),
+            forward.cell.class_name(),
+            nf + nb
+        )));
+    }
+    let mut states = states.into_iter();
+    let mut take = |r: &Recurrent, n: usize| -> Result<(Option<Array2<T>>, Option<Array2<T>>)> {
+        let mut got: Vec<Array2<T>> = states.by_ref().take(n).collect();
+        for s in &got {
+            if s.dim() != (x.dim().0, r.units) {
+                return Err(err(format!(
+                    "an initial state has shape {:?}; expected ({}, {})",
+                    s.shape(),
+                    x.dim().0,
+                    r.units
+                )));
+            }
+        }
+        let c = (got.len() > 1).then(|| got.remove(1));
+        Ok((got.pop(), c))
+    };
+    let fs = take(forward, nf)?;
+    let bs = take(backward, nb)?;
+    let seqs = forward.return_sequences;
+    let (lf, of) = run_recurrent_from(
+        model,
+        &format!("{name}/forward"),
+        forward,
+        x.view().into(),
+        mask.as_ref(),
+        fs,
+        kernels,
+        seqs,
+        rec,
+    )?;
+    let (lb, ob) = run_recurrent_from(
+        model,
+        &format!("{name}/backward"),
+        backward,
+        x.view().into(),
+        mask.as_ref(),
+        bs,
+        kernels,
+        seqs,
+        rec,
+    )?;
+    let (f, b) = match (of, ob) {
+        (Some(f), Some(mut b)) => {
+            if backward.go_backwards {
+                b.invert_axis(Axis(1)); // back to time order
+            }
+            (Tensor::Seq(f), Tensor::Seq(b))
+        }
+        _ => (
+            Tensor::Flat(lf.last_output.clone()),
+            Tensor::Flat(lb.last_output.clone()),
+        ),
+    };
+    // The sequences carry the input's mask, except that Keras 3 (3.15, measured) sets no mask on the
+    // outputs of a Bidirectional with return_state=True (its compute_mask fails on the missing `states`
+    // attribute and the mask is dropped); tf-keras keeps it.
+    let out_mask = if seqs && (model.keras2 || !forward.return_state) {
+        mask
+    } else {
+        None
+    };
+    let mut outs = match merge_mode {
+        None => vec![(f, out_mask.clone()), (b, out_mask)],
+        Some(mode) => {
+            let bad = || err(format!("merge_mode {mode:?} is not supported (concat, sum, mul, ave)"));
+            let t = match (f, b) {
+                (Tensor::Seq(f), Tensor::Seq(b)) => {
+                    let (n, t, _) = f.dim();
+                    let f2 = f
+                        .to_shape((n * t, f.dim().2))
+                        .map_err(|e| err(e.to_string()))?;
+                    let b2 = b
+                        .as_standard_layout()
+                        .to_shape((n * t, b.dim().2))
+                        .map_err(|e| err(e.to_string()))?
+                        .to_owned();
+                    let m = merge(mode, f2.view(), b2.view()).ok_or_else(bad)?;
+                    let w = m.ncols();
+                    Tensor::Seq(
+                        m.as_standard_layout()
+                            .into_owned()
+                            .into_shape_with_order((n, t, w))
+                            .map_err(|e| err(e.to_string()))?,
+                    )
+                }
+                (Tensor::Flat(f), Tensor::Flat(b)) => {
+                    Tensor::Flat(merge(mode, f.view(), b.view()).ok_or_else(bad)?)
+                }
+                _ => return Err(err("its two directions disagree in shape".into())),
+            };
+            vec![(t, out_mask)]
+        }
+    };
+    for (r, l) in [(forward, &lf), (backward, &lb)] {
+        if r.return_state {
+            outs.push((Tensor::Flat(l.final_h.clone()), None));
+            if let Some(c) = &l.final_c {
+                outs.push((Tensor::Flat(c.clone()), None));
+            }
+        }
+    }
+    Ok((outs, vec![lf, lb]))
 }
 
 /// A merge layer on its inputs, with Keras 3's output mask.

@@ -174,6 +174,32 @@ pub fn build(
             };
         }
         let mut outs = vec![out.clone()];
+        if let LayerKind::Bidirectional {
+            forward,
+            backward,
+            merge_mode,
+        } = &kind
+        {
+            // Keras's outputs: [merged] or, with merge_mode=None, [forward, backward]; then with
+            // return_state the forward copy's states and the backward copy's.
+            let seq = |r: &super::Recurrent| {
+                cur.as_ref().map(|s| {
+                    if r.return_sequences {
+                        vec![s[0], s.get(1).copied().flatten(), Some(r.units)]
+                    } else {
+                        vec![s[0], Some(r.units)]
+                    }
+                })
+            };
+            if merge_mode.is_none() {
+                outs = vec![seq(forward), seq(backward)];
+            }
+            for r in [forward, backward].into_iter().filter(|r| r.return_state) {
+                let state = cur.as_ref().map(|s| vec![s[0], Some(r.units)]);
+                let n = if r.cell == RecurrentCell::Lstm { 2 } else { 1 };
+                outs.extend(std::iter::repeat_n(state, n));
+            }
+        }
         let cells = match &kind {
             LayerKind::Recurrent(r) => std::slice::from_ref(r),
             LayerKind::StackedRecurrent(cells) => cells.as_slice(),
