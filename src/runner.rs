@@ -1392,11 +1392,6 @@ pub fn run_graph_recording<T: Real>(
                 scale,
                 concat_score_weight,
             } => {
-                if call.flags.iter().any(|f| f == "return_attention_scores") {
-                    return Err(err(format!(
-                        "layer '{name}' returns its attention scores as a second output, which rnntrace does not compute"
-                    )));
-                }
                 let seqs = args
                     .iter()
                     .map(|(t, _)| match t {
@@ -1444,7 +1439,7 @@ pub fn run_graph_recording<T: Real>(
                     }
                 };
                 let q_mask = args[0].1.clone();
-                let y = layers::attention::attention(
+                let (y, scores) = layers::attention::attention(
                     q,
                     v,
                     k,
@@ -1453,7 +1448,12 @@ pub fn run_graph_recording<T: Real>(
                     args[1].1.as_ref().map(|m| m.view()),
                     call.flags.iter().any(|f| f == "use_causal_mask"),
                 );
-                vec![(Tensor::Seq(y), q_mask)]
+                let mut outs = vec![(Tensor::Seq(y), q_mask)];
+                if call.flags.iter().any(|f| f == "return_attention_scores") {
+                    // Keras's second output: the softmax weights (batch, Tq, Tv), without a mask.
+                    outs.push((Tensor::Seq(scores), None));
+                }
+                outs
             }
             LayerKind::Bidirectional {
                 forward,

@@ -174,6 +174,20 @@ pub fn build(
             };
         }
         let mut outs = vec![out.clone()];
+        if let (LayerKind::Attention { .. }, Some(g)) = (&kind, graph)
+            && g.calls[i]
+                .flags
+                .iter()
+                .any(|f| f == "return_attention_scores")
+        {
+            // The scores: (batch, Tq, Tv), Tv from the key (or the value).
+            let q = inputs.first().cloned().flatten();
+            let k = inputs.get(2).or(inputs.get(1)).cloned().flatten();
+            outs.push(match (q, k) {
+                (Some(q), Some(k)) if q.len() == 3 && k.len() == 3 => Some(vec![q[0], q[1], k[1]]),
+                _ => None,
+            });
+        }
         if let LayerKind::Bidirectional {
             forward,
             backward,

@@ -7,7 +7,8 @@
   vector with `use_scale`, else 1);
 - where the value mask (and, with `use_causal_mask`, the causal mask `j ≤ i`) says a key is padding, the
   score is lowered by 1e9 (Keras's float32 value);
-- `softmax` over the keys, times the values; rows whose query is masked are zero.
+- `softmax` over the keys (the attention scores Keras returns with `return_attention_scores=True`, not
+  zeroed for masked queries), times the values; rows whose query is masked are zero.
 */
 
 use crate::cell::Real;
@@ -35,7 +36,8 @@ pub enum Score<T> {
     },
 }
 
-/// The attention output `(batch, Tq, value_dim)`.
+/// The attention output `(batch, Tq, value_dim)` and the attention scores `(batch, Tq, Tv)` (the softmax
+/// weights).
 pub fn attention<T: Real>(
     q: ArrayView3<'_, T>,
     v: ArrayView3<'_, T>,
@@ -44,11 +46,12 @@ pub fn attention<T: Real>(
     q_mask: Option<ArrayView2<'_, bool>>,
     v_mask: Option<ArrayView2<'_, bool>>,
     causal: bool,
-) -> Array3<T> {
+) -> (Array3<T>, Array3<T>) {
     let (batch, tq, dim) = q.dim();
     let tv = k.dim().1;
     let vdim = v.dim().2;
     let mut out = Array3::zeros((batch, tq, vdim));
+    let mut weights = Array3::zeros((batch, tq, tv));
     let big = T::lit(1.0e9);
     for b in 0..batch {
         let mut s = Array2::<T>::zeros((tq, tv));
@@ -88,6 +91,9 @@ pub fn attention<T: Real>(
             let max = row.iter().copied().fold(T::neg_infinity(), T::max);
             let e: Vec<T> = row.iter().map(|&x| (x - max).exp()).collect();
             let sum = e.iter().fold(T::zero(), |a, &x| a + x);
+            for (j, w) in e.iter().enumerate() {
+                weights[[b, i, j]] = *w / sum;
+            }
             if q_mask.is_some_and(|m| !m[[b, i]]) {
                 continue; // a masked query's row is zero
             }
@@ -100,7 +106,7 @@ pub fn attention<T: Real>(
             }
         }
     }
-    out
+    (out, weights)
 }
 
 #[cfg(test)]
@@ -111,7 +117,7 @@ mod tests {
     fn causal_first_query_sees_only_the_first_value() {
         let q = Array3::from_shape_vec((1, 2, 1), vec![1.0f64, 1.0]).unwrap();
         let v = Array3::from_shape_vec((1, 2, 1), vec![3.0, 5.0]).unwrap();
-        let out = attention(
+        let (out, weights) = attention(
             q.view(),
             v.view(),
             v.view(),
@@ -124,5 +130,7 @@ mod tests {
         // second query: softmax([3, 5]) weights
         let w = 1.0 / (1.0 + (2.0f64).exp());
         assert!((out[[0, 1, 0]] - (3.0 * w + 5.0 * (1.0 - w))).abs() < 1e-12);
+        assert_eq!(weights[[0, 0, 1]], 0.0);
+        assert!((weights[[0, 1, 0]] - w).abs() < 1e-12);
     }
 }
