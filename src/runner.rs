@@ -833,8 +833,9 @@ fn apply<T: Real>(
             bias,
             spec,
             activation,
+            channels_first,
         } => {
-            let x = need_seq(value)?;
+            let x = layers::swap_channels(need_seq(value)?, *channels_first);
             let k = array3::<T>(kernel);
             if x.shape()[2] != k.shape()[1] * spec.groups {
                 return Err(Error::input(
@@ -858,10 +859,14 @@ fn apply<T: Real>(
             let b = bias.as_ref().map(array1::<T>);
             let y = layers::conv::conv1d(x.view(), k.view(), b.as_ref().map(|b| b.view()), spec);
             *mask = None; // Conv1D does not support masking: Keras drops the mask
+            let y = layers::swap_channels(y, *channels_first);
             apply_activation(model, name, activation, Tensor::Seq(y))?
         }
-        LayerKind::Pool1D(spec) => {
-            let x = need_seq(value)?;
+        LayerKind::Pool1D {
+            spec,
+            channels_first,
+        } => {
+            let x = layers::swap_channels(need_seq(value)?, *channels_first);
             if spec.out_len(x.shape()[1]).is_none() {
                 return Err(Error::input(
                     &model.path,
@@ -873,17 +878,27 @@ fn apply<T: Real>(
                 ));
             }
             *mask = None; // pooling layers drop the mask in Keras
-            Tensor::Seq(layers::pool::pool1d(x.view(), spec))
+            Tensor::Seq(layers::swap_channels(
+                layers::pool::pool1d(x.view(), spec),
+                *channels_first,
+            ))
         }
-        LayerKind::GlobalPool1D { max, keepdims } => {
-            let x = need_seq(value)?;
+        LayerKind::GlobalPool1D {
+            max,
+            keepdims,
+            channels_first,
+        } => {
+            // The mask is over timesteps, axis 1 once swapped to channels_last (Keras expands it on the
+            // steps axis of either format).
+            let x = layers::swap_channels(need_seq(value)?, *channels_first);
             // GlobalAveragePooling1D averages the kept steps; GlobalMaxPooling1D ignores the mask.
             let y = layers::pool::global_pool1d(x.view(), mask.as_ref().map(|m| m.view()), *max);
             *mask = None;
             if *keepdims {
                 let (b, c) = y.dim();
+                let kept = if *channels_first { (b, c, 1) } else { (b, 1, c) };
                 Tensor::Seq(
-                    y.into_shape_with_order((b, 1, c))
+                    y.into_shape_with_order(kept)
                         .map_err(|e| Error::input(&model.path, e.to_string()))?,
                 )
             } else {

@@ -303,6 +303,11 @@ fn merge_shape(
     Ok(Some(out))
 }
 
+/// `data_format='channels_first'` (Keras's default, `channels_last`, when absent or null).
+fn is_channels_first(cfg: &Map<String, Value>) -> bool {
+    cfg.get("data_format").and_then(Value::as_str) == Some("channels_first")
+}
+
 /// What a user can do about a layer whose computation is Python code.
 const CODE_WAY_FORWARD: &str = "its computation is Python code, which a saved model does not hold (and \
 rnntrace would never execute); rebuild the model with built-in layers, or trace the recurrent layers \
@@ -333,16 +338,11 @@ pub fn unsupported_reason(l: &LayerSpec) -> Option<String> {
         "Attention" | "AdditiveAttention" | "Dot" => None,
         c if RecurrentCell::from_class_name(c).is_some() || IDENTITY_CLASSES.contains(&c) => None,
         "Flatten"
-        | "Conv1D"
-        | "MaxPooling1D"
-        | "AveragePooling1D"
-        | "GlobalAveragePooling1D"
-        | "GlobalMaxPooling1D"
             if channels_first() =>
         {
             Some(
-                "data_format='channels_first' is not supported; rnntrace computes channels_last \
-                  (batch, timesteps, channels)"
+                "data_format='channels_first' is not supported on Flatten; rnntrace flattens \
+                  channels_last (batch, timesteps, channels) tensors"
                     .into(),
             )
         }
@@ -806,6 +806,10 @@ fn build_one(
             ))
         }
         "Conv1D" => {
+            // channels_first: the shapes are checked and inferred channels_last, then swapped back.
+            let channels_first = is_channels_first(&l.config);
+            let swapped = input.map(|s| super::layers::swap_channels_shape(s, channels_first));
+            let input = swapped.as_deref();
             let use_bias = get_bool(&l.config, "use_bias", true)?;
             let what = if use_bias {
                 "kernel, bias"
@@ -887,11 +891,15 @@ fn build_one(
                     bias: arrays.get(1).map(|b| source.read(b)).transpose()?,
                     spec,
                     activation: act(l.config.get("activation"))?,
+                    channels_first,
                 },
-                out,
+                out.map(|s| super::layers::swap_channels_shape(&s, channels_first)),
             ))
         }
         "MaxPooling1D" | "AveragePooling1D" => {
+            let channels_first = is_channels_first(&l.config);
+            let swapped = input.map(|s| super::layers::swap_channels_shape(s, channels_first));
+            let input = swapped.as_deref();
             let size = get_int_or_single(&l.config, "pool_size")?.unwrap_or(2);
             let spec = Pool1d {
                 size,
@@ -917,10 +925,19 @@ fn build_one(
                 }
                 None => None,
             };
-            Ok((LayerKind::Pool1D(spec), out))
+            Ok((
+                LayerKind::Pool1D {
+                    spec,
+                    channels_first,
+                },
+                out.map(|s| super::layers::swap_channels_shape(&s, channels_first)),
+            ))
         }
         "GlobalAveragePooling1D" | "GlobalMaxPooling1D" => {
             let keepdims = get_bool(&l.config, "keepdims", false)?;
+            let channels_first = is_channels_first(&l.config);
+            let swapped = input.map(|s| super::layers::swap_channels_shape(s, channels_first));
+            let input = swapped.as_deref();
             let out = match input {
                 Some(s) if s.len() != 3 => {
                     return Err(format!(
@@ -928,6 +945,7 @@ fn build_one(
                         show_shape(s)
                     ));
                 }
+                Some(s) if keepdims && channels_first => Some(vec![s[0], s[2], Some(1)]),
                 Some(s) if keepdims => Some(vec![s[0], Some(1), s[2]]),
                 Some(s) => Some(vec![s[0], s[2]]),
                 None => None,
@@ -936,6 +954,7 @@ fn build_one(
                 LayerKind::GlobalPool1D {
                     max: l.class_name == "GlobalMaxPooling1D",
                     keepdims,
+                    channels_first,
                 },
                 out,
             ))

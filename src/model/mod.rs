@@ -226,15 +226,25 @@ pub enum LayerKind {
         spec: layers::conv::Conv1d,
         /// Keras activation name.
         activation: String,
+        /// `data_format='channels_first'`: reads and writes `(batch, channels, timesteps)`.
+        channels_first: bool,
     },
     /// `MaxPooling1D` / `AveragePooling1D`.
-    Pool1D(layers::pool::Pool1d),
+    Pool1D {
+        /// Window, strides, padding, max or average.
+        spec: layers::pool::Pool1d,
+        /// `data_format='channels_first'`: reads and writes `(batch, channels, timesteps)`.
+        channels_first: bool,
+    },
     /// `GlobalAveragePooling1D` (mask-aware) / `GlobalMaxPooling1D`.
     GlobalPool1D {
         /// Max instead of mean.
         max: bool,
-        /// `keepdims=True`: `(batch, 1, channels)` instead of `(batch, channels)`.
+        /// `keepdims=True`: `(batch, 1, channels)` instead of `(batch, channels)` (channels first:
+        /// `(batch, channels, 1)`).
         keepdims: bool,
+        /// `data_format='channels_first'`: reads `(batch, channels, timesteps)`.
+        channels_first: bool,
     },
     /// `BatchNormalization` at inference, over the last axis.
     BatchNorm {
