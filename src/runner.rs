@@ -1258,6 +1258,35 @@ pub fn output_names(model: &SavedModel, n: usize) -> Vec<String> {
     }
 }
 
+/// The names of a model's outputs for files (the `.npz` trace's `outputs/<name>`, the JSON trace's
+/// `outputs`): the layer's name, or `layer#k` for the layer's output k (a returned state, attention
+/// scores); `output` for a model without a graph.
+pub fn output_keys(model: &SavedModel, n: usize) -> Vec<String> {
+    match &model.graph {
+        Some(g) => g
+            .outputs
+            .iter()
+            .map(|s| {
+                let name = &model.layers[s.layer].name;
+                if s.tensor == 0 {
+                    name.clone()
+                } else {
+                    format!("{name}#{}", s.tensor)
+                }
+            })
+            .collect(),
+        None => (0..n).map(|k| if k == 0 { "output".into() } else { format!("output#{k}") }).collect(),
+    }
+}
+
+/// The names of a model's inputs in order (its input layers'); `input` for a model without a graph.
+pub fn input_keys(model: &SavedModel, n: usize) -> Vec<String> {
+    match &model.graph {
+        Some(g) => g.inputs.iter().map(|&i| model.layers[i].name.clone()).collect(),
+        None => (0..n).map(|k| if k == 0 { "input".into() } else { format!("input#{k}") }).collect(),
+    }
+}
+
 /// What layer `i` of a graph is called on, for `inspect`: `lstm, dense #1`, initial states as
 /// `initial_state=[…]`.
 pub fn describe_call(model: &SavedModel, g: &crate::model::config::GraphSpec, i: usize) -> String {
@@ -1274,6 +1303,10 @@ pub fn describe_call(model: &SavedModel, g: &crate::model::config::GraphSpec, i:
     if !call.initial_state.is_empty() {
         let states: Vec<String> = call.initial_state.iter().map(name).collect();
         parts.push(format!("initial_state=[{}]", states.join(", ")));
+    }
+    if !call.mask.is_empty() {
+        let masks: Vec<String> = call.mask.iter().map(name).collect();
+        parts.push(format!("mask={}", masks.join(", ")));
     }
     parts.extend(call.flags.iter().map(|f| format!("{f}=True")));
     parts.join(", ")
@@ -1363,6 +1396,29 @@ pub fn run_graph_recording<T: Real>(
             .iter()
             .map(|s| get(s, &values))
             .collect::<Result<Vec<_>>>()?;
+        let mut args = args;
+        // A mask passed by hand (`layer(x, mask=m)`) replaces the propagated one: nonzero keeps the step.
+        for (arg, s) in args.iter_mut().zip(&call.mask) {
+            let (m, _) = get(s, &values)?;
+            let steps = match &arg.0 {
+                Tensor::Seq(a) => Some(a.dim().1),
+                Tensor::Flat(_) => None,
+            };
+            match m {
+                Tensor::Flat(m) if Some(m.ncols()) == steps && m.nrows() == arg.0.shape()[0] => {
+                    arg.1 = Some(m.mapv(|v| v != T::zero()));
+                }
+                other => {
+                    return Err(err(format!(
+                        "layer '{name}' is given the mask '{}' of shape {:?}; a mask is (sequences, timesteps) = ({}, {})",
+                        model.layers[s.layer].name,
+                        other.shape(),
+                        arg.0.shape()[0],
+                        steps.map_or("?".to_string(), |t| t.to_string())
+                    )));
+                }
+            }
+        }
         let outs = match &layer.kind {
             LayerKind::Merge { op, axis } => vec![merge_tensors(model, name, *op, *axis, args)?],
             LayerKind::Dot { axes, normalize } => {

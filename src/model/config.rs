@@ -65,6 +65,10 @@ pub struct CallSpec {
     pub args: Vec<Source>,
     /// `initial_state=[…]` of a recurrent layer.
     pub initial_state: Vec<Source>,
+    /// `mask=` passed by hand with a tensor of the model (`LSTM(...)(x, mask=m)`, `m` a
+    /// `keras.Input(dtype="bool")` or another layer's output), one per data tensor in order; it replaces
+    /// the mask that would have been propagated. Empty when Keras propagates the mask itself.
+    pub mask: Vec<Source>,
     /// Boolean call arguments recorded with the call (`use_causal_mask`, `return_attention_scores`, …)
     /// that are true.
     pub flags: Vec<String>,
@@ -370,15 +374,32 @@ fn dag(
             }
             continue;
         }
+        let mut explicit_mask = Vec::new();
         for m in &node.mask {
-            let j = index_of(&m.0).unwrap_or(usize::MAX);
-            if j == usize::MAX || !is_mask_op(j) || masking_layers.is_empty() {
+            let j = index_of(&m.0)
+                .ok_or_else(|| format!("{} reads a mask from unknown layer '{}'", label(i), m.0))?;
+            if !is_mask_op(j) {
+                // A tensor of the model passed by hand (a boolean keras.Input, another layer's output).
+                explicit_mask.push(source(m, i)?);
+            } else if masking_layers.is_empty() {
                 return Err(format!(
-                    "{} receives an explicit mask tensor; only the masks of Masking and \
-                     Embedding(mask_zero=True) layers are supported",
-                    label(i)
+                    "{} receives a mask computed by {} (ops such as keras.ops.not_equal), which rnntrace \
+                     does not run; give the mask as a model input instead (m = keras.Input(shape=(timesteps,), \
+                     dtype=\"bool\"), then layer(x, mask=m), with the mask file as that --input), or let a \
+                     Masking or Embedding(mask_zero=True) layer compute it",
+                    label(i),
+                    label(j)
                 ));
             }
+        }
+        if !explicit_mask.is_empty() && explicit_mask.len() != node.data.len() {
+            return Err(format!(
+                "{} is given {} mask tensor(s) for {} input tensor(s); rnntrace needs one mask per input \
+                 tensor when masks are passed by hand",
+                label(i),
+                explicit_mask.len(),
+                node.data.len()
+            ));
         }
         let mut args = Vec::new();
         for r in &node.data {
@@ -405,6 +426,7 @@ fn dag(
         calls[i] = CallSpec {
             args,
             initial_state,
+            mask: explicit_mask,
             flags: node.flags.clone(),
         };
     }
@@ -415,7 +437,7 @@ fn dag(
         if is_mask_op(i) {
             continue;
         }
-        for s in c.args.iter().chain(&c.initial_state) {
+        for s in c.args.iter().chain(&c.initial_state).chain(&c.mask) {
             indegree[i] += 1;
             consumers[s.layer].push(i);
         }
@@ -461,6 +483,7 @@ fn dag(
         .map(|&i| CallSpec {
             args: calls[i].args.iter().map(re).collect(),
             initial_state: calls[i].initial_state.iter().map(re).collect(),
+            mask: calls[i].mask.iter().map(re).collect(),
             flags: calls[i].flags.clone(),
         })
         .collect();
