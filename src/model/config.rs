@@ -891,6 +891,10 @@ fn inbound_nodes(raw: &Value) -> Vec<Node> {
                     collect_refs_legacy_list(node, &mut n.data);
                     for e in entries {
                         if let Some(Value::Object(kw)) = e.get(3) {
+                            // A mask passed by hand: `{"mask": [name, node, tensor]}` (or a list).
+                            if let Some(m) = kw.get("mask") {
+                                collect_refs_legacy_list(m, &mut n.mask);
+                            }
                             for (k, v) in kw {
                                 if v.as_bool() == Some(true)
                                     && k != "training"
