@@ -246,9 +246,15 @@ fn wanted_layers(a: &RunArgs) -> Option<Vec<String>> {
         .map(|s| s.split(',').map(|p| p.trim().to_string()).collect())
 }
 
-/// Whether `wanted` names the traced layer `name` (a Bidirectional's `name/forward` answers to `name`).
+/// Whether `wanted` names the traced layer `name` (a Bidirectional's `name/forward` answers to `name`, and
+/// a shared layer's later calls `name@k` too).
 fn names_layer(wanted: &str, name: &str) -> bool {
-    wanted == name || name.split('/').next() == Some(wanted)
+    let first = name.split('/').next().unwrap_or(name);
+    wanted == name
+        || first == wanted
+        || first
+            .rsplit_once('@')
+            .is_some_and(|(base, k)| base == wanted && k.parse::<usize>().is_ok())
 }
 
 fn is_json(p: &Path) -> bool {

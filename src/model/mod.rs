@@ -123,6 +123,18 @@ impl SavedModel {
         }
     }
 
+    /// For a later call of a shared layer (`encoder@1`: call 1 of `encoder`, see [`config`]), the name of
+    /// the layer whose weights it uses and the call's index; `None` for any other layer.
+    pub fn shared_call(&self, i: usize) -> Option<(&str, usize)> {
+        let l = self.layers.get(i)?;
+        let (base, k) = l.name.rsplit_once('@')?;
+        let k: usize = k.parse().ok()?;
+        self.layers
+            .iter()
+            .any(|o| o.name == base && o.class_name == l.class_name)
+            .then_some((base, k))
+    }
+
     /// The output shape of the last layer (batch dimension first), when known.
     pub fn output_shape(&self) -> Option<&[Option<usize>]> {
         self.layers.last().and_then(|l| l.output_shape.as_deref())
