@@ -896,7 +896,11 @@ fn apply<T: Real>(
             *mask = None;
             if *keepdims {
                 let (b, c) = y.dim();
-                let kept = if *channels_first { (b, c, 1) } else { (b, 1, c) };
+                let kept = if *channels_first {
+                    (b, c, 1)
+                } else {
+                    (b, 1, c)
+                };
                 Tensor::Seq(
                     y.into_shape_with_order(kept)
                         .map_err(|e| Error::input(&model.path, e.to_string()))?,
@@ -1275,15 +1279,35 @@ pub fn output_keys(model: &SavedModel, n: usize) -> Vec<String> {
                 }
             })
             .collect(),
-        None => (0..n).map(|k| if k == 0 { "output".into() } else { format!("output#{k}") }).collect(),
+        None => (0..n)
+            .map(|k| {
+                if k == 0 {
+                    "output".into()
+                } else {
+                    format!("output#{k}")
+                }
+            })
+            .collect(),
     }
 }
 
 /// The names of a model's inputs in order (its input layers'); `input` for a model without a graph.
 pub fn input_keys(model: &SavedModel, n: usize) -> Vec<String> {
     match &model.graph {
-        Some(g) => g.inputs.iter().map(|&i| model.layers[i].name.clone()).collect(),
-        None => (0..n).map(|k| if k == 0 { "input".into() } else { format!("input#{k}") }).collect(),
+        Some(g) => g
+            .inputs
+            .iter()
+            .map(|&i| model.layers[i].name.clone())
+            .collect(),
+        None => (0..n)
+            .map(|k| {
+                if k == 0 {
+                    "input".into()
+                } else {
+                    format!("input#{k}")
+                }
+            })
+            .collect(),
     }
 }
 
@@ -1786,7 +1810,11 @@ fn run_bidirectional<T: Real>(
     let mut outs = match merge_mode {
         None => vec![(f, out_mask.clone()), (b, out_mask)],
         Some(mode) => {
-            let bad = || err(format!("merge_mode {mode:?} is not supported (concat, sum, mul, ave)"));
+            let bad = || {
+                err(format!(
+                    "merge_mode {mode:?} is not supported (concat, sum, mul, ave)"
+                ))
+            };
             let t = match (f, b) {
                 (Tensor::Seq(f), Tensor::Seq(b)) => {
                     let (n, t, _) = f.dim();

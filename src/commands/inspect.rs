@@ -150,7 +150,11 @@ pub fn inspect(a: &InspectArgs, env: &crate::cli::job::Env) -> Result<Outcome> {
         for (i, l) in m.layers.iter().enumerate() {
             // A shared layer's later calls (`encoder@1`) use the first call's weights: counted once.
             let shared = m.shared_call(i);
-            let p = if shared.is_some() { 0 } else { params_of(&l.kind) };
+            let p = if shared.is_some() {
+                0
+            } else {
+                params_of(&l.kind)
+            };
             total += p;
             let mut row = vec![
                 Cell::new(&l.name),
@@ -505,7 +509,11 @@ fn inspect_json(a: &InspectArgs) -> Result<serde_json::Value> {
         let mut total = 0;
         for (i, l) in m.layers.iter().enumerate() {
             let shared = m.shared_call(i);
-            let p = if shared.is_some() { 0 } else { params_of(&l.kind) };
+            let p = if shared.is_some() {
+                0
+            } else {
+                params_of(&l.kind)
+            };
             total += p;
             let mut v = serde_json::json!({
                 "name": l.name,

@@ -669,7 +669,11 @@ fn run_as<T: Real>(
         Vec::new()
     };
     if let Some(s) = sink {
-        let flat: Vec<Vec<T>> = run.outputs.iter().map(|o| o.rows().iter().copied().collect()).collect();
+        let flat: Vec<Vec<T>> = run
+            .outputs
+            .iter()
+            .map(|o| o.rows().iter().copied().collect())
+            .collect();
         let more_npz: Vec<NpzTensor<'_, T>> = if run.outputs.len() > 1 {
             run.outputs
                 .iter()
@@ -702,7 +706,8 @@ fn run_as<T: Real>(
                 })
                 .collect();
         }
-        s.npz.finish(&trace.layers, &out_shape, &trace, &more_npz, meta)?;
+        s.npz
+            .finish(&trace.layers, &out_shape, &trace, &more_npz, meta)?;
     }
     // Per-step tables: the chosen layers, for the shown sequences.
     let chosen = |l: &&LayerTrace<T>| {

@@ -1108,7 +1108,7 @@ mod tests {
     }
 
     #[test]
-    fn state_outputs_make_a_graph_and_shared_layers_are_refused() {
+    fn state_outputs_make_a_graph_and_shared_layers_are_expanded() {
         let text = r#"{"class_name": "Functional", "config": {"layers": [
             {"class_name": "InputLayer", "name": "i", "config": {}, "inbound_nodes": []},
             {"class_name": "LSTM", "name": "l", "config": {}, "inbound_nodes": [[["i", 0, 0, {}]]]},
@@ -1131,8 +1131,67 @@ mod tests {
             {"class_name": "Dense", "name": "d", "config": {},
              "inbound_nodes": [[["i", 0, 0, {}]], [["i", 0, 0, {}]]]}],
             "input_layers": [["i", 0, 0]], "output_layers": [["d", 1, 0]]}}"#;
-        let e = parse(text).unwrap_err();
-        assert!(e.contains("shared layer"), "{e}");
+        // A shared layer: each call is a layer of its own, `d@1` the second, with d's weights.
+        let spec = parse(text).unwrap();
+        let names: Vec<&str> = spec.layers.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(names, ["i", "d", "d@1"]);
+        assert_eq!(spec.layers[2].stored_name, "d");
+        assert_eq!(spec.layers[2].weights_key, spec.layers[1].weights_key);
+        let g = spec.graph.expect("a graph");
+        assert_eq!(
+            g.outputs,
+            [Source {
+                layer: 2,
+                tensor: 0
+            }]
+        );
+    }
+
+    #[test]
+    fn a_shared_layer_in_keras3_nodes_reads_each_call_by_node_index() {
+        // x -> d -> d (node 1 reads node 0's output) -> out.
+        let t = |from: &str, node: i64| {
+            format!(
+                r#"{{"class_name": "__keras_tensor__", "config": {{"keras_history": ["{from}", {node}, 0]}}}}"#
+            )
+        };
+        let text = format!(
+            r#"{{"class_name": "Functional", "config": {{"layers": [
+            {{"class_name": "InputLayer", "name": "i", "config": {{}}, "inbound_nodes": []}},
+            {{"class_name": "Dense", "name": "d", "config": {{}}, "inbound_nodes": [
+                {{"args": [{}], "kwargs": {{}}}}, {{"args": [{}], "kwargs": {{}}}}]}},
+            {{"class_name": "Add", "name": "add", "config": {{}}, "inbound_nodes": [
+                {{"args": [[{}, {}]], "kwargs": {{}}}}]}}],
+            "input_layers": [["i", 0, 0]], "output_layers": [["add", 0, 0]]}}}}"#,
+            t("i", 0),
+            t("d", 0),
+            t("d", 1),
+            t("i", 0)
+        );
+        let spec = parse(&text).unwrap();
+        let names: Vec<&str> = spec.layers.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(names, ["i", "d", "d@1", "add"]);
+        let g = spec.graph.expect("a graph");
+        assert_eq!(
+            g.calls[2].args,
+            [Source {
+                layer: 1,
+                tensor: 0
+            }]
+        );
+        assert_eq!(
+            g.calls[3].args,
+            [
+                Source {
+                    layer: 2,
+                    tensor: 0
+                },
+                Source {
+                    layer: 0,
+                    tensor: 0
+                }
+            ]
+        );
     }
 
     #[test]
@@ -1191,7 +1250,7 @@ mod tests {
         assert_eq!(names, ["i", "m", "l"]);
         let e = parse(&graph(false)).unwrap_err();
         assert!(
-            e.contains("layer 'l' (LSTM) receives an explicit mask"),
+            e.contains("layer 'l' (LSTM) receives a mask computed by layer 'any' (Any)"),
             "{e}"
         );
     }

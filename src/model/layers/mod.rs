@@ -40,7 +40,7 @@ pub fn swap_channels_shape(s: &[Option<usize>], channels_first: bool) -> Vec<Opt
 }
 
 #[cfg(test)]
-mod tests {
+mod swap_tests {
     #[test]
     fn swapping_channels_twice_is_the_identity() {
         let x = ndarray::Array3::from_shape_fn((2, 3, 4), |(a, b, c)| a * 100 + b * 10 + c);
