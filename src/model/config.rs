@@ -6,7 +6,9 @@ Sequential: `"config": [...]`), each layer `{"class_name", "config": {...}, "nam
 A Sequential model's layers run in list order. A Functional model that is a linear chain (one input, one
 output, every other layer fed by exactly one tensor of the layer before it) is followed from the output
 back to the input, so list order does not matter; any other directed acyclic graph becomes a
-[`GraphSpec`] (several inputs and outputs, merges, returned states, `initial_state`) in topological order.
+[`GraphSpec`] (several inputs and outputs, merges, returned states, `initial_state`, masks passed by
+hand) in topological order. A shared layer (called more than once) first becomes one layer per call
+([`expand_shared`]: call k of `name` is `name@k`, reading `name`'s weights).
 Inbound references come in two encodings: Keras 3 (`{"args": [{"class_name": "__keras_tensor__", "config":
 {"keras_history": [name, node, tensor]}}], "kwargs": {...}}`) and Keras 2 (`[[name, node, tensor, kwargs],
 ...]`).
@@ -495,6 +497,9 @@ fn dag(
     Ok((order, graph))
 }
 
+/// A Functional model's raw layer entries, layer specs and top-level config, shared layers expanded.
+type Expanded = (Vec<Value>, Vec<LayerSpec>, Map<String, Value>);
+
 /// A Functional model whose layers are called more than once (a shared layer: a siamese encoder, one Dense
 /// on two branches) as one whose every call is a layer of its own: call k > 0 of layer `name` becomes the
 /// layer `name@k` (Keras's node index k of that layer), reading the same weights (`stored_name` and
@@ -506,7 +511,7 @@ fn expand_shared(
     raw_layers: &[Value],
     layers: &[LayerSpec],
     top: &Map<String, Value>,
-) -> Option<(Vec<Value>, Vec<LayerSpec>, Map<String, Value>)> {
+) -> Option<Expanded> {
     let calls = |raw: &Value| {
         raw.get("inbound_nodes")
             .and_then(Value::as_array)
@@ -571,28 +576,28 @@ fn expand_shared(
             .and_then(Value::as_array)
             .cloned()
             .unwrap_or_default();
-        let copies = if shared.contains(l.name.as_str()) {
-            nodes.len()
-        } else {
-            1
-        };
-        for k in 0..copies {
+        if !shared.contains(l.name.as_str()) {
+            let mut r = raw.clone();
+            if let Some(n) = r.get_mut("inbound_nodes") {
+                walk(n, &fix, 0);
+            }
+            raws.push(r);
+            specs.push(l.clone());
+            continue;
+        }
+        for (k, node) in nodes.into_iter().enumerate() {
             let mut r = raw.clone();
             let mut spec = l.clone();
-            if shared.contains(l.name.as_str()) {
-                let mut node = nodes[k].clone();
-                walk(&mut node, &fix, 0);
-                if let Some(o) = r.as_object_mut() {
-                    o.insert("inbound_nodes".into(), Value::Array(vec![node]));
-                    if k > 0 {
-                        o.insert("name".into(), Value::String(format!("{}@{k}", l.name)));
-                    }
-                }
+            let mut node = node;
+            walk(&mut node, &fix, 0);
+            if let Some(o) = r.as_object_mut() {
+                o.insert("inbound_nodes".into(), Value::Array(vec![node]));
                 if k > 0 {
-                    spec.name = format!("{}@{k}", l.name);
+                    o.insert("name".into(), Value::String(format!("{}@{k}", l.name)));
                 }
-            } else if let Some(n) = r.get_mut("inbound_nodes") {
-                walk(n, &fix, 0);
+            }
+            if k > 0 {
+                spec.name = format!("{}@{k}", l.name);
             }
             raws.push(r);
             specs.push(spec);
