@@ -1421,6 +1421,20 @@ pub fn run_graph_recording<T: Real>(
             .map(|s| get(s, &values))
             .collect::<Result<Vec<_>>>()?;
         let mut args = args;
+        // A Keras 3 recurrent call that recorded no mask ran without one although its input carries a
+        // mask (Keras 3 fills in `mask` only for calls with one tensor argument: not with initial_state).
+        // Its sequence output still carries the input's mask onwards (compute_mask sees it).
+        let recurrent = matches!(
+            layer.kind,
+            LayerKind::Recurrent(_)
+                | LayerKind::StackedRecurrent(_)
+                | LayerKind::Bidirectional { .. }
+        );
+        let unmasked = if recurrent && !call.mask_recorded && call.mask.is_empty() {
+            args.first_mut().and_then(|a| a.1.take())
+        } else {
+            None
+        };
         // A mask passed by hand (`layer(x, mask=m)`) replaces the propagated one: nonzero keeps the step.
         for (arg, s) in args.iter_mut().zip(&call.mask) {
             let (m, _) = get(s, &values)?;
@@ -1699,6 +1713,24 @@ pub fn run_graph_recording<T: Real>(
                 vec![(out, m)]
             }
         };
+        let mut outs = outs;
+        if let Some(m) = unmasked {
+            let keep = |o: &mut Masked<T>| {
+                if let Tensor::Seq(a) = &o.0
+                    && a.dim().0 == m.nrows()
+                    && a.dim().1 == m.ncols()
+                {
+                    o.1 = Some(m.clone());
+                }
+            };
+            let seqs = match &layer.kind {
+                LayerKind::Bidirectional {
+                    merge_mode: None, ..
+                } => 2,
+                _ => 1,
+            };
+            outs.iter_mut().take(seqs).for_each(keep);
+        }
         values[i] = outs;
     }
     let outputs =
@@ -1799,14 +1831,7 @@ fn run_bidirectional<T: Real>(
             Tensor::Flat(lb.last_output.clone()),
         ),
     };
-    // The sequences carry the input's mask, except that Keras 3 (3.15, measured) sets no mask on the
-    // outputs of a Bidirectional with return_state=True (its compute_mask fails on the missing `states`
-    // attribute and the mask is dropped); tf-keras keeps it.
-    let out_mask = if seqs && (model.keras2 || !forward.return_state) {
-        mask
-    } else {
-        None
-    };
+    let out_mask = if seqs { mask } else { None };
     let mut outs = match merge_mode {
         None => vec![(f, out_mask.clone()), (b, out_mask)],
         Some(mode) => {

@@ -71,6 +71,11 @@ pub struct CallSpec {
     /// `keras.Input(dtype="bool")` or another layer's output), one per data tensor in order; it replaces
     /// the mask that would have been propagated. Empty when Keras propagates the mask itself.
     pub mask: Vec<Source>,
+    /// Whether the call received a mask, as far as the file says: a Keras 3 node records the `mask`
+    /// Keras passed (propagated or by hand); a Keras 3 call without one got none, even when its input
+    /// carries a mask (Keras 3 fills in `mask` only for a call with one tensor argument: not for a
+    /// recurrent layer given `initial_state`). Always true for Keras 2 nodes, which do not record it.
+    pub mask_recorded: bool,
     /// Boolean call arguments recorded with the call (`use_causal_mask`, `return_attention_scores`, …)
     /// that are true.
     pub flags: Vec<String>,
@@ -429,6 +434,7 @@ fn dag(
             args,
             initial_state,
             mask: explicit_mask,
+            mask_recorded: !node.keras3 || !node.mask.is_empty(),
             flags: node.flags.clone(),
         };
     }
@@ -486,6 +492,7 @@ fn dag(
             args: calls[i].args.iter().map(re).collect(),
             initial_state: calls[i].initial_state.iter().map(re).collect(),
             mask: calls[i].mask.iter().map(re).collect(),
+            mask_recorded: calls[i].mask_recorded,
             flags: calls[i].flags.clone(),
         })
         .collect();
@@ -856,6 +863,8 @@ fn masks_steps(l: &LayerSpec) -> bool {
 struct Node {
     data: Vec<TensorRef>,
     mask: Vec<TensorRef>,
+    /// A Keras 3 node (`{"args", "kwargs"}`), which records the mask a call received.
+    keras3: bool,
     initial_state: Vec<TensorRef>,
     flags: Vec<String>,
 }
@@ -874,6 +883,7 @@ fn inbound_nodes(raw: &Value) -> Vec<Node> {
                 // `mask`, are data; Keras 3 records the mask a Masking layer computes as NotEqual/Any op
                 // layers whose result reaches later layers as `mask=`.
                 Value::Object(m) => {
+                    n.keras3 = true;
                     if let Some(args) = m.get("args") {
                         collect_keras_tensors(args, &mut n.data, 0);
                     }

@@ -149,7 +149,8 @@ real_model_cases!(
     // Issue 12's last refusals: one Dense called three times and a Bidirectional called twice;
     // data_format='channels_first' on Conv1D (same/strides, causal/dilation), pooling and global pooling;
     // AdditiveAttention's scores used downstream; Bidirectional(return_state=True) with LSTM and GRU,
-    // merge modes concat, sum and None, a mask (dropped by Keras 3, kept by tf-keras), tf-keras .h5.
+    // merge modes concat, sum and None, with a mask, in a chain, tf-keras .h5; a decoder called with
+    // initial_state gets no mask from Keras 3 (it records none), but does from tf-keras.
     shared_dense_chain,
     channels_first,
     channels_first_causal,
@@ -159,6 +160,7 @@ real_model_cases!(
     bidirectional_state_merge_none,
     tf_keras_bidirectional_state,
     tf_keras_bidirectional_gru_state_masked,
+    bidirectional_state_chain,
 );
 
 /// Runs `run` on a case with another input file; returns (exit code, stderr).
