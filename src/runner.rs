@@ -947,8 +947,9 @@ fn apply<T: Real>(
             bias,
             spec,
             activation,
+            channels_first,
         } => {
-            let x = need_seq(value)?;
+            let x = layers::swap_channels(need_seq(value)?, *channels_first);
             let mut k = array3::<T>(kernel);
             if let Some(p) = policy {
                 k.mapv_inplace(|v| p.round(v));
@@ -991,10 +992,14 @@ fn apply<T: Real>(
                 }
             };
             *mask = None; // Conv1D does not support masking: Keras drops the mask
+            let y = layers::swap_channels(y, *channels_first);
             apply_activation(model, name, activation, Tensor::Seq(y), policy)?
         }
-        LayerKind::Pool1D(spec) => {
-            let x = need_seq(value)?;
+        LayerKind::Pool1D {
+            spec,
+            channels_first,
+        } => {
+            let x = layers::swap_channels(need_seq(value)?, *channels_first);
             if spec.out_len(x.shape()[1]).is_none() {
                 return Err(Error::input(
                     &model.path,
@@ -1006,17 +1011,31 @@ fn apply<T: Real>(
                 ));
             }
             *mask = None; // pooling layers drop the mask in Keras
-            Tensor::Seq(layers::pool::pool1d(x.view(), spec))
+            Tensor::Seq(layers::swap_channels(
+                layers::pool::pool1d(x.view(), spec),
+                *channels_first,
+            ))
         }
-        LayerKind::GlobalPool1D { max, keepdims } => {
-            let x = need_seq(value)?;
+        LayerKind::GlobalPool1D {
+            max,
+            keepdims,
+            channels_first,
+        } => {
+            // The mask is over timesteps, axis 1 once swapped to channels_last (Keras expands it on the
+            // steps axis of either format).
+            let x = layers::swap_channels(need_seq(value)?, *channels_first);
             // GlobalAveragePooling1D averages the kept steps; GlobalMaxPooling1D ignores the mask.
             let y = layers::pool::global_pool1d(x.view(), mask.as_ref().map(|m| m.view()), *max);
             *mask = None;
             if *keepdims {
                 let (b, c) = y.dim();
+                let kept = if *channels_first {
+                    (b, c, 1)
+                } else {
+                    (b, 1, c)
+                };
                 Tensor::Seq(
-                    y.into_shape_with_order((b, 1, c))
+                    y.into_shape_with_order(kept)
                         .map_err(|e| Error::input(&model.path, e.to_string()))?,
                 )
             } else {
@@ -1382,6 +1401,55 @@ pub fn output_names(model: &SavedModel, n: usize) -> Vec<String> {
     }
 }
 
+/// The names of a model's outputs for files (the `.npz` trace's `outputs/<name>`, the JSON trace's
+/// `outputs`): the layer's name, or `layer#k` for the layer's output k (a returned state, attention
+/// scores); `output` for a model without a graph.
+pub fn output_keys(model: &SavedModel, n: usize) -> Vec<String> {
+    match &model.graph {
+        Some(g) => g
+            .outputs
+            .iter()
+            .map(|s| {
+                let name = &model.layers[s.layer].name;
+                if s.tensor == 0 {
+                    name.clone()
+                } else {
+                    format!("{name}#{}", s.tensor)
+                }
+            })
+            .collect(),
+        None => (0..n)
+            .map(|k| {
+                if k == 0 {
+                    "output".into()
+                } else {
+                    format!("output#{k}")
+                }
+            })
+            .collect(),
+    }
+}
+
+/// The names of a model's inputs in order (its input layers'); `input` for a model without a graph.
+pub fn input_keys(model: &SavedModel, n: usize) -> Vec<String> {
+    match &model.graph {
+        Some(g) => g
+            .inputs
+            .iter()
+            .map(|&i| model.layers[i].name.clone())
+            .collect(),
+        None => (0..n)
+            .map(|k| {
+                if k == 0 {
+                    "input".into()
+                } else {
+                    format!("input#{k}")
+                }
+            })
+            .collect(),
+    }
+}
+
 /// What layer `i` of a graph is called on, for `inspect`: `lstm, dense #1`, initial states as
 /// `initial_state=[…]`.
 pub fn describe_call(model: &SavedModel, g: &crate::model::config::GraphSpec, i: usize) -> String {
@@ -1398,6 +1466,10 @@ pub fn describe_call(model: &SavedModel, g: &crate::model::config::GraphSpec, i:
     if !call.initial_state.is_empty() {
         let states: Vec<String> = call.initial_state.iter().map(name).collect();
         parts.push(format!("initial_state=[{}]", states.join(", ")));
+    }
+    if !call.mask.is_empty() {
+        let masks: Vec<String> = call.mask.iter().map(name).collect();
+        parts.push(format!("mask={}", masks.join(", ")));
     }
     parts.extend(call.flags.iter().map(|f| format!("{f}=True")));
     parts.join(", ")
@@ -1495,6 +1567,43 @@ pub fn run_graph_recording<T: Real>(
             .iter()
             .map(|s| get(s, &values).map(cast))
             .collect::<Result<Vec<_>>>()?;
+        let mut args = args;
+        // A Keras 3 recurrent call that recorded no mask ran without one although its input carries a
+        // mask (Keras 3 fills in `mask` only for calls with one tensor argument: not with initial_state).
+        // Its sequence output still carries the input's mask onwards (compute_mask sees it).
+        let recurrent = matches!(
+            layer.kind,
+            LayerKind::Recurrent(_)
+                | LayerKind::StackedRecurrent(_)
+                | LayerKind::Bidirectional { .. }
+        );
+        let unmasked = if recurrent && !call.mask_recorded && call.mask.is_empty() {
+            args.first_mut().and_then(|a| a.1.take())
+        } else {
+            None
+        };
+        // A mask passed by hand (`layer(x, mask=m)`) replaces the propagated one: nonzero keeps the step.
+        for (arg, s) in args.iter_mut().zip(&call.mask) {
+            let (m, _) = get(s, &values)?;
+            let steps = match &arg.0 {
+                Tensor::Seq(a) => Some(a.dim().1),
+                Tensor::Flat(_) => None,
+            };
+            match m {
+                Tensor::Flat(m) if Some(m.ncols()) == steps && m.nrows() == arg.0.shape()[0] => {
+                    arg.1 = Some(m.mapv(|v| v != T::zero()));
+                }
+                other => {
+                    return Err(err(format!(
+                        "layer '{name}' is given the mask '{}' of shape {:?}; a mask is (sequences, timesteps) = ({}, {})",
+                        model.layers[s.layer].name,
+                        other.shape(),
+                        arg.0.shape()[0],
+                        steps.map_or("?".to_string(), |t| t.to_string())
+                    )));
+                }
+            }
+        }
         let outs = match &layer.kind {
             LayerKind::Merge { op, axis } => vec![merge_tensors(model, name, *op, *axis, args)?],
             LayerKind::Dot { axes, normalize } => {
@@ -1539,11 +1648,6 @@ pub fn run_graph_recording<T: Real>(
                 scale,
                 concat_score_weight,
             } => {
-                if call.flags.iter().any(|f| f == "return_attention_scores") {
-                    return Err(err(format!(
-                        "layer '{name}' returns its attention scores as a second output, which rnntrace does not compute"
-                    )));
-                }
                 let seqs = args
                     .iter()
                     .map(|(t, _)| match t {
@@ -1591,7 +1695,7 @@ pub fn run_graph_recording<T: Real>(
                     }
                 };
                 let q_mask = args[0].1.clone();
-                let y = layers::attention::attention(
+                let (y, scores) = layers::attention::attention(
                     q,
                     v,
                     k,
@@ -1601,7 +1705,50 @@ pub fn run_graph_recording<T: Real>(
                     call.flags.iter().any(|f| f == "use_causal_mask"),
                     layer.policy,
                 );
-                vec![(Tensor::Seq(y), q_mask)]
+                let mut outs = vec![(Tensor::Seq(y), q_mask)];
+                if call.flags.iter().any(|f| f == "return_attention_scores") {
+                    // Keras's second output: the softmax weights (batch, Tq, Tv), without a mask.
+                    outs.push((Tensor::Seq(scores), None));
+                }
+                outs
+            }
+            LayerKind::Bidirectional {
+                forward,
+                backward,
+                merge_mode,
+            } if !states.is_empty() || forward.return_state || merge_mode.is_none() => {
+                let [(x, mask)]: [Masked<T>; 1] = args.try_into().map_err(|a: Vec<_>| {
+                    err(format!(
+                        "layer '{name}' reads {} tensors; expected one sequence",
+                        a.len()
+                    ))
+                })?;
+                let Tensor::Seq(x) = x else {
+                    return Err(err(format!(
+                        "layer '{name}' needs a sequence (batch, timesteps, features)"
+                    )));
+                };
+                let states = states
+                    .into_iter()
+                    .map(|(t, _)| match t {
+                        Tensor::Flat(a) => Ok(a),
+                        other => Err(err(format!(
+                            "layer '{name}': an initial state has shape {:?}; expected (sequences, units)",
+                            other.shape()
+                        ))),
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                let (outs, run) = run_bidirectional(
+                    model,
+                    name,
+                    (forward, backward, merge_mode.as_deref()),
+                    (&x, mask),
+                    states,
+                    kernels,
+                    rec,
+                )?;
+                traces.extend(run);
+                outs
             }
             LayerKind::StackedRecurrent(cells)
                 if !states.is_empty() || cells.iter().any(|r| r.return_state) =>
@@ -1714,6 +1861,24 @@ pub fn run_graph_recording<T: Real>(
                 vec![(out, m)]
             }
         };
+        let mut outs = outs;
+        if let Some(m) = unmasked {
+            let keep = |o: &mut Masked<T>| {
+                if let Tensor::Seq(a) = &o.0
+                    && a.dim().0 == m.nrows()
+                    && a.dim().1 == m.ncols()
+                {
+                    o.1 = Some(m.clone());
+                }
+            };
+            let seqs = match &layer.kind {
+                LayerKind::Bidirectional {
+                    merge_mode: None, ..
+                } => 2,
+                _ => 1,
+            };
+            outs.iter_mut().take(seqs).for_each(keep);
+        }
         values[i] = match layer.policy {
             Some(p) => outs
                 .into_iter()
@@ -1739,6 +1904,133 @@ pub fn run_graph_recording<T: Real>(
         output: outputs[0].clone(),
         outputs,
     })
+}
+
+/// A `Bidirectional` in a graph, as Keras returns it: `[merged]` (or `[forward, backward]` with
+/// `merge_mode=None`), then with `return_state` the forward copy's final states and the backward copy's
+/// (`[h, c]` each for an LSTM, `[h]` for GRU/SimpleRNN); the sequences carry the input's mask, the states
+/// none. `initial_state` is split as Keras splits it: the first half for the forward copy, the rest for
+/// the backward one. Also the two directions' traces (`name/forward`, `name/backward`).
+#[allow(clippy::type_complexity)]
+fn run_bidirectional<T: Real>(
+    model: &SavedModel,
+    name: &str,
+    (forward, backward, merge_mode): (&Recurrent, &Recurrent, Option<&str>),
+    (x, mask): (&Array3<T>, Option<Array2<bool>>),
+    states: Vec<Array2<T>>,
+    kernels: Kernels,
+    rec: &mut Recording<'_, T>,
+) -> Result<(Vec<Masked<T>>, Vec<LayerTrace<T>>)> {
+    let err = |what: String| Error::input(&model.path, format!("layer '{name}': {what}"));
+    let per = |r: &Recurrent| if r.cell == RecurrentCell::Lstm { 2 } else { 1 };
+    let (nf, nb) = (per(forward), per(backward));
+    if !states.is_empty() && states.len() != nf + nb {
+        return Err(err(format!(
+            "is given {} initial states; a Bidirectional({}) takes {} (forward's, then backward's)",
+            states.len(),
+            forward.cell.class_name(),
+            nf + nb
+        )));
+    }
+    let mut states = states.into_iter();
+    let mut take = |r: &Recurrent, n: usize| -> Result<(Option<Array2<T>>, Option<Array2<T>>)> {
+        let mut got: Vec<Array2<T>> = states.by_ref().take(n).collect();
+        for s in &got {
+            if s.dim() != (x.dim().0, r.units) {
+                return Err(err(format!(
+                    "an initial state has shape {:?}; expected ({}, {})",
+                    s.shape(),
+                    x.dim().0,
+                    r.units
+                )));
+            }
+        }
+        let c = (got.len() > 1).then(|| got.remove(1));
+        Ok((got.pop(), c))
+    };
+    let fs = take(forward, nf)?;
+    let bs = take(backward, nb)?;
+    let seqs = forward.return_sequences;
+    let (lf, of) = run_recurrent_from(
+        model,
+        &format!("{name}/forward"),
+        forward,
+        x.view().into(),
+        mask.as_ref(),
+        fs,
+        kernels,
+        seqs,
+        rec,
+    )?;
+    let (lb, ob) = run_recurrent_from(
+        model,
+        &format!("{name}/backward"),
+        backward,
+        x.view().into(),
+        mask.as_ref(),
+        bs,
+        kernels,
+        seqs,
+        rec,
+    )?;
+    let (f, b) = match (of, ob) {
+        (Some(f), Some(mut b)) => {
+            if backward.go_backwards {
+                b.invert_axis(Axis(1)); // back to time order
+            }
+            (Tensor::Seq(f), Tensor::Seq(b))
+        }
+        _ => (
+            Tensor::Flat(lf.last_output.clone()),
+            Tensor::Flat(lb.last_output.clone()),
+        ),
+    };
+    let out_mask = if seqs { mask } else { None };
+    let mut outs = match merge_mode {
+        None => vec![(f, out_mask.clone()), (b, out_mask)],
+        Some(mode) => {
+            let bad = || {
+                err(format!(
+                    "merge_mode {mode:?} is not supported (concat, sum, mul, ave)"
+                ))
+            };
+            let t = match (f, b) {
+                (Tensor::Seq(f), Tensor::Seq(b)) => {
+                    let (n, t, _) = f.dim();
+                    let f2 = f
+                        .to_shape((n * t, f.dim().2))
+                        .map_err(|e| err(e.to_string()))?;
+                    let b2 = b
+                        .as_standard_layout()
+                        .to_shape((n * t, b.dim().2))
+                        .map_err(|e| err(e.to_string()))?
+                        .to_owned();
+                    let m = merge(mode, f2.view(), b2.view()).ok_or_else(bad)?;
+                    let w = m.ncols();
+                    Tensor::Seq(
+                        m.as_standard_layout()
+                            .into_owned()
+                            .into_shape_with_order((n, t, w))
+                            .map_err(|e| err(e.to_string()))?,
+                    )
+                }
+                (Tensor::Flat(f), Tensor::Flat(b)) => {
+                    Tensor::Flat(merge(mode, f.view(), b.view()).ok_or_else(bad)?)
+                }
+                _ => return Err(err("its two directions disagree in shape".into())),
+            };
+            vec![(t, out_mask)]
+        }
+    };
+    for (r, l) in [(forward, &lf), (backward, &lb)] {
+        if r.return_state {
+            outs.push((Tensor::Flat(l.final_h.clone()), None));
+            if let Some(c) = &l.final_c {
+                outs.push((Tensor::Flat(c.clone()), None));
+            }
+        }
+    }
+    Ok((outs, vec![lf, lb]))
 }
 
 /// A merge layer on its inputs, with Keras 3's output mask.

@@ -380,6 +380,7 @@ fn execute_as<T: Real>(job: &CellJob, title: &str, started: Instant) -> Result<O
         window: job.window,
         display: &out.display,
         title: title.to_string(),
+        outputs: Vec::new(),
     };
     // The report shows what --record kept: the main run's trace, or the JSON's when it holds the same; a
     // streamed .npz run kept nothing in memory, so it is run again.

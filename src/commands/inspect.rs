@@ -148,13 +148,22 @@ pub fn inspect(a: &InspectArgs, env: &crate::cli::job::Env) -> Result<Outcome> {
         t.set_header(header);
         let mut total = 0;
         for (i, l) in m.layers.iter().enumerate() {
-            let p = params_of(&l.kind);
+            // A shared layer's later calls (`encoder@1`) use the first call's weights: counted once.
+            let shared = m.shared_call(i);
+            let p = if shared.is_some() {
+                0
+            } else {
+                params_of(&l.kind)
+            };
             total += p;
             let mut row = vec![
                 Cell::new(&l.name),
                 Cell::new(&l.class_name),
                 Cell::new(shape_opt(&l.output_shape)),
-                right(p),
+                match shared {
+                    Some((base, _)) => right(format!("= {base}")),
+                    None => right(p),
+                },
             ];
             if let Some(g) = &m.graph {
                 row.push(Cell::new(runner::describe_call(&m, g, i)));
@@ -198,7 +207,22 @@ pub fn inspect(a: &InspectArgs, env: &crate::cli::job::Env) -> Result<Outcome> {
                 );
             }
         }
-        for l in &m.layers {
+        if (0..m.layers.len()).any(|i| m.shared_call(i).is_some()) {
+            let _ = writeln!(
+                out,
+                "{}",
+                wrap(
+                    "A layer called more than once (a shared layer) is listed once per call: its first \
+                     call under its own name, call k as NAME@k (Keras's node k), reading the same weights \
+                     (Params '= NAME'); `run` traces each call under that name."
+                        .to_string()
+                )
+            );
+        }
+        for (i, l) in m.layers.iter().enumerate() {
+            if m.shared_call(i).is_some() {
+                continue; // the same weights as the first call, shown there
+            }
             match &l.kind {
                 LayerKind::Recurrent(r) => recurrent_blocks(&mut out, &l.name, r, color, width)?,
                 LayerKind::StackedRecurrent(cells) => {
@@ -507,8 +531,13 @@ fn inspect_json(a: &InspectArgs) -> Result<serde_json::Value> {
         let m = model::load(path)?;
         let mut layers = Vec::new();
         let mut total = 0;
-        for l in &m.layers {
-            let p = params_of(&l.kind);
+        for (i, l) in m.layers.iter().enumerate() {
+            let shared = m.shared_call(i);
+            let p = if shared.is_some() {
+                0
+            } else {
+                params_of(&l.kind)
+            };
             total += p;
             let mut v = serde_json::json!({
                 "name": l.name,
@@ -516,6 +545,10 @@ fn inspect_json(a: &InspectArgs) -> Result<serde_json::Value> {
                 "output_shape": l.output_shape,
                 "params": p,
             });
+            if let Some((base, k)) = shared {
+                v["shares_weights_of"] = base.into();
+                v["call"] = k.into();
+            }
             match &l.kind {
                 LayerKind::Recurrent(r) => v["recurrent"] = recurrent_json(r)?,
                 LayerKind::Bidirectional {

@@ -15,7 +15,7 @@ use crate::error::{Error, Result, shape_str};
 use crate::io;
 use crate::model::{self, LayerKind, SavedModel};
 use crate::render::Report;
-use crate::render::npz::{ModelNpz, NpzLayer, NpzRun};
+use crate::render::npz::{ModelNpz, NpzLayer, NpzRun, NpzTensor};
 use crate::runner::{self, LayerSink, Recording, Tensor};
 use crate::trace::{LayerTrace, Record, Trace};
 use crate::weights::{CellKind, DenseWeights, NamedArrays, pytorch};
@@ -326,9 +326,15 @@ fn wanted_layers(a: &RunArgs) -> Option<Vec<String>> {
         .map(|s| s.split(',').map(|p| p.trim().to_string()).collect())
 }
 
-/// Whether `wanted` names the traced layer `name` (a Bidirectional's `name/forward` answers to `name`).
+/// Whether `wanted` names the traced layer `name` (a Bidirectional's `name/forward` answers to `name`, and
+/// a shared layer's later calls `name@k` too).
 fn names_layer(wanted: &str, name: &str) -> bool {
-    wanted == name || name.split('/').next() == Some(wanted)
+    let first = name.split('/').next().unwrap_or(name);
+    wanted == name
+        || first == wanted
+        || first
+            .rsplit_once('@')
+            .is_some_and(|(base, k)| base == wanted && k.parse::<usize>().is_ok())
 }
 
 fn is_json(p: &Path) -> bool {
@@ -537,13 +543,7 @@ fn run_as<T: Real>(
         )));
     }
     let npz_target = a.trace.as_deref().filter(|p| is_npz(p));
-    if let (Some(t), true) = (npz_target, xs.len() > 1) {
-        return Err(Error::usage(format!(
-            "--trace {}: an .npz trace holds one input; this model takes {} inputs: write the trace as FILE.json",
-            t.display(),
-            xs.len()
-        )));
-    }
+    let n_inputs = xs.len();
     let xs: Vec<Tensor<T>> = xs
         .into_iter()
         .map(|x| match x {
@@ -582,18 +582,32 @@ fn run_as<T: Real>(
     let mut sink = match (npz_target, &probed) {
         (Some(target), Some(p)) => {
             let record = a.record.record(a.record_pre);
-            let (xshape, xv) = match &xs[0] {
-                Tensor::Seq(v) => (v.shape().to_vec(), v.as_standard_layout().into_owned()),
-                Tensor::Flat(v) => (
-                    v.shape().to_vec(),
-                    v.as_standard_layout()
-                        .into_owned()
-                        .into_shape_with_order((v.nrows(), v.ncols(), 1))
-                        .map_err(|e| Error::input(&a.model, e.to_string()))?,
-                ),
-            };
-            let values = xv.as_slice().unwrap_or_default();
-            let npz = ModelNpz::<T>::new(target, &p.layers, record, &xshape, values)?;
+            // One input as before ((B, T, F), a flat input as (B, F, 1)); several each in its own shape.
+            let names = runner::input_keys(model, xs.len());
+            let owned: Vec<(String, Vec<usize>, Vec<T>)> = xs
+                .iter()
+                .zip(names)
+                .map(|(x, name)| {
+                    let mut shape = x.shape();
+                    if xs.len() == 1 && shape.len() == 2 {
+                        shape.push(1);
+                    }
+                    let values = match x {
+                        Tensor::Seq(v) => v.iter().copied().collect(),
+                        Tensor::Flat(v) => v.iter().copied().collect(),
+                    };
+                    (name, shape, values)
+                })
+                .collect();
+            let inputs: Vec<NpzTensor<'_, T>> = owned
+                .iter()
+                .map(|(name, shape, values)| NpzTensor {
+                    name: name.clone(),
+                    shape: shape.clone(),
+                    values,
+                })
+                .collect();
+            let npz = ModelNpz::<T>::new(target, &p.layers, record, &inputs)?;
             let mut offsets = Vec::new();
             let mut total = 0;
             for l in &p.layers {
@@ -719,21 +733,72 @@ fn run_as<T: Real>(
     };
     let compute_s = compute_start.elapsed().saturating_sub(write_time);
     let write_start = Instant::now();
-    if let Some(s) = sink {
-        s.npz.finish(
-            &trace.layers,
-            &out_shape,
-            &trace,
-            serde_json::json!({
-                "model": a.model.display().to_string(),
-                "dense_activation": trace.dense_activation.map(|a| a.name()),
-                "comparison": comparison,
-                "window": a.window,
-                "precision": if policies.is_empty() { T::NAME.to_string() } else {
-                    policies.iter().map(|p| p.name()).collect::<Vec<_>>().join("+")
+    // Every output, named, with its comparison, when the model has several (the report's own fields
+    // hold the first's).
+    let keys = runner::output_keys(model, run.outputs.len());
+    let mut compared = more.compared.iter().map(|(_, c)| c.clone());
+    let all_outputs: Vec<crate::render::ModelOutput> = if run.outputs.len() > 1 {
+        run.outputs
+            .iter()
+            .zip(&keys)
+            .enumerate()
+            .map(|(k, (o, name))| crate::render::ModelOutput {
+                name: name.clone(),
+                shape: o.shape(),
+                values: o.rows().iter().map(|v| v.to_f()).collect(),
+                comparison: if k == 0 {
+                    comparison.clone()
+                } else {
+                    compared.next()
                 },
-            }),
-        )?;
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    if let Some(s) = sink {
+        let flat: Vec<Vec<T>> = run
+            .outputs
+            .iter()
+            .map(|o| o.rows().iter().copied().collect())
+            .collect();
+        let more_npz: Vec<NpzTensor<'_, T>> = if run.outputs.len() > 1 {
+            run.outputs
+                .iter()
+                .zip(&keys)
+                .zip(&flat)
+                .map(|((o, name), values)| NpzTensor {
+                    name: name.clone(),
+                    shape: o.shape(),
+                    values,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let mut meta = serde_json::json!({
+            "model": a.model.display().to_string(),
+            "dense_activation": trace.dense_activation.map(|a| a.name()),
+            "comparison": comparison,
+            "window": a.window,
+            "precision": if policies.is_empty() { T::NAME.to_string() } else {
+                policies.iter().map(|p| p.name()).collect::<Vec<_>>().join("+")
+            },
+        });
+        if n_inputs > 1 {
+            meta["inputs"] = serde_json::json!(runner::input_keys(model, n_inputs));
+        }
+        if !all_outputs.is_empty() {
+            meta["outputs"] = all_outputs
+                .iter()
+                .map(|o| {
+                    serde_json::json!({"name": o.name, "member": format!("outputs/{}", o.name),
+                        "shape": o.shape, "comparison": o.comparison})
+                })
+                .collect();
+        }
+        s.npz
+            .finish(&trace.layers, &out_shape, &trace, &more_npz, meta)?;
     }
     // Per-step tables: the chosen layers, for the shown sequences.
     let chosen = |l: &&LayerTrace<T>| {
@@ -787,6 +852,7 @@ fn run_as<T: Real>(
         window: a.window,
         display: &display,
         title,
+        outputs: all_outputs,
     };
     let outcome = output::write(
         &report,

@@ -188,6 +188,46 @@ pub fn build(
             };
         }
         let mut outs = vec![out.clone()];
+        if let (LayerKind::Attention { .. }, Some(g)) = (&kind, graph)
+            && g.calls[i]
+                .flags
+                .iter()
+                .any(|f| f == "return_attention_scores")
+        {
+            // The scores: (batch, Tq, Tv), Tv from the key (or the value).
+            let q = inputs.first().cloned().flatten();
+            let k = inputs.get(2).or(inputs.get(1)).cloned().flatten();
+            outs.push(match (q, k) {
+                (Some(q), Some(k)) if q.len() == 3 && k.len() == 3 => Some(vec![q[0], q[1], k[1]]),
+                _ => None,
+            });
+        }
+        if let LayerKind::Bidirectional {
+            forward,
+            backward,
+            merge_mode,
+        } = &kind
+        {
+            // Keras's outputs: [merged] or, with merge_mode=None, [forward, backward]; then with
+            // return_state the forward copy's states and the backward copy's.
+            let seq = |r: &super::Recurrent| {
+                cur.as_ref().map(|s| {
+                    if r.return_sequences {
+                        vec![s[0], s.get(1).copied().flatten(), Some(r.units)]
+                    } else {
+                        vec![s[0], Some(r.units)]
+                    }
+                })
+            };
+            if merge_mode.is_none() {
+                outs = vec![seq(forward), seq(backward)];
+            }
+            for r in [forward, backward].into_iter().filter(|r| r.return_state) {
+                let state = cur.as_ref().map(|s| vec![s[0], Some(r.units)]);
+                let n = if r.cell == RecurrentCell::Lstm { 2 } else { 1 };
+                outs.extend(std::iter::repeat_n(state, n));
+            }
+        }
         let cells = match &kind {
             LayerKind::Recurrent(r) => std::slice::from_ref(r),
             LayerKind::StackedRecurrent(cells) => cells.as_slice(),
@@ -278,6 +318,11 @@ fn merge_shape(
     Ok(Some(out))
 }
 
+/// `data_format='channels_first'` (Keras's default, `channels_last`, when absent or null).
+fn is_channels_first(cfg: &Map<String, Value>) -> bool {
+    cfg.get("data_format").and_then(Value::as_str) == Some("channels_first")
+}
+
 /// What a user can do about a layer whose computation is Python code.
 const CODE_WAY_FORWARD: &str = "its computation is Python code, which a saved model does not hold (and \
 rnntrace would never execute); rebuild the model with built-in layers, or trace the recurrent layers \
@@ -308,16 +353,11 @@ pub fn unsupported_reason(l: &LayerSpec) -> Option<String> {
         "Attention" | "AdditiveAttention" | "Dot" => None,
         c if RecurrentCell::from_class_name(c).is_some() || IDENTITY_CLASSES.contains(&c) => None,
         "Flatten"
-        | "Conv1D"
-        | "MaxPooling1D"
-        | "AveragePooling1D"
-        | "GlobalAveragePooling1D"
-        | "GlobalMaxPooling1D"
             if channels_first() =>
         {
             Some(
-                "data_format='channels_first' is not supported; rnntrace computes channels_last \
-                  (batch, timesteps, channels)"
+                "data_format='channels_first' is not supported on Flatten; rnntrace flattens \
+                  channels_last (batch, timesteps, channels) tensors"
                     .into(),
             )
         }
@@ -792,6 +832,10 @@ fn build_one(
             ))
         }
         "Conv1D" => {
+            // channels_first: the shapes are checked and inferred channels_last, then swapped back.
+            let channels_first = is_channels_first(&l.config);
+            let swapped = input.map(|s| super::layers::swap_channels_shape(s, channels_first));
+            let input = swapped.as_deref();
             let use_bias = get_bool(&l.config, "use_bias", true)?;
             let what = if use_bias {
                 "kernel, bias"
@@ -873,11 +917,15 @@ fn build_one(
                     bias: arrays.get(1).map(|b| source.read(b)).transpose()?,
                     spec,
                     activation: act(l.config.get("activation"))?,
+                    channels_first,
                 },
-                out,
+                out.map(|s| super::layers::swap_channels_shape(&s, channels_first)),
             ))
         }
         "MaxPooling1D" | "AveragePooling1D" => {
+            let channels_first = is_channels_first(&l.config);
+            let swapped = input.map(|s| super::layers::swap_channels_shape(s, channels_first));
+            let input = swapped.as_deref();
             let size = get_int_or_single(&l.config, "pool_size")?.unwrap_or(2);
             let spec = Pool1d {
                 size,
@@ -903,10 +951,19 @@ fn build_one(
                 }
                 None => None,
             };
-            Ok((LayerKind::Pool1D(spec), out))
+            Ok((
+                LayerKind::Pool1D {
+                    spec,
+                    channels_first,
+                },
+                out.map(|s| super::layers::swap_channels_shape(&s, channels_first)),
+            ))
         }
         "GlobalAveragePooling1D" | "GlobalMaxPooling1D" => {
             let keepdims = get_bool(&l.config, "keepdims", false)?;
+            let channels_first = is_channels_first(&l.config);
+            let swapped = input.map(|s| super::layers::swap_channels_shape(s, channels_first));
+            let input = swapped.as_deref();
             let out = match input {
                 Some(s) if s.len() != 3 => {
                     return Err(format!(
@@ -914,6 +971,7 @@ fn build_one(
                         show_shape(s)
                     ));
                 }
+                Some(s) if keepdims && channels_first => Some(vec![s[0], s[2], Some(1)]),
                 Some(s) if keepdims => Some(vec![s[0], Some(1), s[2]]),
                 Some(s) => Some(vec![s[0], s[2]]),
                 None => None,
@@ -922,6 +980,7 @@ fn build_one(
                 LayerKind::GlobalPool1D {
                     max: l.class_name == "GlobalMaxPooling1D",
                     keepdims,
+                    channels_first,
                 },
                 out,
             ))

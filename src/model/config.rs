@@ -6,7 +6,9 @@ Sequential: `"config": [...]`), each layer `{"class_name", "config": {...}, "nam
 A Sequential model's layers run in list order. A Functional model that is a linear chain (one input, one
 output, every other layer fed by exactly one tensor of the layer before it) is followed from the output
 back to the input, so list order does not matter; any other directed acyclic graph becomes a
-[`GraphSpec`] (several inputs and outputs, merges, returned states, `initial_state`) in topological order.
+[`GraphSpec`] (several inputs and outputs, merges, returned states, `initial_state`, masks passed by
+hand) in topological order. A shared layer (called more than once) first becomes one layer per call
+([`expand_shared`]: call k of `name` is `name@k`, reading `name`'s weights).
 Inbound references come in two encodings: Keras 3 (`{"args": [{"class_name": "__keras_tensor__", "config":
 {"keras_history": [name, node, tensor]}}], "kwargs": {...}}`) and Keras 2 (`[[name, node, tensor, kwargs],
 ...]`).
@@ -30,6 +32,9 @@ pub struct LayerSpec {
     pub weights_key: String,
     /// Keras 3's `registered_name` (`package>ClassName` for a custom class), when recorded.
     pub registered_name: Option<String>,
+    /// The layer's name in the file, where its weights are: `name`, except for the second and later calls
+    /// of a shared layer (`name` `encoder@1`, `stored_name` `encoder`).
+    pub stored_name: String,
 }
 
 /// A parsed model configuration.
@@ -62,6 +67,15 @@ pub struct CallSpec {
     pub args: Vec<Source>,
     /// `initial_state=[…]` of a recurrent layer.
     pub initial_state: Vec<Source>,
+    /// `mask=` passed by hand with a tensor of the model (`LSTM(...)(x, mask=m)`, `m` a
+    /// `keras.Input(dtype="bool")` or another layer's output), one per data tensor in order; it replaces
+    /// the mask that would have been propagated. Empty when Keras propagates the mask itself.
+    pub mask: Vec<Source>,
+    /// Whether the call received a mask, as far as the file says: a Keras 3 node records the `mask`
+    /// Keras passed (propagated or by hand); a Keras 3 call without one got none, even when its input
+    /// carries a mask (Keras 3 fills in `mask` only for a call with one tensor argument: not for a
+    /// recurrent layer given `initial_state`). Always true for Keras 2 nodes, which do not record it.
+    pub mask_recorded: bool,
     /// Boolean call arguments recorded with the call (`use_causal_mask`, `return_attention_scores`, …)
     /// that are true.
     pub flags: Vec<String>,
@@ -141,6 +155,7 @@ pub fn parse(text: &str) -> Result<ModelSpec, String> {
             .unwrap_or_else(|| format!("layer_{i}"));
         layers.push(LayerSpec {
             weights_key: unique_key(&to_snake_case(class), &mut used),
+            stored_name: name.clone(),
             name,
             class_name: class.to_string(),
             config: cfg,
@@ -151,6 +166,18 @@ pub fn parse(text: &str) -> Result<ModelSpec, String> {
         });
     }
     let mut graph = None;
+    // A shared layer's calls become nodes of their own (see [`expand_shared`]).
+    let expanded = match (functional, top) {
+        (true, Some(top)) => expand_shared(raw_layers, &layers, top),
+        _ => None,
+    };
+    let (raw_layers, top): (&[Value], Option<&Map<String, Value>>) = match &expanded {
+        Some((raws, specs, t)) => {
+            layers = specs.clone();
+            (raws.as_slice(), Some(t))
+        }
+        None => (raw_layers, top),
+    };
     let order = if functional {
         let top = top.ok_or("functional model configuration has no layer graph")?;
         match linear_chain(raw_layers, &layers, top) {
@@ -354,15 +381,32 @@ fn dag(
             }
             continue;
         }
+        let mut explicit_mask = Vec::new();
         for m in &node.mask {
-            let j = index_of(&m.0).unwrap_or(usize::MAX);
-            if j == usize::MAX || !is_mask_op(j) || masking_layers.is_empty() {
+            let j = index_of(&m.0)
+                .ok_or_else(|| format!("{} reads a mask from unknown layer '{}'", label(i), m.0))?;
+            if !is_mask_op(j) {
+                // A tensor of the model passed by hand (a boolean keras.Input, another layer's output).
+                explicit_mask.push(source(m, i)?);
+            } else if masking_layers.is_empty() {
                 return Err(format!(
-                    "{} receives an explicit mask tensor; only the masks of Masking and \
-                     Embedding(mask_zero=True) layers are supported",
-                    label(i)
+                    "{} receives a mask computed by {} (ops such as keras.ops.not_equal), which rnntrace \
+                     does not run; give the mask as a model input instead (m = keras.Input(shape=(timesteps,), \
+                     dtype=\"bool\"), then layer(x, mask=m), with the mask file as that --input), or let a \
+                     Masking or Embedding(mask_zero=True) layer compute it",
+                    label(i),
+                    label(j)
                 ));
             }
+        }
+        if !explicit_mask.is_empty() && explicit_mask.len() != node.data.len() {
+            return Err(format!(
+                "{} is given {} mask tensor(s) for {} input tensor(s); rnntrace needs one mask per input \
+                 tensor when masks are passed by hand",
+                label(i),
+                explicit_mask.len(),
+                node.data.len()
+            ));
         }
         let mut args = Vec::new();
         for r in &node.data {
@@ -389,6 +433,8 @@ fn dag(
         calls[i] = CallSpec {
             args,
             initial_state,
+            mask: explicit_mask,
+            mask_recorded: !node.keras3 || !node.mask.is_empty(),
             flags: node.flags.clone(),
         };
     }
@@ -399,7 +445,7 @@ fn dag(
         if is_mask_op(i) {
             continue;
         }
-        for s in c.args.iter().chain(&c.initial_state) {
+        for s in c.args.iter().chain(&c.initial_state).chain(&c.mask) {
             indegree[i] += 1;
             consumers[s.layer].push(i);
         }
@@ -445,6 +491,8 @@ fn dag(
         .map(|&i| CallSpec {
             args: calls[i].args.iter().map(re).collect(),
             initial_state: calls[i].initial_state.iter().map(re).collect(),
+            mask: calls[i].mask.iter().map(re).collect(),
+            mask_recorded: calls[i].mask_recorded,
             flags: calls[i].flags.clone(),
         })
         .collect();
@@ -454,6 +502,121 @@ fn dag(
         calls: new_calls,
     };
     Ok((order, graph))
+}
+
+/// A Functional model's raw layer entries, layer specs and top-level config, shared layers expanded.
+type Expanded = (Vec<Value>, Vec<LayerSpec>, Map<String, Value>);
+
+/// A Functional model whose layers are called more than once (a shared layer: a siamese encoder, one Dense
+/// on two branches) as one whose every call is a layer of its own: call k > 0 of layer `name` becomes the
+/// layer `name@k` (Keras's node index k of that layer), reading the same weights (`stored_name` and
+/// `weights_key` are the original's), and every reference to `[name, k, tensor]` (Keras 3's
+/// `keras_history`, Keras 2's inbound entries, the model's input and output lists) is rewritten to
+/// `[name@k, 0, tensor]`. Node indices are the serialized ones, which Keras re-indexes to the calls inside
+/// the model. `None` when no layer is called twice.
+fn expand_shared(
+    raw_layers: &[Value],
+    layers: &[LayerSpec],
+    top: &Map<String, Value>,
+) -> Option<Expanded> {
+    let calls = |raw: &Value| {
+        raw.get("inbound_nodes")
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len)
+    };
+    let shared: std::collections::HashSet<&str> = raw_layers
+        .iter()
+        .zip(layers)
+        .filter(|(raw, l)| l.class_name != "InputLayer" && calls(raw) > 1)
+        .map(|(_, l)| l.name.as_str())
+        .collect();
+    if shared.is_empty() {
+        return None;
+    }
+    // `[name, k, tensor, …]` with `name` shared and k > 0 → `[name@k, 0, tensor, …]`.
+    let fix = |v: &mut Value| {
+        if let Some(a) = v.as_array_mut()
+            && let (Some(name), Some(k)) = (
+                a.first().and_then(Value::as_str).map(str::to_string),
+                a.get(1).and_then(Value::as_i64),
+            )
+            && k > 0
+            && a.get(2).is_some_and(Value::is_i64)
+            && shared.contains(name.as_str())
+        {
+            a[0] = Value::String(format!("{name}@{k}"));
+            a[1] = Value::from(0);
+        }
+    };
+    fn walk(v: &mut Value, fix: &dyn Fn(&mut Value), depth: usize) {
+        if depth > 64 {
+            return;
+        }
+        match v {
+            Value::Object(m) => {
+                if m.get("class_name").and_then(Value::as_str) == Some("__keras_tensor__") {
+                    if let Some(h) = m.get_mut("config").and_then(|c| c.get_mut("keras_history")) {
+                        fix(h);
+                    }
+                    return;
+                }
+                for x in m.values_mut() {
+                    walk(x, fix, depth + 1);
+                }
+            }
+            Value::Array(_) => {
+                fix(v);
+                if let Value::Array(a) = v {
+                    for x in a {
+                        walk(x, fix, depth + 1);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut raws = Vec::with_capacity(raw_layers.len());
+    let mut specs = Vec::with_capacity(layers.len());
+    for (raw, l) in raw_layers.iter().zip(layers) {
+        let nodes: Vec<Value> = raw
+            .get("inbound_nodes")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        if !shared.contains(l.name.as_str()) {
+            let mut r = raw.clone();
+            if let Some(n) = r.get_mut("inbound_nodes") {
+                walk(n, &fix, 0);
+            }
+            raws.push(r);
+            specs.push(l.clone());
+            continue;
+        }
+        for (k, node) in nodes.into_iter().enumerate() {
+            let mut r = raw.clone();
+            let mut spec = l.clone();
+            let mut node = node;
+            walk(&mut node, &fix, 0);
+            if let Some(o) = r.as_object_mut() {
+                o.insert("inbound_nodes".into(), Value::Array(vec![node]));
+                if k > 0 {
+                    o.insert("name".into(), Value::String(format!("{}@{k}", l.name)));
+                }
+            }
+            if k > 0 {
+                spec.name = format!("{}@{k}", l.name);
+            }
+            raws.push(r);
+            specs.push(spec);
+        }
+    }
+    let mut t = top.clone();
+    for key in ["input_layers", "output_layers"] {
+        if let Some(v) = t.get_mut(key) {
+            walk(v, &fix, 0);
+        }
+    }
+    Some((raws, specs, t))
 }
 
 /// Keras's `naming.to_snake_case`: drop non-word characters, then `_` before capitalised words and
@@ -700,6 +863,8 @@ fn masks_steps(l: &LayerSpec) -> bool {
 struct Node {
     data: Vec<TensorRef>,
     mask: Vec<TensorRef>,
+    /// A Keras 3 node (`{"args", "kwargs"}`), which records the mask a call received.
+    keras3: bool,
     initial_state: Vec<TensorRef>,
     flags: Vec<String>,
 }
@@ -718,6 +883,7 @@ fn inbound_nodes(raw: &Value) -> Vec<Node> {
                 // `mask`, are data; Keras 3 records the mask a Masking layer computes as NotEqual/Any op
                 // layers whose result reaches later layers as `mask=`.
                 Value::Object(m) => {
+                    n.keras3 = true;
                     if let Some(args) = m.get("args") {
                         collect_keras_tensors(args, &mut n.data, 0);
                     }
@@ -740,6 +906,10 @@ fn inbound_nodes(raw: &Value) -> Vec<Node> {
                     collect_refs_legacy_list(node, &mut n.data);
                     for e in entries {
                         if let Some(Value::Object(kw)) = e.get(3) {
+                            // A mask passed by hand: `{"mask": [name, node, tensor]}` (or a list).
+                            if let Some(m) = kw.get("mask") {
+                                collect_refs_legacy_list(m, &mut n.mask);
+                            }
                             for (k, v) in kw {
                                 if v.as_bool() == Some(true)
                                     && k != "training"
@@ -953,7 +1123,7 @@ mod tests {
     }
 
     #[test]
-    fn state_outputs_make_a_graph_and_shared_layers_are_refused() {
+    fn state_outputs_make_a_graph_and_shared_layers_are_expanded() {
         let text = r#"{"class_name": "Functional", "config": {"layers": [
             {"class_name": "InputLayer", "name": "i", "config": {}, "inbound_nodes": []},
             {"class_name": "LSTM", "name": "l", "config": {}, "inbound_nodes": [[["i", 0, 0, {}]]]},
@@ -976,8 +1146,67 @@ mod tests {
             {"class_name": "Dense", "name": "d", "config": {},
              "inbound_nodes": [[["i", 0, 0, {}]], [["i", 0, 0, {}]]]}],
             "input_layers": [["i", 0, 0]], "output_layers": [["d", 1, 0]]}}"#;
-        let e = parse(text).unwrap_err();
-        assert!(e.contains("shared layer"), "{e}");
+        // A shared layer: each call is a layer of its own, `d@1` the second, with d's weights.
+        let spec = parse(text).unwrap();
+        let names: Vec<&str> = spec.layers.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(names, ["i", "d", "d@1"]);
+        assert_eq!(spec.layers[2].stored_name, "d");
+        assert_eq!(spec.layers[2].weights_key, spec.layers[1].weights_key);
+        let g = spec.graph.expect("a graph");
+        assert_eq!(
+            g.outputs,
+            [Source {
+                layer: 2,
+                tensor: 0
+            }]
+        );
+    }
+
+    #[test]
+    fn a_shared_layer_in_keras3_nodes_reads_each_call_by_node_index() {
+        // x -> d -> d (node 1 reads node 0's output) -> out.
+        let t = |from: &str, node: i64| {
+            format!(
+                r#"{{"class_name": "__keras_tensor__", "config": {{"keras_history": ["{from}", {node}, 0]}}}}"#
+            )
+        };
+        let text = format!(
+            r#"{{"class_name": "Functional", "config": {{"layers": [
+            {{"class_name": "InputLayer", "name": "i", "config": {{}}, "inbound_nodes": []}},
+            {{"class_name": "Dense", "name": "d", "config": {{}}, "inbound_nodes": [
+                {{"args": [{}], "kwargs": {{}}}}, {{"args": [{}], "kwargs": {{}}}}]}},
+            {{"class_name": "Add", "name": "add", "config": {{}}, "inbound_nodes": [
+                {{"args": [[{}, {}]], "kwargs": {{}}}}]}}],
+            "input_layers": [["i", 0, 0]], "output_layers": [["add", 0, 0]]}}}}"#,
+            t("i", 0),
+            t("d", 0),
+            t("d", 1),
+            t("i", 0)
+        );
+        let spec = parse(&text).unwrap();
+        let names: Vec<&str> = spec.layers.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(names, ["i", "d", "d@1", "add"]);
+        let g = spec.graph.expect("a graph");
+        assert_eq!(
+            g.calls[2].args,
+            [Source {
+                layer: 1,
+                tensor: 0
+            }]
+        );
+        assert_eq!(
+            g.calls[3].args,
+            [
+                Source {
+                    layer: 2,
+                    tensor: 0
+                },
+                Source {
+                    layer: 0,
+                    tensor: 0
+                }
+            ]
+        );
     }
 
     #[test]
@@ -1036,7 +1265,7 @@ mod tests {
         assert_eq!(names, ["i", "m", "l"]);
         let e = parse(&graph(false)).unwrap_err();
         assert!(
-            e.contains("layer 'l' (LSTM) receives an explicit mask"),
+            e.contains("layer 'l' (LSTM) receives a mask computed by layer 'any' (Any)"),
             "{e}"
         );
     }

@@ -289,7 +289,7 @@ impl WeightSource for Store {
     ) -> std::result::Result<Vec<Located>, String> {
         let key = self
             .by_name
-            .get(&layer.name)
+            .get(&layer.stored_name)
             .cloned()
             .unwrap_or_else(|| layer.weights_key.clone());
         let base = format!("layers/{key}");

@@ -104,10 +104,10 @@ struct Store {
 impl Store {
     /// All of a layer's arrays, in `weight_names` order: shapes only, nothing is read.
     fn all(&self, layer: &LayerSpec) -> Result<Vec<Located>, String> {
-        if !self.layer_names.iter().any(|n| n == &layer.name) {
+        if !self.layer_names.iter().any(|n| n == &layer.stored_name) {
             return Ok(Vec::new());
         }
-        let group = join(&self.root, &layer.name);
+        let group = join(&self.root, &layer.stored_name);
         let names = self
             .h5
             .attr_strings(&group, "weight_names")?
@@ -141,7 +141,7 @@ impl WeightSource for Store {
         if all.is_empty() {
             return Err(format!(
                 "its weights are missing: no group {} listed in layer_names",
-                join(&self.root, &layer.name)
+                join(&self.root, &layer.stored_name)
             ));
         }
         match part {

@@ -123,6 +123,18 @@ impl SavedModel {
         }
     }
 
+    /// For a later call of a shared layer (`encoder@1`: call 1 of `encoder`, see [`config`]), the name of
+    /// the layer whose weights it uses and the call's index; `None` for any other layer.
+    pub fn shared_call(&self, i: usize) -> Option<(&str, usize)> {
+        let l = self.layers.get(i)?;
+        let (base, k) = l.name.rsplit_once('@')?;
+        let k: usize = k.parse().ok()?;
+        self.layers
+            .iter()
+            .any(|o| o.name == base && o.class_name == l.class_name)
+            .then_some((base, k))
+    }
+
     /// The output shape of the last layer (batch dimension first), when known.
     pub fn output_shape(&self) -> Option<&[Option<usize>]> {
         self.layers.last().and_then(|l| l.output_shape.as_deref())
@@ -230,15 +242,25 @@ pub enum LayerKind {
         spec: layers::conv::Conv1d,
         /// Keras activation name.
         activation: String,
+        /// `data_format='channels_first'`: reads and writes `(batch, channels, timesteps)`.
+        channels_first: bool,
     },
     /// `MaxPooling1D` / `AveragePooling1D`.
-    Pool1D(layers::pool::Pool1d),
+    Pool1D {
+        /// Window, strides, padding, max or average.
+        spec: layers::pool::Pool1d,
+        /// `data_format='channels_first'`: reads and writes `(batch, channels, timesteps)`.
+        channels_first: bool,
+    },
     /// `GlobalAveragePooling1D` (mask-aware) / `GlobalMaxPooling1D`.
     GlobalPool1D {
         /// Max instead of mean.
         max: bool,
-        /// `keepdims=True`: `(batch, 1, channels)` instead of `(batch, channels)`.
+        /// `keepdims=True`: `(batch, 1, channels)` instead of `(batch, channels)` (channels first:
+        /// `(batch, channels, 1)`).
         keepdims: bool,
+        /// `data_format='channels_first'`: reads `(batch, channels, timesteps)`.
+        channels_first: bool,
     },
     /// `BatchNormalization` at inference, over the last axis.
     BatchNorm {

@@ -1025,6 +1025,7 @@ fn stacked_rnn(cells: serde_json::Value) -> config::LayerSpec {
         config: config.as_object().cloned().unwrap_or_default(),
         weights_key: "rnn".into(),
         registered_name: None,
+        stored_name: "rnn".into(),
     }
 }
 
@@ -1051,6 +1052,7 @@ fn with_dtype(dtype: serde_json::Value) -> config::LayerSpec {
     let config = serde_json::json!({"name": "lstm", "units": 2, "dtype": dtype});
     config::LayerSpec {
         name: "lstm".into(),
+        stored_name: "lstm".into(),
         class_name: "LSTM".into(),
         config: config.as_object().cloned().unwrap_or_default(),
         weights_key: "lstm".into(),

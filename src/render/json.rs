@@ -59,14 +59,29 @@ impl<T: Real> Serialize for Doc<'_, '_, T> {
         m.serialize_entry("predictions", &Rows(&r.trace.predictions))?;
         m.serialize_entry("expected", &r.expected.as_ref().map(Rows))?;
         m.serialize_entry("targets", &r.targets.as_ref().map(Rows))?;
-        m.serialize_entry("comparison", &r.comparison.as_ref().map(|c| {
-            serde_json::json!({"max_abs_error": finite(c.max_abs_error), "atol": c.atol, "rtol": c.rtol,
-                "mismatches": c.mismatches, "passed": c.passed, "worst_index": c.worst_index,
-                "worst_ours": finite(c.worst_ours), "worst_expected": finite(c.worst_expected),
-                "tolerance": c.tolerance})
-        }))?;
+        m.serialize_entry("comparison", &r.comparison.as_ref().map(comparison))?;
+        if !r.outputs.is_empty() {
+            // A model with several outputs: each one whole (values in C order), with its comparison.
+            let outs: Vec<serde_json::Value> = r
+                .outputs
+                .iter()
+                .map(|o| {
+                    serde_json::json!({"name": o.name, "shape": o.shape,
+                        "values": o.values.iter().map(|v| finite(*v)).collect::<Vec<_>>(),
+                        "comparison": o.comparison.as_ref().map(comparison)})
+                })
+                .collect();
+            m.serialize_entry("outputs", &outs)?;
+        }
         m.end()
     }
+}
+
+fn comparison(c: &crate::compare::Comparison) -> serde_json::Value {
+    serde_json::json!({"max_abs_error": finite(c.max_abs_error), "atol": c.atol, "rtol": c.rtol,
+        "mismatches": c.mismatches, "passed": c.passed, "worst_index": c.worst_index,
+        "worst_ours": finite(c.worst_ours), "worst_expected": finite(c.worst_expected),
+        "tolerance": c.tolerance})
 }
 
 fn finite(v: f64) -> Option<f64> {

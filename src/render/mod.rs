@@ -42,6 +42,22 @@ pub struct Report<'a, T> {
     pub display: &'a DisplayOptions,
     /// What the run is called in headings (empty, or `Weather demo`).
     pub title: String,
+    /// A model with several outputs (`run`): every output, in the model's order (`predictions`,
+    /// `expected` and `comparison` above are the first's). Empty for one output.
+    pub outputs: Vec<ModelOutput>,
+}
+
+/// One output of a model with several (`run`), as the JSON trace holds it.
+#[derive(Debug, Clone)]
+pub struct ModelOutput {
+    /// Its name: the layer's, or `layer#k` for the layer's output k (a returned state, attention scores).
+    pub name: String,
+    /// Its shape, batch first.
+    pub shape: Vec<usize>,
+    /// Its values in C order.
+    pub values: Vec<f64>,
+    /// Its `--expected` comparison, when given.
+    pub comparison: Option<crate::compare::Comparison>,
 }
 
 /// Validated display settings.

@@ -11,7 +11,8 @@ Per-step arrays are **time-major**, `(steps, sequences, units)` with steps in pr
 | `state/h`, `state/c` (LSTM) | (T, B, U) | `--record all` or `states` |
 | `output` | (T, B, U) | with a mask (otherwise it equals `state/h`) |
 | `masked` | (T, B) bool | with a mask |
-| `input` | (B, T, F) | always |
+| `input` | (B, T, F) | always (`run` on a model with several inputs: `inputs/<name>` each, in its own shape) |
+| `outputs/<name>` | the output's shape | `run` on a model with several outputs: each (`layer`, or `layer#k` for its output k) |
 | `input_index` | (T,) int64 | always: the input row each step read |
 | `predictions` | (B, outputs) | always |
 | `last_output`, `initial_state/h`, `final_state/h` (and `/c`) | (B, U) | always |
@@ -290,6 +291,16 @@ impl<T: Real> TraceNpz<T> {
     }
 }
 
+/// A named whole tensor of a model run (an input, an output), C-order values.
+pub struct NpzTensor<'a, T> {
+    /// The input layer's name, or the output's (`layer`, `layer#k`).
+    pub name: String,
+    /// Batch first.
+    pub shape: Vec<usize>,
+    /// `shape`'s product of values.
+    pub values: &'a [T],
+}
+
 /// A recurrent layer of a model, as [`ModelNpz::new`] declares its members.
 #[derive(Debug, Clone)]
 pub struct NpzLayer {
@@ -301,8 +312,10 @@ pub struct NpzLayer {
 
 /// A whole model's `.npz` trace (`run --trace FILE.npz`): every recurrent layer's members as a single
 /// layer's, under `<layer>/` (`lstm/gates/i`, `bi/forward/state/h`, …), streamed as each layer runs;
-/// then the model's `input`, `output` (its whole output tensor), `predictions` (per sequence, flattened)
-/// and `metadata` (with `layers`, one entry per recurrent layer in order).
+/// then the model's `input` (several inputs: `inputs/<input layer name>` each), `output` (its whole output
+/// tensor), `predictions` (per sequence, flattened) — the first output's, when the model has several, and
+/// then every output as `outputs/<name>` (`layer`, or `layer#k` for a layer's output k) — and `metadata`
+/// (with `layers`, one entry per recurrent layer in order; `inputs` and `outputs`, names in order).
 pub struct ModelNpz<T> {
     stream: NpzStream,
     layers: Vec<(String, Members)>,
@@ -310,13 +323,13 @@ pub struct ModelNpz<T> {
 }
 
 impl<T: Real> ModelNpz<T> {
-    /// Declares every layer's streamed members, then writes the model's input (`shape`, C-order values).
+    /// Declares every layer's streamed members, then writes the model's inputs (name, shape, C-order
+    /// values): one as `input`, several as `inputs/<name>` each.
     pub fn new(
         target: &Path,
         layers: &[NpzLayer],
         record: Record,
-        input_shape: &[usize],
-        input: &[T],
+        inputs: &[NpzTensor<'_, T>],
     ) -> Result<ModelNpz<T>> {
         let mut stream = NpzStream::new(target)?;
         let mut declared = Vec::with_capacity(layers.len());
@@ -324,7 +337,15 @@ impl<T: Real> ModelNpz<T> {
             let m = Members::declare::<T>(&mut stream, &format!("{}/", l.name), l.run, record)?;
             declared.push((l.name.clone(), m));
         }
-        stream.add("input", T::DESCR, input_shape, bytes_of(input))?;
+        match inputs {
+            [one] => stream.add("input", T::DESCR, &one.shape, bytes_of(one.values))?,
+            several => {
+                for x in several {
+                    let member = format!("inputs/{}", x.name);
+                    stream.add(&member, T::DESCR, &x.shape, bytes_of(x.values))?;
+                }
+            }
+        }
         Ok(ModelNpz {
             stream,
             layers: declared,
@@ -343,13 +364,15 @@ impl<T: Real> ModelNpz<T> {
         }
     }
 
-    /// Adds each layer's small arrays, the model's output and predictions, and `metadata` (`meta`'s
-    /// fields plus `format`, `layout`, `precision` and `layers`), and renames the archive into place.
+    /// Adds each layer's small arrays, the model's output and predictions (the first output's), every
+    /// output as `outputs/<name>` when there are several (`more`), and `metadata` (`meta`'s fields plus
+    /// `format`, `layout`, `precision` and `layers`), and renames the archive into place.
     pub fn finish(
         self,
         layers: &[LayerTrace<T>],
         output_shape: &[usize],
         trace: &Trace<T>,
+        more: &[NpzTensor<'_, T>],
         meta: serde_json::Value,
     ) -> Result<()> {
         let mut stream = self.stream;
@@ -358,6 +381,10 @@ impl<T: Real> ModelNpz<T> {
         }
         let p: Vec<T> = trace.predictions.iter().copied().collect();
         stream.add("output", T::DESCR, output_shape, bytes_of(&p))?;
+        for o in more {
+            let member = format!("outputs/{}", o.name);
+            stream.add(&member, T::DESCR, &o.shape, bytes_of(o.values))?;
+        }
         stream.add(
             "predictions",
             T::DESCR,

@@ -48,6 +48,15 @@ const TESTED_BY_NAME: &[&str] = &[
     "luong_dot_attention",
     "two_outputs",
     "attention_value_mask",
+    "shared_siamese",
+    "tf_keras_shared_siamese",
+    "shared_embedding_mask",
+    "attention_scores",
+    "additive_attention_scores_causal",
+    "tf_keras_attention_scores",
+    "explicit_mask_input",
+    "tf_keras_explicit_mask_input",
+    "explicit_mask_ops",
 ];
 
 /// One test per fixture that runs on `input.npy` (a failure names its fixture); and a check that every
@@ -137,6 +146,21 @@ real_model_cases!(
     layernorm_rms,
     conv_even_same,
     masking_graph,
+    // Issue 12's last refusals: one Dense called three times and a Bidirectional called twice;
+    // data_format='channels_first' on Conv1D (same/strides, causal/dilation), pooling and global pooling;
+    // AdditiveAttention's scores used downstream; Bidirectional(return_state=True) with LSTM and GRU,
+    // merge modes concat, sum and None, with a mask, in a chain, tf-keras .h5; a decoder called with
+    // initial_state gets no mask from Keras 3 (it records none), but does from tf-keras.
+    shared_dense_chain,
+    channels_first,
+    channels_first_causal,
+    attention_scores_used,
+    bidirectional_lstm_state,
+    bidirectional_gru_state_masked,
+    bidirectional_state_merge_none,
+    tf_keras_bidirectional_state,
+    tf_keras_bidirectional_gru_state_masked,
+    bidirectional_state_chain,
 );
 
 /// Runs `run` on a case with another input file; returns (exit code, stderr).
@@ -284,32 +308,6 @@ fn encoder_decoder_passes_states_as_initial_state() {
         "tf_keras_encoder_decoder",
         &["input_encoder_in.npy", "input_decoder_in.npy"],
     );
-}
-
-/// An `.npz` trace holds one input array: a model with several inputs is refused before anything runs
-/// (exit 2, one line naming the file and the fix), and no file is left behind.
-#[test]
-fn npz_trace_of_a_several_input_model_is_refused() {
-    let tmp = tempfile::tempdir().unwrap();
-    let npz = tmp.path().join("t.npz");
-    let (code, out, err) = run(rnntrace().current_dir(dir("encoder_decoder")).args([
-        "run",
-        "--model",
-        "model.keras",
-        "--input",
-        "input_encoder_in.npy",
-        "--input",
-        "input_decoder_in.npy",
-        "--trace",
-        npz.to_str().unwrap(),
-    ]));
-    assert_eq!(code, 2, "{out}{err}");
-    assert_eq!(err.trim().lines().count(), 1, "{err}");
-    assert!(
-        err.contains("t.npz") && err.contains("2 inputs") && err.contains("FILE.json"),
-        "{err}"
-    );
-    assert!(!npz.exists());
 }
 
 #[test]
@@ -566,4 +564,285 @@ fn an_output_over_a_named_input_is_refused() {
         "{err}"
     );
     assert_eq!(std::fs::read(&seq).unwrap(), before);
+}
+
+/// A shared layer (a siamese encoder LSTM and its Dense projection, called on two inputs; a shared
+/// Embedding(mask_zero) and GRU, each call with its own mask) reproduces model.predict, and each call is
+/// traced under its own name: `encoder` for the first call, `encoder@1` for the second.
+#[test]
+fn shared_layers_compute_each_call_with_the_same_weights() {
+    passes_with("shared_siamese", &["input_left.npy", "input_right.npy"]);
+    passes_with(
+        "tf_keras_shared_siamese",
+        &["input_left.npy", "input_right.npy"],
+    );
+    passes_with(
+        "shared_embedding_mask",
+        &["input_question.npy", "input_answer.npy"],
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let trace = tmp.path().join("t.json");
+    let (code, _, err) = run(rnntrace().current_dir(dir("shared_siamese")).args([
+        "run",
+        "--model",
+        "model.keras",
+        "--input",
+        "input_left.npy",
+        "--input",
+        "input_right.npy",
+        "--trace",
+        trace.to_str().unwrap(),
+        "-q",
+    ]));
+    assert_eq!(code, 0, "{err}");
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&trace).unwrap()).unwrap();
+    let layers = doc["layers"].as_array().unwrap();
+    let names: Vec<&str> = layers.iter().map(|l| l["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["encoder", "encoder@1"]);
+    // Same weights, different inputs: different states.
+    let last = |l: &serde_json::Value| {
+        l["sequences"][0]["steps"]
+            .as_array()
+            .unwrap()
+            .last()
+            .cloned()
+    };
+    assert_ne!(last(&layers[0]), last(&layers[1]));
+    // --layers NAME picks every call of a shared layer.
+    let (code, out, err) = run(rnntrace().current_dir(dir("shared_siamese")).args([
+        "run",
+        "--model",
+        "model.keras",
+        "--input",
+        "input_left.npy",
+        "--input",
+        "input_right.npy",
+        "--layers",
+        "encoder",
+        "--color",
+        "never",
+    ]));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("Layer 'encoder'") && out.contains("Layer 'encoder@1'"),
+        "{out}"
+    );
+    // inspect lists each call, its weights counted once (Keras's count_params(): 128 + 15 + 10).
+    let (code, out, err) = run(rnntrace()
+        .current_dir(dir("shared_siamese"))
+        .env("COLUMNS", "140")
+        .args(["inspect", "--model", "model.keras", "--color", "never"]));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("encoder@1") && out.contains("= encoder"),
+        "{out}"
+    );
+    assert!(out.contains("proj, proj@1, subtract"), "{out}");
+    assert!(out.contains("Total params: 153"), "{out}");
+}
+
+/// Attention/AdditiveAttention with return_attention_scores=True: the scores are the layer's second
+/// output (`'att' #1`, (batch, Tq, Tv)), each output compared with model.predict's.
+#[test]
+fn attention_scores_are_the_second_output() {
+    for name in [
+        "attention_scores",
+        "additive_attention_scores_causal",
+        "tf_keras_attention_scores",
+    ] {
+        let (code, out, err) = run(rnntrace().current_dir(dir(name)).args([
+            "run",
+            "--model",
+            model_file(name),
+            "--input",
+            "input.npy",
+            "--expected",
+            "expected_0.npy",
+            "--expected",
+            "expected_1.npy",
+            "-q",
+        ]));
+        assert_eq!(code, 0, "{name}: {out}{err}");
+        assert!(out.contains("output 'pred': PASS"), "{name}: {out}");
+        assert!(
+            out.contains("output 'att' #1: PASS: all 294 values match"),
+            "{name}: {out}"
+        );
+    }
+}
+
+/// `layer(x, mask=m)` with `m` a boolean model input: the mask file is that input (Keras 3 and tf-keras,
+/// which records it in the node's kwargs); inspect shows the call's mask.
+#[test]
+fn a_mask_passed_by_hand_from_an_input_is_applied() {
+    for name in ["explicit_mask_input", "tf_keras_explicit_mask_input"] {
+        passes_with(name, &["input_x.npy", "input_steps.npy"]);
+        passes_with(name, &["steps=input_steps.npy", "x=input_x.npy"]);
+    }
+    let (code, out, err) = run(rnntrace().current_dir(dir("explicit_mask_input")).args([
+        "inspect",
+        "--model",
+        "model.keras",
+        "--color",
+        "never",
+    ]));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("x, mask=steps"), "{out}");
+}
+
+/// A mask computed with keras.ops (not_equal, any) is not run: refused with exit 2, one line naming the
+/// layer, the op and the way forward (a mask input), nothing computed.
+#[test]
+fn a_mask_computed_by_ops_is_refused_with_the_way_forward() {
+    let (code, out, err) = run(rnntrace().current_dir(dir("explicit_mask_ops")).args([
+        "run",
+        "--model",
+        "model.keras",
+        "--input",
+        "input.npy",
+    ]));
+    assert_eq!(code, 2, "{out}{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("layer 'gru' (GRU) receives a mask computed by layer 'any' (Any)")
+            && err.contains("keras.Input(shape=(timesteps,), dtype=\"bool\")"),
+        "{err}"
+    );
+    assert!(out.is_empty(), "{out}");
+}
+
+/// Several inputs in an `.npz` trace: `inputs/<name>` each, as given; the metadata names them.
+#[test]
+fn npz_trace_of_a_several_input_model_holds_every_input() {
+    let tmp = tempfile::tempdir().unwrap();
+    let npz = tmp.path().join("t.npz");
+    let (code, out, err) = run(rnntrace().current_dir(dir("encoder_decoder")).args([
+        "run",
+        "--model",
+        "model.keras",
+        "--input",
+        "input_encoder_in.npy",
+        "--input",
+        "input_decoder_in.npy",
+        "--expected",
+        "expected.npy",
+        "--trace",
+        npz.to_str().unwrap(),
+        "-q",
+    ]));
+    assert_eq!(code, 0, "{out}{err}");
+    let m = crate::output::npz_members(&npz);
+    for (member, file) in [
+        ("inputs/encoder_in", "input_encoder_in.npy"),
+        ("inputs/decoder_in", "input_decoder_in.npy"),
+    ] {
+        let (shape, values) = crate::npy(&dir("encoder_decoder").join(file));
+        let got = &m[member];
+        assert_eq!(got.shape, shape, "{member}");
+        assert_eq!(got.data, values, "{member}");
+    }
+    assert!(!m.contains_key("input"));
+    // Both recurrent layers are there, and the output is the model's.
+    assert!(m.contains_key("lstm/state/h") && m.contains_key("lstm_1/state/h"));
+    let (shape, expected) = crate::npy(&dir("encoder_decoder").join("expected.npy"));
+    assert_eq!(m["output"].shape, shape);
+    let worst = m["output"]
+        .data
+        .iter()
+        .zip(&expected)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max);
+    assert!(worst < 1e-5, "{worst}");
+}
+
+/// Several outputs: the `.npz` trace keeps `output`/`predictions` as the first output's (the one-output
+/// format) and adds `outputs/<name>` for each; the JSON trace adds `outputs`, each with its comparison.
+#[test]
+fn traces_hold_every_output_of_a_several_output_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let npz = tmp.path().join("t.npz");
+    let json = tmp.path().join("t.json");
+    for trace in [&npz, &json] {
+        let (code, out, err) = run(rnntrace().current_dir(dir("attention_scores")).args([
+            "run",
+            "--model",
+            "model.keras",
+            "--input",
+            "input.npy",
+            "--expected",
+            "expected_0.npy",
+            "--expected",
+            "expected_1.npy",
+            "--trace",
+            trace.to_str().unwrap(),
+            "-q",
+        ]));
+        assert_eq!(code, 0, "{out}{err}");
+    }
+    let close = |got: &[f64], want: &[f64]| {
+        got.len() == want.len() && got.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-5)
+    };
+    let (s0, e0) = crate::npy(&dir("attention_scores").join("expected_0.npy"));
+    let (s1, e1) = crate::npy(&dir("attention_scores").join("expected_1.npy"));
+    let m = crate::output::npz_members(&npz);
+    assert_eq!(m["outputs/pred"].shape, s0);
+    assert!(close(&m["outputs/pred"].data, &e0));
+    assert_eq!(m["outputs/att#1"].shape, s1);
+    assert!(close(&m["outputs/att#1"].data, &e1));
+    assert!(close(&m["output"].data, &e0));
+    assert!(m.contains_key("input") && !m.contains_key("outputs/input"));
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let outs = doc["outputs"].as_array().unwrap();
+    assert_eq!(outs.len(), 2);
+    assert_eq!(outs[1]["name"], "att#1");
+    assert_eq!(outs[1]["shape"], serde_json::json!(s1));
+    let values: Vec<f64> = outs[1]["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_f64().unwrap())
+        .collect();
+    assert!(close(&values, &e1));
+    assert_eq!(outs[1]["comparison"]["passed"], true);
+    assert_eq!(outs[0]["comparison"]["passed"], true);
+    // A one-output model's JSON trace has no `outputs`.
+    let (code, _, err) = run(rnntrace().current_dir(dir("channels_first")).args([
+        "run",
+        "--model",
+        "model.keras",
+        "--input",
+        "input.npy",
+        "--trace",
+        json.to_str().unwrap(),
+        "-q",
+    ]));
+    assert_eq!(code, 0, "{err}");
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert!(doc.get("outputs").is_none());
+}
+
+/// inspect shows every new model (exit 0): channels_first shapes (batch, channels, steps), a
+/// Bidirectional's returned states read downstream, attention scores read as output #1.
+#[test]
+fn inspect_shows_the_new_models() {
+    for (name, wanted) in [
+        ("channels_first", "(None, 4, 6)"),
+        ("bidirectional_lstm_state", "bidirectional #1"),
+        (
+            "bidirectional_state_merge_none",
+            "bidirectional, bidirectional #1",
+        ),
+        ("attention_scores_used", "additive_attention #1"),
+        ("shared_dense_chain", "dense@2"),
+    ] {
+        let (code, out, err) = run(rnntrace()
+            .current_dir(dir(name))
+            .env("COLUMNS", "200")
+            .args(["inspect", "--model", model_file(name), "--color", "never"]));
+        assert_eq!(code, 0, "{name}: {err}");
+        assert!(out.contains(wanted), "{name}: {out}");
+    }
 }

@@ -7,7 +7,8 @@
   vector with `use_scale`, else 1);
 - where the value mask (and, with `use_causal_mask`, the causal mask `j ≤ i`) says a key is padding, the
   score is lowered by 1e9 (Keras's float32 value);
-- `softmax` over the keys, times the values; rows whose query is masked are zero.
+- `softmax` over the keys (the attention scores Keras returns with `return_attention_scores=True`, not
+  zeroed for masked queries), times the values; rows whose query is masked are zero.
 
 Under a float16/bfloat16 dtype policy ([`DtypePolicy`]) the dot-product scores are computed as TensorFlow
 does: `q·kᵀ` and the weighted sum of values rounded as products, the scale and the padding offset
@@ -41,7 +42,8 @@ pub enum Score<T> {
     },
 }
 
-/// The attention output `(batch, Tq, value_dim)`.
+/// The attention output `(batch, Tq, value_dim)` and the attention scores `(batch, Tq, Tv)` (the softmax
+/// weights).
 #[allow(clippy::too_many_arguments)] // the three tensors, the score, two masks, causality and the policy
 pub fn attention<T: Real>(
     q: ArrayView3<'_, T>,
@@ -52,11 +54,12 @@ pub fn attention<T: Real>(
     v_mask: Option<ArrayView2<'_, bool>>,
     causal: bool,
     policy: Option<DtypePolicy>,
-) -> Array3<T> {
+) -> (Array3<T>, Array3<T>) {
     let (batch, tq, dim) = q.dim();
     let tv = k.dim().1;
     let vdim = v.dim().2;
     let mut out = Array3::zeros((batch, tq, vdim));
+    let mut weights = Array3::zeros((batch, tq, tv));
     // Rounding of the dot-product path under a policy (identity otherwise).
     let policy = policy.filter(|_| matches!(score, Score::Dot { .. }));
     let prod = |x: T| policy.map_or(x, |p| p.matmul(x));
@@ -115,6 +118,9 @@ pub fn attention<T: Real>(
                     e.iter().map(|&x| x / sum).collect()
                 }
             };
+            for (j, x) in w.iter().enumerate() {
+                weights[[b, i, j]] = *x;
+            }
             if q_mask.is_some_and(|m| !m[[b, i]]) {
                 continue; // a masked query's row is zero
             }
@@ -127,7 +133,7 @@ pub fn attention<T: Real>(
             }
         }
     }
-    out
+    (out, weights)
 }
 
 #[cfg(test)]
@@ -138,7 +144,7 @@ mod tests {
     fn causal_first_query_sees_only_the_first_value() {
         let q = Array3::from_shape_vec((1, 2, 1), vec![1.0f64, 1.0]).unwrap();
         let v = Array3::from_shape_vec((1, 2, 1), vec![3.0, 5.0]).unwrap();
-        let out = attention(
+        let (out, weights) = attention(
             q.view(),
             v.view(),
             v.view(),
@@ -152,5 +158,7 @@ mod tests {
         // second query: softmax([3, 5]) weights
         let w = 1.0 / (1.0 + (2.0f64).exp());
         assert!((out[[0, 1, 0]] - (3.0 * w + 5.0 * (1.0 - w))).abs() < 1e-12);
+        assert_eq!(weights[[0, 0, 1]], 0.0);
+        assert!((weights[[0, 1, 0]] - w).abs() < 1e-12);
     }
 }

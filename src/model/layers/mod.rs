@@ -11,8 +11,49 @@ generic over the crate's [`Real`](crate::cell::Real): no I/O, no configuration p
 - [`merge`]: `Concatenate`, `Add`, `Subtract`, `Multiply`, `Average`, `Maximum`, `Minimum`;
 - [`attention`]: `Attention` (dot, concat), `AdditiveAttention`.
 
-Sequences are `(batch, timesteps, channels)` (Keras's `channels_last`), as everywhere in rnntrace.
+Sequences are `(batch, timesteps, channels)` (Keras's `channels_last`), as everywhere in rnntrace. A layer
+with `data_format='channels_first'` reads and writes `(batch, channels, timesteps)`: [`swap_channels`] and
+[`swap_channels_shape`] are the one place that converts (Keras's TensorFlow backend transposes the same way
+for pooling), so the arithmetic above only ever sees channels_last.
 */
+
+use ndarray::Array3;
+
+/// `(batch, channels, timesteps)` ↔ `(batch, timesteps, channels)` when `channels_first` (the swap is its
+/// own inverse), in standard layout; `x` unchanged otherwise.
+pub fn swap_channels<T: Clone>(x: Array3<T>, channels_first: bool) -> Array3<T> {
+    if !channels_first {
+        return x;
+    }
+    let mut x = x;
+    x.swap_axes(1, 2);
+    x.as_standard_layout().into_owned()
+}
+
+/// [`swap_channels`] on a shape, batch first (only 3-D shapes are swapped).
+pub fn swap_channels_shape(s: &[Option<usize>], channels_first: bool) -> Vec<Option<usize>> {
+    let mut s = s.to_vec();
+    if channels_first && s.len() == 3 {
+        s.swap(1, 2);
+    }
+    s
+}
+
+#[cfg(test)]
+mod swap_tests {
+    #[test]
+    fn swapping_channels_twice_is_the_identity() {
+        let x = ndarray::Array3::from_shape_fn((2, 3, 4), |(a, b, c)| a * 100 + b * 10 + c);
+        let y = super::swap_channels(x.clone(), true);
+        assert_eq!(y.dim(), (2, 4, 3));
+        assert_eq!(y[[1, 3, 2]], x[[1, 2, 3]]);
+        assert_eq!(super::swap_channels(y, true), x);
+        assert_eq!(
+            super::swap_channels_shape(&[None, Some(3), Some(4)], true),
+            [None, Some(4), Some(3)]
+        );
+    }
+}
 
 pub mod attention;
 pub mod conv;
