@@ -1376,7 +1376,15 @@ pub fn run_model_recording<T: Real>(
     while i < list.len() {
         let n = chain_len(&list[i..], mask.is_some(), rec);
         if n >= 2 {
-            value = run_chain(model, &list[i..i + n], value, &mut mask, &mut layers, kernels, rec)?;
+            value = run_chain(
+                model,
+                &list[i..i + n],
+                value,
+                &mut mask,
+                &mut layers,
+                kernels,
+                rec,
+            )?;
             i += n;
         } else {
             value = apply(model, list[i], value, &mut mask, &mut layers, kernels, rec)?;

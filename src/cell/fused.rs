@@ -168,11 +168,7 @@ impl<E: Copy + Default> Data<E> {
         let mut data = vec![E::default(); w.len() + pad];
         let off = data.as_ptr().align_offset(64).min(pad);
         data[off..off + w.len()].copy_from_slice(w);
-        Data {
-            w: data,
-            off,
-            init,
-        }
+        Data { w: data, off, init }
     }
 }
 
@@ -278,7 +274,9 @@ impl Packed {
                     // Where gate `gate`'s column sits: row stride and slot within the row, and the first
                     // row (the GRU with `reset_after=False` keeps its candidate in a second block of rows).
                     let (start, stride, slot) = match kind {
-                        FusedKind::GruResetBefore if gate == 2 => (base + (f + u) * 2 * lanes, lanes, 0),
+                        FusedKind::GruResetBefore if gate == 2 => {
+                            (base + (f + u) * 2 * lanes, lanes, 0)
+                        }
                         FusedKind::GruResetBefore => (base, 2 * lanes, gate),
                         _ => (base, row, gate),
                     };
@@ -298,9 +296,12 @@ impl Packed {
                 };
                 let slots = match kind {
                     FusedKind::Lstm => [b(0), b(1), b(2), b(3)],
-                    FusedKind::GruResetAfter => {
-                        [T::lit(b(0) + rb(0)).to_f(), T::lit(b(1) + rb(1)).to_f(), b(2), rb(2)]
-                    }
+                    FusedKind::GruResetAfter => [
+                        T::lit(b(0) + rb(0)).to_f(),
+                        T::lit(b(1) + rb(1)).to_f(),
+                        b(2),
+                        rb(2),
+                    ],
                     FusedKind::GruResetBefore => [b(0), b(1), b(2), 0.0],
                     FusedKind::Simple => [b(0), 0.0, 0.0, 0.0],
                 };
@@ -1189,7 +1190,10 @@ mod x86 {
     /// As `step`, on a CPU with AVX2 and FMA, for a packing of kind `K` and element type `S::E`.
     #[target_feature(enable = "avx2,fma")]
     #[inline(never)]
-    unsafe fn panels_avx2<S: Simd, K: TileKind, const D: bool>(packed: &Packed, p: &StepPtrs<S::E>) {
+    unsafe fn panels_avx2<S: Simd, K: TileKind, const D: bool>(
+        packed: &Packed,
+        p: &StepPtrs<S::E>,
+    ) {
         // SAFETY: forwarded; AVX2 and FMA are enabled here.
         unsafe { step_panels::<S, 2, D, K>(packed, p) }
     }
@@ -1338,8 +1342,7 @@ mod x86 {
                 S::load(t.init.add(3 * l)),
             ];
             let mut acc = [init; N];
-            let xr: [*const S::E; N] =
-                std::array::from_fn(|r| p.x.add((t.r0 + r) * p.x_stride));
+            let xr: [*const S::E; N] = std::array::from_fn(|r| p.x.add((t.r0 + r) * p.x_stride));
             let hr: [*const S::E; N] = std::array::from_fn(|r| h.add((t.r0 + r) * u));
             let mut w = w;
             for k in 0..f {
@@ -1728,7 +1731,12 @@ mod tests {
         }
         for (name, f) in isas {
             for (which, exact, lo, hi) in [
-                (0, (|x: f64| 1.0 / (1.0 + (-x).exp())) as fn(f64) -> f64, -40.0, 40.0),
+                (
+                    0,
+                    (|x: f64| 1.0 / (1.0 + (-x).exp())) as fn(f64) -> f64,
+                    -40.0,
+                    40.0,
+                ),
                 (1, f64::tanh as fn(f64) -> f64, -20.0, 20.0),
             ] {
                 let n = 400_000;
@@ -1747,7 +1755,16 @@ mod tests {
                 }
                 eprintln!("{name} f64 {}: {worst:.2} ulp", ["sigmoid", "tanh"][which]);
                 assert!(worst < 4.0, "{name} f64 function {which}: {worst} ulp");
-                let x = [0.0, -800.0, 800.0, f64::NAN, 1e-300, f64::INFINITY, -1e-9, 0.625];
+                let x = [
+                    0.0,
+                    -800.0,
+                    800.0,
+                    f64::NAN,
+                    1e-300,
+                    f64::INFINITY,
+                    -1e-9,
+                    0.625,
+                ];
                 // SAFETY: as above.
                 let y = unsafe { f(which, &x) };
                 assert!(y[3].is_nan(), "{name} {which} {y:?}");
@@ -1755,7 +1772,10 @@ mod tests {
                     assert_eq!((y[0], y[2], y[5]), (0.5, 1.0, 1.0), "{name}");
                     assert!(y[1] >= 0.0 && y[1] < 1e-300, "{name} {y:?}");
                 } else {
-                    assert_eq!((y[0], y[1], y[2], y[4], y[5]), (0.0, -1.0, 1.0, 1e-300, 1.0));
+                    assert_eq!(
+                        (y[0], y[1], y[2], y[4], y[5]),
+                        (0.0, -1.0, 1.0, 1e-300, 1.0)
+                    );
                     assert!((y[6] + 1e-9).abs() < 1e-24 && (y[7] - 0.625f64.tanh()).abs() < 3e-16);
                 }
             }

@@ -207,7 +207,15 @@ pub fn run_layer_using<T: Real>(
         final_h,
         final_c,
     };
-    Ok(p.finish(weights, spec, x.into_owned(), features, stores, true, finals))
+    Ok(p.finish(
+        weights,
+        spec,
+        x.into_owned(),
+        features,
+        stores,
+        true,
+        finals,
+    ))
 }
 
 /// One layer of a chain run by [`run_chain_using`]: its weights and arguments, what to record of it, and
@@ -313,7 +321,7 @@ pub fn run_chain_using<T: Real>(
         Stores::new(s, batch, blocks, (p.u, p.hw), p.lstm, masking, records[k])
     };
     let mut stores: Vec<Stores<T>> = (0..n).map(|k| new_stores(k, chunk)).collect();
-    let mut lanes: Vec<(Vec<Range<usize>>, Vec<Lane<T>>)> = (0..n)
+    let mut lanes: Vec<LaneSet<T>> = (0..n)
         .map(|k| {
             let w = layers[k].weights;
             let ranges = split_rows(batch, lane_count(batch, steps, w.kind.blocks() * w.units));
@@ -384,7 +392,10 @@ pub fn run_chain_using<T: Real>(
         inputs.push((!streaming).then(|| {
             let prev = &stores[k - 1];
             let o = prev.out.as_ref().or(prev.h.as_ref()).expect("recorded");
-            o.view().permuted_axes([1, 0, 2]).as_standard_layout().into_owned()
+            o.view()
+                .permuted_axes([1, 0, 2])
+                .as_standard_layout()
+                .into_owned()
         }));
     }
     for (k, (st, (_, ls))) in stores.into_iter().zip(lanes).enumerate().rev() {
@@ -415,6 +426,16 @@ pub fn run_chain_using<T: Real>(
     traces.reverse();
     Ok(traces)
 }
+
+/// A layer's mask, initial hidden and cell states, as given.
+type StateRefs<'a, T> = (
+    Option<&'a ArrayView2<'a, bool>>,
+    Option<&'a Array2<T>>,
+    Option<&'a Array2<T>>,
+);
+
+/// A layer's row ranges and the lanes that run them.
+type LaneSet<T> = (Vec<Range<usize>>, Vec<Lane<T>>);
 
 /// The shared context of layer `l`'s lanes for input `x` (holding steps from `x_t0` on).
 fn chain_ctx<'a, T: Real>(
@@ -463,7 +484,7 @@ impl Prepared {
         weights: &CellWeights<T>,
         spec: &LayerSpec,
         (batch, steps, x): (usize, usize, Option<usize>),
-        (mask, h0, c0): (Option<&ArrayView2<'_, bool>>, Option<&Array2<T>>, Option<&Array2<T>>),
+        (mask, h0, c0): StateRefs<'_, T>,
         kernels: Kernels,
     ) -> Prepared {
         let (u, hw) = (weights.units, weights.h_units());
@@ -499,7 +520,7 @@ impl Prepared {
     /// `x` with its features contiguous and no negative strides, as the fused kernels address it.
     fn layout<'a, T: Real>(&self, x: CowArray<'a, T, Ix3>) -> CowArray<'a, T, Ix3> {
         let odd = x.strides()[2] != 1 || x.strides().iter().any(|&s| s < 0);
-        if self.packed.is_some() && odd && x.len() > 0 {
+        if self.packed.is_some() && odd && !x.is_empty() {
             CowArray::from(x.as_standard_layout().into_owned())
         } else {
             x

@@ -181,9 +181,8 @@ fn compare_with_portable<T: Real>(isa: Kernels, tol: f64) {
                 .then(|| Array2::from_shape_fn((batch, steps), |(b, s)| (b + 2 * s) % 3 != 0));
             let h0 = (variant >= 1)
                 .then(|| Array2::from_shape_fn((batch, u), |(b, j)| t(val(b * u + j, 0.8))));
-            let c0 = (variant >= 1 && lstm).then(|| {
-                Array2::from_shape_fn((batch, u), |(b, j)| t(val(77 + b * u + j, 1.5)))
-            });
+            let c0 = (variant >= 1 && lstm)
+                .then(|| Array2::from_shape_fn((batch, u), |(b, j)| t(val(77 + b * u + j, 1.5))));
             let [fused, portable] = both(isa, &w, &spec, &x, mask.as_ref(), h0, c0);
             let what = format!(
                 "{} {} case {n} (reset_after {reset_after}) variant {variant} {activation:?}/{recurrent_activation:?}",
@@ -202,7 +201,12 @@ fn compare_with_portable<T: Real>(isa: Kernels, tol: f64) {
                 close(&format!("{what} {name}"), a, b, tol);
             }
             if lstm {
-                close(&format!("{what} c"), fused.c.as_ref(), portable.c.as_ref(), tol);
+                close(
+                    &format!("{what} c"),
+                    fused.c.as_ref(),
+                    portable.c.as_ref(),
+                    tol,
+                );
             }
             assert_eq!(fused.masked, portable.masked, "{what}");
             let fin = |t: &LayerTrace<T>| {
@@ -339,4 +343,114 @@ fn aligned_buffers_start_on_a_cache_line() {
     let c = aligned_copy(src.t());
     assert_eq!(c, src.t());
     assert_eq!(c.as_ptr() as usize % 64, 0);
+}
+
+/// Stacked layers chained block by block (`run_chain_using`, what `run` does for a stack of
+/// `return_sequences` layers) compute exactly what running them one after the other over the whole
+/// sequence computes, for every kernel, with a mask, blocks not dividing the steps, and float64: every
+/// streamed block of every layer equals the whole in-memory run of that layer on the layer before's
+/// outputs, and the final states agree bit for bit (same kernels, same operations, same order).
+#[test]
+fn chained_layers_equal_layers_run_one_after_the_other() {
+    fn check<T: Real>(kernels: Kernels, masked: bool) {
+        let (batch, steps, f) = (9, 11, 5);
+        let cells = [
+            (CellKind::Lstm, 7, true),
+            (CellKind::Gru, 20, false),
+            (CellKind::Gru, 3, true),
+        ];
+        let mut ws: Vec<CellWeights<T>> = Vec::new();
+        let mut width = f;
+        for (n, &(kind, u, ra)) in cells.iter().enumerate() {
+            ws.push(weights_ra(kind, width, u, true, 31 * n + 5, ra).cast::<T>());
+            width = u;
+        }
+        let spec = |k: usize| LayerSpec {
+            name: format!("l{k}"),
+            activation: Activation::Tanh,
+            recurrent_activation: Activation::Sigmoid,
+            go_backwards: false,
+            carry_state: false,
+        };
+        let specs: Vec<LayerSpec> = (0..cells.len()).map(spec).collect();
+        let x = Array3::from_shape_fn((batch, steps, f), |(b, t, k)| {
+            T::lit(val((b * steps + t) * f + k, 2.0) as f64)
+        });
+        let mask =
+            masked.then(|| Array2::from_shape_fn((batch, steps), |(b, t)| (b + 3 * t) % 5 != 0));
+        // One after the other, everything in memory; each reads the layer before's outputs.
+        let mut whole: Vec<LayerTrace<T>> = Vec::new();
+        let mut input = x.clone();
+        for (w, s) in ws.iter().zip(&specs) {
+            let li = LayerInput {
+                x: input.view().into(),
+                mask: mask.as_ref().map(|m| m.view()),
+                h0: None,
+                c0: None,
+            };
+            let never = &mut |_: usize, _: &Stores<T>| -> crate::Result<()> { Ok(()) };
+            let t = run_layer_using(w, s, li, Record::ALL, None, never, kernels).unwrap();
+            input = t
+                .out
+                .as_ref()
+                .unwrap()
+                .view()
+                .permuted_axes([1, 0, 2])
+                .as_standard_layout()
+                .into_owned();
+            whole.push(t);
+        }
+        let layers: Vec<ChainLayer<'_, T>> = ws
+            .iter()
+            .zip(&specs)
+            .map(|(w, s)| ChainLayer {
+                weights: w,
+                spec: s,
+                record: Record::ALL,
+                h0: None,
+                c0: None,
+            })
+            .collect();
+        let mut blocks: Vec<Vec<(usize, Stores<T>)>> = vec![Vec::new(); cells.len()];
+        let mut sink = |k: usize, t0: usize, st: &Stores<T>| -> crate::Result<()> {
+            blocks[k].push((t0, st.clone()));
+            Ok(())
+        };
+        let chained = run_chain_using(
+            layers,
+            (x.view().into(), mask.as_ref().map(|m| m.view())),
+            Some(4),
+            &mut sink,
+            kernels,
+        )
+        .unwrap();
+        for (k, (c, w)) in chained.iter().zip(&whole).enumerate() {
+            let what = format!("{} {} layer {k} mask {masked}", T::NAME, kernels.name());
+            assert_eq!(c.final_h, w.final_h, "{what}");
+            assert_eq!(c.final_c, w.final_c, "{what}");
+            assert_eq!(c.last_output, w.last_output, "{what}");
+            assert_eq!(c.kernels, w.kernels, "{what}");
+            assert!(c.gates.is_none() && c.h.is_none(), "{what}: streamed");
+            let t0s: Vec<usize> = blocks[k].iter().map(|(t0, _)| *t0).collect();
+            assert_eq!(t0s, vec![0, 4, 8], "{what}");
+            let cat = |f: &dyn Fn(&Stores<T>) -> Array3<T>| {
+                let parts: Vec<Array3<T>> = blocks[k].iter().map(|(_, s)| f(s)).collect();
+                let views: Vec<_> = parts.iter().map(|a| a.view()).collect();
+                ndarray::concatenate(Axis(0), &views).unwrap()
+            };
+            let gates = cat(&|s: &Stores<T>| {
+                let v: Vec<_> = s.gates.iter().map(|a| a.view()).collect();
+                ndarray::concatenate(Axis(2), &v).unwrap()
+            });
+            assert_eq!(&gates, w.gates.as_ref().unwrap(), "{what}: gates");
+            let h = cat(&|s: &Stores<T>| s.h.clone().unwrap());
+            assert_eq!(&h, w.h.as_ref().unwrap(), "{what}: h");
+        }
+    }
+    for kernels in [Kernels::Avx512, Kernels::Avx2, Kernels::Portable] {
+        for masked in [false, true] {
+            check::<f32>(kernels, masked);
+            check::<f64>(kernels, masked);
+        }
+    }
 }
