@@ -184,7 +184,8 @@ def main():
         avx2 = rnntrace(base + ["--record", "all", "--trace", trace], a.repeats, {"RNNTRACE_KERNELS": "avx2"})
         gflop = 2 * B * T * (F + U) * (4 if cell == "lstm" else 3) * U / 1e9
         # float64: the same recording run and the predictions-only whole model, against float32's.
-        f64 = rnntrace(base + ["--record", "all", "--trace", trace, "--precision", "f64"], a.repeats)
+        f64 = rnntrace(base + ["--record", "all", "--trace", os.path.join(tmp, f"{cell}_trace64.npz"), "--precision", "f64"],
+                       a.repeats)
         run_f64 = rnntrace(mbase + ["--precision", "f64"], a.repeats)
         rows.append((cell, t_torch, t_keras, t_numpy, full, none, gflop, os.path.getsize(trace), portable, t_torch_min, avx2,
                      t_keras_model, run_full, run_quiet, os.path.getsize(mtrace), f64, run_f64))
