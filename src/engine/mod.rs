@@ -18,8 +18,11 @@ With `chunk_steps`, the trace is kept for that many steps at a time and handed t
 to disk), so memory does not grow with the number of timesteps. Masking, `go_backwards`, initial states and
 carried state are handled here, identically for every cell.
 
-This file holds the entry points ([`run_layer`], [`run_layer_with`], [`run_layer_using`]), the Dense head and
-masking; `stores.rs` is where a run records, `lanes.rs` how the batch is split and stepped.
+Stacked layers can run chained ([`run_chain_using`]): per block, layer k+1 steps over layer k's outputs of that
+block as soon as they are computed, so no layer's whole output sequence is held.
+
+This file holds the entry points ([`run_layer`], [`run_layer_with`], [`run_layer_using`], [`run_chain_using`]),
+the Dense head and masking; `stores.rs` is where a run records, `lanes.rs` how the batch is split and stepped.
 */
 
 mod lanes;
