@@ -12,6 +12,8 @@ then times (median of --repeats warm runs, 2 threads everywhere):
   - rnntrace --record all --trace FILE.npz --quiet --timings: compute_s (cell math and recording into the
     trace's blocks, no file I/O: each block is written to disk between blocks, timed as write_s) and total_s
     (the whole command: reading the input, computing, writing the full trace);
+  - the same recording run and the predictions-only whole model with --precision f64, against float32;
+  - a GRU with reset_after=False (fused, two passes per step) against the portable kernels;
   - the same with RNNTRACE_KERNELS=avx2 (the fused steps compiled for AVX2) and RNNTRACE_KERNELS=portable
     (the portable kernels: gemm products and separate activation passes);
   - rnntrace --record none (predictions only);
@@ -19,7 +21,8 @@ then times (median of --repeats warm runs, 2 threads everywhere):
     .npz trace of every layer, and with --quiet --expected only, side by side with that model's
     model.predict in the same run; peak memory (max RSS) of each rnntrace process.
 It checks rnntrace's predictions against Keras's (--expected, 1e-5) and prints a table with ratios, then a
-scaling table (rnntrace compute_s as batch, timesteps and units double).
+scaling table (rnntrace compute_s as batch, timesteps and units double) and the peak memory of a 2-layer stacked
+LSTM's `run --trace t.npz` at 100 and 2000 timesteps.
 """
 import argparse, json, os, subprocess, sys, tempfile, time
 
@@ -180,8 +183,23 @@ def main():
         portable = rnntrace(base + ["--record", "all", "--trace", trace], a.repeats, {"RNNTRACE_KERNELS": "portable"})
         avx2 = rnntrace(base + ["--record", "all", "--trace", trace], a.repeats, {"RNNTRACE_KERNELS": "avx2"})
         gflop = 2 * B * T * (F + U) * (4 if cell == "lstm" else 3) * U / 1e9
+        # float64: the same recording run and the predictions-only whole model, against float32's.
+        f64 = rnntrace(base + ["--record", "all", "--trace", os.path.join(tmp, f"{cell}_trace64.npz"), "--precision", "f64"],
+                       a.repeats)
+        run_f64 = rnntrace(mbase + ["--precision", "f64"], a.repeats)
         rows.append((cell, t_torch, t_keras, t_numpy, full, none, gflop, os.path.getsize(trace), portable, t_torch_min, avx2,
-                     t_keras_model, run_full, run_quiet, os.path.getsize(mtrace)))
+                     t_keras_model, run_full, run_quiet, os.path.getsize(mtrace), f64, run_f64))
+
+    # GRU with reset_after=False (Keras 2's default): fused (two passes per step) against portable.
+    ra = keras.layers.GRU(U, reset_after=False)
+    keras.Sequential([keras.Input((T, F)), ra])
+    k, r, b = ra.get_weights()
+    b = (rng.standard_normal(b.shape) * 0.1).astype(np.float32)
+    np.savez(os.path.join(tmp, "gru_ra.npz"), kernel=k, recurrent_kernel=r, bias=b)
+    rbase = ["gru", "--weights", os.path.join(tmp, "gru_ra.npz"), "--input", os.path.join(tmp, "x.npy"), "--quiet",
+             "--record", "all", "--trace", os.path.join(tmp, "gru_ra_trace.npz")]
+    ra_fused = rnntrace(rbase, a.repeats)
+    ra_portable = rnntrace(rbase, a.repeats, {"RNNTRACE_KERNELS": "portable"})
 
     print(f"\ncase: {B} sequences x {T} steps x {F} features -> {U} units, float32, 2 threads; median of {a.repeats} warm runs\n")
     print("| | LSTM | GRU |")
@@ -205,6 +223,26 @@ def main():
     line("run --model peak memory (max RSS): with the .npz trace / without", lambda r: f"{r[12]['maxrss_mb']:.0f} MB / {r[13]['maxrss_mb']:.0f} MB")
     line("run --model trace size", lambda r: f"{r[14] / 1e6:.0f} MB")
     line("matrix-product FLOPs", lambda r: f"{r[6]:.1f} GFLOP ({r[6] / r[4]['compute_s']:.0f} GFLOP/s)")
+    line(f"--precision f64: compute, every gate and state recorded ({rows[0][15]['kernels']} kernels)", lambda r: f"**{r[15]['compute_s']:.3f} s** ({r[15]['compute_s'] / r[4]['compute_s']:.2f}x float32)")
+    line("--precision f64: run --model --expected --quiet, compute", lambda r: f"{r[16]['compute_s']:.3f} s ({r[16]['compute_s'] / r[13]['compute_s']:.2f}x float32)")
+    print(f"\nGRU reset_after=False, compute, every gate recorded: {ra_fused['compute_s']:.3f} s ({ra_fused['kernels']}), "
+          f"portable kernels {ra_portable['compute_s']:.3f} s")
+    # Memory of a 2-layer stack (LSTM(U, return_sequences) -> LSTM(U) -> Dense(1)) with the full .npz trace, as the
+    # timesteps grow 20x: the layers are chained block by block, so no layer's whole output sequence is held.
+    stack = keras.Sequential([keras.Input((None, F)), keras.layers.LSTM(U, return_sequences=True), keras.layers.LSTM(U),
+                              keras.layers.Dense(1)])
+    spath = os.path.join(tmp, "stack.keras")
+    stack.save(spath)
+    print("\n2-layer stacked LSTM, 128 sequences, `run --model --trace t.npz --quiet`:\n")
+    print("| steps | input file | peak memory (max RSS) | trace | whole process |")
+    print("|---|---|---|---|---|")
+    for tt in (T, 20 * T):
+        xs = rng.standard_normal((128, tt, F)).astype(np.float32)
+        np.save(os.path.join(tmp, "xs.npy"), xs)
+        st = os.path.join(tmp, "stack_trace.npz")
+        r = rnntrace(["run", "--model", spath, "--input", os.path.join(tmp, "xs.npy"), "--quiet", "--trace", st], 1)
+        print(f"| {tt} | {xs.nbytes / 1e6:.0f} MB | {r['maxrss_mb']:.0f} MB | {os.path.getsize(st) / 1e6:.0f} MB | {r['wall_s']:.2f} s |")
+        os.remove(st)
     if a.no_scaling:
         return
     print("\nrnntrace compute_s (--record all, streamed to .npz), LSTM, as one dimension doubles:\n")

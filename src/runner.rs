@@ -457,6 +457,167 @@ fn run_stacked<T: Real>(
     })
 }
 
+/// How many of `layers` (from the first) run as one chain, block by block ([`engine::run_chain_using`]):
+/// consecutive recurrent layers, each but the last returning sequences, when nothing is kept in memory
+/// (`rec.keep` is [`Record::NONE`]: the `.npz` trace or predictions only). Each layer after the first reads
+/// the one before in time order as it is computed, so none may run backwards (a `go_backwards` layer, like
+/// a Bidirectional's backward half, needs its whole input first), none may be stateful (state carried
+/// across sequences runs them one by one), and under a mask no intermediate layer may zero its masked
+/// outputs (`zero_output_for_mask`; the chain reads the outputs as recorded). Everything else runs layer by
+/// layer, holding the output sequence between layers (as does a layer under a float16/bfloat16 dtype
+/// policy, whose input the runner casts and whose output it rounds).
+fn chain_len<T>(layers: &[&crate::model::Layer], masked: bool, rec: &Recording<'_, T>) -> usize {
+    if rec.keep != Record::NONE {
+        return 0;
+    }
+    let mut n = 0;
+    for l in layers {
+        let LayerKind::Recurrent(r) = &l.kind else {
+            break;
+        };
+        // A layer under a dtype policy runs alone: the runner casts its input and rounds its output.
+        if r.go_backwards || r.stateful || l.policy.is_some() || r.policy.is_some() {
+            break;
+        }
+        n += 1;
+        if !r.return_sequences || (masked && r.zero_output_for_mask) {
+            break;
+        }
+    }
+    n
+}
+
+/// Runs `chain` (see [`chain_len`]) on `value`: every layer traced and streamed as [`apply`] would, one
+/// block of each layer's outputs held at a time; returns the last layer's output (its whole sequence only
+/// when it returns sequences, for the layers after the chain).
+fn run_chain<T: Real>(
+    model: &SavedModel,
+    chain: &[&crate::model::Layer],
+    value: Tensor<T>,
+    mask: &mut Option<Array2<bool>>,
+    layers: &mut Vec<LayerTrace<T>>,
+    kernels: Kernels,
+    rec: &mut Recording<'_, T>,
+) -> Result<Tensor<T>> {
+    let recs: Vec<&Recurrent> = chain
+        .iter()
+        .map(|l| match &l.kind {
+            LayerKind::Recurrent(r) => r,
+            _ => unreachable!("chain_len admits recurrent layers only"),
+        })
+        .collect();
+    let x = match value {
+        Tensor::Seq(a) => a,
+        Tensor::Flat(a) => {
+            return Err(Error::input(
+                &model.path,
+                format!(
+                    "layer '{}' ({}) needs a sequence (batch, timesteps, features); it receives shape {:?}",
+                    chain[0].name,
+                    chain[0].class_name,
+                    a.shape()
+                ),
+            ));
+        }
+    };
+    let (batch, steps, features) = x.dim();
+    let mut weights = Vec::with_capacity(chain.len());
+    let mut specs = Vec::with_capacity(chain.len());
+    let mut width = features;
+    for (l, r) in chain.iter().zip(&recs) {
+        let w = cell_weights::<T>(model, &l.name, r)?;
+        if w.features != width {
+            return Err(Error::input(
+                &model.path,
+                format!(
+                    "layer '{}' expects {} features per step; it receives {width}",
+                    l.name, w.features,
+                ),
+            ));
+        }
+        width = w.h_units();
+        specs.push(LayerSpec {
+            name: l.name.clone(),
+            activation: act(model, &l.name, &r.activation)?,
+            recurrent_activation: if r.recurrent_activation.is_empty() {
+                Activation::Sigmoid
+            } else {
+                act(model, &l.name, &r.recurrent_activation)?
+            },
+            go_backwards: false,
+            carry_state: false,
+        });
+        weights.push(w);
+    }
+    let mut record = rec.keep;
+    if let Some(s) = rec.stream.as_ref() {
+        record = union(record, s.record());
+    }
+    let last = *recs.last().expect("a chain has layers");
+    let top = chain.len() - 1;
+    if last.return_sequences {
+        record = union(record, Record::STATES);
+    }
+    let engine_layers: Vec<engine::ChainLayer<'_, T>> = weights
+        .iter()
+        .zip(&specs)
+        .map(|(w, spec)| engine::ChainLayer {
+            weights: w,
+            spec,
+            policy: None,
+            record,
+            h0: None,
+            c0: None,
+        })
+        .collect();
+    let mut seq_out = last
+        .return_sequences
+        .then(|| Array3::<T>::zeros((batch, steps, width)));
+    let zero_masked = last.zero_output_for_mask;
+    let stream = &mut rec.stream;
+    let mut sink = |k: usize, t0: usize, st: &engine::Stores<T>| -> Result<()> {
+        if let (Some(o), true) = (seq_out.as_mut(), k == top) {
+            let src = st
+                .out
+                .as_ref()
+                .or(st.h.as_ref())
+                .expect("states are recorded when the output sequence is needed");
+            for j in 0..st.steps() {
+                for b in 0..batch {
+                    let mut dst = o.slice_mut(s![b, t0 + j, ..]);
+                    if zero_masked && st.masked[[j, b]] {
+                        dst.fill(T::zero());
+                    } else {
+                        dst.assign(&src.slice(s![j, b, ..]));
+                    }
+                }
+            }
+        }
+        if let Some(s) = stream.as_mut() {
+            s.block(&specs[k].name, t0, st)?;
+        }
+        Ok(())
+    };
+    let mut traces = engine::run_chain_using(
+        engine_layers,
+        (x.into(), mask.as_ref().map(|m| m.view())),
+        Some(engine::STREAM_STEPS),
+        &mut sink,
+        kernels,
+    )?;
+    traces[0].x = Array3::zeros((batch, 0, features));
+    let top_trace = traces.last().expect("one trace per layer");
+    let out = match seq_out {
+        Some(o) => Tensor::Seq(o),
+        None => {
+            *mask = None;
+            Tensor::Flat(top_trace.last_output.clone())
+        }
+    };
+    layers.extend(traces);
+    Ok(out)
+}
+
 /// Whether a layer carries its state from one sequence to the next, as `model.predict` runs it.
 ///
 /// A `stateful=True` layer keeps its state between the batches `predict` cuts the input into. With the
@@ -1371,8 +1532,25 @@ pub fn run_model_recording<T: Real>(
     let mut value = x;
     let mut mask: Option<Array2<bool>> = None;
     let mut layers = Vec::new();
-    for layer in model.compute_layers() {
-        value = apply(model, layer, value, &mut mask, &mut layers, kernels, rec)?;
+    let list: Vec<&crate::model::Layer> = model.compute_layers().collect();
+    let mut i = 0;
+    while i < list.len() {
+        let n = chain_len(&list[i..], mask.is_some(), rec);
+        if n >= 2 {
+            value = run_chain(
+                model,
+                &list[i..i + n],
+                value,
+                &mut mask,
+                &mut layers,
+                kernels,
+                rec,
+            )?;
+            i += n;
+        } else {
+            value = apply(model, list[i], value, &mut mask, &mut layers, kernels, rec)?;
+            i += 1;
+        }
     }
     Ok(ModelRun {
         layers,

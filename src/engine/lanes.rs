@@ -23,10 +23,14 @@ pub(super) const PROJECT_STEPS: usize = 16;
 pub(super) struct LaneCtx<'a, T> {
     pub(super) w: &'a CellWeights<T>,
     pub(super) spec: &'a LayerSpec,
+    /// The input `(sequences, steps, features)`, features contiguous (any other strides), holding input
+    /// steps from `x_t0` on: the whole input, or (a chained layer) the previous layer's current block.
     pub(super) x: ArrayView3<'a, T>,
+    /// The input step `x`'s first step is.
+    pub(super) x_t0: usize,
     pub(super) mask: Option<ArrayView2<'a, bool>>,
     pub(super) input_index: &'a [usize],
-    /// The packed weights when the fused kernels run (float32 only).
+    /// The packed weights when the fused kernels run (float32 or float64).
     pub(super) packed: Option<&'a Packed>,
     /// The dtype policy the layer computes under (`None`: the run's own type).
     pub(super) policy: Option<DtypePolicy>,
@@ -56,10 +60,11 @@ impl<T: Real> Lane<T> {
         let n = rows.len();
         let u = ctx.w.units;
         let gu = ctx.w.kind.blocks() * u;
-        // The projection and gate buffers serve the portable path only.
-        let (steps, gu) = match ctx.packed {
-            None => (PROJECT_STEPS.min(ctx.input_index.len()).max(1), gu),
-            Some(_) => (0, 0),
+        // The projection and gate buffers serve the portable path only; the fused path's scratch is what
+        // its step asks for (the GRU with `reset_after=False`: z and r⊙h).
+        let (steps, gu, scratch) = match ctx.packed {
+            None => (PROJECT_STEPS.min(ctx.input_index.len()).max(1), gu, gu),
+            Some(p) => (0, 0, p.scratch_cols()),
         };
         Lane {
             rows,
@@ -72,7 +77,7 @@ impl<T: Real> Lane<T> {
             h_next: aligned_zeros(ndarray::Ix2(n, ctx.w.h_units())),
             c_next: aligned_zeros(ndarray::Ix2(n, u)),
             gates: Array2::zeros((n, gu)),
-            scratch: Array2::zeros((n, gu)),
+            scratch: aligned_zeros(ndarray::Ix2(n, scratch)),
             xin: Array2::zeros((steps * n, ctx.w.features)),
             xp: Array2::zeros((steps * n, gu)),
         }
@@ -112,7 +117,7 @@ impl<T: Real> Lane<T> {
             for s_ in 0..sn {
                 let ti = ctx.input_index[t + s_];
                 for (r, b) in self.rows.clone().enumerate() {
-                    let src = ctx.x.slice(s![b, ti, ..]);
+                    let src = ctx.x.slice(s![b, ti - ctx.x_t0, ..]);
                     let mut dst = self.xin.row_mut(s_ * n + r);
                     match (src.as_slice(), dst.as_slice_mut()) {
                         (Some(a), Some(d)) => d.copy_from_slice(a),
@@ -213,9 +218,9 @@ impl<T: Real> Lane<T> {
         }
     }
 
-    /// The fused path (float32 only: `ctx.packed` exists only then): each step writes its gates and states
-    /// straight into the trace's arrays, or into the lane's two state buffers in turn when states are not
-    /// recorded, and reads the previous state where the step before wrote it.
+    /// The fused path (float32 or float64: `ctx.packed` exists only then): each step writes its gates and
+    /// states straight into the trace's arrays, or into the lane's two state buffers in turn when states are
+    /// not recorded, and reads the previous state where the step before wrote it.
     pub(super) fn advance_fused(
         &mut self,
         ctx: &LaneCtx<'_, T>,
@@ -224,24 +229,24 @@ impl<T: Real> Lane<T> {
         t1: usize,
         mut v: LaneViews<'_, T>,
     ) {
-        assert!(
-            std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>(),
-            "fused kernels run on f32 only"
-        );
         let n = self.rows.len();
         if n == 0 {
             return;
         }
         let u = ctx.w.units;
-        let (_, steps, features) = ctx.x.dim();
-        let x_stride = steps * features;
-        let f32p = |p: *const T| p as *const f32;
-        let f32m = |p: *mut T| p as *mut f32;
+        // Rows of `x` are `x_stride` apart, steps `x_step` apart, features contiguous (`run_chain_using`
+        // makes them so).
+        let (x_stride, x_step) = (ctx.x.strides()[0] as usize, ctx.x.strides()[1] as usize);
+        let scratch = if packed.scratch_cols() == 0 {
+            std::ptr::null_mut()
+        } else {
+            self.scratch.as_mut_ptr()
+        };
         // `self.h`/`self.c` hold the state at `t0`; a state that is not recorded alternates between them and
         // `h_next`/`c_next` (`flip_*`: the previous state is in the `_next` buffer).
         let (mut flip_h, mut flip_c) = (false, false);
-        let mut h_prev = f32p(self.h.as_ptr());
-        let mut c_prev = f32p(self.c.as_ptr());
+        let mut h_prev = self.h.as_ptr();
+        let mut c_prev = self.c.as_ptr();
         for t in t0..t1 {
             let k = t - t0;
             let ti = ctx.input_index[t];
@@ -261,23 +266,23 @@ impl<T: Real> Lane<T> {
                 Some(a) => a.index_axis_mut(Axis(0), k).as_mut_ptr(),
                 None => spare,
             };
-            let h_new = f32m(slot(&mut v.h, h_spare));
-            let c_new = f32m(slot(&mut v.c, c_spare));
+            let h_new = slot(&mut v.h, h_spare);
+            let c_new = slot(&mut v.c, c_spare);
             let per_gate = |a: &mut Vec<ArrayViewMut3<'_, T>>| {
-                let mut p = [std::ptr::null_mut::<f32>(); 4];
+                let mut p = [std::ptr::null_mut::<T>(); 4];
                 for (g, a) in a.iter_mut().enumerate() {
-                    p[g] = f32m(a.index_axis_mut(Axis(0), k).as_mut_ptr());
+                    p[g] = a.index_axis_mut(Axis(0), k).as_mut_ptr();
                 }
                 p
             };
             let ptrs = fused::StepPtrs {
                 rows: n,
-                // SAFETY: `b < batch` and `ti < steps`, so the offset is inside `x`.
-                x: f32p(unsafe {
+                // SAFETY: `b < batch` and `x_t0 ≤ ti < x_t0 + x's steps`, so the offset is inside `x`.
+                x: unsafe {
                     ctx.x
                         .as_ptr()
-                        .add((self.rows.start * steps + ti) * features)
-                }),
+                        .add(self.rows.start * x_stride + (ti - ctx.x_t0) * x_step)
+                },
                 x_stride,
                 h_prev,
                 c_prev,
@@ -285,12 +290,14 @@ impl<T: Real> Lane<T> {
                 c_new,
                 gates: per_gate(&mut v.gates),
                 pre: per_gate(&mut v.pre),
+                scratch,
             };
             // SAFETY: a `Packed` exists only for an instruction set this CPU has (AVX-512F, or AVX2 and
-            // FMA), and here only when T is f32 (checked above); its features and units are the weights'
-            // (and `run_layer_using` checked the input and states against them); `x` is in standard
-            // layout (`run_layer_using` makes it so); every state, gate and pre-activation pointer
-            // addresses this lane's n × u contiguous rows of a distinct buffer or trace slot.
+            // FMA) and for T = f32 or f64 (`step` checks it is the packing's); its features and units are
+            // the weights' (and `run_layer_using` checked the input and states against them); `x` is in
+            // standard layout (`run_layer_using` makes it so); every state, gate and pre-activation pointer
+            // addresses this lane's n × u contiguous rows of a distinct buffer or trace slot, and the
+            // scratch is the lane's own n × `scratch_cols()` buffer.
             unsafe { fused::step(packed, &ptrs) };
             if let Some(m) = ctx.mask {
                 // SAFETY: as above; the slices cover the n × u values of distinct buffers.
@@ -307,10 +314,6 @@ impl<T: Real> Lane<T> {
                     let row = r * u..(r + 1) * u;
                     if m[[b, ti]] {
                         let out = self.out.row_mut(r).into_slice().expect("contiguous rows");
-                        // SAFETY: T is f32 (checked above).
-                        let out: &mut [f32] = unsafe {
-                            std::slice::from_raw_parts_mut(out.as_mut_ptr() as *mut f32, u)
-                        };
                         out.copy_from_slice(&hn[row]);
                     } else {
                         hn[row.clone()].copy_from_slice(&hp[row.clone()]);

@@ -6,9 +6,9 @@ How it is fast:
   of its sequences with no synchronisation (except with carried state, which is sequential by nature);
 - each lane projects its inputs `x·W + b` for 16 steps at a time as one matrix product, then each step
   costs one recurrent product for the lane's whole block of sequences;
-- with float32, an LSTM, a GRU with `reset_after=True` or a SimpleRNN, and activations the fused steps
-  compute (sigmoid, tanh, both hard_sigmoids, relu, linear) on a CPU with AVX-512 (or AVX2 and FMA), each
-  step is one fused pass
+- with float32 or float64, an LSTM, a GRU (either `reset_after`) or a SimpleRNN, and activations the fused
+  steps compute (sigmoid, tanh, both hard_sigmoids, relu, linear) on a CPU with AVX-512 (or AVX2 and FMA),
+  each step is one fused pass (two for the GRU with `reset_after=False`)
   ([`crate::cell::fused`]): products, activations and state update per register tile, gates and states
   stored straight into the time-major trace arrays, one array per gate (no projection buffer, no copies);
 - otherwise the portable cells run on `gemm` products and their gates are split into the per-gate arrays
@@ -19,8 +19,11 @@ With `chunk_steps`, the trace is kept for that many steps at a time and handed t
 to disk), so memory does not grow with the number of timesteps. Masking, `go_backwards`, initial states and
 carried state are handled here, identically for every cell.
 
-This file holds the entry points ([`run_layer`], [`run_layer_with`], [`run_layer_using`]), the Dense head and
-masking; `stores.rs` is where a run records, `lanes.rs` how the batch is split and stepped.
+Stacked layers can run chained ([`run_chain_using`]): per block, layer k+1 steps over layer k's outputs of that
+block as soon as they are computed, so no layer's whole output sequence is held.
+
+This file holds the entry points ([`run_layer`], [`run_layer_with`], [`run_layer_using`], [`run_chain_using`]),
+the Dense head and masking; `stores.rs` is where a run records, `lanes.rs` how the batch is split and stepped.
 */
 
 mod lanes;
@@ -118,8 +121,8 @@ pub fn run_layer_with<T: Real>(
 
 /// [`run_layer_with`] with the kernels chosen by the caller (the command line passes `RNNTRACE_KERNELS`'s
 /// choice; [`run_layer_with`] allows all): the best
-/// allowed by `kernels` that applies. The fused steps apply to float32 with the default activations, on a
-/// CPU with AVX-512F (`Kernels::Avx512` allows them) or AVX2 and FMA (`Avx512` or `Avx2` allow them); the
+/// allowed by `kernels` that applies. The fused steps apply to float32 and float64 with the activations
+/// they compute, on a CPU with AVX-512F (`Kernels::Avx512` allows them) or AVX2 and FMA (`Avx512` or `Avx2` allow them); the
 /// portable cells run everything else. The returned trace says which ran.
 pub fn run_layer_using<T: Real>(
     weights: &CellWeights<T>,
@@ -158,205 +161,480 @@ pub fn run_layer_policy<T: Real>(
     sink: &mut Sink<'_, T>,
     kernels: Kernels,
 ) -> crate::Result<LayerTrace<T>> {
+    if !spec.carry_state {
+        let layer = ChainLayer {
+            weights,
+            spec,
+            policy,
+            record,
+            h0: input.h0,
+            c0: input.c0,
+        };
+        let mut traces = run_chain_using(
+            vec![layer],
+            (input.x, input.mask),
+            chunk_steps,
+            &mut |_, t0, st| sink(t0, st),
+            kernels,
+        )?;
+        return Ok(traces.pop().expect("one trace per layer"));
+    }
     let (batch, steps, features) = input.x.dim();
-    let u = weights.units;
-    // The hidden state's width: `u`, or the projection's with PyTorch `proj_size`.
-    let hw = weights.h_units();
-    let blocks = weights.kind.blocks();
-    // Callers validate shapes (the loaders and the command line's job layer do); these checks keep a library caller's mistake a
-    // panic, never an out-of-bounds read by the fused kernels.
-    assert_eq!(features, weights.features, "input features vs weights");
-    for (what, s, w) in [("h0", input.h0.as_ref(), hw), ("c0", input.c0.as_ref(), u)] {
-        if let Some(s) = s {
-            assert_eq!(s.dim(), (batch, w), "{what} shape vs (sequences, units)");
-        }
-    }
-    if let Some(m) = &input.mask {
-        assert_eq!(
-            m.dim(),
-            (batch, steps),
-            "mask shape vs (sequences, timesteps)"
-        );
-    }
-    let lstm = weights.kind.has_cell_state();
-    let masking = input.mask.is_some();
-    assert!(
-        policy.is_none() || weights.projection.is_none(),
-        "a projected LSTM has no dtype policy"
+    let p = Prepared::new(
+        weights,
+        spec,
+        (batch, steps, Some(features)),
+        (input.mask.as_ref(), input.h0.as_ref(), input.c0.as_ref()),
+        policy,
+        kernels,
     );
-    let packed = if policy.is_some() {
-        None
-    } else {
-        packed_for(weights, spec, kernels)
-    };
-    // The fused kernels address rows of `x` directly.
-    let x = if packed.is_some() && !input.x.is_standard_layout() {
-        CowArray::from(input.x.as_standard_layout().into_owned())
-    } else {
-        input.x
-    };
-    let input_index: Vec<usize> = if spec.go_backwards {
-        (0..steps).rev().collect()
-    } else {
-        (0..steps).collect()
-    };
-    let h0 = input
-        .h0
-        .clone()
-        .unwrap_or_else(|| Array2::zeros((batch, hw)));
-    let c0 = lstm.then(|| {
-        input
-            .c0
-            .clone()
-            .unwrap_or_else(|| Array2::zeros((batch, u)))
-    });
+    let (u, hw, blocks, lstm) = (p.u, p.hw, weights.kind.blocks(), p.lstm);
+    let x = p.layout(input.x);
+    let h0 = input.h0.unwrap_or_else(|| Array2::zeros((batch, hw)));
+    let c0 = lstm.then(|| input.c0.unwrap_or_else(|| Array2::zeros((batch, u))));
     let ctx = LaneCtx {
         w: weights,
         spec,
         x: x.view(),
+        x_t0: 0,
         mask: input.mask,
-        input_index: &input_index,
-        packed: packed.as_ref(),
-        policy,
+        input_index: &p.input_index,
+        packed: p.packed.as_ref(),
+        policy: p.policy,
     };
-    let streaming = chunk_steps.is_some() && !spec.carry_state;
-    let chunk = if streaming {
-        chunk_steps.unwrap_or(steps).clamp(1, steps.max(1))
-    } else {
-        steps
-    };
-
     let mut trace_h0 = h0.clone();
     let mut trace_c0 = c0.clone();
-    let mut stores = Stores::new(chunk, batch, blocks, (u, hw), lstm, masking, record);
+    let masking = input.mask.is_some();
+    let mut stores = Stores::new(steps, batch, blocks, (u, hw), lstm, masking, record);
     let mut last_output = Array2::zeros((batch, hw));
     let mut final_h = Array2::zeros((batch, hw));
     let mut final_c = Array2::zeros((batch, u));
-
-    if spec.carry_state {
-        // One sequence after another, each starting from the previous one's final state.
-        let ranges: Vec<Range<usize>> = (0..batch).map(|b| b..b + 1).collect();
-        let views = stores.lane_views(&ranges);
-        let mut carried: Option<(Array2<T>, Array2<T>)> = None;
-        for (r, v) in ranges.into_iter().zip(views) {
-            let mut lane = match &carried {
-                None => Lane::new(
-                    &ctx,
-                    r.clone(),
-                    h0.slice(s![r.clone(), ..]),
-                    c0.as_ref().map(|c| c.slice(s![r.clone(), ..])),
-                ),
-                Some((h, c)) => {
-                    trace_h0.slice_mut(s![r.clone(), ..]).assign(h);
-                    if let Some(tc) = trace_c0.as_mut() {
-                        tc.slice_mut(s![r.clone(), ..]).assign(c);
-                    }
-                    Lane::new(&ctx, r.clone(), h.view(), Some(c.view()))
+    // One sequence after another, each starting from the previous one's final state.
+    let ranges: Vec<Range<usize>> = (0..batch).map(|b| b..b + 1).collect();
+    let views = stores.lane_views(&ranges);
+    let mut carried: Option<(Array2<T>, Array2<T>)> = None;
+    for (r, v) in ranges.into_iter().zip(views) {
+        let mut lane = match &carried {
+            None => Lane::new(
+                &ctx,
+                r.clone(),
+                h0.slice(s![r.clone(), ..]),
+                c0.as_ref().map(|c| c.slice(s![r.clone(), ..])),
+            ),
+            Some((h, c)) => {
+                trace_h0.slice_mut(s![r.clone(), ..]).assign(h);
+                if let Some(tc) = trace_c0.as_mut() {
+                    tc.slice_mut(s![r.clone(), ..]).assign(c);
                 }
-            };
-            lane.advance(&ctx, 0, steps, v);
-            last_output.slice_mut(s![r.clone(), ..]).assign(&lane.out);
-            final_h.slice_mut(s![r.clone(), ..]).assign(&lane.h);
-            final_c.slice_mut(s![r, ..]).assign(&lane.c);
-            carried = Some((lane.h, lane.c));
-        }
-        sink(0, &stores)?;
-    } else {
-        let lanes_n = lane_count(batch, steps, blocks * u);
-        let ranges = split_rows(batch, lanes_n);
-        let mut lanes: Vec<Lane<T>> = ranges
-            .iter()
-            .map(|r| {
-                Lane::new(
-                    &ctx,
-                    r.clone(),
-                    h0.slice(s![r.clone(), ..]),
-                    c0.as_ref().map(|c| c.slice(s![r.clone(), ..])),
-                )
-            })
-            .collect();
-        let mut t0 = 0;
-        while t0 < steps {
-            let t1 = (t0 + chunk).min(steps);
-            if t1 - t0 < stores.steps() {
-                stores = Stores::new(t1 - t0, batch, blocks, (u, hw), lstm, masking, record);
+                Lane::new(&ctx, r.clone(), h.view(), Some(c.view()))
             }
-            // The block's arrays are reused: every value is written again except the masked flags,
-            // which are only ever set.
-            stores.masked.fill(false);
-            let views = stores.lane_views(&ranges);
-            if lanes.len() == 1 {
-                for (lane, v) in lanes.iter_mut().zip(views) {
-                    lane.advance(&ctx, t0, t1, v);
-                }
-            } else {
-                rayon::scope(|sc| {
-                    for (lane, v) in lanes.iter_mut().zip(views) {
-                        let ctx = &ctx;
-                        sc.spawn(move |_| lane.advance(ctx, t0, t1, v));
-                    }
-                });
-            }
-            sink(t0, &stores)?;
-            t0 = t1;
-        }
-        for lane in &lanes {
-            last_output
-                .slice_mut(s![lane.rows.clone(), ..])
-                .assign(&lane.out);
-            final_h.slice_mut(s![lane.rows.clone(), ..]).assign(&lane.h);
-            final_c.slice_mut(s![lane.rows.clone(), ..]).assign(&lane.c);
-        }
+        };
+        lane.advance(&ctx, 0, steps, v);
+        last_output.slice_mut(s![r.clone(), ..]).assign(&lane.out);
+        final_h.slice_mut(s![r.clone(), ..]).assign(&lane.h);
+        final_c.slice_mut(s![r, ..]).assign(&lane.c);
+        carried = Some((lane.h, lane.c));
     }
-
-    let keep = !streaming;
-    Ok(LayerTrace {
-        name: spec.name.clone(),
-        kind: weights.kind,
-        units: u,
-        features,
-        activation: spec.activation,
-        recurrent_activation: spec.recurrent_activation,
-        reset_after: (weights.kind.has_reset_after()).then_some(weights.reset_after),
-        go_backwards: spec.go_backwards,
-        carry_state: spec.carry_state,
-        input_index,
-        x: x.into_owned(),
-        pre: (keep && record.pre).then(|| interleave(&stores.pre)),
-        gates: (keep && record.gates).then(|| interleave(&stores.gates)),
-        out: if !keep {
-            None
-        } else if masking {
-            stores.out.take()
-        } else {
-            stores.h.clone()
-        },
-        h: if keep { stores.h.take() } else { None },
-        c: if keep { stores.c.take() } else { None },
-        masked: if keep {
-            stores.masked
-        } else {
-            Array2::from_elem((0, batch), false)
-        },
+    sink(0, &stores)?;
+    let finals = Finals {
         h0: trace_h0,
         c0: trace_c0,
         last_output,
         final_h,
-        final_c: lstm.then_some(final_c),
-        kernels: packed.as_ref().map_or(Kernels::Portable, |p| p.isa()),
-        policy,
-    })
+        final_c,
+    };
+    Ok(p.finish(
+        weights,
+        spec,
+        x.into_owned(),
+        features,
+        stores,
+        true,
+        finals,
+    ))
 }
 
-/// The fused kernels' packing of `w`, when they can run it (float32, default activations, a CPU with
-/// the instruction set, allowed by `allowed`).
-fn packed_for<T: Real>(w: &CellWeights<T>, spec: &LayerSpec, allowed: Kernels) -> Option<Packed> {
-    // The fused kernels know no projection: a `proj_size` LSTM runs the portable cell.
-    if w.projection.is_some() {
-        return None;
+/// One layer of a chain run by [`run_chain_using`]: its weights and arguments, what to record of it, and
+/// its initial states (zeros when absent).
+#[derive(Debug)]
+pub struct ChainLayer<'a, T> {
+    /// The layer's validated weights.
+    pub weights: &'a CellWeights<T>,
+    /// Its Keras arguments (`carry_state` must be false; `go_backwards` only for a chain of one).
+    pub spec: &'a LayerSpec,
+    /// The dtype policy it computes under (`None`: the run's own type; see [`run_layer_policy`]).
+    pub policy: Option<DtypePolicy>,
+    /// What to record of it (its states are recorded anyway when a layer follows: they are its input).
+    pub record: Record,
+    /// Initial hidden state (sequences, h_units).
+    pub h0: Option<Array2<T>>,
+    /// Initial cell state (sequences, units), LSTM.
+    pub c0: Option<Array2<T>>,
+}
+
+/// Receives each block of a chain: `(layer index, first step, block)`.
+pub type ChainSink<'a, T> = dyn FnMut(usize, usize, &Stores<T>) -> crate::Result<()> + 'a;
+
+/// Runs stacked recurrent layers block by block: for each block of `chunk_steps` steps, layer 0 over the
+/// input, then layer 1 over layer 0's outputs of that block (its recorded output states, read in place),
+/// and so on, each block passed to `sink` as it is computed. So a stack of `return_sequences` layers holds
+/// one block of each layer's output, never a whole sequence: memory stays flat in the number of timesteps.
+/// (Keras runs stacked layers one after the other over the whole sequence; the values are the same, since
+/// layer k+1's step t reads only layer k's output at step t. A masked step is skipped by every layer, as
+/// the mask rides along a `return_sequences` stack.)
+///
+/// Every layer after the first must read its input in time order: no `go_backwards` in a chain of more than
+/// one layer, and no `carry_state` (the callers run those whole). With `chunk_steps = None` the whole
+/// sequence is one block and every trace keeps every step; with `Some(k)` the traces hold only final states
+/// and outputs (and layers after the first no input). Shapes must be validated by the caller: layer k+1's
+/// features are layer k's `h_units()`.
+pub fn run_chain_using<T: Real>(
+    layers: Vec<ChainLayer<'_, T>>,
+    (x, mask): (CowArray<'_, T, Ix3>, Option<ArrayView2<'_, bool>>),
+    chunk_steps: Option<usize>,
+    sink: &mut ChainSink<'_, T>,
+    kernels: Kernels,
+) -> crate::Result<Vec<LayerTrace<T>>> {
+    let (batch, steps, features) = x.dim();
+    assert!(!layers.is_empty(), "a chain of no layers");
+    for (k, l) in layers.iter().enumerate() {
+        assert!(!l.spec.carry_state, "carry_state runs outside a chain");
+        assert!(
+            layers.len() == 1 || !l.spec.go_backwards,
+            "go_backwards in a chain of layers"
+        );
+        if k > 0 {
+            assert_eq!(
+                l.weights.features,
+                layers[k - 1].weights.h_units(),
+                "layer {k}'s features vs the layer before's outputs"
+            );
+        }
     }
-    let w32 = (w as &dyn std::any::Any).downcast_ref::<CellWeights<f32>>()?;
-    Packed::new(w32, spec.activation, spec.recurrent_activation, allowed)
+    let streaming = chunk_steps.is_some();
+    let chunk = match chunk_steps {
+        Some(c) => c.clamp(1, steps.max(1)),
+        None => steps,
+    };
+    let masking = mask.is_some();
+    let n = layers.len();
+    let preps: Vec<Prepared> = layers
+        .iter()
+        .enumerate()
+        .map(|(k, l)| {
+            let shape = (batch, steps, (k == 0).then_some(features));
+            let states = (mask.as_ref(), l.h0.as_ref(), l.c0.as_ref());
+            Prepared::new(l.weights, l.spec, shape, states, l.policy, kernels)
+        })
+        .collect();
+    let x = preps[0].layout(x);
+    // What each layer records: what it was asked, plus its states when a layer reads them.
+    let records: Vec<Record> = layers
+        .iter()
+        .enumerate()
+        .map(|(k, l)| {
+            let mut r = l.record;
+            if k + 1 < n {
+                r.states = true;
+            }
+            r
+        })
+        .collect();
+    let h0s: Vec<Array2<T>> = layers
+        .iter()
+        .zip(&preps)
+        .map(|(l, p)| l.h0.clone().unwrap_or_else(|| Array2::zeros((batch, p.hw))))
+        .collect();
+    let c0s: Vec<Option<Array2<T>>> = layers
+        .iter()
+        .zip(&preps)
+        .map(|(l, p)| {
+            p.lstm
+                .then(|| l.c0.clone().unwrap_or_else(|| Array2::zeros((batch, p.u))))
+        })
+        .collect();
+    let new_stores = |k: usize, s: usize| {
+        let p = &preps[k];
+        let blocks = layers[k].weights.kind.blocks();
+        Stores::new(s, batch, blocks, (p.u, p.hw), p.lstm, masking, records[k])
+    };
+    let mut stores: Vec<Stores<T>> = (0..n).map(|k| new_stores(k, chunk)).collect();
+    let mut lanes: Vec<LaneSet<T>> = (0..n)
+        .map(|k| {
+            let w = layers[k].weights;
+            let ranges = split_rows(batch, lane_count(batch, steps, w.kind.blocks() * w.units));
+            // A lane's buffers depend on the layer only, not on its input: any view serves here.
+            let c = chain_ctx(&layers[k], &preps[k], (x.view(), 0), mask);
+            let ls = ranges
+                .iter()
+                .map(|r| {
+                    Lane::new(
+                        &c,
+                        r.clone(),
+                        h0s[k].slice(s![r.clone(), ..]),
+                        c0s[k].as_ref().map(|c| c.slice(s![r.clone(), ..])),
+                    )
+                })
+                .collect();
+            (ranges, ls)
+        })
+        .collect();
+    let mut t0 = 0;
+    while t0 < steps {
+        let t1 = (t0 + chunk).min(steps);
+        for k in 0..n {
+            if t1 - t0 < stores[k].steps() {
+                stores[k] = new_stores(k, t1 - t0);
+            }
+            let (before, rest) = stores.split_at_mut(k);
+            let st = &mut rest[0];
+            // Layer k's input for this block: the input, or layer k−1's outputs of the block, time-major,
+            // seen batch-major in place.
+            let (xv, x_t0) = match before.last() {
+                None => (x.view(), 0),
+                Some(prev) => {
+                    let o = prev
+                        .out
+                        .as_ref()
+                        .or(prev.h.as_ref())
+                        .expect("a layer that feeds another records its states");
+                    (o.view().permuted_axes([1, 0, 2]), t0)
+                }
+            };
+            let c = chain_ctx(&layers[k], &preps[k], (xv, x_t0), mask);
+            // The block's arrays are reused: every value is written again except the masked flags, which
+            // are only ever set.
+            st.masked.fill(false);
+            let (ranges, ls) = &mut lanes[k];
+            let views = st.lane_views(ranges);
+            if ls.len() == 1 {
+                for (lane, v) in ls.iter_mut().zip(views) {
+                    lane.advance(&c, t0, t1, v);
+                }
+            } else {
+                rayon::scope(|sc| {
+                    for (lane, v) in ls.iter_mut().zip(views) {
+                        let c = &c;
+                        sc.spawn(move |_| lane.advance(c, t0, t1, v));
+                    }
+                });
+            }
+            sink(k, t0, st)?;
+        }
+        t0 = t1;
+    }
+    let mut traces = Vec::with_capacity(n);
+    let mut inputs: Vec<Option<Array3<T>>> = vec![Some(x.into_owned())];
+    for k in 1..n {
+        // A chained layer's input, when every step is kept: the layer before's output sequence.
+        inputs.push((!streaming).then(|| {
+            let prev = &stores[k - 1];
+            let o = prev.out.as_ref().or(prev.h.as_ref()).expect("recorded");
+            o.view()
+                .permuted_axes([1, 0, 2])
+                .as_standard_layout()
+                .into_owned()
+        }));
+    }
+    for (k, (st, (_, ls))) in stores.into_iter().zip(lanes).enumerate().rev() {
+        let p = &preps[k];
+        let mut finals = Finals {
+            h0: h0s[k].clone(),
+            c0: c0s[k].clone(),
+            last_output: Array2::zeros((batch, p.hw)),
+            final_h: Array2::zeros((batch, p.hw)),
+            final_c: Array2::zeros((batch, p.u)),
+        };
+        for lane in &ls {
+            let r = lane.rows.clone();
+            finals
+                .last_output
+                .slice_mut(s![r.clone(), ..])
+                .assign(&lane.out);
+            finals.final_h.slice_mut(s![r.clone(), ..]).assign(&lane.h);
+            finals.final_c.slice_mut(s![r, ..]).assign(&lane.c);
+        }
+        let l = &layers[k];
+        let xk = inputs[k]
+            .take()
+            .unwrap_or_else(|| Array3::zeros((batch, 0, l.weights.features)));
+        let f = if k == 0 { features } else { l.weights.features };
+        traces.push(p.finish(l.weights, l.spec, xk, f, st, !streaming, finals));
+    }
+    traces.reverse();
+    Ok(traces)
+}
+
+/// A layer's mask, initial hidden and cell states, as given.
+type StateRefs<'a, T> = (
+    Option<&'a ArrayView2<'a, bool>>,
+    Option<&'a Array2<T>>,
+    Option<&'a Array2<T>>,
+);
+
+/// A layer's row ranges and the lanes that run them.
+type LaneSet<T> = (Vec<Range<usize>>, Vec<Lane<T>>);
+
+/// The shared context of layer `l`'s lanes for input `x` (holding steps from `x_t0` on).
+fn chain_ctx<'a, T: Real>(
+    l: &'a ChainLayer<'a, T>,
+    p: &'a Prepared,
+    (x, x_t0): (ArrayView3<'a, T>, usize),
+    mask: Option<ArrayView2<'a, bool>>,
+) -> LaneCtx<'a, T> {
+    LaneCtx {
+        w: l.weights,
+        spec: l.spec,
+        x,
+        x_t0,
+        mask,
+        input_index: &p.input_index,
+        packed: p.packed.as_ref(),
+        policy: p.policy,
+    }
+}
+
+/// What one layer's run needs besides its lanes: the fused packing (when the fused kernels run it), the
+/// processing order of input steps, and its sizes.
+struct Prepared {
+    packed: Option<Packed>,
+    /// The dtype policy (the fused kernels never run under one).
+    policy: Option<DtypePolicy>,
+    input_index: Vec<usize>,
+    u: usize,
+    /// The hidden state's width: `u`, or the projection's with PyTorch `proj_size`.
+    hw: usize,
+    lstm: bool,
+    masking: bool,
+}
+
+/// A layer's initial and final states and its last output.
+struct Finals<T> {
+    h0: Array2<T>,
+    c0: Option<Array2<T>>,
+    last_output: Array2<T>,
+    final_h: Array2<T>,
+    final_c: Array2<T>,
+}
+
+impl Prepared {
+    /// Checks the shapes a library caller could get wrong (a panic with a message, never an out-of-bounds
+    /// read by the fused kernels) and picks the kernels. `x` is the layer's input shape `(sequences, steps,
+    /// features)` (`None` for a chained layer, whose input is the layer before's output).
+    fn new<T: Real>(
+        weights: &CellWeights<T>,
+        spec: &LayerSpec,
+        (batch, steps, x): (usize, usize, Option<usize>),
+        (mask, h0, c0): StateRefs<'_, T>,
+        policy: Option<DtypePolicy>,
+        kernels: Kernels,
+    ) -> Prepared {
+        let (u, hw) = (weights.units, weights.h_units());
+        if let Some(features) = x {
+            assert_eq!(features, weights.features, "input features vs weights");
+        }
+        for (what, s, w) in [("h0", h0, hw), ("c0", c0, u)] {
+            if let Some(s) = s {
+                assert_eq!(s.dim(), (batch, w), "{what} shape vs (sequences, units)");
+            }
+        }
+        if let Some(m) = mask {
+            assert_eq!(
+                m.dim(),
+                (batch, steps),
+                "mask shape vs (sequences, timesteps)"
+            );
+        }
+        assert!(
+            policy.is_none() || weights.projection.is_none(),
+            "a projected LSTM has no dtype policy"
+        );
+        Prepared {
+            packed: if policy.is_some() {
+                None
+            } else {
+                packed_for(weights, spec, kernels)
+            },
+            policy,
+            input_index: if spec.go_backwards {
+                (0..steps).rev().collect()
+            } else {
+                (0..steps).collect()
+            },
+            u,
+            hw,
+            lstm: weights.kind.has_cell_state(),
+            masking: mask.is_some(),
+        }
+    }
+
+    /// `x` with its features contiguous and no negative strides, as the fused kernels address it.
+    fn layout<'a, T: Real>(&self, x: CowArray<'a, T, Ix3>) -> CowArray<'a, T, Ix3> {
+        let odd = x.strides()[2] != 1 || x.strides().iter().any(|&s| s < 0);
+        if self.packed.is_some() && odd && !x.is_empty() {
+            CowArray::from(x.as_standard_layout().into_owned())
+        } else {
+            x
+        }
+    }
+
+    /// The layer's trace: with `keep`, every recorded step (the whole run was one block); else only its
+    /// final states and outputs.
+    #[allow(clippy::too_many_arguments)]
+    fn finish<T: Real>(
+        &self,
+        weights: &CellWeights<T>,
+        spec: &LayerSpec,
+        x: Array3<T>,
+        features: usize,
+        mut stores: Stores<T>,
+        keep: bool,
+        f: Finals<T>,
+    ) -> LayerTrace<T> {
+        let batch = f.final_h.nrows();
+        LayerTrace {
+            name: spec.name.clone(),
+            kind: weights.kind,
+            units: self.u,
+            features,
+            activation: spec.activation,
+            recurrent_activation: spec.recurrent_activation,
+            reset_after: (weights.kind.has_reset_after()).then_some(weights.reset_after),
+            go_backwards: spec.go_backwards,
+            carry_state: spec.carry_state,
+            input_index: self.input_index.clone(),
+            x,
+            pre: (keep && !stores.pre.is_empty()).then(|| interleave(&stores.pre)),
+            gates: (keep && !stores.gates.is_empty()).then(|| interleave(&stores.gates)),
+            out: if !keep {
+                None
+            } else if self.masking {
+                stores.out.take()
+            } else {
+                stores.h.clone()
+            },
+            h: if keep { stores.h.take() } else { None },
+            c: if keep { stores.c.take() } else { None },
+            masked: if keep {
+                stores.masked
+            } else {
+                Array2::from_elem((0, batch), false)
+            },
+            h0: f.h0,
+            c0: f.c0,
+            last_output: f.last_output,
+            final_h: f.final_h,
+            final_c: self.lstm.then_some(f.final_c),
+            kernels: self.packed.as_ref().map_or(Kernels::Portable, |p| p.isa()),
+            policy: self.policy,
+        }
+    }
+}
+
+/// The fused kernels' packing of `w`, when they can run it (float32 or float64, an activation they compute,
+/// no projection, a CPU with the instruction set, allowed by `allowed`).
+fn packed_for<T: Real>(w: &CellWeights<T>, spec: &LayerSpec, allowed: Kernels) -> Option<Packed> {
+    Packed::new(w, spec.activation, spec.recurrent_activation, allowed)
 }
 
 /// Per-gate arrays `(steps, sequences, units)` side by side as `(steps, sequences, gates·units)`, the

@@ -824,7 +824,10 @@ fn timings_name_the_kernels_and_rnntrace_kernels_caps_them() {
     assert_eq!(kernels(&[], ""), best);
     assert_eq!(kernels(&[], "avx2"), avx2);
     assert_eq!(kernels(&[], "portable"), "portable");
-    assert_eq!(kernels(&["--precision", "f64"], "auto"), "portable");
+    // float64 has fused steps too (f64 lanes).
+    assert_eq!(kernels(&["--precision", "f64"], "auto"), best);
+    assert_eq!(kernels(&["--precision", "f64"], "avx2"), avx2);
+    assert_eq!(kernels(&["--precision", "f64"], "portable"), "portable");
     // hard_sigmoid (both), relu and linear have fused steps too; softsign has not.
     assert_eq!(
         kernels(&["--recurrent-activation", "hard_sigmoid"], "auto"),
