@@ -679,7 +679,7 @@ fn write_report<T: Real>(
     let fwd = net.forward(x.clone(), p.mask.clone(), init, crate::trace::Record::ALL);
     let units = explain::units::head_contributions(net, &fwd, r.output);
     let trace = crate::trace::Trace {
-        layers: fwd.traces().into_iter().cloned().collect(),
+        layers: fwd.recorded().into_iter().map(|r| r.full_trace()).collect(),
         predictions: fwd.output_rows(),
         dense_activation: None,
     };

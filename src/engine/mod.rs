@@ -32,7 +32,7 @@ pub use stores::Stores;
 use crate::cell::fused::{self, Packed};
 use crate::cell::kernels::matmul;
 use crate::cell::{Activation, GruCell, LstmCell, Real, SimpleRnnCell, StepOut};
-use crate::trace::{Kernels, LayerTrace, Record};
+use crate::trace::{GateBlocks, Kernels, LayerTrace, Record};
 use crate::weights::{CellKind, CellWeights, DenseWeights};
 use ndarray::{
     Array2, Array3, ArrayView2, ArrayView3, ArrayViewMut2, ArrayViewMut3, Axis, CowArray, Ix3, s,
@@ -128,6 +128,46 @@ pub fn run_layer_using<T: Real>(
     sink: &mut Sink<'_, T>,
     kernels: Kernels,
 ) -> crate::Result<LayerTrace<T>> {
+    run_core(
+        weights,
+        spec,
+        input,
+        record,
+        (chunk_steps, false),
+        sink,
+        kernels,
+    )
+    .map(|(t, _)| t)
+}
+
+/// Runs `weights` over `input` in memory and hands the recorded gates and pre-activations back as the engine
+/// wrote them, one `(steps, sequences, units)` array per gate ([`GateBlocks`]), instead of interleaving them
+/// into the trace (whose `gates` and `pre` are then `None`): the layout a backward pass reads, with no copy.
+pub fn run_layer_blocks<T: Real>(
+    weights: &CellWeights<T>,
+    spec: &LayerSpec,
+    input: LayerInput<'_, T>,
+    record: Record,
+    kernels: Kernels,
+) -> (LayerTrace<T>, GateBlocks<T>) {
+    let never = &mut |_: usize, _: &Stores<T>| -> crate::Result<()> { Ok(()) };
+    match run_core(weights, spec, input, record, (None, true), never, kernels) {
+        Ok(r) => r,
+        Err(_) => unreachable!("the in-memory sink never fails"),
+    }
+}
+
+/// [`run_layer_using`]; with `per_gate`, the gates and pre-activations are returned per gate, not
+/// interleaved into the trace.
+fn run_core<T: Real>(
+    weights: &CellWeights<T>,
+    spec: &LayerSpec,
+    input: LayerInput<'_, T>,
+    record: Record,
+    (chunk_steps, per_gate): (Option<usize>, bool),
+    sink: &mut Sink<'_, T>,
+    kernels: Kernels,
+) -> crate::Result<(LayerTrace<T>, GateBlocks<T>)> {
     let (batch, steps, features) = input.x.dim();
     let u = weights.units;
     // The hidden state's width: `u`, or the projection's with PyTorch `proj_size`.
@@ -271,7 +311,15 @@ pub fn run_layer_using<T: Real>(
     }
 
     let keep = !streaming;
-    Ok(LayerTrace {
+    let gate_blocks = if keep && per_gate {
+        GateBlocks {
+            pre: std::mem::take(&mut stores.pre),
+            gates: std::mem::take(&mut stores.gates),
+        }
+    } else {
+        GateBlocks::default()
+    };
+    let trace = LayerTrace {
         name: spec.name.clone(),
         kind: weights.kind,
         units: u,
@@ -283,8 +331,8 @@ pub fn run_layer_using<T: Real>(
         carry_state: spec.carry_state,
         input_index,
         x: x.into_owned(),
-        pre: (keep && record.pre).then(|| interleave(&stores.pre)),
-        gates: (keep && record.gates).then(|| interleave(&stores.gates)),
+        pre: (keep && !per_gate && record.pre).then(|| interleave(&stores.pre)),
+        gates: (keep && !per_gate && record.gates).then(|| interleave(&stores.gates)),
         out: if !keep {
             None
         } else if masking {
@@ -305,7 +353,8 @@ pub fn run_layer_using<T: Real>(
         final_h,
         final_c: lstm.then_some(final_c),
         kernels: packed.as_ref().map_or(Kernels::Portable, |p| p.isa()),
-    })
+    };
+    Ok((trace, gate_blocks))
 }
 
 /// The fused kernels' packing of `w`, when they can run it (float32, default activations, a CPU with
@@ -320,10 +369,39 @@ fn packed_for<T: Real>(w: &CellWeights<T>, spec: &LayerSpec, allowed: Kernels) -
 }
 
 /// Per-gate arrays `(steps, sequences, units)` side by side as `(steps, sequences, gates·units)`, the
-/// in-memory trace's layout.
-fn interleave<T: Real>(per_gate: &[Array3<T>]) -> Array3<T> {
-    let views: Vec<ArrayView3<'_, T>> = per_gate.iter().map(|a| a.view()).collect();
-    ndarray::concatenate(Axis(2), &views).expect("gate arrays share their shape")
+/// in-memory trace's layout, in standard layout (each (step, sequence) row contiguous, as the backward
+/// pass and the renderers read it). Written row by row in parallel over steps, into memory that is not
+/// zeroed first: this copy is the only cost of the interleaved layout, so it is kept to one pass.
+/// (`ndarray::concatenate` on the last axis would give a gate-major memory order, whose rows are strided.)
+pub fn interleave<T: Real>(per_gate: &[Array3<T>]) -> Array3<T> {
+    use rayon::prelude::*;
+    let (steps, batch, u) = per_gate.first().map_or((0, 0, 0), |a| a.dim());
+    let g = per_gate.len();
+    let row = g * u;
+    if steps * batch * row == 0 {
+        return Array3::zeros((steps, batch, row));
+    }
+    let srcs: Vec<&[T]> = per_gate
+        .iter()
+        .map(|a| a.as_slice().expect("the stores are standard layout"))
+        .collect();
+    let mut out = Array3::<T>::uninit((steps, batch, row));
+    out.as_slice_mut()
+        .expect("a new array is standard layout")
+        .par_chunks_mut(batch * row)
+        .enumerate()
+        .for_each(|(t, block)| {
+            for (b, dst) in block.chunks_mut(row).enumerate() {
+                let at = (t * batch + b) * u;
+                for (k, src) in srcs.iter().enumerate() {
+                    for (d, &v) in dst[k * u..(k + 1) * u].iter_mut().zip(&src[at..at + u]) {
+                        d.write(v);
+                    }
+                }
+            }
+        });
+    // SAFETY: every element was written above: `steps` blocks of `batch` rows of `g` gate slices of `u`.
+    unsafe { out.assume_init() }
 }
 
 /// How many lanes: one per core when there is enough work to amortise a thread, else one.

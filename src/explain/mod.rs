@@ -169,10 +169,10 @@ pub fn explain<T: Real>(
     assert!(k < outputs, "output index");
     let prediction = methods::output_k(&fwd, k);
     let units = fwd
-        .traces()
+        .recorded()
         .into_iter()
         .zip(net.recurrent_weights())
-        .map(|(t, w)| units::analyse(t, w))
+        .map(|(r, w)| units::analyse(&r.trace, &r.blocks, w))
         .collect();
     let (mut gradient, mut ixg, mut isg) = (None, None, None);
     if want_grad {

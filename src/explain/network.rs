@@ -12,7 +12,7 @@ use super::derivative::backward_rows;
 use crate::cell::kernels::matmul;
 use crate::cell::{Activation, Kernels, Real};
 use crate::engine::{self, LayerInput, LayerSpec};
-use crate::trace::{LayerTrace, Record};
+use crate::trace::{GateBlocks, LayerTrace, Record};
 use crate::weights::{CellKind, CellWeights, DenseWeights};
 use ndarray::{Array2, Array3, ArrayView2, ArrayView3, Axis, s};
 
@@ -168,14 +168,38 @@ impl<T: Real> InitialState<T> {
     }
 }
 
-/// A Bidirectional's traces and outputs (forward, backward).
-type BidirCache<T> = (LayerTrace<T>, LayerTrace<T>, Value<T>, Value<T>);
+/// One recurrent layer's recorded forward pass: its trace (states, masks; no interleaved gates) and its gates
+/// per block, as the engine wrote them and the backward pass reads them.
+#[derive(Debug, Clone)]
+pub struct Recorded<T> {
+    /// States, outputs, masks.
+    pub trace: LayerTrace<T>,
+    /// Gates and pre-activations per gate block.
+    pub blocks: GateBlocks<T>,
+}
+
+impl<T: Real> Recorded<T> {
+    /// The trace with the gates interleaved into it (what renderers read).
+    pub fn full_trace(&self) -> LayerTrace<T> {
+        let mut t = self.trace.clone();
+        if !self.blocks.gates.is_empty() {
+            t.gates = Some(engine::interleave(&self.blocks.gates));
+        }
+        if !self.blocks.pre.is_empty() {
+            t.pre = Some(engine::interleave(&self.blocks.pre));
+        }
+        t
+    }
+}
+
+/// A Bidirectional's recordings and outputs (forward, backward).
+type BidirCache<T> = (Recorded<T>, Recorded<T>, Value<T>, Value<T>);
 
 /// What each operation kept for the backward pass.
 #[derive(Debug, Clone)]
 enum Cache<T> {
     Masking(Array2<bool>),
-    Recurrent(Box<LayerTrace<T>>),
+    Recurrent(Box<Recorded<T>>),
     Bidirectional(Box<BidirCache<T>>),
     /// Pre-activation and output rows, and the input.
     Dense(Array2<T>, Array2<T>, Value<T>),
@@ -192,8 +216,8 @@ pub struct Forward<T> {
 }
 
 impl<T: Real> Forward<T> {
-    /// The recurrent layers' traces in model order (a Bidirectional gives forward, then backward).
-    pub fn traces(&self) -> Vec<&LayerTrace<T>> {
+    /// The recurrent layers' recordings in model order (a Bidirectional gives forward, then backward).
+    pub fn recorded(&self) -> Vec<&Recorded<T>> {
         let mut v = Vec::new();
         for c in &self.caches {
             match c {
@@ -206,6 +230,11 @@ impl<T: Real> Forward<T> {
             }
         }
         v
+    }
+
+    /// The recurrent layers' traces in model order, without their gates (see [`Forward::recorded`]).
+    pub fn traces(&self) -> Vec<&LayerTrace<T>> {
+        self.recorded().into_iter().map(|r| &r.trace).collect()
     }
 
     /// The output as `(batch, outputs)`: a flat output, or a sequence output's last step.
@@ -236,7 +265,7 @@ fn run_rec<T: Real>(
     init: Option<&InitialState<T>>,
     record: Record,
     kernels: Kernels,
-) -> LayerTrace<T> {
+) -> Recorded<T> {
     // The backward pass has no term for a PyTorch `proj_size` projection: refuse rather than differentiate
     // the wrong function (the command line refuses such weights by name before this).
     assert!(
@@ -260,17 +289,8 @@ fn run_rec<T: Real>(
         h0: init.and_then(|i| i.h0.clone()),
         c0: init.and_then(|i| i.c0.clone()),
     };
-    let mut sink = |_: usize, _: &engine::Stores<T>| Ok(());
-    engine::run_layer_using(
-        &op.weights,
-        &op.spec,
-        input,
-        record,
-        None,
-        &mut sink,
-        kernels,
-    )
-    .unwrap_or_else(|_| unreachable!("the in-memory sink never fails"))
+    let (trace, blocks) = engine::run_layer_blocks(&op.weights, &op.spec, input, record, kernels);
+    Recorded { trace, blocks }
 }
 
 /// The return_sequences output in processing order (zeros at masked steps with `zero_masked`).
@@ -360,7 +380,7 @@ impl<T: Real> Network<T> {
                         self.kernels,
                     );
                     first = false;
-                    let v = rec_value(r, &l, false);
+                    let v = rec_value(r, &l.trace, false);
                     if !r.return_sequences {
                         mask = None;
                     }
@@ -384,8 +404,8 @@ impl<T: Real> Network<T> {
                         record,
                         self.kernels,
                     );
-                    let of = rec_value(forward, &lf, false);
-                    let ob = rec_value(backward, &lb, backward.spec.go_backwards);
+                    let of = rec_value(forward, &lf.trace, false);
+                    let ob = rec_value(backward, &lb.trace, backward.spec.go_backwards);
                     if !forward.return_sequences {
                         mask = None;
                     }
@@ -588,14 +608,15 @@ impl<T: Real> Network<T> {
 /// back to time order, so its steps run opposite to processing order).
 fn rec_backward<T: Real>(
     r: &RecurrentOp<T>,
-    l: &LayerTrace<T>,
+    l: &Recorded<T>,
     g: &Value<T>,
     flip: bool,
 ) -> bptt::LayerGrad<T> {
     match g {
         Value::Flat(a) => bptt::backward(
             &r.weights,
-            l,
+            &l.trace,
+            &l.blocks,
             Upstream {
                 seq: None,
                 last: Some(a.view()),
@@ -611,7 +632,8 @@ fn rec_backward<T: Real>(
             let tm = v.permuted_axes([1, 0, 2]).as_standard_layout().into_owned();
             bptt::backward(
                 &r.weights,
-                l,
+                &l.trace,
+                &l.blocks,
                 Upstream {
                     seq: Some(tm.view()),
                     last: None,
