@@ -256,6 +256,9 @@ pub struct Gradients<T> {
     pub dh0: Option<Array2<T>>,
     /// With respect to its initial cell state (LSTM).
     pub dc0: Option<Array2<T>>,
+    /// With respect to every recurrent layer's initial states (h, and c for an LSTM), in trace order (model
+    /// order; a Bidirectional gives forward, then backward).
+    pub initial: Vec<(Array2<T>, Option<Array2<T>>)>,
 }
 
 fn run_rec<T: Real>(
@@ -462,6 +465,8 @@ impl<T: Real> Network<T> {
     pub fn backward(&self, fwd: &Forward<T>, seed: Value<T>) -> Gradients<T> {
         let mut g = seed;
         let (mut dh0, mut dc0) = (None, None);
+        // Filled last layer first, reversed at the end.
+        let mut initial = Vec::new();
         for (i, (op, cache)) in self.ops.iter().zip(&fwd.caches).enumerate().rev() {
             let first_rec = !self.ops[..i]
                 .iter()
@@ -478,6 +483,7 @@ impl<T: Real> Network<T> {
                 }
                 (Op::Recurrent(r), Cache::Recurrent(l)) => {
                     let lg = rec_backward(r, l, &g, false);
+                    initial.push((lg.dh0.clone(), lg.dc0.clone()));
                     if first_rec {
                         dh0 = Some(lg.dh0);
                         dc0 = lg.dc0;
@@ -513,6 +519,8 @@ impl<T: Real> Network<T> {
                     let gb = Value::reshape_rows(gb, ob);
                     let df = rec_backward(forward, lf, &gf, false);
                     let db = rec_backward(backward, lb, &gb, backward.spec.go_backwards);
+                    initial.push((db.dh0, db.dc0));
+                    initial.push((df.dh0, df.dc0));
                     Value::Seq(df.dx + db.dx)
                 }
                 (
@@ -550,7 +558,13 @@ impl<T: Real> Network<T> {
         let Value::Seq(dx) = g else {
             unreachable!("the network input is a sequence")
         };
-        Gradients { dx, dh0, dc0 }
+        initial.reverse();
+        Gradients {
+            dx,
+            dh0,
+            dc0,
+            initial,
+        }
     }
 
     /// The seed for "output `k` of every sequence": ones in column `k` of a zero output-shaped value
