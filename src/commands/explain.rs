@@ -216,18 +216,6 @@ fn from_weights(a: &ExplainArgs, w: &Path, env: &Env) -> Result<Problem> {
         plots: PlotArgs::default(),
     };
     let job = job::cell_job(kind, &cell_args, env)?;
-    if let Some(p) = &job.weights.projection {
-        // h = (o ⊙ act(c)) · W_hr: the backward pass in crate::explain does not differentiate the projection.
-        return Err(Error::input(
-            w,
-            format!(
-                "is a PyTorch LSTM with proj_size={} (h has {} values, c has {}); explain does not differentiate through the projection: trace it with `rnntrace lstm` instead",
-                p.ncols(),
-                job.weights.h_units(),
-                job.weights.units
-            ),
-        ));
-    }
     let mut ops = Vec::new();
     if let Some(v) = job.mask_value {
         ops.push(Op::Masking { value: v });
@@ -311,16 +299,6 @@ fn from_torch(a: &ExplainArgs, path: &Path, kernels: Kernels) -> Result<Problem>
         let mut pair = Vec::new();
         for &reverse in dirs {
             let weights = pytorch::from_state_dict(kind, &src, k, reverse)?;
-            if let Some(p) = &weights.projection {
-                return Err(Error::input(
-                    path,
-                    format!(
-                        "layer {k} is a PyTorch LSTM with proj_size={}; explain does not differentiate through the projection: trace it with `rnntrace run --model {} --cell lstm`",
-                        p.ncols(),
-                        path.display()
-                    ),
-                ));
-            }
             if k > 0 && weights.features != width {
                 return Err(src.error(format!(
                     "layer {k} expects {} inputs; layer {} gives {width}",

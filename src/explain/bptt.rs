@@ -63,6 +63,8 @@ struct Prepared<T> {
     /// GRU `reset_after=False`: U_hᵀ.
     uht: Option<Array2<T>>,
     bh: Option<ndarray::Array1<T>>,
+    /// PyTorch `proj_size`: the projection's transpose, (proj, units): `d(o ⊙ act(c)) = dh · Pᵀ`.
+    pt: Option<Array2<T>>,
 }
 
 /// Backpropagates `up` through the layer whose forward pass is `tr`, with its gates (and, where a derivative
@@ -97,6 +99,10 @@ pub fn backward<T: Real>(
             .as_ref()
             .filter(|_| w.kind == CellKind::Gru && w.reset_after)
             .map(|bb| bb.slice(s![2 * u..3 * u]).to_owned()),
+        pt: w
+            .projection
+            .as_ref()
+            .map(|p| p.t().as_standard_layout().into_owned()),
     };
     let lanes = if b * tr.steps() * u * w.kind.blocks() < 1 << 16 {
         1
@@ -118,7 +124,7 @@ pub fn backward<T: Real>(
         });
     }
     let mut dx = Array3::zeros((b, t_in, f));
-    let mut dh0 = Array2::zeros((b, u));
+    let mut dh0 = Array2::zeros((b, w.h_units()));
     let mut dc0 = (w.kind == CellKind::Lstm).then(|| Array2::zeros((b, u)));
     for (r, g) in ranges.iter().zip(results) {
         let g = g.expect("every lane ran");
@@ -155,11 +161,15 @@ fn lane<T: Real>(
     let gu = w.kind.blocks() * u;
     let steps = tr.steps();
     let (_, t_in, f) = tr.x.dim();
+    // The hidden state's width: `u`, or the projection's (PyTorch `proj_size`).
+    let hw = w.h_units();
     let z2 = |c: usize| Array2::<T>::zeros((n, c));
     let mut dx = Array3::<T>::zeros((n, t_in, f));
-    let (mut dh, mut dc, mut carry) = (z2(u), z2(u), z2(u));
+    let (mut dh, mut dc, mut carry) = (z2(hw), z2(u), z2(hw));
     let (mut gout, mut new_dh, mut new_dc, mut tmp, mut act_c) =
-        (z2(u), z2(u), z2(u), z2(u), z2(u));
+        (z2(hw), z2(hw), z2(u), z2(u), z2(u));
+    // With a projection h = m·P, m = o ⊙ act(c): the gradient reaching m.
+    let mut dm = z2(if p.pt.is_some() { u } else { 0 });
     let (mut dzx, mut dzh) = (z2(gu), z2(gu));
     if let Some(l) = up.last {
         carry.assign(&l.slice(s![r.clone(), ..]));
@@ -242,10 +252,11 @@ fn lane<T: Real>(
                 };
                 act_c.assign(&ct);
                 tr.activation.apply_rows(act_c.view_mut());
+                let dmv = project_back(&mut dm, dh.view(), p.pt.as_ref());
                 lstm_rows(
                     (tr.activation, tr.recurrent_activation),
                     (&p_, &g, ct, c_prev, act_c.view()),
-                    (dh.view(), dc.view()),
+                    (dmv, dc.view()),
                     (dzx.view_mut(), new_dc.view_mut()),
                     &mrow,
                 );
@@ -264,9 +275,10 @@ fn lane<T: Real>(
                 act_c.assign(&ct);
                 tr.activation.apply_rows(act_c.view_mut());
                 let (gi, gf, gc, go) = (g[0], g[1], g[2], g[3]);
+                let dmv = project_back(&mut dm, dh.view(), p.pt.as_ref());
                 // dc_total = dc + act'(c)ᵀ (dh ⊙ o)
                 Zip::from(&mut tmp)
-                    .and(&dh)
+                    .and(&dmv)
                     .and(&go)
                     .for_each(|t_, &a, &b| *t_ = a * b);
                 backward_rows(tr.activation, ct, act_c.view(), tmp.view_mut());
@@ -287,7 +299,7 @@ fn lane<T: Real>(
                     .and(&gi)
                     .for_each(|d, &a, &b| *d = a * b);
                 Zip::from(&mut d_o)
-                    .and(&dh)
+                    .and(&dmv)
                     .and(&act_c)
                     .for_each(|d, &a, &b| *d = a * b);
                 Zip::from(&mut new_dc)
@@ -597,6 +609,21 @@ fn lstm_row<T: Real>(
         dzc[j] = dct * i * derivative(act, pc[j], cc);
         dzo[j] = h[j] * a[j] * derivative(ra, po[j], o);
         ndc[j] = dct * f;
+    }
+}
+
+/// The gradient reaching `m = o ⊙ act(c)`: `dh` itself, or with a projection `h = m·P`, `dh·Pᵀ` (into `dm`).
+fn project_back<'a, T: Real>(
+    dm: &'a mut Array2<T>,
+    dh: ArrayView2<'a, T>,
+    pt: Option<&Array2<T>>,
+) -> ArrayView2<'a, T> {
+    match pt {
+        None => dh,
+        Some(pt) => {
+            matmul(dm.view_mut(), dh, pt.view(), false);
+            dm.view()
+        }
     }
 }
 

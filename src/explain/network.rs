@@ -269,13 +269,6 @@ fn run_rec<T: Real>(
     record: Record,
     kernels: Kernels,
 ) -> Recorded<T> {
-    // The backward pass has no term for a PyTorch `proj_size` projection: refuse rather than differentiate
-    // the wrong function (the command line refuses such weights by name before this).
-    assert!(
-        op.weights.projection.is_none(),
-        "explain: layer '{}' is a proj_size LSTM, which explain does not differentiate",
-        op.spec.name
-    );
     // A pass to differentiate keeps pre-activations only when a derivative needs them.
     let record = if record.pre
         && !bptt::needs_pre(op.spec.activation)

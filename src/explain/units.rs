@@ -222,13 +222,14 @@ pub fn analyse<T: Real>(tr: &LayerTrace<T>, gb: &GateBlocks<T>, w: &CellWeights<
     let dead = match tr.h.as_ref() {
         None => Vec::new(),
         Some(h) => {
-            let mut alive = vec![false; u];
+            // (h's width: the units, or a PyTorch `proj_size` projection's.)
+            let mut alive = vec![false; h.dim().2];
             for row in h.rows() {
                 for (a, v) in alive.iter_mut().zip(row) {
                     *a |= v.to_f().abs() >= DEAD || v.is_nan();
                 }
             }
-            (0..u).filter(|&j| !alive[j]).collect()
+            (0..alive.len()).filter(|&j| !alive[j]).collect()
         }
     };
     UnitReport {
