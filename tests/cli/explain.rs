@@ -437,29 +437,37 @@ fn pytorch_files_are_explained() {
 }
 
 /// What explain cannot do is refused by name, before any output: --carry-state (sequences are explained
-/// independently). (A proj_size LSTM is differentiated: `pytorch_modules_match_torch_autograd`.)
+/// independently), and single-layer flags on a whole PyTorch module (`--model F --cell C`), which runs as
+/// saved (PyTorch modules do not mask). (A proj_size LSTM is differentiated:
+/// `pytorch_modules_match_torch_autograd`.)
 #[test]
-fn carried_state_is_refused() {
+fn carried_state_and_single_layer_flags_on_modules_are_refused() {
     let dir = fixtures().join("torch_files");
     let tmp = tempfile::tempdir().unwrap();
     let save = tmp.path().join("e.npz");
-    for (weights, input, extra, want) in [(
-        "lstm_sd.pt",
-        "lstm_sd.x.npy",
-        vec!["--carry-state"],
-        "--carry-state: explain treats every sequence independently",
-    )] {
+    let mask = explain_dir().join("gru_reset_after_mask").join("mask.npy");
+    let mask = mask.to_str().unwrap();
+    for (args, want) in [
+        (
+            vec!["--weights", "lstm_sd.pt", "--carry-state"],
+            "--carry-state: explain treats every sequence independently",
+        ),
+        (
+            vec!["--model", "lstm_sd.pt", "--mask", mask],
+            "--mask applies to --weights (one layer); --model with --cell explains the whole PyTorch module",
+        ),
+    ] {
         let mut cmd = rnntrace();
         cmd.current_dir(&dir)
-            .args(["explain", "--cell", "lstm", "--weights", weights])
-            .args(["--input", input, "--save"])
-            .arg(&save)
-            .args(&extra);
+            .args(["explain", "--cell", "lstm"])
+            .args(&args)
+            .args(["--input", "lstm_sd.x.npy", "--save"])
+            .arg(&save);
         let (code, out, err) = run(&mut cmd);
-        assert_eq!(code, 2, "{weights}: {err}");
+        assert_eq!(code, 2, "{args:?}: {err}");
         assert!(err.contains(want), "{err}");
         assert_eq!(err.trim().lines().count(), 1, "{err}");
-        assert!(out.is_empty() && !save.exists(), "{weights}: wrote output");
+        assert!(out.is_empty() && !save.exists(), "{args:?}: wrote output");
     }
 }
 
