@@ -5,6 +5,9 @@ Exact backpropagation through time for one recurrent layer, over the forward pas
 Every step is batched over all sequences of a lane as matrix products (`dz·Uᵀ` for the previous state,
 `dz·Wᵀ` for the input row the step read), lanes run in parallel like the engine's. What the trace does not
 hold is recomputed: `act(c_t)` for an LSTM, and the recurrent product `h·U_h + b_h` of a `reset_after` GRU.
+The gates are read per gate block ([`GateBlocks`], contiguous rows). A PyTorch `proj_size` LSTM
+(`h = m·P`, `m = o ⊙ act(c)`) first takes the gradient back through the projection, `dm = dh·Pᵀ`; its
+recurrent products then have the projection's width.
 
 Masking as Keras runs it: at a masked step the state (h, c) and the output carry through unchanged, so the
 gradient passes through to the previous step, nothing reaches the gates, and the input row gets zero. With

@@ -1,7 +1,9 @@
 /*!
 A model as the explainer sees it: a chain of differentiable operations (masking, recurrent layers,
 Bidirectional wrappers, Dense heads, activations, flatten), run forward through the engine with every gate
-recorded, then backward from one output to the input and to the first recurrent layer's initial state.
+recorded, then backward from one output to the input and to every recurrent layer's initial state. Each
+recurrent layer keeps its gates per block as the engine wrote them ([`Recorded`]), the layout the backward pass
+reads.
 
 The forward pass follows [`crate::runner`] exactly (the same engine, the same mask propagation and output
 orders), so what is explained is what `run` computes.
