@@ -534,7 +534,12 @@ fn pytorch_modules_match_torch_autograd() {
         .collect();
     dirs.sort();
     assert_eq!(dirs.len(), 4, "the generator writes 4 PyTorch cases");
+    let tmp = tempfile::tempdir().unwrap();
     for dir in dirs {
+        let save = tmp.path().join(format!(
+            "{}.npz",
+            dir.file_name().unwrap().to_string_lossy()
+        ));
         let case = read_json(&dir.join("case.json"));
         let name = case["name"].as_str().unwrap().to_string();
         let tol = if case["precision"] == "f64" {
@@ -550,9 +555,11 @@ fn pytorch_modules_match_torch_autograd() {
         cmd.args(["--input", "input.npy", "--format", "json"])
             .args(["--output", &case["output"].to_string()])
             .args(["--precision", case["precision"].as_str().unwrap()])
-            .args(["--methods", "gradient"]);
+            .args(["--methods", "gradient", "--save"])
+            .arg(&save);
         let (code, out, err) = run(&mut cmd);
         assert_eq!(code, 0, "{name}: {err}");
+        let saved = super::output::npz_members(&save);
         let v: Value = serde_json::from_str(&out).unwrap();
         let (_, pred) = npy(&dir.join("pred.npy"));
         let e = rel_err(&flat(&v["prediction"]), &pred, 1.0);
@@ -595,6 +602,18 @@ fn pytorch_modules_match_torch_autograd() {
             assert!(
                 flat(&l["h"]).iter().any(|v| v.abs() > 0.0),
                 "{name}: layer {k}: an all-zero term would pass vacuously"
+            );
+            // --save holds the same terms.
+            let z = &saved[&format!("initial_state_gradients/{k}/h")];
+            assert_eq!(z.shape, [shape[0], hs[2]], "{name}: saved h of layer {k}");
+            assert!(
+                rel_err(&z.data, &flat(&l["h"]), 1e-300) < 1e-6,
+                "{name}: saved h of layer {k}"
+            );
+            assert_eq!(
+                saved.contains_key(&format!("initial_state_gradients/{k}/c")),
+                c0.is_some(),
+                "{name}: saved c of layer {k}"
             );
         }
         if !name.contains("bidir") {
