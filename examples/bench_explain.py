@@ -6,7 +6,8 @@ forward + backward, on the same model and input, in one run.
     python examples/bench_explain.py [--batch 512 --steps 100 --features 32 --units 128] [--repeats 7]
 
 For LSTM and GRU it builds a Keras model (recurrent layer, Dense(1) head) with random weights, saves it as
-.keras with a random input, then times (median of --repeats warm runs, 2 threads everywhere):
+.keras with a random input, then times (the minimum of --repeats warm runs, 2 threads everywhere: on a shared machine the minimum is the
+run least disturbed by other jobs):
   - TensorFlow: d output / d input with tf.GradientTape inside a tf.function (compiled, warm), in-process;
   - PyTorch: nn.LSTM / nn.GRU + Linear with the same weights, forward + backward to the input, in-process;
   - rnntrace: the whole process `rnntrace explain --model M.keras --input X.npy --methods gradient --quiet`
@@ -25,7 +26,7 @@ BIN = os.path.join(HERE, "..", "target", "release", "rnntrace")
 
 
 def median_time(fn, repeats):
-    """Median wall time and median CPU time (all threads of this process) of warm runs."""
+    """Minimum wall time and minimum CPU time (all threads of this process) of warm runs."""
     fn()
     ts, cs = [], []
     for _ in range(repeats):
@@ -33,7 +34,7 @@ def median_time(fn, repeats):
         fn()
         ts.append(time.perf_counter() - t)
         cs.append(time.process_time() - c)
-    return float(np.median(ts)), float(np.median(cs))
+    return float(np.min(ts)), float(np.min(cs))
 
 
 def run_rnntrace(args):
@@ -119,7 +120,7 @@ def main():
         args = ["explain", "--model", mp, "--input", xp, "--methods", "gradient", "--quiet"]
         run_rnntrace(args)  # warm the page cache
         runs = [run_rnntrace(args) for _ in range(a.repeats)]
-        t_rt = (float(np.median([r[0] for r in runs])), float(np.median([r[2] for r in runs])))
+        t_rt = (float(np.min([r[0] for r in runs])), float(np.min([r[2] for r in runs])))
         rss = max(r[1] for r in runs)
         npz = os.path.join(tmp, f"{cell}.npz")
         run_rnntrace(args + ["--save", npz])
@@ -127,7 +128,7 @@ def main():
         err_tf = float(np.abs(g_rt - g_tf).max() / np.abs(g_tf).max())
         err_torch = float(np.abs(g_torch - g_tf).max() / np.abs(g_tf).max())
         rows.append((cell, t_tf, t_torch, t_rt, rss, err_tf, err_torch))
-    print(f"\nexplain --methods gradient, {B}×{T}×{F} → {U}, Dense(1), 2 threads, median of {a.repeats}")
+    print(f"\nexplain --methods gradient, {B}×{T}×{F} → {U}, Dense(1), 2 threads, min of {a.repeats}")
     print("wall / CPU seconds (CPU: all threads; on a loaded machine CPU time is the steadier figure)")
     print(f"{'cell':5} {'TF GradientTape (tf.function)':>30} {'torch fwd+bwd':>16} {'rnntrace (whole process)':>26} {'peak RSS':>9} {'rel err vs TF':>14} {'torch vs TF':>12}")
     for cell, t_tf, t_torch, t_rt, rss, e, et in rows:

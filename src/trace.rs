@@ -61,6 +61,17 @@ impl Record {
 
 pub use crate::cell::Kernels;
 
+/// A layer's recorded gates as the engine writes them: one `(steps, sequences, units)` array per gate block,
+/// in gate order, each in standard layout (empty where not recorded). [`LayerTrace`] holds the same values
+/// side by side; a backward pass reads these, which need no copy.
+#[derive(Debug, Clone, Default)]
+pub struct GateBlocks<T> {
+    /// Pre-activations, one array per gate block.
+    pub pre: Vec<Array3<T>>,
+    /// Activated gates, one array per gate block.
+    pub gates: Vec<Array3<T>>,
+}
+
 /// The trace of one recurrent layer.
 #[derive(Debug, Clone)]
 pub struct LayerTrace<T> {

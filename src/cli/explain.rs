@@ -25,8 +25,10 @@ pub enum ExplainCell {
 #[derive(Debug, Args)]
 #[command(mut_arg("carry_state", |a| a.hide(true)))]
 pub struct ExplainArgs {
-    /// A saved Keras model (.keras or .h5): stacks, Bidirectional, heads, Masking.
-    #[arg(help_heading = "Input", short = 'm', long, value_name = "MODEL", conflicts_with_all = ["weights", "cell"], required_unless_present = "weights")]
+    /// A saved Keras model (.keras or .h5): stacks, Bidirectional, heads, Masking. With --cell, a whole
+    /// PyTorch module from its state dict (.pt/.pth/safetensors: every layer and direction, --dense for its
+    /// nn.Linear head on the last step), as `run --model F --cell C` reads it.
+    #[arg(help_heading = "Input", short = 'm', long, value_name = "MODEL", conflicts_with_all = ["weights"], required_unless_present = "weights")]
     pub model: Option<PathBuf>,
     /// One layer's weights (Keras JSON/.npz, PyTorch, ONNX layouts, as `lstm`/`gru` read them).
     #[arg(

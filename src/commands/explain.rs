@@ -137,6 +137,7 @@ pub fn explain(a: &ExplainArgs, env: &Env) -> Result<Outcome> {
         }
     }
     let problem = match (&a.model, &a.weights) {
+        (Some(m), _) if a.cell.is_some() => from_torch(a, m, env.kernels)?,
         (Some(m), _) => from_model(a, m, env.kernels)?,
         (None, Some(w)) => from_weights(a, w, env)?,
         (None, None) => return Err(Error::usage("give --model or --weights with --cell")),
@@ -215,18 +216,6 @@ fn from_weights(a: &ExplainArgs, w: &Path, env: &Env) -> Result<Problem> {
         plots: PlotArgs::default(),
     };
     let job = job::cell_job(kind, &cell_args, env)?;
-    if let Some(p) = &job.weights.projection {
-        // h = (o ⊙ act(c)) · W_hr: the backward pass in crate::explain does not differentiate the projection.
-        return Err(Error::input(
-            w,
-            format!(
-                "is a PyTorch LSTM with proj_size={} (h has {} values, c has {}); explain does not differentiate through the projection: trace it with `rnntrace lstm` instead",
-                p.ncols(),
-                job.weights.h_units(),
-                job.weights.units
-            ),
-        ));
-    }
     let mut ops = Vec::new();
     if let Some(v) = job.mask_value {
         ops.push(Op::Masking { value: v });
@@ -256,6 +245,115 @@ fn from_weights(a: &ExplainArgs, w: &Path, env: &Env) -> Result<Problem> {
         },
         title: format!("{} {}", kind.display_name(), w.display()),
         notes: job.notes.clone(),
+    })
+}
+
+/// `--model state.pt --cell lstm|gru|simple_rnn`: a whole PyTorch module from its state dict, as `run` reads
+/// it ([`crate::runner::run_torch_stack_recording`]): every layer, both directions of a bidirectional
+/// module side by side (forward, then reverse), and the `--dense` nn.Linear head on the last step's output.
+fn from_torch(a: &ExplainArgs, path: &Path, kernels: Kernels) -> Result<Problem> {
+    use crate::weights::pytorch;
+    let c = &a.convention;
+    for (flag, set) in [
+        ("--initial-state", a.initial_state.is_some()),
+        ("--go-backwards", c.go_backwards),
+        ("--reverse", a.reverse),
+        ("--layer", a.layer != 0),
+        ("--mask", a.mask.is_some()),
+        ("--mask-value", a.mask_value.is_some()),
+        ("--activation", c.activation != "tanh"),
+        (
+            "--recurrent-activation",
+            c.recurrent_activation != "sigmoid",
+        ),
+        ("--reset-after", c.reset_after != ResetAfterArg::Auto),
+        ("--dense-activation", c.dense_activation != "linear"),
+    ] {
+        if set {
+            return Err(Error::usage(format!(
+                "{flag} applies to --weights (one layer); --model with --cell explains the whole PyTorch module as saved"
+            )));
+        }
+    }
+    let kind = match a.cell {
+        Some(ExplainCell::Lstm) => CellKind::Lstm,
+        Some(ExplainCell::Gru) => CellKind::Gru,
+        _ => CellKind::SimpleRnn,
+    };
+    let full = crate::weights::load_arrays(path, &[])?;
+    let src = pytorch::select_module(full.clone(), a.module.as_deref())?;
+    let module = pytorch::recurrent_modules(&src);
+    let Some(m0) = module.first() else {
+        return Err(
+            src.error("holds no weight_ih_l0: not a PyTorch nn.LSTM/nn.GRU/nn.RNN state dict")
+        );
+    };
+    let dirs: &[bool] = if m0.bidirectional {
+        &[false, true]
+    } else {
+        &[false]
+    };
+    let mut ops = Vec::new();
+    let mut width = 0;
+    for k in 0..m0.layers {
+        let mut pair = Vec::new();
+        for &reverse in dirs {
+            let weights = pytorch::from_state_dict(kind, &src, k, reverse)?;
+            if k > 0 && weights.features != width {
+                return Err(src.error(format!(
+                    "layer {k} expects {} inputs; layer {} gives {width}",
+                    weights.features,
+                    k - 1
+                )));
+            }
+            pair.push(RecurrentOp {
+                spec: LayerSpec {
+                    name: format!("l{k}{}", if reverse { "_reverse" } else { "" }),
+                    activation: Activation::Tanh,
+                    recurrent_activation: Activation::Sigmoid,
+                    go_backwards: reverse,
+                    carry_state: false,
+                },
+                weights,
+                return_sequences: true,
+                zero_output_for_mask: false,
+            });
+        }
+        width = pair.iter().map(|r| r.weights.h_units()).sum();
+        let mut it = pair.into_iter();
+        let forward = it.next().expect("one direction at least");
+        ops.push(match it.next() {
+            Some(backward) => Op::Bidirectional {
+                forward,
+                backward,
+                merge: crate::explain::network::Merge::Concat,
+            },
+            None => Op::Recurrent(forward),
+        });
+    }
+    if let Some(d) = &a.dense {
+        // The head reads the last step: a per-step Dense whose last step is the output explained.
+        ops.push(Op::Dense {
+            weights: crate::weights::dense::load_head(Path::new(d), &full, width)?,
+            activation: Activation::Linear,
+        });
+    }
+    let mut notes = Vec::new();
+    for note in pytorch::notes(&full, true) {
+        if a.dense.is_none() || !note.contains("nn.Linear") {
+            notes.push(format!("rnntrace: {note}"));
+        }
+    }
+    let f = m0.input;
+    let raw = io::read_npy(&a.input)?;
+    let x = series_input(&raw, &a.input, None, f, &format!("layer 0 expects {f}"))?;
+    Ok(Problem {
+        net: Network { ops, kernels },
+        x,
+        mask: None,
+        init: InitialState::default(),
+        title: path.display().to_string(),
+        notes,
     })
 }
 
@@ -697,7 +795,7 @@ fn write_report<T: Real>(
     let fwd = net.forward(x.clone(), p.mask.clone(), init, crate::trace::Record::ALL);
     let units = explain::units::head_contributions(net, &fwd, r.output);
     let trace = crate::trace::Trace {
-        layers: fwd.traces().into_iter().cloned().collect(),
+        layers: fwd.recorded().into_iter().map(|r| r.full_trace()).collect(),
         predictions: fwd.output_rows(),
         dense_activation: None,
     };

@@ -37,7 +37,7 @@ use crate::cell::fused::{self, Packed};
 use crate::cell::kernels::matmul;
 use crate::cell::rounded::RoundedCell;
 use crate::cell::{Activation, DtypePolicy, GruCell, LstmCell, Real, SimpleRnnCell, StepOut};
-use crate::trace::{Kernels, LayerTrace, Record};
+use crate::trace::{GateBlocks, Kernels, LayerTrace, Record};
 use crate::weights::{CellKind, CellWeights, DenseWeights};
 use ndarray::{
     Array2, Array3, ArrayView2, ArrayView3, ArrayViewMut2, ArrayViewMut3, Axis, CowArray, Ix3, s,
@@ -295,6 +295,55 @@ pub fn run_chain_using<T: Real>(
     sink: &mut ChainSink<'_, T>,
     kernels: Kernels,
 ) -> crate::Result<Vec<LayerTrace<T>>> {
+    let traces = run_chain_core(layers, (x, mask), (chunk_steps, false), sink, kernels)?;
+    Ok(traces.into_iter().map(|(t, _)| t).collect())
+}
+
+/// Runs `weights` over `input` in memory and hands the recorded gates and pre-activations back as the engine
+/// wrote them, one `(steps, sequences, units)` array per gate ([`GateBlocks`]), instead of interleaving them
+/// into the trace (whose `gates` and `pre` are then `None`): the layout a backward pass reads, with no copy.
+/// `carry_state` must be false (explain runs sequences independently).
+pub fn run_layer_blocks<T: Real>(
+    weights: &CellWeights<T>,
+    spec: &LayerSpec,
+    input: LayerInput<'_, T>,
+    record: Record,
+    kernels: Kernels,
+) -> (LayerTrace<T>, GateBlocks<T>) {
+    assert!(
+        !spec.carry_state,
+        "run_layer_blocks runs sequences independently"
+    );
+    let layer = ChainLayer {
+        weights,
+        spec,
+        policy: None,
+        record,
+        h0: input.h0,
+        c0: input.c0,
+    };
+    let never = &mut |_: usize, _: usize, _: &Stores<T>| -> crate::Result<()> { Ok(()) };
+    match run_chain_core(
+        vec![layer],
+        (input.x, input.mask),
+        (None, true),
+        never,
+        kernels,
+    ) {
+        Ok(mut r) => r.pop().expect("one trace per layer"),
+        Err(_) => unreachable!("the in-memory sink never fails"),
+    }
+}
+
+/// [`run_chain_using`]; with `per_gate` (and no `chunk_steps`), each layer's gates and pre-activations are
+/// returned per gate, not interleaved into its trace.
+fn run_chain_core<T: Real>(
+    layers: Vec<ChainLayer<'_, T>>,
+    (x, mask): (CowArray<'_, T, Ix3>, Option<ArrayView2<'_, bool>>),
+    (chunk_steps, per_gate): (Option<usize>, bool),
+    sink: &mut ChainSink<'_, T>,
+    kernels: Kernels,
+) -> crate::Result<Vec<(LayerTrace<T>, GateBlocks<T>)>> {
     let (batch, steps, features) = x.dim();
     assert!(!layers.is_empty(), "a chain of no layers");
     for (k, l) in layers.iter().enumerate() {
@@ -436,7 +485,7 @@ pub fn run_chain_using<T: Real>(
                 .into_owned()
         }));
     }
-    for (k, (st, (_, ls))) in stores.into_iter().zip(lanes).enumerate().rev() {
+    for (k, (mut st, (_, ls))) in stores.into_iter().zip(lanes).enumerate().rev() {
         let p = &preps[k];
         let mut finals = Finals {
             h0: h0s[k].clone(),
@@ -459,7 +508,16 @@ pub fn run_chain_using<T: Real>(
             .take()
             .unwrap_or_else(|| Array3::zeros((batch, 0, l.weights.features)));
         let f = if k == 0 { features } else { l.weights.features };
-        traces.push(p.finish(l.weights, l.spec, xk, f, st, !streaming, finals));
+        let blocks = if per_gate && !streaming {
+            GateBlocks {
+                pre: std::mem::take(&mut st.pre),
+                gates: std::mem::take(&mut st.gates),
+            }
+        } else {
+            GateBlocks::default()
+        };
+        let trace = p.finish(l.weights, l.spec, xk, f, st, !streaming, finals);
+        traces.push((trace, blocks));
     }
     traces.reverse();
     Ok(traces)
@@ -638,10 +696,39 @@ fn packed_for<T: Real>(w: &CellWeights<T>, spec: &LayerSpec, allowed: Kernels) -
 }
 
 /// Per-gate arrays `(steps, sequences, units)` side by side as `(steps, sequences, gates·units)`, the
-/// in-memory trace's layout.
-fn interleave<T: Real>(per_gate: &[Array3<T>]) -> Array3<T> {
-    let views: Vec<ArrayView3<'_, T>> = per_gate.iter().map(|a| a.view()).collect();
-    ndarray::concatenate(Axis(2), &views).expect("gate arrays share their shape")
+/// in-memory trace's layout, in standard layout (each (step, sequence) row contiguous, as the backward
+/// pass and the renderers read it). Written row by row in parallel over steps, into memory that is not
+/// zeroed first: this copy is the only cost of the interleaved layout, so it is kept to one pass.
+/// (`ndarray::concatenate` on the last axis would give a gate-major memory order, whose rows are strided.)
+pub fn interleave<T: Real>(per_gate: &[Array3<T>]) -> Array3<T> {
+    use rayon::prelude::*;
+    let (steps, batch, u) = per_gate.first().map_or((0, 0, 0), |a| a.dim());
+    let g = per_gate.len();
+    let row = g * u;
+    if steps * batch * row == 0 {
+        return Array3::zeros((steps, batch, row));
+    }
+    let srcs: Vec<&[T]> = per_gate
+        .iter()
+        .map(|a| a.as_slice().expect("the stores are standard layout"))
+        .collect();
+    let mut out = Array3::<T>::uninit((steps, batch, row));
+    out.as_slice_mut()
+        .expect("a new array is standard layout")
+        .par_chunks_mut(batch * row)
+        .enumerate()
+        .for_each(|(t, block)| {
+            for (b, dst) in block.chunks_mut(row).enumerate() {
+                let at = (t * batch + b) * u;
+                for (k, src) in srcs.iter().enumerate() {
+                    for (d, &v) in dst[k * u..(k + 1) * u].iter_mut().zip(&src[at..at + u]) {
+                        d.write(v);
+                    }
+                }
+            }
+        });
+    // SAFETY: every element was written above: `steps` blocks of `batch` rows of `g` gate slices of `u`.
+    unsafe { out.assume_init() }
 }
 
 /// How many lanes: one per core when there is enough work to amortise a thread, else one.

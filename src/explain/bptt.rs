@@ -5,6 +5,9 @@ Exact backpropagation through time for one recurrent layer, over the forward pas
 Every step is batched over all sequences of a lane as matrix products (`dz·Uᵀ` for the previous state,
 `dz·Wᵀ` for the input row the step read), lanes run in parallel like the engine's. What the trace does not
 hold is recomputed: `act(c_t)` for an LSTM, and the recurrent product `h·U_h + b_h` of a `reset_after` GRU.
+The gates are read per gate block ([`GateBlocks`], contiguous rows). A PyTorch `proj_size` LSTM
+(`h = m·P`, `m = o ⊙ act(c)`) first takes the gradient back through the projection, `dm = dh·Pᵀ`; its
+recurrent products then have the projection's width.
 
 Masking as Keras runs it: at a masked step the state (h, c) and the output carry through unchanged, so the
 gradient passes through to the previous step, nothing reaches the gates, and the input row gets zero. With
@@ -14,7 +17,7 @@ gradient passes through to the previous step, nothing reaches the gates, and the
 use super::derivative::backward_rows;
 use crate::cell::Real;
 use crate::cell::kernels::matmul;
-use crate::trace::LayerTrace;
+use crate::trace::{GateBlocks, LayerTrace};
 use crate::weights::{CellKind, CellWeights};
 use ndarray::{Array2, Array3, ArrayView2, ArrayView3, ArrayViewMut2, Axis, Zip, s};
 use std::ops::Range;
@@ -63,15 +66,20 @@ struct Prepared<T> {
     /// GRU `reset_after=False`: U_hᵀ.
     uht: Option<Array2<T>>,
     bh: Option<ndarray::Array1<T>>,
+    /// PyTorch `proj_size`: the projection's transpose, (proj, units): `d(o ⊙ act(c)) = dh · Pᵀ`.
+    pt: Option<Array2<T>>,
 }
 
-/// Backpropagates `up` through the layer whose forward pass is `tr` (recorded with [`crate::trace::Record::ALL`]).
+/// Backpropagates `up` through the layer whose forward pass is `tr`, with its gates (and, where a derivative
+/// needs them, pre-activations) per gate block in `gb` ([`crate::engine::run_layer_blocks`] with
+/// [`crate::trace::Record::ALL`]).
 ///
 /// # Panics
-/// If the trace lacks pre-activations, gates or states (a caller error: record everything).
+/// If the gates, the needed pre-activations or the states were not recorded (a caller error).
 pub fn backward<T: Real>(
     w: &CellWeights<T>,
     tr: &LayerTrace<T>,
+    gb: &GateBlocks<T>,
     up: Upstream<'_, T>,
 ) -> LayerGrad<T> {
     let u = w.units;
@@ -94,6 +102,10 @@ pub fn backward<T: Real>(
             .as_ref()
             .filter(|_| w.kind == CellKind::Gru && w.reset_after)
             .map(|bb| bb.slice(s![2 * u..3 * u]).to_owned()),
+        pt: w
+            .projection
+            .as_ref()
+            .map(|p| p.t().as_standard_layout().into_owned()),
     };
     let lanes = if b * tr.steps() * u * w.kind.blocks() < 1 << 16 {
         1
@@ -105,17 +117,17 @@ pub fn backward<T: Real>(
         .collect();
     let mut results: Vec<Option<LayerGrad<T>>> = ranges.iter().map(|_| None).collect();
     if lanes == 1 {
-        results[0] = Some(lane(w, tr, &prepared, up, ranges[0].clone()));
+        results[0] = Some(lane(w, (tr, gb), &prepared, up, ranges[0].clone()));
     } else {
         rayon::scope(|sc| {
             for (slot, r) in results.iter_mut().zip(&ranges) {
                 let p = &prepared;
-                sc.spawn(move |_| *slot = Some(lane(w, tr, p, up, r.clone())));
+                sc.spawn(move |_| *slot = Some(lane(w, (tr, gb), p, up, r.clone())));
             }
         });
     }
     let mut dx = Array3::zeros((b, t_in, f));
-    let mut dh0 = Array2::zeros((b, u));
+    let mut dh0 = Array2::zeros((b, w.h_units()));
     let mut dc0 = (w.kind == CellKind::Lstm).then(|| Array2::zeros((b, u)));
     for (r, g) in ranges.iter().zip(results) {
         let g = g.expect("every lane ran");
@@ -142,7 +154,7 @@ fn rows3<'a, T>(
 /// One lane: sequences `r`, every step, last to first.
 fn lane<T: Real>(
     w: &CellWeights<T>,
-    tr: &LayerTrace<T>,
+    (tr, gb): (&LayerTrace<T>, &GateBlocks<T>),
     p: &Prepared<T>,
     up: Upstream<'_, T>,
     r: Range<usize>,
@@ -152,11 +164,15 @@ fn lane<T: Real>(
     let gu = w.kind.blocks() * u;
     let steps = tr.steps();
     let (_, t_in, f) = tr.x.dim();
+    // The hidden state's width: `u`, or the projection's (PyTorch `proj_size`).
+    let hw = w.h_units();
     let z2 = |c: usize| Array2::<T>::zeros((n, c));
     let mut dx = Array3::<T>::zeros((n, t_in, f));
-    let (mut dh, mut dc, mut carry) = (z2(u), z2(u), z2(u));
+    let (mut dh, mut dc, mut carry) = (z2(hw), z2(u), z2(hw));
     let (mut gout, mut new_dh, mut new_dc, mut tmp, mut act_c) =
-        (z2(u), z2(u), z2(u), z2(u), z2(u));
+        (z2(hw), z2(hw), z2(u), z2(u), z2(u));
+    // With a projection h = m·P, m = o ⊙ act(c): the gradient reaching m.
+    let mut dm = z2(if p.pt.is_some() { u } else { 0 });
     let (mut dzx, mut dzh) = (z2(gu), z2(gu));
     if let Some(l) = up.last {
         carry.assign(&l.slice(s![r.clone(), ..]));
@@ -201,17 +217,28 @@ fn lane<T: Real>(
         } else {
             rows3(&tr.h, "h", t - 1, &r)
         };
-        let gates = rows3(&tr.gates, "gates", t, &r);
-        // Without recorded pre-activations (activations whose derivative needs only their output), the
-        // gates stand in: `backward_rows` does not read them then.
-        let pre = if tr.pre.is_some() {
-            rows3(&tr.pre, "pre-activations", t, &r)
+        // Gate block k's rows at this step; without recorded pre-activations (activations whose derivative
+        // needs only their output) the gates stand in: the derivatives do not read them then.
+        assert!(
+            gb.gates.len() == w.kind.blocks(),
+            "explain needs the trace's gates"
+        );
+        let g: Vec<ArrayView2<'_, T>> = gb
+            .gates
+            .iter()
+            .map(|a| a.slice(s![t, r.clone(), ..]))
+            .collect();
+        let p_: Vec<ArrayView2<'_, T>> = if gb.pre.len() == w.kind.blocks() {
+            gb.pre
+                .iter()
+                .map(|a| a.slice(s![t, r.clone(), ..]))
+                .collect()
         } else {
             assert!(
                 !needs_pre(tr.activation) && !needs_pre(tr.recurrent_activation),
                 "explain needs the trace's pre-activations"
             );
-            gates
+            g.clone()
         };
         let elementwise =
             tr.activation.is_elementwise() && tr.recurrent_activation.is_elementwise();
@@ -228,10 +255,11 @@ fn lane<T: Real>(
                 };
                 act_c.assign(&ct);
                 tr.activation.apply_rows(act_c.view_mut());
+                let dmv = project_back(&mut dm, dh.view(), p.pt.as_ref());
                 lstm_rows(
                     (tr.activation, tr.recurrent_activation),
-                    (pre, gates, ct, c_prev, act_c.view()),
-                    (dh.view(), dc.view()),
+                    (&p_, &g, ct, c_prev, act_c.view()),
+                    (dmv, dc.view()),
                     (dzx.view_mut(), new_dc.view_mut()),
                     &mrow,
                 );
@@ -249,15 +277,11 @@ fn lane<T: Real>(
                 };
                 act_c.assign(&ct);
                 tr.activation.apply_rows(act_c.view_mut());
-                let (gi, gf, gc, go) = (
-                    blk(gates, u, 0),
-                    blk(gates, u, 1),
-                    blk(gates, u, 2),
-                    blk(gates, u, 3),
-                );
+                let (gi, gf, gc, go) = (g[0], g[1], g[2], g[3]);
+                let dmv = project_back(&mut dm, dh.view(), p.pt.as_ref());
                 // dc_total = dc + act'(c)ᵀ (dh ⊙ o)
                 Zip::from(&mut tmp)
-                    .and(&dh)
+                    .and(&dmv)
                     .and(&go)
                     .for_each(|t_, &a, &b| *t_ = a * b);
                 backward_rows(tr.activation, ct, act_c.view(), tmp.view_mut());
@@ -278,7 +302,7 @@ fn lane<T: Real>(
                     .and(&gi)
                     .for_each(|d, &a, &b| *d = a * b);
                 Zip::from(&mut d_o)
-                    .and(&dh)
+                    .and(&dmv)
                     .and(&act_c)
                     .for_each(|d, &a, &b| *d = a * b);
                 Zip::from(&mut new_dc)
@@ -286,10 +310,10 @@ fn lane<T: Real>(
                     .and(&gf)
                     .for_each(|d, &a, &b| *d = a * b);
                 let ra = tr.recurrent_activation;
-                backward_rows(ra, blk(pre, u, 0), gi, di);
-                backward_rows(ra, blk(pre, u, 1), gf, df);
-                backward_rows(tr.activation, blk(pre, u, 2), gc, dcc);
-                backward_rows(ra, blk(pre, u, 3), go, d_o);
+                backward_rows(ra, p_[0], gi, di);
+                backward_rows(ra, p_[1], gf, df);
+                backward_rows(tr.activation, p_[2], gc, dcc);
+                backward_rows(ra, p_[3], go, d_o);
                 zero_rows(dzx.view_mut(), &mrow);
                 matmul(new_dh.view_mut(), dzx.view(), p.ut.view(), false);
             }
@@ -310,14 +334,14 @@ fn lane<T: Real>(
                 );
                 gru_rows(
                     (tr.activation, tr.recurrent_activation),
-                    (pre, gates, h_prev, tmp.view(), dh.view()),
+                    (&p_, &g, h_prev, tmp.view(), dh.view()),
                     (dzx.view_mut(), dzh.view_mut(), new_dh.view_mut()),
                     &mrow,
                 );
                 matmul(new_dh.view_mut(), dzh.view(), p.ut.view(), true);
             }
             CellKind::Gru => {
-                let (gz, gr, gh) = (blk(gates, u, 0), blk(gates, u, 1), blk(gates, u, 2));
+                let (gz, gr, gh) = (g[0], g[1], g[2]);
                 let (mut dz_z, rest) = dzx.view_mut().split_at(Axis(1), u);
                 let (mut dz_r, mut dah) = rest.split_at(Axis(1), u);
                 // h' = z⊙h + (1−z)⊙h̃
@@ -334,7 +358,7 @@ fn lane<T: Real>(
                     .and(&dh)
                     .and(&gz)
                     .for_each(|d, &g, &z| *d = g * z);
-                backward_rows(tr.activation, blk(pre, u, 2), gh, dah.view_mut());
+                backward_rows(tr.activation, p_[2], gh, dah.view_mut());
                 if w.reset_after {
                     // mh = h·U_h + b_h, recomputed; h̃ = act(mx_h + r⊙mh).
                     match &p.bh {
@@ -355,8 +379,8 @@ fn lane<T: Real>(
                         .and(&tmp)
                         .for_each(|d, &a, &m| *d = a * m);
                     let ra = tr.recurrent_activation;
-                    backward_rows(ra, blk(pre, u, 0), gz, dz_z.view_mut());
-                    backward_rows(ra, blk(pre, u, 1), gr, dz_r.view_mut());
+                    backward_rows(ra, p_[0], gz, dz_z.view_mut());
+                    backward_rows(ra, p_[1], gr, dz_r.view_mut());
                     // The recurrent side differs from the input side in block h: r ⊙ d(act input).
                     dzh.slice_mut(s![.., 0..2 * u])
                         .assign(&dzx.slice(s![.., 0..2 * u]));
@@ -384,8 +408,8 @@ fn lane<T: Real>(
                         .and(&gr)
                         .for_each(|d, &a, &rv| *d = *d + a * rv);
                     let ra = tr.recurrent_activation;
-                    backward_rows(ra, blk(pre, u, 0), gz, dz_z.view_mut());
-                    backward_rows(ra, blk(pre, u, 1), gr, dz_r.view_mut());
+                    backward_rows(ra, p_[0], gz, dz_z.view_mut());
+                    backward_rows(ra, p_[1], gr, dz_r.view_mut());
                     zero_rows(dzx.view_mut(), &mrow);
                     matmul(
                         new_dh.view_mut(),
@@ -397,7 +421,7 @@ fn lane<T: Real>(
             }
             CellKind::SimpleRnn => {
                 dzx.assign(&dh);
-                backward_rows(tr.activation, pre, gates, dzx.view_mut());
+                backward_rows(tr.activation, p_[0], g[0], dzx.view_mut());
                 zero_rows(dzx.view_mut(), &mrow);
                 matmul(new_dh.view_mut(), dzx.view(), p.ut.view(), false);
             }
@@ -425,12 +449,13 @@ fn lane<T: Real>(
 
 /// The LSTM step's backward pass for elementwise activations, one fused pass per row: from `dh`, `dc`
 /// (after the step) to `dz` (pre-activation gradients, masked rows zero) and `dc` before the step.
+/// `pre` and `gates` are the step's rows of each gate block.
 #[allow(clippy::type_complexity)]
 fn lstm_rows<T: Real>(
     (act, ra): (crate::cell::Activation, crate::cell::Activation),
     (pre, gates, ct, c_prev, act_c): (
-        ArrayView2<'_, T>,
-        ArrayView2<'_, T>,
+        &[ArrayView2<'_, T>],
+        &[ArrayView2<'_, T>],
         ArrayView2<'_, T>,
         ArrayView2<'_, T>,
         ArrayView2<'_, T>,
@@ -439,6 +464,12 @@ fn lstm_rows<T: Real>(
     (mut dz, mut new_dc): (ArrayViewMut2<'_, T>, ArrayViewMut2<'_, T>),
     masked: &[bool],
 ) {
+    let views: Vec<ArrayView2<'_, T>> = pre
+        .iter()
+        .chain(gates)
+        .copied()
+        .chain([ct, c_prev, act_c, dh, dc])
+        .collect();
     for (k, &is_masked) in masked.iter().enumerate().take(dh.nrows()) {
         let mut dzr = dz.row_mut(k);
         let mut ndc = new_dc.row_mut(k);
@@ -447,29 +478,16 @@ fn lstm_rows<T: Real>(
             ndc.assign(&dc.row(k));
             continue;
         }
-        let rows: Option<Vec<&[T]>> = [pre, gates, ct, c_prev, act_c, dh, dc]
-            .into_iter()
-            .map(|v| row_of(v, k))
-            .collect();
+        let rows: Option<Vec<&[T]>> = views.iter().map(|v| row_of(*v, k)).collect();
         match (rows, dzr.as_slice_mut(), ndc.as_slice_mut()) {
-            (Some(r), Some(z), Some(c)) => {
-                lstm_row((act, ra), [r[0], r[1], r[2], r[3], r[4], r[5], r[6]], z, c)
-            }
+            (Some(r), Some(z), Some(c)) => lstm_row((act, ra), &r, z, c),
             _ => {
                 // Not contiguous (never so from the engine's traces): the same arithmetic on copies.
-                let owned: Vec<Vec<T>> = [pre, gates, ct, c_prev, act_c, dh, dc]
-                    .into_iter()
-                    .map(|v| v.row(k).to_vec())
-                    .collect();
+                let owned: Vec<Vec<T>> = views.iter().map(|v| v.row(k).to_vec()).collect();
                 let mut z = dzr.to_vec();
                 let mut c = ndc.to_vec();
                 let r: Vec<&[T]> = owned.iter().map(|v| v.as_slice()).collect();
-                lstm_row(
-                    (act, ra),
-                    [r[0], r[1], r[2], r[3], r[4], r[5], r[6]],
-                    &mut z,
-                    &mut c,
-                );
+                lstm_row((act, ra), &r, &mut z, &mut c);
                 dzr.iter_mut().zip(z).for_each(|(d, v)| *d = v);
                 ndc.iter_mut().zip(c).for_each(|(d, v)| *d = v);
             }
@@ -484,8 +502,8 @@ fn lstm_rows<T: Real>(
 fn gru_rows<T: Real>(
     (act, ra): (crate::cell::Activation, crate::cell::Activation),
     (pre, gates, h_prev, mh, dh): (
-        ArrayView2<'_, T>,
-        ArrayView2<'_, T>,
+        &[ArrayView2<'_, T>],
+        &[ArrayView2<'_, T>],
         ArrayView2<'_, T>,
         ArrayView2<'_, T>,
         ArrayView2<'_, T>,
@@ -509,8 +527,8 @@ fn gru_rows<T: Real>(
             continue;
         }
         let (p, g, hp, m, d) = (
-            pre.row(k),
-            gates.row(k),
+            [pre[0].row(k), pre[1].row(k), pre[2].row(k)],
+            [gates[0].row(k), gates[1].row(k), gates[2].row(k)],
             h_prev.row(k),
             mh.row(k),
             dh.row(k),
@@ -519,14 +537,14 @@ fn gru_rows<T: Real>(
         let mut zh = dzh.row_mut(k);
         let mut nd = new_dh.row_mut(k);
         for j in 0..u {
-            let (z, r, hh) = (g[j], g[u + j], g[2 * u + j]);
+            let (z, r, hh) = (g[0][j], g[1][j], g[2][j]);
             let (dz_d, dr_d, da_d) = if fast {
                 (z * (one - z), r * (one - r), one - hh * hh)
             } else {
                 (
-                    derivative(ra, p[j], z),
-                    derivative(ra, p[u + j], r),
-                    derivative(act, p[2 * u + j], hh),
+                    derivative(ra, p[0][j], z),
+                    derivative(ra, p[1][j], r),
+                    derivative(act, p[2][j], hh),
                 )
             };
             let dz = d[j] * (hp[j] - hh) * dz_d;
@@ -548,23 +566,30 @@ fn row_of<T>(v: ArrayView2<'_, T>, k: usize) -> Option<&[T]> {
     v.index_axis_move(Axis(0), k).to_slice()
 }
 
-/// One row of [`lstm_rows`] on slices: `[pre, gates, c_t, c_prev, act(c_t), dh, dc]`.
+/// One row of [`lstm_rows`] on slices: `[pre i, f, c, o, gate i, f, c, o, c_t, c_prev, act(c_t), dh, dc]`.
 #[inline]
 fn lstm_row<T: Real>(
     (act, ra): (crate::cell::Activation, crate::cell::Activation),
-    [p, g, c, cp, a, h, d]: [&[T]; 7],
+    r: &[&[T]],
     dz: &mut [T],
     ndc: &mut [T],
 ) {
     use super::derivative::derivative;
     use crate::cell::Activation as A;
-    let u = h.len();
+    let u = r[11].len();
     let one = T::one();
-    let (gi, gf, gc, go) = (&g[..u], &g[u..2 * u], &g[2 * u..3 * u], &g[3 * u..4 * u]);
+    let (gi, gf, gc, go) = (&r[4][..u], &r[5][..u], &r[6][..u], &r[7][..u]);
     let (dzi, rest) = dz.split_at_mut(u);
     let (dzf, rest) = rest.split_at_mut(u);
     let (dzc, dzo) = rest.split_at_mut(u);
-    let (c, cp, a, h, d, ndc) = (&c[..u], &cp[..u], &a[..u], &h[..u], &d[..u], &mut ndc[..u]);
+    let (c, cp, a, h, d, ndc) = (
+        &r[8][..u],
+        &r[9][..u],
+        &r[10][..u],
+        &r[11][..u],
+        &r[12][..u],
+        &mut ndc[..u],
+    );
     if act == A::Tanh && ra == A::Sigmoid {
         // Keras's defaults: derivatives from the outputs alone, a loop the compiler vectorises.
         for j in 0..u {
@@ -578,7 +603,7 @@ fn lstm_row<T: Real>(
         }
         return;
     }
-    let (pi, pf, pc, po) = (&p[..u], &p[u..2 * u], &p[2 * u..3 * u], &p[3 * u..4 * u]);
+    let (pi, pf, pc, po) = (&r[0][..u], &r[1][..u], &r[2][..u], &r[3][..u]);
     for j in 0..u {
         let (i, f, cc, o) = (gi[j], gf[j], gc[j], go[j]);
         let dct = d[j] + h[j] * o * derivative(act, c[j], a[j]);
@@ -590,9 +615,19 @@ fn lstm_row<T: Real>(
     }
 }
 
-/// Gate block `k` of a (rows, blocks·units) view.
-fn blk<T>(a: ArrayView2<'_, T>, u: usize, k: usize) -> ArrayView2<'_, T> {
-    a.slice_move(s![.., k * u..(k + 1) * u])
+/// The gradient reaching `m = o ⊙ act(c)`: `dh` itself, or with a projection `h = m·P`, `dh·Pᵀ` (into `dm`).
+fn project_back<'a, T: Real>(
+    dm: &'a mut Array2<T>,
+    dh: ArrayView2<'a, T>,
+    pt: Option<&Array2<T>>,
+) -> ArrayView2<'a, T> {
+    match pt {
+        None => dh,
+        Some(pt) => {
+            matmul(dm.view_mut(), dh, pt.view(), false);
+            dm.view()
+        }
+    }
 }
 
 fn zero_rows<T: Real>(mut a: ArrayViewMut2<'_, T>, masked: &[bool]) {

@@ -134,6 +134,9 @@ pub struct Explanation<T> {
     pub occlusion: Option<Array2<T>>,
     /// Gradient with respect to the first recurrent layer's initial h (and c), when gradients were asked.
     pub initial_state_gradient: Option<(Array2<T>, Option<Array2<T>>)>,
+    /// Gradient with respect to every recurrent layer's initial h (and c), when gradients were asked: layer
+    /// name, h, c; in model order, a Bidirectional's forward then backward direction.
+    pub initial_state_gradients: Vec<(String, Array2<T>, Option<Array2<T>>)>,
     /// One per recurrent layer (direction), in model order.
     pub units: Vec<UnitReport>,
     /// Number of outputs the model has.
@@ -169,18 +172,25 @@ pub fn explain<T: Real>(
     assert!(k < outputs, "output index");
     let prediction = methods::output_k(&fwd, k);
     let units = fwd
-        .traces()
+        .recorded()
         .into_iter()
         .zip(net.recurrent_weights())
-        .map(|(t, w)| units::analyse(t, w))
+        .map(|(r, w)| units::analyse(&r.trace, &r.blocks, w))
         .collect();
     let (mut gradient, mut ixg, mut isg) = (None, None, None);
+    let mut per_layer = Vec::new();
     if want_grad {
         let g = net.backward(&fwd, Network::seed(&fwd, k));
         if m.input_x_gradient {
             ixg = Some(&g.dx * x);
         }
         isg = g.dh0.map(|h| (h, g.dc0));
+        per_layer = fwd
+            .traces()
+            .into_iter()
+            .zip(g.initial)
+            .map(|(t, (h, c))| (t.name.clone(), h, c))
+            .collect();
         if m.gradient {
             gradient = Some(g.dx);
         }
@@ -218,6 +228,7 @@ pub fn explain<T: Real>(
         completeness,
         occlusion,
         initial_state_gradient: isg,
+        initial_state_gradients: per_layer,
         units,
         outputs,
     }

@@ -1,7 +1,9 @@
 /*!
 A model as the explainer sees it: a chain of differentiable operations (masking, recurrent layers,
 Bidirectional wrappers, Dense heads, activations, flatten), run forward through the engine with every gate
-recorded, then backward from one output to the input and to the first recurrent layer's initial state.
+recorded, then backward from one output to the input and to every recurrent layer's initial state. Each
+recurrent layer keeps its gates per block as the engine wrote them ([`Recorded`]), the layout the backward pass
+reads.
 
 The forward pass follows [`crate::runner`] exactly (the same engine, the same mask propagation and output
 orders), so what is explained is what `run` computes.
@@ -12,7 +14,7 @@ use super::derivative::backward_rows;
 use crate::cell::kernels::matmul;
 use crate::cell::{Activation, Kernels, Real};
 use crate::engine::{self, LayerInput, LayerSpec};
-use crate::trace::{LayerTrace, Record};
+use crate::trace::{GateBlocks, LayerTrace, Record};
 use crate::weights::{CellKind, CellWeights, DenseWeights};
 use ndarray::{Array2, Array3, ArrayView2, ArrayView3, Axis, s};
 
@@ -168,14 +170,38 @@ impl<T: Real> InitialState<T> {
     }
 }
 
-/// A Bidirectional's traces and outputs (forward, backward).
-type BidirCache<T> = (LayerTrace<T>, LayerTrace<T>, Value<T>, Value<T>);
+/// One recurrent layer's recorded forward pass: its trace (states, masks; no interleaved gates) and its gates
+/// per block, as the engine wrote them and the backward pass reads them.
+#[derive(Debug, Clone)]
+pub struct Recorded<T> {
+    /// States, outputs, masks.
+    pub trace: LayerTrace<T>,
+    /// Gates and pre-activations per gate block.
+    pub blocks: GateBlocks<T>,
+}
+
+impl<T: Real> Recorded<T> {
+    /// The trace with the gates interleaved into it (what renderers read).
+    pub fn full_trace(&self) -> LayerTrace<T> {
+        let mut t = self.trace.clone();
+        if !self.blocks.gates.is_empty() {
+            t.gates = Some(engine::interleave(&self.blocks.gates));
+        }
+        if !self.blocks.pre.is_empty() {
+            t.pre = Some(engine::interleave(&self.blocks.pre));
+        }
+        t
+    }
+}
+
+/// A Bidirectional's recordings and outputs (forward, backward).
+type BidirCache<T> = (Recorded<T>, Recorded<T>, Value<T>, Value<T>);
 
 /// What each operation kept for the backward pass.
 #[derive(Debug, Clone)]
 enum Cache<T> {
     Masking(Array2<bool>),
-    Recurrent(Box<LayerTrace<T>>),
+    Recurrent(Box<Recorded<T>>),
     Bidirectional(Box<BidirCache<T>>),
     /// Pre-activation and output rows, and the input.
     Dense(Array2<T>, Array2<T>, Value<T>),
@@ -192,8 +218,8 @@ pub struct Forward<T> {
 }
 
 impl<T: Real> Forward<T> {
-    /// The recurrent layers' traces in model order (a Bidirectional gives forward, then backward).
-    pub fn traces(&self) -> Vec<&LayerTrace<T>> {
+    /// The recurrent layers' recordings in model order (a Bidirectional gives forward, then backward).
+    pub fn recorded(&self) -> Vec<&Recorded<T>> {
         let mut v = Vec::new();
         for c in &self.caches {
             match c {
@@ -206,6 +232,11 @@ impl<T: Real> Forward<T> {
             }
         }
         v
+    }
+
+    /// The recurrent layers' traces in model order, without their gates (see [`Forward::recorded`]).
+    pub fn traces(&self) -> Vec<&LayerTrace<T>> {
+        self.recorded().into_iter().map(|r| &r.trace).collect()
     }
 
     /// The output as `(batch, outputs)`: a flat output, or a sequence output's last step.
@@ -227,6 +258,9 @@ pub struct Gradients<T> {
     pub dh0: Option<Array2<T>>,
     /// With respect to its initial cell state (LSTM).
     pub dc0: Option<Array2<T>>,
+    /// With respect to every recurrent layer's initial states (h, and c for an LSTM), in trace order (model
+    /// order; a Bidirectional gives forward, then backward).
+    pub initial: Vec<(Array2<T>, Option<Array2<T>>)>,
 }
 
 fn run_rec<T: Real>(
@@ -236,14 +270,7 @@ fn run_rec<T: Real>(
     init: Option<&InitialState<T>>,
     record: Record,
     kernels: Kernels,
-) -> LayerTrace<T> {
-    // The backward pass has no term for a PyTorch `proj_size` projection: refuse rather than differentiate
-    // the wrong function (the command line refuses such weights by name before this).
-    assert!(
-        op.weights.projection.is_none(),
-        "explain: layer '{}' is a proj_size LSTM, which explain does not differentiate",
-        op.spec.name
-    );
+) -> Recorded<T> {
     // A pass to differentiate keeps pre-activations only when a derivative needs them.
     let record = if record.pre
         && !bptt::needs_pre(op.spec.activation)
@@ -260,17 +287,8 @@ fn run_rec<T: Real>(
         h0: init.and_then(|i| i.h0.clone()),
         c0: init.and_then(|i| i.c0.clone()),
     };
-    let mut sink = |_: usize, _: &engine::Stores<T>| Ok(());
-    engine::run_layer_using(
-        &op.weights,
-        &op.spec,
-        input,
-        record,
-        None,
-        &mut sink,
-        kernels,
-    )
-    .unwrap_or_else(|_| unreachable!("the in-memory sink never fails"))
+    let (trace, blocks) = engine::run_layer_blocks(&op.weights, &op.spec, input, record, kernels);
+    Recorded { trace, blocks }
 }
 
 /// The return_sequences output in processing order (zeros at masked steps with `zero_masked`).
@@ -360,7 +378,7 @@ impl<T: Real> Network<T> {
                         self.kernels,
                     );
                     first = false;
-                    let v = rec_value(r, &l, false);
+                    let v = rec_value(r, &l.trace, false);
                     if !r.return_sequences {
                         mask = None;
                     }
@@ -384,8 +402,8 @@ impl<T: Real> Network<T> {
                         record,
                         self.kernels,
                     );
-                    let of = rec_value(forward, &lf, false);
-                    let ob = rec_value(backward, &lb, backward.spec.go_backwards);
+                    let of = rec_value(forward, &lf.trace, false);
+                    let ob = rec_value(backward, &lb.trace, backward.spec.go_backwards);
                     if !forward.return_sequences {
                         mask = None;
                     }
@@ -442,6 +460,8 @@ impl<T: Real> Network<T> {
     pub fn backward(&self, fwd: &Forward<T>, seed: Value<T>) -> Gradients<T> {
         let mut g = seed;
         let (mut dh0, mut dc0) = (None, None);
+        // Filled last layer first, reversed at the end.
+        let mut initial = Vec::new();
         for (i, (op, cache)) in self.ops.iter().zip(&fwd.caches).enumerate().rev() {
             let first_rec = !self.ops[..i]
                 .iter()
@@ -458,6 +478,7 @@ impl<T: Real> Network<T> {
                 }
                 (Op::Recurrent(r), Cache::Recurrent(l)) => {
                     let lg = rec_backward(r, l, &g, false);
+                    initial.push((lg.dh0.clone(), lg.dc0.clone()));
                     if first_rec {
                         dh0 = Some(lg.dh0);
                         dc0 = lg.dc0;
@@ -493,6 +514,8 @@ impl<T: Real> Network<T> {
                     let gb = Value::reshape_rows(gb, ob);
                     let df = rec_backward(forward, lf, &gf, false);
                     let db = rec_backward(backward, lb, &gb, backward.spec.go_backwards);
+                    initial.push((db.dh0, db.dc0));
+                    initial.push((df.dh0, df.dc0));
                     Value::Seq(df.dx + db.dx)
                 }
                 (
@@ -530,7 +553,13 @@ impl<T: Real> Network<T> {
         let Value::Seq(dx) = g else {
             unreachable!("the network input is a sequence")
         };
-        Gradients { dx, dh0, dc0 }
+        initial.reverse();
+        Gradients {
+            dx,
+            dh0,
+            dc0,
+            initial,
+        }
     }
 
     /// The seed for "output `k` of every sequence": ones in column `k` of a zero output-shaped value
@@ -588,14 +617,15 @@ impl<T: Real> Network<T> {
 /// back to time order, so its steps run opposite to processing order).
 fn rec_backward<T: Real>(
     r: &RecurrentOp<T>,
-    l: &LayerTrace<T>,
+    l: &Recorded<T>,
     g: &Value<T>,
     flip: bool,
 ) -> bptt::LayerGrad<T> {
     match g {
         Value::Flat(a) => bptt::backward(
             &r.weights,
-            l,
+            &l.trace,
+            &l.blocks,
             Upstream {
                 seq: None,
                 last: Some(a.view()),
@@ -611,7 +641,8 @@ fn rec_backward<T: Real>(
             let tm = v.permuted_axes([1, 0, 2]).as_standard_layout().into_owned();
             bptt::backward(
                 &r.weights,
-                l,
+                &l.trace,
+                &l.blocks,
                 Upstream {
                     seq: Some(tm.view()),
                     last: None,

@@ -11,7 +11,7 @@ What each unit does, from the recorded forward pass: gate saturation (Karpathy, 
 */
 
 use crate::cell::{Activation, Real};
-use crate::trace::LayerTrace;
+use crate::trace::{GateBlocks, LayerTrace};
 use crate::weights::{CellKind, CellWeights};
 
 /// Below this a gate is left-saturated.
@@ -79,12 +79,77 @@ fn gates(kind: CellKind) -> &'static [(&'static str, usize)] {
     }
 }
 
+/// Per analysed gate, per unit: steps below [`LEFT`], above [`RIGHT`], and the sum of the gate, over the
+/// unmasked (step, sequence) rows of the gate arrays `g` (each (steps, sequences, units)). Steps are split
+/// across the cores; each row is one vectorised pass.
+#[allow(clippy::type_complexity)]
+fn tally<T: Real>(
+    g: &[ndarray::Array3<T>],
+    masked: &ndarray::Array2<bool>,
+    which: &[(&'static str, usize)],
+    u: usize,
+) -> Vec<(Vec<u64>, Vec<u64>, Vec<f64>)> {
+    use rayon::prelude::*;
+    let steps = g.first().map_or(0, |a| a.dim().0);
+    let empty = || -> Vec<(Vec<u64>, Vec<u64>, Vec<f64>)> {
+        which
+            .iter()
+            .map(|_| (vec![0; u], vec![0; u], vec![0.0; u]))
+            .collect()
+    };
+    let has_mask = masked.nrows() == steps;
+    (0..steps)
+        .into_par_iter()
+        .fold(empty, |mut acc, t| {
+            for (&(_, k), (l, r, m)) in which.iter().zip(acc.iter_mut()) {
+                for (s, row) in g[k]
+                    .index_axis(ndarray::Axis(0), t)
+                    .outer_iter()
+                    .enumerate()
+                {
+                    if has_mask && masked[[t, s]] {
+                        continue;
+                    }
+                    let owned;
+                    let row: &[T] = match row.as_slice() {
+                        Some(r) => r,
+                        None => {
+                            owned = row.to_vec();
+                            &owned
+                        }
+                    };
+                    // Slices of equal length zipped: one vectorised pass.
+                    for (((&v, l), r), m) in row
+                        .iter()
+                        .zip(l.iter_mut())
+                        .zip(r.iter_mut())
+                        .zip(m.iter_mut())
+                    {
+                        let v = v.to_f();
+                        *l += (v < LEFT) as u64;
+                        *r += (v > RIGHT) as u64;
+                        *m += v;
+                    }
+                }
+            }
+            acc
+        })
+        .reduce(empty, |mut a, b| {
+            for ((al, ar, am), (bl, br, bm)) in a.iter_mut().zip(b) {
+                al.iter_mut().zip(bl).for_each(|(x, y)| *x += y);
+                ar.iter_mut().zip(br).for_each(|(x, y)| *x += y);
+                am.iter_mut().zip(bm).for_each(|(x, y)| *x += y);
+            }
+            a
+        })
+}
+
 fn timescale_of(mean: f64) -> f64 {
     -1.0 / mean.ln()
 }
 
-/// Analyses one layer's trace (recorded with gates and states).
-pub fn analyse<T: Real>(tr: &LayerTrace<T>, w: &CellWeights<T>) -> UnitReport {
+/// Analyses one layer's trace (recorded with states) and its gates per block.
+pub fn analyse<T: Real>(tr: &LayerTrace<T>, gb: &GateBlocks<T>, w: &CellWeights<T>) -> UnitReport {
     let u = tr.units;
     let steps = tr.steps();
     let b = tr.sequences();
@@ -96,57 +161,37 @@ pub fn analyse<T: Real>(tr: &LayerTrace<T>, w: &CellWeights<T>) -> UnitReport {
     let ra = tr.recurrent_activation;
     let mut saturation = Vec::new();
     let mut means: Vec<(&'static str, Vec<f64>)> = Vec::new();
-    if sigmoid_like(ra)
-        && let Some(g) = tr.gates.as_ref()
-    {
-        {
-            for &(letter, k) in gates(tr.kind) {
-                let (mut left, mut right, mut sum) =
-                    (vec![0usize; u], vec![0usize; u], vec![0f64; u]);
-                for t in 0..steps {
-                    let block = g.index_axis(ndarray::Axis(0), t);
-                    for (s, row) in block.outer_iter().enumerate() {
-                        if !used(t, s) {
-                            continue;
+    if sigmoid_like(ra) && gb.gates.len() == tr.kind.blocks() {
+        let tallies = tally(&gb.gates, &tr.masked, gates(tr.kind), u);
+        for (&(letter, _), (left, right, sum)) in gates(tr.kind).iter().zip(tallies) {
+            let share = |c: Vec<u64>| -> Vec<f64> {
+                c.into_iter()
+                    .map(|c| {
+                        if count == 0 {
+                            0.0
+                        } else {
+                            c as f64 / count as f64
                         }
-                        let row = row.slice_move(ndarray::s![k * u..(k + 1) * u]);
-                        for (j, &v) in row.iter().enumerate() {
-                            let v = v.to_f();
-                            left[j] += (v < LEFT) as usize;
-                            right[j] += (v > RIGHT) as usize;
-                            sum[j] += v;
+                    })
+                    .collect()
+            };
+            saturation.push(Saturation {
+                gate: letter,
+                left: share(left),
+                right: share(right),
+            });
+            means.push((
+                letter,
+                sum.into_iter()
+                    .map(|s| {
+                        if count == 0 {
+                            f64::NAN
+                        } else {
+                            s / count as f64
                         }
-                    }
-                }
-                let share = |c: Vec<usize>| -> Vec<f64> {
-                    c.into_iter()
-                        .map(|c| {
-                            if count == 0 {
-                                0.0
-                            } else {
-                                c as f64 / count as f64
-                            }
-                        })
-                        .collect()
-                };
-                saturation.push(Saturation {
-                    gate: letter,
-                    left: share(left),
-                    right: share(right),
-                });
-                means.push((
-                    letter,
-                    sum.into_iter()
-                        .map(|s| {
-                            if count == 0 {
-                                f64::NAN
-                            } else {
-                                s / count as f64
-                            }
-                        })
-                        .collect(),
-                ));
-            }
+                    })
+                    .collect(),
+            ));
         }
     }
     let keep = match tr.kind {
@@ -177,13 +222,14 @@ pub fn analyse<T: Real>(tr: &LayerTrace<T>, w: &CellWeights<T>) -> UnitReport {
     let dead = match tr.h.as_ref() {
         None => Vec::new(),
         Some(h) => {
-            let mut alive = vec![false; u];
+            // (h's width: the units, or a PyTorch `proj_size` projection's.)
+            let mut alive = vec![false; h.dim().2];
             for row in h.rows() {
                 for (a, v) in alive.iter_mut().zip(row) {
                     *a |= v.to_f().abs() >= DEAD || v.is_nan();
                 }
             }
-            (0..u).filter(|&j| !alive[j]).collect()
+            (0..alive.len()).filter(|&j| !alive[j]).collect()
         }
     };
     UnitReport {

@@ -94,6 +94,17 @@ pub fn json<T: Real>(r: &ExplainReport<'_, T>) -> Value {
             None => Value::Null,
         },
     );
+    if !e.initial_state_gradients.is_empty() {
+        doc.insert(
+            "initial_state_gradients".into(),
+            Value::Array(
+                e.initial_state_gradients
+                    .iter()
+                    .map(|(l, h, c)| json!({"layer": l, "h": nested(h), "c": c.as_ref().map(nested)}))
+                    .collect(),
+            ),
+        );
+    }
     doc.insert(
         "units".into(),
         Value::Array(e.units.iter().map(unit_json).collect()),
@@ -102,7 +113,8 @@ pub fn json<T: Real>(r: &ExplainReport<'_, T>) -> Value {
 }
 
 /// Writes every array of the explanation to `path` (atomically): `prediction`, `baseline_prediction`,
-/// `attributions/<method>`, `completeness`, `initial_state_gradient/h|c`, and per layer k
+/// `attributions/<method>`, `completeness`, `initial_state_gradient/h|c`, per recurrent layer (direction) k
+/// `initial_state_gradients/<k>/h|c`, and per layer k
 /// `units/<k>/saturation/<gate>/left|right`, `units/<k>/timescale/data|bias`, `units/<k>/dead`.
 pub fn save_npz<T: Real>(r: &ExplainReport<'_, T>, path: &Path) -> Result<()> {
     let e = r.e;
@@ -162,6 +174,18 @@ pub fn save_npz<T: Real>(r: &ExplainReport<'_, T>, path: &Path) -> Result<()> {
                 c.shape(),
                 c.iter().copied().collect(),
             )?;
+        }
+    }
+    for (k, (_, h, c)) in e.initial_state_gradients.iter().enumerate() {
+        for (which, a) in [("h", Some(h)), ("c", c.as_ref())] {
+            if let Some(a) = a {
+                add_t(
+                    &mut z,
+                    &format!("initial_state_gradients/{k}/{which}"),
+                    a.shape(),
+                    a.iter().copied().collect(),
+                )?;
+            }
         }
     }
     let f8 = |v: &[f64]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };

@@ -436,38 +436,38 @@ fn pytorch_files_are_explained() {
     assert!(rel_err(&got, &want, 1e-3) < 1e-6, "{got:?} vs {want:?}");
 }
 
-/// What explain cannot do is refused by name, before any output: a proj_size LSTM (its backward pass
-/// has no projection term) and --carry-state (sequences are explained independently).
+/// What explain cannot do is refused by name, before any output: --carry-state (sequences are explained
+/// independently), and single-layer flags on a whole PyTorch module (`--model F --cell C`), which runs as
+/// saved (PyTorch modules do not mask). (A proj_size LSTM is differentiated:
+/// `pytorch_modules_match_torch_autograd`.)
 #[test]
-fn projected_lstms_and_carried_state_are_refused() {
+fn carried_state_and_single_layer_flags_on_modules_are_refused() {
     let dir = fixtures().join("torch_files");
     let tmp = tempfile::tempdir().unwrap();
     let save = tmp.path().join("e.npz");
-    for (weights, input, extra, want) in [
+    let mask = explain_dir().join("gru_reset_after_mask").join("mask.npy");
+    let mask = mask.to_str().unwrap();
+    for (args, want) in [
         (
-            "lstm_proj.pt",
-            "lstm_proj.x.npy",
-            vec![],
-            "lstm_proj.pt: is a PyTorch LSTM with proj_size=",
+            vec!["--weights", "lstm_sd.pt", "--carry-state"],
+            "--carry-state: explain treats every sequence independently",
         ),
         (
-            "lstm_sd.pt",
-            "lstm_sd.x.npy",
-            vec!["--carry-state"],
-            "--carry-state: explain treats every sequence independently",
+            vec!["--model", "lstm_sd.pt", "--mask", mask],
+            "--mask applies to --weights (one layer); --model with --cell explains the whole PyTorch module",
         ),
     ] {
         let mut cmd = rnntrace();
         cmd.current_dir(&dir)
-            .args(["explain", "--cell", "lstm", "--weights", weights])
-            .args(["--input", input, "--save"])
-            .arg(&save)
-            .args(&extra);
+            .args(["explain", "--cell", "lstm"])
+            .args(&args)
+            .args(["--input", "lstm_sd.x.npy", "--save"])
+            .arg(&save);
         let (code, out, err) = run(&mut cmd);
-        assert_eq!(code, 2, "{weights}: {err}");
+        assert_eq!(code, 2, "{args:?}: {err}");
         assert!(err.contains(want), "{err}");
         assert_eq!(err.trim().lines().count(), 1, "{err}");
-        assert!(out.is_empty() && !save.exists(), "{weights}: wrote output");
+        assert!(out.is_empty() && !save.exists(), "{args:?}: wrote output");
     }
 }
 
@@ -516,5 +516,116 @@ fn explain_refused_layers_it_does_not_differentiate_by_name() {
         assert!(err.contains(says), "{case}: {err}");
         assert_eq!(err.lines().count(), 1, "{case}: {err}");
         assert!(out.is_empty(), "{case}");
+    }
+}
+
+/// Whole PyTorch modules saved with torch.save (`explain --model model.pt --cell C [--dense fc]`: stacked,
+/// bidirectional, a proj_size LSTM, float32 and float64) against torch.autograd: the prediction, the gradient with respect to
+/// the input, and every layer's and direction's initial-state gradient (`initial_state_gradients`, in
+/// PyTorch's h0 order; the first layer's also as `initial_state_gradient` when it is not bidirectional).
+/// Tolerances as for the Keras goldens: 1e-4 of the largest value in float32, 1e-9 in float64.
+#[test]
+fn pytorch_modules_match_torch_autograd() {
+    let root = fixtures().join("explain_torch");
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
+        .expect("fixtures/explain_torch")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("case.json").exists())
+        .collect();
+    dirs.sort();
+    assert_eq!(dirs.len(), 4, "the generator writes 4 PyTorch cases");
+    let tmp = tempfile::tempdir().unwrap();
+    for dir in dirs {
+        let save = tmp.path().join(format!(
+            "{}.npz",
+            dir.file_name().unwrap().to_string_lossy()
+        ));
+        let case = read_json(&dir.join("case.json"));
+        let name = case["name"].as_str().unwrap().to_string();
+        let tol = if case["precision"] == "f64" {
+            1e-9
+        } else {
+            1e-4
+        };
+        let mut cmd = rnntrace();
+        cmd.current_dir(&dir).arg("explain");
+        for a in case["args"].as_array().unwrap() {
+            cmd.arg(a.as_str().unwrap());
+        }
+        cmd.args(["--input", "input.npy", "--format", "json"])
+            .args(["--output", &case["output"].to_string()])
+            .args(["--precision", case["precision"].as_str().unwrap()])
+            .args(["--methods", "gradient", "--save"])
+            .arg(&save);
+        let (code, out, err) = run(&mut cmd);
+        assert_eq!(code, 0, "{name}: {err}");
+        let saved = super::output::npz_members(&save);
+        let v: Value = serde_json::from_str(&out).unwrap();
+        let (_, pred) = npy(&dir.join("pred.npy"));
+        let e = rel_err(&flat(&v["prediction"]), &pred, 1.0);
+        assert!(e < tol, "{name}: prediction off by {e}");
+        let (shape, g) = npy(&dir.join("torch_grad.npy"));
+        let e = rel_err(&flat(&v["attributions"]["gradient"]), &g, 0.0);
+        assert!(e < tol, "{name}: gradient off torch's by {e}");
+        let layers = v["initial_state_gradients"].as_array().unwrap();
+        let n = case["layers"].as_u64().unwrap() as usize;
+        assert_eq!(layers.len(), n, "{name}: one entry per layer and direction");
+        let (hs, h0) = npy(&dir.join("torch_h0_grad.npy"));
+        assert_eq!(hs, [n, shape[0], hs[2]]);
+        let per = h0.len() / n;
+        let c0 = dir
+            .join("torch_c0_grad.npy")
+            .exists()
+            .then(|| npy(&dir.join("torch_c0_grad.npy")).1);
+        for (k, l) in layers.iter().enumerate() {
+            let want_h = &h0[k * per..(k + 1) * per];
+            // Scaled by the largest over all layers: a deep layer's term may be small.
+            let e = rel_err(
+                &flat(&l["h"]),
+                want_h,
+                h0.iter().fold(0.0f64, |m, v| m.max(v.abs())),
+            );
+            assert!(
+                e < tol,
+                "{name}: layer {k} ({}) h0 gradient off by {e}",
+                l["layer"]
+            );
+            match &c0 {
+                Some(c0) => {
+                    let scale = c0.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+                    let per_c = c0.len() / n; // c has the units, h a proj_size projection's width
+                    let e = rel_err(&flat(&l["c"]), &c0[k * per_c..(k + 1) * per_c], scale);
+                    assert!(e < tol, "{name}: layer {k} c0 gradient off by {e}");
+                }
+                None => assert!(l["c"].is_null(), "{name}: a GRU has no c"),
+            }
+            assert!(
+                flat(&l["h"]).iter().any(|v| v.abs() > 0.0),
+                "{name}: layer {k}: an all-zero term would pass vacuously"
+            );
+            // --save holds the same terms.
+            let z = &saved[&format!("initial_state_gradients/{k}/h")];
+            assert_eq!(z.shape, [shape[0], hs[2]], "{name}: saved h of layer {k}");
+            assert!(
+                rel_err(&z.data, &flat(&l["h"]), 1e-300) < 1e-6,
+                "{name}: saved h of layer {k}"
+            );
+            assert_eq!(
+                saved.contains_key(&format!("initial_state_gradients/{k}/c")),
+                c0.is_some(),
+                "{name}: saved c of layer {k}"
+            );
+        }
+        if !name.contains("bidir") {
+            let e = rel_err(
+                &flat(&v["initial_state_gradient"]["h"]),
+                &h0[..per],
+                h0.iter().fold(0.0f64, |m, v| m.max(v.abs())),
+            );
+            assert!(
+                e < tol,
+                "{name}: first layer's initial_state_gradient off by {e}"
+            );
+        }
     }
 }
