@@ -40,9 +40,17 @@ pub struct ExplainArgs {
     /// The cell the weights are for.
     #[arg(help_heading = "Input", long, value_enum)]
     pub cell: Option<ExplainCell>,
-    /// Input sequences (sequences, timesteps, features) or one (timesteps, features).
-    #[arg(help_heading = "Input", short = 'i', long, value_name = "X.npy")]
-    pub input: PathBuf,
+    /// Input sequences (sequences, timesteps, features) or one (timesteps, features); token ids
+    /// (sequences, timesteps) for a model whose input feeds an Embedding. A model with several inputs
+    /// takes --input once per input, in the model's input order, or as --input NAME=FILE.
+    #[arg(
+        help_heading = "Input",
+        short = 'i',
+        long,
+        value_name = "X.npy",
+        required = true
+    )]
+    pub input: Vec<PathBuf>,
     /// Which output of the prediction to explain (0-based).
     #[arg(
         help_heading = "Attribution",

@@ -71,7 +71,7 @@ pub fn explain(a: &ExplainArgs, env: &Env) -> Result<Outcome> {
             rule.name()
         )));
     }
-    let mut inputs: Vec<&Path> = vec![&a.input];
+    let mut inputs: Vec<&Path> = a.input.iter().map(|p| p.as_path()).collect();
     inputs.extend(
         [
             &a.model,
@@ -137,10 +137,27 @@ pub fn explain(a: &ExplainArgs, env: &Env) -> Result<Outcome> {
         }
     }
     let problem = match (&a.model, &a.weights) {
-        (Some(m), _) => from_model(a, m, env.kernels)?,
+        (Some(m), _) => match from_model(a, m, env.kernels)? {
+            Loaded::Chain(p) => p,
+            Loaded::Graph(model) => {
+                return super::explain_model::explain_graph_model(
+                    a,
+                    &model,
+                    (methods, rule, baseline_file.as_deref()),
+                    (max_values, vocab.as_deref(), env.columns),
+                    env.kernels,
+                );
+            }
+        },
         (None, Some(w)) => from_weights(a, w, env)?,
         (None, None) => return Err(Error::usage("give --model or --weights with --cell")),
     };
+    if a.input.len() != 1 {
+        return Err(Error::usage(format!(
+            "--input: the model has one input; {} given",
+            a.input.len()
+        )));
+    }
     for n in &problem.notes {
         eprintln!("{n}");
     }
@@ -174,7 +191,7 @@ fn from_weights(a: &ExplainArgs, w: &Path, env: &Env) -> Result<Problem> {
     // The single-layer flags are validated exactly as `rnntrace lstm|gru` validates them.
     let cell_args = CellArgs {
         weights: w.to_path_buf(),
-        input: a.input.clone(),
+        input: a.input[0].clone(),
         window: None,
         convention: a.convention.clone(),
         layout: a.layout,
@@ -317,7 +334,15 @@ fn dense_op(
     })
 }
 
-fn from_model(a: &ExplainArgs, path: &Path, kernels: Kernels) -> Result<Problem> {
+/// A saved model for the chain explainer, or for the graph explainer ([`super::explain_model`]).
+// The chain's problem holds its arrays inline; there is one per run.
+#[allow(clippy::large_enum_variant)]
+enum Loaded {
+    Chain(Problem),
+    Graph(model::SavedModel),
+}
+
+fn from_model(a: &ExplainArgs, path: &Path, kernels: Kernels) -> Result<Loaded> {
     let c = &a.convention;
     for (flag, set) in [
         ("--initial-state", a.initial_state.is_some()),
@@ -343,11 +368,15 @@ fn from_model(a: &ExplainArgs, path: &Path, kernels: Kernels) -> Result<Problem>
     let m = model::load(path)?;
     // A layer `run` cannot compute (a Lambda, a custom class, a float16 policy) cannot be explained either.
     m.check_runnable()?;
-    if m.graph.is_some() {
-        return Err(Error::input(
-            path,
-            "is a functional graph (several inputs or outputs, branches, merges or returned states); explain differentiates a chain of layers; `rnntrace run` computes the whole model",
-        ));
+    if !super::explain_model::chain_covers(&m) {
+        return Ok(Loaded::Graph(m));
+    }
+    if a.input.len() != 1 {
+        return Err(Error::usage(format!(
+            "{} has one input; {} --input given",
+            path.display(),
+            a.input.len()
+        )));
     }
     let mut ops = Vec::new();
     let mut features = None;
@@ -426,8 +455,8 @@ fn from_model(a: &ExplainArgs, path: &Path, kernels: Kernels) -> Result<Problem>
         .flatten()
         .or(features)
         .unwrap_or(0);
-    let raw = io::read_npy(&a.input)?;
-    let x = series_input(&raw, &a.input, None, f, &format!("the model expects {f}"))?;
+    let raw = io::read_npy(&a.input[0])?;
+    let x = series_input(&raw, &a.input[0], None, f, &format!("the model expects {f}"))?;
     if let Some(want) = m
         .input_shape
         .get(1)
@@ -436,7 +465,7 @@ fn from_model(a: &ExplainArgs, path: &Path, kernels: Kernels) -> Result<Problem>
         .filter(|&w| w != x.shape()[1])
     {
         return Err(Error::input(
-            &a.input,
+            &a.input[0],
             format!(
                 "has {} timesteps per sequence; the model was built for {want}",
                 x.shape()[1]
@@ -447,14 +476,14 @@ fn from_model(a: &ExplainArgs, path: &Path, kernels: Kernels) -> Result<Problem>
         None => None,
         Some(p) => Some(load_mask(p, x.dim().0, x.dim().1)?),
     };
-    Ok(Problem {
+    Ok(Loaded::Chain(Problem {
         net: Network { ops, kernels },
         x,
         mask,
         init: InitialState::default(),
         title: path.display().to_string(),
         notes: Vec::new(),
-    })
+    }))
 }
 
 fn cast_net<T: Real>(n: &Network<f64>) -> Network<T> {
@@ -498,7 +527,7 @@ fn cast_net<T: Real>(n: &Network<f64>) -> Network<T> {
 }
 
 /// The baseline, shaped like `x`.
-fn baseline<T: Real>(
+pub(super) fn baseline<T: Real>(
     spec: &str,
     file: Option<&Path>,
     x: &Array3<T>,
