@@ -495,6 +495,8 @@ struct Shown<T> {
     mask: Option<Array2<bool>>,
     features: Vec<String>,
     tokens: bool,
+    /// A `(batch, features)` input, shown as one step.
+    flat: bool,
 }
 
 /// `rnntrace explain --model M` through the graph explainer.
@@ -597,6 +599,7 @@ fn run_as<T: Real>(
                     mask: mask.clone(),
                     features: vec!["token".into()],
                     tokens: true,
+                    flat: false,
                 });
                 baselines.push(Value::Seq(base));
                 fed.push((Value::Seq(e), mask));
@@ -615,6 +618,7 @@ fn run_as<T: Real>(
                     mask: mask.clone(),
                     features: feature_names(a, f, several)?,
                     tokens: false,
+                    flat: false,
                 });
                 baselines.push(Value::Seq(base));
                 fed.push((Value::Seq(x), mask));
@@ -630,6 +634,7 @@ fn run_as<T: Real>(
                     mask: None,
                     features: feature_names(a, f, several)?,
                     tokens: false,
+                    flat: true,
                 });
                 baselines.push(Value::Flat(base.index_axis(Axis(1), 0).to_owned()));
                 fed.push((Value::Flat(x), None));
@@ -868,27 +873,27 @@ fn per_input<T: Real>(ge: &GraphExplanation<T>, j: usize, tokens: bool) -> Expla
 /// `(batch, timesteps)`), `attributions` keyed by input name for several.
 fn json<T: Real>(reports: &[ExplainReport<'_, T>], shown: &[Shown<T>]) -> serde_json::Value {
     use serde_json::Value as J;
-    let squeeze = |v: J, tokens: bool| -> J {
-        if !tokens {
-            return v;
-        }
+    // A token input's (B, T, 1) becomes (B, T); a flat input's (B, 1, F) becomes (B, F).
+    let squeeze = |v: J, sh: &Shown<T>| -> J {
+        let flat_input = sh.flat;
         let J::Object(mut attr) = v else { return v };
         for (name, arr) in attr.iter_mut() {
             if name == "occlusion" {
                 continue;
             }
-            // (B, T, 1) → (B, T)
-            if let J::Array(seqs) = arr {
-                for s in seqs.iter_mut() {
-                    if let J::Array(steps) = s {
-                        for st in steps.iter_mut() {
-                            if let J::Array(one) = st
-                                && one.len() == 1
-                            {
-                                *st = one[0].clone();
-                            }
+            let J::Array(seqs) = arr else { continue };
+            for s in seqs.iter_mut() {
+                let J::Array(steps) = s else { continue };
+                if sh.tokens {
+                    for st in steps.iter_mut() {
+                        if let J::Array(one) = st
+                            && one.len() == 1
+                        {
+                            *st = one[0].clone();
                         }
                     }
+                } else if flat_input && steps.len() == 1 {
+                    *s = steps[0].clone();
                 }
             }
         }
@@ -898,7 +903,7 @@ fn json<T: Real>(reports: &[ExplainReport<'_, T>], shown: &[Shown<T>]) -> serde_
     if let J::Object(d) = &mut doc {
         if reports.len() == 1 {
             let attr = d.remove("attributions").unwrap_or(J::Null);
-            d.insert("attributions".into(), squeeze(attr, shown[0].tokens));
+            d.insert("attributions".into(), squeeze(attr, &shown[0]));
         } else {
             let mut by = serde_json::Map::new();
             for (r, sh) in reports.iter().zip(shown) {
@@ -907,7 +912,7 @@ fn json<T: Real>(reports: &[ExplainReport<'_, T>], shown: &[Shown<T>]) -> serde_
                     .as_object_mut()
                     .and_then(|o| o.remove("attributions"))
                     .unwrap_or(J::Null);
-                by.insert(sh.name.clone(), squeeze(attr, sh.tokens));
+                by.insert(sh.name.clone(), squeeze(attr, sh));
             }
             d.insert("attributions".into(), J::Object(by));
             d.insert(
