@@ -253,14 +253,21 @@ fn op_of<T: Real>(m: &SavedModel, layer: &crate::model::Layer, value_len: usize)
                 ),
             ));
         }
-        LayerKind::StackedRecurrent(_) => {
-            return Err(Error::input(
-                &m.path,
-                format!(
-                    "layer '{name}' ({}): explain does not differentiate RNN([cells]) yet; a stack of separate LSTM/GRU/SimpleRNN layers computes the same and is explained",
-                    layer.class_name
-                ),
-            ));
+        LayerKind::StackedRecurrent(cells) => {
+            let n = cells.len();
+            GOp::Stacked {
+                cells: cells
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| {
+                        let mut op = rec_op(m, &format!("{name}/cell_{i}"), r)?;
+                        // Inner cells hand their whole sequence to the next cell.
+                        op.return_sequences = op.return_sequences || i + 1 < n;
+                        Ok(op)
+                    })
+                    .collect::<Result<Vec<_>>>()?,
+                return_state: cells.iter().any(|r| r.return_state),
+            }
         }
         LayerKind::Unsupported => {
             return Err(Error::input(
@@ -414,7 +421,12 @@ fn build<T: Real>(m: &SavedModel, kernels: Kernels) -> Result<(Graph<T>, Vec<Inp
     }
     if !nodes
         .iter()
-        .any(|n| matches!(n.op, GOp::Recurrent { .. } | GOp::Bidirectional { .. }))
+        .any(|n| {
+            matches!(
+                n.op,
+                GOp::Recurrent { .. } | GOp::Stacked { .. } | GOp::Bidirectional { .. }
+            )
+        })
     {
         return Err(Error::input(&m.path, "holds no recurrent layer to explain"));
     }

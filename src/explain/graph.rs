@@ -61,6 +61,15 @@ pub enum GOp<T> {
         /// `return_state=True`.
         return_state: bool,
     },
+    /// `RNN([cells])`: the cells run one after the other over the whole sequence, cell i reading cell
+    /// i−1's output sequence in time order; the output is the last cell's, the returned states every
+    /// cell's (`h`, and `c` for an LSTM cell) in order. Inner cells have `return_sequences` set.
+    Stacked {
+        /// The cells.
+        cells: Vec<RecurrentOp<T>>,
+        /// `return_state=True`.
+        return_state: bool,
+    },
     /// `Bidirectional` with a merge mode.
     Bidirectional {
         /// Forward copy.
@@ -197,6 +206,7 @@ enum Cache<T> {
     None,
     Masking(Array2<bool>),
     Recurrent(Box<LayerTrace<T>>),
+    Stacked(Vec<LayerTrace<T>>),
     Bidirectional(Box<(LayerTrace<T>, LayerTrace<T>, Value<T>, Value<T>)>),
     /// Pre-activation and output rows.
     Act(Array2<T>, Array2<T>),
@@ -220,6 +230,7 @@ impl<T: Real> GForward<T> {
         for c in &self.caches {
             match c {
                 Cache::Recurrent(t) => v.push(t.as_ref()),
+                Cache::Stacked(ts) => v.extend(ts.iter()),
                 Cache::Bidirectional(b) => {
                     v.push(&b.0);
                     v.push(&b.1);
@@ -361,6 +372,59 @@ impl<T: Real> Graph<T> {
                         }
                     }
                     (outs, Cache::Recurrent(Box::new(l)))
+                }
+                GOp::Stacked {
+                        cells,
+                        return_state,
+                    } => {
+                    let (x, mask) = &args[0];
+                    let mut input = seq(x, name);
+                    let mut given = states.into_iter();
+                    let mut traces = Vec::with_capacity(cells.len());
+                    let mut finals = Vec::new();
+                    let mut top = None;
+                    for (c, op) in cells.iter().enumerate() {
+                        let h0 = given.next();
+                        let c0 = if op.weights.kind == crate::weights::CellKind::Lstm {
+                            given.next()
+                        } else {
+                            None
+                        };
+                        let init = (h0.is_some() || c0.is_some()).then_some(InitialState { h0, c0 });
+                        let l = run_rec(
+                            op,
+                            input.view(),
+                            mask.as_ref(),
+                            init.as_ref(),
+                            record,
+                            self.kernels,
+                        );
+                        finals.push(l.final_h.clone());
+                        if let Some(fc) = &l.final_c {
+                            finals.push(fc.clone());
+                        }
+                        if c + 1 < cells.len() {
+                            // The next cell reads this one's output in time order.
+                            let Value::Seq(o) = rec_value(op, &l, op.spec.go_backwards) else {
+                                unreachable!("inner cells return sequences")
+                            };
+                            input = o;
+                        } else {
+                            top = Some(rec_value(op, &l, false));
+                        }
+                        traces.push(l);
+                    }
+                    let last = cells.last().expect("a stack holds cells");
+                    let m = if last.return_sequences {
+                        mask.clone()
+                    } else {
+                        None
+                    };
+                    let mut outs = vec![(top.expect("a stack holds cells"), m)];
+                    if *return_state {
+                        outs.extend(finals.into_iter().map(|f| (Value::Flat(f), None)));
+                    }
+                    (outs, Cache::Stacked(traces))
                 }
                 GOp::Bidirectional {
                     forward,
@@ -579,6 +643,7 @@ impl<T: Real> Graph<T> {
         for n in &self.nodes {
             match &n.op {
                 GOp::Recurrent { op, .. } => v.push(&op.weights),
+                GOp::Stacked { cells, .. } => v.extend(cells.iter().map(|c| &c.weights)),
                 GOp::Bidirectional {
                     forward, backward, ..
                 } => {
@@ -692,6 +757,47 @@ impl<T: Real> Graph<T> {
                     *init_grad = Some((lg.dh0.clone(), lg.dc0.clone()));
                 }
                 (vec![Some(Value::Seq(lg.dx))], dstates)
+            }
+            (GOp::Stacked { cells, .. }, Cache::Stacked(traces)) => {
+                // Returned states: per cell h (and c), in order, after the main output.
+                let mut slot = 1;
+                let mut state_g = Vec::with_capacity(cells.len());
+                for op in cells {
+                    let gh = g_out.get_mut(slot).and_then(Option::take);
+                    slot += 1;
+                    let gc = if op.weights.kind == crate::weights::CellKind::Lstm {
+                        slot += 1;
+                        g_out.get_mut(slot - 1).and_then(Option::take)
+                    } else {
+                        None
+                    };
+                    state_g.push((gh, gc));
+                }
+                let mut dstates_rev: Vec<Vec<Array2<T>>> = Vec::with_capacity(cells.len());
+                let mut g_cur = g;
+                for (c, (op, l)) in cells.iter().zip(traces).enumerate().rev() {
+                    let (gh, gc) = state_g[c].clone();
+                    if c + 1 < cells.len() && op.spec.go_backwards {
+                        // The next cell read this output flipped to time order: back to processing order.
+                        if let Value::Seq(a) = &mut g_cur {
+                            a.invert_axis(Axis(1));
+                            *a = a.as_standard_layout().into_owned();
+                        }
+                    }
+                    let lg = rec_backward_states(op, l, &g_cur, gh, gc);
+                    let mut ds = vec![lg.dh0.clone()];
+                    if let Some(dc) = &lg.dc0 {
+                        ds.push(dc.clone());
+                    }
+                    dstates_rev.push(ds);
+                    g_cur = Value::Seq(lg.dx);
+                }
+                let dstates: Vec<Array2<T>> = if node.states.is_empty() {
+                    Vec::new()
+                } else {
+                    dstates_rev.into_iter().rev().flatten().collect()
+                };
+                (vec![Some(g_cur)], dstates)
             }
             (
                 GOp::Bidirectional {
