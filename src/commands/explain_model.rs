@@ -1,7 +1,6 @@
 /*!
 `rnntrace explain --model` for the models that are more than a chain of recurrent layers and heads: builds
-the [`Graph`] the explainer differentiates from a [`SavedModel`] (every layer `run` computes but
-`Attention`/`AdditiveAttention`, refused by name), reads the inputs exactly as `run` reads them (token
+the [`Graph`] the explainer differentiates from a [`SavedModel`] (every layer `run` computes), reads the inputs exactly as `run` reads them (token
 ids for an input that feeds an `Embedding`, `--input` repeated or `NAME=FILE` for several inputs), looks
 token ids up (attributions are taken with respect to the embedding output and summed over its
 dimensions per token), checks the explained forward pass against `run`'s own, and renders per input.
@@ -25,6 +24,7 @@ use crate::explain::graph_methods::{self, Fed, GraphExplanation, GraphRequest};
 use crate::explain::network::Value;
 use crate::explain::{Explanation, IgRule, InitialState, Merge, Methods, RecurrentOp};
 use crate::io;
+use crate::model::layers::attention::Score;
 use crate::model::layers::embedding;
 use crate::model::{LayerKind, Recurrent, SavedModel};
 use crate::render::explain_data;
@@ -244,14 +244,34 @@ fn op_of<T: Real>(m: &SavedModel, layer: &crate::model::Layer, value_len: usize)
                 ),
             ));
         }
-        LayerKind::Attention { .. } => {
-            return Err(Error::input(
-                &m.path,
-                format!(
-                    "layer '{name}' ({}): explain has no backward pass for attention layers yet; `rnntrace run` computes the model, and explain covers the model up to the attention's inputs (build a sub-model ending there)",
-                    layer.class_name
-                ),
-            ));
+        LayerKind::Attention {
+            additive,
+            concat,
+            scale,
+            concat_score_weight,
+        } => {
+            // The score as `run` builds it (crate::runner::run_graph).
+            let first = |a: &Option<io::RawArray>| {
+                a.as_ref().and_then(|a| a.data.first()).map(|v| T::lit(*v))
+            };
+            let score = if *additive {
+                Score::Additive {
+                    scale: scale.as_ref().map(vec_t),
+                }
+            } else if *concat {
+                Score::Concat {
+                    scale: first(scale),
+                    weight: first(concat_score_weight).unwrap_or(T::one()),
+                }
+            } else {
+                Score::Dot {
+                    scale: first(scale),
+                }
+            };
+            GOp::Attention {
+                score,
+                causal: false, // set from the call's flags by `build`
+            }
         }
         LayerKind::StackedRecurrent(cells) => {
             let n = cells.len();
@@ -294,11 +314,14 @@ fn build<T: Real>(m: &SavedModel, kernels: Kernels) -> Result<(Graph<T>, Vec<Inp
                     node: s.layer,
                     tensor: s.tensor,
                 };
-                let op = if matches!(layer.kind, LayerKind::Embedding { .. }) {
+                let mut op = if matches!(layer.kind, LayerKind::Embedding { .. }) {
                     GOp::Input // fed with the looked-up ids (checked below)
                 } else {
                     op_of(m, layer, 0)?
                 };
+                if let GOp::Attention { causal, .. } = &mut op {
+                    *causal = call.flags.iter().any(|f| f == "use_causal_mask");
+                }
                 nodes.push(Node {
                     name: layer.name.clone(),
                     op,

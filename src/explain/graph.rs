@@ -25,6 +25,7 @@ use super::network::{
 };
 use crate::cell::kernels::matmul;
 use crate::cell::{Activation, Kernels, Real};
+use crate::model::layers::attention::{Score, attention};
 use crate::model::layers::conv::{Conv1d, conv1d};
 use crate::model::layers::merge::{MergeOp, dot, merge as merge_op};
 use crate::model::layers::pool::{Pool1d, global_pool1d, pool1d};
@@ -161,6 +162,13 @@ pub enum GOp<T> {
         op: MergeOp,
         /// `Concatenate`'s axis as configured.
         axis: i64,
+    },
+    /// `Attention` / `AdditiveAttention` on `[query, value]` or `[query, value, key]`.
+    Attention {
+        /// How scores are computed (as [`crate::runner`] builds it).
+        score: Score<T>,
+        /// `use_causal_mask=True`.
+        causal: bool,
     },
     /// `Dot(axes, normalize)`.
     Dot {
@@ -606,6 +614,21 @@ impl<T: Real> Graph<T> {
                     (vec![(Value::Seq(y), None)], Cache::None)
                 }
                 GOp::Merge { op, axis } => (vec![merge_forward(*op, *axis, &args)], Cache::None),
+                GOp::Attention { score, causal } => {
+                    let q = seq(&args[0].0, name);
+                    let v = seq(&args[1].0, name);
+                    let k = args.get(2).map(|a| seq(&a.0, name));
+                    let y = attention(
+                        q.view(),
+                        v.view(),
+                        k.as_ref().unwrap_or(&v).view(),
+                        score,
+                        args[0].1.as_ref().map(|m| m.view()),
+                        args[1].1.as_ref().map(|m| m.view()),
+                        *causal,
+                    );
+                    (vec![(Value::Seq(y), args[0].1.clone())], Cache::None)
+                }
                 GOp::Dot { axes, normalize } => {
                     let (x, y) = (to_dyn(&args[0].0), to_dyn(&args[1].0));
                     let (ax, ay) = resolve_axes(*axes, x.ndim(), y.ndim());
@@ -1030,6 +1053,28 @@ impl<T: Real> Graph<T> {
             (GOp::Merge { op, axis }, _) => {
                 (merge_backward(*op, *axis, args, &g), Vec::new())
             }
+            (GOp::Attention { score, causal }, _) => {
+                let q = seq(x0, "");
+                let v = seq(&args[1].0, "");
+                let k = args.get(2).map(|a| seq(&a.0, ""));
+                let Value::Seq(gy) = g else { unreachable!() };
+                let (dq, mut dv, dk) = attention_backward(
+                    (&q, &v, k.as_ref().unwrap_or(&v)),
+                    score,
+                    (args[0].1.as_ref(), args[1].1.as_ref()),
+                    *causal,
+                    &gy,
+                );
+                let mut out = vec![Some(Value::Seq(dq))];
+                if k.is_some() {
+                    out.push(Some(Value::Seq(dv)));
+                    out.push(Some(Value::Seq(dk)));
+                } else {
+                    dv.zip_mut_with(&dk, |a, &b| *a = *a + b);
+                    out.push(Some(Value::Seq(dv)));
+                }
+                (out, Vec::new())
+            }
             (GOp::Dot { axes, normalize }, _) => {
                 let (x, y) = (to_dyn(x0), to_dyn(&args[1].0));
                 let (ax, ay) = resolve_axes(*axes, x.ndim(), y.ndim());
@@ -1384,4 +1429,102 @@ fn dot_backward<T: Real>(
         back(unnorm(&xr, &xn, dxn), &xo, &xps),
         back(unnorm(&yr, &yn, dyn_), &yo, &yps),
     )
+}
+
+/// Attention's gradients with respect to query, value and key: the softmax's vector-Jacobian product per
+/// query row, through the score function (a padded key's score is shifted by a constant, so its
+/// derivative is the score's; its weight is ~0 anyway). A masked query's row is zero and passes nothing.
+#[allow(clippy::type_complexity)]
+fn attention_backward<T: Real>(
+    (q, v, k): (&Array3<T>, &Array3<T>, &Array3<T>),
+    score: &Score<T>,
+    (q_mask, v_mask): (Option<&Array2<bool>>, Option<&Array2<bool>>),
+    causal: bool,
+    g: &Array3<T>,
+) -> (Array3<T>, Array3<T>, Array3<T>) {
+    let (batch, tq, dim) = q.dim();
+    let tv = k.dim().1;
+    let vdim = v.dim().2;
+    let mut dq = Array3::zeros(q.raw_dim());
+    let mut dv = Array3::zeros(v.raw_dim());
+    let mut dk = Array3::zeros(k.raw_dim());
+    let big = T::lit(1.0e9);
+    let one = T::one();
+    for b in 0..batch {
+        for i in 0..tq {
+            if q_mask.is_some_and(|m| !m[[b, i]]) {
+                continue;
+            }
+            // Scores, exactly as the forward pass computes them.
+            let mut s = vec![T::zero(); tv];
+            for (j, sj) in s.iter_mut().enumerate() {
+                let mut acc = T::zero();
+                for d in 0..dim {
+                    let (qv, kv) = (q[[b, i, d]], k[[b, j, d]]);
+                    acc = acc
+                        + match score {
+                            Score::Dot { .. } => qv * kv,
+                            Score::Concat { scale, .. } => {
+                                let x = qv + kv;
+                                scale.map_or(x, |sc| sc * x).tanh()
+                            }
+                            Score::Additive { scale } => {
+                                let t = (qv + kv).tanh();
+                                scale.as_ref().map_or(t, |sc| sc[d] * t)
+                            }
+                        };
+                }
+                acc = match score {
+                    Score::Dot { scale: Some(sc) } => acc * *sc,
+                    Score::Concat { weight, .. } => *weight * acc,
+                    _ => acc,
+                };
+                let padded = v_mask.is_some_and(|m| !m[[b, j]]) || (causal && j > i);
+                *sj = if padded { acc - big } else { acc };
+            }
+            let max = s.iter().copied().fold(T::neg_infinity(), T::max);
+            let e: Vec<T> = s.iter().map(|&x| (x - max).exp()).collect();
+            let sum = e.iter().fold(T::zero(), |a, &x| a + x);
+            let p: Vec<T> = e.iter().map(|&x| x / sum).collect();
+            // out_i = Σ_j p_j v_j
+            let mut dp = vec![T::zero(); tv];
+            for j in 0..tv {
+                for d in 0..vdim {
+                    let gv = g[[b, i, d]];
+                    dv[[b, j, d]] = dv[[b, j, d]] + p[j] * gv;
+                    dp[j] = dp[j] + gv * v[[b, j, d]];
+                }
+            }
+            let dot = p.iter().zip(&dp).fold(T::zero(), |a, (&x, &y)| a + x * y);
+            for j in 0..tv {
+                let ds = p[j] * (dp[j] - dot);
+                if ds == T::zero() {
+                    continue;
+                }
+                for d in 0..dim {
+                    let (qv, kv) = (q[[b, i, d]], k[[b, j, d]]);
+                    let dsd = match score {
+                        Score::Dot { scale } => {
+                            let sc = scale.unwrap_or(one);
+                            dq[[b, i, d]] = dq[[b, i, d]] + ds * sc * kv;
+                            dk[[b, j, d]] = dk[[b, j, d]] + ds * sc * qv;
+                            continue;
+                        }
+                        Score::Concat { scale, weight } => {
+                            let sc = scale.unwrap_or(one);
+                            let t = (sc * (qv + kv)).tanh();
+                            *weight * (one - t * t) * sc
+                        }
+                        Score::Additive { scale } => {
+                            let t = (qv + kv).tanh();
+                            scale.as_ref().map_or(one, |sc| sc[d]) * (one - t * t)
+                        }
+                    };
+                    dq[[b, i, d]] = dq[[b, i, d]] + ds * dsd;
+                    dk[[b, j, d]] = dk[[b, j, d]] + ds * dsd;
+                }
+            }
+        }
+    }
+    (dq, dv, dk)
 }
