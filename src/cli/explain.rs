@@ -151,9 +151,10 @@ pub struct ExplainArgs {
     /// recurrent layer, the unit list sortable by attribution, and the attributions and unit analyses.
     #[arg(long, value_name = "FILE.html")]
     pub report: Option<PathBuf>,
-    /// For a one-feature token-id input: the vocabulary (JSON list index → token, or object token →
-    /// index), shown as each step's token in the report.
-    #[arg(long, value_name = "vocab.json", requires = "report")]
+    /// For token-id inputs (a model input that feeds an Embedding, or a one-feature id series): the
+    /// vocabulary (JSON list index → token, or object token → index), shown as each step's token in the
+    /// tables, the --plot chart and the report.
+    #[arg(long, value_name = "vocab.json")]
     pub tokens: Option<PathBuf>,
     /// Which sequence the tables and the heat map show (0-based).
     #[arg(help_heading = "Display", long, default_value_t = 0, value_name = "N")]

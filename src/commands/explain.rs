@@ -662,6 +662,13 @@ fn run_as<T: Real>(
         ig: (rule, a.ig_steps),
         precision: T::NAME,
         columns,
+        // A one-feature id series with a vocabulary: each step's token.
+        step_labels: vocab.filter(|_| f == 1).map(|v| {
+            x.slice(s![a.sequence, .., 0])
+                .iter()
+                .map(|id| crate::cli::output::token_of(v, id.to_f()))
+                .collect()
+        }),
     };
     if let Some(path) = &a.save {
         explain_data::save_npz(&report, path)?;

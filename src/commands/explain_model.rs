@@ -734,6 +734,15 @@ fn run_as<T: Real>(
             ig: (rule, a.ig_steps),
             precision: T::NAME,
             columns,
+            step_labels: sh.tokens.then(|| {
+                sh.x.slice(s![a.sequence, .., 0])
+                    .iter()
+                    .map(|v| match vocab {
+                        Some(vocab) => crate::cli::output::token_of(vocab, v.to_f()),
+                        None => format!("#{}", v.to_f()),
+                    })
+                    .collect()
+            }),
         })
         .collect();
     let suffixed = |p: &Path, j: usize| -> PathBuf {

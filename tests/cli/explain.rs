@@ -732,6 +732,29 @@ fn explain_token_inputs() {
     ]));
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("token"), "{out}");
+    // With a vocabulary the tables name each step's word, and the chart is drawn.
+    let vocab = tmp.path().join("vocab.json");
+    let words: Vec<String> = (0..40).map(|i| format!("word{i}")).collect();
+    std::fs::write(&vocab, serde_json::to_string(&words).unwrap()).unwrap();
+    let png = tmp.path().join("tokens.png");
+    let (code, out, err) = run(rnntrace()
+        .current_dir(&dir)
+        .args(["explain", "--model", "model.keras", "--input", "tokens.npy"])
+        .args(["--methods", "gradient", "--top", "3", "--tokens"])
+        .arg(&vocab)
+        .arg("--plot")
+        .arg(&png));
+    assert_eq!(code, 0, "{err}");
+    let first_kept = ids[..t].iter().position(|&i| i != 0.0).unwrap();
+    let top_rows: Vec<&str> = out.lines().filter(|l| l.contains("word")).collect();
+    assert_eq!(top_rows.len(), 3, "{out}");
+    assert!(
+        ids[first_kept..t]
+            .iter()
+            .any(|&i| top_rows[0].contains(&format!("word{i} "))),
+        "{out}"
+    );
+    assert!(std::fs::metadata(&png).unwrap().len() > 10_000);
 }
 
 /// Several inputs: attributions keyed by input name, one chart per input (FILE-NAME.png), a note saying
