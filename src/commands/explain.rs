@@ -456,7 +456,13 @@ fn from_model(a: &ExplainArgs, path: &Path, kernels: Kernels) -> Result<Loaded> 
         .or(features)
         .unwrap_or(0);
     let raw = io::read_npy(&a.input[0])?;
-    let x = series_input(&raw, &a.input[0], None, f, &format!("the model expects {f}"))?;
+    let x = series_input(
+        &raw,
+        &a.input[0],
+        None,
+        f,
+        &format!("the model expects {f}"),
+    )?;
     if let Some(want) = m
         .input_shape
         .get(1)

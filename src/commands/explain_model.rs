@@ -61,10 +61,7 @@ enum InputKind<T> {
     /// `(batch, timesteps, features)` or `(batch, features)`, fed as read.
     Plain,
     /// Token ids looked up in `table` by the Embedding `name`.
-    Tokens {
-        table: Array2<T>,
-        mask_zero: bool,
-    },
+    Tokens { table: Array2<T>, mask_zero: bool },
 }
 
 fn act(m: &SavedModel, layer: &str, name: &str) -> Result<Activation> {
@@ -108,9 +105,8 @@ fn array2<T: Real>(a: &io::RawArray) -> Array2<T> {
 }
 
 /// One layer's operation.
-fn op_of<T: Real>(m: &SavedModel, layer: &crate::model::Layer, value_len: usize) -> Result<GOp<T>> {
+fn op_of<T: Real>(m: &SavedModel, layer: &crate::model::Layer) -> Result<GOp<T>> {
     let name = layer.name.as_str();
-    let _ = value_len;
     Ok(match &layer.kind {
         LayerKind::Input => GOp::Input,
         LayerKind::Identity => GOp::Identity,
@@ -166,17 +162,7 @@ fn op_of<T: Real>(m: &SavedModel, layer: &crate::model::Layer, value_len: usize)
             threshold: T::lit(*threshold),
         },
         LayerKind::Flatten => GOp::Flatten,
-        LayerKind::Reshape { target_shape } => {
-            let out = layer.output_shape.clone().unwrap_or_default();
-            let dims: Vec<usize> = out.iter().skip(1).map(|d| d.unwrap_or(0)).collect();
-            if dims.contains(&0) || dims.len() != target_shape.len() {
-                return Err(Error::input(
-                    &m.path,
-                    format!("layer '{name}' (Reshape): explain needs its output shape fixed in the file"),
-                ));
-            }
-            GOp::Reshape(dims)
-        }
+        LayerKind::Reshape { target_shape } => GOp::Reshape(target_shape.clone()),
         LayerKind::Conv1D {
             kernel,
             bias,
@@ -317,7 +303,7 @@ fn build<T: Real>(m: &SavedModel, kernels: Kernels) -> Result<(Graph<T>, Vec<Inp
                 let mut op = if matches!(layer.kind, LayerKind::Embedding { .. }) {
                     GOp::Input // fed with the looked-up ids (checked below)
                 } else {
-                    op_of(m, layer, 0)?
+                    op_of(m, layer)?
                 };
                 if let GOp::Attention { causal, .. } = &mut op {
                     *causal = call.flags.iter().any(|f| f == "use_causal_mask");
@@ -360,7 +346,7 @@ fn build<T: Real>(m: &SavedModel, kernels: Kernels) -> Result<(Graph<T>, Vec<Inp
                     }
                     GOp::Input
                 } else {
-                    op_of(m, layer, 0)?
+                    op_of(m, layer)?
                 };
                 nodes.push(Node {
                     name: layer.name.clone(),
@@ -394,9 +380,7 @@ fn build<T: Real>(m: &SavedModel, kernels: Kernels) -> Result<(Graph<T>, Vec<Inp
         let emb: Vec<usize> = readers
             .iter()
             .copied()
-            .filter(|&j| {
-                layer_of(j).is_some_and(|l| matches!(l.kind, LayerKind::Embedding { .. }))
-            })
+            .filter(|&j| layer_of(j).is_some_and(|l| matches!(l.kind, LayerKind::Embedding { .. })))
             .collect();
         if emb.is_empty() {
             kinds.push(InputKind::Plain);
@@ -429,10 +413,7 @@ fn build<T: Real>(m: &SavedModel, kernels: Kernels) -> Result<(Graph<T>, Vec<Inp
     }
     // An Embedding that no model input feeds directly was not turned into an input.
     for (j, n) in nodes.iter().enumerate() {
-        if matches!(n.op, GOp::Input)
-            && !n.args.is_empty()
-            && !inputs.contains(&j)
-        {
+        if matches!(n.op, GOp::Input) && !n.args.is_empty() && !inputs.contains(&j) {
             return Err(Error::input(
                 &m.path,
                 format!(
@@ -442,15 +423,12 @@ fn build<T: Real>(m: &SavedModel, kernels: Kernels) -> Result<(Graph<T>, Vec<Inp
             ));
         }
     }
-    if !nodes
-        .iter()
-        .any(|n| {
-            matches!(
-                n.op,
-                GOp::Recurrent { .. } | GOp::Stacked { .. } | GOp::Bidirectional { .. }
-            )
-        })
-    {
+    if !nodes.iter().any(|n| {
+        matches!(
+            n.op,
+            GOp::Recurrent { .. } | GOp::Stacked { .. } | GOp::Bidirectional { .. }
+        )
+    }) {
         return Err(Error::input(&m.path, "holds no recurrent layer to explain"));
     }
     Ok((
@@ -569,7 +547,10 @@ fn run_outputs_for<T: Real>(
     let run = if m.graph.is_some() {
         runner::run_graph_using(m, inputs, kernels)?
     } else {
-        let x = inputs.into_iter().next().ok_or_else(|| Error::usage("--input: none given"))?;
+        let x = inputs
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::usage("--input: none given"))?;
         runner::run_model_using(m, x, kernels)?
     };
     let parts: Vec<Array2<T>> = run
@@ -712,7 +693,9 @@ fn run_as<T: Real>(
         pass_budget: 512 << 20,
     };
     let ge = graph_methods::explain_graph(&g, &fed, &init, &req);
-    let per: Vec<Explanation<T>> = (0..shown.len()).map(|j| per_input(&ge, j, shown[j].tokens)).collect();
+    let per: Vec<Explanation<T>> = (0..shown.len())
+        .map(|j| per_input(&ge, j, shown[j].tokens))
+        .collect();
     let title = m.path.display().to_string();
     let reports: Vec<ExplainReport<'_, T>> = per
         .iter()
@@ -749,8 +732,14 @@ fn run_as<T: Real>(
         if !several {
             return p.to_path_buf();
         }
-        let stem = p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-        let ext = p.extension().map(|e| format!(".{}", e.to_string_lossy())).unwrap_or_default();
+        let stem = p
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let ext = p
+            .extension()
+            .map(|e| format!(".{}", e.to_string_lossy()))
+            .unwrap_or_default();
         p.with_file_name(format!("{stem}-{}{ext}", shown[j].name))
     };
     if let Some(path) = &a.save {
@@ -760,7 +749,10 @@ fn run_as<T: Real>(
     }
     if let Some(path) = &a.plot {
         for (j, r) in reports.iter().enumerate() {
-            explain_plot::draw_attributions(&explain_plot::attribution_chart(r), &suffixed(path, j))?;
+            explain_plot::draw_attributions(
+                &explain_plot::attribution_chart(r),
+                &suffixed(path, j),
+            )?;
         }
     }
     if let Some(path) = &a.plot_units {
@@ -848,7 +840,9 @@ fn token_baseline<T: Real>(
                 }
             }
             let n = n.max(1) as f64;
-            Ok(Array3::from_shape_fn((b, t, d), |(_, _, k)| T::lit(sum[k] / n)))
+            Ok(Array3::from_shape_fn((b, t, d), |(_, _, k)| {
+                T::lit(sum[k] / n)
+            }))
         }
         (_, Some(p)) => {
             let raw = io::read_npy(p)?;
@@ -979,7 +973,11 @@ fn write_report<T: Real>(
     (max_values, vocab): (usize, Option<&[Option<String>]>),
 ) -> Result<()> {
     use crate::render::report;
-    let fwd = g.forward(fed.to_vec(), &InitialState::default(), crate::trace::Record::ALL);
+    let fwd = g.forward(
+        fed.to_vec(),
+        &InitialState::default(),
+        crate::trace::Record::ALL,
+    );
     let trace = crate::trace::Trace {
         layers: fwd.traces().into_iter().cloned().collect(),
         predictions: fwd.output_rows(),
@@ -1008,9 +1006,8 @@ fn write_report<T: Real>(
                     .collect(),
             );
         } else {
-            data.notes.push(
-                "--tokens: not shown, the explained input holds no token ids".to_string(),
-            );
+            data.notes
+                .push("--tokens: not shown, the explained input holds no token ids".to_string());
         }
     }
     report::html::write_file(&data, path)

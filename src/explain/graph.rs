@@ -100,8 +100,8 @@ pub enum GOp<T> {
     },
     /// `Flatten`.
     Flatten,
-    /// `Reshape` to `(n)` or `(t, f)` per sequence (resolved).
-    Reshape(Vec<usize>),
+    /// `Reshape(target_shape)` to `(n)` or `(t, f)` per sequence (one entry may be -1).
+    Reshape(Vec<i64>),
     /// `Conv1D`, then its activation.
     Conv1D {
         /// `(taps, channels / groups, filters)`.
@@ -208,6 +208,12 @@ pub struct Graph<T> {
 /// A value with the Keras mask riding along.
 type Masked<T> = (Value<T>, Option<Array2<bool>>);
 
+/// A Bidirectional's traces and outputs (forward, backward).
+type BidirCache<T> = (LayerTrace<T>, LayerTrace<T>, Value<T>, Value<T>);
+
+/// Gradient with respect to an initial `(h, c)`.
+pub type StateGrad<T> = (Array2<T>, Option<Array2<T>>);
+
 /// What a node kept for the backward pass.
 #[derive(Debug, Clone)]
 enum Cache<T> {
@@ -215,7 +221,7 @@ enum Cache<T> {
     Masking(Array2<bool>),
     Recurrent(Box<LayerTrace<T>>),
     Stacked(Vec<LayerTrace<T>>),
-    Bidirectional(Box<(LayerTrace<T>, LayerTrace<T>, Value<T>, Value<T>)>),
+    Bidirectional(Box<BidirCache<T>>),
     /// Pre-activation and output rows.
     Act(Array2<T>, Array2<T>),
     /// The mask a global average used.
@@ -382,9 +388,9 @@ impl<T: Real> Graph<T> {
                     (outs, Cache::Recurrent(Box::new(l)))
                 }
                 GOp::Stacked {
-                        cells,
-                        return_state,
-                    } => {
+                    cells,
+                    return_state,
+                } => {
                     let (x, mask) = &args[0];
                     let mut input = seq(x, name);
                     let mut given = states.into_iter();
@@ -398,7 +404,8 @@ impl<T: Real> Graph<T> {
                         } else {
                             None
                         };
-                        let init = (h0.is_some() || c0.is_some()).then_some(InitialState { h0, c0 });
+                        let init =
+                            (h0.is_some() || c0.is_some()).then_some(InitialState { h0, c0 });
                         let l = run_rec(
                             op,
                             input.view(),
@@ -442,7 +449,14 @@ impl<T: Real> Graph<T> {
                     let (x, mask) = &args[0];
                     let x = seq(x, name);
                     let lf = run_rec(forward, x.view(), mask.as_ref(), None, record, self.kernels);
-                    let lb = run_rec(backward, x.view(), mask.as_ref(), None, record, self.kernels);
+                    let lb = run_rec(
+                        backward,
+                        x.view(),
+                        mask.as_ref(),
+                        None,
+                        record,
+                        self.kernels,
+                    );
                     let of = rec_value(forward, &lf, false);
                     let ob = rec_value(backward, &lb, backward.spec.go_backwards);
                     let v = merge_bidir(*merge, &of, &ob);
@@ -504,10 +518,22 @@ impl<T: Real> Graph<T> {
                     let (v, _) = &args[0];
                     (vec![(Value::Flat(rows_flat(v)), None)], Cache::None)
                 }
-                GOp::Reshape(dims) => {
+                GOp::Reshape(target) => {
                     let (v, _) = &args[0];
                     let r = rows_flat(v);
-                    let b = r.nrows();
+                    let (b, n) = r.dim();
+                    // As crate::runner resolves it (it has checked the sizes).
+                    let known: i64 = target.iter().filter(|&&d| d > 0).product();
+                    let dims: Vec<usize> = target
+                        .iter()
+                        .map(|&d| {
+                            if d < 0 {
+                                if known > 0 { n / known as usize } else { 0 }
+                            } else {
+                                d as usize
+                            }
+                        })
+                        .collect();
                     let out = match dims.as_slice() {
                         [t, f] => Value::Seq(r.into_shape_with_order((b, *t, *f)).expect("size")),
                         _ => Value::Flat(r),
@@ -521,7 +547,12 @@ impl<T: Real> Graph<T> {
                     activation,
                 } => {
                     let x = seq(&args[0].0, name);
-                    let y = conv1d(x.view(), kernel.view(), bias.as_ref().map(|b| b.view()), spec);
+                    let y = conv1d(
+                        x.view(),
+                        kernel.view(),
+                        bias.as_ref().map(|b| b.view()),
+                        spec,
+                    );
                     let like = Value::Seq(y);
                     let pre = rows(&like);
                     let mut post = pre.clone();
@@ -686,7 +717,7 @@ impl<T: Real> Graph<T> {
         &self,
         fwd: &GForward<T>,
         seeds: Vec<Option<Value<T>>>,
-    ) -> (Vec<Value<T>>, Option<(Array2<T>, Option<Array2<T>>)>) {
+    ) -> (Vec<Value<T>>, Option<StateGrad<T>>) {
         let n = self.nodes.len();
         let mut grads: Vec<Vec<Option<Value<T>>>> = (0..n)
             .map(|i| vec![None; self.node_outputs(&fwd.values, i)])
@@ -712,7 +743,15 @@ impl<T: Real> Graph<T> {
                 .iter()
                 .map(|s| &fwd.values[s.node][s.tensor])
                 .collect();
-            let (dargs, dstates) = self.node_backward(i, &fwd.values[i], &fwd.caches[i], &arg_vals, g_out, first_rec, &mut init_grad);
+            let (dargs, dstates) = self.node_backward(
+                i,
+                &fwd.values[i],
+                &fwd.caches[i],
+                &arg_vals,
+                g_out,
+                first_rec,
+                &mut init_grad,
+            );
             for (s, d) in node.args.iter().zip(dargs) {
                 if let Some(d) = d {
                     add_into(&mut grads[s.node][s.tensor], d);
@@ -745,12 +784,10 @@ impl<T: Real> Graph<T> {
         args: &[&Masked<T>],
         mut g_out: Vec<Option<Value<T>>>,
         first_rec: Option<usize>,
-        init_grad: &mut Option<(Array2<T>, Option<Array2<T>>)>,
+        init_grad: &mut Option<StateGrad<T>>,
     ) -> (Vec<Option<Value<T>>>, Vec<Array2<T>>) {
         let node = &self.nodes[i];
-        let g = g_out[0]
-            .take()
-            .unwrap_or_else(|| outs[0].0.zeros_like());
+        let g = g_out[0].take().unwrap_or_else(|| outs[0].0.zeros_like());
         let x0 = &args[0].0;
         let one = |v: Value<T>| (vec![Some(v)], Vec::new());
         match (&node.op, cache) {
@@ -771,10 +808,8 @@ impl<T: Real> Graph<T> {
                 let mut dstates = Vec::new();
                 if !node.states.is_empty() {
                     dstates.push(lg.dh0.clone());
-                    if let Some(c) = &lg.dc0 {
-                        if node.states.len() > 1 {
-                            dstates.push(c.clone());
-                        }
+                    if let Some(c) = lg.dc0.as_ref().filter(|_| node.states.len() > 1) {
+                        dstates.push(c.clone());
                     }
                 } else if first_rec == Some(i) {
                     *init_grad = Some((lg.dh0.clone(), lg.dc0.clone()));
@@ -898,7 +933,9 @@ impl<T: Real> Graph<T> {
                 let r = rows_flat(&g);
                 one(match x0 {
                     Value::Flat(_) => Value::Flat(r),
-                    Value::Seq(a) => Value::Seq(r.into_shape_with_order(a.raw_dim()).expect("size")),
+                    Value::Seq(a) => {
+                        Value::Seq(r.into_shape_with_order(a.raw_dim()).expect("size"))
+                    }
                 })
             }
             (
@@ -915,8 +952,12 @@ impl<T: Real> Graph<T> {
                 let Value::Seq(gy) = Value::reshape_rows(d, &g) else {
                     unreachable!()
                 };
-                one(Value::Seq(conv1d_backward(&gy, kernel, spec, seq(x0, "")
-                    .dim())))
+                one(Value::Seq(conv1d_backward(
+                    &gy,
+                    kernel,
+                    spec,
+                    seq(x0, "").dim(),
+                )))
             }
             (GOp::Pool1D(p), _) => {
                 let x = seq(x0, "");
@@ -1013,11 +1054,7 @@ impl<T: Real> Graph<T> {
                     } else {
                         let xh: Vec<T> = xr.iter().map(|&v| (v - mean) * r).collect();
                         let mg = gg.iter().fold(T::zero(), |a, &v| a + v) / n;
-                        let mgx = gg
-                            .iter()
-                            .zip(&xh)
-                            .fold(T::zero(), |a, (&p, &q)| a + p * q)
-                            / n;
+                        let mgx = gg.iter().zip(&xh).fold(T::zero(), |a, (&p, &q)| a + p * q) / n;
                         for (k, v) in gr.iter_mut().enumerate() {
                             *v = r * (gg[k] - mg - xh[k] * mgx);
                         }
@@ -1050,9 +1087,7 @@ impl<T: Real> Graph<T> {
                 dx.slice_mut(s![.., *l..*l + t, ..]).assign(&gy);
                 one(Value::Seq(dx))
             }
-            (GOp::Merge { op, axis }, _) => {
-                (merge_backward(*op, *axis, args, &g), Vec::new())
-            }
+            (GOp::Merge { op, axis }, _) => (merge_backward(*op, *axis, args, &g), Vec::new()),
             (GOp::Attention { score, causal }, _) => {
                 let q = seq(x0, "");
                 let v = seq(&args[1].0, "");
@@ -1121,7 +1156,12 @@ fn rec_backward_states<T: Real>(
     let (seq_g, mut last) = match g {
         Value::Flat(a) => (None, Some(a.clone())),
         Value::Seq(a) => (
-            Some(a.view().permuted_axes([1, 0, 2]).as_standard_layout().into_owned()),
+            Some(
+                a.view()
+                    .permuted_axes([1, 0, 2])
+                    .as_standard_layout()
+                    .into_owned(),
+            ),
             None,
         ),
     };
@@ -1144,7 +1184,13 @@ fn rec_backward_states<T: Real>(
 }
 
 fn resolve_axes(axes: (i64, i64), nx: usize, ny: usize) -> (usize, usize) {
-    let res = |n: usize, a: i64| if a < 0 { (n as i64 + a) as usize } else { a as usize };
+    let res = |n: usize, a: i64| {
+        if a < 0 {
+            (n as i64 + a) as usize
+        } else {
+            a as usize
+        }
+    };
     (res(nx, axes.0), res(ny, axes.1))
 }
 
@@ -1327,13 +1373,11 @@ fn merge_backward<T: Real>(
             (0..n)
                 .map(|i| {
                     let mut d = gd.clone();
-                    ndarray::Zip::from(&mut d)
-                        .and(&win)
-                        .for_each(|v, &w| {
-                            if w != i {
-                                *v = T::zero();
-                            }
-                        });
+                    ndarray::Zip::from(&mut d).and(&win).for_each(|v, &w| {
+                        if w != i {
+                            *v = T::zero();
+                        }
+                    });
                     d
                 })
                 .collect()
@@ -1398,16 +1442,14 @@ fn dot_backward<T: Real>(
         if !normalize {
             return dn;
         }
-        for ((r, nrow), mut drow) in raw
-            .rows()
-            .into_iter()
-            .zip(normed.rows())
-            .zip(dn.rows_mut())
-        {
+        for ((r, nrow), mut drow) in raw.rows().into_iter().zip(normed.rows()).zip(dn.rows_mut()) {
             let ss = r.iter().fold(T::zero(), |s, &v| s + v * v);
             let inv = T::one() / ss.sqrt();
             if inv < T::lit(1e7) {
-                let proj = nrow.iter().zip(drow.iter()).fold(T::zero(), |s, (&p, &q)| s + p * q);
+                let proj = nrow
+                    .iter()
+                    .zip(drow.iter())
+                    .fold(T::zero(), |s, (&p, &q)| s + p * q);
                 for (v, &nv) in drow.iter_mut().zip(nrow.iter()) {
                     *v = inv * (*v - nv * proj);
                 }

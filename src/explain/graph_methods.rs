@@ -12,11 +12,11 @@ integrated gradients and occlusion, as [`super::methods`] computes them for a ch
   counts as its one step) and reports `f(x) − f(occluded)`.
 */
 
+use super::Methods;
 use super::graph::{GForward, Graph};
 use super::methods::IgRule;
 use super::network::{InitialState, Value};
 use super::units::{self, UnitReport};
-use super::Methods;
 use crate::cell::Real;
 use crate::trace::Record;
 use ndarray::{Array1, Array2, Array3, Axis, s};
@@ -151,7 +151,9 @@ fn block<T: Real>(v: &Value<T>, j: usize, b: usize) -> Value<T> {
 
 fn zip3<T: Real>(a: &Value<T>, b: &Value<T>, f: impl Fn(T, T) -> T) -> Value<T> {
     match (a, b) {
-        (Value::Seq(x), Value::Seq(y)) => Value::Seq(ndarray::Zip::from(x).and(y).map_collect(|&p, &q| f(p, q))),
+        (Value::Seq(x), Value::Seq(y)) => {
+            Value::Seq(ndarray::Zip::from(x).and(y).map_collect(|&p, &q| f(p, q)))
+        }
         (Value::Flat(x), Value::Flat(y)) => {
             Value::Flat(ndarray::Zip::from(x).and(y).map_collect(|&p, &q| f(p, q)))
         }
@@ -180,7 +182,11 @@ pub fn explain_graph<T: Real>(
     let fwd = g.forward(
         fed.to_vec(),
         init,
-        if want_grad { Record::ALL } else { Record::GATES },
+        if want_grad {
+            Record::ALL
+        } else {
+            Record::GATES
+        },
     );
     let rows = fwd.output_rows();
     let outputs = rows.ncols();
@@ -362,7 +368,7 @@ fn sequences_per_pass<T: Real>(g: &Graph<T>, fed: &[Fed<T>], budget: usize) -> u
     (budget / (steps.max(1) * per_step.max(1) * std::mem::size_of::<T>())).max(1)
 }
 
-/// A `(batch, steps)` zero-padded copy of a token attribution: the sum over embedding dimensions.
+/// A token input's attribution per token, `(batch, steps, 1)`: the sum over the embedding dimensions.
 pub fn per_token<T: Real>(v: &Value<T>) -> Array3<T> {
     match v {
         Value::Seq(a) => a.sum_axis(Axis(2)).insert_axis(Axis(2)),

@@ -585,7 +585,11 @@ fn explain_models_match_framework_goldens() {
     for dir in dirs {
         let (case, v, _) = run_model_case(&dir, &["--methods", "all"]);
         let name = case["name"].as_str().unwrap().to_string();
-        let tol = if case["precision"] == "f64" { 1e-9 } else { 1e-4 };
+        let tol = if case["precision"] == "f64" {
+            1e-9
+        } else {
+            1e-4
+        };
         assert_eq!(v["format"], "rnntrace-explain/1", "{name}");
         let (_, pred) = npy(&dir.join("pred.npy"));
         let e = rel_err(&flat(&v["prediction"]), &pred, 1.0);
@@ -639,7 +643,11 @@ fn explain_models_match_framework_goldens() {
                     }
                     d
                 };
-                assert_eq!(depth(&attr[key]), shape.len(), "{name}: {input}: {key} rank");
+                assert_eq!(
+                    depth(&attr[key]),
+                    shape.len(),
+                    "{name}: {input}: {key} rank"
+                );
                 if key == "integrated_gradients" {
                     let per = got.len() / pred.len();
                     for (b, s) in ig_sum.iter_mut().enumerate() {
@@ -676,7 +684,10 @@ fn explain_models_match_framework_goldens() {
 #[test]
 fn explain_token_inputs() {
     let dir = explain_models_dir().join("text_embedding_bilstm_softmax");
-    let (_, v, _) = run_model_case(&dir, &["--methods", "gradient,integrated-gradients,occlusion"]);
+    let (_, v, _) = run_model_case(
+        &dir,
+        &["--methods", "gradient,integrated-gradients,occlusion"],
+    );
     let (_, ids) = npy(&dir.join("tokens.npy"));
     let g = flat(&v["attributions"]["gradient"]);
     let ig = flat(&v["attributions"]["integrated_gradients"]);
@@ -693,11 +704,7 @@ fn explain_token_inputs() {
     let tmp = tempfile::tempdir().unwrap();
     let zeros = tmp.path().join("pad.npy");
     let t = ids.len() / 3;
-    std::fs::write(
-        &zeros,
-        crate::npy_bytes("<i4", &[t], &vec![0u8; 4 * t]),
-    )
-    .unwrap();
+    std::fs::write(&zeros, crate::npy_bytes("<i4", &[t], &vec![0u8; 4 * t])).unwrap();
     let (_, v2, _) = run_model_case(
         &dir,
         &[
@@ -715,7 +722,14 @@ fn explain_token_inputs() {
     std::fs::write(&bad, crate::npy_bytes("<i4", &[t], &payload)).unwrap();
     let (code, out, err) = run(rnntrace()
         .current_dir(&dir)
-        .args(["explain", "--model", "model.keras", "--input", "tokens.npy", "--baseline"])
+        .args([
+            "explain",
+            "--model",
+            "model.keras",
+            "--input",
+            "tokens.npy",
+            "--baseline",
+        ])
         .arg(&bad));
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--baseline") && err.contains("1000"), "{err}");
@@ -766,12 +780,20 @@ fn explain_several_inputs() {
     let png = tmp.path().join("attr.png");
     let (_, v, err) = run_model_case(
         &dir,
-        &["--methods", "gradient,occlusion", "--plot", png.to_str().unwrap()],
+        &[
+            "--methods",
+            "gradient,occlusion",
+            "--plot",
+            png.to_str().unwrap(),
+        ],
     );
     assert!(err.contains("2 inputs ('series', 'static')"), "{err}");
     for name in ["series", "static"] {
         assert!(v["attributions"][name]["gradient"].is_array(), "{name}");
-        assert!(tmp.path().join(format!("attr-{name}.png")).exists(), "{name}");
+        assert!(
+            tmp.path().join(format!("attr-{name}.png")).exists(),
+            "{name}"
+        );
     }
     assert!(!png.exists());
     let (code, out, err) = run(rnntrace().current_dir(&dir).args([
@@ -801,8 +823,7 @@ fn explain_covers_the_real_models() {
     let mut explained = 0;
     for dir in dirs {
         let name = dir.file_name().unwrap().to_string_lossy().into_owned();
-        let refused = name == "lambda_layer"
-            || name == "mixed_float16";
+        let refused = name == "lambda_layer" || name == "mixed_float16";
         let file = if dir.join("model.keras").exists() {
             "model.keras"
         } else {
