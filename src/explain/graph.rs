@@ -1570,3 +1570,7 @@ fn attention_backward<T: Real>(
     }
     (dq, dv, dk)
 }
+
+#[cfg(test)]
+#[path = "graph_tests.rs"]
+mod tests;
