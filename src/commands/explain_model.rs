@@ -474,10 +474,32 @@ fn read_inputs(a: &ExplainArgs, m: &SavedModel) -> Result<Vec<(String, Tensor<f6
     if let Some(x) = runner::embedding_input(m, &raw, &path)? {
         return Ok(vec![(names[0].clone(), x)]);
     }
+    if m.input_shape.len() == 2 {
+        // A flat input (sequences, features), e.g. Dense → RepeatVector → LSTM.
+        let f = m.input_shape[1];
+        let (b, n) = match raw.shape.as_slice() {
+            [b, n] => (*b, *n),
+            [n] => (1, *n),
+            _ => (0, 0),
+        };
+        if b == 0 || f.is_some_and(|f| f != n) {
+            return Err(Error::input(
+                &path,
+                format!(
+                    "has shape {}; the model takes (sequences, {})",
+                    raw.shape_str(),
+                    f.map_or("features".to_string(), |f| f.to_string())
+                ),
+            ));
+        }
+        let x = Array2::from_shape_vec((b, n), raw.data.clone())
+            .map_err(|e| Error::input(&path, e.to_string()))?;
+        return Ok(vec![(names[0].clone(), Tensor::Flat(x))]);
+    }
     if m.input_shape.len() != 3 {
         return Err(Error::input(
             &m.path,
-            "takes no sequence input (batch, timesteps, features); explain attributes over timesteps",
+            "takes neither a sequence (batch, timesteps, features) nor a flat (batch, features) input",
         ));
     }
     let f = m.input_shape.last().copied().flatten().unwrap_or(0);
