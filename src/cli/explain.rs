@@ -69,7 +69,8 @@ pub struct ExplainArgs {
     pub methods: String,
     /// Baseline for integrated gradients, occlusion and baseline_prediction: zeros, mean (each feature's
     /// mean over all unmasked steps of all sequences), or a FILE.npy shaped like the input or
-    /// (timesteps, features).
+    /// (timesteps, features). For token inputs: zeros is the id 0 (the padding row of the embedding),
+    /// mean the mean embedding row of the kept tokens, a FILE holds baseline ids.
     #[arg(
         help_heading = "Attribution",
         long,
