@@ -42,9 +42,17 @@ pub struct ExplainArgs {
     /// The cell the weights are for.
     #[arg(help_heading = "Input", long, value_enum)]
     pub cell: Option<ExplainCell>,
-    /// Input sequences (sequences, timesteps, features) or one (timesteps, features).
-    #[arg(help_heading = "Input", short = 'i', long, value_name = "X.npy")]
-    pub input: PathBuf,
+    /// Input sequences (sequences, timesteps, features) or one (timesteps, features); token ids
+    /// (sequences, timesteps) for a model whose input feeds an Embedding. A model with several inputs
+    /// takes --input once per input, in the model's input order, or as --input NAME=FILE.
+    #[arg(
+        help_heading = "Input",
+        short = 'i',
+        long,
+        value_name = "X.npy",
+        required = true
+    )]
+    pub input: Vec<PathBuf>,
     /// Which output of the prediction to explain (0-based).
     #[arg(
         help_heading = "Attribution",
@@ -63,7 +71,8 @@ pub struct ExplainArgs {
     pub methods: String,
     /// Baseline for integrated gradients, occlusion and baseline_prediction: zeros, mean (each feature's
     /// mean over all unmasked steps of all sequences), or a FILE.npy shaped like the input or
-    /// (timesteps, features).
+    /// (timesteps, features). For token inputs: zeros is the id 0 (the padding row of the embedding),
+    /// mean the mean embedding row of the kept tokens, a FILE holds baseline ids.
     #[arg(
         help_heading = "Attribution",
         long,
@@ -145,9 +154,10 @@ pub struct ExplainArgs {
     /// recurrent layer, the unit list sortable by attribution, and the attributions and unit analyses.
     #[arg(long, value_name = "FILE.html")]
     pub report: Option<PathBuf>,
-    /// For a one-feature token-id input: the vocabulary (JSON list index → token, or object token →
-    /// index), shown as each step's token in the report.
-    #[arg(long, value_name = "vocab.json", requires = "report")]
+    /// For token-id inputs (a model input that feeds an Embedding, or a one-feature id series): the
+    /// vocabulary (JSON list index → token, or object token → index), shown as each step's token in the
+    /// tables, the --plot chart and the report.
+    #[arg(long, value_name = "vocab.json")]
     pub tokens: Option<PathBuf>,
     /// Which sequence the tables and the heat map show (0-based).
     #[arg(help_heading = "Display", long, default_value_t = 0, value_name = "N")]

@@ -71,7 +71,7 @@ pub fn explain(a: &ExplainArgs, env: &Env) -> Result<Outcome> {
             rule.name()
         )));
     }
-    let mut inputs: Vec<&Path> = vec![&a.input];
+    let mut inputs: Vec<&Path> = a.input.iter().map(|p| p.as_path()).collect();
     inputs.extend(
         [
             &a.model,
@@ -138,10 +138,27 @@ pub fn explain(a: &ExplainArgs, env: &Env) -> Result<Outcome> {
     }
     let problem = match (&a.model, &a.weights) {
         (Some(m), _) if a.cell.is_some() => from_torch(a, m, env.kernels)?,
-        (Some(m), _) => from_model(a, m, env.kernels)?,
+        (Some(m), _) => match from_model(a, m, env.kernels)? {
+            Loaded::Chain(p) => p,
+            Loaded::Graph(model) => {
+                return super::explain_model::explain_graph_model(
+                    a,
+                    &model,
+                    (methods, rule, baseline_file.as_deref()),
+                    (max_values, vocab.as_deref(), env.columns),
+                    env.kernels,
+                );
+            }
+        },
         (None, Some(w)) => from_weights(a, w, env)?,
         (None, None) => return Err(Error::usage("give --model or --weights with --cell")),
     };
+    if a.input.len() != 1 {
+        return Err(Error::usage(format!(
+            "--input: the model has one input; {} given",
+            a.input.len()
+        )));
+    }
     for n in &problem.notes {
         eprintln!("{n}");
     }
@@ -175,7 +192,7 @@ fn from_weights(a: &ExplainArgs, w: &Path, env: &Env) -> Result<Problem> {
     // The single-layer flags are validated exactly as `rnntrace lstm|gru` validates them.
     let cell_args = CellArgs {
         weights: w.to_path_buf(),
-        input: a.input.clone(),
+        input: a.input[0].clone(),
         window: None,
         convention: a.convention.clone(),
         layout: a.layout,
@@ -345,8 +362,18 @@ fn from_torch(a: &ExplainArgs, path: &Path, kernels: Kernels) -> Result<Problem>
         }
     }
     let f = m0.input;
-    let raw = io::read_npy(&a.input)?;
-    let x = series_input(&raw, &a.input, None, f, &format!("layer 0 expects {f}"))?;
+    let input = match a.input.as_slice() {
+        [one] => one,
+        more => {
+            return Err(Error::usage(format!(
+                "{} is one recurrent module with one input; {} --input given",
+                path.display(),
+                more.len()
+            )));
+        }
+    };
+    let raw = io::read_npy(input)?;
+    let x = series_input(&raw, input, None, f, &format!("layer 0 expects {f}"))?;
     Ok(Problem {
         net: Network { ops, kernels },
         x,
@@ -415,7 +442,15 @@ fn dense_op(
     })
 }
 
-fn from_model(a: &ExplainArgs, path: &Path, kernels: Kernels) -> Result<Problem> {
+/// A saved model for the chain explainer, or for the graph explainer ([`super::explain_model`]).
+// The chain's problem holds its arrays inline; there is one per run.
+#[allow(clippy::large_enum_variant)]
+enum Loaded {
+    Chain(Problem),
+    Graph(model::SavedModel),
+}
+
+fn from_model(a: &ExplainArgs, path: &Path, kernels: Kernels) -> Result<Loaded> {
     let c = &a.convention;
     for (flag, set) in [
         ("--initial-state", a.initial_state.is_some()),
@@ -459,11 +494,15 @@ fn from_model(a: &ExplainArgs, path: &Path, kernels: Kernels) -> Result<Problem>
             ),
         ));
     }
-    if m.graph.is_some() {
-        return Err(Error::input(
-            path,
-            "is a functional graph (several inputs or outputs, branches, merges or returned states); explain differentiates a chain of layers; `rnntrace run` computes the whole model",
-        ));
+    if !super::explain_model::chain_covers(&m) {
+        return Ok(Loaded::Graph(m));
+    }
+    if a.input.len() != 1 {
+        return Err(Error::usage(format!(
+            "{} has one input; {} --input given",
+            path.display(),
+            a.input.len()
+        )));
     }
     let mut ops = Vec::new();
     let mut features = None;
@@ -542,8 +581,14 @@ fn from_model(a: &ExplainArgs, path: &Path, kernels: Kernels) -> Result<Problem>
         .flatten()
         .or(features)
         .unwrap_or(0);
-    let raw = io::read_npy(&a.input)?;
-    let x = series_input(&raw, &a.input, None, f, &format!("the model expects {f}"))?;
+    let raw = io::read_npy(&a.input[0])?;
+    let x = series_input(
+        &raw,
+        &a.input[0],
+        None,
+        f,
+        &format!("the model expects {f}"),
+    )?;
     if let Some(want) = m
         .input_shape
         .get(1)
@@ -552,7 +597,7 @@ fn from_model(a: &ExplainArgs, path: &Path, kernels: Kernels) -> Result<Problem>
         .filter(|&w| w != x.shape()[1])
     {
         return Err(Error::input(
-            &a.input,
+            &a.input[0],
             format!(
                 "has {} timesteps per sequence; the model was built for {want}",
                 x.shape()[1]
@@ -563,14 +608,14 @@ fn from_model(a: &ExplainArgs, path: &Path, kernels: Kernels) -> Result<Problem>
         None => None,
         Some(p) => Some(load_mask(p, x.dim().0, x.dim().1)?),
     };
-    Ok(Problem {
+    Ok(Loaded::Chain(Problem {
         net: Network { ops, kernels },
         x,
         mask,
         init: InitialState::default(),
         title: path.display().to_string(),
         notes: Vec::new(),
-    })
+    }))
 }
 
 fn cast_net<T: Real>(n: &Network<f64>) -> Network<T> {
@@ -614,7 +659,7 @@ fn cast_net<T: Real>(n: &Network<f64>) -> Network<T> {
 }
 
 /// The baseline, shaped like `x`.
-fn baseline<T: Real>(
+pub(super) fn baseline<T: Real>(
     spec: &str,
     file: Option<&Path>,
     x: &Array3<T>,
@@ -749,6 +794,13 @@ fn run_as<T: Real>(
         ig: (rule, a.ig_steps),
         precision: T::NAME,
         columns,
+        // A one-feature id series with a vocabulary: each step's token.
+        step_labels: vocab.filter(|_| f == 1).map(|v| {
+            x.slice(s![a.sequence, .., 0])
+                .iter()
+                .map(|id| crate::cli::output::token_of(v, id.to_f()))
+                .collect()
+        }),
     };
     if let Some(path) = &a.save {
         explain_data::save_npz(&report, path)?;

@@ -41,6 +41,8 @@ pub struct Upstream<'a, T> {
     pub seq: Option<ArrayView3<'a, T>>,
     /// Gradient with respect to the last output, (sequences, units).
     pub last: Option<ArrayView2<'a, T>>,
+    /// Gradient with respect to the final cell state (an LSTM's returned state `c`), (sequences, units).
+    pub last_c: Option<ArrayView2<'a, T>>,
     /// Keras `zero_output_for_mask`: masked steps output zeros.
     pub zero_masked: bool,
 }
@@ -176,6 +178,9 @@ fn lane<T: Real>(
     let (mut dzx, mut dzh) = (z2(gu), z2(gu));
     if let Some(l) = up.last {
         carry.assign(&l.slice(s![r.clone(), ..]));
+    }
+    if let Some(c) = up.last_c {
+        dc.assign(&c.slice(s![r.clone(), ..]));
     }
     let masked_rec = tr.masked.nrows() == steps;
     let mut mrow = vec![false; n];

@@ -5,6 +5,10 @@ Exact attributions over time and what each unit does (`rnntrace explain`): the n
 - [`bptt`]: exact backpropagation through time over one layer's recorded forward pass;
 - [`network`]: a chain of layers (masking, recurrent, Bidirectional, Dense, activations) run forward
   through the engine and differentiated backward;
+- [`graph`]: a whole model as a DAG (embeddings fed, convolutions, pooling, normalisation, shape layers,
+  merges, returned states, several inputs and outputs), forward as `run` computes it and backward by
+  reverse topological accumulation;
+- [`graph_methods`]: the four methods over a [`graph::Graph`], per input;
 - [`methods`]: gradient, input × gradient, integrated gradients (Captum's rules), occlusion;
 - [`units`]: gate saturation, memory timescales and dead units per recurrent layer.
 
@@ -14,6 +18,8 @@ renders it.
 
 pub mod bptt;
 pub mod derivative;
+pub mod graph;
+pub mod graph_methods;
 pub mod methods;
 pub mod network;
 pub mod units;

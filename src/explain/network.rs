@@ -102,7 +102,7 @@ pub enum Value<T> {
 
 impl<T: Real> Value<T> {
     /// `(batch, last axis)` rows: a sequence's steps become rows.
-    fn rows(&self) -> ArrayView2<'_, T> {
+    pub(super) fn rows(&self) -> ArrayView2<'_, T> {
         match self {
             Value::Flat(a) => a.view(),
             Value::Seq(a) => {
@@ -114,14 +114,14 @@ impl<T: Real> Value<T> {
         }
     }
 
-    fn zeros_like(&self) -> Value<T> {
+    pub(super) fn zeros_like(&self) -> Value<T> {
         match self {
             Value::Flat(a) => Value::Flat(Array2::zeros(a.raw_dim())),
             Value::Seq(a) => Value::Seq(Array3::zeros(a.raw_dim())),
         }
     }
 
-    fn reshape_rows(rows: Array2<T>, like: &Value<T>) -> Value<T> {
+    pub(super) fn reshape_rows(rows: Array2<T>, like: &Value<T>) -> Value<T> {
         match like {
             Value::Flat(_) => Value::Flat(rows),
             Value::Seq(a) => {
@@ -263,7 +263,7 @@ pub struct Gradients<T> {
     pub initial: Vec<(Array2<T>, Option<Array2<T>>)>,
 }
 
-fn run_rec<T: Real>(
+pub(super) fn run_rec<T: Real>(
     op: &RecurrentOp<T>,
     x: ArrayView3<'_, T>,
     mask: Option<&Array2<bool>>,
@@ -311,7 +311,7 @@ fn seq_out<T: Real>(l: &LayerTrace<T>, zero_masked: bool) -> Array3<T> {
     out
 }
 
-fn rec_value<T: Real>(op: &RecurrentOp<T>, l: &LayerTrace<T>, flip: bool) -> Value<T> {
+pub(super) fn rec_value<T: Real>(op: &RecurrentOp<T>, l: &LayerTrace<T>, flip: bool) -> Value<T> {
     if op.return_sequences {
         let mut o = seq_out(l, op.zero_output_for_mask);
         if flip {
@@ -324,7 +324,7 @@ fn rec_value<T: Real>(op: &RecurrentOp<T>, l: &LayerTrace<T>, flip: bool) -> Val
     }
 }
 
-fn merge<T: Real>(m: Merge, f: &Value<T>, b: &Value<T>) -> Value<T> {
+pub(super) fn merge<T: Real>(m: Merge, f: &Value<T>, b: &Value<T>) -> Value<T> {
     let (fr, br) = (f.rows(), b.rows());
     let rows = match m {
         Merge::Concat => ndarray::concatenate(Axis(1), &[fr, br]).expect("same rows"),
@@ -615,7 +615,7 @@ impl<T: Real> Network<T> {
 
 /// A recurrent layer's backward pass from the gradient of its output value (`flip`: the value was flipped
 /// back to time order, so its steps run opposite to processing order).
-fn rec_backward<T: Real>(
+pub(super) fn rec_backward<T: Real>(
     r: &RecurrentOp<T>,
     l: &Recorded<T>,
     g: &Value<T>,
@@ -629,6 +629,7 @@ fn rec_backward<T: Real>(
             Upstream {
                 seq: None,
                 last: Some(a.view()),
+                last_c: None,
                 zero_masked: r.zero_output_for_mask,
             },
         ),
@@ -646,6 +647,7 @@ fn rec_backward<T: Real>(
                 Upstream {
                     seq: Some(tm.view()),
                     last: None,
+                    last_c: None,
                     zero_masked: r.zero_output_for_mask,
                 },
             )

@@ -18,9 +18,10 @@ use crate::explain::UnitReport;
 use plotters::chart::ChartBuilder;
 use plotters::coord::Shift;
 use plotters::drawing::DrawingArea;
-use plotters::element::{Circle, Rectangle};
+use plotters::element::{Circle, Rectangle, Text};
 use plotters::prelude::{DrawingBackend, LineSeries};
-use plotters::style::{Color, RGBColor};
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+use plotters::style::{Color, FontTransform, RGBColor};
 use std::path::Path;
 
 /// What the attribution chart shows.
@@ -40,6 +41,9 @@ pub struct AttributionChart {
     pub masked: Vec<bool>,
     /// The colour scale is ±this.
     pub scale: f64,
+    /// Per step, the token it holds (token inputs): written in the upper panel instead of an input
+    /// series.
+    pub step_labels: Option<Vec<String>>,
 }
 
 /// The chart's data for the report's sequence.
@@ -84,6 +88,7 @@ pub fn attribution_chart<T: Real>(r: &ExplainReport<'_, T>) -> AttributionChart 
             .map(|ti| r.mask.is_some_and(|m| !m[[seq, ti]]))
             .collect(),
         scale: if scale > 0.0 { scale } else { 1.0 },
+        step_labels: r.step_labels.clone(),
     }
 }
 
@@ -139,10 +144,12 @@ fn attributions_on<DB: DrawingBackend>(
         .y_label_area_size(70)
         .build_cartesian_2d(-0.5f64..(t as f64 - 0.5), (lo - pad)..(hi + pad))
         .map_err(err)?;
+    let tokens = c.step_labels.is_some();
     ch.configure_mesh()
         .light_line_style(GRID)
         .label_style(font(12.0))
-        .y_desc("input")
+        .y_labels(if tokens { 0 } else { 10 })
+        .y_desc(if tokens { "token" } else { "input" })
         .x_label_formatter(&int_label)
         .axis_desc_style(font(13.0))
         .draw()
@@ -156,8 +163,31 @@ fn attributions_on<DB: DrawingBackend>(
             .map_err(err)?;
         }
     }
-    for j in 0..f.min(PALETTE.len()) {
+    if let Some(labels) = &c.step_labels {
+        // Token inputs: the tokens themselves, one per step, over the same time axis.
+        let mid = (lo + hi) / 2.0;
+        for (ti, l) in labels.iter().enumerate().take(t) {
+            ch.draw_series(std::iter::once(Text::new(
+                l.clone(),
+                (ti as f64, mid),
+                font(13.0)
+                    .transform(FontTransform::Rotate270)
+                    .pos(Pos::new(HPos::Center, VPos::Center)),
+            )))
+            .map_err(err)?;
+        }
+    }
+    for j in (0..f.min(PALETTE.len())).filter(|_| c.step_labels.is_none()) {
         let col = PALETTE[j % PALETTE.len()];
+        if t == 1 {
+            // One step (a flat input): a line of one point would not show.
+            ch.draw_series(std::iter::once(Circle::new(
+                (0.0, c.input[0][j]),
+                5,
+                col.filled(),
+            )))
+            .map_err(err)?;
+        }
         ch.draw_series(LineSeries::new(
             (0..t)
                 .filter(|&ti| c.input[ti][j].is_finite())
@@ -170,12 +200,14 @@ fn attributions_on<DB: DrawingBackend>(
             plotters::element::PathElement::new(vec![(x, y), (x + 18, y)], col.stroke_width(2))
         });
     }
-    ch.configure_series_labels()
-        .label_font(font(12.0))
-        .background_style(RGBColor(255, 255, 255).mix(0.8))
-        .border_style(DIM)
-        .draw()
-        .map_err(err)?;
+    if !tokens {
+        ch.configure_series_labels()
+            .label_font(font(12.0))
+            .background_style(RGBColor(255, 255, 255).mix(0.8))
+            .border_style(DIM)
+            .draw()
+            .map_err(err)?;
+    }
     // The heat map, same time axis.
     let mut hm = ChartBuilder::on(&lower)
         .margin(8)

@@ -38,6 +38,9 @@ pub struct ExplainReport<'a, T> {
     pub precision: &'static str,
     /// The terminal width the text fits (tables wrap their cells, prose its words).
     pub columns: usize,
+    /// Per step of the shown sequence, what the step holds when it is one token (its word from
+    /// `--tokens`, else its id): tables name it in place of the feature, charts write it above the step.
+    pub step_labels: Option<Vec<String>>,
 }
 
 fn table() -> Table {
@@ -152,12 +155,20 @@ pub fn render<T: Real>(r: &ExplainReport<'_, T>) -> String {
             .collect();
         cells.sort_by(|a, b| b.2.abs().total_cmp(&a.2.abs()));
         let mut tb = table();
-        tb.set_header(vec!["rank", "step", "feature", name]);
+        let what = if r.step_labels.is_some() {
+            "token"
+        } else {
+            "feature"
+        };
+        tb.set_header(vec!["rank", "step", what, name]);
         for (k, (ti, j, v)) in cells.iter().take(r.top).enumerate() {
             tb.add_row(vec![
                 right(k.to_string()),
                 right(ti.to_string()),
-                Cell::new(&r.feature_names[*j]),
+                Cell::new(match &r.step_labels {
+                    Some(l) => l.get(*ti).cloned().unwrap_or_default(),
+                    None => r.feature_names[*j].clone(),
+                }),
                 right(fmt(*v)),
             ]);
         }

@@ -492,31 +492,382 @@ fn outputs_on_one_path_are_refused() {
 
 #[test]
 fn explain_refused_layers_it_does_not_differentiate_by_name() {
-    // Real models that `run` computes but explain's backward pass does not cover (yet): each is refused
-    // in one line naming the layer or the graph, never explained as if the layer were absent.
+    // Real models `run` refuses (a Lambda, a float16 policy): explain refuses them the same way, in one
+    // line naming the layer and the way forward, never explained as if the layer were absent.
     let dir = crate::fixtures().join("real_models");
-    for (case, input, says) in [
-        ("conv1d_valid", "input.npy", "'conv1d' (Conv1D)"),
-        (
-            "encoder_decoder",
-            "input_encoder_in.npy",
-            "functional graph",
-        ),
-        ("lambda_layer", "input.npy", "Lambda"),
+    for (case, says) in [
+        ("lambda_layer", "'lambda' (Lambda)"),
+        ("mixed_float16", "mixed_float16"),
     ] {
-        let (code, out, err) = crate::run(
-            crate::rnntrace()
-                .arg("explain")
-                .arg("--model")
-                .arg(dir.join(case).join("model.keras"))
-                .arg("--input")
-                .arg(dir.join(case).join(input)),
-        );
+        let mut cmd = crate::rnntrace();
+        cmd.current_dir(dir.join(case))
+            .args(["explain", "--model", "model.keras"]);
+        for i in model_inputs(&dir.join(case)) {
+            cmd.args(["--input", &i]);
+        }
+        let (code, out, err) = crate::run(&mut cmd);
         assert_eq!(code, 2, "{case}: {err}");
         assert!(err.contains(says), "{case}: {err}");
         assert_eq!(err.lines().count(), 1, "{case}: {err}");
         assert!(out.is_empty(), "{case}");
     }
+}
+
+/// The `--input` arguments of a real_models fixture: `input.npy`, or `NAME=input_NAME.npy` per input.
+fn model_inputs(dir: &Path) -> Vec<String> {
+    if dir.join("input.npy").exists() {
+        return vec!["input.npy".into()];
+    }
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("input_") && n.ends_with(".npy"))
+        .collect();
+    v.sort();
+    // Inputs Keras named `keras_tensor…` are given in order (their files sort in the model's order).
+    v.into_iter()
+        .map(|n| {
+            let name = &n["input_".len()..n.len() - 4];
+            if name.starts_with("keras_tensor") {
+                n.clone()
+            } else {
+                format!("{name}={n}")
+            }
+        })
+        .collect()
+}
+
+fn explain_models_dir() -> PathBuf {
+    crate::fixtures().join("explain_models")
+}
+
+/// Runs explain on one whole-model case (every method) and returns (case.json, the JSON output).
+fn run_model_case(dir: &Path, extra: &[&str]) -> (Value, Value, String) {
+    let case = read_json(&dir.join("case.json"));
+    let inputs = case["inputs"].as_array().unwrap();
+    let mut cmd = rnntrace();
+    cmd.current_dir(dir)
+        .args(["explain", "--model", "model.keras", "--format", "json"]);
+    for i in inputs {
+        let (name, file) = (i[0].as_str().unwrap(), i[1].as_str().unwrap());
+        if inputs.len() > 1 {
+            cmd.args(["--input", &format!("{name}={file}")]);
+        } else {
+            cmd.args(["--input", file]);
+        }
+    }
+    cmd.args(["--output", &case["output"].to_string()])
+        .args(["--precision", case["precision"].as_str().unwrap()])
+        .args(["--ig-steps", &case["ig_steps"].to_string()])
+        .args(extra);
+    let (code, out, err) = run(&mut cmd);
+    assert_eq!(code, 0, "{}: {err}", dir.display());
+    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    (case, v, err)
+}
+
+/// Whole models (`fixtures/generate_explain_models.py`): Embedding (attributions per token, summed over
+/// the embedding dimensions), Conv1D in every geometry, pooling, global pooling with a mask,
+/// normalisation, shape layers, every merge and Dot, a returned LSTM state (h and c) feeding a decoder,
+/// two inputs (float32 and float64): prediction, baseline prediction, gradient, input × gradient,
+/// integrated gradients (and completeness), occlusion per input against tf.GradientTape and Keras.
+/// Tolerances as for the chain goldens: 1e-4 of the largest |value| in float32, 1e-9 in float64.
+#[test]
+fn explain_models_match_framework_goldens() {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(explain_models_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("case.json").exists())
+        .collect();
+    dirs.sort();
+    assert!(dirs.len() >= 16, "the generator writes 16 cases: {dirs:?}");
+    let mut worst = Vec::new();
+    for dir in dirs {
+        let (case, v, _) = run_model_case(&dir, &["--methods", "all"]);
+        let name = case["name"].as_str().unwrap().to_string();
+        let tol = if case["precision"] == "f64" {
+            1e-9
+        } else {
+            1e-4
+        };
+        assert_eq!(v["format"], "rnntrace-explain/1", "{name}");
+        let (_, pred) = npy(&dir.join("pred.npy"));
+        let e = rel_err(&flat(&v["prediction"]), &pred, 1.0);
+        assert!(e < tol, "{name}: prediction off by {e}");
+        let (_, bpred) = npy(&dir.join("baseline_pred.npy"));
+        let got_b = flat(&v["baseline_prediction"]);
+        if bpred.iter().all(|b| b.is_nan()) {
+            // GlobalAveragePooling1D over a fully masked baseline: Keras's NaN, JSON null.
+            assert!(got_b.iter().all(|b| b.is_nan()), "{name}: {got_b:?}");
+        } else {
+            let e = rel_err(&got_b, &bpred, 1.0);
+            assert!(e < tol, "{name}: baseline prediction off by {e}");
+        }
+        let inputs = case["inputs"].as_array().unwrap();
+        let several = inputs.len() > 1;
+        if several {
+            let names: Vec<&str> = inputs.iter().map(|i| i[0].as_str().unwrap()).collect();
+            assert_eq!(v["inputs"], serde_json::json!(names), "{name}");
+        } else {
+            assert!(v.get("inputs").is_none(), "{name}: single-input schema");
+        }
+        let mut ig_sum = vec![0.0; pred.len()];
+        for i in inputs {
+            let (input, kind) = (i[0].as_str().unwrap(), i[2].as_str().unwrap());
+            let attr = if several {
+                &v["attributions"][input]
+            } else {
+                &v["attributions"]
+            };
+            for (key, file) in [
+                ("gradient", "grad"),
+                ("input_x_gradient", "ixg"),
+                ("integrated_gradients", "ig"),
+                ("occlusion", "occ"),
+            ] {
+                let (shape, want) = npy(&dir.join(format!("{file}_{input}.npy")));
+                let got = flat(&attr[key]);
+                // (An input the output does not depend on has all-zero goldens: the floor keeps 0/0 out.)
+                let floor = if key == "occlusion" { 1e-3 } else { 1e-300 };
+                let e = rel_err(&got, &want, floor);
+                worst.push((format!("{name}/{input}"), key, e));
+                assert!(e < tol, "{name}: {input}: {key} off by {e}");
+                // Shapes: tokens (B, T), a flat input (B, F), a sequence (B, T, F).
+                let a = attr[key].as_array().unwrap();
+                assert_eq!(a.len(), shape[0], "{name}: {key}: B");
+                let depth = |mut x: &Value| {
+                    let mut d = 0;
+                    while let Value::Array(inner) = x {
+                        d += 1;
+                        x = &inner[0];
+                    }
+                    d
+                };
+                assert_eq!(
+                    depth(&attr[key]),
+                    shape.len(),
+                    "{name}: {input}: {key} rank"
+                );
+                if key == "integrated_gradients" {
+                    let per = got.len() / pred.len();
+                    for (b, s) in ig_sum.iter_mut().enumerate() {
+                        *s += got[b * per..(b + 1) * per].iter().sum::<f64>();
+                    }
+                }
+                if kind == "tokens" && key != "occlusion" {
+                    assert_eq!(shape.len(), 2, "{name}: per-token attributions");
+                }
+            }
+        }
+        // Integrated gradients over every input together: Σ ≈ f(x) − f(b) (the model's own report too).
+        if case["completeness_defined"] == true {
+            let comp = flat(&v["completeness"]);
+            for (b, s) in ig_sum.iter().enumerate() {
+                let d = (pred[b] - bpred[b]).abs();
+                assert!(
+                    (s - (pred[b] - bpred[b])).abs() <= 0.01 * d.max(1e-6),
+                    "{name}: sequence {b}: Σ IG {s} vs f(x) − f(b) {}",
+                    pred[b] - bpred[b]
+                );
+                assert!((comp[b] - (s - (pred[b] - bpred[b]))).abs() < 1e-3 * d.max(1.0));
+            }
+        }
+    }
+    for (n, what, e) in &worst {
+        eprintln!("{n:50} {what:24} {e:.3e}");
+    }
+}
+
+/// Token inputs: padding ids under mask_zero get exactly zero attribution where the model skips them;
+/// a baseline of token ids is looked up; ids outside the vocabulary in it exit 2; the table names the
+/// token feature.
+#[test]
+fn explain_token_inputs() {
+    let dir = explain_models_dir().join("text_embedding_bilstm_softmax");
+    let (_, v, _) = run_model_case(
+        &dir,
+        &["--methods", "gradient,integrated-gradients,occlusion"],
+    );
+    let (_, ids) = npy(&dir.join("tokens.npy"));
+    let g = flat(&v["attributions"]["gradient"]);
+    let ig = flat(&v["attributions"]["integrated_gradients"]);
+    let occ = flat(&v["attributions"]["occlusion"]);
+    assert_eq!(g.len(), ids.len());
+    for (k, id) in ids.iter().enumerate() {
+        if *id == 0.0 {
+            assert_eq!((g[k], ig[k], occ[k]), (0.0, 0.0, 0.0), "masked step {k}");
+        } else {
+            assert!(g[k] != 0.0, "kept step {k}");
+        }
+    }
+    // Baseline ids: the padding id everywhere is what `zeros` means.
+    let tmp = tempfile::tempdir().unwrap();
+    let zeros = tmp.path().join("pad.npy");
+    let t = ids.len() / 3;
+    std::fs::write(&zeros, crate::npy_bytes("<i4", &[t], &vec![0u8; 4 * t])).unwrap();
+    let (_, v2, _) = run_model_case(
+        &dir,
+        &[
+            "--methods",
+            "gradient,integrated-gradients,occlusion",
+            "--baseline",
+            zeros.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(v2["attributions"], v["attributions"]);
+    assert_eq!(v2["baseline_prediction"], v["baseline_prediction"]);
+    let bad = tmp.path().join("bad.npy");
+    let mut payload = vec![0u8; 4 * t];
+    payload[..4].copy_from_slice(&1000i32.to_le_bytes());
+    std::fs::write(&bad, crate::npy_bytes("<i4", &[t], &payload)).unwrap();
+    let (code, out, err) = run(rnntrace()
+        .current_dir(&dir)
+        .args([
+            "explain",
+            "--model",
+            "model.keras",
+            "--input",
+            "tokens.npy",
+            "--baseline",
+        ])
+        .arg(&bad));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--baseline") && err.contains("1000"), "{err}");
+    assert!(out.is_empty());
+    // The table: one feature, the token.
+    let (code, out, err) = run(rnntrace().current_dir(&dir).args([
+        "explain",
+        "--model",
+        "model.keras",
+        "--input",
+        "tokens.npy",
+        "--methods",
+        "gradient",
+    ]));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("token"), "{out}");
+    // With a vocabulary the tables name each step's word, and the chart is drawn.
+    let vocab = tmp.path().join("vocab.json");
+    let words: Vec<String> = (0..40).map(|i| format!("word{i}")).collect();
+    std::fs::write(&vocab, serde_json::to_string(&words).unwrap()).unwrap();
+    let png = tmp.path().join("tokens.png");
+    let (code, out, err) = run(rnntrace()
+        .current_dir(&dir)
+        .args(["explain", "--model", "model.keras", "--input", "tokens.npy"])
+        .args(["--methods", "gradient", "--top", "3", "--tokens"])
+        .arg(&vocab)
+        .arg("--plot")
+        .arg(&png));
+    assert_eq!(code, 0, "{err}");
+    let first_kept = ids[..t].iter().position(|&i| i != 0.0).unwrap();
+    let top_rows: Vec<&str> = out.lines().filter(|l| l.contains("word")).collect();
+    assert_eq!(top_rows.len(), 3, "{out}");
+    assert!(
+        ids[first_kept..t]
+            .iter()
+            .any(|&i| top_rows[0].contains(&format!("word{i} "))),
+        "{out}"
+    );
+    assert!(std::fs::metadata(&png).unwrap().len() > 10_000);
+}
+
+/// Several inputs: attributions keyed by input name, one chart per input (FILE-NAME.png), a note saying
+/// so; a wrong number of --input exits 2 naming the inputs.
+#[test]
+fn explain_several_inputs() {
+    let dir = explain_models_dir().join("two_input_series_static");
+    let tmp = tempfile::tempdir().unwrap();
+    let png = tmp.path().join("attr.png");
+    let (_, v, err) = run_model_case(
+        &dir,
+        &[
+            "--methods",
+            "gradient,occlusion",
+            "--plot",
+            png.to_str().unwrap(),
+        ],
+    );
+    assert!(err.contains("2 inputs ('series', 'static')"), "{err}");
+    for name in ["series", "static"] {
+        assert!(v["attributions"][name]["gradient"].is_array(), "{name}");
+        assert!(
+            tmp.path().join(format!("attr-{name}.png")).exists(),
+            "{name}"
+        );
+    }
+    assert!(!png.exists());
+    let (code, out, err) = run(rnntrace().current_dir(&dir).args([
+        "explain",
+        "--model",
+        "model.keras",
+        "--input",
+        "series.npy",
+    ]));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("series, static"), "{err}");
+    assert!(out.is_empty());
+}
+
+/// Every real model `run` computes (tests/cli/real_models.rs) is explained, its explained forward pass
+/// equal to `run`'s (explain checks that itself and refuses otherwise) and its prediction equal to
+/// `model.predict`'s within run's 1e-5; only a Lambda and a float16 policy are refused (as `run` refuses them).
+#[test]
+fn explain_covers_the_real_models() {
+    let root = crate::fixtures().join("real_models");
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    dirs.sort();
+    let mut explained = 0;
+    for dir in dirs {
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        let refused = name == "lambda_layer" || name == "mixed_float16";
+        let file = if dir.join("model.keras").exists() {
+            "model.keras"
+        } else {
+            "model.h5"
+        };
+        let mut cmd = rnntrace();
+        cmd.current_dir(&dir)
+            .args(["explain", "--model", file, "--format", "json"])
+            .args(["--methods", "gradient,occlusion"]);
+        for i in model_inputs(&dir) {
+            cmd.args(["--input", &i]);
+        }
+        let (code, out, err) = run(&mut cmd);
+        if refused {
+            assert_eq!(code, 2, "{name}: {err}");
+            assert_eq!(err.lines().count(), 1, "{name}: {err}");
+            continue;
+        }
+        assert_eq!(code, 0, "{name}: {err}");
+        let v: Value = serde_json::from_str(&out).unwrap();
+        let (shape, expected) = if dir.join("expected.npy").exists() {
+            npy(&dir.join("expected.npy"))
+        } else {
+            (Vec::new(), Vec::new())
+        };
+        if shape.len() == 2 {
+            let cols = shape[1];
+            let want: Vec<f64> = expected.iter().step_by(cols).copied().collect();
+            let e = rel_err(&flat(&v["prediction"]), &want, 1.0);
+            assert!(e < 1e-5, "{name}: prediction off model.predict by {e}");
+        }
+        let grads: Vec<Vec<f64>> = match v["inputs"].as_array() {
+            Some(names) => names
+                .iter()
+                .map(|n| flat(&v["attributions"][n.as_str().unwrap()]["gradient"]))
+                .collect(),
+            None => vec![flat(&v["attributions"]["gradient"])],
+        };
+        for g in grads {
+            assert!(!g.is_empty() && g.iter().all(|x| x.is_finite()), "{name}");
+        }
+        explained += 1;
+    }
+    assert!(explained >= 53, "explained {explained}");
 }
 
 /// Whole PyTorch modules saved with torch.save (`explain --model model.pt --cell C [--dense fc]`: stacked,

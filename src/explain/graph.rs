@@ -1,0 +1,1586 @@
+/*!
+A whole saved model as the explainer sees it when it is more than a chain of recurrent layers and heads:
+a DAG of differentiable nodes (every layer `run --model` computes but `Attention`/`AdditiveAttention`,
+whose backward pass is not written yet), with several inputs and outputs, recurrent layers' returned
+states and `initial_state` links, run forward with every recurrent gate recorded and differentiated
+backward from one output to every input by reverse topological accumulation (each node's output
+gradients summed over its consumers before its vector-Jacobian product runs).
+
+The forward pass computes every layer with the same functions as [`crate::runner`] (the arithmetic of
+[`crate::model::layers`], the engine for the recurrent layers, the same mask propagation), so the
+explained prediction is bit for bit what `run --model` prints. Token inputs reach the graph already
+embedded: the command layer looks the ids up and hands the embedding output (and the `mask_zero` mask) in
+as the input, so attributions are taken with respect to the embedding output (Captum's
+`LayerIntegratedGradients` on the embedding layer).
+
+Vector-Jacobian products follow TensorFlow's registered gradients where a choice exists: `Maximum`
+sends a tie to the earlier operand (`tf.maximum`'s `x >= y`), `Minimum` likewise (`x <= y`),
+`GlobalMaxPooling1D` splits a tie evenly (`reduce_max`), `MaxPooling1D` sends it to the first maximum of
+the window.
+*/
+
+use super::derivative::backward_rows;
+use super::network::{
+    InitialState, Merge, Recorded, RecurrentOp, Value, merge as merge_bidir, rec_backward,
+    rec_value, run_rec,
+};
+use crate::cell::kernels::matmul;
+use crate::cell::{Activation, Kernels, Real};
+use crate::model::layers::attention::{Score, attention};
+use crate::model::layers::conv::{Conv1d, conv1d};
+use crate::model::layers::merge::{MergeOp, dot, merge as merge_op};
+use crate::model::layers::pool::{Pool1d, global_pool1d, pool1d};
+use crate::model::layers::{norm, shape, window_geometry};
+use crate::trace::{LayerTrace, Record};
+use crate::weights::{CellWeights, DenseWeights};
+use ndarray::{Array1, Array2, Array3, ArrayD, Axis, IxDyn, s};
+
+/// Where a tensor comes from: output `tensor` of node `node` (a recurrent layer's states follow its main
+/// output).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Src {
+    /// Node index.
+    pub node: usize,
+    /// Which output of the node.
+    pub tensor: usize,
+}
+
+/// One operation of the graph.
+// A model has a handful of nodes: the inline recurrent layers cost nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone)]
+pub enum GOp<T> {
+    /// A model input (or an Embedding's output, for a token input): its value is fed.
+    Input,
+    /// An inference no-op (Dropout, noise layers, an InputLayer that is not a model input).
+    Identity,
+    /// Keras `Masking(mask_value)`.
+    Masking(T),
+    /// A recurrent layer; with `return_state` its outputs are `[output, h, c]` (`c` for an LSTM).
+    Recurrent {
+        /// The layer.
+        op: RecurrentOp<T>,
+        /// `return_state=True`.
+        return_state: bool,
+    },
+    /// `RNN([cells])`: the cells run one after the other over the whole sequence, cell i reading cell
+    /// i−1's output sequence in time order; the output is the last cell's, the returned states every
+    /// cell's (`h`, and `c` for an LSTM cell) in order. Inner cells have `return_sequences` set.
+    Stacked {
+        /// The cells.
+        cells: Vec<RecurrentOp<T>>,
+        /// `return_state=True`.
+        return_state: bool,
+    },
+    /// `Bidirectional` with a merge mode.
+    Bidirectional {
+        /// Forward copy.
+        forward: RecurrentOp<T>,
+        /// Backward copy (`go_backwards`).
+        backward: RecurrentOp<T>,
+        /// How the directions combine.
+        merge: Merge,
+    },
+    /// `act(x·K + b)` on the last axis.
+    Dense {
+        /// Kernel and bias.
+        weights: DenseWeights<T>,
+        /// Activation.
+        activation: Activation,
+    },
+    /// An elementwise (or softmax) activation on the last axis.
+    Activation(Activation),
+    /// `ReLU(max_value, negative_slope, threshold)` / `LeakyReLU`.
+    Relu {
+        /// Slope below the threshold.
+        negative_slope: T,
+        /// Upper clip.
+        max_value: Option<T>,
+        /// Where the slope changes.
+        threshold: T,
+    },
+    /// `Flatten`.
+    Flatten,
+    /// `Reshape(target_shape)` to `(n)` or `(t, f)` per sequence (one entry may be -1).
+    Reshape(Vec<i64>),
+    /// `Conv1D`, then its activation.
+    Conv1D {
+        /// `(taps, channels / groups, filters)`.
+        kernel: Array3<T>,
+        /// `(filters,)`.
+        bias: Option<Array1<T>>,
+        /// Geometry.
+        spec: Conv1d,
+        /// Activation.
+        activation: Activation,
+    },
+    /// `MaxPooling1D` / `AveragePooling1D`.
+    Pool1D(Pool1d),
+    /// `GlobalMaxPooling1D` / `GlobalAveragePooling1D` (mask-aware).
+    GlobalPool {
+        /// Max instead of mean.
+        max: bool,
+        /// `keepdims=True`.
+        keepdims: bool,
+    },
+    /// `BatchNormalization` (inference).
+    BatchNorm {
+        /// `gamma`.
+        gamma: Option<Vec<T>>,
+        /// `beta`.
+        beta: Option<Vec<T>>,
+        /// `moving_mean`.
+        mean: Vec<T>,
+        /// `moving_variance`.
+        variance: Vec<T>,
+        /// `epsilon`.
+        epsilon: T,
+    },
+    /// `LayerNormalization` over the last axis.
+    LayerNorm {
+        /// `gamma`.
+        gamma: Option<Vec<T>>,
+        /// `beta`.
+        beta: Option<Vec<T>>,
+        /// `epsilon`.
+        epsilon: T,
+        /// Keras 3's `rms_scaling`.
+        rms_scaling: bool,
+        /// Channels.
+        channels: usize,
+    },
+    /// `RepeatVector(n)`.
+    RepeatVector(usize),
+    /// `Permute((2, 1))` (true) or `(1, 2)`.
+    Permute(bool),
+    /// `ZeroPadding1D((left, right))`.
+    ZeroPad(usize, usize),
+    /// `Cropping1D((left, right))`.
+    Crop(usize, usize),
+    /// Merge layers.
+    Merge {
+        /// Which.
+        op: MergeOp,
+        /// `Concatenate`'s axis as configured.
+        axis: i64,
+    },
+    /// `Attention` / `AdditiveAttention` on `[query, value]` or `[query, value, key]`.
+    Attention {
+        /// How scores are computed (as [`crate::runner`] builds it).
+        score: Score<T>,
+        /// `use_causal_mask=True`.
+        causal: bool,
+    },
+    /// `Dot(axes, normalize)`.
+    Dot {
+        /// Axes as configured.
+        axes: (i64, i64),
+        /// L2-normalise first.
+        normalize: bool,
+    },
+}
+
+/// A node: its operation and the tensors its call reads.
+#[derive(Debug, Clone)]
+pub struct Node<T> {
+    /// The layer's name (for messages).
+    pub name: String,
+    /// What it computes.
+    pub op: GOp<T>,
+    /// Data tensors in call order.
+    pub args: Vec<Src>,
+    /// `initial_state=[…]` tensors of a recurrent layer.
+    pub states: Vec<Src>,
+}
+
+/// The graph: nodes in a topological order.
+#[derive(Debug, Clone)]
+pub struct Graph<T> {
+    /// Every node.
+    pub nodes: Vec<Node<T>>,
+    /// The input nodes, in the model's input order.
+    pub inputs: Vec<usize>,
+    /// The model's outputs, in order.
+    pub outputs: Vec<Src>,
+    /// Kernels the engine may use.
+    pub kernels: Kernels,
+}
+
+/// A value with the Keras mask riding along.
+type Masked<T> = (Value<T>, Option<Array2<bool>>);
+
+/// A Bidirectional's traces and outputs (forward, backward).
+type BidirCache<T> = (Recorded<T>, Recorded<T>, Value<T>, Value<T>);
+
+/// Gradient with respect to an initial `(h, c)`.
+pub type StateGrad<T> = (Array2<T>, Option<Array2<T>>);
+
+/// What a node kept for the backward pass.
+#[derive(Debug, Clone)]
+enum Cache<T> {
+    None,
+    Masking(Array2<bool>),
+    Recurrent(Box<Recorded<T>>),
+    Stacked(Vec<Recorded<T>>),
+    Bidirectional(Box<BidirCache<T>>),
+    /// Pre-activation and output rows.
+    Act(Array2<T>, Array2<T>),
+    /// The mask a global average used.
+    GlobalPool(Option<Array2<bool>>),
+}
+
+/// A recorded forward pass of a [`Graph`].
+#[derive(Debug, Clone)]
+pub struct GForward<T> {
+    values: Vec<Vec<Masked<T>>>,
+    caches: Vec<Cache<T>>,
+    /// The model's outputs, in order.
+    pub outputs: Vec<Value<T>>,
+}
+
+impl<T: Real> GForward<T> {
+    /// The recurrent layers' traces in node order (a Bidirectional gives forward, then backward).
+    pub fn traces(&self) -> Vec<&LayerTrace<T>> {
+        self.recorded().into_iter().map(|r| &r.trace).collect()
+    }
+
+    /// The recurrent layers' recorded passes (trace and per-gate blocks) in node order.
+    pub fn recorded(&self) -> Vec<&Recorded<T>> {
+        let mut v = Vec::new();
+        for c in &self.caches {
+            match c {
+                Cache::Recurrent(t) => v.push(t.as_ref()),
+                Cache::Stacked(ts) => v.extend(ts.iter()),
+                Cache::Bidirectional(b) => {
+                    v.push(&b.0);
+                    v.push(&b.1);
+                }
+                _ => {}
+            }
+        }
+        v
+    }
+}
+
+fn to_dyn<T: Real>(v: &Value<T>) -> ArrayD<T> {
+    match v {
+        Value::Seq(a) => a.clone().into_dyn(),
+        Value::Flat(a) => a.clone().into_dyn(),
+    }
+}
+
+fn from_dyn<T: Real>(a: ArrayD<T>) -> Value<T> {
+    match a.ndim() {
+        2 => Value::Flat(a.into_dimensionality().expect("2-D")),
+        _ => Value::Seq(
+            a.as_standard_layout()
+                .into_owned()
+                .into_dimensionality()
+                .expect("3-D"),
+        ),
+    }
+}
+
+fn seq<T: Real>(v: &Value<T>, name: &str) -> Array3<T> {
+    match v {
+        Value::Seq(a) => a.clone(),
+        Value::Flat(_) => panic!("layer '{name}' needs a sequence (the builder checked)"),
+    }
+}
+
+fn add_into<T: Real>(slot: &mut Option<Value<T>>, g: Value<T>) {
+    match slot {
+        None => *slot = Some(g),
+        Some(acc) => match (acc, g) {
+            (Value::Seq(a), Value::Seq(b)) => a.zip_mut_with(&b, |p, &q| *p = *p + q),
+            (Value::Flat(a), Value::Flat(b)) => a.zip_mut_with(&b, |p, &q| *p = *p + q),
+            _ => panic!("gradient shapes follow the values"),
+        },
+    }
+}
+
+/// A value's rows `(batch·steps, last axis)` as an owned standard-layout array.
+fn rows<T: Real>(v: &Value<T>) -> Array2<T> {
+    v.rows().as_standard_layout().into_owned()
+}
+
+impl<T: Real> Graph<T> {
+    /// How many outputs of node `i` exist for a forward pass (for gradient slots).
+    fn node_outputs(&self, values: &[Vec<Masked<T>>], i: usize) -> usize {
+        values[i].len()
+    }
+
+    /// Runs the graph on `inputs` (one value per model input, in order, each with its mask), the first
+    /// recurrent layer without `initial_state` links starting from `init`. `record`: [`Record::ALL`] for a
+    /// pass to differentiate, [`Record::STATES`] for outputs only.
+    pub fn forward(
+        &self,
+        inputs: Vec<Masked<T>>,
+        init: &InitialState<T>,
+        record: Record,
+    ) -> GForward<T> {
+        let n = self.nodes.len();
+        let mut values: Vec<Vec<Masked<T>>> = vec![Vec::new(); n];
+        let mut caches: Vec<Cache<T>> = vec![Cache::None; n];
+        for (&i, x) in self.inputs.iter().zip(inputs) {
+            values[i] = vec![x];
+        }
+        let first_rec = self.first_recurrent();
+        for (i, node) in self.nodes.iter().enumerate() {
+            let name = node.name.as_str();
+            if matches!(node.op, GOp::Input) {
+                continue;
+            }
+            let args: Vec<Masked<T>> = node
+                .args
+                .iter()
+                .map(|s| values[s.node][s.tensor].clone())
+                .collect();
+            let states: Vec<Array2<T>> = node
+                .states
+                .iter()
+                .map(|s| match &values[s.node][s.tensor].0 {
+                    Value::Flat(a) => a.clone(),
+                    Value::Seq(_) => panic!("layer '{name}': a state is (batch, units)"),
+                })
+                .collect();
+            let one = || args[0].clone();
+            let (outs, cache) = match &node.op {
+                GOp::Input => unreachable!(),
+                GOp::Identity => (vec![one()], Cache::None),
+                GOp::Masking(mv) => {
+                    let mut y = seq(&args[0].0, name);
+                    let m = crate::engine::mask_from_value(y.view(), *mv);
+                    for ((b, t), &keep) in m.indexed_iter() {
+                        if !keep {
+                            y.slice_mut(s![b, t, ..]).fill(T::zero());
+                        }
+                    }
+                    (vec![(Value::Seq(y), Some(m.clone()))], Cache::Masking(m))
+                }
+                GOp::Recurrent { op, return_state } => {
+                    let (x, mask) = &args[0];
+                    let x = seq(x, name);
+                    let given = if states.is_empty() {
+                        (first_rec == Some(i)).then(|| init.clone())
+                    } else {
+                        let mut it = states.into_iter();
+                        Some(InitialState {
+                            h0: it.next(),
+                            c0: it.next(),
+                        })
+                    };
+                    let l = run_rec(
+                        op,
+                        x.view(),
+                        mask.as_ref(),
+                        given.as_ref(),
+                        record,
+                        self.kernels,
+                    );
+                    let v = rec_value(op, &l.trace, false);
+                    let m = if op.return_sequences {
+                        mask.clone()
+                    } else {
+                        None
+                    };
+                    let mut outs = vec![(v, m)];
+                    if *return_state {
+                        outs.push((Value::Flat(l.trace.final_h.clone()), None));
+                        if let Some(c) = &l.trace.final_c {
+                            outs.push((Value::Flat(c.clone()), None));
+                        }
+                    }
+                    (outs, Cache::Recurrent(Box::new(l)))
+                }
+                GOp::Stacked {
+                    cells,
+                    return_state,
+                } => {
+                    let (x, mask) = &args[0];
+                    let mut input = seq(x, name);
+                    let mut given = states.into_iter();
+                    let mut traces = Vec::with_capacity(cells.len());
+                    let mut finals = Vec::new();
+                    let mut top = None;
+                    for (c, op) in cells.iter().enumerate() {
+                        let h0 = given.next();
+                        let c0 = if op.weights.kind == crate::weights::CellKind::Lstm {
+                            given.next()
+                        } else {
+                            None
+                        };
+                        let init =
+                            (h0.is_some() || c0.is_some()).then_some(InitialState { h0, c0 });
+                        let l = run_rec(
+                            op,
+                            input.view(),
+                            mask.as_ref(),
+                            init.as_ref(),
+                            record,
+                            self.kernels,
+                        );
+                        finals.push(l.trace.final_h.clone());
+                        if let Some(fc) = &l.trace.final_c {
+                            finals.push(fc.clone());
+                        }
+                        if c + 1 < cells.len() {
+                            // The next cell reads this one's output in time order.
+                            let Value::Seq(o) = rec_value(op, &l.trace, op.spec.go_backwards)
+                            else {
+                                unreachable!("inner cells return sequences")
+                            };
+                            input = o;
+                        } else {
+                            top = Some(rec_value(op, &l.trace, false));
+                        }
+                        traces.push(l);
+                    }
+                    let last = cells.last().expect("a stack holds cells");
+                    let m = if last.return_sequences {
+                        mask.clone()
+                    } else {
+                        None
+                    };
+                    let mut outs = vec![(top.expect("a stack holds cells"), m)];
+                    if *return_state {
+                        outs.extend(finals.into_iter().map(|f| (Value::Flat(f), None)));
+                    }
+                    (outs, Cache::Stacked(traces))
+                }
+                GOp::Bidirectional {
+                    forward,
+                    backward,
+                    merge,
+                } => {
+                    let (x, mask) = &args[0];
+                    let x = seq(x, name);
+                    let lf = run_rec(forward, x.view(), mask.as_ref(), None, record, self.kernels);
+                    let lb = run_rec(
+                        backward,
+                        x.view(),
+                        mask.as_ref(),
+                        None,
+                        record,
+                        self.kernels,
+                    );
+                    let of = rec_value(forward, &lf.trace, false);
+                    let ob = rec_value(backward, &lb.trace, backward.spec.go_backwards);
+                    let v = merge_bidir(*merge, &of, &ob);
+                    let m = if forward.return_sequences {
+                        mask.clone()
+                    } else {
+                        None
+                    };
+                    (
+                        vec![(v, m)],
+                        Cache::Bidirectional(Box::new((lf, lb, of, ob))),
+                    )
+                }
+                GOp::Dense {
+                    weights,
+                    activation,
+                } => {
+                    let (v, m) = &args[0];
+                    let r = v.rows();
+                    let mut pre = Array2::<T>::zeros((r.nrows(), weights.outputs()));
+                    if let Some(b) = &weights.bias {
+                        pre.rows_mut().into_iter().for_each(|mut row| row.assign(b));
+                    }
+                    matmul(pre.view_mut(), r, weights.kernel.view(), true);
+                    let mut post = pre.clone();
+                    activation.apply_rows(post.view_mut());
+                    let out = Value::reshape_rows(post.clone(), v);
+                    (vec![(out, m.clone())], Cache::Act(pre, post))
+                }
+                GOp::Activation(a) => {
+                    let (v, m) = &args[0];
+                    let pre = rows(v);
+                    let mut post = pre.clone();
+                    a.apply_rows(post.view_mut());
+                    let out = Value::reshape_rows(post.clone(), v);
+                    (vec![(out, m.clone())], Cache::Act(pre, post))
+                }
+                GOp::Relu {
+                    negative_slope,
+                    max_value,
+                    threshold,
+                } => {
+                    let (v, m) = &args[0];
+                    let mut d = to_dyn(v);
+                    d.mapv_inplace(|x| {
+                        let y = if x >= *threshold {
+                            x
+                        } else {
+                            *negative_slope * (x - *threshold)
+                        };
+                        match max_value {
+                            Some(mx) if y > *mx => *mx,
+                            _ => y,
+                        }
+                    });
+                    (vec![(from_dyn(d), m.clone())], Cache::None)
+                }
+                GOp::Flatten => {
+                    let (v, _) = &args[0];
+                    (vec![(Value::Flat(rows_flat(v)), None)], Cache::None)
+                }
+                GOp::Reshape(target) => {
+                    let (v, _) = &args[0];
+                    let r = rows_flat(v);
+                    let (b, n) = r.dim();
+                    // As crate::runner resolves it (it has checked the sizes).
+                    let known: i64 = target.iter().filter(|&&d| d > 0).product();
+                    let dims: Vec<usize> = target
+                        .iter()
+                        .map(|&d| {
+                            if d < 0 {
+                                if known > 0 { n / known as usize } else { 0 }
+                            } else {
+                                d as usize
+                            }
+                        })
+                        .collect();
+                    let out = match dims.as_slice() {
+                        [t, f] => Value::Seq(r.into_shape_with_order((b, *t, *f)).expect("size")),
+                        _ => Value::Flat(r),
+                    };
+                    (vec![(out, None)], Cache::None)
+                }
+                GOp::Conv1D {
+                    kernel,
+                    bias,
+                    spec,
+                    activation,
+                } => {
+                    let x = seq(&args[0].0, name);
+                    let y = conv1d(
+                        x.view(),
+                        kernel.view(),
+                        bias.as_ref().map(|b| b.view()),
+                        spec,
+                    );
+                    let like = Value::Seq(y);
+                    let pre = rows(&like);
+                    let mut post = pre.clone();
+                    activation.apply_rows(post.view_mut());
+                    let out = Value::reshape_rows(post.clone(), &like);
+                    (vec![(out, None)], Cache::Act(pre, post))
+                }
+                GOp::Pool1D(p) => {
+                    let x = seq(&args[0].0, name);
+                    (vec![(Value::Seq(pool1d(x.view(), p)), None)], Cache::None)
+                }
+                GOp::GlobalPool { max, keepdims } => {
+                    let (v, m) = &args[0];
+                    let x = seq(v, name);
+                    let y = global_pool1d(x.view(), m.as_ref().map(|m| m.view()), *max);
+                    let out = if *keepdims {
+                        let (b, c) = y.dim();
+                        Value::Seq(y.into_shape_with_order((b, 1, c)).expect("size"))
+                    } else {
+                        Value::Flat(y)
+                    };
+                    (vec![(out, None)], Cache::GlobalPool(m.clone()))
+                }
+                GOp::BatchNorm {
+                    gamma,
+                    beta,
+                    mean,
+                    variance,
+                    epsilon,
+                } => {
+                    let (v, m) = &args[0];
+                    let mut d = to_dyn(v).as_standard_layout().into_owned();
+                    norm::batch_norm(
+                        d.as_slice_mut().expect("standard"),
+                        gamma.as_deref(),
+                        beta.as_deref(),
+                        mean,
+                        variance,
+                        *epsilon,
+                    );
+                    (vec![(from_dyn(d), m.clone())], Cache::None)
+                }
+                GOp::LayerNorm {
+                    gamma,
+                    beta,
+                    epsilon,
+                    rms_scaling,
+                    channels,
+                } => {
+                    let (v, m) = &args[0];
+                    let mut d = to_dyn(v).as_standard_layout().into_owned();
+                    norm::layer_norm(
+                        d.as_slice_mut().expect("standard"),
+                        *channels,
+                        gamma.as_deref(),
+                        beta.as_deref(),
+                        *epsilon,
+                        *rms_scaling,
+                    );
+                    (vec![(from_dyn(d), m.clone())], Cache::None)
+                }
+                GOp::RepeatVector(k) => {
+                    let Value::Flat(a) = &args[0].0 else {
+                        panic!("layer '{name}' takes (batch, features)")
+                    };
+                    (
+                        vec![(Value::Seq(shape::repeat_vector(a.view(), *k)), None)],
+                        Cache::None,
+                    )
+                }
+                GOp::Permute(swap) => {
+                    let x = seq(&args[0].0, name);
+                    let y = if *swap {
+                        shape::swap_time_features(x.view())
+                    } else {
+                        x
+                    };
+                    (vec![(Value::Seq(y), None)], Cache::None)
+                }
+                GOp::ZeroPad(l, r) => {
+                    let x = seq(&args[0].0, name);
+                    (
+                        vec![(Value::Seq(shape::zero_pad(x.view(), *l, *r)), None)],
+                        Cache::None,
+                    )
+                }
+                GOp::Crop(l, r) => {
+                    let x = seq(&args[0].0, name);
+                    let y = shape::crop(x.view(), *l, *r).expect("the builder checked the length");
+                    (vec![(Value::Seq(y), None)], Cache::None)
+                }
+                GOp::Merge { op, axis } => (vec![merge_forward(*op, *axis, &args)], Cache::None),
+                GOp::Attention { score, causal } => {
+                    let q = seq(&args[0].0, name);
+                    let v = seq(&args[1].0, name);
+                    let k = args.get(2).map(|a| seq(&a.0, name));
+                    let y = attention(
+                        q.view(),
+                        v.view(),
+                        k.as_ref().unwrap_or(&v).view(),
+                        score,
+                        args[0].1.as_ref().map(|m| m.view()),
+                        args[1].1.as_ref().map(|m| m.view()),
+                        *causal,
+                        None,
+                    )
+                    .0;
+                    (vec![(Value::Seq(y), args[0].1.clone())], Cache::None)
+                }
+                GOp::Dot { axes, normalize } => {
+                    let (x, y) = (to_dyn(&args[0].0), to_dyn(&args[1].0));
+                    let (ax, ay) = resolve_axes(*axes, x.ndim(), y.ndim());
+                    let z = dot(x.view(), y.view(), ax, ay, *normalize)
+                        .expect("the builder checked the shapes");
+                    (vec![(from_dyn(z), None)], Cache::None)
+                }
+            };
+            values[i] = outs;
+            caches[i] = cache;
+        }
+        let outputs = self
+            .outputs
+            .iter()
+            .map(|s| values[s.node][s.tensor].0.clone())
+            .collect();
+        GForward {
+            values,
+            caches,
+            outputs,
+        }
+    }
+
+    /// The first recurrent node that reads no `initial_state` (the one `--initial-state`-like gradients
+    /// are reported for).
+    fn first_recurrent(&self) -> Option<usize> {
+        self.nodes
+            .iter()
+            .position(|n| matches!(n.op, GOp::Recurrent { .. }) && n.states.is_empty())
+    }
+
+    /// The recurrent layers' weights in trace order (a Bidirectional gives forward, then backward).
+    pub fn recurrent_weights(&self) -> Vec<&CellWeights<T>> {
+        let mut v = Vec::new();
+        for n in &self.nodes {
+            match &n.op {
+                GOp::Recurrent { op, .. } => v.push(&op.weights),
+                GOp::Stacked { cells, .. } => v.extend(cells.iter().map(|c| &c.weights)),
+                GOp::Bidirectional {
+                    forward, backward, ..
+                } => {
+                    v.push(&forward.weights);
+                    v.push(&backward.weights);
+                }
+                _ => {}
+            }
+        }
+        v
+    }
+
+    /// Backpropagates the seeds (gradient with respect to each model output, `None` = zero) through
+    /// `fwd`: the gradient with respect to every model input (zeros when an input does not reach the
+    /// seeded outputs), and with respect to the first recurrent layer's initial `(h, c)`.
+    pub fn backward(
+        &self,
+        fwd: &GForward<T>,
+        seeds: Vec<Option<Value<T>>>,
+    ) -> (Vec<Value<T>>, Option<StateGrad<T>>) {
+        let n = self.nodes.len();
+        let mut grads: Vec<Vec<Option<Value<T>>>> = (0..n)
+            .map(|i| vec![None; self.node_outputs(&fwd.values, i)])
+            .collect();
+        for (s, g) in self.outputs.iter().zip(seeds) {
+            if let Some(g) = g {
+                add_into(&mut grads[s.node][s.tensor], g);
+            }
+        }
+        let first_rec = self.first_recurrent();
+        let mut init_grad = None;
+        for i in (0..n).rev() {
+            let node = &self.nodes[i];
+            if matches!(node.op, GOp::Input) {
+                continue;
+            }
+            if grads[i].iter().all(Option::is_none) {
+                continue;
+            }
+            let g_out = std::mem::take(&mut grads[i]);
+            let arg_vals: Vec<&Masked<T>> = node
+                .args
+                .iter()
+                .map(|s| &fwd.values[s.node][s.tensor])
+                .collect();
+            let (dargs, dstates) = self.node_backward(
+                i,
+                &fwd.values[i],
+                &fwd.caches[i],
+                &arg_vals,
+                g_out,
+                first_rec,
+                &mut init_grad,
+            );
+            for (s, d) in node.args.iter().zip(dargs) {
+                if let Some(d) = d {
+                    add_into(&mut grads[s.node][s.tensor], d);
+                }
+            }
+            for (s, d) in node.states.iter().zip(dstates) {
+                add_into(&mut grads[s.node][s.tensor], Value::Flat(d));
+            }
+        }
+        let dx = self
+            .inputs
+            .iter()
+            .map(|&i| {
+                grads[i][0]
+                    .take()
+                    .unwrap_or_else(|| fwd.values[i][0].0.zeros_like())
+            })
+            .collect();
+        (dx, init_grad)
+    }
+
+    /// One node's vector-Jacobian product: gradients for its data arguments (`None`: nothing flows
+    /// there) and for its `initial_state` tensors.
+    #[allow(clippy::too_many_arguments)]
+    fn node_backward(
+        &self,
+        i: usize,
+        outs: &[Masked<T>],
+        cache: &Cache<T>,
+        args: &[&Masked<T>],
+        mut g_out: Vec<Option<Value<T>>>,
+        first_rec: Option<usize>,
+        init_grad: &mut Option<StateGrad<T>>,
+    ) -> (Vec<Option<Value<T>>>, Vec<Array2<T>>) {
+        let node = &self.nodes[i];
+        let g = g_out[0].take().unwrap_or_else(|| outs[0].0.zeros_like());
+        let x0 = &args[0].0;
+        let one = |v: Value<T>| (vec![Some(v)], Vec::new());
+        match (&node.op, cache) {
+            (GOp::Identity, _) => one(g),
+            (GOp::Masking(_), Cache::Masking(m)) => {
+                let Value::Seq(mut d) = g else { unreachable!() };
+                for ((b, t), &keep) in m.indexed_iter() {
+                    if !keep {
+                        d.slice_mut(s![b, t, ..]).fill(T::zero());
+                    }
+                }
+                one(Value::Seq(d))
+            }
+            (GOp::Recurrent { op, .. }, Cache::Recurrent(l)) => {
+                let gh = g_out.get_mut(1).and_then(Option::take);
+                let gc = g_out.get_mut(2).and_then(Option::take);
+                let lg = rec_backward_states(op, l, &g, gh, gc);
+                let mut dstates = Vec::new();
+                if !node.states.is_empty() {
+                    dstates.push(lg.dh0.clone());
+                    if let Some(c) = lg.dc0.as_ref().filter(|_| node.states.len() > 1) {
+                        dstates.push(c.clone());
+                    }
+                } else if first_rec == Some(i) {
+                    *init_grad = Some((lg.dh0.clone(), lg.dc0.clone()));
+                }
+                (vec![Some(Value::Seq(lg.dx))], dstates)
+            }
+            (GOp::Stacked { cells, .. }, Cache::Stacked(traces)) => {
+                // Returned states: per cell h (and c), in order, after the main output.
+                let mut slot = 1;
+                let mut state_g = Vec::with_capacity(cells.len());
+                for op in cells {
+                    let gh = g_out.get_mut(slot).and_then(Option::take);
+                    slot += 1;
+                    let gc = if op.weights.kind == crate::weights::CellKind::Lstm {
+                        slot += 1;
+                        g_out.get_mut(slot - 1).and_then(Option::take)
+                    } else {
+                        None
+                    };
+                    state_g.push((gh, gc));
+                }
+                let mut dstates_rev: Vec<Vec<Array2<T>>> = Vec::with_capacity(cells.len());
+                let mut g_cur = g;
+                for (c, (op, l)) in cells.iter().zip(traces).enumerate().rev() {
+                    let (gh, gc) = state_g[c].clone();
+                    if c + 1 < cells.len() && op.spec.go_backwards {
+                        // The next cell read this output flipped to time order: back to processing order.
+                        if let Value::Seq(a) = &mut g_cur {
+                            a.invert_axis(Axis(1));
+                            *a = a.as_standard_layout().into_owned();
+                        }
+                    }
+                    let lg = rec_backward_states(op, l, &g_cur, gh, gc);
+                    let mut ds = vec![lg.dh0.clone()];
+                    if let Some(dc) = &lg.dc0 {
+                        ds.push(dc.clone());
+                    }
+                    dstates_rev.push(ds);
+                    g_cur = Value::Seq(lg.dx);
+                }
+                let dstates: Vec<Array2<T>> = if node.states.is_empty() {
+                    Vec::new()
+                } else {
+                    dstates_rev.into_iter().rev().flatten().collect()
+                };
+                (vec![Some(g_cur)], dstates)
+            }
+            (
+                GOp::Bidirectional {
+                    forward,
+                    backward,
+                    merge,
+                },
+                Cache::Bidirectional(c),
+            ) => {
+                let (lf, lb, of, ob) = c.as_ref();
+                let gr = g.rows();
+                let (gf, gb) = match merge {
+                    Merge::Concat => {
+                        let w = of.rows().ncols();
+                        (
+                            gr.slice(s![.., ..w]).to_owned(),
+                            gr.slice(s![.., w..]).to_owned(),
+                        )
+                    }
+                    Merge::Sum => (gr.to_owned(), gr.to_owned()),
+                    Merge::Ave => {
+                        let h = gr.mapv(|v| v * T::lit(0.5));
+                        (h.clone(), h)
+                    }
+                    Merge::Mul => (&gr * &ob.rows(), &gr * &of.rows()),
+                };
+                let gf = Value::reshape_rows(gf, of);
+                let gb = Value::reshape_rows(gb, ob);
+                let df = rec_backward(forward, lf, &gf, false);
+                let db = rec_backward(backward, lb, &gb, backward.spec.go_backwards);
+                one(Value::Seq(df.dx + db.dx))
+            }
+            (
+                GOp::Dense {
+                    weights,
+                    activation,
+                },
+                Cache::Act(pre, post),
+            ) => {
+                let mut d = rows(&g);
+                backward_rows(*activation, pre.view(), post.view(), d.view_mut());
+                let mut dxr = Array2::<T>::zeros((d.nrows(), weights.kernel.nrows()));
+                matmul(dxr.view_mut(), d.view(), weights.kernel.t(), false);
+                one(Value::reshape_rows(dxr, x0))
+            }
+            (GOp::Activation(a), Cache::Act(pre, post)) => {
+                let mut d = rows(&g);
+                backward_rows(*a, pre.view(), post.view(), d.view_mut());
+                one(Value::reshape_rows(d, x0))
+            }
+            (
+                GOp::Relu {
+                    negative_slope,
+                    max_value,
+                    threshold,
+                },
+                _,
+            ) => {
+                let x = to_dyn(x0);
+                let mut d = to_dyn(&g);
+                ndarray::Zip::from(&mut d).and(&x).for_each(|gv, &xv| {
+                    let slope = if xv >= *threshold {
+                        match max_value {
+                            Some(m) if xv >= *m => T::zero(),
+                            _ => T::one(),
+                        }
+                    } else {
+                        *negative_slope
+                    };
+                    *gv = *gv * slope;
+                });
+                one(from_dyn(d))
+            }
+            (GOp::Flatten | GOp::Reshape(_), _) => {
+                let r = rows_flat(&g);
+                one(match x0 {
+                    Value::Flat(_) => Value::Flat(r),
+                    Value::Seq(a) => {
+                        Value::Seq(r.into_shape_with_order(a.raw_dim()).expect("size"))
+                    }
+                })
+            }
+            (
+                GOp::Conv1D {
+                    kernel,
+                    spec,
+                    activation,
+                    ..
+                },
+                Cache::Act(pre, post),
+            ) => {
+                let mut d = rows(&g);
+                backward_rows(*activation, pre.view(), post.view(), d.view_mut());
+                let Value::Seq(gy) = Value::reshape_rows(d, &g) else {
+                    unreachable!()
+                };
+                one(Value::Seq(conv1d_backward(
+                    &gy,
+                    kernel,
+                    spec,
+                    seq(x0, "").dim(),
+                )))
+            }
+            (GOp::Pool1D(p), _) => {
+                let x = seq(x0, "");
+                let Value::Seq(gy) = g else { unreachable!() };
+                one(Value::Seq(pool1d_backward(&x, &gy, p)))
+            }
+            (GOp::GlobalPool { max, .. }, Cache::GlobalPool(mask)) => {
+                let x = seq(x0, "");
+                let (b, t, c) = x.dim();
+                let gy = rows_flat(&g); // (b, c) either way
+                let mut dx = Array3::<T>::zeros((b, t, c));
+                for bi in 0..b {
+                    for ci in 0..c {
+                        let gv = gy[[bi, ci]];
+                        if *max {
+                            let col = x.slice(s![bi, .., ci]);
+                            let m = col.iter().copied().fold(T::neg_infinity(), T::max);
+                            let ties = col.iter().filter(|&&v| v == m).count().max(1);
+                            let share = gv / T::lit(ties as f64);
+                            for ti in 0..t {
+                                if x[[bi, ti, ci]] == m {
+                                    dx[[bi, ti, ci]] = share;
+                                }
+                            }
+                        } else {
+                            let kept: Vec<usize> = (0..t)
+                                .filter(|&ti| mask.as_ref().is_none_or(|m| m[[bi, ti]]))
+                                .collect();
+                            let share = gv / T::lit(kept.len() as f64);
+                            for ti in kept {
+                                dx[[bi, ti, ci]] = share;
+                            }
+                        }
+                    }
+                }
+                one(Value::Seq(dx))
+            }
+            (
+                GOp::BatchNorm {
+                    gamma,
+                    variance,
+                    epsilon,
+                    ..
+                },
+                _,
+            ) => {
+                let mut d = rows(&g);
+                let c = variance.len();
+                let inv: Vec<T> = (0..c)
+                    .map(|k| {
+                        let r = T::one() / (variance[k] + *epsilon).sqrt();
+                        gamma.as_ref().map_or(r, |gm| r * gm[k])
+                    })
+                    .collect();
+                for mut row in d.rows_mut() {
+                    row.iter_mut().zip(&inv).for_each(|(v, &s)| *v = *v * s);
+                }
+                one(Value::reshape_rows(d, x0))
+            }
+            (
+                GOp::LayerNorm {
+                    gamma,
+                    epsilon,
+                    rms_scaling,
+                    channels,
+                    ..
+                },
+                _,
+            ) => {
+                let x = rows(x0);
+                let mut d = rows(&g);
+                let n = T::lit(*channels as f64);
+                for (xr, mut gr) in x.rows().into_iter().zip(d.rows_mut()) {
+                    let mean = xr.iter().fold(T::zero(), |a, &v| a + v) / n;
+                    let var = xr
+                        .iter()
+                        .fold(T::zero(), |a, &v| a + (v - mean) * (v - mean))
+                        / n;
+                    let r = T::one() / (var + *epsilon).sqrt();
+                    let gg: Vec<T> = gr
+                        .iter()
+                        .enumerate()
+                        .map(|(k, &v)| v * gamma.as_ref().map_or(T::one(), |gm| gm[k]))
+                        .collect();
+                    if *rms_scaling {
+                        // y = x·r: dx_j = r·ĝ_j − r³ (x_j − μ)/n · Σ ĝ_i x_i
+                        let sgx = gg
+                            .iter()
+                            .zip(xr.iter())
+                            .fold(T::zero(), |a, (&p, &q)| a + p * q);
+                        for (k, v) in gr.iter_mut().enumerate() {
+                            *v = r * gg[k] - r * r * r * (xr[k] - mean) / n * sgx;
+                        }
+                    } else {
+                        let xh: Vec<T> = xr.iter().map(|&v| (v - mean) * r).collect();
+                        let mg = gg.iter().fold(T::zero(), |a, &v| a + v) / n;
+                        let mgx = gg.iter().zip(&xh).fold(T::zero(), |a, (&p, &q)| a + p * q) / n;
+                        for (k, v) in gr.iter_mut().enumerate() {
+                            *v = r * (gg[k] - mg - xh[k] * mgx);
+                        }
+                    }
+                }
+                one(Value::reshape_rows(d, x0))
+            }
+            (GOp::RepeatVector(_), _) => {
+                let Value::Seq(gy) = g else { unreachable!() };
+                one(Value::Flat(gy.sum_axis(Axis(1))))
+            }
+            (GOp::Permute(swap), _) => {
+                let Value::Seq(gy) = g else { unreachable!() };
+                one(Value::Seq(if *swap {
+                    shape::swap_time_features(gy.view())
+                } else {
+                    gy
+                }))
+            }
+            (GOp::ZeroPad(l, _), _) => {
+                let Value::Seq(gy) = g else { unreachable!() };
+                let t = seq(x0, "").dim().1;
+                one(Value::Seq(gy.slice(s![.., *l..*l + t, ..]).to_owned()))
+            }
+            (GOp::Crop(l, _), _) => {
+                let Value::Seq(gy) = g else { unreachable!() };
+                let x = seq(x0, "");
+                let mut dx = Array3::zeros(x.raw_dim());
+                let t = gy.dim().1;
+                dx.slice_mut(s![.., *l..*l + t, ..]).assign(&gy);
+                one(Value::Seq(dx))
+            }
+            (GOp::Merge { op, axis }, _) => (merge_backward(*op, *axis, args, &g), Vec::new()),
+            (GOp::Attention { score, causal }, _) => {
+                let q = seq(x0, "");
+                let v = seq(&args[1].0, "");
+                let k = args.get(2).map(|a| seq(&a.0, ""));
+                let Value::Seq(gy) = g else { unreachable!() };
+                let (dq, mut dv, dk) = attention_backward(
+                    (&q, &v, k.as_ref().unwrap_or(&v)),
+                    score,
+                    (args[0].1.as_ref(), args[1].1.as_ref()),
+                    *causal,
+                    &gy,
+                );
+                let mut out = vec![Some(Value::Seq(dq))];
+                if k.is_some() {
+                    out.push(Some(Value::Seq(dv)));
+                    out.push(Some(Value::Seq(dk)));
+                } else {
+                    dv.zip_mut_with(&dk, |a, &b| *a = *a + b);
+                    out.push(Some(Value::Seq(dv)));
+                }
+                (out, Vec::new())
+            }
+            (GOp::Dot { axes, normalize }, _) => {
+                let (x, y) = (to_dyn(x0), to_dyn(&args[1].0));
+                let (ax, ay) = resolve_axes(*axes, x.ndim(), y.ndim());
+                let (dx, dy) = dot_backward(&x, &y, ax, ay, *normalize, &to_dyn(&g));
+                (vec![Some(from_dyn(dx)), Some(from_dyn(dy))], Vec::new())
+            }
+            _ => unreachable!("caches follow the operations"),
+        }
+    }
+}
+
+/// `(batch, everything else)` of a value.
+fn rows_flat<T: Real>(v: &Value<T>) -> Array2<T> {
+    match v {
+        Value::Flat(a) => a.clone(),
+        Value::Seq(a) => {
+            let (b, t, f) = a.dim();
+            a.as_standard_layout()
+                .into_owned()
+                .into_shape_with_order((b, t * f))
+                .expect("size")
+        }
+    }
+}
+
+/// A recurrent layer's backward pass from its main output's gradient `g` and its returned states'.
+fn rec_backward_states<T: Real>(
+    r: &RecurrentOp<T>,
+    l: &Recorded<T>,
+    g: &Value<T>,
+    gh: Option<Value<T>>,
+    gc: Option<Value<T>>,
+) -> super::bptt::LayerGrad<T> {
+    use super::bptt::{Upstream, backward};
+    let flat = |v: Option<Value<T>>| match v {
+        Some(Value::Flat(a)) => Some(a),
+        _ => None,
+    };
+    let (gh, gc) = (flat(gh), flat(gc));
+    if gh.is_none() && gc.is_none() {
+        return rec_backward(r, l, g, false);
+    }
+    // The returned h is the last output (a masked step repeats it), so its gradient joins `last`.
+    let (seq_g, mut last) = match g {
+        Value::Flat(a) => (None, Some(a.clone())),
+        Value::Seq(a) => (
+            Some(
+                a.view()
+                    .permuted_axes([1, 0, 2])
+                    .as_standard_layout()
+                    .into_owned(),
+            ),
+            None,
+        ),
+    };
+    if let Some(h) = gh {
+        match &mut last {
+            Some(a) => a.zip_mut_with(&h, |p, &q| *p = *p + q),
+            None => last = Some(h),
+        }
+    }
+    backward(
+        &r.weights,
+        &l.trace,
+        &l.blocks,
+        Upstream {
+            seq: seq_g.as_ref().map(|a| a.view()),
+            last: last.as_ref().map(|a| a.view()),
+            last_c: gc.as_ref().map(|a| a.view()),
+            zero_masked: r.zero_output_for_mask,
+        },
+    )
+}
+
+fn resolve_axes(axes: (i64, i64), nx: usize, ny: usize) -> (usize, usize) {
+    let res = |n: usize, a: i64| {
+        if a < 0 {
+            (n as i64 + a) as usize
+        } else {
+            a as usize
+        }
+    };
+    (res(nx, axes.0), res(ny, axes.1))
+}
+
+/// `Conv1D`'s gradient with respect to its input `(batch, len, channels)` from the output's `gy`.
+fn conv1d_backward<T: Real>(
+    gy: &Array3<T>,
+    kernel: &Array3<T>,
+    spec: &Conv1d,
+    (batch, len, channels): (usize, usize, usize),
+) -> Array3<T> {
+    let (taps, cin, filters) = kernel.dim();
+    let groups = spec.groups.max(1);
+    let per_group = (filters / groups).max(1);
+    let dilation = spec.dilation.max(1);
+    let span = dilation * (taps - 1) + 1;
+    let mut dx = Array3::zeros((batch, len, channels));
+    let Some((out_len, left)) = window_geometry(len, span, spec.strides, spec.padding) else {
+        return dx;
+    };
+    for b in 0..batch {
+        for o in 0..out_len {
+            for f in 0..filters {
+                let gv = gy[[b, o, f]];
+                if gv == T::zero() {
+                    continue;
+                }
+                let g = f / per_group;
+                for k in 0..taps {
+                    let pos = (o * spec.strides.max(1) + k * dilation) as isize - left as isize;
+                    if pos < 0 || pos as usize >= len {
+                        continue;
+                    }
+                    for c in 0..cin {
+                        let slot = &mut dx[[b, pos as usize, g * cin + c]];
+                        *slot = *slot + gv * kernel[[k, c, f]];
+                    }
+                }
+            }
+        }
+    }
+    dx
+}
+
+/// Pooling's gradient: a max window's to its first maximum, an average's spread over the real steps.
+fn pool1d_backward<T: Real>(x: &Array3<T>, gy: &Array3<T>, spec: &Pool1d) -> Array3<T> {
+    let (batch, len, channels) = x.dim();
+    let mut dx = Array3::zeros((batch, len, channels));
+    let Some((out_len, left)) = window_geometry(len, spec.size.max(1), spec.strides, spec.padding)
+    else {
+        return dx;
+    };
+    for o in 0..out_len {
+        let start = (o * spec.strides.max(1)) as isize - left as isize;
+        let lo = start.max(0) as usize;
+        let hi = ((start + spec.size as isize).max(0) as usize).min(len);
+        if lo >= hi {
+            continue;
+        }
+        for b in 0..batch {
+            for c in 0..channels {
+                let gv = gy[[b, o, c]];
+                if spec.max {
+                    let mut best = lo;
+                    for t in lo..hi {
+                        if x[[b, t, c]] > x[[b, best, c]] {
+                            best = t;
+                        }
+                    }
+                    dx[[b, best, c]] = dx[[b, best, c]] + gv;
+                } else {
+                    let share = gv / T::lit((hi - lo) as f64);
+                    for t in lo..hi {
+                        dx[[b, t, c]] = dx[[b, t, c]] + share;
+                    }
+                }
+            }
+        }
+    }
+    dx
+}
+
+/// A merge layer forward, with Keras 3's output mask (as [`crate::runner`] computes it).
+fn merge_forward<T: Real>(op: MergeOp, axis: i64, args: &[Masked<T>]) -> Masked<T> {
+    let rank = args.first().map_or(0, |(v, _)| to_dyn(v).ndim());
+    let ax = if axis < 0 { rank as i64 + axis } else { axis };
+    let arrays: Vec<ArrayD<T>> = args.iter().map(|(v, _)| to_dyn(v)).collect();
+    let views: Vec<_> = arrays.iter().map(|a| a.view()).collect();
+    let y = merge_op(op, &views, ax.max(0) as usize).expect("the builder checked the shapes");
+    let masks: Vec<Option<&Array2<bool>>> = args.iter().map(|(_, m)| m.as_ref()).collect();
+    let mask = if masks.iter().all(Option::is_none) || rank != 3 {
+        None
+    } else if op == MergeOp::Concatenate {
+        let full = |k: usize| {
+            masks[k].cloned().unwrap_or_else(|| {
+                Array2::from_elem((arrays[k].shape()[0], arrays[k].shape()[1]), true)
+            })
+        };
+        let all: Vec<Array2<bool>> = (0..masks.len()).map(full).collect();
+        if ax == 1 {
+            let v: Vec<_> = all.iter().map(|m| m.view()).collect();
+            ndarray::concatenate(Axis(1), &v).ok()
+        } else {
+            all.into_iter()
+                .reduce(|a, b| ndarray::Zip::from(&a).and(&b).map_collect(|&x, &y| x || y))
+        }
+    } else if masks.iter().any(Option::is_none) {
+        None
+    } else {
+        masks
+            .into_iter()
+            .flatten()
+            .cloned()
+            .reduce(|a, b| ndarray::Zip::from(&a).and(&b).map_collect(|&x, &y| x || y))
+    };
+    (from_dyn(y), mask)
+}
+
+fn merge_backward<T: Real>(
+    op: MergeOp,
+    axis: i64,
+    args: &[&Masked<T>],
+    g: &Value<T>,
+) -> Vec<Option<Value<T>>> {
+    let xs: Vec<ArrayD<T>> = args.iter().map(|(v, _)| to_dyn(v)).collect();
+    let gd = to_dyn(g);
+    let n = xs.len();
+    let out: Vec<ArrayD<T>> = match op {
+        MergeOp::Concatenate => {
+            let ax = if axis < 0 {
+                (gd.ndim() as i64 + axis) as usize
+            } else {
+                axis as usize
+            };
+            let mut at = 0;
+            xs.iter()
+                .map(|x| {
+                    let w = x.shape()[ax];
+                    let part = gd
+                        .slice_axis(Axis(ax), ndarray::Slice::from(at..at + w))
+                        .to_owned();
+                    at += w;
+                    part
+                })
+                .collect()
+        }
+        MergeOp::Add => vec![gd.clone(); n],
+        MergeOp::Average => vec![gd.mapv(|v| v / T::lit(n as f64)); n],
+        MergeOp::Subtract => vec![gd.clone(), gd.mapv(|v| -v)],
+        MergeOp::Multiply => (0..n)
+            .map(|i| {
+                let mut d = gd.clone();
+                for (j, x) in xs.iter().enumerate() {
+                    if j != i {
+                        d.zip_mut_with(x, |a, &b| *a = *a * b);
+                    }
+                }
+                d
+            })
+            .collect(),
+        MergeOp::Maximum | MergeOp::Minimum => {
+            // Keras folds left: acc = op(acc, x_i); TensorFlow's gradient sends a tie to acc.
+            let mut acc = xs[0].clone();
+            let mut win = ArrayD::<usize>::zeros(acc.raw_dim());
+            for (i, x) in xs.iter().enumerate().skip(1) {
+                ndarray::Zip::from(&mut acc)
+                    .and(&mut win)
+                    .and(x)
+                    .for_each(|a, w, &v| {
+                        let takes = if op == MergeOp::Maximum {
+                            v > *a
+                        } else {
+                            v < *a
+                        };
+                        if takes {
+                            *a = v;
+                            *w = i;
+                        }
+                    });
+            }
+            (0..n)
+                .map(|i| {
+                    let mut d = gd.clone();
+                    ndarray::Zip::from(&mut d).and(&win).for_each(|v, &w| {
+                        if w != i {
+                            *v = T::zero();
+                        }
+                    });
+                    d
+                })
+                .collect()
+        }
+    };
+    out.into_iter().map(|d| Some(from_dyn(d))).collect()
+}
+
+/// `Dot`'s gradients with respect to both operands.
+fn dot_backward<T: Real>(
+    x: &ArrayD<T>,
+    y: &ArrayD<T>,
+    ax: usize,
+    ay: usize,
+    normalize: bool,
+    g: &ArrayD<T>,
+) -> (ArrayD<T>, ArrayD<T>) {
+    // (batch, rest, d) with the contracted axis last, and the order to undo it.
+    let flat = |a: &ArrayD<T>, axis: usize| -> (Array3<T>, Array3<T>, Vec<usize>, Vec<usize>) {
+        let nd = a.ndim();
+        let mut order: Vec<usize> = (0..nd).filter(|&i| i != axis).collect();
+        order.push(axis);
+        let p = a.view().permuted_axes(order.clone());
+        let pshape = p.shape().to_vec();
+        let b = pshape[0];
+        let d = pshape[nd - 1];
+        let rest: usize = pshape[1..nd - 1].iter().product();
+        let raw = p
+            .as_standard_layout()
+            .into_owned()
+            .into_shape_with_order((b, rest, d))
+            .expect("size");
+        let mut normed = raw.clone();
+        if normalize {
+            for mut row in normed.rows_mut() {
+                let ss = row.iter().fold(T::zero(), |s, &v| s + v * v);
+                let r = (T::one() / ss.sqrt()).min(T::lit(1e7));
+                row.iter_mut().for_each(|v| *v = *v * r);
+            }
+        }
+        (raw, normed, order, pshape)
+    };
+    let (xr, xn, xo, xps) = flat(x, ax);
+    let (yr, yn, yo, yps) = flat(y, ay);
+    let (b, m, d) = xn.dim();
+    let nn = yn.dim().1;
+    let gz = g
+        .as_standard_layout()
+        .into_owned()
+        .into_shape_with_order((b, m, nn))
+        .expect("size");
+    let mut dxn = Array3::<T>::zeros((b, m, d));
+    let mut dyn_ = Array3::<T>::zeros((b, nn, d));
+    for bi in 0..b {
+        let gb = gz.index_axis(Axis(0), bi);
+        dxn.index_axis_mut(Axis(0), bi)
+            .assign(&gb.dot(&yn.index_axis(Axis(0), bi)));
+        dyn_.index_axis_mut(Axis(0), bi)
+            .assign(&gb.t().dot(&xn.index_axis(Axis(0), bi)));
+    }
+    let unnorm = |raw: &Array3<T>, normed: &Array3<T>, mut dn: Array3<T>| -> Array3<T> {
+        if !normalize {
+            return dn;
+        }
+        for ((r, nrow), mut drow) in raw.rows().into_iter().zip(normed.rows()).zip(dn.rows_mut()) {
+            let ss = r.iter().fold(T::zero(), |s, &v| s + v * v);
+            let inv = T::one() / ss.sqrt();
+            if inv < T::lit(1e7) {
+                let proj = nrow
+                    .iter()
+                    .zip(drow.iter())
+                    .fold(T::zero(), |s, (&p, &q)| s + p * q);
+                for (v, &nv) in drow.iter_mut().zip(nrow.iter()) {
+                    *v = inv * (*v - nv * proj);
+                }
+            } else {
+                drow.mapv_inplace(|v| v * T::lit(1e7));
+            }
+        }
+        dn
+    };
+    let back = |a: Array3<T>, order: &[usize], pshape: &[usize]| -> ArrayD<T> {
+        let p = a.into_shape_with_order(IxDyn(pshape)).expect("size");
+        let mut inv = vec![0; order.len()];
+        for (k, &o) in order.iter().enumerate() {
+            inv[o] = k;
+        }
+        p.permuted_axes(inv).as_standard_layout().into_owned()
+    };
+    (
+        back(unnorm(&xr, &xn, dxn), &xo, &xps),
+        back(unnorm(&yr, &yn, dyn_), &yo, &yps),
+    )
+}
+
+/// Attention's gradients with respect to query, value and key: the softmax's vector-Jacobian product per
+/// query row, through the score function (a padded key's score is shifted by a constant, so its
+/// derivative is the score's; its weight is ~0 anyway). A masked query's row is zero and passes nothing.
+#[allow(clippy::type_complexity)]
+fn attention_backward<T: Real>(
+    (q, v, k): (&Array3<T>, &Array3<T>, &Array3<T>),
+    score: &Score<T>,
+    (q_mask, v_mask): (Option<&Array2<bool>>, Option<&Array2<bool>>),
+    causal: bool,
+    g: &Array3<T>,
+) -> (Array3<T>, Array3<T>, Array3<T>) {
+    let (batch, tq, dim) = q.dim();
+    let tv = k.dim().1;
+    let vdim = v.dim().2;
+    let mut dq = Array3::zeros(q.raw_dim());
+    let mut dv = Array3::zeros(v.raw_dim());
+    let mut dk = Array3::zeros(k.raw_dim());
+    let big = T::lit(1.0e9);
+    let one = T::one();
+    for b in 0..batch {
+        for i in 0..tq {
+            if q_mask.is_some_and(|m| !m[[b, i]]) {
+                continue;
+            }
+            // Scores, exactly as the forward pass computes them.
+            let mut s = vec![T::zero(); tv];
+            for (j, sj) in s.iter_mut().enumerate() {
+                let mut acc = T::zero();
+                for d in 0..dim {
+                    let (qv, kv) = (q[[b, i, d]], k[[b, j, d]]);
+                    acc = acc
+                        + match score {
+                            Score::Dot { .. } => qv * kv,
+                            Score::Concat { scale, .. } => {
+                                let x = qv + kv;
+                                scale.map_or(x, |sc| sc * x).tanh()
+                            }
+                            Score::Additive { scale } => {
+                                let t = (qv + kv).tanh();
+                                scale.as_ref().map_or(t, |sc| sc[d] * t)
+                            }
+                        };
+                }
+                acc = match score {
+                    Score::Dot { scale: Some(sc) } => acc * *sc,
+                    Score::Concat { weight, .. } => *weight * acc,
+                    _ => acc,
+                };
+                let padded = v_mask.is_some_and(|m| !m[[b, j]]) || (causal && j > i);
+                *sj = if padded { acc - big } else { acc };
+            }
+            let max = s.iter().copied().fold(T::neg_infinity(), T::max);
+            let e: Vec<T> = s.iter().map(|&x| (x - max).exp()).collect();
+            let sum = e.iter().fold(T::zero(), |a, &x| a + x);
+            let p: Vec<T> = e.iter().map(|&x| x / sum).collect();
+            // out_i = Σ_j p_j v_j
+            let mut dp = vec![T::zero(); tv];
+            for j in 0..tv {
+                for d in 0..vdim {
+                    let gv = g[[b, i, d]];
+                    dv[[b, j, d]] = dv[[b, j, d]] + p[j] * gv;
+                    dp[j] = dp[j] + gv * v[[b, j, d]];
+                }
+            }
+            let dot = p.iter().zip(&dp).fold(T::zero(), |a, (&x, &y)| a + x * y);
+            for j in 0..tv {
+                let ds = p[j] * (dp[j] - dot);
+                if ds == T::zero() {
+                    continue;
+                }
+                for d in 0..dim {
+                    let (qv, kv) = (q[[b, i, d]], k[[b, j, d]]);
+                    let dsd = match score {
+                        Score::Dot { scale } => {
+                            let sc = scale.unwrap_or(one);
+                            dq[[b, i, d]] = dq[[b, i, d]] + ds * sc * kv;
+                            dk[[b, j, d]] = dk[[b, j, d]] + ds * sc * qv;
+                            continue;
+                        }
+                        Score::Concat { scale, weight } => {
+                            let sc = scale.unwrap_or(one);
+                            let t = (sc * (qv + kv)).tanh();
+                            *weight * (one - t * t) * sc
+                        }
+                        Score::Additive { scale } => {
+                            let t = (qv + kv).tanh();
+                            scale.as_ref().map_or(one, |sc| sc[d]) * (one - t * t)
+                        }
+                    };
+                    dq[[b, i, d]] = dq[[b, i, d]] + ds * dsd;
+                    dk[[b, j, d]] = dk[[b, j, d]] + ds * dsd;
+                }
+            }
+        }
+    }
+    (dq, dv, dk)
+}
+
+#[cfg(test)]
+#[path = "graph_tests.rs"]
+mod tests;

@@ -1,0 +1,366 @@
+//! Finite-difference checks of the graph's vector-Jacobian products in float64, on one graph that chains
+//! every operation (the goldens from tf.GradientTape are in tests/cli/explain.rs): a wrong derivative, a
+//! gradient sent to the wrong operand or lost at a branch shows here without Python.
+
+use super::{GOp, Graph, Node, Src};
+use crate::cell::{Activation, Kernels};
+use crate::engine::LayerSpec;
+use crate::explain::graph_methods::{Fed, seeds};
+use crate::explain::network::{InitialState, RecurrentOp, Value};
+use crate::model::layers::Padding;
+use crate::model::layers::attention::Score;
+use crate::model::layers::conv::Conv1d;
+use crate::model::layers::merge::MergeOp;
+use crate::model::layers::pool::Pool1d;
+use crate::trace::Record;
+use crate::weights::{CellKind, CellWeights, DenseWeights};
+use ndarray::{Array1, Array2, Array3};
+
+fn val(i: usize, scale: f64) -> f64 {
+    let x = (i as u64)
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    ((x >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0) * scale
+}
+
+fn a2(r: usize, c: usize, s: usize) -> Array2<f64> {
+    Array2::from_shape_fn((r, c), |(i, j)| val(s + i * c + j, 0.7))
+}
+
+fn rec(kind: CellKind, f: usize, u: usize, seq: bool, back: bool, seed: usize) -> RecurrentOp<f64> {
+    let g = kind.blocks() * u;
+    RecurrentOp {
+        weights: CellWeights {
+            kind,
+            units: u,
+            features: f,
+            kernel: a2(f, g, seed),
+            recurrent_kernel: a2(u, g, seed + 1000),
+            bias: Some(Array1::from_shape_fn(g, |i| val(seed + 5000 + i, 0.5))),
+            recurrent_bias: (kind == CellKind::Gru)
+                .then(|| Array1::from_shape_fn(g, |i| val(seed + 7000 + i, 0.5))),
+            reset_after: kind == CellKind::Gru,
+            projection: None,
+        },
+        spec: LayerSpec {
+            name: kind.name().into(),
+            activation: Activation::Tanh,
+            recurrent_activation: Activation::Sigmoid,
+            go_backwards: back,
+            carry_state: false,
+        },
+        return_sequences: seq,
+        zero_output_for_mask: false,
+    }
+}
+
+fn dense(i: usize, o: usize, seed: usize, activation: Activation) -> GOp<f64> {
+    GOp::Dense {
+        weights: DenseWeights {
+            kernel: a2(i, o, seed),
+            bias: Some(Array1::from_shape_fn(o, |k| val(seed + 900 + k, 0.3))),
+        },
+        activation,
+    }
+}
+
+fn node(name: &str, op: GOp<f64>, args: &[(usize, usize)], states: &[(usize, usize)]) -> Node<f64> {
+    let src = |&(node, tensor): &(usize, usize)| Src { node, tensor };
+    Node {
+        name: name.into(),
+        op,
+        args: args.iter().map(src).collect(),
+        states: states.iter().map(src).collect(),
+    }
+}
+
+/// Inputs x (2, 6, 3) with a mask and s (2, 4); two outputs: (2, 2) softmax and a (2, 4, 3) sequence.
+fn graph() -> Graph<f64> {
+    let same = Padding::Same;
+    let nodes = vec![
+        node("x", GOp::Input, &[], &[]),
+        node("s", GOp::Input, &[], &[]),
+        node(
+            "conv",
+            GOp::Conv1D {
+                kernel: Array3::from_shape_fn((3, 3, 4), |(a, b, c)| {
+                    val(300 + a * 12 + b * 4 + c, 0.6)
+                }),
+                bias: Some(Array1::from_shape_fn(4, |k| val(350 + k, 0.2))),
+                spec: Conv1d {
+                    strides: 1,
+                    dilation: 2,
+                    padding: Padding::Causal,
+                    groups: 1,
+                },
+                activation: Activation::Tanh,
+            },
+            &[(0, 0)],
+            &[],
+        ),
+        node(
+            "pool",
+            GOp::Pool1D(Pool1d {
+                size: 2,
+                strides: 1,
+                padding: same,
+                max: true,
+            }),
+            &[(2, 0)],
+            &[],
+        ),
+        node("pad", GOp::ZeroPad(1, 2), &[(3, 0)], &[]),
+        node("crop", GOp::Crop(2, 1), &[(4, 0)], &[]),
+        node(
+            "ln",
+            GOp::LayerNorm {
+                gamma: Some(vec![1.1, 0.9, -0.7, 1.3]),
+                beta: Some(vec![0.1, 0.0, -0.2, 0.3]),
+                epsilon: 1e-3,
+                rms_scaling: false,
+                channels: 4,
+            },
+            &[(5, 0)],
+            &[],
+        ),
+        node(
+            "bn",
+            GOp::BatchNorm {
+                gamma: None,
+                beta: Some(vec![0.1, 0.2, 0.3, 0.4]),
+                mean: vec![0.1, -0.1, 0.2, 0.0],
+                variance: vec![0.5, 1.5, 0.8, 2.0],
+                epsilon: 1e-3,
+            },
+            &[(6, 0)],
+            &[],
+        ),
+        node(
+            "lstm",
+            GOp::Recurrent {
+                op: rec(CellKind::Lstm, 3, 3, true, false, 10),
+                return_state: true,
+            },
+            &[(0, 0)],
+            &[],
+        ),
+        node("permute", GOp::Permute(true), &[(8, 0)], &[]),
+        node("permute_back", GOp::Permute(true), &[(9, 0)], &[]),
+        node(
+            "time_cat",
+            GOp::Merge {
+                op: MergeOp::Concatenate,
+                axis: 1,
+            },
+            &[(8, 0), (10, 0)],
+            &[],
+        ),
+        node(
+            "gap",
+            GOp::GlobalPool {
+                max: false,
+                keepdims: false,
+            },
+            &[(11, 0)],
+            &[],
+        ),
+        node(
+            "dense_s",
+            dense(4, 3, 400, Activation::Tanh),
+            &[(1, 0)],
+            &[],
+        ),
+        node(
+            "max",
+            GOp::Merge {
+                op: MergeOp::Maximum,
+                axis: -1,
+            },
+            &[(12, 0), (13, 0), (8, 1)],
+            &[],
+        ),
+        node(
+            "mul",
+            GOp::Merge {
+                op: MergeOp::Multiply,
+                axis: -1,
+            },
+            &[(14, 0), (8, 2)],
+            &[],
+        ),
+        node(
+            "cos",
+            GOp::Dot {
+                axes: (1, 1),
+                normalize: true,
+            },
+            &[(15, 0), (13, 0)],
+            &[],
+        ),
+        node("repeat", GOp::RepeatVector(4), &[(15, 0)], &[]),
+        node(
+            "gru",
+            GOp::Recurrent {
+                op: rec(CellKind::Gru, 3, 3, false, true, 20),
+                return_state: false,
+            },
+            &[(17, 0)],
+            &[(13, 0)],
+        ),
+        node(
+            "gmp",
+            GOp::GlobalPool {
+                max: true,
+                keepdims: true,
+            },
+            &[(7, 0)],
+            &[],
+        ),
+        node("flat", GOp::Flatten, &[(19, 0)], &[]),
+        node(
+            "relu",
+            GOp::Relu {
+                negative_slope: 0.2,
+                max_value: Some(0.6),
+                threshold: 0.05,
+            },
+            &[(20, 0)],
+            &[],
+        ),
+        node(
+            "sub",
+            GOp::Merge {
+                op: MergeOp::Subtract,
+                axis: -1,
+            },
+            &[(18, 0), (12, 0)],
+            &[],
+        ),
+        node(
+            "min_avg",
+            GOp::Merge {
+                op: MergeOp::Average,
+                axis: -1,
+            },
+            &[(22, 0), (13, 0)],
+            &[],
+        ),
+        node(
+            "att",
+            GOp::Attention {
+                score: Score::Additive {
+                    scale: Some(vec![0.8, -1.1, 0.5]),
+                },
+                causal: true,
+            },
+            &[(8, 0), (10, 0)],
+            &[],
+        ),
+        node(
+            "att_gap",
+            GOp::GlobalPool {
+                max: false,
+                keepdims: false,
+            },
+            &[(24, 0)],
+            &[],
+        ),
+        node(
+            "cat",
+            GOp::Merge {
+                op: MergeOp::Concatenate,
+                axis: -1,
+            },
+            &[(16, 0), (23, 0), (21, 0), (25, 0)],
+            &[],
+        ),
+        node(
+            "head",
+            dense(11, 2, 600, Activation::Softmax),
+            &[(26, 0)],
+            &[],
+        ),
+        node(
+            "seq_head",
+            dense(3, 3, 700, Activation::Linear),
+            &[(17, 0)],
+            &[],
+        ),
+    ];
+    Graph {
+        nodes,
+        inputs: vec![0, 1],
+        outputs: vec![
+            Src {
+                node: 27,
+                tensor: 0,
+            },
+            Src {
+                node: 28,
+                tensor: 0,
+            },
+        ],
+        kernels: Kernels::Portable,
+    }
+}
+
+fn inputs(x: &Array3<f64>, s: &Array2<f64>) -> Vec<Fed<f64>> {
+    let mut mask = Array2::from_elem((2, 6), true);
+    mask[[0, 4]] = false;
+    mask[[1, 0]] = false;
+    vec![
+        (Value::Seq(x.clone()), Some(mask)),
+        (Value::Flat(s.clone()), None),
+    ]
+}
+
+#[test]
+fn every_operation_matches_central_differences() {
+    let g = graph();
+    let x = Array3::from_shape_fn((2, 6, 3), |(a, b, c)| val(a * 18 + b * 3 + c, 1.0));
+    let s = Array2::from_shape_fn((2, 4), |(a, b)| val(100 + a * 4 + b, 1.0));
+    let init = InitialState::default();
+    let fwd = g.forward(inputs(&x, &s), &init, Record::ALL);
+    let outputs = fwd.output_rows().ncols();
+    assert_eq!(outputs, 5);
+    let f = |x: &Array3<f64>, s: &Array2<f64>, k: usize| {
+        g.forward(inputs(x, s), &init, Record::STATES)
+            .output_rows()
+            .column(k)
+            .to_owned()
+    };
+    let h = 1e-6;
+    for k in 0..outputs {
+        let (dx, _) = g.backward(&fwd, seeds(&fwd, k));
+        let (Value::Seq(gx), Value::Flat(gs)) = (&dx[0], &dx[1]) else {
+            panic!("gradient shapes")
+        };
+        let mut worst: f64 = 0.0;
+        let scale = gx
+            .iter()
+            .chain(gs.iter())
+            .fold(1e-3f64, |m, v| m.max(v.abs()));
+        for idx in 0..x.len() {
+            let (a, b, c) = (idx / 18, (idx / 3) % 6, idx % 3);
+            let (mut xp, mut xm) = (x.clone(), x.clone());
+            xp[[a, b, c]] += h;
+            xm[[a, b, c]] -= h;
+            let num = (f(&xp, &s, k)[a] - f(&xm, &s, k)[a]) / (2.0 * h);
+            worst = worst.max((num - gx[[a, b, c]]).abs());
+        }
+        for idx in 0..s.len() {
+            let (a, b) = (idx / 4, idx % 4);
+            let (mut sp, mut sm) = (s.clone(), s.clone());
+            sp[[a, b]] += h;
+            sm[[a, b]] -= h;
+            let num = (f(&x, &sp, k)[a] - f(&x, &sm, k)[a]) / (2.0 * h);
+            worst = worst.max((num - gs[[a, b]]).abs());
+        }
+        assert!(
+            worst / scale < 1e-6,
+            "output {k}: off by {worst} (scale {scale})"
+        );
+        // The masked steps of x reach the output only through the convolution (which drops the mask).
+        assert!(gx.iter().any(|v| *v != 0.0));
+    }
+}
