@@ -116,6 +116,11 @@ fn not_differentiated(
     if call.flags.iter().any(|f| f == "return_attention_scores") {
         return Some("returns its attention scores (`return_attention_scores=True`)");
     }
+    not_differentiated_layer(layer)
+}
+
+/// [`not_differentiated`] for what the layer alone says (Sequential models have no calls).
+fn not_differentiated_layer(layer: &crate::model::Layer) -> Option<&'static str> {
     match &layer.kind {
         LayerKind::Conv1D { channels_first, .. }
         | LayerKind::Pool1D { channels_first, .. }
@@ -133,6 +138,16 @@ fn not_differentiated(
 
 fn op_of<T: Real>(m: &SavedModel, layer: &crate::model::Layer) -> Result<GOp<T>> {
     let name = layer.name.as_str();
+    if let Some(why) = not_differentiated_layer(layer) {
+        return Err(Error::input(
+            &m.path,
+            format!(
+                "layer '{name}' ({}) {why}; explain does not differentiate it yet \
+                 (`rnntrace run` computes the model)",
+                layer.class_name
+            ),
+        ));
+    }
     Ok(match &layer.kind {
         LayerKind::Input => GOp::Input,
         LayerKind::Identity => GOp::Identity,
@@ -331,7 +346,8 @@ fn build<T: Real>(m: &SavedModel, kernels: Kernels) -> Result<(Graph<T>, Vec<Inp
                     return Err(Error::input(
                         &m.path,
                         format!(
-                            "layer '{}' ({}) {why}; explain does not differentiate it yet                              (`rnntrace run` computes the model)",
+                            "layer '{}' ({}) {why}; explain does not differentiate it yet \
+                             (`rnntrace run` computes the model)",
                             layer.name, layer.class_name
                         ),
                     ));

@@ -810,7 +810,10 @@ fn explain_several_inputs() {
 
 /// Every real model `run` computes (tests/cli/real_models.rs) is explained, its explained forward pass
 /// equal to `run`'s (explain checks that itself and refuses otherwise) and its prediction equal to
-/// `model.predict`'s within run's 1e-5; only a Lambda and a float16 policy are refused (as `run` refuses them).
+/// `model.predict`'s within run's 1e-5; a Lambda and masks computed by keras.ops are refused (as `run` refuses
+/// them), and so are a float16 policy (explain differentiates in float32/float64) and what the graph
+/// explainer has no backward rule for yet (hand masks, attention scores, channels_first, Bidirectional
+/// states), each by name.
 #[test]
 fn explain_covers_the_real_models() {
     let root = crate::fixtures().join("real_models");
@@ -823,7 +826,16 @@ fn explain_covers_the_real_models() {
     let mut explained = 0;
     for dir in dirs {
         let name = dir.file_name().unwrap().to_string_lossy().into_owned();
-        let refused = name == "lambda_layer" || name == "mixed_float16";
+        let refused =
+            name == "lambda_layer" || name == "mixed_float16" || name == "explicit_mask_ops";
+        // What run computes but explain has no backward rule for yet: refused by name.
+        let not_yet = name.contains("attention_scores")
+            || name.contains("channels_first")
+            || name.contains("explicit_mask_input")
+            || name.ends_with("bidirectional_state")
+            || name.contains("bidirectional_gru_state")
+            || name.contains("bidirectional_lstm_state")
+            || name.starts_with("bidirectional_state_");
         let file = if dir.join("model.keras").exists() {
             "model.keras"
         } else {
@@ -837,9 +849,15 @@ fn explain_covers_the_real_models() {
             cmd.args(["--input", &i]);
         }
         let (code, out, err) = run(&mut cmd);
-        if refused {
+        if refused || not_yet {
             assert_eq!(code, 2, "{name}: {err}");
             assert_eq!(err.lines().count(), 1, "{name}: {err}");
+            if not_yet {
+                assert!(
+                    err.contains("explain does not differentiate it yet"),
+                    "{name}: {err}"
+                );
+            }
             continue;
         }
         assert_eq!(code, 0, "{name}: {err}");
