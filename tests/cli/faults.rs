@@ -340,7 +340,9 @@ fn charts_held_the_whole_trace_in_memory() {
             .args(["--plot-gates", "g.png", "--plot-sequence", "300"]),
     );
     assert_eq!(code, 0);
-    assert!(mb < 150.0, "peak {mb:.0} MB for two charts");
+    // About 60 MB on a quiet machine; once, under a fully loaded test run, it went past 150 MB (malloc's
+    // per-thread arenas keep freed blocks as the threads interleave). Holding the whole trace took ~280 MB.
+    assert!(mb < 200.0, "peak {mb:.0} MB for two charts");
     assert!(tmp.path().join("n.png").exists() && tmp.path().join("g.png").exists());
 }
 
