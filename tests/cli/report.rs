@@ -41,13 +41,30 @@ fn browser() -> &'static Browser {
             .idle_browser_timeout(Duration::from_secs(600))
             .build()
             .expect("launch options");
-        Browser::new(opts).unwrap_or_else(|e| {
+        let browser = Browser::new(opts).unwrap_or_else(|e| {
             panic!(
                 "could not start {} ({e}); install Chromium with `apt-get update && apt-get install -y chromium`",
                 path.display()
             )
-        })
+        });
+        // A static is never dropped, so the browser would outlive the test binary: kill it at exit.
+        if let Some(pid) = browser.get_process_id() {
+            BROWSER_PID.store(pid, std::sync::atomic::Ordering::SeqCst);
+            // SAFETY: registers a plain extern "C" function with no captured state.
+            unsafe { libc::atexit(kill_browser) };
+        }
+        browser
     })
+}
+
+static BROWSER_PID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+extern "C" fn kill_browser() {
+    let pid = BROWSER_PID.load(std::sync::atomic::Ordering::SeqCst);
+    if pid != 0 {
+        // SAFETY: kill(2) on the browser this binary started; no memory is touched.
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+    }
 }
 
 /// One page open at a time: the browser tests share the machine with the timed tests of the suite.
