@@ -4,7 +4,7 @@
     python examples/export_keras.py MODEL.keras INPUT.npy [INPUT2.npy ...] OUT_DIR
 
 Writes into OUT_DIR:
-  expected.npy                 model.predict(INPUT)
+  expected.npy                 model.predict(INPUT) (expected_0.npy, expected_1.npy, … for several outputs)
   <layer>.json, <layer>.npz    each recurrent layer's weights (get_weights() order / kernel, recurrent_kernel, bias)
   <layer>_input.npy            what that layer receives (the output of the layers before it)
   <layer>_output.npy           that layer's own output (Keras)
@@ -15,7 +15,8 @@ Writes into OUT_DIR:
 Then:
     rnntrace run --model MODEL.keras --input INPUT.npy --expected OUT_DIR/expected.npy
     sh OUT_DIR/commands.sh
-A model with several inputs takes one INPUT per model input, in the model's order. Bidirectional layers
+A model with several inputs takes one INPUT per model input, in the model's order; one with several
+outputs gets one expected file per output, each passed to `run` with its own --expected. Bidirectional layers
 are exported as <layer>_forward / <layer>_backward; RNN(LSTMCell|GRUCell|SimpleRNNCell) layers like the
 LSTM/GRU/SimpleRNN they compute; each cell of an RNN([cells]) as <layer>_cell_<i>, reading the outputs of
 the cell before. A layer whose initial_state comes from another layer (an encoder-decoder) is checked by
@@ -106,11 +107,18 @@ def main():
     model, K, keras2 = load(model_path)
     xs = [np.load(p) for p in input_paths]
     x = xs[0] if len(xs) == 1 else xs
-    expected, _ = split_mask(model.predict(x, verbose=0))
-    np.save(os.path.join(out, "expected.npy"), expected)
+    pred = model.predict(x, verbose=0)
+    if len(model.outputs) > 1:
+        # Several outputs: one file each, compared in the model's output order.
+        outs = [np.asarray(p) for p in pred]
+        files = [f"expected_{k}.npy" for k in range(len(outs))]
+    else:
+        outs, files = [split_mask(pred)[0]], ["expected.npy"]
+    for o, f in zip(outs, files):
+        np.save(os.path.join(out, f), o)
     inputs = " ".join(f"--input {shlex.quote(p)}" for p in input_paths)
-    cmds = [f"rnntrace run --model {shlex.quote(model_path)} {inputs} "
-            f"--expected {shlex.quote(os.path.join(out, 'expected.npy'))} --quiet"]
+    expects = " ".join(f"--expected {shlex.quote(os.path.join(out, f))}" for f in files)
+    cmds = [f"rnntrace run --model {shlex.quote(model_path)} {inputs} {expects} --quiet"]
     for layer in model.layers:
         parts = recurrent_parts(layer, K)
         if not parts:
@@ -157,7 +165,7 @@ def main():
             cmds.append("rnntrace " + " ".join(shlex.quote(a) for a in args))
     with open(os.path.join(out, "commands.sh"), "w") as f:
         f.write("set -e\n" + "\n".join(cmds) + "\n")
-    print(f"wrote {out}/: expected.npy, per-layer weights, inputs and states; run: sh {out}/commands.sh")
+    print(f"wrote {out}/: {', '.join(files)}, per-layer weights, inputs and states; run: sh {out}/commands.sh")
 
 
 if __name__ == "__main__":
