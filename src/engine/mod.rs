@@ -249,7 +249,7 @@ pub fn run_layer_policy<T: Real>(
         x.into_owned(),
         features,
         stores,
-        true,
+        (true, false),
         finals,
     ))
 }
@@ -302,6 +302,7 @@ pub fn run_chain_using<T: Real>(
 /// Runs `weights` over `input` in memory and hands the recorded gates and pre-activations back as the engine
 /// wrote them, one `(steps, sequences, units)` array per gate ([`GateBlocks`]), instead of interleaving them
 /// into the trace (whose `gates` and `pre` are then `None`): the layout a backward pass reads, with no copy.
+/// Without a mask the trace's `out` is `None` too: it would be a copy of `h`.
 /// `carry_state` must be false (explain runs sequences independently).
 pub fn run_layer_blocks<T: Real>(
     weights: &CellWeights<T>,
@@ -336,7 +337,8 @@ pub fn run_layer_blocks<T: Real>(
 }
 
 /// [`run_chain_using`]; with `per_gate` (and no `chunk_steps`), each layer's gates and pre-activations are
-/// returned per gate, not interleaved into its trace.
+/// returned per gate, not interleaved into its trace, and an unmasked layer's `out` is left `None` (it is
+/// `h`; no copy).
 fn run_chain_core<T: Real>(
     layers: Vec<ChainLayer<'_, T>>,
     (x, mask): (CowArray<'_, T, Ix3>, Option<ArrayView2<'_, bool>>),
@@ -516,7 +518,7 @@ fn run_chain_core<T: Real>(
         } else {
             GateBlocks::default()
         };
-        let trace = p.finish(l.weights, l.spec, xk, f, st, !streaming, finals);
+        let trace = p.finish(l.weights, l.spec, xk, f, st, (!streaming, per_gate), finals);
         traces.push((trace, blocks));
     }
     traces.reverse();
@@ -646,7 +648,7 @@ impl Prepared {
         x: Array3<T>,
         features: usize,
         mut stores: Stores<T>,
-        keep: bool,
+        (keep, share_out): (bool, bool),
         f: Finals<T>,
     ) -> LayerTrace<T> {
         let batch = f.final_h.nrows();
@@ -668,6 +670,9 @@ impl Prepared {
                 None
             } else if self.masking {
                 stores.out.take()
+            } else if share_out {
+                // Unmasked, the output is h: the caller reads h rather than a copy.
+                None
             } else {
                 stores.h.clone()
             },

@@ -19,7 +19,7 @@ use crate::cell::Real;
 use crate::cell::kernels::matmul;
 use crate::trace::{GateBlocks, LayerTrace};
 use crate::weights::{CellKind, CellWeights};
-use ndarray::{Array2, Array3, ArrayView2, ArrayView3, ArrayViewMut2, Axis, Zip, s};
+use ndarray::{Array2, Array3, ArrayView2, ArrayView3, ArrayViewMut2, ArrayViewMut3, Axis, Zip, s};
 use std::ops::Range;
 
 /// The gradients of a scalar per sequence with respect to one layer's inputs.
@@ -117,25 +117,39 @@ pub fn backward<T: Real>(
     let ranges: Vec<Range<usize>> = (0..lanes)
         .map(|i| (i * b / lanes)..((i + 1) * b / lanes))
         .collect();
-    let mut results: Vec<Option<LayerGrad<T>>> = ranges.iter().map(|_| None).collect();
+    // Each lane writes its sequences' rows of `dx` in place (no per-lane copy to gather).
+    let mut dx = Array3::zeros((b, t_in, f));
+    let mut results: Vec<Option<LaneGrad<T>>> = ranges.iter().map(|_| None).collect();
     if lanes == 1 {
-        results[0] = Some(lane(w, (tr, gb), &prepared, up, ranges[0].clone()));
+        results[0] = Some(lane(
+            w,
+            (tr, gb),
+            &prepared,
+            up,
+            ranges[0].clone(),
+            dx.view_mut(),
+        ));
     } else {
+        let mut rest = dx.view_mut();
+        let mut views = Vec::with_capacity(lanes);
+        for r in &ranges {
+            let (head, tail) = rest.split_at(Axis(0), r.len());
+            views.push(head);
+            rest = tail;
+        }
         rayon::scope(|sc| {
-            for (slot, r) in results.iter_mut().zip(&ranges) {
+            for ((slot, r), v) in results.iter_mut().zip(&ranges).zip(views) {
                 let p = &prepared;
-                sc.spawn(move |_| *slot = Some(lane(w, (tr, gb), p, up, r.clone())));
+                sc.spawn(move |_| *slot = Some(lane(w, (tr, gb), p, up, r.clone(), v)));
             }
         });
     }
-    let mut dx = Array3::zeros((b, t_in, f));
     let mut dh0 = Array2::zeros((b, w.h_units()));
     let mut dc0 = (w.kind == CellKind::Lstm).then(|| Array2::zeros((b, u)));
     for (r, g) in ranges.iter().zip(results) {
-        let g = g.expect("every lane ran");
-        dx.slice_mut(s![r.clone(), .., ..]).assign(&g.dx);
-        dh0.slice_mut(s![r.clone(), ..]).assign(&g.dh0);
-        if let (Some(d), Some(gc)) = (dc0.as_mut(), g.dc0.as_ref()) {
+        let (gh, gc) = g.expect("every lane ran");
+        dh0.slice_mut(s![r.clone(), ..]).assign(&gh);
+        if let (Some(d), Some(gc)) = (dc0.as_mut(), gc.as_ref()) {
             d.slice_mut(s![r.clone(), ..]).assign(gc);
         }
     }
@@ -153,23 +167,26 @@ fn rows3<'a, T>(
         .slice(s![t, r.clone(), ..])
 }
 
-/// One lane: sequences `r`, every step, last to first.
+/// A lane's gradients with respect to its sequences' initial hidden and cell states.
+type LaneGrad<T> = (Array2<T>, Option<Array2<T>>);
+
+/// One lane: sequences `r`, every step, last to first, writing their input gradients into `dx` (the
+/// rows `r` of the layer's, zeros on entry).
 fn lane<T: Real>(
     w: &CellWeights<T>,
     (tr, gb): (&LayerTrace<T>, &GateBlocks<T>),
     p: &Prepared<T>,
     up: Upstream<'_, T>,
     r: Range<usize>,
-) -> LayerGrad<T> {
+    mut dx: ArrayViewMut3<'_, T>,
+) -> LaneGrad<T> {
     let n = r.len();
     let u = w.units;
     let gu = w.kind.blocks() * u;
     let steps = tr.steps();
-    let (_, t_in, f) = tr.x.dim();
     // The hidden state's width: `u`, or the projection's (PyTorch `proj_size`).
     let hw = w.h_units();
     let z2 = |c: usize| Array2::<T>::zeros((n, c));
-    let mut dx = Array3::<T>::zeros((n, t_in, f));
     let (mut dh, mut dc, mut carry) = (z2(hw), z2(u), z2(hw));
     let (mut gout, mut new_dh, mut new_dc, mut tmp, mut act_c) =
         (z2(hw), z2(hw), z2(u), z2(u), z2(u));
@@ -445,11 +462,7 @@ fn lane<T: Real>(
         let ti = tr.input_index[t];
         matmul(dx.slice_mut(s![.., ti, ..]), dzx.view(), p.wt.view(), false);
     }
-    LayerGrad {
-        dx,
-        dh0: dh,
-        dc0: (w.kind == CellKind::Lstm).then_some(dc),
-    }
+    (dh, (w.kind == CellKind::Lstm).then_some(dc))
 }
 
 /// The LSTM step's backward pass for elementwise activations, one fused pass per row: from `dh`, `dc`

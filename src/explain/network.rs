@@ -184,6 +184,9 @@ impl<T: Real> Recorded<T> {
     /// The trace with the gates interleaved into it (what renderers read).
     pub fn full_trace(&self) -> LayerTrace<T> {
         let mut t = self.trace.clone();
+        if t.out.is_none() {
+            t.out = t.h.clone();
+        }
         if !self.blocks.gates.is_empty() {
             t.gates = Some(engine::interleave(&self.blocks.gates));
         }
@@ -296,6 +299,7 @@ fn seq_out<T: Real>(l: &LayerTrace<T>, zero_masked: bool) -> Array3<T> {
     let mut out = l
         .out
         .as_ref()
+        .or(l.h.as_ref())
         .expect("states recorded")
         .view()
         .permuted_axes([1, 0, 2])
