@@ -62,6 +62,10 @@ enum InputKind<T> {
     Plain,
     /// Token ids looked up in `table` by the Embedding `name`.
     Tokens { table: Array2<T>, mask_zero: bool },
+    /// Read only as a mask passed by hand (`layer(x, mask=m)`): a selector, not a quantity. Held at its
+    /// value on every path point, baseline and occlusion (its baseline is itself) and never
+    /// differentiated, so every attribution to it is zero; it is still reported, like every input.
+    HeldMask,
 }
 
 fn act(m: &SavedModel, layer: &str, name: &str) -> Result<Activation> {
@@ -110,9 +114,6 @@ fn not_differentiated(
     layer: &crate::model::Layer,
     call: &crate::model::config::CallSpec,
 ) -> Option<&'static str> {
-    if !call.mask.is_empty() {
-        return Some("is given a mask by hand (`mask=`)");
-    }
     if call.flags.iter().any(|f| f == "return_attention_scores") {
         return Some("returns its attention scores (`return_attention_scores=True`)");
     }
@@ -122,13 +123,6 @@ fn not_differentiated(
 /// [`not_differentiated`] for what the layer alone says (Sequential models have no calls).
 fn not_differentiated_layer(layer: &crate::model::Layer) -> Option<&'static str> {
     match &layer.kind {
-        LayerKind::Conv1D { channels_first, .. }
-        | LayerKind::Pool1D { channels_first, .. }
-        | LayerKind::GlobalPool1D { channels_first, .. }
-            if *channels_first =>
-        {
-            Some("reads data_format='channels_first'")
-        }
         LayerKind::Bidirectional { forward, .. } if forward.return_state => {
             Some("returns its states (`return_state=True`)")
         }
@@ -209,7 +203,7 @@ fn op_of<T: Real>(m: &SavedModel, layer: &crate::model::Layer) -> Result<GOp<T>>
             bias,
             spec,
             activation,
-            ..
+            channels_first,
         } => {
             let (x, y, z) = (kernel.shape[0], kernel.shape[1], kernel.shape[2]);
             GOp::Conv1D {
@@ -219,12 +213,21 @@ fn op_of<T: Real>(m: &SavedModel, layer: &crate::model::Layer) -> Result<GOp<T>>
                 bias: bias.as_ref().map(|b| Array1::from(vec_t::<T>(b))),
                 spec: *spec,
                 activation: act(m, name, activation)?,
+                channels_first: *channels_first,
             }
         }
-        LayerKind::Pool1D { spec, .. } => GOp::Pool1D(*spec),
-        LayerKind::GlobalPool1D { max, keepdims, .. } => GOp::GlobalPool {
+        LayerKind::Pool1D {
+            spec,
+            channels_first,
+        } => GOp::Pool1D(*spec, *channels_first),
+        LayerKind::GlobalPool1D {
+            max,
+            keepdims,
+            channels_first,
+        } => GOp::GlobalPool {
             max: *max,
             keepdims: *keepdims,
+            channels_first: *channels_first,
         },
         LayerKind::BatchNorm {
             gamma,
@@ -360,11 +363,20 @@ fn build<T: Real>(m: &SavedModel, kernels: Kernels) -> Result<(Graph<T>, Vec<Inp
                 if let GOp::Attention { causal, .. } = &mut op {
                     *causal = call.flags.iter().any(|f| f == "use_causal_mask");
                 }
+                // A Keras 3 recurrent call that recorded no mask ran without one (as `run` runs it).
+                let recurrent = matches!(
+                    layer.kind,
+                    LayerKind::Recurrent(_)
+                        | LayerKind::StackedRecurrent(_)
+                        | LayerKind::Bidirectional { .. }
+                );
                 nodes.push(Node {
                     name: layer.name.clone(),
                     op,
                     args: call.args.iter().map(src).collect(),
                     states: call.initial_state.iter().map(src).collect(),
+                    masks: call.mask.iter().map(src).collect(),
+                    drops_mask: recurrent && !call.mask_recorded && call.mask.is_empty(),
                 });
             }
             inputs = g.inputs.clone();
@@ -383,6 +395,8 @@ fn build<T: Real>(m: &SavedModel, kernels: Kernels) -> Result<(Graph<T>, Vec<Inp
                 op: GOp::Input,
                 args: Vec::new(),
                 states: Vec::new(),
+                masks: Vec::new(),
+                drops_mask: false,
             });
             for layer in m.compute_layers() {
                 let prev = nodes.len() - 1;
@@ -408,6 +422,8 @@ fn build<T: Real>(m: &SavedModel, kernels: Kernels) -> Result<(Graph<T>, Vec<Inp
                         tensor: 0,
                     }],
                     states: Vec::new(),
+                    masks: Vec::new(),
+                    drops_mask: false,
                 });
             }
             inputs = vec![0];
@@ -429,6 +445,16 @@ fn build<T: Real>(m: &SavedModel, kernels: Kernels) -> Result<(Graph<T>, Vec<Inp
         let readers: Vec<usize> = (0..nodes.len())
             .filter(|&j| nodes[j].args.iter().any(|s| s.node == *slot))
             .collect();
+        let as_mask = nodes
+            .iter()
+            .any(|n| n.masks.iter().any(|s| s.node == *slot));
+        let as_state = nodes
+            .iter()
+            .any(|n| n.states.iter().any(|s| s.node == *slot));
+        if as_mask && readers.is_empty() && !as_state {
+            kinds.push(InputKind::HeldMask);
+            continue;
+        }
         let emb: Vec<usize> = readers
             .iter()
             .copied()
@@ -437,6 +463,15 @@ fn build<T: Real>(m: &SavedModel, kernels: Kernels) -> Result<(Graph<T>, Vec<Inp
         if emb.is_empty() {
             kinds.push(InputKind::Plain);
             continue;
+        }
+        if as_mask {
+            return Err(Error::input(
+                &m.path,
+                format!(
+                    "input '{}' feeds an Embedding and is also passed by hand as a mask; explain attributes a token input through the one Embedding that reads it",
+                    nodes[*slot].name
+                ),
+            ));
         }
         if readers.len() != 1 {
             return Err(Error::input(
@@ -697,6 +732,27 @@ fn run_as<T: Real>(
                 });
                 baselines.push(Value::Seq(base));
                 fed.push((Value::Seq(e), mask));
+            }
+            (InputKind::HeldMask, t) => {
+                // Its own baseline: integrated gradients and occlusion leave it as given.
+                let (x3, v) = match t {
+                    Tensor::Flat(x) => (
+                        x.mapv(T::lit).insert_axis(Axis(1)),
+                        Value::Flat(x.mapv(T::lit)),
+                    ),
+                    Tensor::Seq(x) => (x.mapv(T::lit), Value::Seq(x.mapv(T::lit))),
+                };
+                let flat = matches!(v, Value::Flat(_));
+                shown.push(Shown {
+                    name: name.clone(),
+                    features: feature_names(a, x3.dim().2, several)?,
+                    x: x3,
+                    mask: None,
+                    tokens: false,
+                    flat,
+                });
+                baselines.push(v.clone());
+                fed.push((v, None));
             }
             (_, Tensor::Seq(x)) => {
                 let x = x.mapv(T::lit);

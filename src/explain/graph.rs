@@ -30,7 +30,7 @@ use crate::model::layers::attention::{Score, attention};
 use crate::model::layers::conv::{Conv1d, conv1d};
 use crate::model::layers::merge::{MergeOp, dot, merge as merge_op};
 use crate::model::layers::pool::{Pool1d, global_pool1d, pool1d};
-use crate::model::layers::{norm, shape, window_geometry};
+use crate::model::layers::{norm, shape, swap_channels, window_geometry};
 use crate::trace::{LayerTrace, Record};
 use crate::weights::{CellWeights, DenseWeights};
 use ndarray::{Array1, Array2, Array3, ArrayD, Axis, IxDyn, s};
@@ -113,15 +113,19 @@ pub enum GOp<T> {
         spec: Conv1d,
         /// Activation.
         activation: Activation,
+        /// `data_format='channels_first'`: reads and writes `(batch, channels, steps)`.
+        channels_first: bool,
     },
-    /// `MaxPooling1D` / `AveragePooling1D`.
-    Pool1D(Pool1d),
+    /// `MaxPooling1D` / `AveragePooling1D`; `true`: `data_format='channels_first'`.
+    Pool1D(Pool1d, bool),
     /// `GlobalMaxPooling1D` / `GlobalAveragePooling1D` (mask-aware).
     GlobalPool {
         /// Max instead of mean.
         max: bool,
         /// `keepdims=True`.
         keepdims: bool,
+        /// `data_format='channels_first'`: reads `(batch, channels, steps)`.
+        channels_first: bool,
     },
     /// `BatchNormalization` (inference).
     BatchNorm {
@@ -191,6 +195,12 @@ pub struct Node<T> {
     pub args: Vec<Src>,
     /// `initial_state=[…]` tensors of a recurrent layer.
     pub states: Vec<Src>,
+    /// Masks passed by hand (`layer(x, mask=m)`), one per data argument in order: each replaces its
+    /// argument's mask (nonzero keeps the step). A selector, not differentiated: no gradient flows to it.
+    pub masks: Vec<Src>,
+    /// A Keras 3 recurrent call that recorded no mask: it runs without its input's mask, its sequence
+    /// output still carrying that mask onwards (as [`crate::runner`] runs it).
+    pub drops_mask: bool,
 }
 
 /// The graph: nodes in a topological order.
@@ -299,12 +309,50 @@ fn add_into<T: Real>(slot: &mut Option<Value<T>>, g: Value<T>) {
     }
 }
 
+/// [`swap_channels`] on a value (a flat value has no channels axis to swap).
+fn swap_value<T: Real>(v: Value<T>, channels_first: bool) -> Value<T> {
+    match v {
+        Value::Seq(a) => Value::Seq(swap_channels(a, channels_first)),
+        flat => flat,
+    }
+}
+
 /// A value's rows `(batch·steps, last axis)` as an owned standard-layout array.
 fn rows<T: Real>(v: &Value<T>) -> Array2<T> {
     v.rows().as_standard_layout().into_owned()
 }
 
 impl<T: Real> Graph<T> {
+    /// Node `i`'s data arguments as its layer receives them: hand masks (`mask=`) in place of the
+    /// propagated ones, and, for [`Node::drops_mask`], the first argument's mask taken out (returned).
+    fn call_args(
+        &self,
+        i: usize,
+        values: &[Vec<Masked<T>>],
+    ) -> (Vec<Masked<T>>, Option<Array2<bool>>) {
+        let node = &self.nodes[i];
+        let mut args: Vec<Masked<T>> = node
+            .args
+            .iter()
+            .map(|s| values[s.node][s.tensor].clone())
+            .collect();
+        let dropped = if node.drops_mask && node.masks.is_empty() {
+            args.first_mut().and_then(|a| a.1.take())
+        } else {
+            None
+        };
+        for (arg, s) in args.iter_mut().zip(&node.masks) {
+            arg.1 = Some(match &values[s.node][s.tensor].0 {
+                Value::Flat(m) => m.mapv(|v| v != T::zero()),
+                Value::Seq(_) => panic!(
+                    "layer '{}': a mask is (batch, steps) (`run` checked the shapes first)",
+                    node.name
+                ),
+            });
+        }
+        (args, dropped)
+    }
+
     /// How many outputs of node `i` exist for a forward pass (for gradient slots).
     fn node_outputs(&self, values: &[Vec<Masked<T>>], i: usize) -> usize {
         values[i].len()
@@ -331,11 +379,7 @@ impl<T: Real> Graph<T> {
             if matches!(node.op, GOp::Input) {
                 continue;
             }
-            let args: Vec<Masked<T>> = node
-                .args
-                .iter()
-                .map(|s| values[s.node][s.tensor].clone())
-                .collect();
+            let (args, dropped) = self.call_args(i, &values);
             let states: Vec<Array2<T>> = node
                 .states
                 .iter()
@@ -552,8 +596,11 @@ impl<T: Real> Graph<T> {
                     bias,
                     spec,
                     activation,
+                    channels_first,
                 } => {
-                    let x = seq(&args[0].0, name);
+                    // Channels-last arithmetic between swaps, as `run` computes it; the cached rows
+                    // are channels-last.
+                    let x = swap_channels(seq(&args[0].0, name), *channels_first);
                     let y = conv1d(
                         x.view(),
                         kernel.view(),
@@ -565,19 +612,31 @@ impl<T: Real> Graph<T> {
                     let mut post = pre.clone();
                     activation.apply_rows(post.view_mut());
                     let out = Value::reshape_rows(post.clone(), &like);
+                    let out = swap_value(out, *channels_first);
                     (vec![(out, None)], Cache::Act(pre, post))
                 }
-                GOp::Pool1D(p) => {
-                    let x = seq(&args[0].0, name);
-                    (vec![(Value::Seq(pool1d(x.view(), p)), None)], Cache::None)
+                GOp::Pool1D(p, channels_first) => {
+                    let x = swap_channels(seq(&args[0].0, name), *channels_first);
+                    let y = swap_channels(pool1d(x.view(), p), *channels_first);
+                    (vec![(Value::Seq(y), None)], Cache::None)
                 }
-                GOp::GlobalPool { max, keepdims } => {
+                GOp::GlobalPool {
+                    max,
+                    keepdims,
+                    channels_first,
+                } => {
                     let (v, m) = &args[0];
-                    let x = seq(v, name);
+                    // The mask is over timesteps: axis 1 once swapped to channels-last (as `run`).
+                    let x = swap_channels(seq(v, name), *channels_first);
                     let y = global_pool1d(x.view(), m.as_ref().map(|m| m.view()), *max);
                     let out = if *keepdims {
                         let (b, c) = y.dim();
-                        Value::Seq(y.into_shape_with_order((b, 1, c)).expect("size"))
+                        let kept = if *channels_first {
+                            (b, c, 1)
+                        } else {
+                            (b, 1, c)
+                        };
+                        Value::Seq(y.into_shape_with_order(kept).expect("size"))
                     } else {
                         Value::Flat(y)
                     };
@@ -677,6 +736,17 @@ impl<T: Real> Graph<T> {
                     (vec![(from_dyn(z), None)], Cache::None)
                 }
             };
+            let mut outs = outs;
+            if let Some(m) = dropped {
+                // The sequence output carries the input's mask onwards (Keras's compute_mask sees it).
+                if let Some(o) = outs.first_mut()
+                    && let Value::Seq(a) = &o.0
+                    && a.dim().0 == m.nrows()
+                    && a.dim().1 == m.ncols()
+                {
+                    o.1 = Some(m);
+                }
+            }
             values[i] = outs;
             caches[i] = cache;
         }
@@ -747,11 +817,17 @@ impl<T: Real> Graph<T> {
                 continue;
             }
             let g_out = std::mem::take(&mut grads[i]);
-            let arg_vals: Vec<&Masked<T>> = node
-                .args
-                .iter()
-                .map(|s| &fwd.values[s.node][s.tensor])
-                .collect();
+            // The arguments with the masks the layer ran with (hand masks, a dropped mask).
+            let called = (!node.masks.is_empty() || node.drops_mask)
+                .then(|| self.call_args(i, &fwd.values).0);
+            let arg_vals: Vec<&Masked<T>> = match &called {
+                Some(c) => c.iter().collect(),
+                None => node
+                    .args
+                    .iter()
+                    .map(|s| &fwd.values[s.node][s.tensor])
+                    .collect(),
+            };
             let (dargs, dstates) = self.node_backward(
                 i,
                 &fwd.values[i],
@@ -952,29 +1028,39 @@ impl<T: Real> Graph<T> {
                     kernel,
                     spec,
                     activation,
+                    channels_first,
                     ..
                 },
                 Cache::Act(pre, post),
             ) => {
+                // A transpose's VJP is the inverse transpose: to channels-last and back.
+                let g = swap_value(g, *channels_first);
                 let mut d = rows(&g);
                 backward_rows(*activation, pre.view(), post.view(), d.view_mut());
                 let Value::Seq(gy) = Value::reshape_rows(d, &g) else {
                     unreachable!()
                 };
-                one(Value::Seq(conv1d_backward(
-                    &gy,
-                    kernel,
-                    spec,
-                    seq(x0, "").dim(),
-                )))
+                let x_dim = swap_channels(seq(x0, ""), *channels_first).dim();
+                let dx = conv1d_backward(&gy, kernel, spec, x_dim);
+                one(Value::Seq(swap_channels(dx, *channels_first)))
             }
-            (GOp::Pool1D(p), _) => {
-                let x = seq(x0, "");
-                let Value::Seq(gy) = g else { unreachable!() };
-                one(Value::Seq(pool1d_backward(&x, &gy, p)))
+            (GOp::Pool1D(p, channels_first), _) => {
+                let x = swap_channels(seq(x0, ""), *channels_first);
+                let Value::Seq(gy) = swap_value(g, *channels_first) else {
+                    unreachable!()
+                };
+                let dx = pool1d_backward(&x, &gy, p);
+                one(Value::Seq(swap_channels(dx, *channels_first)))
             }
-            (GOp::GlobalPool { max, .. }, Cache::GlobalPool(mask)) => {
-                let x = seq(x0, "");
+            (
+                GOp::GlobalPool {
+                    max,
+                    channels_first,
+                    ..
+                },
+                Cache::GlobalPool(mask),
+            ) => {
+                let x = swap_channels(seq(x0, ""), *channels_first);
                 let (b, t, c) = x.dim();
                 let gy = rows_flat(&g); // (b, c) either way
                 let mut dx = Array3::<T>::zeros((b, t, c));
@@ -1002,7 +1088,7 @@ impl<T: Real> Graph<T> {
                         }
                     }
                 }
-                one(Value::Seq(dx))
+                one(Value::Seq(swap_channels(dx, *channels_first)))
             }
             (
                 GOp::BatchNorm {

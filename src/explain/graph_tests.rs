@@ -71,6 +71,8 @@ fn node(name: &str, op: GOp<f64>, args: &[(usize, usize)], states: &[(usize, usi
         op,
         args: args.iter().map(src).collect(),
         states: states.iter().map(src).collect(),
+        masks: Vec::new(),
+        drops_mask: false,
     }
 }
 
@@ -94,18 +96,22 @@ fn graph() -> Graph<f64> {
                     groups: 1,
                 },
                 activation: Activation::Tanh,
+                channels_first: false,
             },
             &[(0, 0)],
             &[],
         ),
         node(
             "pool",
-            GOp::Pool1D(Pool1d {
-                size: 2,
-                strides: 1,
-                padding: same,
-                max: true,
-            }),
+            GOp::Pool1D(
+                Pool1d {
+                    size: 2,
+                    strides: 1,
+                    padding: same,
+                    max: true,
+                },
+                false,
+            ),
             &[(2, 0)],
             &[],
         ),
@@ -160,6 +166,7 @@ fn graph() -> Graph<f64> {
             GOp::GlobalPool {
                 max: false,
                 keepdims: false,
+                channels_first: false,
             },
             &[(11, 0)],
             &[],
@@ -212,6 +219,7 @@ fn graph() -> Graph<f64> {
             GOp::GlobalPool {
                 max: true,
                 keepdims: true,
+                channels_first: false,
             },
             &[(7, 0)],
             &[],
@@ -261,6 +269,7 @@ fn graph() -> Graph<f64> {
             GOp::GlobalPool {
                 max: false,
                 keepdims: false,
+                channels_first: false,
             },
             &[(24, 0)],
             &[],
@@ -362,5 +371,203 @@ fn every_operation_matches_central_differences() {
         );
         // The masked steps of x reach the output only through the convolution (which drops the mask).
         assert!(gx.iter().any(|v| *v != 0.0));
+    }
+}
+
+/// channels_first Conv1D, pooling and global pooling (with keepdims) between swaps: the gradient is the
+/// channels-last one swapped back, checked by central differences on a (2, 3 channels, 8 steps) input.
+#[test]
+fn channels_first_layers_match_central_differences() {
+    let conv = GOp::Conv1D {
+        kernel: Array3::from_shape_fn((3, 3, 4), |(a, b, c)| val(600 + a * 12 + b * 4 + c, 0.6)),
+        bias: Some(Array1::from_shape_fn(4, |k| val(650 + k, 0.2))),
+        spec: Conv1d {
+            strides: 2,
+            dilation: 1,
+            padding: Padding::Same,
+            groups: 1,
+        },
+        activation: Activation::Tanh,
+        channels_first: true,
+    };
+    let pool = GOp::Pool1D(
+        Pool1d {
+            size: 2,
+            strides: 1,
+            padding: Padding::Valid,
+            max: false,
+        },
+        true,
+    );
+    let global = |max, keepdims| GOp::GlobalPool {
+        max,
+        keepdims,
+        channels_first: true,
+    };
+    let g = Graph {
+        nodes: vec![
+            node("x", GOp::Input, &[], &[]),
+            node("conv", conv, &[(0, 0)], &[]),
+            node("pool", pool, &[(1, 0)], &[]),
+            node("gmax", global(true, true), &[(2, 0)], &[]),
+            node("flat", GOp::Flatten, &[(3, 0)], &[]),
+            node("gavg", global(false, false), &[(0, 0)], &[]),
+            node("perm", GOp::Permute(true), &[(2, 0)], &[]),
+            node(
+                "gru",
+                GOp::Recurrent {
+                    op: rec(CellKind::Gru, 4, 2, false, false, 60),
+                    return_state: false,
+                },
+                &[(6, 0)],
+                &[],
+            ),
+            node(
+                "cat",
+                GOp::Merge {
+                    op: MergeOp::Concatenate,
+                    axis: -1,
+                },
+                &[(4, 0), (5, 0), (7, 0)],
+                &[],
+            ),
+        ],
+        inputs: vec![0],
+        outputs: vec![Src { node: 8, tensor: 0 }],
+        kernels: Kernels::Portable,
+    };
+    let x = Array3::from_shape_fn((2, 3, 8), |(a, b, c)| val(700 + a * 24 + b * 8 + c, 1.0));
+    let init = InitialState::default();
+    let fed = |x: &Array3<f64>| vec![(Value::Seq(x.clone()), None)];
+    let fwd = g.forward(fed(&x), &init, Record::ALL);
+    let outputs = fwd.output_rows().ncols();
+    assert_eq!(
+        outputs,
+        4 + 3 + 2,
+        "gmax keepdims (b, 4, 1) flattened, gavg (b, 3), the GRU's 2"
+    );
+    let h = 1e-6;
+    for k in 0..outputs {
+        let (dx, _) = g.backward(&fwd, seeds(&fwd, k));
+        let Value::Seq(gx) = &dx[0] else {
+            panic!("gradient shapes")
+        };
+        assert_eq!(gx.dim(), x.dim());
+        let mut worst: f64 = 0.0;
+        for ((a, b, c), &got) in gx.indexed_iter() {
+            let (mut xp, mut xm) = (x.clone(), x.clone());
+            xp[[a, b, c]] += h;
+            xm[[a, b, c]] -= h;
+            let f =
+                |x: &Array3<f64>| g.forward(fed(x), &init, Record::STATES).output_rows()[[a, k]];
+            worst = worst.max(((f(&xp) - f(&xm)) / (2.0 * h) - got).abs());
+        }
+        assert!(worst < 1e-7, "output {k}: off by {worst}");
+        assert!(gx.iter().any(|v| *v != 0.0), "output {k}");
+    }
+}
+
+/// A mask passed by hand replaces the propagated one (nonzero keeps the step) and gets no gradient; a
+/// recurrent node that drops its mask (a Keras 3 call that recorded none) runs unmasked but passes the
+/// mask on to a masked average.
+#[test]
+fn hand_masks_and_dropped_masks() {
+    let lstm = |seq| GOp::Recurrent {
+        op: rec(CellKind::Lstm, 3, 2, seq, false, 80),
+        return_state: false,
+    };
+    let mut hand = node("lstm", lstm(false), &[(0, 0)], &[]);
+    hand.masks = vec![Src { node: 1, tensor: 0 }];
+    let g = Graph {
+        nodes: vec![
+            node("x", GOp::Input, &[], &[]),
+            node("m", GOp::Input, &[], &[]),
+            hand,
+        ],
+        inputs: vec![0, 1],
+        outputs: vec![Src { node: 2, tensor: 0 }],
+        kernels: Kernels::Portable,
+    };
+    let x = Array3::from_shape_fn((2, 5, 3), |(a, b, c)| val(900 + a * 15 + b * 3 + c, 1.0));
+    let m = Array2::from_shape_fn((2, 5), |(a, t)| if (a + t) % 3 == 1 { 0.0 } else { 2.5 });
+    let keep = m.mapv(|v| v != 0.0);
+    let init = InitialState::default();
+    // The propagated mask (all kept) is replaced by the given one.
+    let fed = vec![
+        (Value::Seq(x.clone()), Some(Array2::from_elem((2, 5), true))),
+        (Value::Flat(m.clone()), None),
+    ];
+    let fwd = g.forward(fed, &init, Record::ALL);
+    let alone = Graph {
+        nodes: vec![
+            node("x", GOp::Input, &[], &[]),
+            node("lstm", lstm(false), &[(0, 0)], &[]),
+        ],
+        inputs: vec![0],
+        outputs: vec![Src { node: 1, tensor: 0 }],
+        kernels: Kernels::Portable,
+    };
+    let want = alone.forward(
+        vec![(Value::Seq(x.clone()), Some(keep.clone()))],
+        &init,
+        Record::STATES,
+    );
+    assert_eq!(fwd.output_rows(), want.output_rows());
+    let (dx, _) = g.backward(&fwd, seeds(&fwd, 0));
+    let (Value::Seq(gx), Value::Flat(gm)) = (&dx[0], &dx[1]) else {
+        panic!("gradient shapes")
+    };
+    assert!(
+        gm.iter().all(|v| *v == 0.0),
+        "the mask is not differentiated"
+    );
+    for ((b, t), &k) in keep.indexed_iter() {
+        let reached = gx.slice(ndarray::s![b, t, ..]).iter().any(|v| *v != 0.0);
+        assert_eq!(reached, k, "step ({b}, {t})");
+    }
+
+    // Dropped: the LSTM runs unmasked; the average after it still skips the masked steps.
+    let mut dropping = node("lstm", lstm(true), &[(0, 0)], &[]);
+    dropping.drops_mask = true;
+    let avg = GOp::GlobalPool {
+        max: false,
+        keepdims: false,
+        channels_first: false,
+    };
+    let g = Graph {
+        nodes: vec![
+            node("x", GOp::Input, &[], &[]),
+            dropping,
+            node("avg", avg, &[(1, 0)], &[]),
+        ],
+        inputs: vec![0],
+        outputs: vec![Src { node: 2, tensor: 0 }],
+        kernels: Kernels::Portable,
+    };
+    let got = g.forward(
+        vec![(Value::Seq(x.clone()), Some(keep.clone()))],
+        &init,
+        Record::STATES,
+    );
+    let seq_only = Graph {
+        nodes: vec![
+            node("x", GOp::Input, &[], &[]),
+            node("lstm", lstm(true), &[(0, 0)], &[]),
+        ],
+        inputs: vec![0],
+        outputs: vec![Src { node: 1, tensor: 0 }],
+        kernels: Kernels::Portable,
+    };
+    let unmasked = seq_only.forward(vec![(Value::Seq(x.clone()), None)], &init, Record::STATES);
+    let Value::Seq(y) = &unmasked.outputs[0] else {
+        panic!("a sequence")
+    };
+    let rows = got.output_rows();
+    for b in 0..2 {
+        let kept: Vec<usize> = (0..5).filter(|&t| keep[[b, t]]).collect();
+        for u in 0..2 {
+            let mean = kept.iter().map(|&t| y[[b, t, u]]).sum::<f64>() / kept.len() as f64;
+            assert!((rows[[b, u]] - mean).abs() < 1e-12, "({b}, {u})");
+        }
     }
 }
