@@ -113,9 +113,6 @@ fn not_differentiated(
     if !call.mask.is_empty() {
         return Some("is given a mask by hand (`mask=`)");
     }
-    if call.flags.iter().any(|f| f == "return_attention_scores") {
-        return Some("returns its attention scores (`return_attention_scores=True`)");
-    }
     not_differentiated_layer(layer)
 }
 
@@ -128,9 +125,6 @@ fn not_differentiated_layer(layer: &crate::model::Layer) -> Option<&'static str>
             if *channels_first =>
         {
             Some("reads data_format='channels_first'")
-        }
-        LayerKind::Bidirectional { forward, .. } if forward.return_state => {
-            Some("returns its states (`return_state=True`)")
         }
         _ => None,
     }
@@ -161,19 +155,23 @@ fn op_of<T: Real>(m: &SavedModel, layer: &crate::model::Layer) -> Result<GOp<T>>
             backward,
             merge_mode,
         } => {
-            let mode = merge_mode.clone().unwrap_or_default();
-            let merge = Merge::parse(&mode).ok_or_else(|| {
-                Error::input(
-                    &m.path,
-                    format!(
-                        "layer '{name}': merge_mode {mode:?} gives two outputs; explain needs one (concat, sum, mul, ave)"
-                    ),
-                )
-            })?;
+            // merge_mode=None: the two directions' sequences are the first two outputs.
+            let merge = match merge_mode {
+                None => None,
+                Some(mode) => Some(Merge::parse(mode).ok_or_else(|| {
+                    Error::input(
+                        &m.path,
+                        format!(
+                            "layer '{name}': merge_mode {mode:?} is not supported (concat, sum, mul, ave)"
+                        ),
+                    )
+                })?),
+            };
             GOp::Bidirectional {
                 forward: rec_op(m, &format!("{name}/forward"), forward)?,
                 backward: rec_op(m, &format!("{name}/backward"), backward)?,
                 merge,
+                return_state: forward.return_state,
             }
         }
         LayerKind::Dense {
@@ -298,7 +296,9 @@ fn op_of<T: Real>(m: &SavedModel, layer: &crate::model::Layer) -> Result<GOp<T>>
             };
             GOp::Attention {
                 score,
-                causal: false, // set from the call's flags by `build`
+                // set from the call's flags by `build`
+                causal: false,
+                return_scores: false,
             }
         }
         LayerKind::StackedRecurrent(cells) => {
@@ -357,14 +357,28 @@ fn build<T: Real>(m: &SavedModel, kernels: Kernels) -> Result<(Graph<T>, Vec<Inp
                 } else {
                     op_of(m, layer)?
                 };
-                if let GOp::Attention { causal, .. } = &mut op {
+                if let GOp::Attention {
+                    causal,
+                    return_scores,
+                    ..
+                } = &mut op
+                {
                     *causal = call.flags.iter().any(|f| f == "use_causal_mask");
+                    *return_scores = call.flags.iter().any(|f| f == "return_attention_scores");
                 }
                 nodes.push(Node {
                     name: layer.name.clone(),
                     op,
                     args: call.args.iter().map(src).collect(),
                     states: call.initial_state.iter().map(src).collect(),
+                    // As `run`: a Keras 3 recurrent call that recorded no mask ran without one.
+                    unmasked: matches!(
+                        layer.kind,
+                        LayerKind::Recurrent(_)
+                            | LayerKind::StackedRecurrent(_)
+                            | LayerKind::Bidirectional { .. }
+                    ) && !call.mask_recorded
+                        && call.mask.is_empty(),
                 });
             }
             inputs = g.inputs.clone();
@@ -383,6 +397,7 @@ fn build<T: Real>(m: &SavedModel, kernels: Kernels) -> Result<(Graph<T>, Vec<Inp
                 op: GOp::Input,
                 args: Vec::new(),
                 states: Vec::new(),
+                unmasked: false,
             });
             for layer in m.compute_layers() {
                 let prev = nodes.len() - 1;
@@ -408,6 +423,7 @@ fn build<T: Real>(m: &SavedModel, kernels: Kernels) -> Result<(Graph<T>, Vec<Inp
                         tensor: 0,
                     }],
                     states: Vec::new(),
+                    unmasked: false,
                 });
             }
             inputs = vec![0];
