@@ -109,39 +109,8 @@ fn array2<T: Real>(a: &io::RawArray) -> Array2<T> {
 }
 
 /// One layer's operation.
-/// What `run` computes but the graph explainer has no backward rule for (yet), named for the refusal.
-fn not_differentiated(
-    layer: &crate::model::Layer,
-    call: &crate::model::config::CallSpec,
-) -> Option<&'static str> {
-    if call.flags.iter().any(|f| f == "return_attention_scores") {
-        return Some("returns its attention scores (`return_attention_scores=True`)");
-    }
-    not_differentiated_layer(layer)
-}
-
-/// [`not_differentiated`] for what the layer alone says (Sequential models have no calls).
-fn not_differentiated_layer(layer: &crate::model::Layer) -> Option<&'static str> {
-    match &layer.kind {
-        LayerKind::Bidirectional { forward, .. } if forward.return_state => {
-            Some("returns its states (`return_state=True`)")
-        }
-        _ => None,
-    }
-}
-
 fn op_of<T: Real>(m: &SavedModel, layer: &crate::model::Layer) -> Result<GOp<T>> {
     let name = layer.name.as_str();
-    if let Some(why) = not_differentiated_layer(layer) {
-        return Err(Error::input(
-            &m.path,
-            format!(
-                "layer '{name}' ({}) {why}; explain does not differentiate it yet \
-                 (`rnntrace run` computes the model)",
-                layer.class_name
-            ),
-        ));
-    }
     Ok(match &layer.kind {
         LayerKind::Input => GOp::Input,
         LayerKind::Identity => GOp::Identity,
@@ -155,19 +124,23 @@ fn op_of<T: Real>(m: &SavedModel, layer: &crate::model::Layer) -> Result<GOp<T>>
             backward,
             merge_mode,
         } => {
-            let mode = merge_mode.clone().unwrap_or_default();
-            let merge = Merge::parse(&mode).ok_or_else(|| {
-                Error::input(
-                    &m.path,
-                    format!(
-                        "layer '{name}': merge_mode {mode:?} gives two outputs; explain needs one (concat, sum, mul, ave)"
-                    ),
-                )
-            })?;
+            // merge_mode=None: the two directions' sequences are the first two outputs.
+            let merge = match merge_mode {
+                None => None,
+                Some(mode) => Some(Merge::parse(mode).ok_or_else(|| {
+                    Error::input(
+                        &m.path,
+                        format!(
+                            "layer '{name}': merge_mode {mode:?} is not supported (concat, sum, mul, ave)"
+                        ),
+                    )
+                })?),
+            };
             GOp::Bidirectional {
                 forward: rec_op(m, &format!("{name}/forward"), forward)?,
                 backward: rec_op(m, &format!("{name}/backward"), backward)?,
                 merge,
+                return_state: forward.return_state,
             }
         }
         LayerKind::Dense {
@@ -301,7 +274,9 @@ fn op_of<T: Real>(m: &SavedModel, layer: &crate::model::Layer) -> Result<GOp<T>>
             };
             GOp::Attention {
                 score,
-                causal: false, // set from the call's flags by `build`
+                // set from the call's flags by `build`
+                causal: false,
+                return_scores: false,
             }
         }
         LayerKind::StackedRecurrent(cells) => {
@@ -345,23 +320,19 @@ fn build<T: Real>(m: &SavedModel, kernels: Kernels) -> Result<(Graph<T>, Vec<Inp
                     node: s.layer,
                     tensor: s.tensor,
                 };
-                if let Some(why) = not_differentiated(layer, call) {
-                    return Err(Error::input(
-                        &m.path,
-                        format!(
-                            "layer '{}' ({}) {why}; explain does not differentiate it yet \
-                             (`rnntrace run` computes the model)",
-                            layer.name, layer.class_name
-                        ),
-                    ));
-                }
                 let mut op = if matches!(layer.kind, LayerKind::Embedding { .. }) {
                     GOp::Input // fed with the looked-up ids (checked below)
                 } else {
                     op_of(m, layer)?
                 };
-                if let GOp::Attention { causal, .. } = &mut op {
+                if let GOp::Attention {
+                    causal,
+                    return_scores,
+                    ..
+                } = &mut op
+                {
                     *causal = call.flags.iter().any(|f| f == "use_causal_mask");
+                    *return_scores = call.flags.iter().any(|f| f == "return_attention_scores");
                 }
                 // A Keras 3 recurrent call that recorded no mask ran without one (as `run` runs it).
                 let recurrent = matches!(

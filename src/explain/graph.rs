@@ -1,8 +1,8 @@
 /*!
 A whole saved model as the explainer sees it when it is more than a chain of recurrent layers and heads:
-a DAG of differentiable nodes (every layer `run --model` computes but `Attention`/`AdditiveAttention`,
-whose backward pass is not written yet), with several inputs and outputs, recurrent layers' returned
-states and `initial_state` links, run forward with every recurrent gate recorded and differentiated
+a DAG of differentiable nodes (the layers `run --model` computes), with several inputs and outputs,
+recurrent layers' and Bidirectionals' returned states, attention layers' returned scores and
+`initial_state` links, run forward with every recurrent gate recorded and differentiated
 backward from one output to every input by reverse topological accumulation (each node's output
 gradients summed over its consumers before its vector-Jacobian product runs).
 
@@ -72,14 +72,18 @@ pub enum GOp<T> {
         /// `return_state=True`.
         return_state: bool,
     },
-    /// `Bidirectional` with a merge mode.
+    /// `Bidirectional`: outputs `[merged]` (`[forward, backward]` without a merge mode), then with
+    /// `return_state` the forward copy's final `h` (and `c` for an LSTM), then the backward copy's;
+    /// `initial_state` links give the forward copy's states, then the backward copy's.
     Bidirectional {
         /// Forward copy.
         forward: RecurrentOp<T>,
         /// Backward copy (`go_backwards`).
         backward: RecurrentOp<T>,
-        /// How the directions combine.
-        merge: Merge,
+        /// How the directions combine (`None`: `merge_mode=None`, the two sequences).
+        merge: Option<Merge>,
+        /// `return_state=True`.
+        return_state: bool,
     },
     /// `act(x·K + b)` on the last axis.
     Dense {
@@ -168,12 +172,15 @@ pub enum GOp<T> {
         /// `Concatenate`'s axis as configured.
         axis: i64,
     },
-    /// `Attention` / `AdditiveAttention` on `[query, value]` or `[query, value, key]`.
+    /// `Attention` / `AdditiveAttention` on `[query, value]` or `[query, value, key]`; with
+    /// `return_scores` its second output is the softmax weights `(batch, Tq, Tv)`.
     Attention {
         /// How scores are computed (as [`crate::runner`] builds it).
         score: Score<T>,
         /// `use_causal_mask=True`.
         causal: bool,
+        /// `return_attention_scores=True`.
+        return_scores: bool,
     },
     /// `Dot(axes, normalize)`.
     Dot {
@@ -496,30 +503,58 @@ impl<T: Real> Graph<T> {
                     forward,
                     backward,
                     merge,
+                    return_state,
                 } => {
                     let (x, mask) = &args[0];
                     let x = seq(x, name);
-                    let lf = run_rec(forward, x.view(), mask.as_ref(), None, record, self.kernels);
+                    // `initial_state`: the forward copy's (h, c for an LSTM), then the backward copy's.
+                    let mut given = states.into_iter();
+                    let mut take = |op: &RecurrentOp<T>| {
+                        let h0 = given.next();
+                        let c0 = if op.weights.kind == crate::weights::CellKind::Lstm {
+                            given.next()
+                        } else {
+                            None
+                        };
+                        (h0.is_some() || c0.is_some()).then_some(InitialState { h0, c0 })
+                    };
+                    let (inf, inb) = (take(forward), take(backward));
+                    let lf = run_rec(
+                        forward,
+                        x.view(),
+                        mask.as_ref(),
+                        inf.as_ref(),
+                        record,
+                        self.kernels,
+                    );
                     let lb = run_rec(
                         backward,
                         x.view(),
                         mask.as_ref(),
-                        None,
+                        inb.as_ref(),
                         record,
                         self.kernels,
                     );
                     let of = rec_value(forward, &lf.trace, false);
                     let ob = rec_value(backward, &lb.trace, backward.spec.go_backwards);
-                    let v = merge_bidir(*merge, &of, &ob);
                     let m = if forward.return_sequences {
                         mask.clone()
                     } else {
                         None
                     };
-                    (
-                        vec![(v, m)],
-                        Cache::Bidirectional(Box::new((lf, lb, of, ob))),
-                    )
+                    let mut outs = match merge {
+                        Some(mg) => vec![(merge_bidir(*mg, &of, &ob), m)],
+                        None => vec![(of.clone(), m.clone()), (ob.clone(), m)],
+                    };
+                    if *return_state {
+                        for l in [&lf, &lb] {
+                            outs.push((Value::Flat(l.trace.final_h.clone()), None));
+                            if let Some(c) = &l.trace.final_c {
+                                outs.push((Value::Flat(c.clone()), None));
+                            }
+                        }
+                    }
+                    (outs, Cache::Bidirectional(Box::new((lf, lb, of, ob))))
                 }
                 GOp::Dense {
                     weights,
@@ -711,11 +746,15 @@ impl<T: Real> Graph<T> {
                     (vec![(Value::Seq(y), None)], Cache::None)
                 }
                 GOp::Merge { op, axis } => (vec![merge_forward(*op, *axis, &args)], Cache::None),
-                GOp::Attention { score, causal } => {
+                GOp::Attention {
+                    score,
+                    causal,
+                    return_scores,
+                } => {
                     let q = seq(&args[0].0, name);
                     let v = seq(&args[1].0, name);
                     let k = args.get(2).map(|a| seq(&a.0, name));
-                    let y = attention(
+                    let (y, weights) = attention(
                         q.view(),
                         v.view(),
                         k.as_ref().unwrap_or(&v).view(),
@@ -724,9 +763,13 @@ impl<T: Real> Graph<T> {
                         args[1].1.as_ref().map(|m| m.view()),
                         *causal,
                         None,
-                    )
-                    .0;
-                    (vec![(Value::Seq(y), args[0].1.clone())], Cache::None)
+                    );
+                    let mut outs = vec![(Value::Seq(y), args[0].1.clone())];
+                    if *return_scores {
+                        // Keras's second output: the softmax weights, without a mask.
+                        outs.push((Value::Seq(weights), None));
+                    }
+                    (outs, Cache::None)
                 }
                 GOp::Dot { axes, normalize } => {
                     let (x, y) = (to_dyn(&args[0].0), to_dyn(&args[1].0));
@@ -738,13 +781,17 @@ impl<T: Real> Graph<T> {
             };
             let mut outs = outs;
             if let Some(m) = dropped {
-                // The sequence output carries the input's mask onwards (Keras's compute_mask sees it).
-                if let Some(o) = outs.first_mut()
-                    && let Value::Seq(a) = &o.0
-                    && a.dim().0 == m.nrows()
-                    && a.dim().1 == m.ncols()
-                {
-                    o.1 = Some(m);
+                let seqs = match &node.op {
+                    GOp::Bidirectional { merge: None, .. } => 2,
+                    _ => 1,
+                };
+                for o in outs.iter_mut().take(seqs) {
+                    if let Value::Seq(a) = &o.0
+                        && a.dim().0 == m.nrows()
+                        && a.dim().1 == m.ncols()
+                    {
+                        o.1 = Some(m.clone());
+                    }
                 }
             }
             values[i] = outs;
@@ -889,7 +936,7 @@ impl<T: Real> Graph<T> {
             (GOp::Recurrent { op, .. }, Cache::Recurrent(l)) => {
                 let gh = g_out.get_mut(1).and_then(Option::take);
                 let gc = g_out.get_mut(2).and_then(Option::take);
-                let lg = rec_backward_states(op, l, &g, gh, gc);
+                let lg = rec_backward_states(op, l, &g, (gh, gc), false);
                 let mut dstates = Vec::new();
                 if !node.states.is_empty() {
                     dstates.push(lg.dh0.clone());
@@ -927,7 +974,7 @@ impl<T: Real> Graph<T> {
                             *a = a.as_standard_layout().into_owned();
                         }
                     }
-                    let lg = rec_backward_states(op, l, &g_cur, gh, gc);
+                    let lg = rec_backward_states(op, l, &g_cur, (gh, gc), false);
                     let mut ds = vec![lg.dh0.clone()];
                     if let Some(dc) = &lg.dc0 {
                         ds.push(dc.clone());
@@ -947,31 +994,62 @@ impl<T: Real> Graph<T> {
                     forward,
                     backward,
                     merge,
+                    ..
                 },
                 Cache::Bidirectional(c),
             ) => {
                 let (lf, lb, of, ob) = c.as_ref();
                 let gr = g.rows();
+                // The returned states follow the one merged output (or the two sequences).
+                let mut slot = if merge.is_some() { 1 } else { 2 };
+                let mut state_g = |op: &RecurrentOp<T>| {
+                    let gh = g_out.get_mut(slot).and_then(Option::take);
+                    slot += 1;
+                    let gc = if op.weights.kind == crate::weights::CellKind::Lstm {
+                        slot += 1;
+                        g_out.get_mut(slot - 1).and_then(Option::take)
+                    } else {
+                        None
+                    };
+                    (gh, gc)
+                };
+                let (sf, sb) = (state_g(forward), state_g(backward));
                 let (gf, gb) = match merge {
-                    Merge::Concat => {
+                    None => (
+                        gr.to_owned(),
+                        g_out
+                            .get_mut(1)
+                            .and_then(Option::take)
+                            .unwrap_or_else(|| ob.zeros_like())
+                            .rows()
+                            .to_owned(),
+                    ),
+                    Some(Merge::Concat) => {
                         let w = of.rows().ncols();
                         (
                             gr.slice(s![.., ..w]).to_owned(),
                             gr.slice(s![.., w..]).to_owned(),
                         )
                     }
-                    Merge::Sum => (gr.to_owned(), gr.to_owned()),
-                    Merge::Ave => {
+                    Some(Merge::Sum) => (gr.to_owned(), gr.to_owned()),
+                    Some(Merge::Ave) => {
                         let h = gr.mapv(|v| v * T::lit(0.5));
                         (h.clone(), h)
                     }
-                    Merge::Mul => (&gr * &ob.rows(), &gr * &of.rows()),
+                    Some(Merge::Mul) => (&gr * &ob.rows(), &gr * &of.rows()),
                 };
                 let gf = Value::reshape_rows(gf, of);
                 let gb = Value::reshape_rows(gb, ob);
-                let df = rec_backward(forward, lf, &gf, false);
-                let db = rec_backward(backward, lb, &gb, backward.spec.go_backwards);
-                one(Value::Seq(df.dx + db.dx))
+                let df = rec_backward_states(forward, lf, &gf, sf, false);
+                let db = rec_backward_states(backward, lb, &gb, sb, backward.spec.go_backwards);
+                let mut dstates = Vec::new();
+                if !node.states.is_empty() {
+                    for d in [&df, &db] {
+                        dstates.push(d.dh0.clone());
+                        dstates.extend(d.dc0.clone());
+                    }
+                }
+                (vec![Some(Value::Seq(df.dx + db.dx))], dstates)
             }
             (
                 GOp::Dense {
@@ -1183,17 +1261,22 @@ impl<T: Real> Graph<T> {
                 one(Value::Seq(dx))
             }
             (GOp::Merge { op, axis }, _) => (merge_backward(*op, *axis, args, &g), Vec::new()),
-            (GOp::Attention { score, causal }, _) => {
+            (GOp::Attention { score, causal, .. }, _) => {
                 let q = seq(x0, "");
                 let v = seq(&args[1].0, "");
                 let k = args.get(2).map(|a| seq(&a.0, ""));
                 let Value::Seq(gy) = g else { unreachable!() };
+                // The returned scores' gradient (`return_attention_scores=True`).
+                let gw = match g_out.get_mut(1).and_then(Option::take) {
+                    Some(Value::Seq(a)) => Some(a),
+                    _ => None,
+                };
                 let (dq, mut dv, dk) = attention_backward(
                     (&q, &v, k.as_ref().unwrap_or(&v)),
                     score,
                     (args[0].1.as_ref(), args[1].1.as_ref()),
                     *causal,
-                    &gy,
+                    (&gy, gw.as_ref()),
                 );
                 let mut out = vec![Some(Value::Seq(dq))];
                 if k.is_some() {
@@ -1230,13 +1313,14 @@ fn rows_flat<T: Real>(v: &Value<T>) -> Array2<T> {
     }
 }
 
-/// A recurrent layer's backward pass from its main output's gradient `g` and its returned states'.
+/// A recurrent layer's backward pass from its main output's gradient `g` (a sequence in time order, so
+/// reversed from processing order when `flip`) and its returned states' `(h, c)`.
 fn rec_backward_states<T: Real>(
     r: &RecurrentOp<T>,
     l: &Recorded<T>,
     g: &Value<T>,
-    gh: Option<Value<T>>,
-    gc: Option<Value<T>>,
+    (gh, gc): (Option<Value<T>>, Option<Value<T>>),
+    flip: bool,
 ) -> super::bptt::LayerGrad<T> {
     use super::bptt::{Upstream, backward};
     let flat = |v: Option<Value<T>>| match v {
@@ -1245,20 +1329,21 @@ fn rec_backward_states<T: Real>(
     };
     let (gh, gc) = (flat(gh), flat(gc));
     if gh.is_none() && gc.is_none() {
-        return rec_backward(r, l, g, false);
+        return rec_backward(r, l, g, flip);
     }
     // The returned h is the last output (a masked step repeats it), so its gradient joins `last`.
     let (seq_g, mut last) = match g {
         Value::Flat(a) => (None, Some(a.clone())),
-        Value::Seq(a) => (
-            Some(
-                a.view()
-                    .permuted_axes([1, 0, 2])
-                    .as_standard_layout()
-                    .into_owned(),
-            ),
-            None,
-        ),
+        Value::Seq(a) => {
+            let mut v = a.view();
+            if flip {
+                v.invert_axis(Axis(1));
+            }
+            (
+                Some(v.permuted_axes([1, 0, 2]).as_standard_layout().into_owned()),
+                None,
+            )
+        }
     };
     if let Some(h) = gh {
         match &mut last {
@@ -1569,16 +1654,18 @@ fn dot_backward<T: Real>(
     )
 }
 
-/// Attention's gradients with respect to query, value and key: the softmax's vector-Jacobian product per
-/// query row, through the score function (a padded key's score is shifted by a constant, so its
-/// derivative is the score's; its weight is ~0 anyway). A masked query's row is zero and passes nothing.
+/// Attention's gradients with respect to query, value and key from the output's gradient `g` and the
+/// returned softmax weights' `gw` (`return_attention_scores=True`): the softmax's vector-Jacobian product
+/// per query row, through the score function (a padded key's score is shifted by a constant, so its
+/// derivative is the score's; its weight is ~0 anyway). A masked query's output row is zero and passes
+/// nothing; its weights row is not zeroed (Keras returns it as computed), so `gw` still flows through it.
 #[allow(clippy::type_complexity)]
 fn attention_backward<T: Real>(
     (q, v, k): (&Array3<T>, &Array3<T>, &Array3<T>),
     score: &Score<T>,
     (q_mask, v_mask): (Option<&Array2<bool>>, Option<&Array2<bool>>),
     causal: bool,
-    g: &Array3<T>,
+    (g, gw): (&Array3<T>, Option<&Array3<T>>),
 ) -> (Array3<T>, Array3<T>, Array3<T>) {
     let (batch, tq, dim) = q.dim();
     let tv = k.dim().1;
@@ -1590,7 +1677,8 @@ fn attention_backward<T: Real>(
     let one = T::one();
     for b in 0..batch {
         for i in 0..tq {
-            if q_mask.is_some_and(|m| !m[[b, i]]) {
+            let q_masked = q_mask.is_some_and(|m| !m[[b, i]]);
+            if q_masked && gw.is_none() {
                 continue;
             }
             // Scores, exactly as the forward pass computes them.
@@ -1624,9 +1712,15 @@ fn attention_backward<T: Real>(
             let e: Vec<T> = s.iter().map(|&x| (x - max).exp()).collect();
             let sum = e.iter().fold(T::zero(), |a, &x| a + x);
             let p: Vec<T> = e.iter().map(|&x| x / sum).collect();
-            // out_i = Σ_j p_j v_j
-            let mut dp = vec![T::zero(); tv];
+            // out_i = Σ_j p_j v_j (zero for a masked query); the weights p themselves may be returned.
+            let mut dp: Vec<T> = match gw {
+                Some(gw) => (0..tv).map(|j| gw[[b, i, j]]).collect(),
+                None => vec![T::zero(); tv],
+            };
             for j in 0..tv {
+                if q_masked {
+                    break;
+                }
                 for d in 0..vdim {
                     let gv = g[[b, i, d]];
                     dv[[b, j, d]] = dv[[b, j, d]] + p[j] * gv;

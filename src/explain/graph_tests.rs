@@ -260,6 +260,7 @@ fn graph() -> Graph<f64> {
                     scale: Some(vec![0.8, -1.1, 0.5]),
                 },
                 causal: true,
+                return_scores: false,
             },
             &[(8, 0), (10, 0)],
             &[],
@@ -569,5 +570,150 @@ fn hand_masks_and_dropped_masks() {
             let mean = kept.iter().map(|&t| y[[b, t, u]]).sum::<f64>() / kept.len() as f64;
             assert!((rows[[b, u]] - mean).abs() < 1e-12, "({b}, {u})");
         }
+    }
+}
+
+/// Inputs x (2, 6, 3) with a mask and s (2, 4): a Bidirectional(LSTM) without a merge mode, started from
+/// states computed from s and returning its states, which feed a head next to its pooled sequences; an
+/// Attention on its two sequences returning its scores, which feed a second head.
+fn states_and_scores_graph() -> Graph<f64> {
+    let init = |seed| dense(4, 3, seed, Activation::Tanh);
+    let nodes = vec![
+        node("x", GOp::Input, &[], &[]),
+        node("s", GOp::Input, &[], &[]),
+        node("fh0", init(800), &[(1, 0)], &[]),
+        node("fc0", init(810), &[(1, 0)], &[]),
+        node("bh0", init(820), &[(1, 0)], &[]),
+        node("bc0", init(830), &[(1, 0)], &[]),
+        node(
+            "bi",
+            GOp::Bidirectional {
+                forward: rec(CellKind::Lstm, 3, 3, true, false, 840),
+                backward: rec(CellKind::Lstm, 3, 3, true, true, 850),
+                merge: None,
+                return_state: true,
+            },
+            &[(0, 0)],
+            &[(2, 0), (3, 0), (4, 0), (5, 0)],
+        ),
+        node(
+            "both",
+            GOp::Merge {
+                op: MergeOp::Concatenate,
+                axis: -1,
+            },
+            &[(6, 0), (6, 1)],
+            &[],
+        ),
+        node(
+            "gap",
+            GOp::GlobalPool {
+                max: false,
+                keepdims: false,
+                channels_first: false,
+            },
+            &[(7, 0)],
+            &[],
+        ),
+        node(
+            "cat",
+            GOp::Merge {
+                op: MergeOp::Concatenate,
+                axis: -1,
+            },
+            &[(8, 0), (6, 2), (6, 3), (6, 4), (6, 5)],
+            &[],
+        ),
+        node(
+            "head",
+            dense(18, 2, 860, Activation::Linear),
+            &[(9, 0)],
+            &[],
+        ),
+        node(
+            "att",
+            GOp::Attention {
+                score: Score::Dot { scale: Some(0.7) },
+                causal: false,
+                return_scores: true,
+            },
+            &[(6, 0), (6, 1)],
+            &[],
+        ),
+        node("scores", GOp::Flatten, &[(11, 1)], &[]),
+        node(
+            "scores_head",
+            dense(36, 1, 870, Activation::Linear),
+            &[(12, 0)],
+            &[],
+        ),
+        node(
+            "att_gap",
+            GOp::GlobalPool {
+                max: false,
+                keepdims: false,
+                channels_first: false,
+            },
+            &[(11, 0)],
+            &[],
+        ),
+    ];
+    let out = |node| Src { node, tensor: 0 };
+    Graph {
+        nodes,
+        inputs: vec![0, 1],
+        outputs: vec![out(10), out(13), out(14)],
+        kernels: Kernels::Portable,
+    }
+}
+
+#[test]
+fn bidirectional_states_and_attention_scores_match_central_differences() {
+    let g = states_and_scores_graph();
+    let x = Array3::from_shape_fn((2, 6, 3), |(a, b, c)| val(40 + a * 18 + b * 3 + c, 1.0));
+    let s = Array2::from_shape_fn((2, 4), |(a, b)| val(140 + a * 4 + b, 1.0));
+    let init = InitialState::default();
+    let fwd = g.forward(inputs(&x, &s), &init, Record::ALL);
+    let outputs = fwd.output_rows().ncols();
+    assert_eq!(outputs, 6);
+    let f = |x: &Array3<f64>, s: &Array2<f64>, k: usize| {
+        g.forward(inputs(x, s), &init, Record::STATES)
+            .output_rows()
+            .column(k)
+            .to_owned()
+    };
+    let h = 1e-6;
+    for k in 0..outputs {
+        let (dx, _) = g.backward(&fwd, seeds(&fwd, k));
+        let (Value::Seq(gx), Value::Flat(gs)) = (&dx[0], &dx[1]) else {
+            panic!("gradient shapes")
+        };
+        let scale = gx
+            .iter()
+            .chain(gs.iter())
+            .fold(1e-3f64, |m, v| m.max(v.abs()));
+        let mut worst: f64 = 0.0;
+        for idx in 0..x.len() {
+            let (a, b, c) = (idx / 18, (idx / 3) % 6, idx % 3);
+            let (mut xp, mut xm) = (x.clone(), x.clone());
+            xp[[a, b, c]] += h;
+            xm[[a, b, c]] -= h;
+            let num = (f(&xp, &s, k)[a] - f(&xm, &s, k)[a]) / (2.0 * h);
+            worst = worst.max((num - gx[[a, b, c]]).abs());
+        }
+        for idx in 0..s.len() {
+            let (a, b) = (idx / 4, idx % 4);
+            let (mut sp, mut sm) = (s.clone(), s.clone());
+            sp[[a, b]] += h;
+            sm[[a, b]] -= h;
+            let num = (f(&x, &sp, k)[a] - f(&x, &sm, k)[a]) / (2.0 * h);
+            worst = worst.max((num - gs[[a, b]]).abs());
+        }
+        assert!(
+            worst / scale < 1e-6,
+            "output {k}: off by {worst} (scale {scale})"
+        );
+        // Every output reaches both inputs (s through the initial states).
+        assert!(gx.iter().any(|v| *v != 0.0) && gs.iter().any(|v| *v != 0.0));
     }
 }

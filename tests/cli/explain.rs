@@ -580,8 +580,9 @@ fn explain_models_match_framework_goldens() {
         .filter(|p| p.join("case.json").exists())
         .collect();
     dirs.sort();
-    // 16 from generate_explain_models.py, 2 from generate_explain_models_cf_mask.py.
-    assert!(dirs.len() >= 18, "the generators write 18 cases: {dirs:?}");
+    // 16 from generate_explain_models.py, 2 from generate_explain_models_cf_mask.py, 2 from
+    // generate_explain_models_states.py.
+    assert!(dirs.len() >= 20, "the generators write 20 cases: {dirs:?}");
     let mut worst = Vec::new();
     for dir in dirs {
         let (case, v, _) = run_model_case(&dir, &["--methods", "all"]);
@@ -813,9 +814,9 @@ fn explain_several_inputs() {
 /// equal to `run`'s (explain checks that itself and refuses otherwise) and its prediction equal to
 /// `model.predict`'s within run's 1e-5; a Lambda and masks computed by keras.ops are refused (as `run` refuses
 /// them), and so are a float16 policy (explain differentiates in float32/float64) and what the graph
-/// explainer has no backward rule for yet (attention scores, Bidirectional states), each by name.
-/// channels_first layers and masks passed by hand (a boolean model input, all its attributions zero)
-/// are explained.
+/// explainer has no backward rule for, each by name. channels_first layers, masks passed by hand (a boolean
+/// model input, all its attributions zero), Bidirectional states (also with merge_mode=None, masked,
+/// chained, Keras 2 files) and returned attention scores are explained.
 #[test]
 fn explain_covers_the_real_models() {
     let root = crate::fixtures().join("real_models");
@@ -830,12 +831,6 @@ fn explain_covers_the_real_models() {
         let name = dir.file_name().unwrap().to_string_lossy().into_owned();
         let refused =
             name == "lambda_layer" || name == "mixed_float16" || name == "explicit_mask_ops";
-        // What run computes but explain has no backward rule for yet: refused by name.
-        let not_yet = name.contains("attention_scores")
-            || name.ends_with("bidirectional_state")
-            || name.contains("bidirectional_gru_state")
-            || name.contains("bidirectional_lstm_state")
-            || name.starts_with("bidirectional_state_");
         let file = if dir.join("model.keras").exists() {
             "model.keras"
         } else {
@@ -849,15 +844,9 @@ fn explain_covers_the_real_models() {
             cmd.args(["--input", &i]);
         }
         let (code, out, err) = run(&mut cmd);
-        if refused || not_yet {
+        if refused {
             assert_eq!(code, 2, "{name}: {err}");
             assert_eq!(err.lines().count(), 1, "{name}: {err}");
-            if not_yet {
-                assert!(
-                    err.contains("explain does not differentiate it yet"),
-                    "{name}: {err}"
-                );
-            }
             continue;
         }
         assert_eq!(code, 0, "{name}: {err}");
@@ -885,7 +874,7 @@ fn explain_covers_the_real_models() {
         }
         explained += 1;
     }
-    assert!(explained >= 53, "explained {explained}");
+    assert!(explained >= 71, "explained {explained}");
 }
 
 /// Whole PyTorch modules saved with torch.save (`explain --model model.pt --cell C [--dense fc]`: stacked,
