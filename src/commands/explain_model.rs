@@ -854,6 +854,14 @@ fn run_as<T: Real>(
     }
     if let Some(path) = &a.plot {
         for (j, r) in reports.iter().enumerate() {
+            if matches!(kinds[j], InputKind::HeldMask) {
+                // Its attributions are zero by construction: a chart of them would be an empty picture.
+                eprintln!(
+                    "note: input '{}' is read only as a mask (a selector, every attribution 0): no chart drawn for it",
+                    shown[j].name
+                );
+                continue;
+            }
             explain_plot::draw_attributions(
                 &explain_plot::attribution_chart(r),
                 &suffixed(path, j),

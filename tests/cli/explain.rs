@@ -987,3 +987,33 @@ fn pytorch_modules_match_torch_autograd() {
         }
     }
 }
+
+/// A mask-only input (a boolean model input passed as `mask=`) has all-zero attributions by design: `--plot`
+/// draws the other inputs' charts and says why it draws none for it (it drew an empty heat map).
+#[test]
+fn mask_only_input_gets_no_empty_chart() {
+    let dir = crate::fixtures()
+        .join("real_models")
+        .join("explicit_mask_input");
+    let tmp = tempfile::tempdir().unwrap();
+    let plot = tmp.path().join("a.png");
+    let (code, _, err) = run(rnntrace()
+        .current_dir(&dir)
+        .args(["explain", "--model", "model.keras"])
+        .args([
+            "--input",
+            "x=input_x.npy",
+            "--input",
+            "steps=input_steps.npy",
+        ])
+        .arg("--plot")
+        .arg(&plot)
+        .arg("--quiet"));
+    assert_eq!(code, 0, "{err}");
+    assert!(tmp.path().join("a-x.png").exists(), "{err}");
+    assert!(!tmp.path().join("a-steps.png").exists(), "{err}");
+    assert!(
+        err.contains("input 'steps' is read only as a mask"),
+        "{err}"
+    );
+}
