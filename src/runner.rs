@@ -1895,27 +1895,8 @@ pub fn run_graph_recording<T: Real>(
                 backward,
                 merge_mode,
             } if !states.is_empty() || forward.return_state || merge_mode.is_none() => {
-                let [(x, mask)]: [Masked<T>; 1] = args.try_into().map_err(|a: Vec<_>| {
-                    err(format!(
-                        "layer '{name}' reads {} tensors; expected one sequence",
-                        a.len()
-                    ))
-                })?;
-                let Tensor::Seq(x) = x else {
-                    return Err(err(format!(
-                        "layer '{name}' needs a sequence (batch, timesteps, features)"
-                    )));
-                };
-                let states = states
-                    .into_iter()
-                    .map(|(t, _)| match t {
-                        Tensor::Flat(a) => Ok(a),
-                        other => Err(err(format!(
-                            "layer '{name}': an initial state has shape {:?}; expected (sequences, units)",
-                            other.shape()
-                        ))),
-                    })
-                    .collect::<Result<Vec<_>>>()?;
+                let (x, mask) = one_sequence(name, args, &err)?;
+                let states = flat_states(name, states, &err)?;
                 let (outs, run) = run_bidirectional(
                     model,
                     name,
@@ -1931,27 +1912,8 @@ pub fn run_graph_recording<T: Real>(
             LayerKind::StackedRecurrent(cells)
                 if !states.is_empty() || cells.iter().any(|r| r.return_state) =>
             {
-                let [(x, mask)]: [Masked<T>; 1] = args.try_into().map_err(|a: Vec<_>| {
-                    err(format!(
-                        "layer '{name}' reads {} tensors; expected one sequence",
-                        a.len()
-                    ))
-                })?;
-                let Tensor::Seq(x) = x else {
-                    return Err(err(format!(
-                        "layer '{name}' needs a sequence (batch, timesteps, features)"
-                    )));
-                };
-                let initial = states
-                    .into_iter()
-                    .map(|(t, _)| match t {
-                        Tensor::Flat(a) => Ok(a),
-                        other => Err(err(format!(
-                            "layer '{name}': an initial state has shape {:?}; expected (sequences, units)",
-                            other.shape()
-                        ))),
-                    })
-                    .collect::<Result<Vec<_>>>()?;
+                let (x, mask) = one_sequence(name, args, &err)?;
+                let initial = flat_states(name, states, &err)?;
                 let run = run_stacked(
                     model,
                     name,
@@ -1970,17 +1932,7 @@ pub fn run_graph_recording<T: Real>(
                 outs
             }
             LayerKind::Recurrent(r) if !states.is_empty() || r.return_state => {
-                let [(x, mask)]: [Masked<T>; 1] = args.try_into().map_err(|a: Vec<_>| {
-                    err(format!(
-                        "layer '{name}' reads {} tensors; expected one sequence",
-                        a.len()
-                    ))
-                })?;
-                let Tensor::Seq(x) = x else {
-                    return Err(err(format!(
-                        "layer '{name}' needs a sequence (batch, timesteps, features)"
-                    )));
-                };
+                let (x, mask) = one_sequence(name, args, &err)?;
                 let wanted = if r.cell == RecurrentCell::Lstm { 2 } else { 1 };
                 if !states.is_empty() && states.len() != wanted {
                     return Err(err(format!(
@@ -2082,6 +2034,44 @@ pub fn run_graph_recording<T: Real>(
         output: outputs[0].clone(),
         outputs,
     })
+}
+
+/// The one sequence a recurrent call reads, with its mask.
+fn one_sequence<T: Real>(
+    name: &str,
+    args: Vec<Masked<T>>,
+    err: &dyn Fn(String) -> Error,
+) -> Result<(Array3<T>, Option<Array2<bool>>)> {
+    let [(x, mask)]: [Masked<T>; 1] = args.try_into().map_err(|a: Vec<_>| {
+        err(format!(
+            "layer '{name}' reads {} tensors; expected one sequence",
+            a.len()
+        ))
+    })?;
+    match x {
+        Tensor::Seq(x) => Ok((x, mask)),
+        Tensor::Flat(_) => Err(err(format!(
+            "layer '{name}' needs a sequence (batch, timesteps, features)"
+        ))),
+    }
+}
+
+/// A call's `initial_state` tensors, each `(sequences, units)`.
+fn flat_states<T: Real>(
+    name: &str,
+    states: Vec<Masked<T>>,
+    err: &dyn Fn(String) -> Error,
+) -> Result<Vec<Array2<T>>> {
+    states
+        .into_iter()
+        .map(|(t, _)| match t {
+            Tensor::Flat(a) => Ok(a),
+            other => Err(err(format!(
+                "layer '{name}': an initial state has shape {:?}; expected (sequences, units)",
+                other.shape()
+            ))),
+        })
+        .collect()
 }
 
 /// A `Bidirectional` in a graph, as Keras returns it: `[merged]` (or `[forward, backward]` with
