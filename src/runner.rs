@@ -156,6 +156,7 @@ fn union(a: Record, b: Record) -> Record {
         gates: a.gates || b.gates,
         pre: a.pre || b.pre,
         states: a.states || b.states,
+        cell_only: a.cell_only && b.cell_only,
     }
 }
 

@@ -21,6 +21,10 @@ pub struct Record {
     pub pre: bool,
     /// States h, c and the layer output.
     pub states: bool,
+    /// With `states`: keep the cell state `c` of every step but not `h`'s nor the output's (the final states
+    /// and last output are kept regardless). What the backward pass of an LSTM that returns only its last
+    /// output reads: it saves one recorded array of the size of `c`.
+    pub cell_only: bool,
 }
 
 impl Record {
@@ -30,6 +34,7 @@ impl Record {
             gates: self.gates || other.gates,
             pre: self.pre || other.pre,
             states: self.states || other.states,
+            cell_only: self.cell_only && other.cell_only,
         }
     }
 
@@ -38,24 +43,36 @@ impl Record {
         gates: true,
         pre: true,
         states: true,
+        cell_only: false,
+    };
+    /// What a backward pass reads: everything, but an LSTM that returns only its last output keeps its `c`
+    /// and not its `h` ([`Record::cell_only`]; the engine's caller decides where that applies).
+    pub const BACKWARD: Record = Record {
+        gates: true,
+        pre: true,
+        states: true,
+        cell_only: true,
     };
     /// Gates and states, no pre-activations.
     pub const GATES: Record = Record {
         gates: true,
         pre: false,
         states: true,
+        cell_only: false,
     };
     /// States and outputs, no gates.
     pub const STATES: Record = Record {
         gates: false,
         pre: false,
         states: true,
+        cell_only: false,
     };
     /// Only what the predictions need.
     pub const NONE: Record = Record {
         gates: false,
         pre: false,
         states: false,
+        cell_only: false,
     };
 }
 

@@ -490,7 +490,7 @@ pub fn cell_job(kind: CellKind, a: &CellArgs, env: &Env) -> Result<CellJob> {
             raw.shape[0]
         ));
     }
-    let x = shape_input(&raw, &a.input, a.window, &weights)?;
+    let x = shape_input(raw, &a.input, a.window, &weights)?;
     let (batch, steps, _) = x.dim();
     check_plot_sequence(&a.plots, batch)?;
 

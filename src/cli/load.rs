@@ -12,7 +12,7 @@ use ndarray::{Array2, Array3};
 use std::path::Path;
 
 pub(super) fn shape_input(
-    raw: &RawArray,
+    raw: RawArray,
     path: &Path,
     window: Option<usize>,
     w: &CellWeights<f64>,
@@ -31,12 +31,14 @@ pub const MAX_WINDOW_VALUES: usize = 1 << 28;
 /// Shapes an input array into (sequences, timesteps, features): 3-D as is, 2-D as one sequence, or a 2-D
 /// series cut into windows of `window` rows. `expects` completes "has N features per step; …".
 pub fn series_input(
-    raw: &RawArray,
+    raw: RawArray,
     path: &Path,
     window: Option<usize>,
     features: usize,
     expects: &str,
 ) -> Result<Array3<f64>> {
+    // The shape as read, for messages; the values move into the array (no copy).
+    let shape = raw.shape_str();
     let x = match (raw.ndim(), window) {
         (2, Some(k)) => {
             let (rows, f) = (raw.shape[0], raw.shape[1]);
@@ -84,12 +86,11 @@ pub fn series_input(
                 ),
             ));
         }
-        (2, None) => Array3::from_shape_vec((1, raw.shape[0], raw.shape[1]), raw.data.clone())
-            .expect("2-D shape"),
-        (3, None) => {
-            Array3::from_shape_vec((raw.shape[0], raw.shape[1], raw.shape[2]), raw.data.clone())
-                .expect("3-D shape")
+        (2, None) => {
+            Array3::from_shape_vec((1, raw.shape[0], raw.shape[1]), raw.data).expect("2-D shape")
         }
+        (3, None) => Array3::from_shape_vec((raw.shape[0], raw.shape[1], raw.shape[2]), raw.data)
+            .expect("3-D shape"),
         _ => {
             return Err(Error::input(
                 path,
@@ -104,22 +105,19 @@ pub fn series_input(
     if b == 0 {
         return Err(Error::input(
             path,
-            format!("has shape {}: it holds no sequences", raw.shape_str()),
+            format!("has shape {}: it holds no sequences", shape),
         ));
     }
     if t == 0 {
         return Err(Error::input(
             path,
-            format!("has shape {}: sequences have 0 timesteps", raw.shape_str()),
+            format!("has shape {}: sequences have 0 timesteps", shape),
         ));
     }
     if f != features {
         return Err(Error::input(
             path,
-            format!(
-                "has {f} features per step (shape {}); {expects}",
-                raw.shape_str()
-            ),
+            format!("has {f} features per step (shape {}); {expects}", shape),
         ));
     }
     Ok(x)
@@ -347,7 +345,7 @@ pub fn load_data(
     atol: f64,
     rtol: f64,
 ) -> Result<(Array3<f64>, Expected)> {
-    let x = shape_input(&io::read_npy(input)?, input, window, weights)?;
+    let x = shape_input(io::read_npy(input)?, input, window, weights)?;
     let (batch, steps, _) = x.dim();
     let e = load_expected(
         expected,

@@ -373,7 +373,7 @@ fn from_torch(a: &ExplainArgs, path: &Path, kernels: Kernels) -> Result<Problem>
         }
     };
     let raw = io::read_npy(input)?;
-    let x = series_input(&raw, input, None, f, &format!("layer 0 expects {f}"))?;
+    let x = series_input(raw, input, None, f, &format!("layer 0 expects {f}"))?;
     Ok(Problem {
         net: Network { ops, kernels },
         x,
@@ -582,13 +582,7 @@ fn from_model(a: &ExplainArgs, path: &Path, kernels: Kernels) -> Result<Loaded> 
         .or(features)
         .unwrap_or(0);
     let raw = io::read_npy(&a.input[0])?;
-    let x = series_input(
-        &raw,
-        &a.input[0],
-        None,
-        f,
-        &format!("the model expects {f}"),
-    )?;
+    let x = series_input(raw, &a.input[0], None, f, &format!("the model expects {f}"))?;
     if let Some(want) = m
         .input_shape
         .get(1)
@@ -731,17 +725,8 @@ fn run_as<T: Real>(
         c0: p.init.c0.as_ref().map(|c| c.mapv(|v| T::lit(v))),
     };
     let (b, _, f) = x.dim();
-    // How many outputs the model has: one sequence through it.
-    let probe = net.forward(
-        x.slice(s![0..1, .., ..]).to_owned(),
-        p.mask.as_ref().map(|m| m.slice(s![0..1, ..]).to_owned()),
-        &InitialState {
-            h0: init.h0.as_ref().map(|h| h.slice(s![0..1, ..]).to_owned()),
-            c0: init.c0.as_ref().map(|c| c.slice(s![0..1, ..]).to_owned()),
-        },
-        crate::trace::Record::STATES,
-    );
-    let outputs = probe.output_rows().ncols();
+    // How many outputs the model has (explain checks it against its forward pass in debug builds).
+    let outputs = net.output_width(x.dim().1, f);
     if a.output >= outputs {
         return Err(Error::usage(format!(
             "--output {} is out of range: the model has {outputs} output{} (--output 0..{})",

@@ -561,7 +561,7 @@ fn read_inputs(a: &ExplainArgs, m: &SavedModel) -> Result<Vec<(String, Tensor<f6
         ));
     }
     let f = m.input_shape.last().copied().flatten().unwrap_or(0);
-    let x = series_input(&raw, &path, None, f, &format!("the model expects {f}"))?;
+    let x = series_input(raw, &path, None, f, &format!("the model expects {f}"))?;
     if let Some(want) = m
         .input_shape
         .get(1)

@@ -139,7 +139,7 @@ pub fn run_model(a: &RunArgs, env: &Env) -> Result<Outcome> {
                 .map_err(|e| Error::input(&input, e.to_string()))?,
         )
     } else {
-        let x = series_input(&raw, &input, a.window, f, &format!("the model expects {f}"))?;
+        let x = series_input(raw, &input, a.window, f, &format!("the model expects {f}"))?;
         if let Some(want) = model
             .input_shape
             .get(1)
@@ -283,7 +283,8 @@ fn run_torch(a: &RunArgs, cell: CellArg, env: &Env, started: Instant) -> Result<
         );
     }
     let f = first.features;
-    let x = series_input(&raw, input, a.window, f, &format!("layer 0 expects {f}"))?;
+    let raw_ndim = raw.ndim();
+    let x = series_input(raw, input, a.window, f, &format!("layer 0 expects {f}"))?;
     let model = SavedModel {
         path: a.model.clone(),
         format: model::ModelFormat::LegacyH5,
@@ -299,7 +300,7 @@ fn run_torch(a: &RunArgs, cell: CellArg, env: &Env, started: Instant) -> Result<
         PrecisionArg::F32 => run_as::<f32>(a, &model, x, torch, env, started),
         PrecisionArg::F64 => run_as::<f64>(a, &model, x, torch, env, started),
     }?;
-    if matches!(outcome, Outcome::Mismatch) && !a.time_major && raw.ndim() == 3 {
+    if matches!(outcome, Outcome::Mismatch) && !a.time_major && raw_ndim == 3 {
         eprintln!(
             "rnntrace: note: if --input and --expected are time-major (timesteps, sequences, …), as a PyTorch module with batch_first=False takes and returns them, pass --time-major"
         );

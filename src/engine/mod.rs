@@ -387,6 +387,7 @@ fn run_chain_core<T: Real>(
             let mut r = l.record;
             if k + 1 < n {
                 r.states = true;
+                r.cell_only = false;
             }
             r
         })

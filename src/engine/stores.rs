@@ -43,9 +43,9 @@ impl<T: Real> Stores<T> {
         Stores {
             pre: per_gate(record.pre),
             gates: per_gate(record.gates),
-            h: z(record.states, hw),
+            h: z(record.states && !(record.cell_only && lstm), hw),
             c: z(record.states && lstm, u),
-            out: z(record.states && masking, hw),
+            out: z(record.states && !(record.cell_only && lstm) && masking, hw),
             masked: Array2::from_elem((steps, batch), false),
         }
     }

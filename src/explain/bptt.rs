@@ -234,7 +234,8 @@ fn lane<T: Real>(
         if !any {
             continue; // every state passes through; no input row receives anything
         }
-        let h_prev = if t == 0 {
+        // (An LSTM's backward pass does not read h: its trace may not hold it, `Record::cell_only`.)
+        let h_prev = if t == 0 || w.kind == CellKind::Lstm {
             tr.h0.slice(s![r.clone(), ..])
         } else {
             rows3(&tr.h, "h", t - 1, &r)

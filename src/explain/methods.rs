@@ -174,7 +174,7 @@ pub fn integrated_gradients<T: Real>(
                 .for_each(|o, &bv, &d| *o = bv + a * d);
         }
         let m = mask.map(|m| tile2(m, n));
-        let fwd = net.forward(xs, m, &init.tile(n), Record::ALL);
+        let fwd = net.forward(xs, m, &init.tile(n), Record::BACKWARD);
         let seed = Network::seed(&fwd, k);
         let g = net.backward(&fwd, seed);
         for (j, &w) in wc.iter().enumerate() {

@@ -169,12 +169,20 @@ pub fn explain<T: Real>(
         mask.cloned(),
         init,
         if want_grad {
-            Record::ALL
+            Record::BACKWARD
         } else {
-            Record::GATES
+            Record {
+                cell_only: true,
+                ..Record::GATES
+            }
         },
     );
     let outputs = fwd.output_rows().ncols();
+    debug_assert_eq!(
+        outputs,
+        net.output_width(x.dim().1, x.dim().2),
+        "output_width"
+    );
     assert!(k < outputs, "output index");
     let prediction = methods::output_k(&fwd, k);
     let units = fwd

@@ -274,13 +274,25 @@ pub(super) fn run_rec<T: Real>(
     record: Record,
     kernels: Kernels,
 ) -> Recorded<T> {
+    // An LSTM returning its last output only: its backward pass reads c and the gates, not h's sequence
+    // (the unit analysis reads |o ⊙ act(c)| for dead units), so h is not kept.
+    let record = Record {
+        cell_only: record.cell_only
+            && op.weights.kind == CellKind::Lstm
+            && !op.return_sequences
+            && op.weights.projection.is_none(),
+        ..record
+    };
     // A pass to differentiate keeps pre-activations only when a derivative needs them.
     let record = if record.pre
         && !bptt::needs_pre(op.spec.activation)
         && (op.weights.kind == CellKind::SimpleRnn
             || !bptt::needs_pre(op.spec.recurrent_activation))
     {
-        Record::GATES
+        Record {
+            pre: false,
+            ..record
+        }
     } else {
         record
     };
@@ -340,6 +352,30 @@ pub(super) fn merge<T: Real>(m: Merge, f: &Value<T>, b: &Value<T>) -> Value<T> {
 }
 
 impl<T: Real> Network<T> {
+    /// The number of outputs per sequence ([`Forward::output_rows`]'s columns) for inputs of `steps`
+    /// timesteps: read off the operations, with no forward pass.
+    pub fn output_width(&self, steps: usize, features: usize) -> usize {
+        // (timesteps when the value is a sequence, width of its last axis)
+        let mut v = (Some(steps), features);
+        for op in &self.ops {
+            v = match op {
+                Op::Masking { .. } | Op::Activation(_) => v,
+                Op::Recurrent(r) => (
+                    r.return_sequences.then_some(v.0).flatten(),
+                    r.weights.h_units(),
+                ),
+                Op::Bidirectional { forward, merge, .. } => {
+                    let w = forward.weights.h_units();
+                    let w = if *merge == Merge::Concat { 2 * w } else { w };
+                    (forward.return_sequences.then_some(v.0).flatten(), w)
+                }
+                Op::Dense { weights, .. } => (v.0, weights.outputs()),
+                Op::Flatten => (None, v.0.unwrap_or(1) * v.1),
+            };
+        }
+        v.1
+    }
+
     /// Runs the chain on `x` (with an optional `(batch, timesteps)` mask, true = used, and initial states
     /// for the first recurrent layer). `record` is what each recurrent layer keeps: [`Record::ALL`] for a
     /// pass that will be differentiated, [`Record::STATES`] for outputs only.

@@ -305,3 +305,117 @@ fn gauss_legendre_integrates_polynomials_exactly() {
     let s: f64 = a.iter().zip(&w).map(|(x, w)| w * x.powi(8)).sum();
     assert!((s - 1.0 / 9.0).abs() < 1e-14);
 }
+
+/// Dead units of an LSTM that returns only its last output are found from `o ⊙ act(c)` (its trace keeps
+/// no h then, `Record::cell_only`): the same units as from the recorded h, masked steps passed over.
+#[test]
+fn dead_units_without_recorded_h_match_the_recorded_h() {
+    let (f, u) = (3, 6);
+    let mut r = rec(
+        CellKind::Lstm,
+        f,
+        u,
+        false,
+        Activation::Tanh,
+        Activation::Sigmoid,
+        false,
+        false,
+        11,
+    );
+    // Units 1 and 4: the candidate's weights and bias are zero, so c and h stay exactly 0 from a zero state.
+    for j in [1, 4] {
+        r.weights.kernel.column_mut(2 * u + j).fill(0.0);
+        r.weights.recurrent_kernel.column_mut(2 * u + j).fill(0.0);
+        r.weights.bias.as_mut().unwrap()[2 * u + j] = 0.0;
+    }
+    // Unit 5: a tiny candidate, alive only where |h| reaches 1e-3 (checked against the recorded h below).
+    r.weights
+        .kernel
+        .column_mut(2 * u + 5)
+        .mapv_inplace(|v| v * 1e-4);
+    r.weights.recurrent_kernel.column_mut(2 * u + 5).fill(0.0);
+    r.weights.bias.as_mut().unwrap()[2 * u + 5] = 0.0;
+    let net = Network {
+        ops: vec![Op::Recurrent(r.clone()), dense(u, 2, Activation::Linear)],
+        kernels: Kernels::Portable,
+    };
+    let x = input(4, 7, f);
+    let mut mask = Array2::from_elem((4, 7), true);
+    mask[[1, 0]] = false;
+    mask[[2, 5]] = false;
+    for m in [None, Some(&mask)] {
+        let without_h = net.forward(
+            x.clone(),
+            m.cloned(),
+            &InitialState::default(),
+            Record::BACKWARD,
+        );
+        let with_h = net.forward(x.clone(), m.cloned(), &InitialState::default(), Record::ALL);
+        let (a, b) = (without_h.recorded()[0], with_h.recorded()[0]);
+        assert!(
+            a.trace.h.is_none() && a.trace.c.is_some(),
+            "cell_only kept h"
+        );
+        assert!(b.trace.h.is_some());
+        let da = units::analyse(&a.trace, &a.blocks, &r.weights).dead;
+        let db = units::analyse(&b.trace, &b.blocks, &r.weights).dead;
+        assert_eq!(da, db, "mask {:?}", m.is_some());
+        assert!(da.contains(&1) && da.contains(&4), "{da:?}");
+        assert_eq!(without_h.output_rows(), with_h.output_rows());
+        assert_eq!(net.output_width(7, f), 2);
+    }
+}
+
+/// `Network::output_width` reads the width off the operations as a forward pass gives it.
+#[test]
+fn output_width_matches_the_forward_pass() {
+    let (f, u) = (3, 4);
+    let r = |seq| {
+        rec(
+            CellKind::Gru,
+            f,
+            u,
+            true,
+            Activation::Tanh,
+            Activation::Sigmoid,
+            false,
+            seq,
+            3,
+        )
+    };
+    let nets = [
+        vec![Op::Recurrent(r(false))],
+        vec![Op::Recurrent(r(true))],
+        vec![
+            Op::Recurrent(r(true)),
+            Op::Flatten,
+            dense(7 * u, 3, Activation::Softmax),
+        ],
+        vec![
+            Op::Bidirectional {
+                forward: r(true),
+                backward: r(true),
+                merge: Merge::Concat,
+            },
+            dense(2 * u, 5, Activation::Linear),
+        ],
+        vec![Op::Bidirectional {
+            forward: r(false),
+            backward: r(false),
+            merge: Merge::Sum,
+        }],
+    ];
+    for ops in nets {
+        let net = Network {
+            ops,
+            kernels: Kernels::Portable,
+        };
+        let fwd = net.forward(
+            input(2, 7, f),
+            None,
+            &InitialState::default(),
+            Record::STATES,
+        );
+        assert_eq!(net.output_width(7, f), fwd.output_rows().ncols());
+    }
+}

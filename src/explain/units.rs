@@ -148,6 +148,29 @@ fn timescale_of(mean: f64) -> f64 {
     -1.0 / mean.ln()
 }
 
+/// The units (of `width`) whose |h| stays below [`DEAD`] in every row (a NaN counts as alive); each row
+/// gives unit j's value on demand, and the scan stops once every unit has been seen alive.
+fn dead_units<T: Real, R: Fn(usize) -> T>(
+    width: usize,
+    rows: impl Iterator<Item = R>,
+) -> Vec<usize> {
+    let mut alive = vec![false; width];
+    let mut left = width;
+    for row in rows {
+        if left == 0 {
+            break;
+        }
+        for (j, a) in alive.iter_mut().enumerate().filter(|(_, a)| !**a) {
+            let v = row(j);
+            if v.to_f().abs() >= DEAD || v.is_nan() {
+                *a = true;
+                left -= 1;
+            }
+        }
+    }
+    (0..width).filter(|&j| !alive[j]).collect()
+}
+
 /// Analyses one layer's trace (recorded with states) and its gates per block.
 pub fn analyse<T: Real>(tr: &LayerTrace<T>, gb: &GateBlocks<T>, w: &CellWeights<T>) -> UnitReport {
     let u = tr.units;
@@ -219,18 +242,29 @@ pub fn analyse<T: Real>(tr: &LayerTrace<T>, gb: &GateBlocks<T>, w: &CellWeights<
             bias,
         })
     });
-    let dead = match tr.h.as_ref() {
-        None => Vec::new(),
-        Some(h) => {
-            // (h's width: the units, or a PyTorch `proj_size` projection's.)
-            let mut alive = vec![false; h.dim().2];
-            for row in h.rows() {
-                for (a, v) in alive.iter_mut().zip(row) {
-                    *a |= v.to_f().abs() >= DEAD || v.is_nan();
-                }
-            }
-            (0..alive.len()).filter(|&j| !alive[j]).collect()
+    let dead = match (tr.h.as_ref(), tr.c.as_ref()) {
+        // (h's width: the units, or a PyTorch `proj_size` projection's.)
+        (Some(h), _) => dead_units(
+            h.dim().2,
+            h.rows().into_iter().map(|row| move |j: usize| row[j]),
+        ),
+        // An LSTM recorded without h (`Record::cell_only`): h = o ⊙ act(c), recomputed for the units still
+        // to be seen alive (a value or two per unit in a live layer). A masked step repeats the step
+        // before's h (its o is not the one that made it), so it is passed over.
+        (None, Some(c)) if tr.kind == CellKind::Lstm && gb.gates.len() == 4 => {
+            let act = tr.activation;
+            let o = &gb.gates[3];
+            dead_units(
+                u,
+                c.rows()
+                    .into_iter()
+                    .zip(o.rows())
+                    .enumerate()
+                    .filter(|(i, _)| used(i / b.max(1), i % b.max(1)))
+                    .map(move |(_, (cr, or))| move |j: usize| or[j] * act.scalar(cr[j])),
+            )
         }
+        _ => Vec::new(),
     };
     UnitReport {
         layer: tr.name.clone(),

@@ -53,6 +53,7 @@ impl<T: Real> ChartFeed<T> {
             gates: self.gates.is_some(),
             pre: false,
             states: self.norms.is_some(),
+            cell_only: false,
         }
     }
 
