@@ -819,6 +819,25 @@ fn explain_models_initial_state_gradients() {
             "{layer}: table shows {shown}, golden |∂y/∂h0| {norm}"
         );
     }
+    // A layer the explained output does not depend on (the decoder, for the second output that reads only
+    // the encoder's returned h) is listed with an all-zero term of its shape, as the tape's None.
+    let dir = explain_models_dir().join("seq2seq_return_state_second_output");
+    let (case, v, _) = run_model_case(&dir, &["--methods", "gradient"]);
+    assert_eq!(case["output"], 3);
+    let got = v["initial_state_gradients"].as_array().unwrap();
+    assert_eq!(got.len(), 2, "encoder and decoder LSTMs");
+    let b = v["prediction"].as_array().unwrap().len();
+    for (k, e) in got.iter().enumerate() {
+        for which in ["h", "c"] {
+            assert_eq!(
+                e[which].as_array().unwrap().len(),
+                b,
+                "entry {k} {which}: B"
+            );
+            let any = flat(&e[which]).iter().any(|x| *x != 0.0);
+            assert_eq!(any, k == 0, "entry {k} ({}) {which}", e["layer"]);
+        }
+    }
     for (n, which, e) in &worst {
         eprintln!("{n:55} {which} {e:.3e}");
     }
