@@ -4,7 +4,9 @@ a DAG of differentiable nodes (the layers `run --model` computes), with several 
 recurrent layers' and Bidirectionals' returned states, attention layers' returned scores and
 `initial_state` links, run forward with every recurrent gate recorded and differentiated
 backward from one output to every input by reverse topological accumulation (each node's output
-gradients summed over its consumers before its vector-Jacobian product runs).
+gradients summed over its consumers before its vector-Jacobian product runs), and to every recurrent
+layer's (direction's, cell's, shared layer's call's) initial state: the state it started from, zeros or
+what an `initial_state` link gave it.
 
 The forward pass computes every layer with the same functions as [`crate::runner`] (the arithmetic of
 [`crate::model::layers`], the engine for the recurrent layers, the same mask propagation), so the
