@@ -1015,8 +1015,7 @@ fn per_input<T: Real>(ge: &GraphExplanation<T>, j: usize, tokens: bool) -> Expla
         completeness: ge.completeness.clone(),
         occlusion: a.occlusion.clone(),
         initial_state_gradient: ge.initial_state_gradient.clone(),
-        // The graph explainer reports the first plain recurrent layer's initial-state gradient only.
-        initial_state_gradients: Vec::new(),
+        initial_state_gradients: ge.initial_state_gradients.clone(),
         units: ge.units.clone(),
         outputs: ge.outputs,
     }

@@ -4,7 +4,9 @@ a DAG of differentiable nodes (the layers `run --model` computes), with several 
 recurrent layers' and Bidirectionals' returned states, attention layers' returned scores and
 `initial_state` links, run forward with every recurrent gate recorded and differentiated
 backward from one output to every input by reverse topological accumulation (each node's output
-gradients summed over its consumers before its vector-Jacobian product runs).
+gradients summed over its consumers before its vector-Jacobian product runs), and to every recurrent
+layer's (direction's, cell's, shared layer's call's) initial state: the state it started from, zeros or
+what an `initial_state` link gave it.
 
 The forward pass computes every layer with the same functions as [`crate::runner`] (the arithmetic of
 [`crate::model::layers`], the engine for the recurrent layers, the same mask propagation), so the
@@ -836,14 +838,52 @@ impl<T: Real> Graph<T> {
         v
     }
 
+    /// Each node's first slot among the recurrent layers (directions, cells) in trace order (the order of
+    /// [`GForward::recorded`] and [`Graph::recurrent_weights`]), and how many slots there are.
+    fn state_slots(&self) -> (Vec<usize>, usize) {
+        let mut at = 0;
+        let slots = self
+            .nodes
+            .iter()
+            .map(|n| {
+                let here = at;
+                at += match &n.op {
+                    GOp::Recurrent { .. } => 1,
+                    GOp::Stacked { cells, .. } => cells.len(),
+                    GOp::Bidirectional { .. } => 2,
+                    _ => 0,
+                };
+                here
+            })
+            .collect();
+        (slots, at)
+    }
+
+    /// Which entry of [`Graph::backward`]'s initial-state gradients is the schema's single
+    /// `initial_state_gradient`: the first recurrent layer's (an `RNN([cells])`'s first cell), none when that
+    /// layer is a Bidirectional (two directions, as the chain explainer reports it).
+    pub fn first_state_entry(&self) -> Option<usize> {
+        let first = self.nodes.iter().find(|n| {
+            matches!(
+                n.op,
+                GOp::Recurrent { .. } | GOp::Stacked { .. } | GOp::Bidirectional { .. }
+            )
+        })?;
+        (!matches!(first.op, GOp::Bidirectional { .. })).then_some(0)
+    }
+
     /// Backpropagates the seeds (gradient with respect to each model output, `None` = zero) through
     /// `fwd`: the gradient with respect to every model input (zeros when an input does not reach the
-    /// seeded outputs), and with respect to the first recurrent layer's initial `(h, c)`.
+    /// seeded outputs), and with respect to every recurrent layer's initial `(h, c)` in trace order (a
+    /// Bidirectional's forward then backward direction, an `RNN([cells])`'s cells in order, a shared
+    /// layer once per call): the gradient with respect to the state that layer started from, whether
+    /// the default zeros or a tensor given by an `initial_state` link (which then also receives it);
+    /// zeros for a layer the seeded outputs do not depend on.
     pub fn backward(
         &self,
         fwd: &GForward<T>,
         seeds: Vec<Option<Value<T>>>,
-    ) -> (Vec<Value<T>>, Option<StateGrad<T>>) {
+    ) -> (Vec<Value<T>>, Vec<StateGrad<T>>) {
         let n = self.nodes.len();
         let mut grads: Vec<Vec<Option<Value<T>>>> = (0..n)
             .map(|i| vec![None; self.node_outputs(&fwd.values, i)])
@@ -853,8 +893,8 @@ impl<T: Real> Graph<T> {
                 add_into(&mut grads[s.node][s.tensor], g);
             }
         }
-        let first_rec = self.first_recurrent();
-        let mut init_grad = None;
+        let (slots, count) = self.state_slots();
+        let mut init_grads: Vec<Option<StateGrad<T>>> = vec![None; count];
         for i in (0..n).rev() {
             let node = &self.nodes[i];
             if matches!(node.op, GOp::Input) {
@@ -881,8 +921,7 @@ impl<T: Real> Graph<T> {
                 &fwd.caches[i],
                 &arg_vals,
                 g_out,
-                first_rec,
-                &mut init_grad,
+                &mut init_grads[slots[i]..],
             );
             for (s, d) in node.args.iter().zip(dargs) {
                 if let Some(d) = d {
@@ -902,12 +941,24 @@ impl<T: Real> Graph<T> {
                     .unwrap_or_else(|| fwd.values[i][0].0.zeros_like())
             })
             .collect();
-        (dx, init_grad)
+        let init_grads = init_grads
+            .into_iter()
+            .zip(fwd.recorded())
+            .map(|(g, r)| {
+                g.unwrap_or_else(|| {
+                    (
+                        Array2::zeros(r.trace.final_h.raw_dim()),
+                        r.trace.final_c.as_ref().map(|c| Array2::zeros(c.raw_dim())),
+                    )
+                })
+            })
+            .collect();
+        (dx, init_grads)
     }
 
     /// One node's vector-Jacobian product: gradients for its data arguments (`None`: nothing flows
-    /// there) and for its `initial_state` tensors.
-    #[allow(clippy::too_many_arguments)]
+    /// there) and for its `initial_state` tensors; a recurrent node also writes its layers' (directions',
+    /// cells') initial-state gradients into `init_grads` from its first slot on.
     fn node_backward(
         &self,
         i: usize,
@@ -915,8 +966,7 @@ impl<T: Real> Graph<T> {
         cache: &Cache<T>,
         args: &[&Masked<T>],
         mut g_out: Vec<Option<Value<T>>>,
-        first_rec: Option<usize>,
-        init_grad: &mut Option<StateGrad<T>>,
+        init_grads: &mut [Option<StateGrad<T>>],
     ) -> (Vec<Option<Value<T>>>, Vec<Array2<T>>) {
         let node = &self.nodes[i];
         let g = g_out[0].take().unwrap_or_else(|| outs[0].0.zeros_like());
@@ -943,9 +993,8 @@ impl<T: Real> Graph<T> {
                     if let Some(c) = lg.dc0.as_ref().filter(|_| node.states.len() > 1) {
                         dstates.push(c.clone());
                     }
-                } else if first_rec == Some(i) {
-                    *init_grad = Some((lg.dh0.clone(), lg.dc0.clone()));
                 }
+                init_grads[0] = Some((lg.dh0, lg.dc0));
                 (vec![Some(Value::Seq(lg.dx))], dstates)
             }
             (GOp::Stacked { cells, .. }, Cache::Stacked(traces)) => {
@@ -981,6 +1030,9 @@ impl<T: Real> Graph<T> {
                     }
                     dstates_rev.push(ds);
                     g_cur = Value::Seq(lg.dx);
+                }
+                for (slot, ds) in init_grads.iter_mut().zip(dstates_rev.iter().rev()) {
+                    *slot = Some((ds[0].clone(), ds.get(1).cloned()));
                 }
                 let dstates: Vec<Array2<T>> = if node.states.is_empty() {
                     Vec::new()
@@ -1049,6 +1101,8 @@ impl<T: Real> Graph<T> {
                         dstates.extend(d.dc0.clone());
                     }
                 }
+                init_grads[0] = Some((df.dh0, df.dc0));
+                init_grads[1] = Some((db.dh0, db.dc0));
                 (vec![Some(Value::Seq(df.dx + db.dx))], dstates)
             }
             (

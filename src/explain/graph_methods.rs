@@ -65,8 +65,12 @@ pub struct GraphExplanation<T> {
     pub inputs: Vec<InputAttributions<T>>,
     /// Σ IG over every input minus (f(x) − f(b)).
     pub completeness: Option<Array1<T>>,
-    /// The first recurrent layer's initial-state gradient (layers fed by `initial_state` excluded).
+    /// The first recurrent layer's initial-state gradient (see [`Graph::first_state_entry`]).
     pub initial_state_gradient: Option<(Array2<T>, Option<Array2<T>>)>,
+    /// Every recurrent layer's (direction's, cell's, shared layer's call's) gradient with respect to the
+    /// initial `(h, c)` it started from, named as its trace: in model order, a Bidirectional's forward then
+    /// backward direction (empty when no gradient was asked).
+    pub initial_state_gradients: Vec<(String, Array2<T>, Option<Array2<T>>)>,
     /// Per recurrent layer (direction).
     pub units: Vec<UnitReport>,
     /// Number of output columns.
@@ -199,10 +203,16 @@ pub fn explain_graph<T: Real>(
         .map(|(t, w)| units::analyse(&t.trace, &t.blocks, w))
         .collect();
     let mut attrs: Vec<InputAttributions<T>> = vec![InputAttributions::default(); fed.len()];
-    let mut isg = None;
+    let (mut isg, mut per_layer) = (None, Vec::new());
     if want_grad {
-        let (dx, ig0) = g.backward(&fwd, seeds(&fwd, k));
-        isg = ig0;
+        let (dx, states) = g.backward(&fwd, seeds(&fwd, k));
+        isg = g.first_state_entry().and_then(|j| states.get(j).cloned());
+        per_layer = fwd
+            .recorded()
+            .into_iter()
+            .zip(states)
+            .map(|(r, (h, c))| (r.trace.name.clone(), h, c))
+            .collect();
         for ((a, d), (x, _)) in attrs.iter_mut().zip(dx).zip(fed) {
             if m.input_x_gradient {
                 a.input_x_gradient = Some(zip3(&d, x, |p, q| p * q));
@@ -312,6 +322,7 @@ pub fn explain_graph<T: Real>(
         inputs: attrs,
         completeness,
         initial_state_gradient: isg,
+        initial_state_gradients: per_layer,
         units,
         outputs,
     }

@@ -717,3 +717,109 @@ fn bidirectional_states_and_attention_scores_match_central_differences() {
         assert!(gx.iter().any(|v| *v != 0.0) && gs.iter().any(|v| *v != 0.0));
     }
 }
+
+/// Every recurrent node's initial-state gradient, in trace order: the first layer's (started from
+/// `init`) against central differences of its h0 and c0, a layer given its state by a link equal to the
+/// gradient the linked input receives (its only reader), and a layer the output does not read all zeros.
+#[test]
+fn initial_state_gradients_of_every_recurrent_node() {
+    let nodes = vec![
+        node("x", GOp::Input, &[], &[]),
+        node("s", GOp::Input, &[], &[]),
+        node(
+            "lstm",
+            GOp::Recurrent {
+                op: rec(CellKind::Lstm, 3, 3, true, false, 11),
+                return_state: false,
+            },
+            &[(0, 0)],
+            &[],
+        ),
+        node(
+            "gru",
+            GOp::Recurrent {
+                op: rec(CellKind::Gru, 3, 4, false, true, 23),
+                return_state: false,
+            },
+            &[(2, 0)],
+            &[(1, 0)],
+        ),
+        node(
+            "unread",
+            GOp::Recurrent {
+                op: rec(CellKind::SimpleRnn, 3, 2, false, false, 37),
+                return_state: false,
+            },
+            &[(0, 0)],
+            &[],
+        ),
+        node("head", dense(4, 2, 41, Activation::Linear), &[(3, 0)], &[]),
+    ];
+    let g = Graph {
+        nodes,
+        inputs: vec![0, 1],
+        outputs: vec![Src { node: 5, tensor: 0 }],
+        kernels: Kernels::Portable,
+    };
+    assert_eq!(g.first_state_entry(), Some(0));
+    let x = Array3::from_shape_fn((2, 5, 3), |(a, b, c)| val(600 + a * 15 + b * 3 + c, 1.0));
+    let s = Array2::from_shape_fn((2, 4), |(a, b)| val(700 + a * 4 + b, 0.8));
+    let fed = |x: &Array3<f64>| -> Vec<Fed<f64>> {
+        vec![
+            (Value::Seq(x.clone()), None),
+            (Value::Flat(s.clone()), None),
+        ]
+    };
+    let h0 = Array2::from_shape_fn((2, 3), |(a, b)| val(800 + a * 3 + b, 0.5));
+    let c0 = Array2::from_shape_fn((2, 3), |(a, b)| val(900 + a * 3 + b, 0.5));
+    let init = |h: &Array2<f64>, c: &Array2<f64>| InitialState {
+        h0: Some(h.clone()),
+        c0: Some(c.clone()),
+    };
+    let f = |h: &Array2<f64>, c: &Array2<f64>, k: usize| {
+        g.forward(fed(&x), &init(h, c), Record::STATES)
+            .output_rows()
+            .column(k)
+            .to_owned()
+    };
+    let fwd = g.forward(fed(&x), &init(&h0, &c0), Record::ALL);
+    let eps = 1e-6;
+    for k in 0..2 {
+        let (dx, states) = g.backward(&fwd, seeds(&fwd, k));
+        assert_eq!(states.len(), 3, "lstm, gru, unread");
+        let (dh, dc) = &states[0];
+        let dc = dc.as_ref().expect("an LSTM has c");
+        let mut worst: f64 = 0.0;
+        for a in 0..2 {
+            for u in 0..3 {
+                for (which, got) in [(0, dh[[a, u]]), (1, dc[[a, u]])] {
+                    let (mut p, mut m) = ((h0.clone(), c0.clone()), (h0.clone(), c0.clone()));
+                    if which == 0 {
+                        p.0[[a, u]] += eps;
+                        m.0[[a, u]] -= eps;
+                    } else {
+                        p.1[[a, u]] += eps;
+                        m.1[[a, u]] -= eps;
+                    }
+                    let num = (f(&p.0, &p.1, k)[a] - f(&m.0, &m.1, k)[a]) / (2.0 * eps);
+                    worst = worst.max((num - got).abs());
+                }
+            }
+        }
+        let scale = dh
+            .iter()
+            .chain(dc.iter())
+            .fold(1e-3f64, |m, v| m.max(v.abs()));
+        assert!(
+            worst / scale < 1e-6,
+            "output {k}: lstm h0/c0 off by {worst}"
+        );
+        let Value::Flat(ds) = &dx[1] else {
+            panic!("s is flat")
+        };
+        assert_eq!(&states[1].0, ds, "output {k}: the linked state's gradient");
+        assert!(states[1].1.is_none(), "a GRU has no c");
+        assert!(ds.iter().any(|v| *v != 0.0));
+        assert_eq!(states[2].0, Array2::<f64>::zeros((2, 2)), "unread layer");
+    }
+}

@@ -238,8 +238,54 @@ pub fn render<T: Real>(r: &ExplainReport<'_, T>) -> String {
             );
         }
     }
-    if let Some((h, c)) = &e.initial_state_gradient {
-        let norm = |a: ArrayView2<'_, T>| a.iter().map(|v| v.to_f() * v.to_f()).sum::<f64>().sqrt();
+    let norm = |a: ArrayView2<'_, T>| a.iter().map(|v| v.to_f() * v.to_f()).sum::<f64>().sqrt();
+    if !e.initial_state_gradients.is_empty() {
+        // Every recurrent layer (direction, cell, shared layer's call) in model order: the L2 norm of
+        // d y / d h0 (and c0) for this sequence, and the largest single entry.
+        let lstm = e
+            .initial_state_gradients
+            .iter()
+            .any(|(_, _, c)| c.is_some());
+        let mut head = vec![
+            "layer".to_string(),
+            "|∂y/∂h0|".into(),
+            "max |∂y/∂h0ᵢ|".into(),
+        ];
+        if lstm {
+            head.push("|∂y/∂c0|".into());
+            head.push("max |∂y/∂c0ᵢ|".into());
+        }
+        let largest = |a: ArrayView2<'_, T>| a.iter().fold(0.0f64, |m, v| m.max(v.to_f().abs()));
+        let rows: Vec<Vec<Cell>> = e
+            .initial_state_gradients
+            .iter()
+            .map(|(name, h, c)| {
+                let hs = h.slice(s![seq..seq + 1, ..]);
+                let mut row = vec![
+                    Cell::new(name),
+                    right(fmt(norm(hs))),
+                    right(fmt(largest(hs))),
+                ];
+                if lstm {
+                    match c {
+                        Some(c) => {
+                            let cs = c.slice(s![seq..seq + 1, ..]);
+                            row.push(right(fmt(norm(cs))));
+                            row.push(right(fmt(largest(cs))));
+                        }
+                        None => row.extend([right("-".into()), right("-".into())]),
+                    }
+                }
+                row
+            })
+            .collect();
+        let line = format!(
+            "initial state terms, sequence {seq}: the gradient of output {} with respect to each recurrent layer's initial state (the zeros it starts from, or the state an initial_state link gives it), model order:",
+            r.output
+        );
+        let tb = fitted(&head, &rows, 1, cols);
+        let _ = writeln!(out, "\n{}\n{tb}", fit(line, cols));
+    } else if let Some((h, c)) = &e.initial_state_gradient {
         let line = format!(
             "initial state term, sequence {seq}: |∂y/∂h0| = {}{}",
             fmt(norm(h.slice(s![seq..seq + 1, ..]))),

@@ -581,8 +581,8 @@ fn explain_models_match_framework_goldens() {
         .collect();
     dirs.sort();
     // 16 from generate_explain_models.py, 2 from generate_explain_models_cf_mask.py, 2 from
-    // generate_explain_models_states.py.
-    assert!(dirs.len() >= 20, "the generators write 20 cases: {dirs:?}");
+    // generate_explain_models_states.py, 9 from generate_explain_models_h0.py.
+    assert!(dirs.len() >= 29, "the generators write 29 cases: {dirs:?}");
     let mut worst = Vec::new();
     for dir in dirs {
         let (case, v, _) = run_model_case(&dir, &["--methods", "all"]);
@@ -677,6 +677,169 @@ fn explain_models_match_framework_goldens() {
     }
     for (n, what, e) in &worst {
         eprintln!("{n:50} {what:24} {e:.3e}");
+    }
+}
+
+/// Every recurrent layer's initial-state gradient (`fixtures/generate_explain_models_h0.py`): for each
+/// recurrent layer, Bidirectional direction, `RNN([cells])` cell and shared layer's call (`NAME@k`), in model
+/// order, d output[K] / d (the initial state the layer received: zeros by default, or the tensor an
+/// `initial_state` link gives it), against tf.GradientTape on a twin model whose recurrent layers take their
+/// states from extra inputs fed zeros (added to a linked state). Graph models (Conv1D → LSTM → GRU,
+/// Bidirectional beside a static branch, Embedding(mask_zero) → GRU(reset_after=False) →
+/// SimpleRNN(go_backwards), a shared LSTM feeding stacked cells through links, a stateful LSTM run as one
+/// batch from its reset state, a masked Bidirectional(GRU) started from linked states) and Keras stacks through
+/// the chain explainer (LSTM → LSTM; Masking → Bidirectional(GRU) → LSTM(go_backwards)). Per entry and
+/// state, within 1e-4 of that golden's largest |value| in float32 (the two sides sum and round in different
+/// orders; a wrong term is off by far more), 1e-9 in float64 against a float64 tape. `initial_state_gradient`
+/// is the first recurrent layer's entry (null when that layer is a Bidirectional), `--save` holds every
+/// entry, and the table's row for each layer shows |∂y/∂h0| of the golden.
+#[test]
+fn explain_models_initial_state_gradients() {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(explain_models_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("initial_state.json").exists())
+        .collect();
+    dirs.sort();
+    assert!(dirs.len() >= 9, "the generator writes 9 cases: {dirs:?}");
+    let tmp = tempfile::tempdir().unwrap();
+    let mut worst = Vec::new();
+    for dir in dirs {
+        let golden = read_json(&dir.join("initial_state.json"));
+        let case = read_json(&dir.join("case.json"));
+        let name = case["name"].as_str().unwrap().to_string();
+        let save = tmp.path().join(format!("{name}.npz"));
+        let (_, v, _) = run_model_case(
+            &dir,
+            &["--methods", "gradient", "--save", save.to_str().unwrap()],
+        );
+        let tol = if case["precision"] == "f64" {
+            1e-9
+        } else {
+            1e-4
+        };
+        let inputs = case["inputs"].as_array().unwrap();
+        // Several inputs: --save writes FILE-NAME.npz per input, each with the model's state terms.
+        let save = if inputs.len() > 1 {
+            tmp.path()
+                .join(format!("{name}-{}.npz", inputs[0][0].as_str().unwrap()))
+        } else {
+            save
+        };
+        let saved = super::output::npz_members(&save);
+        let want = golden["entries"].as_array().unwrap();
+        let got = v["initial_state_gradients"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{name}: no initial_state_gradients"));
+        let names = |a: &[Value]| -> Vec<String> {
+            a.iter()
+                .map(|e| e["layer"].as_str().unwrap().to_string())
+                .collect()
+        };
+        assert_eq!(names(got), names(want), "{name}: layers and their order");
+        let b = v["prediction"].as_array().unwrap().len();
+        for (k, (g, w)) in got.iter().zip(want).enumerate() {
+            let layer = w["layer"].as_str().unwrap();
+            for which in ["h", "c"] {
+                if w[which].is_null() {
+                    assert!(g[which].is_null(), "{name}: {layer}: no {which} state");
+                    assert!(
+                        !saved.contains_key(&format!("initial_state_gradients/{k}/{which}")),
+                        "{name}: {layer}: saved {which}"
+                    );
+                    continue;
+                }
+                let (shape, want_v) = npy(&dir.join(w[which].as_str().unwrap()));
+                assert!(
+                    want_v.iter().any(|x| x.abs() > 0.0),
+                    "{name}: {layer}: an all-zero golden would pass vacuously"
+                );
+                assert_eq!(g[which].as_array().unwrap().len(), b, "{name}: {layer}: B");
+                let got_v = flat(&g[which]);
+                let e = rel_err(&got_v, &want_v, 0.0);
+                worst.push((format!("{name}/{layer}"), which, e));
+                assert!(e < tol, "{name}: {layer}: d y / d {which}0 off by {e}");
+                let z = &saved[&format!("initial_state_gradients/{k}/{which}")];
+                assert_eq!(z.shape, shape, "{name}: saved {which} of {layer}");
+                assert!(
+                    rel_err(&z.data, &got_v, 1e-300) < 1e-6,
+                    "{name}: saved {which} of {layer}"
+                );
+            }
+        }
+        match golden["first"].as_u64() {
+            Some(j) => {
+                let first = &v["initial_state_gradient"];
+                assert_eq!(first["h"], got[j as usize]["h"], "{name}: first layer's h");
+                assert_eq!(first["c"], got[j as usize]["c"], "{name}: first layer's c");
+            }
+            None => assert!(
+                v["initial_state_gradient"].is_null(),
+                "{name}: the first recurrent layer is a Bidirectional: no single initial state"
+            ),
+        }
+    }
+    // The table: one row per layer, |∂y/∂h0| (L2 over units) of sequence 1.
+    let dir = explain_models_dir().join("h0_shared_lstm_cells_linked");
+    let (code, out, err) = run(rnntrace().current_dir(&dir).args([
+        "explain",
+        "--model",
+        "model.keras",
+        "--input",
+        "a=a.npy",
+        "--input",
+        "b=b.npy",
+        "--methods",
+        "gradient",
+        "--sequence",
+        "1",
+    ]));
+    assert_eq!(code, 0, "{err}");
+    let section = out
+        .split("initial state terms, sequence 1")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no initial state table: {out}"));
+    let golden = read_json(&dir.join("initial_state.json"));
+    for w in golden["entries"].as_array().unwrap() {
+        let layer = w["layer"].as_str().unwrap();
+        let row = section
+            .lines()
+            .find(|l| {
+                l.trim_start_matches('│')
+                    .trim()
+                    .starts_with(&format!("{layer} "))
+            })
+            .unwrap_or_else(|| panic!("no row for {layer}: {section}"));
+        let shown: f64 = row.split('┆').nth(1).unwrap().trim().parse().unwrap();
+        let (shape, h) = npy(&dir.join(w["h"].as_str().unwrap()));
+        let u = shape[1];
+        let norm = h[u..2 * u].iter().map(|x| x * x).sum::<f64>().sqrt();
+        assert!(
+            (shown - norm).abs() <= 1e-3 * norm,
+            "{layer}: table shows {shown}, golden |∂y/∂h0| {norm}"
+        );
+    }
+    // A layer the explained output does not depend on (the decoder, for the second output that reads only
+    // the encoder's returned h) is listed with an all-zero term of its shape, as the tape's None.
+    let dir = explain_models_dir().join("seq2seq_return_state_second_output");
+    let (case, v, _) = run_model_case(&dir, &["--methods", "gradient"]);
+    assert_eq!(case["output"], 3);
+    let got = v["initial_state_gradients"].as_array().unwrap();
+    assert_eq!(got.len(), 2, "encoder and decoder LSTMs");
+    let b = v["prediction"].as_array().unwrap().len();
+    for (k, e) in got.iter().enumerate() {
+        for which in ["h", "c"] {
+            assert_eq!(
+                e[which].as_array().unwrap().len(),
+                b,
+                "entry {k} {which}: B"
+            );
+            let any = flat(&e[which]).iter().any(|x| *x != 0.0);
+            assert_eq!(any, k == 0, "entry {k} ({}) {which}", e["layer"]);
+        }
+    }
+    for (n, which, e) in &worst {
+        eprintln!("{n:55} {which} {e:.3e}");
     }
 }
 
