@@ -776,7 +776,7 @@ fn run_as<T: Real>(
     let policy = match &p.policy_model {
         Some(pm) => Some(policy_view(
             pm,
-            vec![runner::Tensor::Seq(p.x.mapv(|v| v as f32))],
+            [&runner::Tensor::Seq(p.x.clone())],
             a,
             net.kernels,
         )?),
@@ -849,15 +849,23 @@ fn run_as<T: Real>(
 /// policies, and output `--output` of every sequence of `inputs` computed under them as `rnntrace run`
 /// computes them (float32 values, every op rounded where TensorFlow rounds it). `--mask` is explain's own
 /// addition to the model's input, which `run` does not take: then there is no policy prediction to show.
-pub(super) fn policy_view(
+pub(super) fn policy_view<'t>(
     policy_model: &model::SavedModel,
-    inputs: Vec<runner::Tensor<f32>>,
+    inputs: impl IntoIterator<Item = &'t runner::Tensor<f64>>,
     a: &ExplainArgs,
     kernels: Kernels,
 ) -> Result<PolicyView> {
     let prediction = match a.mask {
         Some(_) => None,
         None => {
+            // `run` computes a policy model in float32 values.
+            let inputs: Vec<runner::Tensor<f32>> = inputs
+                .into_iter()
+                .map(|t| match t {
+                    runner::Tensor::Seq(x) => runner::Tensor::Seq(x.mapv(|v| v as f32)),
+                    runner::Tensor::Flat(x) => runner::Tensor::Flat(x.mapv(|v| v as f32)),
+                })
+                .collect();
             let rows = super::explain_model::run_outputs_for::<f32>(policy_model, inputs, kernels)?;
             // The explained computation has as many outputs (checked against --output before this).
             if a.output >= rows.ncols() {

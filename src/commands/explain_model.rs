@@ -793,12 +793,7 @@ fn run_as<T: Real>(
     let policy = match policy_model {
         Some(pm) => Some(super::explain::policy_view(
             pm,
-            xs.iter()
-                .map(|(_, t)| match t {
-                    Tensor::Seq(x) => Tensor::Seq(x.mapv(|v| v as f32)),
-                    Tensor::Flat(x) => Tensor::Flat(x.mapv(|v| v as f32)),
-                })
-                .collect(),
+            xs.iter().map(|(_, t)| t),
             a,
             kernels,
         )?),
