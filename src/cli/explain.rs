@@ -135,7 +135,9 @@ pub struct ExplainArgs {
         value_name = "D"
     )]
     pub dense: Option<PathBuf>,
-    /// Compute in float32 (as the frameworks do) or float64.
+    /// Compute in float32 (as the frameworks do) or float64. A model saved under a float16/bfloat16
+    /// dtype policy is explained through this computation of its weights; its own prediction under the
+    /// policy is shown next to it.
     #[arg(help_heading = "Output", long, value_enum, default_value_t = PrecisionArg::F32)]
     pub precision: PrecisionArg,
     /// Output format on stdout.

@@ -4,6 +4,10 @@ one layer's weights through [`job::cell_job`], exactly as `lstm`/`gru` read them
 model through [`crate::model`]), runs [`crate::explain::explain`] at the asked precision with the kernels
 [`Env`] allows, and hands the result to the renderers (tables, JSON, `.npz`, charts) through
 [`write_stdout`] and the renderers' atomic writers.
+
+A model saved under a float16/bfloat16 dtype policy is explained through the float32 (float64) computation
+of its weights ([`model::SavedModel::without_policies`]); its own answer under the policy, computed as
+`run` computes it, is reported next to the explained one ([`policy_view`]).
 */
 
 use crate::cell::{Activation, Kernels, Real};
@@ -24,7 +28,8 @@ use crate::io;
 use crate::model::{self, LayerKind, Recurrent};
 use crate::render::explain_data;
 use crate::render::explain_plot;
-use crate::render::explain_table::{self, ExplainReport};
+use crate::render::explain_table::{self, ExplainReport, PolicyView};
+use crate::runner;
 use crate::weights::{CellKind, DenseWeights};
 use ndarray::{Array2, Array3, s};
 use std::path::{Path, PathBuf};
@@ -38,6 +43,8 @@ struct Problem {
     /// For headings: the model file or the cell.
     title: String,
     notes: Vec<String>,
+    /// A saved model under a float16/bfloat16 dtype policy, as saved (`net` is its float32 computation).
+    policy_model: Option<model::SavedModel>,
 }
 
 /// `rnntrace explain …`.
@@ -140,10 +147,10 @@ pub fn explain(a: &ExplainArgs, env: &Env) -> Result<Outcome> {
         (Some(m), _) if a.cell.is_some() => from_torch(a, m, env.kernels)?,
         (Some(m), _) => match from_model(a, m, env.kernels)? {
             Loaded::Chain(p) => p,
-            Loaded::Graph(model) => {
+            Loaded::Graph(model, policy_model) => {
                 return super::explain_model::explain_graph_model(
                     a,
-                    &model,
+                    (&model, policy_model.as_ref()),
                     (methods, rule, baseline_file.as_deref()),
                     (max_values, vocab.as_deref(), env.columns),
                     env.kernels,
@@ -262,6 +269,7 @@ fn from_weights(a: &ExplainArgs, w: &Path, env: &Env) -> Result<Problem> {
         },
         title: format!("{} {}", kind.display_name(), w.display()),
         notes: job.notes.clone(),
+        policy_model: None,
     })
 }
 
@@ -381,6 +389,7 @@ fn from_torch(a: &ExplainArgs, path: &Path, kernels: Kernels) -> Result<Problem>
         init: InitialState::default(),
         title: path.display().to_string(),
         notes,
+        policy_model: None,
     })
 }
 
@@ -447,7 +456,8 @@ fn dense_op(
 #[allow(clippy::large_enum_variant)]
 enum Loaded {
     Chain(Problem),
-    Graph(model::SavedModel),
+    /// The model explain differentiates, and the model as saved when it computes under a dtype policy.
+    Graph(model::SavedModel, Option<model::SavedModel>),
 }
 
 fn from_model(a: &ExplainArgs, path: &Path, kernels: Kernels) -> Result<Loaded> {
@@ -476,26 +486,17 @@ fn from_model(a: &ExplainArgs, path: &Path, kernels: Kernels) -> Result<Loaded> 
     let m = model::load(path)?;
     // A layer `run` cannot compute (a Lambda, a custom class) cannot be explained either.
     m.check_runnable()?;
-    // Derivatives of a computation that rounds every op to float16 are not what explain computes.
-    if let Some(l) = m.layers.iter().find(|l| l.policy.is_some()) {
-        let p = l.policy.expect("found above");
-        return Err(Error::input(
-            path,
-            format!(
-                "layer '{}' ({}) computes under the dtype policy {}, every op rounded to {}; explain \
-                 differentiates in float32 or float64, which would explain another model: `rnntrace run` \
-                 computes and traces this one; to explain it, rebuild the model under \
-                 keras.mixed_precision.set_global_policy(\"float32\"), copy the weights with \
-                 set_weights(old.get_weights()) and save it again",
-                l.name,
-                l.class_name,
-                p.describe(),
-                p.compute()
-            ),
-        ));
-    }
+    // A model under a float16/bfloat16 policy rounds every op, a piecewise-constant function whose own
+    // derivative is zero or undefined: explain differentiates the float32 computation of its weights
+    // (what Keras computes with the same weights under the float32 policy) and reports the policy's
+    // answer next to it.
+    let (m, policy_model) = if m.layers.iter().any(|l| l.policy.is_some()) {
+        (m.without_policies(), Some(m))
+    } else {
+        (m, None)
+    };
     if !super::explain_model::chain_covers(&m) {
-        return Ok(Loaded::Graph(m));
+        return Ok(Loaded::Graph(m, policy_model));
     }
     if a.input.len() != 1 {
         return Err(Error::usage(format!(
@@ -609,6 +610,7 @@ fn from_model(a: &ExplainArgs, path: &Path, kernels: Kernels) -> Result<Loaded> 
         init: InitialState::default(),
         title: path.display().to_string(),
         notes: Vec::new(),
+        policy_model,
     }))
 }
 
@@ -756,6 +758,15 @@ fn run_as<T: Real>(
         }
         None => (0..f).map(|j| format!("x{j}")).collect(),
     };
+    let policy = match &p.policy_model {
+        Some(pm) => Some(policy_view(
+            pm,
+            [&runner::Tensor::Seq(p.x.clone())],
+            a,
+            net.kernels,
+        )?),
+        None => None,
+    };
     let base = baseline(&a.baseline, baseline_file, &x, p.mask.as_ref())?;
     let req = Request {
         output: a.output,
@@ -786,7 +797,9 @@ fn run_as<T: Real>(
                 .map(|id| crate::cli::output::token_of(v, id.to_f()))
                 .collect()
         }),
+        policy: policy.as_ref(),
     };
+    policy_note(a, &report);
     if let Some(path) = &a.save {
         explain_data::save_npz(&report, path)?;
     }
@@ -815,6 +828,57 @@ fn run_as<T: Real>(
         }
     }
     Ok(Outcome::Success)
+}
+
+/// What explain reports of a model saved under a float16/bfloat16 policy (`policy_model`, as saved): its
+/// policies, and output `--output` of every sequence of `inputs` computed under them as `rnntrace run`
+/// computes them (float32 values, every op rounded where TensorFlow rounds it). `--mask` is explain's own
+/// addition to the model's input, which `run` does not take: then there is no policy prediction to show.
+pub(super) fn policy_view<'t>(
+    policy_model: &model::SavedModel,
+    inputs: impl IntoIterator<Item = &'t runner::Tensor<f64>>,
+    a: &ExplainArgs,
+    kernels: Kernels,
+) -> Result<PolicyView> {
+    let prediction = match a.mask {
+        Some(_) => None,
+        None => {
+            // `run` computes a policy model in float32 values.
+            let inputs: Vec<runner::Tensor<f32>> = inputs
+                .into_iter()
+                .map(|t| match t {
+                    runner::Tensor::Seq(x) => runner::Tensor::Seq(x.mapv(|v| v as f32)),
+                    runner::Tensor::Flat(x) => runner::Tensor::Flat(x.mapv(|v| v as f32)),
+                })
+                .collect();
+            let rows = super::explain_model::run_outputs_for::<f32>(policy_model, inputs, kernels)?;
+            // The explained computation has as many outputs (checked against --output before this).
+            if a.output >= rows.ncols() {
+                return Err(Error::input(
+                    &policy_model.path,
+                    "computes a different number of outputs under its dtype policy than without it; please report it",
+                ));
+            }
+            Some(rows.column(a.output).to_vec())
+        }
+    };
+    Ok(PolicyView {
+        policies: runner::model_policies(policy_model),
+        prediction,
+    })
+}
+
+/// The one line that says a policy model's attributions are of its float32 (float64) computation, on
+/// stderr when the table (which says it too) is not written.
+pub(super) fn policy_note<T: Real>(a: &ExplainArgs, r: &ExplainReport<'_, T>) {
+    if let Some(p) = r.policy
+        && (a.quiet || a.format == FormatArg::Json)
+    {
+        eprintln!(
+            "note: {}",
+            p.note(&r.e.prediction.to_vec(), r.output, r.sequence, r.precision)
+        );
+    }
 }
 
 /// `--report FILE.html`: the forward pass explain differentiated, recorded again with every gate and

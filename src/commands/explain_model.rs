@@ -595,7 +595,7 @@ struct Shown<T> {
 /// `rnntrace explain --model M` through the graph explainer.
 pub fn explain_graph_model(
     a: &ExplainArgs,
-    m: &SavedModel,
+    (m, policy_model): (&SavedModel, Option<&SavedModel>),
     (methods, rule, baseline_file): (Methods, IgRule, Option<&Path>),
     (max_values, vocab, columns): (usize, Option<&[Option<String>]>, usize),
     kernels: Kernels,
@@ -603,14 +603,14 @@ pub fn explain_graph_model(
     match a.precision {
         crate::cli::args::PrecisionArg::F32 => run_as::<f32>(
             a,
-            m,
+            (m, policy_model),
             (methods, rule, baseline_file),
             (max_values, vocab, columns),
             kernels,
         ),
         crate::cli::args::PrecisionArg::F64 => run_as::<f64>(
             a,
-            m,
+            (m, policy_model),
             (methods, rule, baseline_file),
             (max_values, vocab, columns),
             kernels,
@@ -619,7 +619,7 @@ pub fn explain_graph_model(
 }
 
 /// `run --model`'s outputs on `inputs`, every output's rows side by side (a sequence output's last step).
-fn run_outputs_for<T: Real>(
+pub(super) fn run_outputs_for<T: Real>(
     m: &SavedModel,
     inputs: Vec<Tensor<T>>,
     kernels: Kernels,
@@ -647,7 +647,7 @@ fn run_outputs_for<T: Real>(
 
 fn run_as<T: Real>(
     a: &ExplainArgs,
-    m: &SavedModel,
+    (m, policy_model): (&SavedModel, Option<&SavedModel>),
     (methods, rule, baseline_file): (Methods, IgRule, Option<&Path>),
     (max_values, vocab, columns): (usize, Option<&[Option<String>]>, usize),
     kernels: Kernels,
@@ -789,6 +789,16 @@ fn run_as<T: Real>(
             b - 1
         )));
     }
+    // Under a dtype policy: the model's own answer, as `run` computes it (m is its float32 computation).
+    let policy = match policy_model {
+        Some(pm) => Some(super::explain::policy_view(
+            pm,
+            xs.iter().map(|(_, t)| t),
+            a,
+            kernels,
+        )?),
+        None => None,
+    };
     let req = GraphRequest {
         output: a.output,
         methods,
@@ -831,8 +841,10 @@ fn run_as<T: Real>(
                     })
                     .collect()
             }),
+            policy: policy.as_ref(),
         })
         .collect();
+    super::explain::policy_note(a, &reports[0]);
     let suffixed = |p: &Path, j: usize| -> PathBuf {
         if !several {
             return p.to_path_buf();

@@ -226,7 +226,8 @@ impl H5 {
         Ok(found.then_some(out))
     }
 
-    /// The shape and type of the floating-point (float16/32/64, either byte order) dataset at `path`,
+    /// The shape and type of the floating-point (float16/32/64, either byte order; Keras 3's bfloat16)
+    /// dataset at `path`,
     /// without reading its data. Refuses a dataset larger than one file of this size can hold, and a
     /// chunked dataset whose chunks are larger than the dataset itself (and 1 MiB).
     pub fn array_info(&self, path: &str) -> Result<ArrayInfo, String> {
@@ -274,6 +275,15 @@ impl H5 {
                 ds.read_into(&mut v).map_err(cannot)?;
                 v.into_iter().map(f64::from).collect()
             }
+            "bfloat16" => {
+                // Opaque bytes are written as the values lie in memory: ml_dtypes' bfloat16 on the
+                // little-endian machines Keras runs on.
+                let mut b = vec![0u8; n * 2];
+                ds.read_native_bytes_into(&mut b).map_err(cannot)?;
+                b.chunks_exact(2)
+                    .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f64())
+                    .collect()
+            }
             _ => {
                 let mut b = vec![0u8; n * 2];
                 ds.read_native_bytes_into(&mut b).map_err(cannot)?;
@@ -304,6 +314,9 @@ impl H5 {
             Datatype::FloatingPoint { size: 2, .. } => "float16",
             Datatype::FloatingPoint { size: 4, .. } => "float32",
             Datatype::FloatingPoint { size: 8, .. } => "float64",
+            // Keras 3 saves a bfloat16 variable (a `bfloat16` dtype policy's) as 2-byte opaque values
+            // marked with a `dtype="bfloat16"` attribute (`saving_lib.H5Entry.__setitem__`).
+            Datatype::Opaque { size: 2, .. } if keras_bfloat16(ds) => "bfloat16",
             Datatype::FloatingPoint { size, .. } => {
                 return Err(format!(
                     "dataset {path} holds {}-bit floats; expected float16, float32 or float64",
@@ -360,9 +373,16 @@ impl H5 {
     }
 }
 
+/// Whether a dataset carries Keras 3's `dtype="bfloat16"` attribute.
+fn keras_bfloat16(ds: &Dataset) -> bool {
+    ds.attributes()
+        .iter()
+        .any(|a| a.name == "dtype" && a.read_string().is_ok_and(|s| s == "bfloat16"))
+}
+
 fn elem_size(dtype: &str) -> u64 {
     match dtype {
-        "float16" => 2,
+        "float16" | "bfloat16" => 2,
         "float32" => 4,
         _ => 8,
     }

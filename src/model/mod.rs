@@ -87,6 +87,30 @@ pub struct SavedModel {
 }
 
 impl SavedModel {
+    /// The same model computing in float32 throughout: every layer's float16/bfloat16 dtype policy
+    /// dropped, its weights as stored (a float16 or bfloat16 value is exact in float32). This is the
+    /// real-valued function a policy model rounds op by op, the one `explain` differentiates.
+    pub fn without_policies(&self) -> SavedModel {
+        let mut m = self.clone();
+        for l in &mut m.layers {
+            l.policy = None;
+            match &mut l.kind {
+                LayerKind::Recurrent(r) => r.policy = None,
+                LayerKind::StackedRecurrent(cells) => {
+                    cells.iter_mut().for_each(|r| r.policy = None)
+                }
+                LayerKind::Bidirectional {
+                    forward, backward, ..
+                } => {
+                    forward.policy = None;
+                    backward.policy = None;
+                }
+                _ => {}
+            }
+        }
+        m
+    }
+
     /// The same file, format and version, with no layers (for building a sub-model).
     pub fn clone_header(&self) -> SavedModel {
         SavedModel {

@@ -1102,3 +1102,55 @@ fn other_dtype_policies_are_refused_by_name() {
         );
     }
 }
+
+/// A whole-`bfloat16` Keras 3 model: its variables are 2-byte opaque HDF5 values marked
+/// `dtype="bfloat16"`, read as bfloat16; `without_policies` drops every policy (the layer's and the
+/// recurrent's, both directions of a Bidirectional) and keeps the weights.
+#[test]
+fn bfloat16_variables_are_read_and_policies_dropped() {
+    use crate::cell::DtypePolicy;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/explain_float16");
+    let m = load(&root.join("bfloat16_gru/model.keras")).unwrap();
+    let gru = m.layers.iter().find(|l| l.class_name == "GRU").unwrap();
+    assert_eq!(gru.policy, Some(DtypePolicy::Bfloat16));
+    let LayerKind::Recurrent(r) = &gru.kind else {
+        panic!("{:?}", gru.kind)
+    };
+    assert_eq!(r.kernel.dtype, "bfloat16");
+    // Every value is a bfloat16: 8 significant bits.
+    assert!(
+        r.kernel
+            .data
+            .iter()
+            .all(|&v| f64::from(half::bf16::from_f64(v)) == v)
+    );
+    assert!(r.kernel.data.iter().any(|&v| v != 0.0));
+    let plain = m.without_policies();
+    assert!(plain.layers.iter().all(|l| l.policy.is_none()));
+    let LayerKind::Recurrent(p) = &plain
+        .layers
+        .iter()
+        .find(|l| l.class_name == "GRU")
+        .unwrap()
+        .kind
+    else {
+        unreachable!()
+    };
+    assert_eq!(p.policy, None);
+    assert_eq!(p.kernel.data, r.kernel.data);
+    let bi = load(&root.join("float16_bidirectional_lstm/model.keras")).unwrap();
+    let plain = bi.without_policies();
+    for l in &plain.layers {
+        if let LayerKind::Bidirectional {
+            forward, backward, ..
+        } = &l.kind
+        {
+            assert_eq!((forward.policy, backward.policy), (None, None));
+        }
+    }
+    assert!(
+        bi.layers
+            .iter()
+            .any(|l| l.policy == Some(DtypePolicy::Float16))
+    );
+}

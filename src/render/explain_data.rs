@@ -1,7 +1,9 @@
 /*!
 `rnntrace explain` as data: the `rnntrace-explain/1` JSON document (schema in the README and issue 14;
 methods not asked for are absent, non-finite numbers such as an infinite timescale are `null`) and the
-`--save FILE.npz` archive (every array under the same names, float32 or float64 as computed).
+`--save FILE.npz` archive (every array under the same names, float32 or float64 as computed). A model
+under a float16/bfloat16 dtype policy adds `policy`, `computed_in` and `policy_prediction` (see
+[`super::explain_table::PolicyView`]).
 */
 
 use super::explain_table::ExplainReport;
@@ -83,6 +85,18 @@ pub fn json<T: Real>(r: &ExplainReport<'_, T>) -> Value {
     doc.insert("methods".into(), json!(r.methods.names()));
     doc.insert("prediction".into(), nested(&e.prediction));
     doc.insert("baseline_prediction".into(), nested(&e.baseline_prediction));
+    if let Some(p) = r.policy {
+        // `prediction` (which completeness refers to) is the explained computation's; next to it the
+        // model's own answer under its policy.
+        doc.insert("policy".into(), json!(p.name()));
+        doc.insert("computed_in".into(), json!(r.precision));
+        doc.insert(
+            "policy_prediction".into(),
+            p.prediction.as_ref().map_or(Value::Null, |v| {
+                Value::Array(v.iter().map(|&x| num(x)).collect())
+            }),
+        );
+    }
     doc.insert("attributions".into(), Value::Object(attr));
     if let Some(c) = &e.completeness {
         doc.insert("completeness".into(), nested(c));
@@ -113,6 +127,7 @@ pub fn json<T: Real>(r: &ExplainReport<'_, T>) -> Value {
 }
 
 /// Writes every array of the explanation to `path` (atomically): `prediction`, `baseline_prediction`,
+/// (under a dtype policy: `policy` and `computed_in` as strings, `policy_prediction` float32 when known),
 /// `attributions/<method>`, `completeness`, `initial_state_gradient/h|c`, per recurrent layer (direction) k
 /// `initial_state_gradients/<k>/h|c`, and per layer k
 /// `units/<k>/saturation/<gate>/left|right`, `units/<k>/timescale/data|bias`, `units/<k>/dead`.
@@ -135,6 +150,22 @@ pub fn save_npz<T: Real>(r: &ExplainReport<'_, T>, path: &Path) -> Result<()> {
         &[e.baseline_prediction.len()],
         e.baseline_prediction.to_vec(),
     )?;
+    if let Some(p) = r.policy {
+        for (name, text) in [
+            ("policy", p.name()),
+            ("computed_in", r.precision.to_string()),
+        ] {
+            // A 0-d numpy unicode array (`<U…`: UTF-32 little-endian code points).
+            let chars: Vec<u8> = text
+                .chars()
+                .flat_map(|c| (c as u32).to_le_bytes())
+                .collect();
+            z.add(name, &format!("<U{}", text.chars().count()), &[], &chars)?;
+        }
+        if let Some(v) = &p.prediction {
+            z.add("policy_prediction", "<f4", &[v.len()], f32::as_bytes(v))?;
+        }
+    }
     for (name, a) in [
         ("gradient", &e.gradient),
         ("input_x_gradient", &e.input_x_gradient),
@@ -267,6 +298,12 @@ pub fn report_section<T: Real>(
         format!("prediction y{}", r.output),
         "baseline prediction".into(),
     ];
+    let policy_pred = r
+        .policy
+        .and_then(|p| Some((p.name(), p.prediction.as_ref()?)));
+    if let Some((name, _)) = &policy_pred {
+        columns.push(format!("prediction under {name}"));
+    }
     if e.completeness.is_some() {
         columns.push("IG completeness (Σ IG − (f(x) − f(b)))".into());
     }
@@ -277,6 +314,9 @@ pub fn report_section<T: Real>(
                 cell(e.prediction[b].to_f()),
                 cell(e.baseline_prediction[b].to_f()),
             ];
+            if let Some((_, p)) = &policy_pred {
+                row.push(cell(f64::from(p[b])));
+            }
             if let Some(c) = &e.completeness {
                 row.push(cell(c[b].to_f()));
             }
@@ -291,7 +331,14 @@ pub fn report_section<T: Real>(
             r.methods.names().join(", "),
             r.ig.0.name(),
             r.ig.1,
-            r.precision
+            match r.policy {
+                Some(p) => format!(
+                    "{} computation of a model saved under {}: the same weights, no rounding",
+                    r.precision,
+                    p.name()
+                ),
+                None => r.precision.to_string(),
+            }
         ),
         columns,
         rows: capped(rows, w),

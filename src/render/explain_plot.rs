@@ -77,7 +77,15 @@ pub fn attribution_chart<T: Real>(r: &ExplainReport<'_, T>) -> AttributionChart 
         .filter(|v| v.is_finite())
         .fold(0.0f64, |m, v| m.max(v.abs()));
     AttributionChart {
-        title: format!("Attributions of output {} — sequence {seq}", r.output),
+        title: match r.policy {
+            Some(p) => format!(
+                "Attributions of output {} — sequence {seq} ({} computation of a {} model)",
+                r.output,
+                r.precision,
+                p.name()
+            ),
+            None => format!("Attributions of output {} — sequence {seq}", r.output),
+        },
         method: name.into(),
         features: r.feature_names.clone(),
         input: (0..t)

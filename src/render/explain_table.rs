@@ -1,11 +1,12 @@
 /*!
 `rnntrace explain` as text: the predictions, the top contributions of the shown sequence (step, feature,
 value per method), its per-step totals (with occlusion), completeness, the initial-state term, and one unit
-table per recurrent layer sorted by timescale (longest memory first).
+table per recurrent layer sorted by timescale (longest memory first). Also what every explain renderer
+says of a model saved under a float16/bfloat16 dtype policy ([`PolicyView`]).
 */
 
 use super::number::fmt;
-use crate::cell::Real;
+use crate::cell::{DtypePolicy, Real};
 use crate::explain::{Explanation, IgRule, Methods};
 use comfy_table::{Cell, CellAlignment, Table};
 use ndarray::{Array2, Array3, ArrayView2, s};
@@ -41,6 +42,78 @@ pub struct ExplainReport<'a, T> {
     /// Per step of the shown sequence, what the step holds when it is one token (its word from
     /// `--tokens`, else its id): tables name it in place of the feature, charts write it above the step.
     pub step_labels: Option<Vec<String>>,
+    /// The model computes under a float16/bfloat16 dtype policy and `e` is of its float32 (float64)
+    /// computation: what the renderers say about it.
+    pub policy: Option<&'a PolicyView>,
+}
+
+/// A model saved under a float16/bfloat16 dtype policy, explained through the float32 (`--precision f64`:
+/// float64) computation of the same weights: the real-valued function its policy rounds op by op. (The
+/// rounded function is piecewise constant in the input, so its own gradient is zero or undefined almost
+/// everywhere; `tf.GradientTape` on such a model returns a float16 rounding of the float32 gradient.)
+#[derive(Debug, Clone)]
+pub struct PolicyView {
+    /// The policies its layers compute under, in model order without repeats.
+    pub policies: Vec<DtypePolicy>,
+    /// The explained output of every sequence computed under the policy, as `rnntrace run` computes it
+    /// (bit for bit TensorFlow's `model.predict`); `None` when explain's input is not what `run` takes (a
+    /// `--mask` is explain's own addition).
+    pub prediction: Option<Vec<f32>>,
+}
+
+impl PolicyView {
+    /// `mixed_float16` (several policies comma-separated, in model order).
+    pub fn name(&self) -> String {
+        self.policies
+            .iter()
+            .map(|p| p.name())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The largest |explained prediction − policy prediction| over the sequences, and where (NaN-safe:
+    /// a non-finite difference counts as infinite).
+    pub fn largest_difference<T: Real>(&self, computed: &[T]) -> Option<(usize, f64)> {
+        let p = self.prediction.as_ref()?;
+        p.iter()
+            .zip(computed)
+            .map(|(&q, c)| {
+                let d = (c.to_f() - f64::from(q)).abs();
+                if d.is_nan() { f64::INFINITY } else { d }
+            })
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+    }
+
+    /// One line: which computation the attributions are of, and how far its prediction is from the
+    /// policy's for `seq` and at worst.
+    pub fn note<T: Real>(
+        &self,
+        computed: &[T],
+        output: usize,
+        seq: usize,
+        precision: &str,
+    ) -> String {
+        let name = self.name();
+        let head = format!(
+            "the model computes in {name}; attributions are of its {precision} computation (the same \
+             weights, no rounding)"
+        );
+        match (&self.prediction, self.largest_difference(computed)) {
+            (Some(p), Some((worst, d))) => format!(
+                "{head}: output {output} of sequence {seq}: {precision} {} vs {name} {}; largest \
+                 difference {} (sequence {worst} of {})",
+                fmt(computed[seq].to_f()),
+                fmt(f64::from(p[seq])),
+                fmt(d),
+                p.len()
+            ),
+            _ => format!(
+                "{head}; its {name} prediction is not shown: --mask is explain's own input, which the \
+                 model (and `rnntrace run`) does not take"
+            ),
+        }
+    }
 }
 
 fn table() -> Table {
@@ -146,6 +219,10 @@ pub fn render<T: Real>(r: &ExplainReport<'_, T>) -> String {
             cols
         )
     );
+    if let Some(p) = r.policy {
+        let note = p.note(&e.prediction.to_vec(), r.output, seq, r.precision);
+        let _ = writeln!(out, "{}", fit(format!("note: {note}"), cols));
+    }
     let masked = |ti: usize| r.mask.is_some_and(|m| !m[[seq, ti]]);
     let maps = maps(e, seq);
     for (name, m) in &maps {

@@ -492,13 +492,11 @@ fn outputs_on_one_path_are_refused() {
 
 #[test]
 fn explain_refused_layers_it_does_not_differentiate_by_name() {
-    // Real models `run` refuses (a Lambda, a float16 policy): explain refuses them the same way, in one
-    // line naming the layer and the way forward, never explained as if the layer were absent.
+    // Real models `run` refuses (a Lambda): explain refuses them the same way, in one line naming the
+    // layer and the way forward, never explained as if the layer were absent. (A float16 policy is
+    // explained through its float32 computation: tests/cli/explain_float16.rs.)
     let dir = crate::fixtures().join("real_models");
-    for (case, says) in [
-        ("lambda_layer", "'lambda' (Lambda)"),
-        ("mixed_float16", "mixed_float16"),
-    ] {
+    for (case, says) in [("lambda_layer", "'lambda' (Lambda)")] {
         let mut cmd = crate::rnntrace();
         cmd.current_dir(dir.join(case))
             .args(["explain", "--model", "model.keras"]);
@@ -976,8 +974,8 @@ fn explain_several_inputs() {
 /// Every real model `run` computes (tests/cli/real_models.rs) is explained, its explained forward pass
 /// equal to `run`'s (explain checks that itself and refuses otherwise) and its prediction equal to
 /// `model.predict`'s within run's 1e-5; a Lambda and masks computed by keras.ops are refused (as `run` refuses
-/// them), and so are a float16 policy (explain differentiates in float32/float64) and what the graph
-/// explainer has no backward rule for, each by name. channels_first layers, masks passed by hand (a boolean
+/// them), and so is what the graph explainer has no backward rule for, each by name; a mixed_float16 model
+/// is explained through its float32 computation and says so (`policy`). channels_first layers, masks passed by hand (a boolean
 /// model input, all its attributions zero), Bidirectional states (also with merge_mode=None, masked,
 /// chained, Keras 2 files) and returned attention scores are explained.
 #[test]
@@ -992,8 +990,7 @@ fn explain_covers_the_real_models() {
     let mut explained = 0;
     for dir in dirs {
         let name = dir.file_name().unwrap().to_string_lossy().into_owned();
-        let refused =
-            name == "lambda_layer" || name == "mixed_float16" || name == "explicit_mask_ops";
+        let refused = name == "lambda_layer" || name == "explicit_mask_ops";
         let file = if dir.join("model.keras").exists() {
             "model.keras"
         } else {
@@ -1014,6 +1011,10 @@ fn explain_covers_the_real_models() {
         }
         assert_eq!(code, 0, "{name}: {err}");
         let v: Value = serde_json::from_str(&out).unwrap();
+        if name == "mixed_float16" {
+            assert_eq!(v["policy"], "mixed_float16", "{name}");
+            assert_eq!(v["computed_in"], "float32", "{name}");
+        }
         let (shape, expected) = if dir.join("expected.npy").exists() {
             npy(&dir.join("expected.npy"))
         } else {

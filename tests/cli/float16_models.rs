@@ -302,22 +302,79 @@ fn given_tolerances_replace_the_policy_one_and_a_wrong_output_fails() {
     );
 }
 
-/// `explain` differentiates in float32/float64: a float16 model is refused by name, `run` named instead.
+/// `explain` explains every policy model here through its float32 computation (attribution goldens:
+/// tests/cli/explain_float16.rs) and reports the model's own prediction under the policy next to it:
+/// bit for bit `model.predict` (`expected.npy`), as `run` computes it.
 #[test]
-fn explain_refuses_a_float16_model_by_name() {
-    let (code, out, err) = run(rnntrace().current_dir(dir("mixed_lstm")).args([
-        "explain",
-        "--model",
-        "model.keras",
-        "--input",
-        "input.npy",
-    ]));
-    assert_eq!(code, 2, "{out}{err}");
-    assert!(
-        err.contains("layer 'lstm' (LSTM) computes under the dtype policy mixed_float16")
-            && err.contains("`rnntrace run` computes and traces this one"),
-        "{err}"
-    );
+fn explain_reports_every_float16_model_with_its_policy_prediction() {
+    let mut names: Vec<String> = std::fs::read_dir(fixtures().join("float16_models"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("case.json").exists())
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert!(names.len() >= 16, "{names:?}");
+    for name in names {
+        let info = case_info(&name);
+        let (code, out, err) = run(rnntrace().current_dir(dir(&name)).args([
+            "explain",
+            "--model",
+            model_file(&name),
+            "--input",
+            "input.npy",
+            "--format",
+            "json",
+            "--methods",
+            "gradient,occlusion",
+        ]));
+        assert_eq!(code, 0, "{name}: {err}");
+        let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(j["policy"], info["policy"], "{name}");
+        assert_eq!(j["computed_in"], "float32", "{name}");
+        let (shape, expected) = crate::npy(&dir(&name).join("expected.npy"));
+        // Output 0 of each sequence (a sequence output's last step, as explain reads it).
+        let per: usize = shape[1..].iter().product();
+        let last = per - shape[shape.len() - 1];
+        let want: Vec<f32> = (0..shape[0])
+            .map(|b| expected[b * per + last] as f32)
+            .collect();
+        let got: Vec<f32> = j["policy_prediction"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap() as f32)
+            .collect();
+        assert_eq!(got, want, "{name}: policy_prediction vs model.predict");
+        // The explained prediction is the float32 computation's: within the measured float32 distance.
+        let pred: Vec<f64> = j["prediction"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        let far = pred
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - f64::from(*b)).abs())
+            .fold(0.0, f64::max);
+        let measured = info["float32_max_abs_diff"].as_f64().unwrap();
+        assert!(
+            far <= measured * 1.001 + 1e-7,
+            "{name}: {far} vs {measured}"
+        );
+        let grads: Vec<f64> = j["attributions"]["gradient"]
+            .to_string()
+            .split(|c: char| "[],".contains(c))
+            .filter(|t| !t.is_empty())
+            .map(|t| t.parse::<f64>().unwrap())
+            .collect();
+        assert!(
+            !grads.is_empty() && grads.iter().all(|g| g.is_finite()),
+            "{name}"
+        );
+        assert!(err.contains("note: the model computes in"), "{name}: {err}");
+    }
 }
 
 /// `inspect` says which layers compute under the policy (the float32 head is not among them).
