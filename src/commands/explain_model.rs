@@ -856,10 +856,12 @@ fn run_as<T: Real>(
                 );
                 continue;
             }
-            explain_plot::draw_attributions(
-                &explain_plot::attribution_chart(r),
-                &suffixed(path, j),
-            )?;
+            let mut chart = explain_plot::attribution_chart(r);
+            if several {
+                // Which input the chart is of, in its title.
+                chart.title = format!("Input '{}': {}", shown[j].name, chart.title);
+            }
+            explain_plot::draw_attributions(&chart, &suffixed(path, j))?;
         }
     }
     if let Some(path) = &a.plot_units {
@@ -1139,7 +1141,7 @@ fn write_report<T: Real>(
             Some(vocab) => crate::cli::output::token_of(vocab, v.to_f()),
             None => format!("#{}", v.to_f()),
         };
-        let inputs: Vec<(String, &'static str, Option<Vec<Vec<String>>>)> = shown
+        let inputs: Vec<explain_data::ReportInput> = shown
             .iter()
             .zip(kinds)
             .map(|(sh, kind)| {
@@ -1148,7 +1150,11 @@ fn write_report<T: Real>(
                         .map(|seq| seq.column(0).iter().map(label).collect())
                         .collect()
                 });
-                (sh.name.clone(), *kind, labels)
+                explain_data::ReportInput {
+                    name: sh.name.clone(),
+                    kind: *kind,
+                    step_labels: labels,
+                }
             })
             .collect();
         data.explain = Some(explain_data::report_section_inputs(

@@ -331,13 +331,23 @@ pub fn report_section<T: Real>(
     }
 }
 
+/// One model input as the report's explain section shows it.
+pub struct ReportInput {
+    /// The model's name for it.
+    pub name: String,
+    /// `sequence`, `tokens`, `flat` or `mask` ([`crate::render::report::ExplainInput::kind`]).
+    pub kind: &'static str,
+    /// A token input: per sequence of the input, each step's token.
+    pub step_labels: Option<Vec<Vec<String>>>,
+}
+
 /// The explain section for a model with several inputs: the predictions and unit analyses shared, and
 /// per input (`inputs`: name and kind, in `reports`' order) its tables and, for the report's
 /// `sequences`, its input values and attribution maps for the page's heat map (embedded for every
 /// sequence while their count stays within `max_values`, else for `--sequence` only).
 pub fn report_section_inputs<T: Real>(
     reports: &[ExplainReport<'_, T>],
-    inputs: &[(String, &'static str, Option<Vec<Vec<String>>>)],
+    inputs: &[ReportInput],
     sequences: &[usize],
     max_values: usize,
 ) -> crate::render::report::Explain {
@@ -349,7 +359,7 @@ pub fn report_section_inputs<T: Real>(
     let items = reports
         .iter()
         .zip(inputs)
-        .map(|(r, (name, kind, labels))| {
+        .map(|(r, ReportInput { name, kind, step_labels: labels })| {
             let (b, t, f) = r.x.dim();
             let maps = super::explain_table::maps(r.e, 0);
             let per_seq = t * f * (maps.len() + 1);
