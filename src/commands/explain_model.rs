@@ -1143,7 +1143,7 @@ fn write_report<T: Real>(
         };
         let inputs: Vec<explain_data::ReportInput> = shown
             .iter()
-            .zip(kinds)
+            .zip(kinds.iter().copied())
             .map(|(sh, kind)| {
                 let labels = sh.tokens.then(|| {
                     sh.x.outer_iter()
@@ -1152,7 +1152,7 @@ fn write_report<T: Real>(
                 });
                 explain_data::ReportInput {
                     name: sh.name.clone(),
-                    kind: *kind,
+                    kind,
                     step_labels: labels,
                 }
             })
