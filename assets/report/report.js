@@ -423,6 +423,7 @@
     drawAxes();
     drawViewText();
     drawPredCharts();
+    drawExplain();
     lastDrawMs = performance.now() - t;
   }
   function drawAxes() {
@@ -887,17 +888,168 @@
   }
 
   // ---------- explain ----------
+  const EXI = (meta.explain && meta.explain.inputs) || []; // several model inputs: one shown at a time
+  const exState = { input: 0, method: null };
+  const exViews = []; // per input: {section, series, heat, legend, msg}
+  const KIND_TEXT = { sequence: 'sequence', tokens: 'token ids', flat: 'flat (one step)', mask: 'read only as a mask: every attribution 0' };
+  function analysisTable(box, a, scroll) {
+    box.appendChild(el('h3', null, esc(a.title)));
+    const t = el('table', { class: 'data-table' });
+    t.innerHTML = '<thead><tr>' + a.columns.map((c) => '<th>' + esc(c) + '</th>').join('') + '</tr></thead><tbody>' + a.rows.map((r) => '<tr>' + r.map((c) => '<td>' + esc(c) + '</td>').join('') + '</tr>').join('') + '</tbody>';
+    if (!scroll) { box.appendChild(t); return; }
+    const wrap = el('div', { class: 'table-scroll' });
+    wrap.appendChild(t);
+    box.appendChild(wrap);
+  }
   function buildExplain() {
     if (!meta.explain) return;
     $('explain-panel').hidden = false;
     const box = $('explain');
     if (meta.explain.attributions.length) box.appendChild(el('p', { class: 'muted' }, 'Unit attributions are in the unit list (sort by Attribution).'));
-    for (const a of meta.explain.analyses) {
-      box.appendChild(el('h3', null, esc(a.title)));
-      const t = el('table', { class: 'data-table' });
-      t.innerHTML = '<thead><tr>' + a.columns.map((c) => '<th>' + esc(c) + '</th>').join('') + '</tr></thead><tbody>' + a.rows.map((r) => '<tr>' + r.map((c) => '<td>' + esc(c) + '</td>').join('') + '</tr>').join('') + '</tbody>';
-      box.appendChild(t);
+    const shared = meta.explain.analyses;
+    if (!EXI.length) { for (const a of shared) analysisTable(box, a); return; }
+    if (shared.length) analysisTable(box, shared[0]);
+    const bar = el('div', { class: 'select-row explain-bar' });
+    const isel = el('select', { id: 'explain-input', 'aria-label': 'Explained input' });
+    EXI.forEach((inp, i) => isel.appendChild(el('option', { value: String(i) }, esc(inp.name + ' (' + KIND_TEXT[inp.kind] + ')'))));
+    const msel = el('select', { id: 'explain-method', 'aria-label': 'Attribution method' });
+    const methods = [];
+    for (const inp of EXI) for (const m of inp.maps) if (!methods.includes(m.method)) methods.push(m.method);
+    for (const m of methods) msel.appendChild(el('option', { value: m }, esc(m)));
+    exState.method = methods.includes('integrated_gradients') ? 'integrated_gradients' : (methods[0] || null);
+    if (exState.method) msel.value = exState.method;
+    const il = el('label', { class: 'ctl' }, 'Input '); il.appendChild(isel);
+    const ml = el('label', { class: 'ctl' }, 'Heat map '); ml.appendChild(msel);
+    bar.append(il, ml, el('span', { class: 'muted' }, EXI.length + ' model inputs: integrated gradients move them together, so completeness sums over all'));
+    msel.hidden = !methods.length; ml.hidden = !methods.length;
+    box.appendChild(bar);
+    EXI.forEach((inp, i) => {
+      const sec = el('section', { class: 'explain-input', 'data-input': inp.name, 'aria-label': 'Input ' + inp.name });
+      sec.hidden = i !== 0;
+      sec.appendChild(el('h3', null, 'Input <b>' + esc(inp.name) + '</b> · ' + esc(KIND_TEXT[inp.kind]) + ' · ' + inp.steps + ' step' + (inp.steps === 1 ? '' : 's') + ' × ' + inp.feature_names.length + ' feature' + (inp.feature_names.length === 1 ? '' : 's')));
+      const v = { section: sec, series: null, heat: null, legend: null, msg: el('p', { class: 'muted' }) };
+      if (inp.maps.length && inp.kind !== 'mask') {
+        v.series = el('canvas', { class: 'plot explain-series', 'aria-label': 'Input ' + inp.name + ' values' });
+        v.series.style.height = inp.kind === 'tokens' ? '22px' : '60px';
+        v.heat = el('canvas', { class: 'plot explain-heat', tabindex: '0', 'aria-label': 'Attribution heat map of input ' + inp.name });
+        v.heat.style.height = inp.kind === 'flat' ? '28px' : Math.max(24, Math.min(320, inp.feature_names.length * 16)) + 'px';
+        v.legend = el('div', { class: 'muted explain-legend' });
+        sec.append(v.series, v.heat, v.legend);
+        v.heat.addEventListener('mousemove', (e) => {
+          const hit = exHit(i, e);
+          if (!hit) { tip.hidden = true; return; }
+          showTip('<div><b>' + esc(inp.name) + '</b> · sequence ' + meta.sequences[state.seq] + '</div><div>step ' + hit.t + (inp.kind === 'tokens' ? ' · <b>' + esc(hit.label) + '</b>' : ' · ' + esc(inp.feature_names[hit.f])) + '</div><div>' + esc(exState.method) + ': ' + exact(hit.v) + '</div>', e.clientX, e.clientY);
+        });
+        v.heat.addEventListener('mouseleave', () => { tip.hidden = true; });
+      }
+      sec.appendChild(v.msg);
+      for (const a of inp.analyses) analysisTable(sec, a, true);
+      box.appendChild(sec);
+      exViews.push(v);
+    });
+    for (const a of shared.slice(1)) analysisTable(box, a);
+    isel.addEventListener('change', () => setExplainInput(Number(isel.value)));
+    msel.addEventListener('change', () => { exState.method = msel.value; drawExplain(); });
+  }
+  function setExplainInput(i) {
+    exState.input = Math.max(0, Math.min(EXI.length - 1, i));
+    $('explain-input').value = String(exState.input);
+    exViews.forEach((v, k) => { v.section.hidden = k !== exState.input; });
+    drawExplain();
+  }
+  /* The embedded attribution of input i, method, embedded sequence index b, step t, feature f (null: not embedded). */
+  function exValue(i, method, b, t, f) {
+    const inp = EXI[i], m = inp.maps.find((x) => x.method === method);
+    if (!m || !m.values[b]) return null;
+    const v = m.values[b][t * inp.feature_names.length + f];
+    return v === undefined ? null : v;
+  }
+  function exHit(i, e) {
+    const inp = EXI[i], c = exViews[i].heat, r = c.getBoundingClientRect();
+    const F_ = inp.feature_names.length;
+    const across = (e.clientX - r.left) / r.width, down = (e.clientY - r.top) / r.height;
+    // A flat input (one step) lays its features across.
+    const t = inp.kind === 'flat' ? 0 : Math.floor(across * inp.steps);
+    const f = inp.kind === 'flat' ? Math.floor(across * F_) : Math.floor(down * F_);
+    if (t < 0 || t >= inp.steps || f < 0 || f >= F_) return null;
+    const v = exValue(i, exState.method, state.seq, t, f);
+    if (v === null) return null;
+    const labels = inp.step_labels[state.seq] || [];
+    return { t, f, v, label: labels[t] || '' };
+  }
+  function drawExplain() {
+    if (!EXI.length) return;
+    const i = exState.input, inp = EXI[i], v = exViews[i];
+    if (!v.heat) { v.msg.textContent = inp.kind === 'mask' ? 'This input is read only as a mask (a selector held at its value): every attribution is 0.' : 'No per-feature method was run (see the tables).'; return; }
+    const b = state.seq, F_ = inp.feature_names.length, T_ = inp.steps;
+    const vals = inp.values[b];
+    const m = inp.maps.find((x) => x.method === exState.method);
+    if (!vals || !m || !m.values[b]) {
+      v.msg.textContent = !m ? 'Input ' + inp.name + ' has no ' + exState.method + ' map.' : 'Sequence ' + meta.sequences[b] + "'s attributions of this input are not in the page (see --sequence, --save).";
+      v.series.hidden = true; v.heat.hidden = true; v.legend.textContent = '';
+      return;
     }
+    v.msg.textContent = ''; v.series.hidden = false; v.heat.hidden = false;
+    const colW = (w) => w / T_;
+    // The input above the map, on the same step axis: tokens as text, features as lines (one scale).
+    {
+      const { w, h, dpr } = sizeCanvas(v.series);
+      const ctx = v.series.getContext('2d');
+      ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+      ctx.clearRect(0, 0, w, h);
+      const cw = colW(w);
+      if (inp.kind === 'tokens') {
+        const labels = inp.step_labels[b] || [];
+        ctx.fillStyle = cssVar('--fg'); ctx.font = '11px ui-monospace, monospace'; ctx.textBaseline = 'middle';
+        if (cw < 14) { ctx.fillStyle = cssVar('--muted'); ctx.fillText('too many steps to print the tokens: hover the map', 4, h / 2); }
+        else for (let t = 0; t < T_; t++) { ctx.save(); ctx.beginPath(); ctx.rect(t * cw, 0, cw - 1, h); ctx.clip(); ctx.fillText(labels[t] || '', t * cw + 2, h / 2); ctx.restore(); }
+      } else if (inp.kind === 'flat') {
+        // One step: each feature's value as a bar from 0, features across as in the map below.
+        let mv = 0;
+        for (const x of vals) if (x !== null) mv = Math.max(mv, Math.abs(x));
+        const fw = w / F_, y0 = h / 2, sc = (h / 2 - 4) / (mv || 1);
+        ctx.strokeStyle = cssVar('--grid'); ctx.beginPath(); ctx.moveTo(0, y0); ctx.lineTo(w, y0); ctx.stroke();
+        ctx.fillStyle = cssVar('--line');
+        for (let f = 0; f < F_; f++) { const x = vals[f]; if (x === null) continue; const bh = x * sc; ctx.fillRect(f * fw + fw * 0.3, Math.min(y0, y0 - bh), fw * 0.4, Math.max(1, Math.abs(bh))); }
+      } else {
+        let lo = Infinity, hi = -Infinity;
+        for (const x of vals) if (x !== null) { lo = Math.min(lo, x); hi = Math.max(hi, x); }
+        if (!(hi > lo)) { hi = (Number.isFinite(lo) ? lo : 0) + 1; lo = hi - 2; }
+        const y = (x) => h - 3 - ((x - lo) / (hi - lo)) * (h - 6);
+        ctx.strokeStyle = cssVar('--line'); ctx.fillStyle = cssVar('--line'); ctx.globalAlpha = F_ > 1 ? 0.7 : 1; ctx.lineWidth = 1.25;
+        for (let f = 0; f < F_; f++) {
+          ctx.beginPath();
+          for (let t = 0; t < T_; t++) { const x = vals[t * F_ + f]; if (x === null) continue; const px = (t + 0.5) * cw; if (T_ === 1) ctx.fillRect(px - 2 + f * 4 - F_ * 2, y(x) - 2, 3, 3); else if (t === 0) ctx.moveTo(px, y(x)); else ctx.lineTo(px, y(x)); }
+          ctx.stroke();
+        }
+        ctx.globalAlpha = 1;
+      }
+    }
+    // The attribution map: features down, steps across, diverging colours symmetric about 0.
+    const { w, h, dpr } = sizeCanvas(v.heat);
+    const ctx = v.heat.getContext('2d');
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    ctx.clearRect(0, 0, w, h);
+    let mx = 0;
+    for (const x of m.values[b]) if (x !== null) mx = Math.max(mx, Math.abs(x));
+    const lut = LUT.diverging, flat = inp.kind === 'flat';
+    const cw = flat ? w / F_ : colW(w), rh = flat ? h : h / F_;
+    const place = (t, f) => (flat ? [f * cw, 0] : [t * cw, f * rh]);
+    for (let t = 0; t < T_; t++) for (let f = 0; f < F_; f++) {
+      const x = m.values[b][t * F_ + f];
+      if (x === null) { ctx.fillStyle = cssVar('--grid'); } else {
+        const k = Math.max(0, Math.min(255, Math.round(((x / (mx || 1)) + 1) * 127.5))) * 3;
+        ctx.fillStyle = 'rgb(' + lut[k] + ',' + lut[k + 1] + ',' + lut[k + 2] + ')';
+      }
+      const [px, py] = place(t, f);
+      ctx.fillRect(px, py, Math.ceil(cw), Math.ceil(rh));
+    }
+    if ((flat ? cw >= 30 : rh >= 11) && F_ > 1) {
+      ctx.font = '10px ui-monospace, monospace'; ctx.textBaseline = 'middle'; ctx.fillStyle = cssVar('--fg');
+      ctx.strokeStyle = cssVar('--bg'); ctx.lineWidth = 3;
+      for (let f = 0; f < F_; f++) { const [px, py] = place(0, f); ctx.strokeText(inp.feature_names[f], px + 3, py + rh / 2); ctx.fillText(inp.feature_names[f], px + 3, py + rh / 2); }
+    }
+    v.legend.textContent = exState.method + ' of input ' + inp.name + ', sequence ' + meta.sequences[b] + ': blue negative, red positive, ±' + short(mx, 3) + ' at full colour' + (flat ? ' · one step, ' + F_ + ' features across' : ' · ' + T_ + ' step' + (T_ === 1 ? '' : 's') + ' across' + (F_ > 1 ? ', ' + F_ + ' features down' : '')) + ' · hover for the exact value';
   }
 
   // ---------- theme, keys, help ----------
@@ -1007,6 +1159,17 @@
     /** Redraws and returns the milliseconds it took: the maps on screen, or every map with `all`;
      *  `moving` measures the redraw used while the view is being dragged or zoomed. */
     redrawMs: (all, moving) => { fast = !!moving; drawAll(!!all); fast = false; return lastDrawMs; },
+    /** Several model inputs: the names in the explain section, the shown one, switching it, and the
+     *  embedded attribution of `input` (name) by `method` at `sequence` (as in the input), step, feature. */
+    explainInputs: () => EXI.map((x) => x.name),
+    explainInput: () => (EXI.length ? EXI[exState.input].name : null),
+    setExplainInput: (name) => { const i = EXI.findIndex((x) => x.name === name); if (i < 0) throw new RangeError('no input ' + JSON.stringify(name) + '; the report has ' + EXI.map((x) => x.name).join(', ')); setExplainInput(i); },
+    attribution: (input, method, sequence, step, feature) => {
+      const i = EXI.findIndex((x) => x.name === input);
+      if (i < 0) throw new RangeError('no input ' + JSON.stringify(input));
+      const b = meta.sequences.indexOf(sequence);
+      return b < 0 ? null : exValue(i, method, b, step, feature);
+    },
     /** Draws every map now, on screen or not (for reading pixels). */
     drawEverything: () => drawAll(true),
   });

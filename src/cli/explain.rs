@@ -69,17 +69,19 @@ pub struct ExplainArgs {
         value_name = "LIST"
     )]
     pub methods: String,
-    /// Baseline for integrated gradients, occlusion and baseline_prediction: zeros, mean (each feature's
-    /// mean over all unmasked steps of all sequences), or a FILE.npy shaped like the input or
-    /// (timesteps, features). For token inputs: zeros is the id 0 (the padding row of the embedding),
-    /// mean the mean embedding row of the kept tokens, a FILE holds baseline ids.
+    /// Baseline for integrated gradients, occlusion and baseline_prediction: zeros (the default), mean
+    /// (each feature's mean over all unmasked steps of all sequences), or a FILE.npy shaped like the
+    /// input or one sequence of it ((timesteps, features); a flat input's (features)). For token inputs:
+    /// zeros is the id 0 (the padding row of the embedding), mean the mean embedding row of the kept
+    /// tokens, a FILE holds baseline ids ((sequences, timesteps) or (timesteps)). A model with several
+    /// inputs takes one per input as NAME=zeros|mean|FILE.npy, repeated; an unnamed zeros or mean is
+    /// the baseline of every input not named, and inputs neither named nor defaulted keep zeros.
     #[arg(
         help_heading = "Attribution",
         long,
-        default_value = "zeros",
-        value_name = "zeros|mean|FILE.npy"
+        value_name = "[NAME=]zeros|mean|FILE.npy"
     )]
-    pub baseline: String,
+    pub baseline: Vec<String>,
     /// Integrated gradients: number of nodes.
     #[arg(
         help_heading = "Attribution",
@@ -146,14 +148,16 @@ pub struct ExplainArgs {
     /// Write every attribution, the predictions and the unit analyses to FILE.npz.
     #[arg(help_heading = "Output", long, value_name = "FILE.npz")]
     pub save: Option<PathBuf>,
-    /// Attribution heat map (time × features) with the input above it (.png or .svg).
+    /// Attribution heat map (time × features) with the input above it (.png or .svg). A model with
+    /// several inputs gets one chart per input, FILE-NAME.png (an input read only as a mask none).
     #[arg(help_heading = "Charts", long, value_name = "FILE")]
     pub plot: Option<PathBuf>,
     /// Unit saturation scatter and timescale histogram (.png or .svg).
     #[arg(help_heading = "Charts", long, value_name = "FILE")]
     pub plot_units: Option<PathBuf>,
     /// An interactive, self-contained HTML report of the explained run: every gate and state of every
-    /// recurrent layer, the unit list sortable by attribution, and the attributions and unit analyses.
+    /// recurrent layer, the unit list sortable by attribution, and the attributions and unit analyses
+    /// (several inputs: an input selector, each input's heat map, steps and top contributions).
     #[arg(long, value_name = "FILE.html")]
     pub report: Option<PathBuf>,
     /// For token-id inputs (a model input that feeds an Embedding, or a one-feature id series): the

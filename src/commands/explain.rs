@@ -10,6 +10,7 @@ of its weights ([`model::SavedModel::without_policies`]); its own answer under t
 `run` computes it, is reported next to the explained one ([`policy_view`]).
 */
 
+use super::explain_baselines::{Choice, Kind};
 use crate::cell::{Activation, Kernels, Real};
 use crate::cli::args::{
     CellArgs, CheckArgs, ColorArg, DisplayArgs, FormatArg, PlotArgs, PrecisionArg, RecordArg,
@@ -32,7 +33,7 @@ use crate::render::explain_table::{self, ExplainReport, PolicyView};
 use crate::runner;
 use crate::weights::{CellKind, DenseWeights};
 use ndarray::{Array2, Array3, s};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// What is explained, in float64 as read (cast to the run precision later).
 struct Problem {
@@ -45,6 +46,8 @@ struct Problem {
     notes: Vec<String>,
     /// A saved model under a float16/bfloat16 dtype policy, as saved (`net` is its float32 computation).
     policy_model: Option<model::SavedModel>,
+    /// The model's input name (`--baseline NAME=…`), none for one layer's weights.
+    input_name: Option<String>,
 }
 
 /// `rnntrace explain …`.
@@ -78,6 +81,7 @@ pub fn explain(a: &ExplainArgs, env: &Env) -> Result<Outcome> {
             rule.name()
         )));
     }
+    let baseline_files = super::explain_baselines::candidate_files(&a.baseline);
     let mut inputs: Vec<&Path> = a.input.iter().map(|p| p.as_path()).collect();
     inputs.extend(
         [
@@ -92,13 +96,7 @@ pub fn explain(a: &ExplainArgs, env: &Env) -> Result<Outcome> {
         .flatten()
         .map(|p| p.as_path()),
     );
-    let baseline_file = match a.baseline.as_str() {
-        "zeros" | "mean" => None,
-        f => Some(PathBuf::from(f)),
-    };
-    if let Some(b) = &baseline_file {
-        inputs.push(b);
-    }
+    inputs.extend(baseline_files.iter().map(|p| p.as_path()));
     if a.convention.carry_state {
         return Err(Error::usage(
             "--carry-state: explain treats every sequence independently (each starts from --initial-state or zeros)",
@@ -151,7 +149,7 @@ pub fn explain(a: &ExplainArgs, env: &Env) -> Result<Outcome> {
                 return super::explain_model::explain_graph_model(
                     a,
                     (&model, policy_model.as_ref()),
-                    (methods, rule, baseline_file.as_deref()),
+                    (methods, rule),
                     (max_values, vocab.as_deref(), env.columns),
                     env.kernels,
                 );
@@ -175,7 +173,6 @@ pub fn explain(a: &ExplainArgs, env: &Env) -> Result<Outcome> {
             &problem,
             methods,
             rule,
-            baseline_file.as_deref(),
             (max_values, vocab.as_deref(), env.columns),
         ),
         PrecisionArg::F64 => run_as::<f64>(
@@ -183,7 +180,6 @@ pub fn explain(a: &ExplainArgs, env: &Env) -> Result<Outcome> {
             &problem,
             methods,
             rule,
-            baseline_file.as_deref(),
             (max_values, vocab.as_deref(), env.columns),
         ),
     }
@@ -270,6 +266,7 @@ fn from_weights(a: &ExplainArgs, w: &Path, env: &Env) -> Result<Problem> {
         title: format!("{} {}", kind.display_name(), w.display()),
         notes: job.notes.clone(),
         policy_model: None,
+        input_name: None,
     })
 }
 
@@ -390,6 +387,7 @@ fn from_torch(a: &ExplainArgs, path: &Path, kernels: Kernels) -> Result<Problem>
         title: path.display().to_string(),
         notes,
         policy_model: None,
+        input_name: None,
     })
 }
 
@@ -611,6 +609,11 @@ fn from_model(a: &ExplainArgs, path: &Path, kernels: Kernels) -> Result<Loaded> 
         title: path.display().to_string(),
         notes: Vec::new(),
         policy_model,
+        input_name: m
+            .layers
+            .iter()
+            .find(|l| matches!(l.kind, LayerKind::Input))
+            .map(|l| l.name.clone()),
     }))
 }
 
@@ -655,16 +658,20 @@ fn cast_net<T: Real>(n: &Network<f64>) -> Network<T> {
 }
 
 /// The baseline, shaped like `x`.
+/// A sequence input's baseline, `(batch, timesteps, features)`; `flat`: the input is `(batch,
+/// features)`, held here as one step (a file is then `(batch, features)` or `(features)`). `input`: the
+/// input's name for messages (several inputs).
 pub(super) fn baseline<T: Real>(
-    spec: &str,
-    file: Option<&Path>,
+    choice: &Choice,
     x: &Array3<T>,
     mask: Option<&Array2<bool>>,
+    input: Option<(&str, bool)>,
 ) -> Result<Array3<T>> {
     let (b, t, f) = x.dim();
-    match (spec, file) {
-        ("zeros", _) => Ok(Array3::zeros((b, t, f))),
-        ("mean", _) => {
+    let flat = input.is_some_and(|(_, flat)| flat);
+    match &choice.kind {
+        Kind::Zeros => Ok(Array3::zeros((b, t, f))),
+        Kind::Mean => {
             // Each feature's mean over every unmasked step of every sequence.
             let mut sum = vec![0f64; f];
             let mut n = 0usize;
@@ -684,31 +691,34 @@ pub(super) fn baseline<T: Real>(
                 T::lit(sum[j] / n)
             }))
         }
-        (_, Some(p)) => {
+        Kind::File(p) => {
             let raw = io::read_npy(p)?;
             let cast = |v: &Vec<f64>| v.iter().map(|&v| T::lit(v)).collect::<Vec<_>>();
-            match raw.shape.as_slice() {
-                [bb, tt, ff] if (*bb, *tt, *ff) == (b, t, f) => {
-                    Ok(Array3::from_shape_vec((b, t, f), cast(&raw.data)).expect("shape checked"))
-                }
-                [tt, ff] if (*tt, *ff) == (t, f) => {
-                    let one =
-                        Array2::from_shape_vec((t, f), cast(&raw.data)).expect("shape checked");
-                    Ok(one
-                        .broadcast((b, t, f))
-                        .expect("broadcast over sequences")
-                        .to_owned())
-                }
-                _ => Err(Error::usage(format!(
-                    "--baseline {}: has shape {}; expected the input's shape {} or one sequence {}",
-                    p.display(),
+            let (whole, one) = if flat {
+                (vec![b, f], vec![f])
+            } else {
+                (vec![b, t, f], vec![t, f])
+            };
+            if raw.shape == whole {
+                Ok(Array3::from_shape_vec((b, t, f), cast(&raw.data)).expect("shape checked"))
+            } else if raw.shape == one {
+                let one = Array2::from_shape_vec((t, f), cast(&raw.data)).expect("shape checked");
+                Ok(one
+                    .broadcast((b, t, f))
+                    .expect("broadcast over sequences")
+                    .to_owned())
+            } else {
+                Err(Error::usage(format!(
+                    "{}: {}has shape {}; expected the input's shape {} or one {} {}",
+                    choice.flag,
+                    input.map_or(String::new(), |(n, _)| format!("input '{n}' ")),
                     raw.shape_str(),
-                    shape_str(&[b, t, f]),
-                    shape_str(&[t, f])
-                ))),
+                    shape_str(&whole),
+                    if flat { "row" } else { "sequence" },
+                    shape_str(&one)
+                )))
             }
         }
-        _ => unreachable!("file is set for anything but zeros and mean"),
     }
 }
 
@@ -717,7 +727,6 @@ fn run_as<T: Real>(
     p: &Problem,
     methods: Methods,
     rule: IgRule,
-    baseline_file: Option<&Path>,
     (max_values, vocab, columns): (usize, Option<&[Option<String>]>, usize),
 ) -> Result<Outcome> {
     let net = cast_net::<T>(&p.net);
@@ -767,7 +776,9 @@ fn run_as<T: Real>(
         )?),
         None => None,
     };
-    let base = baseline(&a.baseline, baseline_file, &x, p.mask.as_ref())?;
+    let names: Vec<String> = p.input_name.iter().cloned().collect();
+    let choice = super::explain_baselines::resolve(&a.baseline, &names, &[false])?.remove(0);
+    let base = baseline(&choice, &x, p.mask.as_ref(), None)?;
     let req = Request {
         output: a.output,
         methods,

@@ -13,6 +13,7 @@ input's (the embedding output is what is replaced, as Captum replaces it).
 */
 
 use super::explain::baseline as seq_baseline;
+use super::explain_baselines::{Choice, Kind};
 use crate::cell::{Activation, Kernels, Real};
 use crate::cli::explain::ExplainArgs;
 use crate::cli::load::{load_mask, series_input};
@@ -596,7 +597,7 @@ struct Shown<T> {
 pub fn explain_graph_model(
     a: &ExplainArgs,
     (m, policy_model): (&SavedModel, Option<&SavedModel>),
-    (methods, rule, baseline_file): (Methods, IgRule, Option<&Path>),
+    (methods, rule): (Methods, IgRule),
     (max_values, vocab, columns): (usize, Option<&[Option<String>]>, usize),
     kernels: Kernels,
 ) -> Result<Outcome> {
@@ -604,14 +605,14 @@ pub fn explain_graph_model(
         crate::cli::args::PrecisionArg::F32 => run_as::<f32>(
             a,
             (m, policy_model),
-            (methods, rule, baseline_file),
+            (methods, rule),
             (max_values, vocab, columns),
             kernels,
         ),
         crate::cli::args::PrecisionArg::F64 => run_as::<f64>(
             a,
             (m, policy_model),
-            (methods, rule, baseline_file),
+            (methods, rule),
             (max_values, vocab, columns),
             kernels,
         ),
@@ -648,7 +649,7 @@ pub(super) fn run_outputs_for<T: Real>(
 fn run_as<T: Real>(
     a: &ExplainArgs,
     (m, policy_model): (&SavedModel, Option<&SavedModel>),
-    (methods, rule, baseline_file): (Methods, IgRule, Option<&Path>),
+    (methods, rule): (Methods, IgRule),
     (max_values, vocab, columns): (usize, Option<&[Option<String>]>, usize),
     kernels: Kernels,
 ) -> Result<Outcome> {
@@ -660,11 +661,12 @@ fn run_as<T: Real>(
             "--mask applies to a model with one sequence input; this model has several inputs",
         ));
     }
-    if several && baseline_file.is_some() {
-        return Err(Error::usage(
-            "--baseline FILE applies to a model with one input; with several inputs use zeros or mean",
-        ));
-    }
+    let input_names: Vec<String> = xs.iter().map(|(n, _)| n.clone()).collect();
+    let held: Vec<bool> = kinds
+        .iter()
+        .map(|k| matches!(k, InputKind::HeldMask))
+        .collect();
+    let choices = super::explain_baselines::resolve(&a.baseline, &input_names, &held)?;
     // What `run` computes, at this precision: the explained forward pass must give the same numbers.
     let run_inputs: Vec<Tensor<T>> = xs
         .iter()
@@ -681,7 +683,7 @@ fn run_as<T: Real>(
     let mut fed: Vec<Fed<T>> = Vec::with_capacity(xs.len());
     let mut baselines: Vec<Value<T>> = Vec::with_capacity(xs.len());
     let mut shown: Vec<Shown<T>> = Vec::with_capacity(xs.len());
-    for ((name, t), kind) in xs.iter().zip(&kinds) {
+    for (((name, t), kind), choice) in xs.iter().zip(&kinds).zip(&choices) {
         match (kind, t) {
             (InputKind::Tokens { table, mask_zero }, Tensor::Flat(ids)) => {
                 let e = embedding::lookup(table.view(), ids.view())
@@ -692,7 +694,7 @@ fn run_as<T: Real>(
                     )));
                 }
                 let mask = mask_zero.then(|| embedding::mask_zero(ids.view()));
-                let base = token_baseline(a, baseline_file, table, ids, mask.as_ref())?;
+                let base = token_baseline(choice, name, table, ids, mask.as_ref())?;
                 shown.push(Shown {
                     name: name.clone(),
                     x: ids.mapv(T::lit).insert_axis(Axis(2)),
@@ -731,7 +733,7 @@ fn run_as<T: Real>(
                     Some(p) => Some(load_mask(p, x.dim().0, x.dim().1)?),
                     None => None,
                 };
-                let base = seq_baseline(&a.baseline, baseline_file, &x, mask.as_ref())?;
+                let base = seq_baseline(choice, &x, mask.as_ref(), Some((name.as_str(), false)))?;
                 let f = x.dim().2;
                 shown.push(Shown {
                     name: name.clone(),
@@ -747,7 +749,7 @@ fn run_as<T: Real>(
             (_, Tensor::Flat(x)) => {
                 let x = x.mapv(T::lit);
                 let x3 = x.clone().insert_axis(Axis(1));
-                let base = seq_baseline(&a.baseline, baseline_file, &x3, None)?;
+                let base = seq_baseline(choice, &x3, None, Some((name.as_str(), true)))?;
                 let f = x.ncols();
                 shown.push(Shown {
                     name: name.clone(),
@@ -874,17 +876,35 @@ fn run_as<T: Real>(
                 );
                 continue;
             }
-            explain_plot::draw_attributions(
-                &explain_plot::attribution_chart(r),
-                &suffixed(path, j),
-            )?;
+            let mut chart = explain_plot::attribution_chart(r);
+            if several {
+                // Which input the chart is of, in its title.
+                chart.title = format!("Input '{}': {}", shown[j].name, chart.title);
+            }
+            explain_plot::draw_attributions(&chart, &suffixed(path, j))?;
         }
     }
     if let Some(path) = &a.plot_units {
         explain_plot::draw_units(&ge.units, path)?;
     }
     if let Some(path) = &a.report {
-        write_report(&g, &fed, &reports[0], &shown[0], path, (max_values, vocab))?;
+        let kinds: Vec<&'static str> = shown
+            .iter()
+            .zip(&kinds)
+            .map(|(sh, k)| match k {
+                InputKind::HeldMask => "mask",
+                _ if sh.tokens => "tokens",
+                _ if sh.flat => "flat",
+                _ => "sequence",
+            })
+            .collect();
+        write_report(
+            &g,
+            &fed,
+            (&reports, &shown, &kinds),
+            path,
+            (max_values, vocab),
+        )?;
     }
     if several {
         let names: Vec<String> = shown.iter().map(|s| format!("'{}'", s.name)).collect();
@@ -939,20 +959,20 @@ fn feature_names(a: &ExplainArgs, f: usize, several: bool) -> Result<Vec<String>
 
 /// A token input's baseline in embedding space, (batch, timesteps, dim).
 fn token_baseline<T: Real>(
-    a: &ExplainArgs,
-    file: Option<&Path>,
+    choice: &Choice,
+    input: &str,
     table: &Array2<T>,
     ids: &Array2<f64>,
     mask: Option<&Array2<bool>>,
 ) -> Result<Array3<T>> {
     let (b, t) = ids.dim();
     let d = table.ncols();
-    match (a.baseline.as_str(), file) {
-        ("zeros", _) => {
+    match &choice.kind {
+        Kind::Zeros => {
             let row = table.row(0);
             Ok(Array3::from_shape_fn((b, t, d), |(_, _, k)| row[k]))
         }
-        ("mean", _) => {
+        Kind::Mean => {
             let mut sum = vec![0f64; d];
             let mut n = 0usize;
             for ((bi, ti), &id) in ids.indexed_iter() {
@@ -969,8 +989,9 @@ fn token_baseline<T: Real>(
                 T::lit(sum[k] / n)
             }))
         }
-        (_, Some(p)) => {
+        Kind::File(p) => {
             let raw = io::read_npy(p)?;
+            let vocab = table.nrows();
             let base = match raw.shape.as_slice() {
                 [bb, tt] if (*bb, *tt) == (b, t) => {
                     Array2::from_shape_vec((b, t), raw.data.clone()).expect("shape checked")
@@ -978,10 +999,11 @@ fn token_baseline<T: Real>(
                 [tt] if *tt == t => Array2::from_shape_fn((b, t), |(_, j)| raw.data[j]),
                 _ => {
                     return Err(Error::usage(format!(
-                        "--baseline {}: has shape {}; the input holds token ids {}: give baseline ids {} or one sequence {}",
-                        p.display(),
-                        raw.shape_str(),
+                        "{}: input '{input}' holds token ids {}; the file has shape {} ({}): give baseline ids {} or one sequence {}, whole numbers in 0..{vocab}",
+                        choice.flag,
                         shape_str(&[b, t]),
+                        raw.shape_str(),
+                        raw.dtype,
                         shape_str(&[b, t]),
                         shape_str(&[t])
                     )));
@@ -989,17 +1011,29 @@ fn token_baseline<T: Real>(
             };
             embedding::lookup(table.view(), base.view()).map_err(|e| {
                 Error::usage(format!(
-                    "--baseline {}: sequence {}, step {} holds {}, which is no token id (0..{})",
-                    p.display(),
+                    "{}: input '{input}' takes token ids, whole numbers in 0..{vocab}; sequence {}, step {} of the file ({}) holds {}, which is {}: give baseline ids",
+                    choice.flag,
                     e.sequence,
                     e.step,
+                    raw.dtype,
                     e.value,
-                    table.nrows()
+                    if e.value.fract() != 0.0 || !e.value.is_finite() {
+                        "not a whole number"
+                    } else {
+                        "outside the vocabulary"
+                    }
                 ))
             })
         }
-        _ => unreachable!("file is set for anything but zeros and mean"),
     }
+}
+
+/// The model part of a per-input title (`model.keras, input 'a'` → `model.keras`).
+fn m_title(title: &str, input: &str) -> String {
+    title
+        .strip_suffix(&format!(", input '{input}'"))
+        .unwrap_or(title)
+        .to_string()
 }
 
 /// Input `j`'s part of a graph explanation in the chain explainer's shapes (token attributions summed
@@ -1088,13 +1122,12 @@ fn json<T: Real>(reports: &[ExplainReport<'_, T>], shown: &[Shown<T>]) -> serde_
     doc
 }
 
-/// `--report FILE.html` for a graph model: the recorded forward pass with the first input's
-/// attributions.
+/// `--report FILE.html` for a graph model: the recorded forward pass with the attributions (several
+/// inputs: every input's, one section each behind the page's input selector).
 fn write_report<T: Real>(
     g: &Graph<T>,
     fed: &[Fed<T>],
-    r: &ExplainReport<'_, T>,
-    sh: &Shown<T>,
+    (reports, shown, kinds): (&[ExplainReport<'_, T>], &[Shown<T>], &[&'static str]),
     path: &Path,
     (max_values, vocab): (usize, Option<&[Option<String>]>),
 ) -> Result<()> {
@@ -1109,15 +1142,62 @@ fn write_report<T: Real>(
         predictions: fwd.output_rows(),
         dense_activation: None,
     };
+    let (r, sh) = (&reports[0], &shown[0]);
     let opts = report::Options {
-        title: format!("explain {}", r.title),
+        title: if reports.len() > 1 {
+            format!("explain {}", m_title(&r.title, &sh.name))
+        } else {
+            format!("explain {}", r.title)
+        },
         include_pre: true,
         max_values,
         feature_names: r.feature_names.clone(),
         ..report::Options::default()
     };
     let mut data = report::build(&trace, &report::Checks::default(), &opts);
-    data.explain = Some(explain_data::report_section(r, None));
+    if reports.len() > 1 {
+        let label = |v: &T| match vocab {
+            Some(vocab) => crate::cli::output::token_of(vocab, v.to_f()),
+            None => format!("#{}", v.to_f()),
+        };
+        let inputs: Vec<explain_data::ReportInput> = shown
+            .iter()
+            .zip(kinds.iter().copied())
+            .map(|(sh, kind)| {
+                let labels = sh.tokens.then(|| {
+                    sh.x.outer_iter()
+                        .map(|seq| seq.column(0).iter().map(label).collect())
+                        .collect()
+                });
+                explain_data::ReportInput {
+                    name: sh.name.clone(),
+                    kind,
+                    step_labels: labels,
+                }
+            })
+            .collect();
+        data.explain = Some(explain_data::report_section_inputs(
+            reports,
+            &inputs,
+            &data.sequences,
+            max_values,
+        ));
+        for n in data
+            .explain
+            .iter()
+            .flat_map(|e| &e.inputs)
+            .filter_map(|i| i.note.clone())
+        {
+            data.notes.push(n);
+        }
+        data.notes.push(format!(
+            "{} inputs ({}): the Input charts and heat maps above show the recurrent layers' own inputs; each model input's attributions are in Explain, one input at a time",
+            shown.len(),
+            shown.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+        ));
+    } else {
+        data.explain = Some(explain_data::report_section(r, None));
+    }
     if let Some(vocab) = vocab {
         if sh.tokens {
             data.tokens = Some(
@@ -1131,7 +1211,7 @@ fn write_report<T: Real>(
                     })
                     .collect(),
             );
-        } else {
+        } else if !shown.iter().any(|s| s.tokens) {
             data.notes
                 .push("--tokens: not shown, the explained input holds no token ids".to_string());
         }

@@ -7,6 +7,7 @@ pub mod cell;
 pub mod demo;
 pub mod diagnose;
 pub mod explain;
+pub mod explain_baselines;
 pub mod explain_model;
 pub mod inspect;
 pub mod run;

@@ -291,7 +291,6 @@ pub fn report_section<T: Real>(
 ) -> crate::render::report::Explain {
     use crate::render::report::{Analysis, Attribution, Explain};
     let e = r.e;
-    let seq = r.sequence;
     let mut analyses = Vec::new();
     let mut columns = vec![
         "sequence".to_string(),
@@ -343,6 +342,148 @@ pub fn report_section<T: Real>(
         columns,
         rows: capped(rows, w),
     });
+    analyses.extend(input_analyses(r));
+    analyses.extend(unit_analyses(e));
+    let attributions = match units {
+        Some((layer, values)) => {
+            analyses.insert(
+                1,
+                Analysis {
+                    title: format!(
+                        "Unit attribution ({layer}): h_T[u]·K[u, {}], each unit's share of output {}'s logit, mean over sequences",
+                        r.output, r.output
+                    ),
+                    columns: vec!["unit".into(), "attribution".into()],
+                    rows: capped(
+                        values
+                            .iter()
+                            .enumerate()
+                            .map(|(u, v)| vec![u.to_string(), cell(*v)])
+                            .collect(),
+                        2,
+                    ),
+                },
+            );
+            vec![Attribution {
+                layer,
+                values: values.iter().map(|v| v.is_finite().then_some(*v)).collect(),
+            }]
+        }
+        None => Vec::new(),
+    };
+    Explain {
+        attributions,
+        analyses,
+        inputs: Vec::new(),
+    }
+}
+
+/// One model input as the report's explain section shows it.
+pub struct ReportInput {
+    /// The model's name for it.
+    pub name: String,
+    /// `sequence`, `tokens`, `flat` or `mask` ([`crate::render::report::ExplainInput::kind`]).
+    pub kind: &'static str,
+    /// A token input: per sequence of the input, each step's token.
+    pub step_labels: Option<Vec<Vec<String>>>,
+}
+
+/// The explain section for a model with several inputs: the predictions and unit analyses shared, and
+/// per input (`inputs`: name and kind, in `reports`' order) its tables and, for the report's
+/// `sequences`, its input values and attribution maps for the page's heat map (embedded for every
+/// sequence while their count stays within `max_values`, else for `--sequence` only).
+pub fn report_section_inputs<T: Real>(
+    reports: &[ExplainReport<'_, T>],
+    inputs: &[ReportInput],
+    sequences: &[usize],
+    max_values: usize,
+) -> crate::render::report::Explain {
+    use crate::render::report::{ExplainInput, ExplainMap};
+    let mut shared = report_section(&reports[0], None);
+    // The first table (predictions) and the unit tables are shared; the input tables are per input.
+    let per = input_analyses(&reports[0]).len();
+    shared.analyses.drain(1..1 + per);
+    let items = reports
+        .iter()
+        .zip(inputs)
+        .map(|(r, ReportInput { name, kind, step_labels: labels })| {
+            let (b, t, f) = r.x.dim();
+            let maps = super::explain_table::maps(r.e, 0);
+            let per_seq = t * f * (maps.len() + 1);
+            let all = per_seq * sequences.len() <= max_values.max(per_seq);
+            let kept = |seq: usize| seq < b && (all || seq == r.sequence);
+            let note = (!all).then(|| {
+                format!(
+                    "input '{name}': only sequence {}'s attributions are in the page (the others would pass the report's size limit); see --sequence, --save",
+                    r.sequence
+                )
+            });
+            let values = sequences
+                .iter()
+                .map(|&seq| {
+                    kept(seq).then(|| {
+                        r.x.slice(ndarray::s![seq, .., ..])
+                            .iter()
+                            .map(|v| Some(v.to_f()).filter(|v| v.is_finite()))
+                            .collect()
+                    })
+                })
+                .collect();
+            let maps = maps
+                .iter()
+                .map(|(method, _)| ExplainMap {
+                    method,
+                    values: sequences
+                        .iter()
+                        .map(|&seq| {
+                            kept(seq).then(|| {
+                                super::explain_table::maps(r.e, seq)
+                                    .into_iter()
+                                    .find(|(m, _)| m == method)
+                                    .map(|(_, a)| {
+                                        a.iter()
+                                            .map(|v| Some(v.to_f()).filter(|v| v.is_finite()))
+                                            .collect()
+                                    })
+                                    .unwrap_or_default()
+                            })
+                        })
+                        .collect(),
+                })
+                .collect();
+            let step_labels = sequences
+                .iter()
+                .map(|&seq| {
+                    kept(seq).then(|| match labels {
+                        Some(l) => l.get(seq).cloned().unwrap_or_default(),
+                        None => (0..t).map(|k| k.to_string()).collect(),
+                    })
+                })
+                .collect();
+            ExplainInput {
+                name: name.clone(),
+                kind,
+                steps: t,
+                feature_names: r.feature_names.clone(),
+                step_labels,
+                values,
+                maps,
+                note,
+                analyses: input_analyses(r),
+            }
+        })
+        .collect();
+    shared.inputs = items;
+    shared
+}
+
+/// One input's tables for `--sequence`: attributions per step (with the token of a token input), per
+/// feature, and the top contributions of every method.
+fn input_analyses<T: Real>(r: &ExplainReport<'_, T>) -> Vec<crate::render::report::Analysis> {
+    use crate::render::report::Analysis;
+    let e = r.e;
+    let seq = r.sequence;
+    let mut analyses = Vec::new();
     // Per step and per feature, for the chosen sequence.
     let maps = super::explain_table::maps(e, seq);
     let occl = e.occlusion.as_ref().map(|o| o.row(seq));
@@ -357,7 +498,10 @@ pub fn report_section<T: Real>(
     }
     let rows = (0..t)
         .map(|ti| {
-            let mut row = vec![ti.to_string()];
+            let mut row = vec![match r.step_labels.as_ref().and_then(|l| l.get(ti)) {
+                Some(label) => format!("{ti} · {label}"),
+                None => ti.to_string(),
+            }];
             row.extend(
                 maps.iter()
                     .map(|(_, m)| cell(m.row(ti).iter().map(|v| v.to_f()).sum())),
@@ -397,6 +541,54 @@ pub fn report_section<T: Real>(
             rows: capped(rows, w),
         });
     }
+    for (name, m) in &maps {
+        let mut cells: Vec<(usize, usize, f64)> = m
+            .indexed_iter()
+            .map(|((ti, j), v)| (ti, j, v.to_f()))
+            .collect();
+        cells.sort_by(|a, b| b.2.abs().total_cmp(&a.2.abs()));
+        let what = if r.step_labels.is_some() {
+            "token"
+        } else {
+            "feature"
+        };
+        let rows: Vec<Vec<String>> = cells
+            .iter()
+            .take(r.top)
+            .enumerate()
+            .map(|(k, (ti, j, v))| {
+                vec![
+                    (k + 1).to_string(),
+                    ti.to_string(),
+                    match &r.step_labels {
+                        Some(l) => l.get(*ti).cloned().unwrap_or_default(),
+                        None => r.feature_names.get(*j).cloned().unwrap_or_default(),
+                    },
+                    cell(*v),
+                ]
+            })
+            .collect();
+        analyses.push(Analysis {
+            title: format!("Top {} contributions ({name}), sequence {seq}", rows.len()),
+            columns: vec![
+                "rank".into(),
+                "step".into(),
+                what.into(),
+                (*name).to_string(),
+            ],
+            rows,
+        });
+    }
+    analyses
+}
+
+/// Every recurrent layer's saturation, timescales and dead units.
+fn unit_analyses(
+    units: &crate::explain::Explanation<impl Real>,
+) -> Vec<crate::render::report::Analysis> {
+    use crate::render::report::Analysis;
+    let e = units;
+    let mut analyses = Vec::new();
     for u in &e.units {
         let mut columns = vec!["unit".to_string()];
         for s in &u.saturation {
@@ -439,35 +631,5 @@ pub fn report_section<T: Real>(
             rows: capped(rows, w),
         });
     }
-    let attributions = match units {
-        Some((layer, values)) => {
-            analyses.insert(
-                1,
-                Analysis {
-                    title: format!(
-                        "Unit attribution ({layer}): h_T[u]·K[u, {}], each unit's share of output {}'s logit, mean over sequences",
-                        r.output, r.output
-                    ),
-                    columns: vec!["unit".into(), "attribution".into()],
-                    rows: capped(
-                        values
-                            .iter()
-                            .enumerate()
-                            .map(|(u, v)| vec![u.to_string(), cell(*v)])
-                            .collect(),
-                        2,
-                    ),
-                },
-            );
-            vec![Attribution {
-                layer,
-                values: values.iter().map(|v| v.is_finite().then_some(*v)).collect(),
-            }]
-        }
-        None => Vec::new(),
-    };
-    Explain {
-        attributions,
-        analyses,
-    }
+    analyses
 }

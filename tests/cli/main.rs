@@ -7,6 +7,7 @@ mod diagnose;
 mod display;
 mod errors;
 mod explain;
+mod explain_baselines;
 mod explain_float16;
 mod faults;
 mod float16_models;

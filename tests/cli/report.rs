@@ -986,6 +986,7 @@ fn explain_and_token_sections_render_when_present() {
             columns: vec!["unit".into(), "correlation".into()],
             rows: vec![vec!["1".into(), "0.93".into()]],
         }],
+        inputs: Vec::new(),
     });
     data.tokens = Some(
         (0..shape[0])
@@ -1367,4 +1368,125 @@ fn tokens_show_each_steps_token_and_bad_vocabularies_are_refused() {
         assert!(err.contains(name) && err.contains("expected"), "{err}");
         assert!(!html.exists());
     }
+}
+
+/// `explain --report` on a model with several inputs (a token input and static features, each with its
+/// own baseline): every input is reachable through the explain section's input selector, each section
+/// shows that input's own numbers (its heat map's embedded values, its top contributions and per-step
+/// table equal to `--format json`'s for the same run; the token input's steps labelled by token), the
+/// heat map is drawn, it follows the report's sequence picker, and the page stays clean.
+#[test]
+fn explain_report_shows_every_input() {
+    let dir = fixtures()
+        .join("explain_models_baselines")
+        .join("tokens_static_file_mean_baseline");
+    let tmp = tempfile::tempdir().unwrap();
+    let html = tmp.path().join("r.html");
+    let args = [
+        "explain",
+        "--model",
+        "model.keras",
+        "--input",
+        "tokens=tokens.npy",
+        "--input",
+        "static=static.npy",
+        "--output",
+        "2",
+        "--baseline",
+        "mean",
+        "--baseline",
+        "tokens=baseline_tokens.npy",
+        "--top",
+        "3",
+    ];
+    let (code, out, err) = run(rnntrace()
+        .current_dir(&dir)
+        .args(args)
+        .args(["--format", "json", "--report"])
+        .arg(&html));
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let (_, ids) = crate::npy(&dir.join("tokens.npy"));
+    let t = ids.len() / 3;
+    let page = Page::open(&html);
+    assert_eq!(
+        page.js("rnntrace.explainInputs()"),
+        serde_json::json!(["tokens", "static"])
+    );
+    let sci = |x: f64| format!("{x:.6e}");
+    for (k, (name, feats)) in [("tokens", 1usize), ("static", 5usize)].iter().enumerate() {
+        // Through the page's own control, as a user would.
+        page.js(&format!(
+            "(() => {{ const s = document.getElementById('explain-input'); s.value = '{k}'; s.dispatchEvent(new Event('change')); return 0; }})()"
+        ));
+        assert_eq!(page.js("rnntrace.explainInput()"), *name);
+        let shown = page.js(
+            "Array.from(document.querySelectorAll('.explain-input')).filter((s) => !s.hidden).map((s) => s.dataset.input)",
+        );
+        assert_eq!(shown, serde_json::json!([name]), "one section at a time");
+        let ig = &v["attributions"][name]["integrated_gradients"];
+        // The embedded numbers: every sequence, step and feature, equal to the JSON output's.
+        for b in 0..3 {
+            for s in 0..(if *name == "tokens" { t } else { 1 }) {
+                for f in 0..*feats {
+                    let want = match *name {
+                        "tokens" => ig[b][s].as_f64().unwrap(),
+                        _ => ig[b][f].as_f64().unwrap(),
+                    };
+                    let got = page.js(&format!(
+                        "rnntrace.attribution('{name}', 'integrated_gradients', {b}, {s}, {f})"
+                    ));
+                    assert!(
+                        (got.as_f64().unwrap() - want).abs() <= 1e-7 * want.abs().max(1e-30),
+                        "{name} {b} {s} {f}: {got} vs {want}"
+                    );
+                }
+            }
+        }
+        let text = page.js(&format!(
+            "document.querySelector('.explain-input[data-input=\"{name}\"]').innerText"
+        ));
+        let text = text.as_str().unwrap();
+        // The largest |IG| of sequence 0 heads the top contributions; the per-step sums are there.
+        // Sequence 0: a token input's per step, a flat input's per feature.
+        let row0: Vec<f64> = ig[0]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect();
+        let top = row0
+            .iter()
+            .copied()
+            .fold(0.0, |m: f64, x| if x.abs() > m.abs() { x } else { m });
+        assert!(
+            text.contains("Top 3 contributions (integrated_gradients), sequence 0"),
+            "{text}"
+        );
+        assert!(text.contains(&sci(top)), "{name}: top {top} not in {text}");
+        if *name == "tokens" {
+            // Steps labelled by their token id (no --tokens vocabulary given).
+            assert!(text.contains(&format!("0 · #{}", ids[0])), "{text}");
+            assert!(text.contains(&sci(row0[1])), "{text}");
+        } else {
+            assert!(text.contains(&sci(row0.iter().sum::<f64>())), "{text}");
+        }
+        // The heat map is drawn (non-background pixels).
+        let painted = page.js(&format!(
+            "(() => {{ rnntrace.drawEverything(); const c = document.querySelector('.explain-input[data-input=\"{name}\"] canvas.explain-heat');
+               const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; let n = 0;
+               for (let i = 3; i < d.length; i += 4) if (d[i] > 0) n++; return n; }})()"
+        ));
+        assert!(
+            painted.as_u64().unwrap() > 100,
+            "{name}: heat map not drawn"
+        );
+    }
+    // The sequence picker moves the heat map's legend to that sequence.
+    page.js("(() => { rnntrace.setSequence(2); return 0; })()");
+    let legend = page.js(
+        "document.querySelector('.explain-input[data-input=\"static\"] .explain-legend').textContent",
+    );
+    assert!(legend.as_str().unwrap().contains("sequence 2"), "{legend}");
+    page.assert_clean();
 }

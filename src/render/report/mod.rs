@@ -139,6 +139,44 @@ pub struct Explain {
     pub attributions: Vec<Attribution>,
     /// Analyses as tables.
     pub analyses: Vec<Analysis>,
+    /// A model with several inputs: each input's attributions, shown one at a time (an input selector);
+    /// empty for one input, whose tables are in `analyses`.
+    pub inputs: Vec<ExplainInput>,
+}
+
+/// One model input's attributions in the explain section.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExplainInput {
+    /// The model's name for the input.
+    pub name: String,
+    /// `sequence`, `tokens` (ids, one attribution per token), `flat` (one step) or `mask` (read only as
+    /// a mask: every attribution 0).
+    pub kind: &'static str,
+    /// Steps (a flat input: 1).
+    pub steps: usize,
+    /// Feature names (a token input: `token`).
+    pub feature_names: Vec<String>,
+    /// Per sequence of [`ReportData::sequences`]: each step's label (the token for a token input),
+    /// `None` where the sequence's attributions are not embedded.
+    pub step_labels: Vec<Option<Vec<String>>>,
+    /// Per sequence of [`ReportData::sequences`]: the input, steps × features row-major (token ids for
+    /// a token input), `None` where not embedded.
+    pub values: Vec<Option<Vec<Option<f64>>>>,
+    /// Per method: per sequence, steps × features row-major, `None` where not embedded.
+    pub maps: Vec<ExplainMap>,
+    /// Which sequences are embedded, when not all are (the size limit): a note for the page.
+    pub note: Option<String>,
+    /// The input's tables: per step, per feature, top contributions.
+    pub analyses: Vec<Analysis>,
+}
+
+/// One method's attribution maps of an input.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExplainMap {
+    /// `gradient`, `input_x_gradient` or `integrated_gradients`.
+    pub method: &'static str,
+    /// Per sequence of [`ReportData::sequences`], steps × features row-major; `None`: not embedded.
+    pub values: Vec<Option<Vec<Option<f64>>>>,
 }
 
 /// Everything a report shows.
