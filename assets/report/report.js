@@ -220,8 +220,15 @@
     // Column means, reading each step's units contiguously (one pass over the visible steps only).
     if (sums.length < U) { sums = new Float64Array(U); counts = new Uint32Array(U); }
     const scale = 255 / (M.hi - M.lo || 1), lo = M.lo;
+    // A layer shorter than the page's step axis (inputs of several lengths): its steps past the end are
+    // left blank, not drawn as non-finite values.
+    const ownSteps = L.input_index.length;
     for (let c = 0; c < cols; c++) {
       const a = start(c), b = Math.max(a + 1, start(c + 1));
+      if (S0 + a >= ownSteps) {
+        for (let r = 0; r < U; r++) px[(r * cols + c) * 4 + 3] = 0;
+        continue;
+      }
       sums.fill(0, 0, U); counts.fill(0, 0, U);
       // While the view is moving, wide columns average every `stride`-th step; the exact means follow
       // as soon as it stops (see settle()).

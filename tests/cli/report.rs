@@ -1490,3 +1490,74 @@ fn explain_report_shows_every_input() {
     assert!(legend.as_str().unwrap().contains("sequence 2"), "{legend}");
     page.assert_clean();
 }
+
+/// Regression: `run --report` (and `explain --report`) panicked (`index < dim`) when a later layer ran more
+/// steps than the first one (an encoder–decoder's inputs of 5 and 4 steps), and silently cut a longer later
+/// layer to the first one's steps. The page's step axis is now the longest layer's; a shorter layer shows
+/// every one of its own steps, blank after its end, with a note.
+#[test]
+fn report_of_inputs_of_different_lengths_panicked() {
+    let tmp = tempfile::tempdir().unwrap();
+    for case in ["encoder_decoder", "luong_dot_attention"] {
+        let dir = fixtures().join("real_models").join(case);
+        let html = tmp.path().join(format!("{case}.html"));
+        let npz_path = tmp.path().join(format!("{case}.npz"));
+        let (code, _, err) = run(rnntrace()
+            .current_dir(&dir)
+            .args([
+                "run",
+                "-q",
+                "--model",
+                "model.keras",
+                "--input",
+                "encoder_in=input_encoder_in.npy",
+                "--input",
+                "decoder_in=input_decoder_in.npy",
+                "--trace",
+            ])
+            .arg(&npz_path)
+            .arg("--report")
+            .arg(&html));
+        assert_eq!(code, 0, "{case}: {err}");
+        let trace = npz(&npz_path);
+        let page = Page::open(&html);
+        let names: Vec<String> =
+            serde_json::from_value(page.js("rnntrace.meta.layers.map(l => l.name)")).unwrap();
+        let longest = names
+            .iter()
+            .map(|n| trace[&format!("{n}/state/h")].0[0])
+            .max()
+            .unwrap();
+        assert_eq!(page.js("rnntrace.meta.total_steps"), longest, "{case}");
+        let mut shorter = 0;
+        for name in &names {
+            let (shape, h) = &trace[&format!("{name}/state/h")];
+            let (t, b, u) = (shape[0], shape[1], shape[2]);
+            for s in 0..b {
+                for k in 0..t {
+                    for j in 0..u {
+                        let ours = page.value(name, "state/h", s, k, j).as_f64().unwrap();
+                        let want = h[(k * b + s) * u + j];
+                        assert!((ours - want).abs() <= 1e-6, "{case} {name} h[{s},{k},{j}]");
+                    }
+                }
+            }
+            if t < longest {
+                shorter += 1;
+                let notes = page.js("document.getElementById('notes').textContent");
+                assert!(
+                    notes
+                        .as_str()
+                        .unwrap()
+                        .contains(&format!("Layer '{name}' runs {t} steps")),
+                    "{case}: {notes}"
+                );
+            }
+        }
+        assert!(
+            shorter > 0,
+            "{case}: the fixture's layers all run the same steps"
+        );
+        page.assert_clean();
+    }
+}

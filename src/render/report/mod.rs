@@ -348,7 +348,9 @@ fn member_groups<T: Real>(
 pub fn build<T: Real>(trace: &Trace<T>, checks: &Checks<'_>, opts: &Options) -> ReportData {
     let first = &trace.layers[0];
     let n = first.sequences();
-    let total_steps = first.steps();
+    // One step axis for the page: the longest layer's (inputs of several lengths give layers of several
+    // lengths; a shorter layer's steps past its end are shown blank and hatched, with a note).
+    let total_steps = trace.layers.iter().map(|l| l.steps()).max().unwrap_or(0);
     let wanted: Vec<usize> = match &opts.sequences {
         Some(s) => s
             .iter()
@@ -420,6 +422,17 @@ pub fn build<T: Real>(trace: &Trace<T>, checks: &Checks<'_>, opts: &Options) -> 
         }
     }
     let kept_steps = steps.clone();
+    for l in trace.layers.iter().filter(|l| l.steps() < kept_steps.end) {
+        notes.push(format!(
+            "Layer '{}' runs {} step{}, fewer than the longest layer's {total_steps}: its steps {}..{} are \
+             blank (hatched).",
+            l.name,
+            l.steps(),
+            if l.steps() == 1 { "" } else { "s" },
+            l.steps().max(kept_steps.start),
+            kept_steps.end
+        ));
+    }
     let layers = trace
         .layers
         .iter()
@@ -498,13 +511,17 @@ fn build_layer<T: Real>(
     seqs: &[usize],
     steps: &Range<usize>,
 ) -> Layer {
-    // Each member's values in (sequence, step, unit) order, copied a unit row at a time.
+    // The steps of `steps` this layer has (fewer than the page's when its input is shorter).
+    let own = steps.start.min(l.steps())..steps.end.min(l.steps());
+    let blank = steps.len() - own.len();
+    // Each member's values in (sequence, step, unit) order over the layer's own steps, copied a unit row
+    // at a time.
     let values: Vec<Vec<T>> = sources
         .iter()
         .map(|(_, src)| {
-            let mut v = Vec::with_capacity(seqs.len() * steps.len() * u);
+            let mut v = Vec::with_capacity(seqs.len() * own.len() * u);
             for &b in seqs {
-                for t in steps.clone() {
+                for t in own.clone() {
                     let row = match src {
                         MemberSource::Block(a, k) => a.slice(s![t, b, k * u..(k + 1) * u]),
                         MemberSource::Whole(a) => a.slice(s![t, b, ..]),
@@ -531,8 +548,14 @@ fn build_layer<T: Real>(
             let m = lo.abs().max(hi.abs()).max(f64::MIN_POSITIVE);
             (Scale::Diverging, -m, m)
         };
-        let mut bytes = Vec::with_capacity(v.len() * T::BYTES);
-        T::extend_le(v.iter().copied(), &mut bytes);
+        // The page's steps past the layer's end are NaN: drawn blank and hatched (`masked`); the statistics
+        // above and below read the layer's own steps only.
+        let mut bytes = Vec::with_capacity(seqs.len() * steps.len() * u * T::BYTES);
+        for k in 0..seqs.len() {
+            let seq = &v[k * own.len() * u..(k + 1) * own.len() * u];
+            T::extend_le(seq.iter().copied(), &mut bytes);
+            T::extend_le(std::iter::repeat_n(T::lit(f64::NAN), blank * u), &mut bytes);
+        }
         members.push(Member {
             name: name.clone(),
             scale,
@@ -545,11 +568,12 @@ fn build_layer<T: Real>(
             },
         });
     }
-    let masked = (l.masked.iter().any(|&m| m) && l.masked.nrows() == l.steps()).then(|| {
+    let has_mask = l.masked.iter().any(|&m| m) && l.masked.nrows() == l.steps();
+    let masked = (has_mask || blank > 0).then(|| {
         let bytes: Vec<u8> = seqs
             .iter()
             .flat_map(|&b| steps.clone().map(move |t| (t, b)))
-            .map(|(t, b)| l.masked[[t, b]] as u8)
+            .map(|(t, b)| (t >= l.steps() || (has_mask && l.masked[[t, b]])) as u8)
             .collect();
         NumArray {
             dtype: "|u1",
