@@ -661,6 +661,17 @@ fn cast_net<T: Real>(n: &Network<f64>) -> Network<T> {
 /// A sequence input's baseline, `(batch, timesteps, features)`; `flat`: the input is `(batch,
 /// features)`, held here as one step (a file is then `(batch, features)` or `(features)`). `input`: the
 /// input's name for messages (several inputs).
+/// The steps both masks keep (true = used), when there is any mask.
+pub(super) fn both_masks(
+    a: Option<&Array2<bool>>,
+    b: Option<&Array2<bool>>,
+) -> Option<Array2<bool>> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(ndarray::Zip::from(a).and(b).map_collect(|&x, &y| x && y)),
+        (a, b) => a.or(b).cloned(),
+    }
+}
+
 pub(super) fn baseline<T: Real>(
     choice: &Choice,
     x: &Array3<T>,
@@ -693,6 +704,17 @@ pub(super) fn baseline<T: Real>(
         }
         Kind::File(p) => {
             let raw = io::read_npy(p)?;
+            if let Some(i) = raw.data.iter().position(|v| !v.is_finite()) {
+                return Err(Error::input(
+                    p,
+                    format!(
+                        "{}{}: value {} at flat index {i} is not finite; a baseline must be finite numbers",
+                        choice.flag,
+                        input.map_or(String::new(), |(n, _)| format!(" (input '{n}')")),
+                        raw.data[i]
+                    ),
+                ));
+            }
             let cast = |v: &Vec<f64>| v.iter().map(|&v| T::lit(v)).collect::<Vec<_>>();
             let (whole, one) = if flat {
                 (vec![b, f], vec![f])
@@ -709,10 +731,13 @@ pub(super) fn baseline<T: Real>(
                     .to_owned())
             } else {
                 Err(Error::usage(format!(
-                    "{}: {}has shape {}; expected the input's shape {} or one {} {}",
+                    "{}: {} has shape {}; {} takes the input's shape {} or one {} {}",
                     choice.flag,
-                    input.map_or(String::new(), |(n, _)| format!("input '{n}' ")),
+                    p.display(),
                     raw.shape_str(),
+                    input.map_or("the baseline".to_string(), |(n, _)| format!(
+                        "input '{n}'s baseline"
+                    )),
                     shape_str(&whole),
                     if flat { "row" } else { "sequence" },
                     shape_str(&one)
@@ -778,7 +803,15 @@ fn run_as<T: Real>(
     };
     let names: Vec<String> = p.input_name.iter().cloned().collect();
     let choice = super::explain_baselines::resolve(&a.baseline, &names, &[false])?.remove(0);
-    let base = baseline(&choice, &x, p.mask.as_ref(), None)?;
+    // `mean` skips the steps the model masks: --mask's, and a leading Masking layer's (or --mask-value's).
+    let model_mask = match p.net.ops.first() {
+        Some(Op::Masking { value }) => {
+            Some(crate::engine::mask_from_value(x.view(), T::lit(*value)))
+        }
+        _ => None,
+    };
+    let used = both_masks(p.mask.as_ref(), model_mask.as_ref());
+    let base = baseline(&choice, &x, used.as_ref(), None)?;
     let req = Request {
         output: a.output,
         methods,

@@ -69,6 +69,37 @@ enum InputKind<T> {
     HeldMask,
 }
 
+/// The `mask_value` of a Masking layer reading the model input `input` directly (in a Sequential model or a
+/// chain: a Masking first layer), if there is one.
+fn masking_value(m: &SavedModel, input: &str) -> Option<f64> {
+    let masking = |l: &crate::model::Layer| match l.kind {
+        LayerKind::Masking { mask_value } => Some(mask_value),
+        _ => None,
+    };
+    match &m.graph {
+        Some(g) => {
+            let k = *g
+                .inputs
+                .iter()
+                .find(|&&k| m.layers.get(k).is_some_and(|l| l.name == input))?;
+            m.layers.iter().enumerate().find_map(|(i, l)| {
+                let call = g.calls.get(i)?;
+                (call
+                    .args
+                    .first()
+                    .is_some_and(|s| s.layer == k && s.tensor == 0))
+                .then(|| masking(l))
+                .flatten()
+            })
+        }
+        None => m
+            .layers
+            .iter()
+            .find(|l| !matches!(l.kind, LayerKind::Input))
+            .and_then(masking),
+    }
+}
+
 fn act(m: &SavedModel, layer: &str, name: &str) -> Result<Activation> {
     Activation::parse(name).map_err(|e| Error::input(&m.path, format!("layer '{layer}': {e}")))
 }
@@ -733,7 +764,11 @@ fn run_as<T: Real>(
                     Some(p) => Some(load_mask(p, x.dim().0, x.dim().1)?),
                     None => None,
                 };
-                let base = seq_baseline(choice, &x, mask.as_ref(), Some((name.as_str(), false)))?;
+                // `mean` skips the steps the model masks: --mask's and a Masking layer's on this input.
+                let masked_by_layer = masking_value(m, name)
+                    .map(|v| crate::engine::mask_from_value(x.view(), T::lit(v)));
+                let used = super::explain::both_masks(mask.as_ref(), masked_by_layer.as_ref());
+                let base = seq_baseline(choice, &x, used.as_ref(), Some((name.as_str(), false)))?;
                 let f = x.dim().2;
                 shown.push(Shown {
                     name: name.clone(),

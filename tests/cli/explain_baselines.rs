@@ -2,7 +2,7 @@
 //! goldens from tf.GradientTape (`fixtures/generate_explain_models_baselines.py`, versions in
 //! `fixtures/explain_models_baselines/VERSIONS.json`), and the refusals of baselines that do not fit.
 
-use super::{fixtures, npy, rnntrace, run};
+use super::{fixtures, npy, npy_bytes, rnntrace, run};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
@@ -303,4 +303,129 @@ fn explain_baseline_refusals() {
         &format!("static={static_row}"),
     ]));
     assert_eq!(code, 0, "{err}");
+}
+
+/// Regression: `--baseline mean` averaged the padding steps a Masking layer masks (the help says "over every
+/// unmasked step"): baseline_prediction and integrated gradients were those of another baseline. Now `mean`
+/// equals a baseline file holding each feature's mean over the steps the model keeps, through the chain
+/// explainer (Sequential Masking → LSTM → GRU) and the graph explainer (Functional Masking → branches).
+#[test]
+fn mean_baseline_counted_the_steps_a_masking_layer_masks() {
+    let tmp = tempfile::tempdir().unwrap();
+    for dir in [
+        fixtures()
+            .join("explain")
+            .join("model_stack_masking_softmax"),
+        fixtures().join("real_models").join("masking_graph"),
+    ] {
+        let (shape, x) = npy(&dir.join("input.npy"));
+        let f = shape[2];
+        // Each feature's mean over the kept steps (a step is masked when all its features equal 0.0, the
+        // fixtures' mask_value), and over every step.
+        let (mut kept, mut all) = (vec![0f64; f], vec![0f64; f]);
+        let (mut nk, mut na) = (0usize, 0usize);
+        for row in x.chunks(f) {
+            na += 1;
+            all.iter_mut().zip(row).for_each(|(s, v)| *s += v);
+            if row.iter().any(|&v| v != 0.0) {
+                nk += 1;
+                kept.iter_mut().zip(row).for_each(|(s, v)| *s += v);
+            }
+        }
+        assert!(nk < na, "{}: no masked step in the fixture", dir.display());
+        let file = |name: &str, sums: &[f64], n: usize| {
+            let p = tmp.path().join(name);
+            let one: Vec<f32> = (0..shape[1])
+                .flat_map(|_| sums.iter().map(move |s| (s / n as f64) as f32))
+                .collect();
+            let payload: Vec<u8> = one.iter().flat_map(|v| v.to_le_bytes()).collect();
+            std::fs::write(&p, npy_bytes("<f4", &shape[1..], &payload)).unwrap();
+            p
+        };
+        let kept_file = file("kept.npy", &kept, nk);
+        let all_file = file("all.npy", &all, na);
+        let explain = |baseline: &std::ffi::OsStr| {
+            let (code, out, err) = run(rnntrace()
+                .current_dir(&dir)
+                .args(["explain", "--model", "model.keras", "--input", "input.npy"])
+                .args([
+                    "--methods",
+                    "integrated-gradients",
+                    "--format",
+                    "json",
+                    "--baseline",
+                ])
+                .arg(baseline));
+            assert_eq!(code, 0, "{err}");
+            let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+            let flat = |key: &serde_json::Value| -> Vec<f64> {
+                fn walk(v: &serde_json::Value, out: &mut Vec<f64>) {
+                    match v {
+                        serde_json::Value::Array(a) => a.iter().for_each(|e| walk(e, out)),
+                        serde_json::Value::Number(n) => out.push(n.as_f64().unwrap()),
+                        _ => {}
+                    }
+                }
+                let mut out = Vec::new();
+                walk(key, &mut out);
+                out
+            };
+            (
+                flat(&v["baseline_prediction"]),
+                flat(&v["attributions"]["integrated_gradients"]),
+            )
+        };
+        let mean = explain("mean".as_ref());
+        let kept = explain(kept_file.as_os_str());
+        let all = explain(all_file.as_os_str());
+        let close = |a: &[f64], b: &[f64]| {
+            a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() <= 1e-6)
+        };
+        assert!(
+            close(&mean.0, &kept.0),
+            "{}: {:?} vs {:?}",
+            dir.display(),
+            mean.0,
+            kept.0
+        );
+        assert!(close(&mean.1, &kept.1), "{}: IG", dir.display());
+        // The two baselines differ enough for the check to tell them apart.
+        assert!(
+            !close(&mean.0, &all.0),
+            "{}: the fixture cannot tell",
+            dir.display()
+        );
+    }
+}
+
+/// A baseline file holding NaN or ±inf is refused (it gave null predictions and attributions, exit 0).
+#[test]
+fn baseline_file_with_nan_gave_null_attributions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = fixtures()
+        .join("explain")
+        .join("model_stack_masking_softmax");
+    let (shape, x) = npy(&dir.join("input.npy"));
+    let mut vals: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+    vals[7] = f32::NAN;
+    let p = tmp.path().join("nan.npy");
+    let payload: Vec<u8> = vals.iter().flat_map(|v| v.to_le_bytes()).collect();
+    std::fs::write(&p, npy_bytes("<f4", &shape, &payload)).unwrap();
+    let (code, out, err) = run(rnntrace()
+        .current_dir(&dir)
+        .args([
+            "explain",
+            "--model",
+            "model.keras",
+            "--input",
+            "input.npy",
+            "--baseline",
+        ])
+        .arg(&p));
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.contains("nan.npy") && err.contains("--baseline") && err.contains("not finite"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
 }
