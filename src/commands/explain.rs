@@ -731,13 +731,10 @@ pub(super) fn baseline<T: Real>(
                     .to_owned())
             } else {
                 Err(Error::usage(format!(
-                    "{}: {} has shape {}; {} takes the input's shape {} or one {} {}",
+                    "{}: the file has shape {}; {} takes a baseline of the input's shape {} or one {} {}",
                     choice.flag,
-                    p.display(),
                     raw.shape_str(),
-                    input.map_or("the baseline".to_string(), |(n, _)| format!(
-                        "input '{n}'s baseline"
-                    )),
+                    input.map_or("the model".to_string(), |(n, _)| format!("input '{n}'")),
                     shape_str(&whole),
                     if flat { "row" } else { "sequence" },
                     shape_str(&one)
@@ -842,6 +839,8 @@ fn run_as<T: Real>(
                 .collect()
         }),
         policy: policy.as_ref(),
+        inputs: 1,
+        flat: false,
     };
     policy_note(a, &report);
     if let Some(path) = &a.save {

@@ -879,6 +879,8 @@ fn run_as<T: Real>(
                     .collect()
             }),
             policy: policy.as_ref(),
+            inputs: shown.len(),
+            flat: sh.flat,
         })
         .collect();
     super::explain::policy_note(a, &reports[0]);

@@ -7,7 +7,8 @@ What each unit does, from the recorded forward pass: gate saturation (Karpathy, 
 - Timescale: the gate that keeps the old state (LSTM f; Keras GRU z, since `h = z⊙h_prev + (1−z)⊙h̃`), per
   unit, `T = −1/ln(mean gate)`: over the data (unmasked steps), and from the bias alone (`σr(b)`; a
   `reset_after` GRU adds its input and recurrent biases). A gate that is always 1 gives `T = ∞`.
-- Dead: units whose |h| stays below 1e-3 at every step of every sequence.
+- Dead: units whose |h| stays below 1e-3 at every unmasked step of every sequence (a masked step repeats
+  the step before's h).
 */
 
 use crate::cell::{Activation, Real};
@@ -244,9 +245,14 @@ pub fn analyse<T: Real>(tr: &LayerTrace<T>, gb: &GateBlocks<T>, w: &CellWeights<
     });
     let dead = match (tr.h.as_ref(), tr.c.as_ref()) {
         // (h's width: the units, or a PyTorch `proj_size` projection's.)
+        // A masked step repeats the step before's h (or the initial state): passed over, as below.
         (Some(h), _) => dead_units(
             h.dim().2,
-            h.rows().into_iter().map(|row| move |j: usize| row[j]),
+            h.rows()
+                .into_iter()
+                .enumerate()
+                .filter(|(i, _)| used(i / b.max(1), i % b.max(1)))
+                .map(|(_, row)| move |j: usize| row[j]),
         ),
         // An LSTM recorded without h (`Record::cell_only`): h = o ⊙ act(c), recomputed for the units still
         // to be seen alive (a value or two per unit in a live layer). A masked step repeats the step

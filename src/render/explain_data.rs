@@ -172,10 +172,16 @@ pub fn save_npz<T: Real>(r: &ExplainReport<'_, T>, path: &Path) -> Result<()> {
         ("integrated_gradients", &e.integrated_gradients),
     ] {
         if let Some(a) = a {
+            // A flat input's (batch, 1, features) as (batch, features), the JSON's shape.
+            let shape = if r.flat {
+                vec![a.dim().0, a.dim().2]
+            } else {
+                a.shape().to_vec()
+            };
             add_t(
                 &mut z,
                 &format!("attributions/{name}"),
-                a.shape(),
+                &shape,
                 a.iter().copied().collect(),
             )?;
         }

@@ -41,6 +41,12 @@ pub struct ExplainReport<'a, T> {
     pub columns: usize,
     /// Per step of the shown sequence, what the step holds when it is one token (its word from
     /// `--tokens`, else its id): tables name it in place of the feature, charts write it above the step.
+    /// How many model inputs the attributions are split over (1: one input). With several, each input's
+    /// report holds its own attributions while completeness sums over all of them.
+    pub inputs: usize,
+    /// The input is flat, `(batch, features)`, held here as one step: saved files drop that axis, as the
+    /// JSON does.
+    pub flat: bool,
     pub step_labels: Option<Vec<String>>,
     /// The model computes under a float16/bfloat16 dtype policy and `e` is of its float32 (float64)
     /// computation: what the renderers say about it.
@@ -292,9 +298,14 @@ pub fn render<T: Real>(r: &ExplainReport<'_, T>) -> String {
             "\n{}",
             fit(
                 format!(
-                    "integrated gradients ({}, {} steps): Σ attributions {} vs f(x) − f(baseline) {}: gap {} ({:.3}% ; worst over sequences {:.3}%)",
+                    "integrated gradients ({}, {} steps): Σ attributions{} {} vs f(x) − f(baseline) {}: gap {} ({:.3}% ; worst over sequences {:.3}%)",
                     r.ig.0.name(),
                     r.ig.1,
+                    if r.inputs > 1 {
+                        format!(" over all {} inputs", r.inputs)
+                    } else {
+                        String::new()
+                    },
                     fmt(sum),
                     fmt(d),
                     fmt(c[seq].to_f()),

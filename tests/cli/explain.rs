@@ -389,7 +389,7 @@ fn bad_flags_name_what_fits() {
         ),
         (
             vec!["--baseline", bad_base.to_str().unwrap()],
-            "has shape (2, 2); expected the input's shape (3, 7, 3)",
+            "the file has shape (2, 2); the model takes a baseline of the input's shape (3, 7, 3)",
         ),
         (vec!["--sequence", "9"], "--sequence 9 is out of range"),
     ] {

@@ -238,8 +238,8 @@ fn explain_baseline_refusals() {
             vec![format!("static={wrong}")],
             vec![
                 "--baseline static=",
-                "input 'static' has shape (2, 2)",
-                "expected the input's shape (3, 5) or one row (5,)",
+                "the file has shape (2, 2); input 'static' takes",
+                "a baseline of the input's shape (3, 5) or one row (5,)",
             ],
         ),
         (
@@ -428,4 +428,59 @@ fn baseline_file_with_nan_gave_null_attributions() {
         "{err}"
     );
     assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
+
+/// Regression: `--save` wrote a flat input's attributions as (batch, 1, features) while the JSON gives
+/// (batch, features); the two now agree in shape and values.
+#[test]
+fn saved_flat_input_attributions_had_a_stray_step_axis() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = cases_dir().join("two_input_series_file_baseline");
+    let case = read_json(&dir.join("case.json"));
+    let mut args: Vec<String> = vec!["explain".into(), "--model".into(), "model.keras".into()];
+    for inp in case["inputs"].as_array().unwrap() {
+        args.push("--input".into());
+        args.push(format!(
+            "{}={}",
+            inp[0].as_str().unwrap(),
+            inp[1].as_str().unwrap()
+        ));
+    }
+    let save = tmp.path().join("s.npz");
+    let (code, out, err) = run(rnntrace()
+        .current_dir(&dir)
+        .args(&args)
+        .args(["--format", "json", "--save"])
+        .arg(&save));
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let mut flat_seen = false;
+    for inp in case["inputs"].as_array().unwrap() {
+        let name = inp[0].as_str().unwrap();
+        let saved = super::output::npz_members(&tmp.path().join(format!("s-{name}.npz")));
+        for method in ["gradient", "input_x_gradient", "integrated_gradients"] {
+            let j = &v["attributions"][name][method];
+            let rows = j.as_array().unwrap();
+            let json_shape: Vec<usize> = if rows[0][0].is_array() {
+                vec![
+                    rows.len(),
+                    rows[0].as_array().unwrap().len(),
+                    rows[0][0].as_array().unwrap().len(),
+                ]
+            } else {
+                vec![rows.len(), rows[0].as_array().unwrap().len()]
+            };
+            let raw = &saved[&format!("attributions/{method}")];
+            assert_eq!(raw.shape, json_shape, "{name} {method}");
+            assert!(
+                raw.data
+                    .iter()
+                    .zip(flat(j))
+                    .all(|(a, b)| (a - b).abs() <= 1e-6 * b.abs().max(1.0)),
+                "{name} {method}"
+            );
+            flat_seen |= inp[2] == "flat";
+        }
+    }
+    assert!(flat_seen, "the fixture has no flat input");
 }
