@@ -661,6 +661,41 @@ fn cast_net<T: Real>(n: &Network<f64>) -> Network<T> {
 /// A sequence input's baseline, `(batch, timesteps, features)`; `flat`: the input is `(batch,
 /// features)`, held here as one step (a file is then `(batch, features)` or `(features)`). `input`: the
 /// input's name for messages (several inputs).
+/// Refuses an input holding NaN or ±inf (`what` names it): the prediction and every attribution would be
+/// non-finite (a silent row of nulls in the JSON).
+pub(super) fn finite_input<'a>(
+    what: &str,
+    values: impl Iterator<Item = &'a f64>,
+    shape: &[usize],
+) -> Result<()> {
+    if let Some((i, v)) = values.enumerate().find(|(_, v)| !v.is_finite()) {
+        // The flat index as (sequence, step, feature) / (sequence, feature).
+        let mut at = Vec::with_capacity(shape.len());
+        let mut rest = i;
+        for d in shape.iter().rev() {
+            at.push(rest % d.max(&1));
+            rest /= d.max(&1);
+        }
+        at.reverse();
+        let names = if shape.len() == 3 {
+            vec!["sequence", "step", "feature"]
+        } else {
+            vec!["sequence", "feature"]
+        };
+        let pos: Vec<String> = names
+            .iter()
+            .zip(&at)
+            .map(|(n, k)| format!("{n} {k}"))
+            .collect();
+        return Err(Error::usage(format!(
+            "{what}: value {v} at {} is not finite; explain needs finite inputs (the prediction and every \
+             attribution would be NaN)",
+            pos.join(", ")
+        )));
+    }
+    Ok(())
+}
+
 /// The steps both masks keep (true = used), when there is any mask.
 pub(super) fn both_masks(
     a: Option<&Array2<bool>>,
@@ -751,6 +786,16 @@ fn run_as<T: Real>(
     rule: IgRule,
     (max_values, vocab, columns): (usize, Option<&[Option<String>]>, usize),
 ) -> Result<Outcome> {
+    finite_input(
+        &format!(
+            "--input {}",
+            a.input
+                .first()
+                .map_or(String::new(), |p| p.display().to_string())
+        ),
+        p.x.iter(),
+        p.x.shape(),
+    )?;
     let net = cast_net::<T>(&p.net);
     let x = p.x.mapv(|v| T::lit(v));
     let init = InitialState {

@@ -686,6 +686,13 @@ fn run_as<T: Real>(
 ) -> Result<Outcome> {
     let (g, kinds) = build::<T>(m, kernels)?;
     let xs = read_inputs(a, m)?;
+    for (name, t) in &xs {
+        let what = format!("--input '{name}'");
+        match t {
+            Tensor::Seq(x) => super::explain::finite_input(&what, x.iter(), x.shape())?,
+            Tensor::Flat(x) => super::explain::finite_input(&what, x.iter(), x.shape())?,
+        }
+    }
     let several = xs.len() > 1;
     if several && a.mask.is_some() {
         return Err(Error::usage(

@@ -1181,3 +1181,39 @@ fn mask_only_input_gets_no_empty_chart() {
         "{err}"
     );
 }
+
+/// Regression: a NaN in `--input` gave a row of nulls (exit 0) through the chain explainer and "explain's
+/// forward pass differs from `rnntrace run`'s … please report it" through the graph explainer; both now
+/// refuse it with one line naming the input and where the value is.
+#[test]
+fn nan_input_gave_nulls_or_a_false_internal_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    for dir in [
+        fixtures()
+            .join("explain")
+            .join("model_stack_masking_softmax"),
+        fixtures().join("real_models").join("masking_graph"),
+    ] {
+        let (shape, x) = npy(&dir.join("input.npy"));
+        let f = shape[2];
+        let mut vals: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+        // Sequence 1, step 2, feature 1.
+        vals[(shape[1] + 2) * f + 1] = f32::NAN;
+        let p = tmp.path().join("nan_input.npy");
+        let payload: Vec<u8> = vals.iter().flat_map(|v| v.to_le_bytes()).collect();
+        std::fs::write(&p, super::npy_bytes("<f4", &shape, &payload)).unwrap();
+        let (code, out, err) = run(rnntrace()
+            .current_dir(&dir)
+            .args(["explain", "--model", "model.keras", "--input"])
+            .arg(&p));
+        assert_eq!(code, 2, "{}: {out}{err}", dir.display());
+        assert!(
+            err.contains("--input")
+                && err.contains("sequence 1, step 2, feature 1")
+                && err.contains("not finite")
+                && !err.contains("please report"),
+            "{err}"
+        );
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+    }
+}
