@@ -14,6 +14,17 @@ run least disturbed by other jobs):
     (reading the model and input, the recorded forward pass, backpropagation through time, the unit
     analyses), and its peak resident memory (GNU time's %M).
 It checks rnntrace's gradient (--save) against TensorFlow's: largest difference relative to the largest value.
+
+    python examples/bench_explain.py --graph [--repeats 7]
+
+times models that go through explain's graph path instead (same sizes, same timing and check), each against
+TensorFlow's compiled tape, with the plain chain LSTM(128) → Dense(1) as the reference row of the same run:
+  - embedding: Embedding(1000, 32) → LSTM(128) → Dense(1) on 512×100 token ids (a token's attribution is its
+    embedding row's gradient summed, as explain reports it; TF: the tape w.r.t. the embedding output, summed
+    over the embedding dimension);
+  - conv1d: Conv1D(32, 3, padding='same', relu) → LSTM(128) → Dense(1) on 512×100×32;
+  - two-input: functional, series (512×100×32) → GRU(128), static (512×8) → Dense(16), Concatenate →
+    Dense(1) (both inputs' gradients checked; the error is the larger of the two).
 """
 import argparse, os, subprocess, tempfile, time
 
@@ -58,7 +69,11 @@ def main():
     ap.add_argument("--features", type=int, default=32)
     ap.add_argument("--units", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--graph", action="store_true",
+                    help="time the graph-path models (Embedding, Conv1D, two-input functional) instead")
     a = ap.parse_args()
+    if a.graph:
+        return graph_bench(a)
     import tensorflow as tf
     tf.config.threading.set_intra_op_parallelism_threads(2)
     tf.config.threading.set_inter_op_parallelism_threads(2)
@@ -134,6 +149,107 @@ def main():
     for cell, t_tf, t_torch, t_rt, rss, e, et in rows:
         f = lambda t: f"{t[0]:.3f} / {t[1]:.3f}"
         print(f"{cell:5} {f(t_tf):>30} {f(t_torch):>16} {f(t_rt):>26} {rss:>5.0f} MiB {e:>14.2e} {et:>12.2e}")
+
+
+def graph_bench(a):
+    import tensorflow as tf
+    tf.config.threading.set_intra_op_parallelism_threads(2)
+    tf.config.threading.set_inter_op_parallelism_threads(2)
+    import keras
+    L = keras.layers
+    B, T, F, U, V, S = a.batch, a.steps, a.features, a.units, 1000, 8
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 1, (B, T, F)).astype(np.float32)
+    ids = rng.integers(0, V, (B, T)).astype(np.int32)
+    st = rng.normal(0, 1, (B, S)).astype(np.float32)
+    tmp = tempfile.mkdtemp()
+    paths = {}
+    for name, arr in [("x", x), ("ids", ids), ("static", st)]:
+        paths[name] = os.path.join(tmp, f"{name}.npy")
+        np.save(paths[name], arr)
+
+    def randomise(model):
+        for l in model.layers:
+            l.set_weights([rng.uniform(-0.2, 0.2, w.shape).astype(np.float32) for w in l.get_weights()])
+
+    cases = []
+    # The chain reference: the same recurrent layer and head as the graph cases, through the chain path.
+    chain = keras.Sequential([keras.Input((T, F)), L.LSTM(U), L.Dense(1)])
+    randomise(chain)
+
+    @tf.function
+    def g_chain(xv):
+        with tf.GradientTape() as tape:
+            tape.watch(xv)
+            y = tf.reduce_sum(chain(xv)[:, 0])
+        return [tape.gradient(y, xv)]
+    cases.append(("chain LSTM (reference)", chain, [tf.constant(x)], g_chain, ["x"]))
+
+    emb = keras.Sequential([keras.Input((T,), dtype="int32"), L.Embedding(V, F), L.LSTM(U), L.Dense(1)])
+    randomise(emb)
+
+    @tf.function
+    def g_emb(iv):
+        e = emb.layers[0](iv)
+        with tf.GradientTape() as tape:
+            tape.watch(e)
+            y = tf.reduce_sum(emb.layers[2](emb.layers[1](e))[:, 0])
+        return [tf.reduce_sum(tape.gradient(y, e), -1)]
+    cases.append(("embedding → LSTM", emb, [tf.constant(ids)], g_emb, ["ids"]))
+
+    conv = keras.Sequential([keras.Input((T, F)), L.Conv1D(32, 3, padding="same", activation="relu"),
+                             L.LSTM(U), L.Dense(1)])
+    randomise(conv)
+
+    @tf.function
+    def g_conv(xv):
+        with tf.GradientTape() as tape:
+            tape.watch(xv)
+            y = tf.reduce_sum(conv(xv)[:, 0])
+        return [tape.gradient(y, xv)]
+    cases.append(("conv1d → LSTM", conv, [tf.constant(x)], g_conv, ["x"]))
+
+    si, ti = keras.Input((T, F), name="series"), keras.Input((S,), name="static")
+    out = L.Dense(1)(L.Concatenate()([L.GRU(U)(si), L.Dense(16)(ti)]))
+    two = keras.Model([si, ti], out)
+    randomise(two)
+
+    @tf.function
+    def g_two(xv, sv):
+        with tf.GradientTape() as tape:
+            tape.watch([xv, sv])
+            y = tf.reduce_sum(two([xv, sv])[:, 0])
+        return tape.gradient(y, [xv, sv])
+    cases.append(("two-input GRU + Dense", two, [tf.constant(x), tf.constant(st)], g_two, ["x", "static"]))
+
+    rows = []
+    for label, model, tin, fn, ins in cases:
+        mp = os.path.join(tmp, f"m{len(rows)}.keras")
+        model.save(mp)
+        t_tf = median_time(lambda: [g.numpy() for g in fn(*tin)], a.repeats)
+        g_tf = [g.numpy() for g in fn(*tin)]
+        args = ["explain", "--model", mp, "--methods", "gradient", "--quiet"]
+        for i in ins:
+            args += ["--input", paths[i]]
+        run_rnntrace(args)  # warm the page cache
+        runs = [run_rnntrace(args) for _ in range(a.repeats)]
+        t_rt = (float(np.min([r[0] for r in runs])), float(np.min([r[2] for r in runs])))
+        rss = max(r[1] for r in runs)
+        npz = os.path.join(tmp, f"m{len(rows)}.npz")
+        run_rnntrace(args + ["--save", npz])
+        err = 0.0
+        for j, (i, gt) in enumerate(zip(ins, g_tf)):
+            # Several inputs: --save writes FILE-NAME.npz per input, NAME the model's input name.
+            f = npz if len(ins) == 1 else npz[:-4] + f"-{model.inputs[j].name}.npz"
+            g_rt = np.load(f)["attributions/gradient"].reshape(gt.shape)
+            err = max(err, float(np.abs(g_rt - gt).max() / np.abs(gt).max()))
+        rows.append((label, t_tf, t_rt, rss, err))
+    print(f"\nexplain --methods gradient through the graph path, {B}×{T}, 2 threads, min of {a.repeats}")
+    print("wall / CPU seconds (CPU: all threads; on a loaded machine CPU time is the steadier figure)")
+    print(f"{'model':24} {'TF GradientTape (tf.function)':>30} {'rnntrace (whole process)':>26} {'CPU vs TF':>10} {'peak RSS':>9} {'rel err vs TF':>14}")
+    for label, t_tf, t_rt, rss, e in rows:
+        f = lambda t: f"{t[0]:.3f} / {t[1]:.3f}"
+        print(f"{label:24} {f(t_tf):>30} {f(t_rt):>26} {t_rt[1] / t_tf[1]:>9.2f}× {rss:>5.0f} MiB {e:>14.2e}")
 
 
 if __name__ == "__main__":

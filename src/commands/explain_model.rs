@@ -656,14 +656,19 @@ pub(super) fn run_outputs_for<T: Real>(
     inputs: Vec<Tensor<T>>,
     kernels: Kernels,
 ) -> Result<Array2<T>> {
+    // Only the outputs are read: nothing is recorded (each layer runs streamed, as `run --record none`).
+    let mut rec = runner::Recording {
+        keep: crate::trace::Record::NONE,
+        stream: None,
+    };
     let run = if m.graph.is_some() {
-        runner::run_graph_using(m, inputs, kernels)?
+        runner::run_graph_recording(m, inputs, kernels, &mut rec)?
     } else {
         let x = inputs
             .into_iter()
             .next()
             .ok_or_else(|| Error::usage("--input: none given"))?;
-        runner::run_model_using(m, x, kernels)?
+        runner::run_model_recording(m, x, kernels, &mut rec)?
     };
     let parts: Vec<Array2<T>> = run
         .outputs
@@ -716,6 +721,7 @@ fn run_as<T: Real>(
     // `run` also checks every shape on the way. (A --mask is explain's own addition to the model's input,
     // which `run` does not take: then the outputs are not compared.)
     let run_rows = run_outputs_for::<T>(m, run_inputs, kernels)?;
+    let outputs = run_rows.ncols();
     let run_rows = a.mask.is_none().then_some(run_rows);
     let b = xs[0].1.shape()[0];
     let mut fed: Vec<Fed<T>> = Vec::with_capacity(xs.len());
@@ -807,16 +813,8 @@ fn run_as<T: Real>(
         }
     }
     let init = InitialState::default();
-    let probe = g.forward(fed.clone(), &init, crate::trace::Record::STATES);
-    let rows = probe.output_rows();
-    drop(probe);
-    if run_rows.as_ref().is_some_and(|r| *r != rows) {
-        return Err(Error::input(
-            &m.path,
-            "explain's forward pass differs from `rnntrace run`'s on this model; please report it (explain refuses rather than explain other numbers)",
-        ));
-    }
-    let outputs = rows.ncols();
+    // (The explained forward pass is checked against `run`'s after it ran, before anything is written: no
+    // separate probe pass.)
     if a.output >= outputs {
         return Err(Error::usage(format!(
             "--output {} is out of range: the model has {outputs} output{} (--output 0..{}; several outputs count in the model's order, each its columns)",
@@ -852,6 +850,12 @@ fn run_as<T: Real>(
         pass_budget: 512 << 20,
     };
     let ge = graph_methods::explain_graph(&g, &fed, &init, &req);
+    if run_rows.as_ref().is_some_and(|r| *r != ge.rows) {
+        return Err(Error::input(
+            &m.path,
+            "explain's forward pass differs from `rnntrace run`'s on this model; please report it (explain refuses rather than explain other numbers)",
+        ));
+    }
     let per: Vec<Explanation<T>> = (0..shown.len())
         .map(|j| per_input(&ge, j, shown[j].tokens))
         .collect();

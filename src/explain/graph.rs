@@ -35,7 +35,7 @@ use crate::model::layers::pool::{Pool1d, global_pool1d, pool1d};
 use crate::model::layers::{norm, shape, swap_channels, window_geometry};
 use crate::trace::{LayerTrace, Record};
 use crate::weights::{CellWeights, DenseWeights};
-use ndarray::{Array1, Array2, Array3, ArrayD, Axis, IxDyn, s};
+use ndarray::{Array1, Array2, Array3, ArrayD, ArrayView3, Axis, IxDyn, s};
 
 /// Where a tensor comes from: output `tensor` of node `node` (a recurrent layer's states follow its main
 /// output).
@@ -301,8 +301,13 @@ fn from_dyn<T: Real>(a: ArrayD<T>) -> Value<T> {
 }
 
 fn seq<T: Real>(v: &Value<T>, name: &str) -> Array3<T> {
+    seq_view(v, name).to_owned()
+}
+
+/// [`seq`] without the copy.
+fn seq_view<'a, T: Real>(v: &'a Value<T>, name: &str) -> ArrayView3<'a, T> {
     match v {
-        Value::Seq(a) => a.clone(),
+        Value::Seq(a) => a.view(),
         Value::Flat(_) => panic!("layer '{name}' needs a sequence (the builder checked)"),
     }
 }
@@ -413,7 +418,7 @@ impl<T: Real> Graph<T> {
                 }
                 GOp::Recurrent { op, return_state } => {
                     let (x, mask) = &args[0];
-                    let x = seq(x, name);
+                    let x = seq_view(x, name);
                     let given = if states.is_empty() {
                         (first_rec == Some(i)).then(|| init.clone())
                     } else {
@@ -508,7 +513,7 @@ impl<T: Real> Graph<T> {
                     return_state,
                 } => {
                     let (x, mask) = &args[0];
-                    let x = seq(x, name);
+                    let x = seq_view(x, name);
                     // `initial_state`: the forward copy's (h, c for an LSTM), then the backward copy's.
                     let mut given = states.into_iter();
                     let mut take = |op: &RecurrentOp<T>| {
@@ -644,8 +649,12 @@ impl<T: Real> Graph<T> {
                         bias.as_ref().map(|b| b.view()),
                         spec,
                     );
-                    let like = Value::Seq(y);
-                    let pre = rows(&like);
+                    let (yb, yt, yf) = y.dim();
+                    let like = Value::Seq(Array3::zeros((yb, yt, 0)));
+                    // The fresh output is standard layout: its rows need no copy.
+                    let pre = y
+                        .into_shape_with_order((yb * yt, yf))
+                        .expect("a fresh array");
                     let mut post = pre.clone();
                     activation.apply_rows(post.view_mut());
                     let out = Value::reshape_rows(post.clone(), &like);
@@ -1445,27 +1454,47 @@ fn conv1d_backward<T: Real>(
     let Some((out_len, left)) = window_geometry(len, span, spec.strides, spec.padding) else {
         return dx;
     };
-    for b in 0..batch {
-        for o in 0..out_len {
-            for f in 0..filters {
-                let gv = gy[[b, o, f]];
-                if gv == T::zero() {
-                    continue;
-                }
-                let g = f / per_group;
-                for k in 0..taps {
-                    let pos = (o * spec.strides.max(1) + k * dilation) as isize - left as isize;
-                    if pos < 0 || pos as usize >= len {
+    // Each input gradient gathers its terms in the order (o, f, k) (that of the plain loops over outputs,
+    // filters and taps); the loops keep it per element but run over the channels innermost, against the
+    // kernel transposed to (tap, filter, channel) so that each term is a contiguous slice.
+    let kt = kernel
+        .view()
+        .permuted_axes([0, 2, 1])
+        .as_standard_layout()
+        .into_owned();
+    let kt = kt.as_slice().expect("standard layout");
+    let gy = gy.as_standard_layout();
+    let gys = gy.as_slice().expect("standard layout");
+    let dxs = dx.as_slice_mut().expect("fresh array");
+    if dxs.is_empty() {
+        return dx;
+    }
+    // Sequences are independent: one task each on the thread pool.
+    use rayon::prelude::*;
+    dxs.par_chunks_mut(len * channels)
+        .enumerate()
+        .for_each(|(b, dxb)| {
+            for o in 0..out_len {
+                for f in 0..filters {
+                    let gv = gys[(b * out_len + o) * filters + f];
+                    if gv == T::zero() {
                         continue;
                     }
-                    for c in 0..cin {
-                        let slot = &mut dx[[b, pos as usize, g * cin + c]];
-                        *slot = *slot + gv * kernel[[k, c, f]];
+                    let g = f / per_group;
+                    for k in 0..taps {
+                        let pos = (o * spec.strides.max(1) + k * dilation) as isize - left as isize;
+                        if pos < 0 || pos as usize >= len {
+                            continue;
+                        }
+                        let w = &kt[(k * filters + f) * cin..][..cin];
+                        let d = &mut dxb[pos as usize * channels + g * cin..][..cin];
+                        for (d, &w) in d.iter_mut().zip(w) {
+                            *d = *d + gv * w;
+                        }
                     }
                 }
             }
-        }
-    }
+        });
     dx
 }
 
@@ -1721,7 +1750,7 @@ fn attention_backward<T: Real>(
     causal: bool,
     (g, gw): (&Array3<T>, Option<&Array3<T>>),
 ) -> (Array3<T>, Array3<T>, Array3<T>) {
-    let (batch, tq, dim) = q.dim();
+    let (tq, dim) = (q.dim().1, q.dim().2);
     let tv = k.dim().1;
     let vdim = v.dim().2;
     let mut dq = Array3::zeros(q.raw_dim());
@@ -1729,89 +1758,99 @@ fn attention_backward<T: Real>(
     let mut dk = Array3::zeros(k.raw_dim());
     let big = T::lit(1.0e9);
     let one = T::one();
-    for b in 0..batch {
-        for i in 0..tq {
-            let q_masked = q_mask.is_some_and(|m| !m[[b, i]]);
-            if q_masked && gw.is_none() {
-                continue;
-            }
-            // Scores, exactly as the forward pass computes them.
-            let mut s = vec![T::zero(); tv];
-            for (j, sj) in s.iter_mut().enumerate() {
-                let mut acc = T::zero();
-                for d in 0..dim {
-                    let (qv, kv) = (q[[b, i, d]], k[[b, j, d]]);
-                    acc = acc
-                        + match score {
-                            Score::Dot { .. } => qv * kv,
-                            Score::Concat { scale, .. } => {
-                                let x = qv + kv;
-                                scale.map_or(x, |sc| sc * x).tanh()
+    // Sequences are independent: one task each on the thread pool, writing its own rows of dq, dv, dk.
+    use rayon::prelude::*;
+    let tasks: Vec<_> = dq
+        .axis_iter_mut(Axis(0))
+        .zip(dv.axis_iter_mut(Axis(0)))
+        .zip(dk.axis_iter_mut(Axis(0)))
+        .enumerate()
+        .collect();
+    tasks
+        .into_par_iter()
+        .for_each(|(b, ((mut dq, mut dv), mut dk))| {
+            for i in 0..tq {
+                let q_masked = q_mask.is_some_and(|m| !m[[b, i]]);
+                if q_masked && gw.is_none() {
+                    continue;
+                }
+                // Scores, exactly as the forward pass computes them.
+                let mut s = vec![T::zero(); tv];
+                for (j, sj) in s.iter_mut().enumerate() {
+                    let mut acc = T::zero();
+                    for d in 0..dim {
+                        let (qv, kv) = (q[[b, i, d]], k[[b, j, d]]);
+                        acc = acc
+                            + match score {
+                                Score::Dot { .. } => qv * kv,
+                                Score::Concat { scale, .. } => {
+                                    let x = qv + kv;
+                                    scale.map_or(x, |sc| sc * x).tanh()
+                                }
+                                Score::Additive { scale } => {
+                                    let t = (qv + kv).tanh();
+                                    scale.as_ref().map_or(t, |sc| sc[d] * t)
+                                }
+                            };
+                    }
+                    acc = match score {
+                        Score::Dot { scale: Some(sc) } => acc * *sc,
+                        Score::Concat { weight, .. } => *weight * acc,
+                        _ => acc,
+                    };
+                    let padded = v_mask.is_some_and(|m| !m[[b, j]]) || (causal && j > i);
+                    *sj = if padded { acc - big } else { acc };
+                }
+                let max = s.iter().copied().fold(T::neg_infinity(), T::max);
+                let e: Vec<T> = s.iter().map(|&x| (x - max).exp()).collect();
+                let sum = e.iter().fold(T::zero(), |a, &x| a + x);
+                let p: Vec<T> = e.iter().map(|&x| x / sum).collect();
+                // out_i = Σ_j p_j v_j (zero for a masked query); the weights p themselves may be returned.
+                let mut dp: Vec<T> = match gw {
+                    Some(gw) => (0..tv).map(|j| gw[[b, i, j]]).collect(),
+                    None => vec![T::zero(); tv],
+                };
+                for j in 0..tv {
+                    if q_masked {
+                        break;
+                    }
+                    for d in 0..vdim {
+                        let gv = g[[b, i, d]];
+                        dv[[j, d]] = dv[[j, d]] + p[j] * gv;
+                        dp[j] = dp[j] + gv * v[[b, j, d]];
+                    }
+                }
+                let dot = p.iter().zip(&dp).fold(T::zero(), |a, (&x, &y)| a + x * y);
+                for j in 0..tv {
+                    let ds = p[j] * (dp[j] - dot);
+                    if ds == T::zero() {
+                        continue;
+                    }
+                    for d in 0..dim {
+                        let (qv, kv) = (q[[b, i, d]], k[[b, j, d]]);
+                        let dsd = match score {
+                            Score::Dot { scale } => {
+                                let sc = scale.unwrap_or(one);
+                                dq[[i, d]] = dq[[i, d]] + ds * sc * kv;
+                                dk[[j, d]] = dk[[j, d]] + ds * sc * qv;
+                                continue;
+                            }
+                            Score::Concat { scale, weight } => {
+                                let sc = scale.unwrap_or(one);
+                                let t = (sc * (qv + kv)).tanh();
+                                *weight * (one - t * t) * sc
                             }
                             Score::Additive { scale } => {
                                 let t = (qv + kv).tanh();
-                                scale.as_ref().map_or(t, |sc| sc[d] * t)
+                                scale.as_ref().map_or(one, |sc| sc[d]) * (one - t * t)
                             }
                         };
-                }
-                acc = match score {
-                    Score::Dot { scale: Some(sc) } => acc * *sc,
-                    Score::Concat { weight, .. } => *weight * acc,
-                    _ => acc,
-                };
-                let padded = v_mask.is_some_and(|m| !m[[b, j]]) || (causal && j > i);
-                *sj = if padded { acc - big } else { acc };
-            }
-            let max = s.iter().copied().fold(T::neg_infinity(), T::max);
-            let e: Vec<T> = s.iter().map(|&x| (x - max).exp()).collect();
-            let sum = e.iter().fold(T::zero(), |a, &x| a + x);
-            let p: Vec<T> = e.iter().map(|&x| x / sum).collect();
-            // out_i = Σ_j p_j v_j (zero for a masked query); the weights p themselves may be returned.
-            let mut dp: Vec<T> = match gw {
-                Some(gw) => (0..tv).map(|j| gw[[b, i, j]]).collect(),
-                None => vec![T::zero(); tv],
-            };
-            for j in 0..tv {
-                if q_masked {
-                    break;
-                }
-                for d in 0..vdim {
-                    let gv = g[[b, i, d]];
-                    dv[[b, j, d]] = dv[[b, j, d]] + p[j] * gv;
-                    dp[j] = dp[j] + gv * v[[b, j, d]];
+                        dq[[i, d]] = dq[[i, d]] + ds * dsd;
+                        dk[[j, d]] = dk[[j, d]] + ds * dsd;
+                    }
                 }
             }
-            let dot = p.iter().zip(&dp).fold(T::zero(), |a, (&x, &y)| a + x * y);
-            for j in 0..tv {
-                let ds = p[j] * (dp[j] - dot);
-                if ds == T::zero() {
-                    continue;
-                }
-                for d in 0..dim {
-                    let (qv, kv) = (q[[b, i, d]], k[[b, j, d]]);
-                    let dsd = match score {
-                        Score::Dot { scale } => {
-                            let sc = scale.unwrap_or(one);
-                            dq[[b, i, d]] = dq[[b, i, d]] + ds * sc * kv;
-                            dk[[b, j, d]] = dk[[b, j, d]] + ds * sc * qv;
-                            continue;
-                        }
-                        Score::Concat { scale, weight } => {
-                            let sc = scale.unwrap_or(one);
-                            let t = (sc * (qv + kv)).tanh();
-                            *weight * (one - t * t) * sc
-                        }
-                        Score::Additive { scale } => {
-                            let t = (qv + kv).tanh();
-                            scale.as_ref().map_or(one, |sc| sc[d]) * (one - t * t)
-                        }
-                    };
-                    dq[[b, i, d]] = dq[[b, i, d]] + ds * dsd;
-                    dk[[b, j, d]] = dk[[b, j, d]] + ds * dsd;
-                }
-            }
-        }
-    }
+        });
     (dq, dv, dk)
 }
 

@@ -75,6 +75,8 @@ pub struct GraphExplanation<T> {
     pub units: Vec<UnitReport>,
     /// Number of output columns.
     pub outputs: usize,
+    /// Every output's rows of the explained forward pass, `(batch, Σ columns)` (what `run` must equal).
+    pub rows: Array2<T>,
 }
 
 impl<T: Real> GForward<T> {
@@ -186,10 +188,15 @@ pub fn explain_graph<T: Real>(
     let fwd = g.forward(
         fed.to_vec(),
         init,
+        // An LSTM whose output is only its last step keeps its c and not its h (the backward pass and the
+        // unit analyses read c; see `network::run_rec`).
         if want_grad {
-            Record::ALL
+            Record::BACKWARD
         } else {
-            Record::GATES
+            Record {
+                cell_only: true,
+                ..Record::GATES
+            }
         },
     );
     let rows = fwd.output_rows();
@@ -229,9 +236,29 @@ pub fn explain_graph<T: Real>(
             .map(|(v, (_, mk))| (v, mk.clone()))
             .collect()
     };
-    let bfwd = g.forward(with_masks(req.baselines.clone()), init, Record::STATES);
-    let baseline_prediction = bfwd.output_rows().column(k).to_owned();
-    drop(bfwd);
+    // f(baselines): one sequence when every sequence would compute the same thing (every input's baseline
+    // equal for all sequences, no mask, no given initial state), as the chain explainer does; else the
+    // whole batch.
+    let uniform = b > 1
+        && init.h0.is_none()
+        && init.c0.is_none()
+        && fed.iter().all(|(_, mk)| mk.is_none())
+        && req.baselines.iter().all(|bl| match bl {
+            Value::Seq(a) => a.outer_iter().all(|r| r == a.index_axis(Axis(0), 0)),
+            Value::Flat(a) => a.outer_iter().all(|r| r == a.row(0)),
+        });
+    let baseline_prediction = if uniform {
+        let one: Vec<Fed<T>> = req
+            .baselines
+            .iter()
+            .map(|bl| (block(bl, 0, 1), None))
+            .collect();
+        let bfwd = g.forward(one, init, Record::STATES);
+        Array1::from_elem(b, bfwd.output_rows()[[0, k]])
+    } else {
+        let bfwd = g.forward(with_masks(req.baselines.clone()), init, Record::STATES);
+        bfwd.output_rows().column(k).to_owned()
+    };
     let cap = sequences_per_pass(g, fed, req.pass_budget).max(b);
     let per_pass = (cap / b.max(1)).max(1);
     let mut completeness = None;
@@ -257,7 +284,7 @@ pub fn explain_graph<T: Real>(
                     (concat(&parts), tile_mask(mk, n))
                 })
                 .collect();
-            let f = g.forward(inputs, &init.tile(n), Record::ALL);
+            let f = g.forward(inputs, &init.tile(n), Record::BACKWARD);
             let (dx, _) = g.backward(&f, seeds(&f, k));
             for (a, d) in acc.iter_mut().zip(&dx) {
                 for (j, &w) in wc.iter().enumerate() {
@@ -325,6 +352,7 @@ pub fn explain_graph<T: Real>(
         initial_state_gradients: per_layer,
         units,
         outputs,
+        rows,
     }
 }
 

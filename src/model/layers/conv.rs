@@ -7,6 +7,7 @@ The kernel is Keras's `(kernel_size, channels / groups, filters)`.
 use super::{Padding, window_geometry};
 use crate::cell::Real;
 use ndarray::{Array3, ArrayView1, ArrayView3};
+use rayon::prelude::*;
 
 /// A convolution's geometry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,29 +51,48 @@ pub fn conv1d<T: Real>(
     let Some((out_len, left)) = window_geometry(len, span, spec.strides, spec.padding) else {
         return Array3::zeros((batch, 0, filters));
     };
+    // Every output sums its taps and channels in the order (k, c) from zero, then adds the bias; the loops
+    // below keep that order per output but run over the filters innermost, so that the kernel's rows
+    // (contiguous in `f`) are read as slices and the sums vectorise.
     let mut y = Array3::zeros((batch, out_len, filters));
-    for b in 0..batch {
-        for o in 0..out_len {
-            for f in 0..filters {
-                let g = f / per_group.max(1);
-                let mut acc = T::zero();
-                for k in 0..taps {
-                    let pos = (o * spec.strides.max(1) + k * dilation) as isize - left as isize;
-                    if pos < 0 || pos as usize >= len {
-                        continue;
-                    }
-                    let row = x.slice(ndarray::s![b, pos as usize, g * cin..(g + 1) * cin]);
-                    for (c, &v) in row.iter().enumerate() {
-                        acc = acc + v * kernel[[k, c, f]];
+    let kernel = kernel.as_standard_layout();
+    let x = x.as_standard_layout();
+    let x = x.as_slice().expect("standard layout");
+    let kern = kernel.as_slice().expect("standard layout");
+    let ys = y.as_slice_mut().expect("fresh array");
+    if ys.is_empty() {
+        return y;
+    }
+    // Sequences are independent: one task each on the thread pool.
+    ys.par_chunks_mut(out_len * filters)
+        .enumerate()
+        .for_each(|(b, yb)| {
+            for o in 0..out_len {
+                let acc = &mut yb[o * filters..(o + 1) * filters];
+                for g in 0..groups {
+                    let fs = g * per_group..(g + 1) * per_group;
+                    let acc = &mut acc[fs.clone()];
+                    for k in 0..taps {
+                        let pos = (o * spec.strides.max(1) + k * dilation) as isize - left as isize;
+                        if pos < 0 || pos as usize >= len {
+                            continue;
+                        }
+                        let row = &x[(b * len + pos as usize) * channels + g * cin..][..cin];
+                        for (c, &v) in row.iter().enumerate() {
+                            let w = &kern[(k * cin + c) * filters..][fs.clone()];
+                            for (a, &w) in acc.iter_mut().zip(w) {
+                                *a = *a + v * w;
+                            }
+                        }
                     }
                 }
                 if let Some(bias) = &bias {
-                    acc = acc + bias[f];
+                    for (a, &v) in acc.iter_mut().zip(bias.iter()) {
+                        *a = *a + v;
+                    }
                 }
-                y[[b, o, f]] = acc;
             }
-        }
-    }
+        });
     y
 }
 
