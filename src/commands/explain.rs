@@ -812,7 +812,7 @@ fn run_as<T: Real>(
     };
     policy_note(a, &report);
     if let Some(path) = &a.save {
-        explain_data::save_npz(&report, path)?;
+        explain_data::save_npz(&report, path, explain_data::AttrShape::Sequence)?;
     }
     if let Some(path) = &a.plot {
         explain_plot::draw_attributions(&explain_plot::attribution_chart(&report), path)?;

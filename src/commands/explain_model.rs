@@ -863,7 +863,14 @@ fn run_as<T: Real>(
     };
     if let Some(path) = &a.save {
         for (j, r) in reports.iter().enumerate() {
-            explain_data::save_npz(r, &suffixed(path, j))?;
+            let shape = if shown[j].tokens {
+                explain_data::AttrShape::Tokens
+            } else if shown[j].flat {
+                explain_data::AttrShape::Flat
+            } else {
+                explain_data::AttrShape::Sequence
+            };
+            explain_data::save_npz(r, &suffixed(path, j), shape)?;
         }
     }
     if let Some(path) = &a.plot {

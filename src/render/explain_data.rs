@@ -126,12 +126,35 @@ pub fn json<T: Real>(r: &ExplainReport<'_, T>) -> Value {
     Value::Object(doc)
 }
 
+/// How an input's `(batch, steps, features)` attributions are written (JSON and `--save` alike).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttrShape {
+    /// As computed: `(batch, steps, features)`.
+    Sequence,
+    /// A token input, its attribution summed over the embedding: `(batch, steps)`.
+    Tokens,
+    /// A `(batch, features)` input, explained as one step: `(batch, features)`.
+    Flat,
+}
+
+impl AttrShape {
+    /// The written shape of attributions computed as `shape` (`(batch, steps, features)`).
+    pub fn of(self, shape: &[usize]) -> Vec<usize> {
+        match (self, shape) {
+            (AttrShape::Tokens, [b, t, 1]) => vec![*b, *t],
+            (AttrShape::Flat, [b, 1, f]) => vec![*b, *f],
+            _ => shape.to_vec(),
+        }
+    }
+}
+
 /// Writes every array of the explanation to `path` (atomically): `prediction`, `baseline_prediction`,
 /// (under a dtype policy: `policy` and `computed_in` as strings, `policy_prediction` float32 when known),
 /// `attributions/<method>`, `completeness`, `initial_state_gradient/h|c`, per recurrent layer (direction) k
 /// `initial_state_gradients/<k>/h|c`, and per layer k
 /// `units/<k>/saturation/<gate>/left|right`, `units/<k>/timescale/data|bias`, `units/<k>/dead`.
-pub fn save_npz<T: Real>(r: &ExplainReport<'_, T>, path: &Path) -> Result<()> {
+/// `shape` says how the input's attributions are shaped, as the JSON document shapes them.
+pub fn save_npz<T: Real>(r: &ExplainReport<'_, T>, path: &Path, shape: AttrShape) -> Result<()> {
     let e = r.e;
     let mut z = crate::io::npz_writer::NpzStream::new(path)?;
     let add_t = |z: &mut crate::io::npz_writer::NpzStream,
@@ -175,7 +198,7 @@ pub fn save_npz<T: Real>(r: &ExplainReport<'_, T>, path: &Path) -> Result<()> {
             add_t(
                 &mut z,
                 &format!("attributions/{name}"),
-                a.shape(),
+                &shape.of(a.shape()),
                 a.iter().copied().collect(),
             )?;
         }
