@@ -936,8 +936,7 @@ fn run_as<T: Real>(
                 })?;
             }
             crate::cli::args::FormatArg::Table => {
-                let text: Vec<String> = reports.iter().map(explain_table::render).collect();
-                let text = text.join("\n");
+                let text = explain_table::render_inputs(&reports);
                 write_stdout(|w| w.write_all(text.as_bytes()))?;
             }
         }

@@ -184,8 +184,29 @@ pub fn maps<'a, T: Real>(
     .collect()
 }
 
-/// The whole text output.
+/// The whole text output of one explained input: [`render_input`] then [`render_model`].
 pub fn render<T: Real>(r: &ExplainReport<'_, T>) -> String {
+    render_input(r) + &render_model(r)
+}
+
+/// The text output of a model with several inputs: each input's block ([`render_input`]), then once
+/// what belongs to the model (its explanation is one: completeness over every input together, the
+/// initial-state terms, the unit tables), from the first report.
+pub fn render_inputs<T: Real>(reports: &[ExplainReport<'_, T>]) -> String {
+    let mut out = reports
+        .iter()
+        .map(render_input)
+        .collect::<Vec<_>>()
+        .join("\n");
+    if let Some(first) = reports.first() {
+        out += &render_model(first);
+    }
+    out
+}
+
+/// One input's part: the heading, the prediction, the top contributions and per-step totals of the shown
+/// sequence.
+pub fn render_input<T: Real>(r: &ExplainReport<'_, T>) -> String {
     let e = r.e;
     let seq = r.sequence;
     let mut out = String::new();
@@ -279,6 +300,16 @@ pub fn render<T: Real>(r: &ExplainReport<'_, T>) -> String {
         let tb = fitted(&head, &rows, 1, cols);
         let _ = writeln!(out, "\nper-step totals, sequence {seq}:\n{tb}");
     }
+    out
+}
+
+/// The model's part, the same for every input: integrated gradients' completeness, the initial-state
+/// terms of the shown sequence, and one unit table per recurrent layer.
+pub fn render_model<T: Real>(r: &ExplainReport<'_, T>) -> String {
+    let e = r.e;
+    let seq = r.sequence;
+    let cols = r.columns;
+    let mut out = String::new();
     if let Some(c) = &e.completeness {
         let d = e.prediction[seq].to_f() - e.baseline_prediction[seq].to_f();
         let sum = c[seq].to_f() + d;

@@ -793,6 +793,14 @@ fn explain_models_initial_state_gradients() {
         "1",
     ]));
     assert_eq!(code, 0, "{err}");
+    // The model's terms (and unit tables) once, after both inputs' blocks (the JSON has them once).
+    assert_eq!(out.matches("initial state terms").count(), 1, "{out}");
+    assert_eq!(out.matches("units of enc ").count(), 1, "{out}");
+    let last_input = out.find("input 'b'").expect("input b's block");
+    assert!(
+        out.find("initial state terms").unwrap() > last_input,
+        "{out}"
+    );
     let section = out
         .split("initial state terms, sequence 1")
         .nth(1)

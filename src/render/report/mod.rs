@@ -142,6 +142,21 @@ pub struct Explain {
     /// A model with several inputs: each input's attributions, shown one at a time (an input selector);
     /// empty for one input, whose tables are in `analyses`.
     pub inputs: Vec<ExplainInput>,
+    /// A model with several inputs: the initial-state terms (the model's, not an input's), shown once after
+    /// the inputs for the page's selected sequence; for one input they are a table of `analyses`.
+    pub initial_state: Option<InitialStateTerms>,
+}
+
+/// The gradient of the explained output with respect to every recurrent layer's initial state, per
+/// sequence: one row per layer (direction, cell, shared layer's call) in model order.
+#[derive(Debug, Clone, Serialize)]
+pub struct InitialStateTerms {
+    /// Heading; the page appends the sequence.
+    pub title: String,
+    /// Column headings: layer, |∂y/∂h0|, max |∂y/∂h0ᵢ| (and the same of c0 when a layer is an LSTM).
+    pub columns: Vec<String>,
+    /// Per sequence of [`ReportData::sequences`], the rows, as text.
+    pub rows: Vec<Vec<Vec<String>>>,
 }
 
 /// One model input's attributions in the explain section.
@@ -348,7 +363,8 @@ fn member_groups<T: Real>(
 pub fn build<T: Real>(trace: &Trace<T>, checks: &Checks<'_>, opts: &Options) -> ReportData {
     let first = &trace.layers[0];
     let n = first.sequences();
-    let total_steps = first.steps();
+    // The longest layer's steps (a model's layers can run over inputs of different lengths).
+    let total_steps = trace.layers.iter().map(|l| l.steps()).max().unwrap_or(0);
     let wanted: Vec<usize> = match &opts.sequences {
         Some(s) => s
             .iter()
@@ -498,25 +514,35 @@ fn build_layer<T: Real>(
     seqs: &[usize],
     steps: &Range<usize>,
 ) -> Layer {
-    // Each member's values in (sequence, step, unit) order, copied a unit row at a time.
-    let values: Vec<Vec<T>> = sources
+    // Each member's values in (sequence, step, unit) order, copied a unit row at a time: `values` the
+    // layer's own steps (its statistics), `padded` the report's steps, NaN past the layer's end (a
+    // layer of a model with inputs of different lengths, e.g. an encoder and a decoder, can be shorter
+    // than the report's step axis; those steps are also marked masked).
+    let own = l.steps();
+    let (values, padded): (Vec<Vec<T>>, Vec<Vec<T>>) = sources
         .iter()
         .map(|(_, src)| {
             let mut v = Vec::with_capacity(seqs.len() * steps.len() * u);
+            let mut p = Vec::with_capacity(seqs.len() * steps.len() * u);
             for &b in seqs {
                 for t in steps.clone() {
+                    if t >= own {
+                        p.extend(std::iter::repeat_n(T::lit(f64::NAN), u));
+                        continue;
+                    }
                     let row = match src {
                         MemberSource::Block(a, k) => a.slice(s![t, b, k * u..(k + 1) * u]),
                         MemberSource::Whole(a) => a.slice(s![t, b, ..]),
                     };
                     v.extend(row.iter().copied());
+                    p.extend(row.iter().copied());
                 }
             }
-            v
+            (v, p)
         })
-        .collect();
+        .unzip();
     let mut members = Vec::new();
-    for ((name, _), v) in sources.iter().zip(&values) {
+    for (((name, _), v), p) in sources.iter().zip(&values).zip(&padded) {
         let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
         for f in v.iter().map(|x| x.to_f()).filter(|f| f.is_finite()) {
             lo = lo.min(f);
@@ -531,8 +557,8 @@ fn build_layer<T: Real>(
             let m = lo.abs().max(hi.abs()).max(f64::MIN_POSITIVE);
             (Scale::Diverging, -m, m)
         };
-        let mut bytes = Vec::with_capacity(v.len() * T::BYTES);
-        T::extend_le(v.iter().copied(), &mut bytes);
+        let mut bytes = Vec::with_capacity(p.len() * T::BYTES);
+        T::extend_le(p.iter().copied(), &mut bytes);
         members.push(Member {
             name: name.clone(),
             scale,
@@ -545,11 +571,12 @@ fn build_layer<T: Real>(
             },
         });
     }
-    let masked = (l.masked.iter().any(|&m| m) && l.masked.nrows() == l.steps()).then(|| {
+    let has_mask = l.masked.iter().any(|&m| m) && l.masked.nrows() == own;
+    let masked = (has_mask || steps.end > own).then(|| {
         let bytes: Vec<u8> = seqs
             .iter()
             .flat_map(|&b| steps.clone().map(move |t| (t, b)))
-            .map(|(t, b)| l.masked[[t, b]] as u8)
+            .map(|(t, b)| (t >= own || (has_mask && l.masked[[t, b]])) as u8)
             .collect();
         NumArray {
             dtype: "|u1",
