@@ -1245,17 +1245,12 @@ fn apply<T: Real>(
             max_value,
             threshold,
         } => {
-            let (ns, th) = (in_type(*negative_slope), in_type(*threshold));
-            let mx = max_value.map(in_type);
-            map_data(value, |d| {
-                for x in d.iter_mut() {
-                    let y = if *x >= th { *x } else { ns * (*x - th) };
-                    *x = match mx {
-                        Some(m) if y > m => m,
-                        _ => y,
-                    };
-                }
-            })
+            let relu = layers::relu::ReluLayer {
+                negative_slope: in_type(*negative_slope),
+                max_value: max_value.map(in_type),
+                threshold: in_type(*threshold),
+            };
+            map_data(value, |d| d.iter_mut().for_each(|x| *x = relu.apply(*x)))
         }
         LayerKind::RepeatVector { n } => {
             *mask = None;

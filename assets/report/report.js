@@ -896,7 +896,7 @@
 
   // ---------- explain ----------
   const EXI = (meta.explain && meta.explain.inputs) || []; // several model inputs: one shown at a time
-  const exState = { input: 0, method: null };
+  const exState = { input: 0, method: null, initial: null };
   const exViews = []; // per input: {section, series, heat, legend, msg}
   const KIND_TEXT = { sequence: 'sequence', tokens: 'token ids', flat: 'flat (one step)', mask: 'read only as a mask: every attribution 0' };
   function analysisTable(box, a, scroll) {
@@ -954,6 +954,19 @@
       box.appendChild(sec);
       exViews.push(v);
     });
+    const IS = meta.explain.initial_state;
+    if (IS) {
+      // The model's initial-state terms, once after the inputs, for the page's selected sequence.
+      const sec = el('section', { id: 'explain-initial-state', 'aria-label': 'Initial state terms' });
+      const h = el('h3');
+      const t = el('table', { class: 'data-table' });
+      t.innerHTML = '<thead><tr>' + IS.columns.map((c) => '<th>' + esc(c) + '</th>').join('') + '</tr></thead><tbody></tbody>';
+      const wrap = el('div', { class: 'table-scroll' });
+      wrap.appendChild(t);
+      sec.append(h, wrap);
+      box.appendChild(sec);
+      exState.initial = { title: h, body: t.tBodies[0] };
+    }
     for (const a of shared.slice(1)) analysisTable(box, a);
     isel.addEventListener('change', () => setExplainInput(Number(isel.value)));
     msel.addEventListener('change', () => { exState.method = msel.value; drawExplain(); });
@@ -984,7 +997,15 @@
     const labels = inp.step_labels[state.seq] || [];
     return { t, f, v, label: labels[t] || '' };
   }
+  function drawInitialState() {
+    const IS = meta.explain && meta.explain.initial_state, v = exState.initial;
+    if (!IS || !v) return;
+    const rows = IS.rows[state.seq] || [];
+    v.title.textContent = IS.title + ', sequence ' + meta.sequences[state.seq];
+    v.body.innerHTML = rows.map((r) => '<tr>' + r.map((c) => '<td>' + esc(c) + '</td>').join('') + '</tr>').join('');
+  }
   function drawExplain() {
+    drawInitialState();
     if (!EXI.length) return;
     const i = exState.input, inp = EXI[i], v = exViews[i];
     if (!v.heat) { v.msg.textContent = inp.kind === 'mask' ? 'This input is read only as a mask (a selector held at its value): every attribution is 0.' : 'No per-feature method was run (see the tables).'; return; }

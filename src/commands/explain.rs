@@ -885,11 +885,10 @@ fn run_as<T: Real>(
         }),
         policy: policy.as_ref(),
         inputs: 1,
-        flat: false,
     };
     policy_note(a, &report);
     if let Some(path) = &a.save {
-        explain_data::save_npz(&report, path)?;
+        explain_data::save_npz(&report, path, explain_data::AttrShape::Sequence)?;
     }
     if let Some(path) = &a.plot {
         explain_plot::draw_attributions(&explain_plot::attribution_chart(&report), path)?;

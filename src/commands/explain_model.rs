@@ -891,7 +891,6 @@ fn run_as<T: Real>(
             }),
             policy: policy.as_ref(),
             inputs: shown.len(),
-            flat: sh.flat,
         })
         .collect();
     super::explain::policy_note(a, &reports[0]);
@@ -911,7 +910,14 @@ fn run_as<T: Real>(
     };
     if let Some(path) = &a.save {
         for (j, r) in reports.iter().enumerate() {
-            explain_data::save_npz(r, &suffixed(path, j))?;
+            let shape = if shown[j].tokens {
+                explain_data::AttrShape::Tokens
+            } else if shown[j].flat {
+                explain_data::AttrShape::Flat
+            } else {
+                explain_data::AttrShape::Sequence
+            };
+            explain_data::save_npz(r, &suffixed(path, j), shape)?;
         }
     }
     if let Some(path) = &a.plot {
@@ -977,8 +983,7 @@ fn run_as<T: Real>(
                 })?;
             }
             crate::cli::args::FormatArg::Table => {
-                let text: Vec<String> = reports.iter().map(explain_table::render).collect();
-                let text = text.join("\n");
+                let text = explain_table::render_inputs(&reports);
                 write_stdout(|w| w.write_all(text.as_bytes()))?;
             }
         }

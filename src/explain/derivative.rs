@@ -11,12 +11,14 @@ value exactly at a kink):
   by the product rule (so 0 at −3 and 1 at 3; PyTorch's `hardswish` differs exactly there);
 - `hard_sigmoid_keras2` (`clip_by_value(0.2x + 0.5, 0, 1)`): 0.2 where 0 ≤ 0.2x + 0.5 ≤ 1, bounds included
   (`clip_by_value`'s gradient passes at equality);
-- softmax: the Jacobian-vector product `y ⊙ (g − Σ g·y)` per row (per gate block in a cell).
+- softmax: the Jacobian-vector product `y ⊙ (g − Σ g·y)` per row (per gate block in a cell);
+- the `ReLU`/`LeakyReLU` layer ([`relu_layer_derivative`]), through the ops Keras composes it of.
 
 Checked against `tf.GradientTape` by `fixtures/generate_explain.py` (cases `act_*`).
 */
 
 use crate::cell::{Activation, Real};
+use crate::model::layers::relu::ReluLayer;
 use ndarray::{ArrayView2, ArrayViewMut2, Zip};
 
 const SELU_SCALE: f64 = 1.050_700_987_355_480_5;
@@ -109,6 +111,34 @@ fn hard_sigmoid_slope<T: Real>(x: T) -> T {
     }
 }
 
+/// `d layer(x) / dx` for a `ReLU(negative_slope, max_value, threshold)` / `LeakyReLU` layer, with
+/// TensorFlow's gradients of the ops `keras.activations.relu` builds it from (see
+/// [`crate::model::layers::relu`]):
+/// - a plain leaky relu (`LeakyReluGrad`): 1 for x > 0, else the slope (so the slope at 0);
+/// - otherwise the positive part passes for x > threshold (`ReluGrad`, or `where(x > threshold)`: 0 exactly
+///   at the threshold), and, with a `max_value`, where `clip` passes: `minimum(x, max)` then `maximum(·, 0)`,
+///   whose gradients (`x <= y`, `x >= y`) pass at equality, so 1 exactly at `max_value`; at threshold 0 with
+///   `max_value == 6` Keras uses `relu6` instead (`Relu6Grad`: 0 at 0 and at 6);
+/// - plus the slope where `relu(threshold − x)` passes: x < threshold (not at it).
+#[inline]
+pub fn relu_layer_derivative<T: Real>(relu: &ReluLayer<T>, x: T) -> T {
+    let (zero, one) = (T::zero(), T::one());
+    if relu.is_leaky() {
+        return if x > zero { one } else { relu.negative_slope };
+    }
+    let positive = x > relu.threshold
+        && match relu.max_value {
+            None => true,
+            Some(m) if relu.is_relu6() => x < m,
+            Some(m) => x <= m && x.min(m) >= zero,
+        };
+    let mut d = if positive { one } else { zero };
+    if relu.negative_slope != zero && relu.threshold - x > zero {
+        d = d + relu.negative_slope;
+    }
+    d
+}
+
 /// Turns `g` (the gradient with respect to `y = act(x)`, rows × values) into the gradient with respect to
 /// `x`, in place. Softmax normalises each row (as the cells and heads apply it).
 pub fn backward_rows<T: Real>(
@@ -177,6 +207,44 @@ mod tests {
         assert_eq!(d(Activation::HardSigmoidKeras2, 2.5), 0.2);
         assert_eq!(d(Activation::HardSigmoidKeras2, -2.5), 0.2);
         assert_eq!(d(Activation::HardSilu, 3.0), 1.0);
+    }
+
+    /// The ReLU layer at its kinks, as tf.GradientTape gives them on Keras 3.15's layer (probed values, not
+    /// differences: a difference straddles the kink): 0 at threshold 0 and at a non-zero threshold (with or
+    /// without a slope), 1 at `max_value`, relu6's 0 at 6, a plain leaky relu's slope at 0; and away from
+    /// the kinks a central difference of [`ReluLayer::apply`].
+    #[test]
+    fn relu_layer_kinks_follow_tensorflow() {
+        let r = |s: f64, m: Option<f64>, t: f64| ReluLayer {
+            negative_slope: s,
+            max_value: m,
+            threshold: t,
+        };
+        let d = relu_layer_derivative;
+        assert_eq!(d(&r(0.0, None, 0.0), 0.0), 0.0);
+        assert_eq!(d(&r(0.0, Some(1.0), 0.0), 1.0), 1.0);
+        assert_eq!(d(&r(0.0, Some(1.0), 0.0), 0.0), 0.0);
+        assert_eq!(d(&r(0.0, Some(6.0), 0.0), 6.0), 0.0);
+        assert_eq!(d(&r(0.0, Some(6.0), 0.0), 0.0), 0.0);
+        assert_eq!(d(&r(0.0, Some(6.0), 0.5), 6.0), 1.0);
+        assert_eq!(d(&r(0.1, Some(1.0), 0.5), 1.0), 1.0);
+        assert_eq!(d(&r(0.1, Some(1.0), 0.5), 0.5), 0.0);
+        assert_eq!(d(&r(0.0, None, 0.5), 0.5), 0.0);
+        assert_eq!(d(&r(0.2, Some(1.0), 0.0), 0.0), 0.0);
+        assert_eq!(d(&r(0.25, None, 0.0), 0.0), 0.25);
+        assert_eq!(d(&r(0.3, None, 0.0), -1.0), 0.3);
+        for relu in [
+            r(0.1, Some(1.0), 0.5),
+            r(0.0, Some(6.0), 0.0),
+            r(0.3, None, 0.0),
+            r(0.2, Some(2.0), 0.0),
+        ] {
+            for &x in &[-1.3f64, 0.2, 0.7, 1.6, 4.0, 7.0] {
+                let h = 1e-6;
+                let num = (relu.apply(x + h) - relu.apply(x - h)) / (2.0 * h);
+                assert!((num - d(&relu, x)).abs() < 1e-6, "{relu:?} at {x}");
+            }
+        }
     }
 
     #[test]

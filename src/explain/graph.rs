@@ -18,10 +18,12 @@ as the input, so attributions are taken with respect to the embedding output (Ca
 Vector-Jacobian products follow TensorFlow's registered gradients where a choice exists: `Maximum`
 sends a tie to the earlier operand (`tf.maximum`'s `x >= y`), `Minimum` likewise (`x <= y`),
 `GlobalMaxPooling1D` splits a tie evenly (`reduce_max`), `MaxPooling1D` sends it to the first maximum of
-the window.
+the window (windows sharing a winner add up), the `ReLU` layer is 0 exactly at its threshold and 1
+exactly at `max_value` (`relu_layer_derivative`). `fixtures/generate_explain_ties.py` checks each against
+tf.GradientTape on inputs that force the ties.
 */
 
-use super::derivative::backward_rows;
+use super::derivative::{backward_rows, relu_layer_derivative};
 use super::network::{
     InitialState, Merge, Recorded, RecurrentOp, Value, merge as merge_bidir, rec_backward,
     rec_value, run_rec,
@@ -32,6 +34,7 @@ use crate::model::layers::attention::{Score, attention};
 use crate::model::layers::conv::{Conv1d, conv1d};
 use crate::model::layers::merge::{MergeOp, dot, merge as merge_op};
 use crate::model::layers::pool::{Pool1d, global_pool1d, pool1d};
+use crate::model::layers::relu::ReluLayer;
 use crate::model::layers::{norm, shape, swap_channels, window_geometry};
 use crate::trace::{LayerTrace, Record};
 use crate::weights::{CellWeights, DenseWeights};
@@ -593,18 +596,13 @@ impl<T: Real> Graph<T> {
                     threshold,
                 } => {
                     let (v, m) = &args[0];
+                    let relu = ReluLayer {
+                        negative_slope: *negative_slope,
+                        max_value: *max_value,
+                        threshold: *threshold,
+                    };
                     let mut d = to_dyn(v);
-                    d.mapv_inplace(|x| {
-                        let y = if x >= *threshold {
-                            x
-                        } else {
-                            *negative_slope * (x - *threshold)
-                        };
-                        match max_value {
-                            Some(mx) if y > *mx => *mx,
-                            _ => y,
-                        }
-                    });
+                    d.mapv_inplace(|x| relu.apply(x));
                     (vec![(from_dyn(d), m.clone())], Cache::None)
                 }
                 GOp::Flatten => {
@@ -1140,18 +1138,15 @@ impl<T: Real> Graph<T> {
                 },
                 _,
             ) => {
+                let relu = ReluLayer {
+                    negative_slope: *negative_slope,
+                    max_value: *max_value,
+                    threshold: *threshold,
+                };
                 let x = to_dyn(x0);
                 let mut d = to_dyn(&g);
                 ndarray::Zip::from(&mut d).and(&x).for_each(|gv, &xv| {
-                    let slope = if xv >= *threshold {
-                        match max_value {
-                            Some(m) if xv >= *m => T::zero(),
-                            _ => T::one(),
-                        }
-                    } else {
-                        *negative_slope
-                    };
-                    *gv = *gv * slope;
+                    *gv = *gv * relu_layer_derivative(&relu, xv);
                 });
                 one(from_dyn(d))
             }

@@ -313,7 +313,8 @@ pub enum LayerKind {
         channels: usize,
     },
     /// `ReLU(max_value, negative_slope, threshold)` and `LeakyReLU(negative_slope)`:
-    /// `x ≥ threshold ? min(x, max_value) : negative_slope · (x − threshold)`.
+    /// `x > threshold ? min(x, max_value) : negative_slope · (x − threshold)` (0 exactly at the threshold;
+    /// [`layers::relu`]).
     Relu {
         /// Slope below the threshold.
         negative_slope: f64,

@@ -126,12 +126,35 @@ pub fn json<T: Real>(r: &ExplainReport<'_, T>) -> Value {
     Value::Object(doc)
 }
 
+/// How an input's `(batch, steps, features)` attributions are written (JSON and `--save` alike).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttrShape {
+    /// As computed: `(batch, steps, features)`.
+    Sequence,
+    /// A token input, its attribution summed over the embedding: `(batch, steps)`.
+    Tokens,
+    /// A `(batch, features)` input, explained as one step: `(batch, features)`.
+    Flat,
+}
+
+impl AttrShape {
+    /// The written shape of attributions computed as `shape` (`(batch, steps, features)`).
+    pub fn of(self, shape: &[usize]) -> Vec<usize> {
+        match (self, shape) {
+            (AttrShape::Tokens, [b, t, 1]) => vec![*b, *t],
+            (AttrShape::Flat, [b, 1, f]) => vec![*b, *f],
+            _ => shape.to_vec(),
+        }
+    }
+}
+
 /// Writes every array of the explanation to `path` (atomically): `prediction`, `baseline_prediction`,
 /// (under a dtype policy: `policy` and `computed_in` as strings, `policy_prediction` float32 when known),
 /// `attributions/<method>`, `completeness`, `initial_state_gradient/h|c`, per recurrent layer (direction) k
 /// `initial_state_gradients/<k>/h|c`, and per layer k
 /// `units/<k>/saturation/<gate>/left|right`, `units/<k>/timescale/data|bias`, `units/<k>/dead`.
-pub fn save_npz<T: Real>(r: &ExplainReport<'_, T>, path: &Path) -> Result<()> {
+/// `shape` says how the input's attributions are shaped, as the JSON document shapes them.
+pub fn save_npz<T: Real>(r: &ExplainReport<'_, T>, path: &Path, shape: AttrShape) -> Result<()> {
     let e = r.e;
     let mut z = crate::io::npz_writer::NpzStream::new(path)?;
     let add_t = |z: &mut crate::io::npz_writer::NpzStream,
@@ -172,16 +195,10 @@ pub fn save_npz<T: Real>(r: &ExplainReport<'_, T>, path: &Path) -> Result<()> {
         ("integrated_gradients", &e.integrated_gradients),
     ] {
         if let Some(a) = a {
-            // A flat input's (batch, 1, features) as (batch, features), the JSON's shape.
-            let shape = if r.flat {
-                vec![a.dim().0, a.dim().2]
-            } else {
-                a.shape().to_vec()
-            };
             add_t(
                 &mut z,
                 &format!("attributions/{name}"),
-                &shape,
+                &shape.of(a.shape()),
                 a.iter().copied().collect(),
             )?;
         }
@@ -349,6 +366,13 @@ pub fn report_section<T: Real>(
         rows: capped(rows, w),
     });
     analyses.extend(input_analyses(r));
+    if let Some((columns, rows)) = initial_state_table(e, r.sequence) {
+        analyses.push(Analysis {
+            title: format!("{}, sequence {}", initial_state_title(r.output), r.sequence),
+            columns,
+            rows,
+        });
+    }
     analyses.extend(unit_analyses(e));
     let attributions = match units {
         Some((layer, values)) => {
@@ -381,7 +405,69 @@ pub fn report_section<T: Real>(
         attributions,
         analyses,
         inputs: Vec::new(),
+        initial_state: None,
     }
+}
+
+fn initial_state_title(output: usize) -> String {
+    format!(
+        "Initial state terms: the gradient of output {output} with respect to each recurrent layer's initial state (the zeros it starts from, or the state an initial_state link gives it), model order; |·| the L2 norm over units"
+    )
+}
+
+/// One recurrent layer's initial-state gradient: name, h, c.
+type StateTerm<T> = (String, ndarray::Array2<T>, Option<ndarray::Array2<T>>);
+
+/// The initial-state terms of sequence `seq`: columns, and per recurrent layer its name, |∂y/∂h0| (L2 over
+/// units), the largest |∂y/∂h0ᵢ|, and the same of c0 ("—" for a layer without c) when any layer is an
+/// LSTM. `None` when no gradient was taken.
+fn initial_state_table<T: Real>(
+    e: &crate::explain::Explanation<T>,
+    seq: usize,
+) -> Option<(Vec<String>, Vec<Vec<String>>)> {
+    let first;
+    let terms: &[StateTerm<T>] = if e.initial_state_gradients.is_empty() {
+        let (h, c) = e.initial_state_gradient.as_ref()?;
+        let name = e
+            .units
+            .first()
+            .map_or("recurrent layer", |u| u.layer.as_str());
+        first = [(name.to_string(), h.clone(), c.clone())];
+        &first
+    } else {
+        &e.initial_state_gradients
+    };
+    let lstm = terms.iter().any(|(_, _, c)| c.is_some());
+    let mut columns = vec![
+        "layer".to_string(),
+        "|∂y/∂h0|".into(),
+        "max |∂y/∂h0ᵢ|".into(),
+    ];
+    if lstm {
+        columns.extend(["|∂y/∂c0|".into(), "max |∂y/∂c0ᵢ|".into()]);
+    }
+    let stats = |a: &ndarray::Array2<T>| -> [String; 2] {
+        let row = a.row(seq);
+        let norm = row.iter().map(|v| v.to_f() * v.to_f()).sum::<f64>().sqrt();
+        let largest = row.iter().fold(0.0f64, |m, v| m.max(v.to_f().abs()));
+        [cell(norm), cell(largest)]
+    };
+    let rows = terms
+        .iter()
+        .filter(|(_, h, _)| seq < h.nrows())
+        .map(|(name, h, c)| {
+            let mut row = vec![name.clone()];
+            row.extend(stats(h));
+            if lstm {
+                match c {
+                    Some(c) => row.extend(stats(c)),
+                    None => row.extend(["—".to_string(), "—".to_string()]),
+                }
+            }
+            row
+        })
+        .collect();
+    Some((columns, rows))
 }
 
 /// One model input as the report's explain section shows it.
@@ -406,9 +492,29 @@ pub fn report_section_inputs<T: Real>(
 ) -> crate::render::report::Explain {
     use crate::render::report::{ExplainInput, ExplainMap};
     let mut shared = report_section(&reports[0], None);
-    // The first table (predictions) and the unit tables are shared; the input tables are per input.
+    // The first table (predictions) and the unit tables are shared; the input tables are per input; the
+    // initial-state terms are the model's, shown once after the inputs for the page's sequence.
     let per = input_analyses(&reports[0]).len();
-    shared.analyses.drain(1..1 + per);
+    let e0 = reports[0].e;
+    let state = initial_state_table(e0, 0).is_some();
+    shared.analyses.drain(1..1 + per + usize::from(state));
+    if state {
+        let columns = initial_state_table(e0, 0)
+            .map(|(c, _)| c)
+            .unwrap_or_default();
+        shared.initial_state = Some(crate::render::report::InitialStateTerms {
+            title: initial_state_title(reports[0].output),
+            columns,
+            rows: sequences
+                .iter()
+                .map(|&seq| {
+                    initial_state_table(e0, seq)
+                        .map(|(_, r)| r)
+                        .unwrap_or_default()
+                })
+                .collect(),
+        });
+    }
     let items = reports
         .iter()
         .zip(inputs)

@@ -44,9 +44,6 @@ pub struct ExplainReport<'a, T> {
     /// How many model inputs the attributions are split over (1: one input). With several, each input's
     /// report holds its own attributions while completeness sums over all of them.
     pub inputs: usize,
-    /// The input is flat, `(batch, features)`, held here as one step: saved files drop that axis, as the
-    /// JSON does.
-    pub flat: bool,
     pub step_labels: Option<Vec<String>>,
     /// The model computes under a float16/bfloat16 dtype policy and `e` is of its float32 (float64)
     /// computation: what the renderers say about it.
@@ -190,8 +187,29 @@ pub fn maps<'a, T: Real>(
     .collect()
 }
 
-/// The whole text output.
+/// The whole text output of one explained input: [`render_input`] then [`render_model`].
 pub fn render<T: Real>(r: &ExplainReport<'_, T>) -> String {
+    render_input(r) + &render_model(r)
+}
+
+/// The text output of a model with several inputs: each input's block ([`render_input`]), then once
+/// what belongs to the model (its explanation is one: completeness over every input together, the
+/// initial-state terms, the unit tables), from the first report.
+pub fn render_inputs<T: Real>(reports: &[ExplainReport<'_, T>]) -> String {
+    let mut out = reports
+        .iter()
+        .map(render_input)
+        .collect::<Vec<_>>()
+        .join("\n");
+    if let Some(first) = reports.first() {
+        out += &render_model(first);
+    }
+    out
+}
+
+/// One input's part: the heading, the prediction, the top contributions and per-step totals of the shown
+/// sequence.
+pub fn render_input<T: Real>(r: &ExplainReport<'_, T>) -> String {
     let e = r.e;
     let seq = r.sequence;
     let mut out = String::new();
@@ -285,6 +303,16 @@ pub fn render<T: Real>(r: &ExplainReport<'_, T>) -> String {
         let tb = fitted(&head, &rows, 1, cols);
         let _ = writeln!(out, "\nper-step totals, sequence {seq}:\n{tb}");
     }
+    out
+}
+
+/// The model's part, the same for every input: integrated gradients' completeness, the initial-state
+/// terms of the shown sequence, and one unit table per recurrent layer.
+pub fn render_model<T: Real>(r: &ExplainReport<'_, T>) -> String {
+    let e = r.e;
+    let seq = r.sequence;
+    let cols = r.columns;
+    let mut out = String::new();
     if let Some(c) = &e.completeness {
         let d = e.prediction[seq].to_f() - e.baseline_prediction[seq].to_f();
         let sum = c[seq].to_f() + d;

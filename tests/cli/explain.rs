@@ -30,13 +30,13 @@ fn cases() -> Vec<PathBuf> {
     v
 }
 
-fn read_json(p: &Path) -> Value {
+pub(super) fn read_json(p: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
         .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
 /// Flattens nested JSON arrays of numbers.
-fn flat(v: &Value) -> Vec<f64> {
+pub(super) fn flat(v: &Value) -> Vec<f64> {
     match v {
         Value::Array(a) => a.iter().flat_map(flat).collect(),
         Value::Number(n) => vec![n.as_f64().unwrap()],
@@ -46,7 +46,7 @@ fn flat(v: &Value) -> Vec<f64> {
 }
 
 /// The largest |a − b| relative to the largest |b| (at least `floor`).
-fn rel_err(a: &[f64], b: &[f64], floor: f64) -> f64 {
+pub(super) fn rel_err(a: &[f64], b: &[f64], floor: f64) -> f64 {
     assert_eq!(a.len(), b.len(), "lengths differ");
     let scale = b.iter().fold(floor, |m, v| m.max(v.abs()));
     a.iter()
@@ -540,7 +540,7 @@ fn explain_models_dir() -> PathBuf {
 }
 
 /// Runs explain on one whole-model case (every method) and returns (case.json, the JSON output).
-fn run_model_case(dir: &Path, extra: &[&str]) -> (Value, Value, String) {
+pub(super) fn run_model_case(dir: &Path, extra: &[&str]) -> (Value, Value, String) {
     let case = read_json(&dir.join("case.json"));
     let inputs = case["inputs"].as_array().unwrap();
     let mut cmd = rnntrace();
@@ -793,6 +793,14 @@ fn explain_models_initial_state_gradients() {
         "1",
     ]));
     assert_eq!(code, 0, "{err}");
+    // The model's terms (and unit tables) once, after both inputs' blocks (the JSON has them once).
+    assert_eq!(out.matches("initial state terms").count(), 1, "{out}");
+    assert_eq!(out.matches("units of enc ").count(), 1, "{out}");
+    let last_input = out.find("input 'b'").expect("input b's block");
+    assert!(
+        out.find("initial state terms").unwrap() > last_input,
+        "{out}"
+    );
     let section = out
         .split("initial state terms, sequence 1")
         .nth(1)

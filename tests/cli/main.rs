@@ -9,6 +9,7 @@ mod errors;
 mod explain;
 mod explain_baselines;
 mod explain_float16;
+mod explain_ties;
 mod faults;
 mod float16_models;
 mod golden;

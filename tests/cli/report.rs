@@ -987,6 +987,7 @@ fn explain_and_token_sections_render_when_present() {
             rows: vec![vec!["1".into(), "0.93".into()]],
         }],
         inputs: Vec::new(),
+        initial_state: None,
     });
     data.tokens = Some(
         (0..shape[0])
@@ -1560,4 +1561,201 @@ fn report_of_inputs_of_different_lengths_panicked() {
         );
         page.assert_clean();
     }
+}
+
+/// A layer's initial-state terms: name, [|∂y/∂h0|, max |∂y/∂h0ᵢ|], the same of c0.
+type StateRow = (String, [f64; 2], Option<[f64; 2]>);
+
+/// The initial-state terms of `--format json` (`initial_state_gradients`) for sequence `b`, as the report
+/// shows them: per layer, |∂y/∂h0| (L2 over units), max |∂y/∂h0ᵢ|, and the same of c0 (None: no c).
+fn state_terms(v: &Value, b: usize) -> Vec<StateRow> {
+    let stats = |a: &Value| -> [f64; 2] {
+        let row: Vec<f64> = a[b]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect();
+        [
+            row.iter().map(|x| x * x).sum::<f64>().sqrt(),
+            row.iter().fold(0.0, |m: f64, x| m.max(x.abs())),
+        ]
+    };
+    v["initial_state_gradients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["layer"].as_str().unwrap().to_string(),
+                stats(&e["h"]),
+                (!e["c"].is_null()).then(|| stats(&e["c"])),
+            )
+        })
+        .collect()
+}
+
+/// A report table's rows (cells as text) against [`state_terms`]: the same layers in the same order, each
+/// number within the 7 significant digits the page prints.
+fn assert_state_rows(rows: &[Vec<String>], want: &[StateRow], what: &str) {
+    assert_eq!(rows.len(), want.len(), "{what}: {rows:?}");
+    let close = |cell: &str, w: f64| {
+        let got: f64 = cell.parse().unwrap_or_else(|_| panic!("{what}: {cell:?}"));
+        assert!(
+            (got - w).abs() <= 1e-6 * w.abs().max(1e-30),
+            "{what}: {got} vs {w}"
+        );
+    };
+    let lstm = want.iter().any(|(_, _, c)| c.is_some());
+    for (row, (layer, h, c)) in rows.iter().zip(want) {
+        assert_eq!(&row[0], layer, "{what}");
+        assert_eq!(row.len(), if lstm { 5 } else { 3 }, "{what}: {row:?}");
+        close(&row[1], h[0]);
+        close(&row[2], h[1]);
+        match c {
+            Some(c) => {
+                close(&row[3], c[0]);
+                close(&row[4], c[1]);
+            }
+            None if lstm => assert_eq!(&row[3..], ["—", "—"], "{what}: {layer} has no c"),
+            None => {}
+        }
+    }
+    assert!(
+        want.iter().any(|(_, h, _)| h[0] > 0.0),
+        "{what}: all-zero terms would pass vacuously"
+    );
+}
+
+/// The explain section shows the initial-state terms, as `--format json` of the same run has them: with
+/// several inputs once, after the inputs' blocks, for the page's selected sequence (following the sequence
+/// picker like the inputs' heat maps); with one input as a table of `--sequence` among the others.
+#[test]
+fn explain_report_shows_initial_state_terms() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Two inputs: a shared LSTM (two calls) feeding stacked LSTM and GRU cells (the GRU has no c).
+    let dir = fixtures()
+        .join("explain_models")
+        .join("h0_shared_lstm_cells_linked");
+    let html = tmp.path().join("two.html");
+    let (code, out, err) = run(rnntrace()
+        .current_dir(&dir)
+        .args([
+            "explain",
+            "--model",
+            "model.keras",
+            "--input",
+            "a=a.npy",
+            "--input",
+            "b=b.npy",
+        ])
+        .args(["--methods", "gradient", "--format", "json", "--report"])
+        .arg(&html));
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let batch = v["prediction"].as_array().unwrap().len();
+    let page = Page::open(&html);
+    // Once, after every input's block, none inside them.
+    assert_eq!(
+        page.js("document.querySelectorAll('#explain-initial-state').length"),
+        1
+    );
+    assert_eq!(
+        page.js(
+            "Array.from(document.querySelectorAll('.explain-input')).every((s) =>
+               s.compareDocumentPosition(document.getElementById('explain-initial-state')) & Node.DOCUMENT_POSITION_FOLLOWING)"
+        ),
+        true
+    );
+    assert_eq!(
+        page.js(
+            "Array.from(document.querySelectorAll('.explain-input')).some((s) => s.textContent.includes('Initial state'))"
+        ),
+        false
+    );
+    let read = "(() => { const s = document.getElementById('explain-initial-state');
+        return { title: s.querySelector('h3').textContent,
+                 head: Array.from(s.querySelectorAll('th')).map((c) => c.textContent),
+                 rows: Array.from(s.querySelectorAll('tbody tr')).map((r) => Array.from(r.cells).map((c) => c.textContent)) }; })()";
+    for b in (0..batch).rev() {
+        page.js(&format!(
+            "(() => {{ rnntrace.setSequence({b}); return 0; }})()"
+        ));
+        let shown = page.js(read);
+        let title = shown["title"].as_str().unwrap();
+        assert!(title.ends_with(&format!("sequence {b}")), "{title}");
+        assert!(title.contains("output 0"), "{title}");
+        assert_eq!(shown["head"][1], "|∂y/∂h0|");
+        let rows: Vec<Vec<String>> = serde_json::from_value(shown["rows"].clone()).unwrap();
+        assert_state_rows(
+            &rows,
+            &state_terms(&v, b),
+            &format!("two inputs, sequence {b}"),
+        );
+    }
+    page.assert_clean();
+    drop(page); // one page at a time
+
+    // One input (Conv1D → LSTM → GRU → Dense): a table of --sequence 2, before the unit tables.
+    let dir = fixtures()
+        .join("explain_models")
+        .join("h0_conv_lstm_gru_dense");
+    let html = tmp.path().join("one.html");
+    let (code, out, err) = run(rnntrace()
+        .current_dir(&dir)
+        .args([
+            "explain",
+            "--model",
+            "model.keras",
+            "--input",
+            "x.npy",
+            "--sequence",
+            "2",
+        ])
+        .args([
+            "--methods",
+            "gradient,integrated-gradients",
+            "--format",
+            "json",
+            "--report",
+        ])
+        .arg(&html));
+    assert_eq!(code, 0, "{err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let page = Page::open(&html);
+    let tables = page.js(
+        "Array.from(document.querySelectorAll('#explain h3')).map((h) => {
+           const t = h.nextElementSibling.tagName === 'TABLE' ? h.nextElementSibling : h.nextElementSibling.querySelector('table');
+           return { title: h.textContent, rows: Array.from(t.querySelectorAll('tbody tr')).map((r) => Array.from(r.cells).map((c) => c.textContent)) }; })",
+    );
+    let tables = tables.as_array().unwrap();
+    let at = tables
+        .iter()
+        .position(|t| {
+            t["title"]
+                .as_str()
+                .unwrap()
+                .starts_with("Initial state terms")
+        })
+        .unwrap_or_else(|| panic!("no initial state table: {tables:?}"));
+    assert!(
+        tables[at]["title"]
+            .as_str()
+            .unwrap()
+            .ends_with("sequence 2"),
+        "{}",
+        tables[at]["title"]
+    );
+    let units = tables
+        .iter()
+        .position(|t| t["title"].as_str().unwrap().contains("saturation"))
+        .unwrap();
+    assert!(at < units, "initial state after the unit tables");
+    let rows: Vec<Vec<String>> = serde_json::from_value(tables[at]["rows"].clone()).unwrap();
+    assert_state_rows(&rows, &state_terms(&v, 2), "one input, sequence 2");
+    assert_eq!(
+        page.js("document.querySelectorAll('#explain-initial-state').length"),
+        0
+    );
+    page.assert_clean();
 }

@@ -8,6 +8,7 @@ generic over the crate's [`Real`](crate::cell::Real): no I/O, no configuration p
 - [`pool`]: `MaxPooling1D`/`AveragePooling1D`, `GlobalAveragePooling1D` (mask-aware)/`GlobalMaxPooling1D`;
 - [`norm`]: `BatchNormalization` (inference), `LayerNormalization`;
 - [`shape`]: `RepeatVector`, `Permute`, `ZeroPadding1D`, `Cropping1D`;
+- [`relu`]: `ReLU` (slope, clip, threshold) and `LeakyReLU`;
 - [`merge`]: `Concatenate`, `Add`, `Subtract`, `Multiply`, `Average`, `Maximum`, `Minimum`;
 - [`attention`]: `Attention` (dot, concat), `AdditiveAttention`.
 
@@ -61,6 +62,7 @@ pub mod embedding;
 pub mod merge;
 pub mod norm;
 pub mod pool;
+pub mod relu;
 pub mod shape;
 
 /// How a 1-D convolution or pooling window treats the sequence ends (Keras's `padding`).

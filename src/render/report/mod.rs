@@ -142,6 +142,21 @@ pub struct Explain {
     /// A model with several inputs: each input's attributions, shown one at a time (an input selector);
     /// empty for one input, whose tables are in `analyses`.
     pub inputs: Vec<ExplainInput>,
+    /// A model with several inputs: the initial-state terms (the model's, not an input's), shown once after
+    /// the inputs for the page's selected sequence; for one input they are a table of `analyses`.
+    pub initial_state: Option<InitialStateTerms>,
+}
+
+/// The gradient of the explained output with respect to every recurrent layer's initial state, per
+/// sequence: one row per layer (direction, cell, shared layer's call) in model order.
+#[derive(Debug, Clone, Serialize)]
+pub struct InitialStateTerms {
+    /// Heading; the page appends the sequence.
+    pub title: String,
+    /// Column headings: layer, |∂y/∂h0|, max |∂y/∂h0ᵢ| (and the same of c0 when a layer is an LSTM).
+    pub columns: Vec<String>,
+    /// Per sequence of [`ReportData::sequences`], the rows, as text.
+    pub rows: Vec<Vec<Vec<String>>>,
 }
 
 /// One model input's attributions in the explain section.
