@@ -2224,6 +2224,26 @@ fn merge_tensors<T: Real>(
     let views: Vec<_> = arrays.iter().map(|a| a.view()).collect();
     let y = layers::merge::merge(op, &views, ax.max(0) as usize).map_err(err)?;
     let masks: Vec<Option<&Array2<bool>>> = args.iter().map(|(_, m)| m.as_ref()).collect();
+    // Keras 3's Maximum/Minimum substitute the accumulator for a masked operand (tf-keras ignores masks).
+    let extremum = matches!(op, MergeOp::Maximum | MergeOp::Minimum)
+        && !model.keras2
+        && rank == 3
+        && masks.iter().any(Option::is_some);
+    let y = if extremum {
+        let xs: Vec<ndarray::ArrayView3<'_, T>> = arrays
+            .iter()
+            .map(|a| {
+                a.view()
+                    .into_dimensionality()
+                    .map_err(|e| err(e.to_string()))
+            })
+            .collect::<Result<_>>()?;
+        layers::merge::fold_masked_extremum(op, &xs, &masks)
+            .0
+            .into_dyn()
+    } else {
+        y
+    };
     let mask = if masks.iter().all(Option::is_none) || rank != 3 {
         None
     } else if op == MergeOp::Concatenate {

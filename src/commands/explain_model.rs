@@ -267,6 +267,7 @@ fn op_of<T: Real>(m: &SavedModel, layer: &crate::model::Layer) -> Result<GOp<T>>
         LayerKind::Merge { op, axis } => GOp::Merge {
             op: *op,
             axis: *axis,
+            masked_extremum: !m.keras2,
         },
         LayerKind::Dot { axes, normalize } => GOp::Dot {
             axes: *axes,

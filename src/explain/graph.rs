@@ -176,6 +176,10 @@ pub enum GOp<T> {
         op: MergeOp,
         /// `Concatenate`'s axis as configured.
         axis: i64,
+        /// Keras 3: a masked operand of `Maximum`/`Minimum` is replaced by the accumulator (and a masked
+        /// accumulator by the operand), [`crate::model::layers::merge::fold_masked_extremum`]; tf-keras
+        /// ignores the masks there.
+        masked_extremum: bool,
     },
     /// `Attention` / `AdditiveAttention` on `[query, value]` or `[query, value, key]`; with
     /// `return_scores` its second output is the softmax weights `(batch, Tq, Tv)`.
@@ -754,7 +758,14 @@ impl<T: Real> Graph<T> {
                     let y = shape::crop(x.view(), *l, *r).expect("the builder checked the length");
                     (vec![(Value::Seq(y), None)], Cache::None)
                 }
-                GOp::Merge { op, axis } => (vec![merge_forward(*op, *axis, &args)], Cache::None),
+                GOp::Merge {
+                    op,
+                    axis,
+                    masked_extremum,
+                } => (
+                    vec![merge_forward(*op, *axis, *masked_extremum, &args)],
+                    Cache::None,
+                ),
                 GOp::Attention {
                     score,
                     causal,
@@ -1318,7 +1329,17 @@ impl<T: Real> Graph<T> {
                 dx.slice_mut(s![.., *l..*l + t, ..]).assign(&gy);
                 one(Value::Seq(dx))
             }
-            (GOp::Merge { op, axis }, _) => (merge_backward(*op, *axis, args, &g), Vec::new()),
+            (
+                GOp::Merge {
+                    op,
+                    axis,
+                    masked_extremum,
+                },
+                _,
+            ) => (
+                merge_backward(*op, *axis, *masked_extremum, args, &g),
+                Vec::new(),
+            ),
             (GOp::Attention { score, causal, .. }, _) => {
                 let q = seq(x0, "");
                 let v = seq(&args[1].0, "");
@@ -1532,12 +1553,45 @@ fn pool1d_backward<T: Real>(x: &Array3<T>, gy: &Array3<T>, spec: &Pool1d) -> Arr
 }
 
 /// A merge layer forward, with Keras 3's output mask (as [`crate::runner`] computes it).
-fn merge_forward<T: Real>(op: MergeOp, axis: i64, args: &[Masked<T>]) -> Masked<T> {
+/// Keras 3's masked `Maximum`/`Minimum` over `args` when it applies (sequences, some operand masked):
+/// the result and which operand each element is.
+fn masked_extremum_of<T: Real>(
+    op: MergeOp,
+    masked_extremum: bool,
+    args: &[&Masked<T>],
+) -> Option<(Array3<T>, ndarray::Array3<usize>)> {
+    let applies = masked_extremum
+        && matches!(op, MergeOp::Maximum | MergeOp::Minimum)
+        && args.iter().any(|(_, m)| m.is_some())
+        && args.iter().all(|(v, _)| matches!(v, Value::Seq(_)));
+    applies.then(|| {
+        let xs: Vec<ArrayView3<'_, T>> = args
+            .iter()
+            .map(|(v, _)| match v {
+                Value::Seq(a) => a.view(),
+                Value::Flat(_) => unreachable!("checked: sequences"),
+            })
+            .collect();
+        let masks: Vec<Option<&Array2<bool>>> = args.iter().map(|(_, m)| m.as_ref()).collect();
+        crate::model::layers::merge::fold_masked_extremum(op, &xs, &masks)
+    })
+}
+
+fn merge_forward<T: Real>(
+    op: MergeOp,
+    axis: i64,
+    masked_extremum: bool,
+    args: &[Masked<T>],
+) -> Masked<T> {
     let rank = args.first().map_or(0, |(v, _)| to_dyn(v).ndim());
     let ax = if axis < 0 { rank as i64 + axis } else { axis };
     let arrays: Vec<ArrayD<T>> = args.iter().map(|(v, _)| to_dyn(v)).collect();
     let views: Vec<_> = arrays.iter().map(|a| a.view()).collect();
-    let y = merge_op(op, &views, ax.max(0) as usize).expect("the builder checked the shapes");
+    let refs: Vec<&Masked<T>> = args.iter().collect();
+    let y = match masked_extremum_of(op, masked_extremum, &refs) {
+        Some((y, _)) => y.into_dyn(),
+        None => merge_op(op, &views, ax.max(0) as usize).expect("the builder checked the shapes"),
+    };
     let masks: Vec<Option<&Array2<bool>>> = args.iter().map(|(_, m)| m.as_ref()).collect();
     let mask = if masks.iter().all(Option::is_none) || rank != 3 {
         None
@@ -1570,12 +1624,29 @@ fn merge_forward<T: Real>(op: MergeOp, axis: i64, args: &[Masked<T>]) -> Masked<
 fn merge_backward<T: Real>(
     op: MergeOp,
     axis: i64,
+    masked_extremum: bool,
     args: &[&Masked<T>],
     g: &Value<T>,
 ) -> Vec<Option<Value<T>>> {
     let xs: Vec<ArrayD<T>> = args.iter().map(|(v, _)| to_dyn(v)).collect();
     let gd = to_dyn(g);
     let n = xs.len();
+    // Keras 3's masked Maximum/Minimum: the gradient goes to the operand each element is.
+    if let Some((_, win)) = masked_extremum_of(op, masked_extremum, args) {
+        return (0..n)
+            .map(|i| {
+                let mut d = gd.clone();
+                ndarray::Zip::from(&mut d)
+                    .and(&win.view().into_dyn())
+                    .for_each(|v, &w| {
+                        if w != i {
+                            *v = T::zero();
+                        }
+                    });
+                Some(from_dyn(d))
+            })
+            .collect();
+    }
     let out: Vec<ArrayD<T>> = match op {
         MergeOp::Concatenate => {
             let ax = if axis < 0 {

@@ -25,7 +25,7 @@ fn explain_ties_match_tensorflow() {
         .filter(|p| p.join("case.json").exists())
         .collect();
     dirs.sort();
-    assert_eq!(dirs.len(), 6, "the generator writes 6 cases: {dirs:?}");
+    assert_eq!(dirs.len(), 7, "the generator writes 7 cases: {dirs:?}");
     let tmp = tempfile::tempdir().unwrap();
     let mut worst = Vec::new();
     for dir in dirs {
@@ -44,20 +44,33 @@ fn explain_ties_match_tensorflow() {
         let (_, bpred) = npy(&dir.join("baseline_pred.npy"));
         let e = rel_err(&flat(&v["baseline_prediction"]), &bpred, 1.0);
         assert!(e < 1e-4, "{name}: baseline prediction off by {e}");
-        let input = case["inputs"][0][0].as_str().unwrap();
-        let saved = super::output::npz_members(&save);
-        for (key, file) in [
-            ("gradient", "grad"),
-            ("input_x_gradient", "ixg"),
-            ("integrated_gradients", "ig"),
-            ("occlusion", "occ"),
-        ] {
+        let inputs = case["inputs"].as_array().unwrap();
+        let several = inputs.len() > 1;
+        for (input, key, file) in inputs.iter().flat_map(|i| {
+            let input = i[0].as_str().unwrap();
+            [
+                ("gradient", "grad"),
+                ("input_x_gradient", "ixg"),
+                ("integrated_gradients", "ig"),
+                ("occlusion", "occ"),
+            ]
+            .map(|(k, f)| (input, k, f))
+        }) {
+            // Several inputs: attributions keyed by input, --save writes FILE-NAME.npz per input.
+            let (attr, saved) = if several {
+                (
+                    &v["attributions"][input],
+                    super::output::npz_members(&tmp.path().join(format!("{name}-{input}.npz"))),
+                )
+            } else {
+                (&v["attributions"], super::output::npz_members(&save))
+            };
             let (shape, want) = npy(&dir.join(format!("{file}_{input}.npy")));
             assert!(
                 want.iter().any(|w| w.abs() > 0.0),
-                "{name}: {key}: an all-zero golden"
+                "{name}: {input} {key}: an all-zero golden"
             );
-            let got = flat(&v["attributions"][key]);
+            let got = flat(&attr[key]);
             let e = rel_err(&got, &want, 1e-300);
             worst.push((name.clone(), key, e));
             assert!(e < 1e-4, "{name}: {key} off by {e}");

@@ -93,6 +93,57 @@ pub fn merge<T: Real>(
     Ok(acc)
 }
 
+/// Keras 3's `Maximum`/`Minimum` of masked sequences (`Merge._apply_merge_op_and_or_mask`), folding left:
+/// where an operand is masked the accumulator stands in for it (`x = where(mask, x, acc)`), where the
+/// accumulator is masked the operand stands in for it (`acc = where(acc_mask, acc, x)`), then
+/// `acc = op(acc, x)`; the accumulator's mask is the OR of both when both have one, else none. `inputs`
+/// are `(batch, steps, features)`, `masks` `(batch, steps)` (true = kept) or `None`. Returns the result and,
+/// per element, the index of the input whose value it is (a tie goes to the earlier operand, as
+/// TensorFlow's `x >= y` / `x <= y` gradients send it): the backward pass routes the gradient there.
+/// (tf-keras's `Maximum` ignores masks: plain [`merge`].)
+pub fn fold_masked_extremum<T: Real>(
+    op: MergeOp,
+    inputs: &[ndarray::ArrayView3<'_, T>],
+    masks: &[Option<&ndarray::Array2<bool>>],
+) -> (ndarray::Array3<T>, ndarray::Array3<usize>) {
+    assert!(matches!(op, MergeOp::Maximum | MergeOp::Minimum));
+    let mut acc = inputs[0].to_owned();
+    let mut win = ndarray::Array3::<usize>::zeros(acc.raw_dim());
+    let mut acc_mask = masks[0].cloned();
+    for (i, (x, m)) in inputs.iter().zip(masks).enumerate().skip(1) {
+        let (b, t, _) = x.dim();
+        for bi in 0..b {
+            for ti in 0..t {
+                let x_kept = m.is_none_or(|m| m[[bi, ti]]);
+                let acc_kept = acc_mask.as_ref().is_none_or(|m| m[[bi, ti]]);
+                for (fi, &v) in x.slice(ndarray::s![bi, ti, ..]).iter().enumerate() {
+                    let a = &mut acc[[bi, ti, fi]];
+                    // x masked: op(acc, acc) = acc. acc masked (x kept): op(x, x) = x, x's. Both kept: the
+                    // op, a tie to the accumulator.
+                    let takes = if !x_kept {
+                        false
+                    } else if !acc_kept {
+                        true
+                    } else if op == MergeOp::Maximum {
+                        v > *a
+                    } else {
+                        v < *a
+                    };
+                    if takes {
+                        *a = v;
+                        win[[bi, ti, fi]] = i;
+                    }
+                }
+            }
+        }
+        acc_mask = match (acc_mask, m) {
+            (Some(a), Some(m)) => Some(ndarray::Zip::from(&a).and(*m).map_collect(|&p, &q| p || q)),
+            _ => None,
+        };
+    }
+    (acc, win)
+}
+
 /// `Dot(axes, normalize)`: the batched dot product of `x` and `y` over axis `ax` of `x` and `ay` of `y`
 /// (both ≥ 1; the batch axis is 0), L2-normalised along those axes first when `normalize` (Keras 3:
 /// `x · min(rsqrt(Σx²), 1/1e-7)`; tf-keras caps at 1e6 instead, which differs only for vectors of norm
