@@ -155,6 +155,7 @@ fn graph() -> Graph<f64> {
         node(
             "time_cat",
             GOp::Merge {
+                masked_extremum: true,
                 op: MergeOp::Concatenate,
                 axis: 1,
             },
@@ -180,6 +181,7 @@ fn graph() -> Graph<f64> {
         node(
             "max",
             GOp::Merge {
+                masked_extremum: true,
                 op: MergeOp::Maximum,
                 axis: -1,
             },
@@ -189,6 +191,7 @@ fn graph() -> Graph<f64> {
         node(
             "mul",
             GOp::Merge {
+                masked_extremum: true,
                 op: MergeOp::Multiply,
                 axis: -1,
             },
@@ -238,6 +241,7 @@ fn graph() -> Graph<f64> {
         node(
             "sub",
             GOp::Merge {
+                masked_extremum: true,
                 op: MergeOp::Subtract,
                 axis: -1,
             },
@@ -247,6 +251,7 @@ fn graph() -> Graph<f64> {
         node(
             "min_avg",
             GOp::Merge {
+                masked_extremum: true,
                 op: MergeOp::Average,
                 axis: -1,
             },
@@ -278,6 +283,7 @@ fn graph() -> Graph<f64> {
         node(
             "cat",
             GOp::Merge {
+                masked_extremum: true,
                 op: MergeOp::Concatenate,
                 axis: -1,
             },
@@ -426,6 +432,7 @@ fn channels_first_layers_match_central_differences() {
             node(
                 "cat",
                 GOp::Merge {
+                    masked_extremum: true,
                     op: MergeOp::Concatenate,
                     axis: -1,
                 },
@@ -599,6 +606,7 @@ fn states_and_scores_graph() -> Graph<f64> {
         node(
             "both",
             GOp::Merge {
+                masked_extremum: true,
                 op: MergeOp::Concatenate,
                 axis: -1,
             },
@@ -618,6 +626,7 @@ fn states_and_scores_graph() -> Graph<f64> {
         node(
             "cat",
             GOp::Merge {
+                masked_extremum: true,
                 op: MergeOp::Concatenate,
                 axis: -1,
             },
