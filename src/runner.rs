@@ -1418,9 +1418,11 @@ pub fn assemble_inputs(
         slots[at] = Some((raw, path));
     }
     let mut out = Vec::with_capacity(inputs.len());
+    let mut files = Vec::with_capacity(inputs.len());
     for (k, slot) in slots.into_iter().enumerate() {
         let (raw, path) =
             slot.ok_or_else(|| Error::usage(format!("--input: no file for input '{}'", names[k])))?;
+        files.push(path.display().to_string());
         let layer = &model.layers[inputs[k]];
         let declared = layer.output_shape.clone().unwrap_or_default();
         // Does this input feed an Embedding?
@@ -1489,8 +1491,16 @@ pub fn assemble_inputs(
     }
     let batch: Vec<usize> = out.iter().map(|t| t.shape()[0]).collect();
     if batch.iter().any(|&b| b != batch[0]) {
+        let each: Vec<String> = names
+            .iter()
+            .zip(&files)
+            .zip(&batch)
+            .map(|((n, f), b)| format!("'{n}' ({f}) {b}"))
+            .collect();
         return Err(Error::usage(format!(
-            "the inputs hold different numbers of sequences: {batch:?}"
+            "--input: the inputs hold different numbers of sequences: {}; every input needs one row per \
+             sequence",
+            each.join(", ")
         )));
     }
     Ok(out)

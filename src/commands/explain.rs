@@ -738,6 +738,13 @@ pub(super) fn baseline<T: Real>(
             }))
         }
         Kind::File(p) => {
+            if !p.exists() {
+                return Err(Error::usage(format!(
+                    "{}: no file {}; a baseline is zeros, mean (lower case) or an .npy file",
+                    choice.flag,
+                    p.display()
+                )));
+            }
             let raw = io::read_npy(p)?;
             if let Some(i) = raw.data.iter().position(|v| !v.is_finite()) {
                 return Err(Error::input(

@@ -265,6 +265,14 @@ fn explain_baseline_refusals() {
             vec!["--baseline zeros already gives the baseline of the inputs not named"],
         ),
         (vec!["tokens=".into()], vec!["no baseline after 'tokens='"]),
+        // A keyword in the wrong case is a file name that does not exist: say so, with the flag.
+        (
+            vec!["static=ZEROS".into()],
+            vec![
+                "--baseline static=ZEROS: no file ZEROS",
+                "zeros, mean (lower case) or an .npy file",
+            ],
+        ),
     ] {
         let mut cmd = rnntrace();
         cmd.current_dir(&dir).args([

@@ -846,3 +846,44 @@ fn inspect_shows_the_new_models() {
         assert!(out.contains(wanted), "{name}: {out}");
     }
 }
+
+/// Inputs holding different numbers of sequences: the message named only the counts (`[3, 2]`); it now
+/// names each input and its file.
+#[test]
+fn inputs_of_different_batch_sizes_are_named_with_their_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = fixtures().join("real_models").join("encoder_decoder");
+    let (shape, x) = super::npy(&dir.join("input_decoder_in.npy"));
+    let per = shape[1] * shape[2];
+    let payload: Vec<u8> = x[..2 * per]
+        .iter()
+        .flat_map(|&v| (v as f32).to_le_bytes())
+        .collect();
+    let short = tmp.path().join("short_decoder.npy");
+    std::fs::write(
+        &short,
+        super::npy_bytes("<f4", &[2, shape[1], shape[2]], &payload),
+    )
+    .unwrap();
+    for cmd in ["run", "explain"] {
+        let (code, _, err) = run(rnntrace()
+            .current_dir(&dir)
+            .args([
+                cmd,
+                "--model",
+                "model.keras",
+                "--input",
+                "encoder_in=input_encoder_in.npy",
+            ])
+            .arg("--input")
+            .arg(format!("decoder_in={}", short.display())));
+        assert_eq!(code, 2, "{cmd}: {err}");
+        assert!(
+            err.contains("different numbers of sequences")
+                && err.contains("'encoder_in' (input_encoder_in.npy) 3")
+                && err.contains("short_decoder.npy) 2"),
+            "{cmd}: {err}"
+        );
+        assert_eq!(err.trim().lines().count(), 1, "{cmd}: {err}");
+    }
+}
