@@ -151,15 +151,6 @@ pub trait LayerSink<T> {
     fn block(&mut self, layer: &str, t0: usize, stores: &engine::Stores<T>) -> Result<()>;
 }
 
-fn union(a: Record, b: Record) -> Record {
-    Record {
-        gates: a.gates || b.gates,
-        pre: a.pre || b.pre,
-        states: a.states || b.states,
-        cell_only: a.cell_only && b.cell_only,
-    }
-}
-
 /// Runs one recurrent layer (or one direction of a Bidirectional) over `x`; with `sequence`, also returns
 /// its `return_sequences` output in processing order `(batch, steps, h_units)`, zeros at masked steps when
 /// `zero_output_for_mask`.
@@ -311,10 +302,10 @@ fn trace_layer<T: Real>(
     let hw = w.h_units();
     let mut record = rec.keep;
     if let Some(s) = rec.stream.as_ref() {
-        record = union(record, s.record());
+        record = record.union(s.record());
     }
     if sequence.is_some() {
-        record = union(record, Record::STATES);
+        record = record.union(Record::STATES);
     }
     let lean = rec.keep == Record::NONE;
     let chunk = lean.then_some(engine::STREAM_STEPS);
@@ -552,12 +543,12 @@ fn run_chain<T: Real>(
     }
     let mut record = rec.keep;
     if let Some(s) = rec.stream.as_ref() {
-        record = union(record, s.record());
+        record = record.union(s.record());
     }
     let last = *recs.last().expect("a chain has layers");
     let top = chain.len() - 1;
     if last.return_sequences {
-        record = union(record, Record::STATES);
+        record = record.union(Record::STATES);
     }
     let engine_layers: Vec<engine::ChainLayer<'_, T>> = weights
         .iter()

@@ -1621,6 +1621,22 @@ fn merge_forward<T: Real>(
     (from_dyn(y), mask)
 }
 
+/// Each of `n` operands' gradient from `gd`: the elements whose value is that operand's (`win`), zero
+/// elsewhere (Maximum/Minimum, masked or not).
+fn route_to_winner<T: Real>(gd: &ArrayD<T>, win: &ArrayD<usize>, n: usize) -> Vec<ArrayD<T>> {
+    (0..n)
+        .map(|i| {
+            let mut d = gd.clone();
+            ndarray::Zip::from(&mut d).and(win).for_each(|v, &w| {
+                if w != i {
+                    *v = T::zero();
+                }
+            });
+            d
+        })
+        .collect()
+}
+
 fn merge_backward<T: Real>(
     op: MergeOp,
     axis: i64,
@@ -1633,18 +1649,9 @@ fn merge_backward<T: Real>(
     let n = xs.len();
     // Keras 3's masked Maximum/Minimum: the gradient goes to the operand each element is.
     if let Some((_, win)) = masked_extremum_of(op, masked_extremum, args) {
-        return (0..n)
-            .map(|i| {
-                let mut d = gd.clone();
-                ndarray::Zip::from(&mut d)
-                    .and(&win.view().into_dyn())
-                    .for_each(|v, &w| {
-                        if w != i {
-                            *v = T::zero();
-                        }
-                    });
-                Some(from_dyn(d))
-            })
+        return route_to_winner(&gd, &win.into_dyn(), n)
+            .into_iter()
+            .map(|d| Some(from_dyn(d)))
             .collect();
     }
     let out: Vec<ArrayD<T>> = match op {
@@ -1700,17 +1707,7 @@ fn merge_backward<T: Real>(
                         }
                     });
             }
-            (0..n)
-                .map(|i| {
-                    let mut d = gd.clone();
-                    ndarray::Zip::from(&mut d).and(&win).for_each(|v, &w| {
-                        if w != i {
-                            *v = T::zero();
-                        }
-                    });
-                    d
-                })
-                .collect()
+            route_to_winner(&gd, &win, n)
         }
     };
     out.into_iter().map(|d| Some(from_dyn(d))).collect()
